@@ -1,0 +1,162 @@
+//! Idle memory and time-to-READY of the agent, against the same figures for Node-RED itself,
+//! measured in one run on one machine.
+//!
+//! `cargo bench --bench agent_idle` (figures and the command are kept in BENCHMARKS.md).
+//!
+//! Agent: exec → READY=1 on a notify socket this bench binds; RSS of the agent process alone
+//! (Node-RED excluded) after Node-RED is up and everything has idled for a few seconds.
+//! Baseline: Node-RED started directly by this bench with an equivalent settings file: exec →
+//! its HTTP port answering, and its idle RSS.
+
+#[path = "../tests/common/node_red.rs"]
+mod node_red;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 5;
+const IDLE: Duration = Duration::from_secs(5);
+const BIN: &str = env!("CARGO_BIN_EXE_redtether");
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn stop(mut child: Child) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    let _ = child.wait();
+}
+
+struct Sample {
+    ready_ms: f64,
+    rss_kib: u64,
+}
+
+fn agent_run(red_js: &str) -> (Sample, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[node_red]\ncommand = [\"node\", {red_js:?}]\n[gate]\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().join("state").display().to_string()
+        ),
+    )
+    .unwrap();
+    let notify = dir.path().join("notify");
+    let socket = UnixDatagram::bind(&notify).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let started = Instant::now();
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let ready_ms = loop {
+        let n = socket.recv(&mut buf).expect("READY=1 within 30 s");
+        if buf[..n].windows(7).any(|w| w == b"READY=1") {
+            break started.elapsed().as_secs_f64() * 1000.0;
+        }
+    };
+    let status = || -> Option<serde_json::Value> {
+        let out = Command::new(BIN).args(["status", "--json", "--config"]).arg(&config).output().ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    let node_pid = wait_until(Duration::from_secs(60), || {
+        let s = status()?;
+        (s["node_red"]["state"] == "running").then(|| s["node_red"]["pid"].as_u64().unwrap() as u32)
+    });
+    std::thread::sleep(IDLE);
+    let sample = Sample { ready_ms, rss_kib: rss_kib(child.id()) };
+    let node_rss = rss_kib(node_pid);
+    stop(child);
+    (sample, node_rss)
+}
+
+fn node_red_alone(red_js: &str) -> Sample {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let settings = dir.path().join("settings.js");
+    std::fs::write(
+        &settings,
+        format!("module.exports = {{ uiHost: \"127.0.0.1\", uiPort: {port}, httpAdminRoot: \"/device-editor\", httpNodeRoot: \"/\", credentialSecret: \"bench\", editorTheme: {{ projects: {{ enabled: false }} }} }};\n"),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let child = Command::new("node")
+        .arg(red_js)
+        .arg("--settings")
+        .arg(&settings)
+        .arg("--userDir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Node-RED's own readiness: its editor answers on the port.
+    let ready_ms = wait_until(Duration::from_secs(60), || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.write_all(b"GET /device-editor/ HTTP/1.0\r\n\r\n").ok()?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).ok()?;
+        head.ends_with(b"200").then(|| started.elapsed().as_secs_f64() * 1000.0)
+    });
+    std::thread::sleep(IDLE);
+    let sample = Sample { ready_ms, rss_kib: rss_kib(child.id()) };
+    stop(child);
+    sample
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    // `cargo test --benches` runs bench targets too; only measure under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let red_js = node_red::red_js().display().to_string();
+    let mut agent = Vec::new();
+    let mut supervised_node = Vec::new();
+    let mut alone = Vec::new();
+    for _ in 0..RUNS {
+        let (sample, node_rss) = agent_run(&red_js);
+        agent.push(sample);
+        supervised_node.push(node_rss as f64);
+        alone.push(node_red_alone(&red_js));
+    }
+    let a_ready = median(agent.iter().map(|s| s.ready_ms).collect());
+    let a_rss = median(agent.iter().map(|s| s.rss_kib as f64).collect()) / 1024.0;
+    let n_ready = median(alone.iter().map(|s| s.ready_ms).collect());
+    let n_rss = median(alone.iter().map(|s| s.rss_kib as f64).collect()) / 1024.0;
+    let s_rss = median(supervised_node) / 1024.0;
+    println!("agent_idle: medians of {RUNS} runs, {} s idle before reading RSS", IDLE.as_secs());
+    println!("| metric | redtether agent | Node-RED alone | agent / Node-RED |");
+    println!("|---|---|---|---|");
+    println!("| exec → ready (agent: READY=1; Node-RED: editor answers) | {a_ready:.1} ms | {n_ready:.0} ms | {:.4} |", a_ready / n_ready);
+    println!("| idle RSS (process alone) | {a_rss:.2} MiB | {n_rss:.1} MiB | {:.3} |", a_rss / n_rss);
+    println!("| RSS of the Node-RED the agent supervises | | {s_rss:.1} MiB | |");
+}

@@ -1,0 +1,35 @@
+//! The command line of `redtether`.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "redtether",
+    version,
+    about = "Supervises Node-RED on a device, guards its endpoints, and tunnels it to a platform"
+)]
+pub struct Cli {
+    /// Configuration file [default: /etc/redtether/agent.toml if it exists, else built-in defaults]
+    #[arg(long, short = 'c', global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: supervise Node-RED and serve the gate (the daemon's main job)
+    Run,
+    /// Validate the configuration and exit 0, or 78 naming the key at fault
+    CheckConfig,
+    /// Show the running agent's status
+    Status {
+        /// Print the status document as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restart Node-RED in the running agent
+    RestartNodeRed,
+}

@@ -1,0 +1,110 @@
+//! The `redtether` command line: subcommands, their output, and their exit codes. `main.rs`
+//! parses arguments and calls [`execute`].
+
+mod args;
+pub mod exit;
+mod status;
+
+pub use args::{Cli, Command};
+
+use crate::config::{self, ConfigError, ProcessContext, Settings};
+use crate::control::{self, ClientError, ControlRequest};
+use crate::daemon::{self, DaemonError};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long a CLI command waits for the daemon to answer.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn execute(cli: Cli) -> ExitCode {
+    let settings = match config::load(cli.config.as_deref(), &ProcessContext::from_process()) {
+        Ok(settings) => settings,
+        Err(e) => return config_error(&e),
+    };
+    match cli.command {
+        Command::Run => run(settings),
+        Command::CheckConfig => {
+            println!("configuration OK ({})", settings.source.describe());
+            println!("  state_dir    {}", settings.state_dir.display());
+            println!("  gate.listen  {}", settings.gate.listen);
+            exit::code(exit::OK)
+        }
+        Command::Status { json } => status::show(&settings, json),
+        Command::RestartNodeRed => match ask(&settings, &ControlRequest::RestartNodeRed) {
+            Ok(result) => {
+                println!("Node-RED restarted (pid {})", result["pid"]);
+                exit::code(exit::OK)
+            }
+            Err(e) => client_error(&e),
+        },
+    }
+}
+
+fn run(settings: Settings) -> ExitCode {
+    crate::systemd::init_logging(&settings.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("redtether")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("redtether: error: cannot start the async runtime: {e}");
+            return exit::code(exit::FAILURE);
+        }
+    };
+    let result = runtime.block_on(daemon::run(settings));
+    // Do not wait for stray blocking work (a DNS lookup, a stuck read) past the stop timeout.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => exit::code(exit::OK),
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "redtether cannot run");
+            eprintln!("redtether: error: {}", error_chain(&e));
+            exit::code(match e {
+                DaemonError::StateDir(crate::state_dir::StateDirError::Locked(_)) => {
+                    exit::TEMP_FAIL
+                }
+                DaemonError::StateDir(_) | DaemonError::Control(_) => exit::CANT_CREATE,
+                DaemonError::Gate(_) => exit::UNAVAILABLE,
+                DaemonError::Signals(_) => exit::FAILURE,
+            })
+        }
+    }
+}
+
+pub(crate) fn ask(
+    settings: &Settings,
+    request: &ControlRequest,
+) -> Result<serde_json::Value, ClientError> {
+    let socket = crate::state_dir::StateDir::new(&settings.state_dir).control_socket();
+    control::request(&socket, request, CONTROL_TIMEOUT)
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("redtether: error: {}", error_chain(e));
+    exit::code(exit::CONFIG)
+}
+
+pub(crate) fn client_error(e: &ClientError) -> ExitCode {
+    eprintln!("redtether: {e}");
+    exit::code(match e {
+        ClientError::NotRunning(_) => exit::NOT_RUNNING,
+        _ => exit::FAILURE,
+    })
+}
+
+/// An error and all its causes on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,48 @@
+//! Configuration: reading the agent's TOML file and validating it into immutable [`Settings`].
+//!
+//! The file is parsed into raw structs that mirror it exactly (`deny_unknown_fields`, every key
+//! optional), then validated into settings with no `Option` left where a default exists. Every
+//! error names the file, the dotted key and what is wrong, so the binary can exit with
+//! `EX_CONFIG` (78) and a message an operator can act on.
+
+mod defaults;
+mod duration;
+mod error;
+mod raw;
+mod settings;
+
+pub use defaults::ProcessContext;
+pub use error::ConfigError;
+pub use settings::{ConfigSource, GateSettings, NodeRedLaunch, NodeRedSettings, Settings};
+
+use std::path::Path;
+
+/// Where the agent looks for its configuration when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/redtether/agent.toml";
+
+/// Loads the settings the way every subcommand does: the explicit `--config` file if given
+/// (it must exist), else [`DEFAULT_CONFIG_PATH`] if it exists, else the built-in defaults.
+pub fn load(explicit: Option<&Path>, ctx: &ProcessContext) -> Result<Settings, ConfigError> {
+    let path = match explicit {
+        // Absolute, so messages and `status` name the file unambiguously.
+        Some(path) => ctx.cwd.join(path),
+        None => {
+            let default = Path::new(DEFAULT_CONFIG_PATH);
+            if !default.exists() {
+                return settings::validate(raw::RawConfig::default(), ConfigSource::Defaults, ctx);
+            }
+            default.to_path_buf()
+        }
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    from_toml(&text, &path, ctx)
+}
+
+/// Parses and validates configuration text that came from `path`.
+pub fn from_toml(text: &str, path: &Path, ctx: &ProcessContext) -> Result<Settings, ConfigError> {
+    let raw = raw::parse(text, path)?;
+    settings::validate(raw, ConfigSource::File(path.to_path_buf()), ctx)
+}

@@ -1,0 +1,142 @@
+//! The configuration file exactly as written: every key optional, unknown keys refused.
+
+use super::error::{ConfigError, InvalidKey};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub state_dir: Option<PathBuf>,
+    pub log_level: Option<String>,
+    #[serde(default)]
+    pub node_red: RawNodeRed,
+    #[serde(default)]
+    pub gate: RawGate,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNodeRed {
+    pub node: Option<String>,
+    pub npm: Option<String>,
+    pub package: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub max_old_space_mb: Option<u32>,
+    pub port: Option<u16>,
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    pub health_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    pub health_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    pub startup_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    pub stop_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    pub restart_backoff_min: Option<Duration>,
+    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    pub restart_backoff_max: Option<Duration>,
+    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    pub restart_reset_after: Option<Duration>,
+    pub crash_loop_restarts: Option<u32>,
+    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    pub crash_loop_window: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGate {
+    pub listen: Option<String>,
+}
+
+/// Parses TOML text into the raw structs, turning serde's error into one that names the dotted
+/// key and the line.
+pub(super) fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+    let source = path.display().to_string();
+    let deserializer =
+        toml::de::Deserializer::parse(text).map_err(|e| toml_error(&source, text, "", &e))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = dotted_key(e.path());
+        toml_error(&source, text, &key, &e.into_inner())
+    })
+}
+
+fn toml_error(source: &str, text: &str, key: &str, err: &toml::de::Error) -> ConfigError {
+    let line = err.span().map(|span| line_of(text, span.start));
+    ConfigError::Invalid(InvalidKey {
+        source: source.to_string(),
+        key: key.to_string(),
+        line,
+        message: err.message().trim().to_string(),
+    })
+}
+
+fn dotted_key(path: &serde_path_to_error::Path) -> String {
+    let text = path.to_string();
+    if text == "." { String::new() } else { text }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map_or(0, |before| before.matches('\n').count())
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> (String, Option<usize>, String) {
+        match parse(text, Path::new("/etc/x.toml")).unwrap_err() {
+            ConfigError::Invalid(k) => (k.key, k.line, k.message),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let raw = parse("", Path::new("x.toml")).unwrap();
+        assert!(
+            raw.state_dir.is_none() && raw.node_red.command.is_none() && raw.gate.listen.is_none()
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_dotted_key_and_line() {
+        let (key, line, message) =
+            err("state_dir = \"/tmp\"\n[node_red]\nmax_old_space_mb = \"lots\"\n");
+        assert_eq!(key, "node_red.max_old_space_mb");
+        assert_eq!(line, Some(3));
+        assert!(message.contains("invalid type"), "{message}");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_table() {
+        let (key, line, message) = err("[gate]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n");
+        assert_eq!(key, "gate.lisen");
+        assert_eq!(line, Some(3));
+        assert!(message.contains("unknown field"), "{message}");
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_named() {
+        let (key, _, _) = err("colour = \"red\"\n");
+        assert_eq!(key, "colour");
+    }
+
+    #[test]
+    fn bad_duration_names_key() {
+        let (key, _, message) = err("[node_red]\nstop_timeout = \"ten seconds\"\n");
+        assert_eq!(key, "node_red.stop_timeout");
+        assert!(message.contains("ten seconds"), "{message}");
+    }
+
+    #[test]
+    fn syntax_error_has_line() {
+        let (_, line, _) = err("[node_red]\nnode = \n");
+        assert_eq!(line, Some(2));
+    }
+}

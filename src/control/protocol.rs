@@ -1,0 +1,59 @@
+//! The messages on the control socket.
+
+use serde::{Deserialize, Serialize};
+
+/// Longest request line the daemon reads.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum ControlRequest {
+    /// The daemon's status document.
+    Status,
+    /// Restart Node-RED now.
+    RestartNodeRed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlResponse {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ControlResponse {
+    pub fn ok(result: serde_json::Value) -> Self {
+        ControlResponse {
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+    pub fn error(message: impl Into<String>) -> Self {
+        ControlResponse {
+            ok: false,
+            result: None,
+            error: Some(message.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_tagged_by_cmd() {
+        assert_eq!(
+            serde_json::to_string(&ControlRequest::Status).unwrap(),
+            r#"{"cmd":"status"}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<ControlRequest>(r#"{"cmd":"restart_node_red"}"#).unwrap(),
+            ControlRequest::RestartNodeRed
+        );
+        assert!(serde_json::from_str::<ControlRequest>(r#"{"cmd":"format_disk"}"#).is_err());
+    }
+}

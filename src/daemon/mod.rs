@@ -1,0 +1,160 @@
+//! `redtether run`: wires the subsystems together, owns their tasks, and shuts them down in
+//! order on SIGTERM/SIGINT.
+//!
+//! Order of start: state directory and its lock → gate bound → control socket → supervisor →
+//! READY once Node-RED has first been started (or its install begun). Order of stop: one
+//! cancellation token for all; the supervisor stops Node-RED (SIGTERM, SIGKILL after
+//! `node_red.stop_timeout`), the gate drains, and the process exits 0 within the stop timeout.
+
+mod control;
+mod signals;
+
+use crate::config::Settings;
+use crate::control::ControlServer;
+use crate::gate::Gate;
+use crate::state_dir::{StateDir, StateDirError, random_secret};
+use crate::supervisor::Supervisor;
+use crate::systemd::{Notifier, watchdog_interval};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Extra time past `node_red.stop_timeout` for everything else to wind down.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the daemon could not run. Each maps to its own exit code at the binary's edge.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The state directory could not be created or locked.
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
+    /// The gate's port could not be bound.
+    #[error(transparent)]
+    Gate(#[from] crate::gate::GateError),
+    /// The control socket could not be created.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(settings: Settings) -> Result<(), DaemonError> {
+    let settings = Arc::new(settings);
+    let notifier = Arc::new(Notifier::from_env());
+    let mut signals = signals::Signals::install().map_err(DaemonError::Signals)?;
+
+    let dir = StateDir::new(&settings.state_dir);
+    dir.create()?;
+    let _lock = dir.lock()?;
+    let credential_secret =
+        dir.read_or_create_secret(&dir.credential_secret(), || random_secret(32))?;
+    // A fresh credential for every run of the agent: nothing on disk outlives it for long.
+    let gate_token: Arc<str> = Arc::from(random_secret(32));
+
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let (first_attempt_tx, first_attempt_rx) = oneshot::channel();
+    let (supervisor, handle) = Supervisor::new(
+        Arc::new(settings.node_red.clone()),
+        dir.clone(),
+        Arc::clone(&gate_token),
+        credential_secret,
+        first_attempt_tx,
+    );
+
+    let gate = Gate::bind(
+        settings.gate.listen,
+        handle.upstream(),
+        &gate_token,
+        cancel.child_token(),
+    )
+    .await?;
+    let gate_addr = gate.local_addr().unwrap_or(settings.gate.listen);
+    let control = ControlServer::bind(&dir.control_socket())?;
+    tracing::info!(
+        version = crate::VERSION,
+        config = %settings.source.describe(),
+        state_dir = %dir.root().display(),
+        gate = %gate_addr,
+        "redtether agent starting"
+    );
+
+    tasks.spawn(supervisor.run(cancel.child_token()));
+    tasks.spawn(gate.serve(cancel.child_token()));
+    let control_handler = Arc::new(control::DaemonControl::new(
+        handle.clone(),
+        gate_addr,
+        Arc::clone(&settings),
+    ));
+    tasks.spawn(control.serve(control_handler, cancel.child_token()));
+    tasks.spawn(publish_status(
+        handle.subscribe(),
+        Arc::clone(&notifier),
+        cancel.child_token(),
+    ));
+    if let Some(interval) = watchdog_interval() {
+        tasks.spawn(watchdog(
+            interval,
+            Arc::clone(&notifier),
+            cancel.child_token(),
+        ));
+    }
+    tasks.close();
+
+    tokio::select! {
+        _ = first_attempt_rx => {
+            notifier.ready(&handle.status().summary());
+            tracing::info!(gate = %gate_addr, "ready");
+        }
+        signal = signals.next() => {
+            tracing::info!(%signal, "signal received before ready");
+        }
+    }
+    if !cancel.is_cancelled() && signals.received().is_none() {
+        let signal = signals.next().await;
+        tracing::info!(%signal, "stopping");
+    }
+
+    notifier.stopping("stopping Node-RED");
+    cancel.cancel();
+    let deadline = settings.node_red.stop_timeout + SHUTDOWN_GRACE;
+    tokio::select! {
+        _ = tasks.wait() => tracing::info!("stopped"),
+        _ = tokio::time::sleep(deadline) => tracing::error!(timeout = %humantime::format_duration(deadline), "shutdown took too long; exiting anyway"),
+        signal = signals.next() => tracing::warn!(%signal, "second signal; exiting at once"),
+    }
+    Ok(())
+}
+
+/// Sends systemd a STATUS line on every supervisor state change.
+async fn publish_status(
+    mut status: tokio::sync::watch::Receiver<crate::supervisor::NodeRedStatus>,
+    notifier: Arc<Notifier>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = status.changed() => if changed.is_err() { return },
+        }
+        let summary = status.borrow_and_update().summary();
+        notifier.status(&summary);
+    }
+}
+
+/// Pings the systemd watchdog while the runtime schedules tasks; a stalled event loop stops the
+/// pings and systemd restarts the service.
+async fn watchdog(interval: Duration, notifier: Arc<Notifier>, cancel: CancellationToken) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => notifier.watchdog(),
+        }
+    }
+}

@@ -1,0 +1,6 @@
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    redtether::cli::execute(redtether::cli::Cli::parse())
+}

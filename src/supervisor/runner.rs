@@ -1,0 +1,505 @@
+//! The supervisor actor: the I/O shell around the pure restart policy and health verdict.
+
+use super::child::NodeRedProcess;
+use super::health::{HealthLimits, Probe, Verdict, verdict};
+use super::launch::launch_spec;
+use super::policy::{PolicyConfig, RestartPolicy};
+use super::settings_js::{GATE_TOKEN_HEADER, SettingsJs};
+use super::status::{NodeRedState, NodeRedStatus};
+use super::{SupervisorError, install, leftovers, logs};
+use crate::backoff::{Backoff, jitter};
+use crate::config::{NodeRedLaunch, NodeRedSettings};
+use crate::state_dir::{StateDir, write_private};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How often to probe a Node-RED that has not answered yet.
+const STARTUP_PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+enum Command {
+    Restart {
+        reply: oneshot::Sender<Result<u32, SupervisorError>>,
+    },
+}
+
+/// The rest of the agent's view of the supervisor.
+#[derive(Clone)]
+pub struct SupervisorHandle {
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<NodeRedStatus>,
+    upstream: watch::Receiver<Option<SocketAddr>>,
+}
+
+impl SupervisorHandle {
+    pub fn status(&self) -> NodeRedStatus {
+        self.status.borrow().clone()
+    }
+    pub fn subscribe(&self) -> watch::Receiver<NodeRedStatus> {
+        self.status.clone()
+    }
+    /// Where Node-RED listens while a run is up; `None` between runs.
+    pub fn upstream(&self) -> watch::Receiver<Option<SocketAddr>> {
+        self.upstream.clone()
+    }
+    /// Stops Node-RED gracefully and starts it again at once (not counted as a crash).
+    /// Returns the new pid once it is spawned.
+    pub async fn restart(&self) -> Result<u32, SupervisorError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Restart { reply })
+            .await
+            .map_err(|_| SupervisorError::Gone)?;
+        rx.await.map_err(|_| SupervisorError::Gone)?
+    }
+}
+
+/// The actor; build with [`Supervisor::new`], then drive with [`Supervisor::run`].
+pub struct Supervisor {
+    settings: Arc<NodeRedSettings>,
+    dir: StateDir,
+    gate_token: Arc<str>,
+    credential_secret: String,
+    status: watch::Sender<NodeRedStatus>,
+    upstream: watch::Sender<Option<SocketAddr>>,
+    commands: mpsc::Receiver<Command>,
+    commands_open: bool,
+    first_attempt: Option<oneshot::Sender<()>>,
+    run_id: String,
+    spawns: u32,
+    probe: Probe,
+    tasks: TaskTracker,
+    /// Restart requests answered once the next run is spawned.
+    pending_restarts: Vec<oneshot::Sender<Result<u32, SupervisorError>>>,
+}
+
+/// How one run of Node-RED ended.
+enum RunEnd {
+    Cancelled,
+    Restart(oneshot::Sender<Result<u32, SupervisorError>>),
+    Exited(std::io::Result<ExitStatus>),
+    Hung(&'static str),
+}
+
+impl Supervisor {
+    /// `first_attempt` fires once Node-RED has been spawned, or its install or start has first
+    /// been tried: the point after which the agent reports READY.
+    pub fn new(
+        settings: Arc<NodeRedSettings>,
+        dir: StateDir,
+        gate_token: Arc<str>,
+        credential_secret: String,
+        first_attempt: oneshot::Sender<()>,
+    ) -> (Supervisor, SupervisorHandle) {
+        let (status_tx, status_rx) = watch::channel(NodeRedStatus::initial());
+        let (upstream_tx, upstream_rx) = watch::channel(None);
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let probe_timeout = settings
+            .health_interval
+            .clamp(Duration::from_millis(500), Duration::from_secs(5));
+        let probe = Probe::new(GATE_TOKEN_HEADER, gate_token.to_string(), probe_timeout);
+        let supervisor = Supervisor {
+            settings,
+            dir,
+            gate_token,
+            credential_secret,
+            status: status_tx,
+            upstream: upstream_tx,
+            commands: cmd_rx,
+            commands_open: true,
+            first_attempt: Some(first_attempt),
+            run_id: crate::state_dir::random_secret(6),
+            spawns: 0,
+            probe,
+            tasks: TaskTracker::new(),
+            pending_restarts: Vec::new(),
+        };
+        (
+            supervisor,
+            SupervisorHandle {
+                commands: cmd_tx,
+                status: status_rx,
+                upstream: upstream_rx,
+            },
+        )
+    }
+
+    /// Supervises until `cancel` fires, then stops Node-RED and returns.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        self.end_leftovers_of_previous_agent();
+        let s = &self.settings;
+        let mut policy = RestartPolicy::new(PolicyConfig {
+            backoff: Backoff::new(s.restart_backoff_min, s.restart_backoff_max),
+            reset_after: s.restart_reset_after,
+            crash_loop_restarts: s.crash_loop_restarts,
+            window: s.crash_loop_window,
+        });
+        let install_backoff = Backoff::new(s.restart_backoff_min, s.restart_backoff_max);
+        let mut install_attempt = 0u32;
+
+        loop {
+            let red_js = match self.entry_point(&cancel).await {
+                Ok(red_js) => red_js,
+                Err(None) => break,
+                Err(Some(reason)) => {
+                    let delay = install_backoff.delay(install_attempt, jitter());
+                    install_attempt = install_attempt.saturating_add(1);
+                    tracing::error!(error = %reason, retry_in = %fmt(delay), "cannot install Node-RED");
+                    self.set(
+                        NodeRedState::Backoff,
+                        None,
+                        None,
+                        Some(format!("{reason}; retrying in {}", fmt(delay))),
+                    );
+                    if !self.wait(delay, &cancel).await {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            install_attempt = 0;
+
+            let end = match self.start(red_js) {
+                Ok((process, port, instance)) => {
+                    let mut process = process;
+                    let end = self
+                        .watch_run(&mut process, port, &mut policy, &cancel)
+                        .await;
+                    self.upstream.send_replace(None);
+                    let end = self.finish_run(&mut process, end).await;
+                    let killed = leftovers::kill_instance(&instance);
+                    if killed > 0 {
+                        tracing::warn!(count = killed, "ended processes Node-RED left behind");
+                    }
+                    end
+                }
+                Err(reason) => {
+                    tracing::error!(error = %reason, "cannot start Node-RED");
+                    RunEnd::Hung("could not be started")
+                }
+            };
+
+            match end {
+                RunEnd::Cancelled => break,
+                RunEnd::Restart(reply) => {
+                    policy.on_planned_stop();
+                    self.pending_restarts.push(reply);
+                }
+                RunEnd::Exited(_) | RunEnd::Hung(_) => {
+                    let plan = policy.on_crash(Instant::now(), jitter());
+                    let state = if plan.crash_loop {
+                        NodeRedState::CrashLoop
+                    } else {
+                        NodeRedState::Backoff
+                    };
+                    let last = self.status.borrow().last_exit.clone().unwrap_or_default();
+                    if plan.crash_loop {
+                        tracing::error!(restart_in = %fmt(plan.delay), recent_crashes = policy.recent_crashes(), "Node-RED is in a crash loop");
+                    } else {
+                        tracing::warn!(restart_in = %fmt(plan.delay), "Node-RED {last}; restarting");
+                    }
+                    self.set(
+                        state,
+                        None,
+                        None,
+                        Some(format!("{last}; restarting in {}", fmt(plan.delay))),
+                    );
+                    if !self.wait(plan.delay, &cancel).await {
+                        break;
+                    }
+                }
+            }
+        }
+        self.upstream.send_replace(None);
+        self.set(NodeRedState::Stopped, None, None, None);
+        self.fire_first_attempt();
+        for reply in self.pending_restarts.drain(..) {
+            let _ = reply.send(Err(SupervisorError::Gone));
+        }
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+impl Supervisor {
+    /// Ends processes of a Node-RED that an earlier agent started and did not live to stop.
+    fn end_leftovers_of_previous_agent(&self) {
+        let path = self.dir.node_red_instance_file();
+        if let Ok(instance) = std::fs::read_to_string(&path) {
+            let killed = leftovers::kill_instance(instance.trim());
+            if killed > 0 {
+                tracing::warn!(
+                    count = killed,
+                    "ended processes left behind by an earlier run of the agent"
+                );
+            }
+        }
+    }
+
+    /// The installed `red.js` (managed mode, installing it first when missing) or `None` when a
+    /// command is configured. `Err(None)` means cancelled; `Err(Some(reason))` a failed install.
+    async fn entry_point(
+        &mut self,
+        cancel: &CancellationToken,
+    ) -> Result<Option<PathBuf>, Option<String>> {
+        let settings = Arc::clone(&self.settings);
+        let NodeRedLaunch::Managed { node, npm, package } = &settings.launch else {
+            return Ok(None);
+        };
+        let runtime = self.dir.runtime_dir();
+        if let Some(red_js) = install::installed_red_js(&runtime, package) {
+            return Ok(Some(red_js));
+        }
+        self.set(
+            NodeRedState::Starting,
+            None,
+            None,
+            Some(format!("installing {package} with npm")),
+        );
+        self.fire_first_attempt();
+        let installing = install::install(node, npm, package, &runtime);
+        tokio::pin!(installing);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(None),
+                result = &mut installing => return result.map(Some).map_err(|e| Some(e.to_string())),
+                cmd = self.commands.recv(), if self.commands_open => match cmd {
+                    Some(Command::Restart { reply }) => {
+                        let _ = reply.send(Err(SupervisorError::Busy(format!("{package} is being installed"))));
+                    }
+                    None => self.commands_open = false,
+                },
+            }
+        }
+    }
+
+    /// Writes the settings file and spawns one run. Returns the process, its port and the
+    /// instance marker of the run.
+    fn start(&mut self, red_js: Option<PathBuf>) -> Result<(NodeRedProcess, u16, String), String> {
+        let port =
+            pick_port(self.settings.port).map_err(|e| format!("no free loopback port: {e}"))?;
+        let settings_file = self.dir.node_red_settings();
+        let rendered = SettingsJs {
+            port,
+            credential_secret: &self.credential_secret,
+            gate_token: &self.gate_token,
+        }
+        .render();
+        write_private(&settings_file, rendered.as_bytes()).map_err(|e| e.to_string())?;
+
+        let instance = format!("{}-{}", self.run_id, self.spawns);
+        let inherited = std::env::var("NODE_OPTIONS").ok();
+        let spec = launch_spec(
+            &self.settings,
+            red_js.as_deref(),
+            &settings_file,
+            &self.dir.node_red_user_dir(),
+            &instance,
+            inherited.as_deref(),
+        );
+        // Recorded before the spawn, so an agent killed right after it still finds the run.
+        write_private(&self.dir.node_red_instance_file(), instance.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let (process, pipes) = NodeRedProcess::spawn(&spec)
+            .map_err(|e| format!("cannot run `{}`: {e}", spec.program))?;
+        let pid = process.pid();
+        if let Some(stdout) = pipes.stdout {
+            self.tasks.spawn(logs::forward(stdout, "stdout", pid));
+        }
+        if let Some(stderr) = pipes.stderr {
+            self.tasks.spawn(logs::forward(stderr, "stderr", pid));
+        }
+        self.spawns += 1;
+        tracing::info!(pid, port, program = %spec.program, "Node-RED started");
+        self.upstream
+            .send_replace(Some(SocketAddr::from(([127, 0, 0, 1], port))));
+        self.set(NodeRedState::Starting, Some(pid), Some(port), None);
+        self.fire_first_attempt();
+        for reply in self.pending_restarts.drain(..) {
+            let _ = reply.send(Ok(pid));
+        }
+        Ok((process, port, instance))
+    }
+
+    /// Watches one run until it exits, hangs, or is asked to stop.
+    async fn watch_run(
+        &mut self,
+        process: &mut NodeRedProcess,
+        port: u16,
+        policy: &mut RestartPolicy,
+        cancel: &CancellationToken,
+    ) -> RunEnd {
+        let limits = HealthLimits {
+            startup_timeout: self.settings.startup_timeout,
+            health_timeout: self.settings.health_timeout,
+        };
+        let probe = self.probe.clone();
+        let started = Instant::now();
+        let mut last_ok: Option<Instant> = None;
+        let mut warned = false;
+        loop {
+            let interval = if last_ok.is_some() {
+                self.settings.health_interval
+            } else {
+                STARTUP_PROBE_INTERVAL
+            };
+            let next_probe = async {
+                tokio::time::sleep(interval).await;
+                probe.check(port).await
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return RunEnd::Cancelled,
+                status = process.wait() => return RunEnd::Exited(status),
+                cmd = self.commands.recv(), if self.commands_open => match cmd {
+                    Some(Command::Restart { reply }) => return RunEnd::Restart(reply),
+                    None => self.commands_open = false,
+                },
+                result = next_probe => {
+                    let now = Instant::now();
+                    if result.is_ok() {
+                        last_ok = Some(now);
+                    }
+                    match verdict(limits, started, last_ok, result.is_ok(), now) {
+                        Verdict::Healthy => {
+                            policy.on_healthy(now);
+                            warned = false;
+                            if self.status.borrow().state != NodeRedState::Running {
+                                tracing::info!(pid = process.pid(), seconds = started.elapsed().as_secs_f32(), "Node-RED is up");
+                                self.set(NodeRedState::Running, Some(process.pid()), Some(port), None);
+                            }
+                        }
+                        Verdict::Starting => {}
+                        Verdict::Degraded => {
+                            if !warned {
+                                tracing::warn!(pid = process.pid(), error = %result.err().unwrap_or_default(), "Node-RED is not answering its health check");
+                                warned = true;
+                            }
+                        }
+                        Verdict::Hung if last_ok.is_none() => return RunEnd::Hung("did not answer within node_red.startup_timeout"),
+                        Verdict::Hung => return RunEnd::Hung("stopped answering for node_red.health_timeout"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops the process if it still runs and records how the run ended.
+    async fn finish_run(&mut self, process: &mut NodeRedProcess, end: RunEnd) -> RunEnd {
+        let stop_timeout = self.settings.stop_timeout;
+        let pid = process.pid();
+        let last_exit = match &end {
+            RunEnd::Exited(Ok(status)) => describe_exit(*status),
+            RunEnd::Exited(Err(e)) => format!("could not be waited for: {e}"),
+            RunEnd::Hung(why) => {
+                tracing::warn!(pid, "Node-RED {why}; stopping it");
+                let _ = process.stop(stop_timeout).await;
+                format!("was hung ({why}) and was stopped")
+            }
+            RunEnd::Cancelled | RunEnd::Restart(_) => {
+                tracing::info!(pid, "stopping Node-RED");
+                self.set(
+                    NodeRedState::Starting,
+                    Some(pid),
+                    None,
+                    Some("stopping".into()),
+                );
+                match process.stop(stop_timeout).await {
+                    Ok(status) => format!("was stopped by the agent ({})", describe_exit(status)),
+                    Err(e) => format!("was stopped by the agent ({e})"),
+                }
+            }
+        };
+        tracing::info!(pid, "Node-RED {last_exit}");
+        self.status.send_modify(|s| {
+            s.last_exit = Some(last_exit);
+            s.pid = None;
+            s.port = None;
+        });
+        end
+    }
+
+    /// Sleeps `delay` unless cancelled (false) or a restart is asked for (true, at once).
+    async fn wait(&mut self, delay: Duration, cancel: &CancellationToken) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                _ = &mut sleep => return true,
+                cmd = self.commands.recv(), if self.commands_open => match cmd {
+                    Some(Command::Restart { reply }) => {
+                        self.pending_restarts.push(reply);
+                        return true;
+                    }
+                    None => self.commands_open = false,
+                },
+            }
+        }
+    }
+
+    fn set(
+        &self,
+        state: NodeRedState,
+        pid: Option<u32>,
+        port: Option<u16>,
+        detail: Option<String>,
+    ) {
+        let restarts = self.spawns.saturating_sub(1);
+        self.status.send_if_modified(|s| {
+            let next = NodeRedStatus {
+                state,
+                pid,
+                restarts,
+                since: if s.state == state {
+                    s.since
+                } else {
+                    SystemTime::now()
+                },
+                port,
+                detail,
+                last_exit: s.last_exit.clone(),
+            };
+            let changed = *s != next;
+            *s = next;
+            changed
+        });
+    }
+
+    fn fire_first_attempt(&mut self) {
+        if let Some(tx) = self.first_attempt.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn pick_port(configured: u16) -> std::io::Result<u16> {
+    if configured != 0 {
+        return Ok(configured);
+    }
+    let probe = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(probe.local_addr()?.port())
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(sig)) => {
+            let name = nix::sys::signal::Signal::try_from(sig)
+                .map(|s| s.as_str())
+                .unwrap_or("unknown");
+            format!("was killed by signal {sig} ({name})")
+        }
+        _ => format!("ended ({status})"),
+    }
+}
+
+fn fmt(d: Duration) -> String {
+    // Whole milliseconds: "3s 214ms", not nanoseconds.
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+}

@@ -1,0 +1,186 @@
+//! A real `redtether run` process with its own state directory and config.
+
+use super::wait_for;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_redtether");
+
+/// A config for a test agent: gate on an ephemeral loopback port, state in `dir`, Node-RED from
+/// the fixture unless `node_red` overrides the `[node_red]` table's body.
+pub fn config(dir: &Path, node_red: &str) -> String {
+    format!(
+        "state_dir = {state:?}\nlog_level = \"debug\"\n[node_red]\n{node_red}\n[gate]\nlisten = \"127.0.0.1:0\"\n",
+        state = dir.join("state").display().to_string(),
+    )
+}
+
+/// The `[node_red]` line that runs the fixture Node-RED.
+pub fn fixture_node_red() -> String {
+    format!(
+        "command = [\"node\", {:?}]",
+        super::node_red::red_js().display().to_string()
+    )
+}
+
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub config: PathBuf,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// Starts an agent with the fixture Node-RED and `extra` appended to `[node_red]`.
+    pub fn start(extra: &str) -> Agent {
+        // Fast health checks unless the test sets its own.
+        let health = if extra.contains("health_interval") {
+            ""
+        } else {
+            "health_interval = \"500ms\""
+        };
+        Agent::start_with(&format!("{}\n{health}\n{extra}", fixture_node_red()), &[])
+    }
+
+    /// Starts an agent with this `[node_red]` body and extra environment.
+    pub fn start_with(node_red: &str, env: &[(&str, &str)]) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("agent.toml");
+        std::fs::write(&config, self::config(dir.path(), node_red)).unwrap();
+        let mut agent = Agent {
+            dir,
+            child: None,
+            config,
+            log: PathBuf::new(),
+        };
+        agent.spawn(env);
+        agent
+    }
+
+    /// Starts (again) on the same state directory and config.
+    pub fn spawn(&mut self, env: &[(&str, &str)]) {
+        self.log = self.dir.path().join(format!(
+            "agent-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let log = std::fs::File::create(&self.log).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().unwrap());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Everything the agent logged so far.
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// `redtether status --json` through the real CLI, or `None` while it does not answer.
+    pub fn try_status(&self) -> Option<serde_json::Value> {
+        if !super::process_alive(self.pid()) {
+            panic!("the agent is not running; its log:\n{}", self.log());
+        }
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        wait_for(
+            Duration::from_secs(20),
+            "the agent's control socket",
+            || self.try_status(),
+        )
+    }
+
+    /// Waits until Node-RED reports `state` and returns the status.
+    pub fn wait_state(&self, state: &str, timeout: Duration) -> serde_json::Value {
+        wait_for(timeout, &format!("Node-RED state {state}"), || {
+            self.try_status()
+                .filter(|s| s["node_red"]["state"] == state)
+        })
+    }
+
+    pub fn wait_running(&self) -> serde_json::Value {
+        self.wait_state("running", Duration::from_secs(60))
+    }
+
+    /// The gate's base URL, from the status document.
+    pub fn gate_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.status()["gate"]["listen"].as_str().unwrap()
+        )
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        super::send_signal(self.pid(), signal);
+    }
+
+    /// Waits for the agent to exit and returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        wait_for(timeout, "the agent to exit", || child.try_wait().unwrap())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut()
+            && child.try_wait().ok().flatten().is_none()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            if wait_for_exit(child, Duration::from_secs(15)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("---- agent log ----\n{}", self.log());
+        }
+    }
+}
+
+fn wait_for_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine with Rust, Node.js 20 and npm.
+#
+# What the tests need beyond that is installed by the tests themselves, once, into target/:
+# Node-RED from tests/fixtures/node-red/package-lock.json (npm ci, reused while the lockfile is
+# unchanged). Extra arguments go to `cargo test` (for example a test name filter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() {
+    command -v "$1" >/dev/null 2>&1 || { echo "tests/run.sh: $1 is required ($2)" >&2; exit 1; }
+}
+need cargo "install Rust with rustup"
+need node "Node.js 20 runs Node-RED"
+need npm "npm installs the Node-RED fixture"
+need unshare "util-linux: the journald test runs the agent in a private mount namespace"
+need python3 "the journald test's stand-in journal"
+
+exec cargo test --locked "$@"
