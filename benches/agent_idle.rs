@@ -9,6 +9,7 @@
 //! its HTTP port answering, and its idle RSS.
 
 #[path = "../tests/common/node_red.rs"]
+#[allow(dead_code)]
 mod node_red;
 
 use std::os::unix::net::UnixDatagram;
