@@ -4,6 +4,7 @@
 //! Each concern is a module folder; decision logic in each is pure and unit-tested, the I/O
 //! around it is tested with real processes in `tests/`.
 
+pub mod audit;
 pub mod backoff;
 pub mod cli;
 pub mod config;

@@ -32,4 +32,33 @@ pub enum Command {
     },
     /// Restart Node-RED in the running agent
     RestartNodeRed,
+    /// Read a password on stdin and print its argon2id hash for `password_hash` keys
+    Passwd,
+    /// Manage bearer tokens for node space (HTTP-In endpoints, dashboards)
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; prints only the token, once
+    Create {
+        /// A unique name for the token
+        #[arg(long)]
+        name: String,
+        /// How long it is valid, e.g. 1h, 30d
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: std::time::Duration,
+        /// Limit the token to paths under this prefix, e.g. /api
+        #[arg(long, value_name = "PATH-PREFIX")]
+        scope: Option<String>,
+    },
+    /// List tokens (never the tokens themselves)
+    List {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by name
+    Revoke { name: String },
 }

@@ -4,6 +4,7 @@
 mod args;
 pub mod exit;
 mod status;
+mod token;
 
 pub use args::{Cli, Command};
 
@@ -30,6 +31,8 @@ pub fn execute(cli: Cli) -> ExitCode {
             exit::code(exit::OK)
         }
         Command::Status { json } => status::show(&settings, json),
+        Command::Passwd => token::passwd(),
+        Command::Token(command) => token::run(&settings, command),
         Command::RestartNodeRed => match ask(&settings, &ControlRequest::RestartNodeRed) {
             Ok(result) => {
                 println!("Node-RED restarted (pid {})", result["pid"]);
@@ -66,6 +69,7 @@ fn run(settings: Settings) -> ExitCode {
                     exit::TEMP_FAIL
                 }
                 DaemonError::StateDir(_) | DaemonError::Control(_) => exit::CANT_CREATE,
+                DaemonError::Gate(crate::gate::GateError::Tls(_)) => exit::CONFIG,
                 DaemonError::Gate(_) => exit::UNAVAILABLE,
                 DaemonError::Signals(_) => exit::FAILURE,
             })

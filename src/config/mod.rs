@@ -8,12 +8,16 @@
 mod defaults;
 mod duration;
 mod error;
+mod gate;
 mod raw;
 mod settings;
 
 pub use defaults::ProcessContext;
 pub use error::ConfigError;
-pub use settings::{ConfigSource, GateSettings, NodeRedLaunch, NodeRedSettings, Settings};
+pub use gate::{
+    GateSettings, NodeAuth, RateLimitSettings, Role, TlsSettings, UserSettings, valid_user_name,
+};
+pub use settings::{ConfigSource, NodeRedLaunch, NodeRedSettings, Settings};
 
 use std::path::Path;
 

@@ -50,6 +50,50 @@ pub(super) struct RawNodeRed {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGate {
     pub listen: Option<String>,
+    pub protection: Option<bool>,
+    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    pub session_ttl: Option<Duration>,
+    pub cors_origins: Option<Vec<String>>,
+    #[serde(default)]
+    pub http_auth: RawHttpAuth,
+    pub users: Option<Vec<RawUser>>,
+    #[serde(default)]
+    pub rate_limit: RawRateLimit,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttpAuth {
+    pub mode: Option<String>,
+    pub user: Option<String>,
+    pub password_hash: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUser {
+    pub name: String,
+    pub password_hash: String,
+    pub role: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    pub requests_per_second: Option<f64>,
+    pub burst: Option<u32>,
+    pub max_upstream_connections: Option<u32>,
+    pub failed_auth_burst: Option<u32>,
+    pub failed_auth_per_second: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub self_signed: Option<bool>,
 }
 
 /// Parses TOML text into the raw structs, turning serde's error into one that names the dotted

@@ -2,9 +2,9 @@
 
 use super::defaults::ProcessContext;
 use super::error::ConfigError;
+use super::gate::GateSettings;
 use super::raw::RawConfig;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -63,11 +63,6 @@ pub struct NodeRedSettings {
     pub restart_reset_after: Duration,
     pub crash_loop_restarts: u32,
     pub crash_loop_window: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct GateSettings {
-    pub listen: SocketAddr,
 }
 
 pub(super) const DEFAULT_PACKAGE: &str = "node-red@4.1";
@@ -222,20 +217,18 @@ pub(super) fn validate(
         )?,
     };
 
-    let listen_text = raw.gate.listen.unwrap_or_else(|| "0.0.0.0:1880".into());
-    let listen = listen_text.parse::<SocketAddr>().map_err(|e| {
-        invalid(
-            "gate.listen",
-            format!("{listen_text:?} is not an address:port such as \"0.0.0.0:1880\" ({e})"),
-        )
-    })?;
+    let base_dir = match &source {
+        ConfigSource::File(file) => file.parent().unwrap_or(Path::new("/")).to_path_buf(),
+        ConfigSource::Defaults => ctx.cwd.clone(),
+    };
+    let gate = super::gate::validate(raw.gate, &base_dir, &invalid)?;
 
     Ok(Settings {
         source,
         state_dir,
         log_level,
         node_red,
-        gate: GateSettings { listen },
+        gate,
     })
 }
 

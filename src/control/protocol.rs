@@ -12,6 +12,20 @@ pub enum ControlRequest {
     Status,
     /// Restart Node-RED now.
     RestartNodeRed,
+    /// Node-RED asks who an editor session is (the websocket's auth frame).
+    CheckSession {
+        token: String,
+    },
+    /// Make a bearer token; the answer carries it, once.
+    TokenCreate {
+        name: String,
+        lifetime_secs: u64,
+        scope: Option<String>,
+    },
+    TokenList,
+    TokenRevoke {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,10 @@
 //! The daemon's answers on the control socket.
 
-use crate::config::Settings;
+use crate::audit::{Actor, AuditEvent, Auditor};
+use crate::config::{Role, Settings};
 use crate::control::{ControlRequest, ControlResponse, Handler};
+use crate::gate::auth::sessions::SessionStore;
+use crate::gate::auth::tokens::TokenStore;
 use crate::supervisor::SupervisorHandle;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -9,26 +12,16 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 pub struct DaemonControl {
-    supervisor: SupervisorHandle,
-    gate_listen: SocketAddr,
-    settings: Arc<Settings>,
-    started: SystemTime,
+    pub supervisor: SupervisorHandle,
+    pub gate_listen: SocketAddr,
+    pub settings: Arc<Settings>,
+    pub sessions: Arc<SessionStore>,
+    pub tokens: Arc<TokenStore>,
+    pub audit: Auditor,
+    pub started: SystemTime,
 }
 
 impl DaemonControl {
-    pub fn new(
-        supervisor: SupervisorHandle,
-        gate_listen: SocketAddr,
-        settings: Arc<Settings>,
-    ) -> Self {
-        DaemonControl {
-            supervisor,
-            gate_listen,
-            settings,
-            started: SystemTime::now(),
-        }
-    }
-
     fn status(&self) -> serde_json::Value {
         json!({
             "version": crate::VERSION,
@@ -37,8 +30,25 @@ impl DaemonControl {
             "config": self.settings.source.describe(),
             "state_dir": self.settings.state_dir.display().to_string(),
             "node_red": self.supervisor.status(),
-            "gate": { "listen": self.gate_listen.to_string() },
+            "gate": {
+                "listen": self.gate_listen.to_string(),
+                "protection": self.settings.gate.protection,
+                "tls": self.settings.gate.tls.is_some(),
+            },
         })
+    }
+
+    /// Node-RED's question about an editor session: who, and with which Node-RED permissions.
+    fn check_session(&self, token: &str) -> ControlResponse {
+        match self.sessions.check(token, SystemTime::now()) {
+            Some(s) if s.role != Role::Dashboard => {
+                let read_only = s.role == Role::Viewer || self.settings.gate.protection;
+                ControlResponse::ok(
+                    json!({ "username": s.user, "permissions": if read_only { "read" } else { "*" } }),
+                )
+            }
+            _ => ControlResponse::error("unknown or expired session"),
+        }
     }
 }
 
@@ -48,6 +58,49 @@ impl Handler for DaemonControl {
             ControlRequest::Status => ControlResponse::ok(self.status()),
             ControlRequest::RestartNodeRed => match self.supervisor.restart().await {
                 Ok(pid) => ControlResponse::ok(json!({ "pid": pid })),
+                Err(e) => ControlResponse::error(e.to_string()),
+            },
+            ControlRequest::CheckSession { token } => self.check_session(&token),
+            ControlRequest::TokenCreate {
+                name,
+                lifetime_secs,
+                scope,
+            } => {
+                match self.tokens.create(
+                    &name,
+                    lifetime_secs,
+                    scope.as_deref(),
+                    crate::gate::unix_now(),
+                ) {
+                    Ok((token, record)) => {
+                        let event =
+                            AuditEvent::new("token.created", Actor::System, record.name.as_str())
+                                .with("expires", record.expires)
+                                .with("scope", record.scope.clone())
+                                .with("via", "cli");
+                        self.audit.record_or_log(event).await;
+                        ControlResponse::ok(
+                            json!({ "token": token, "record": crate::gate::token_json(&record) }),
+                        )
+                    }
+                    Err(e) => ControlResponse::error(e.to_string()),
+                }
+            }
+            ControlRequest::TokenList => ControlResponse::ok(json!(
+                self.tokens
+                    .list()
+                    .iter()
+                    .map(crate::gate::token_json)
+                    .collect::<Vec<_>>()
+            )),
+            ControlRequest::TokenRevoke { name } => match self.tokens.revoke(&name) {
+                Ok(record) => {
+                    let event =
+                        AuditEvent::new("token.revoked", Actor::System, record.name.as_str())
+                            .with("via", "cli");
+                    self.audit.record_or_log(event).await;
+                    ControlResponse::ok(json!({ "revoked": record.name }))
+                }
                 Err(e) => ControlResponse::error(e.to_string()),
             },
         }

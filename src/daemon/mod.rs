@@ -7,16 +7,21 @@
 //! `node_red.stop_timeout`), the gate drains, and the process exits 0 within the stop timeout.
 
 mod control;
+mod gate;
 mod signals;
+mod users;
 
+use crate::audit::Auditor;
 use crate::config::Settings;
 use crate::control::ControlServer;
 use crate::gate::Gate;
+use crate::gate::auth::sessions::SessionStore;
+use crate::gate::auth::tokens::TokenStore;
 use crate::state_dir::{StateDir, StateDirError, random_secret};
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Supervisor, UpstreamTokens};
 use crate::systemd::{Notifier, watchdog_interval};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -52,25 +57,49 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let _lock = dir.lock()?;
     let credential_secret =
         dir.read_or_create_secret(&dir.credential_secret(), || random_secret(32))?;
-    // A fresh credential for every run of the agent: nothing on disk outlives it for long.
-    let gate_token: Arc<str> = Arc::from(random_secret(32));
+    // A fresh key for the gate's credential at every run: nothing on disk outlives it for long.
+    let upstream_tokens = UpstreamTokens::generate();
+    let users = users::effective_users(&settings.gate.users, &dir)?;
+    let tokens = Arc::new(TokenStore::open(&dir.tokens_file()));
+    let sessions = Arc::new(SessionStore::new(settings.gate.session_ttl, 1024));
 
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let (audit, audit_task) = Auditor::to_log();
+    let audit_tasks = TaskTracker::new();
+    audit_tasks.spawn(audit_task);
+
     let (first_attempt_tx, first_attempt_rx) = oneshot::channel();
     let (supervisor, handle) = Supervisor::new(
         Arc::new(settings.node_red.clone()),
         dir.clone(),
-        Arc::clone(&gate_token),
+        upstream_tokens.clone(),
         credential_secret,
         first_attempt_tx,
     );
 
+    let tls = match &settings.gate.tls {
+        Some(tls) => {
+            Some(crate::gate::tls::acceptor(tls, &dir).map_err(crate::gate::GateError::from)?)
+        }
+        None => None,
+    };
+    let pipeline = Arc::new(gate::pipeline(gate::GateParts {
+        settings: Arc::clone(&settings),
+        users,
+        tokens: Arc::clone(&tokens),
+        sessions: Arc::clone(&sessions),
+        upstream_tokens,
+        upstream: handle.upstream(),
+        audit: audit.clone(),
+        tasks: TaskTracker::new(),
+        cancel: cancel.child_token(),
+    }));
     let gate = Gate::bind(
         settings.gate.listen,
-        handle.upstream(),
-        &gate_token,
-        cancel.child_token(),
+        tls,
+        Arc::clone(&pipeline),
+        TaskTracker::new(),
     )
     .await?;
     let gate_addr = gate.local_addr().unwrap_or(settings.gate.listen);
@@ -80,16 +109,25 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         config = %settings.source.describe(),
         state_dir = %dir.root().display(),
         gate = %gate_addr,
+        protection = settings.gate.protection,
         "redtether agent starting"
     );
 
     tasks.spawn(supervisor.run(cancel.child_token()));
     tasks.spawn(gate.serve(cancel.child_token()));
-    let control_handler = Arc::new(control::DaemonControl::new(
-        handle.clone(),
-        gate_addr,
-        Arc::clone(&settings),
+    tasks.spawn(gate::report_rate_limits(
+        Arc::clone(&pipeline),
+        cancel.child_token(),
     ));
+    let control_handler = Arc::new(control::DaemonControl {
+        supervisor: handle.clone(),
+        gate_listen: gate_addr,
+        settings: Arc::clone(&settings),
+        sessions,
+        tokens,
+        audit: audit.clone(),
+        started: SystemTime::now(),
+    });
     tasks.spawn(control.serve(control_handler, cancel.child_token()));
     tasks.spawn(publish_status(
         handle.subscribe(),
@@ -114,7 +152,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
             tracing::info!(%signal, "signal received before ready");
         }
     }
-    if !cancel.is_cancelled() && signals.received().is_none() {
+    if signals.received().is_none() {
         let signal = signals.next().await;
         tracing::info!(%signal, "stopping");
     }
@@ -127,6 +165,11 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         _ = tokio::time::sleep(deadline) => tracing::error!(timeout = %humantime::format_duration(deadline), "shutdown took too long; exiting anyway"),
         signal = signals.next() => tracing::warn!(%signal, "second signal; exiting at once"),
     }
+    // Every holder of an auditor is gone or stopping: let the journal write what it has.
+    drop(pipeline);
+    drop(audit);
+    audit_tasks.close();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, audit_tasks.wait()).await;
     Ok(())
 }
 

@@ -1,14 +1,35 @@
-//! The gate: the only port users reach. A reverse proxy in front of Node-RED that forwards
-//! requests (streaming bodies both ways) and websocket upgrades to the loopback-only Node-RED,
-//! presenting the gate's own credential upstream.
+//! The gate: the only port users reach. A reverse proxy in front of Node-RED that decides, for
+//! every request, whether and as whom it reaches Node-RED.
 //!
-//! Every request passes one place, [`proxy::Proxy::handle`], where the access decision sits
-//! before forwarding; the proxy itself never decides who may do what.
+//! ```text
+//! bytes ─ framing guard ─ hyper ─ canonicalise ─ rate limit ─ authenticate ─ decide ─ audit
+//!                                                                              │
+//!                            Node-RED (gate's per-user credential) ◀─ forward ─┴─ or answer here
+//! ```
+//!
+//! Pure parts: [`canon`] (request targets), [`space`] (what part of Node-RED a path is),
+//! [`decision`] (roles, tokens, protection mode), [`ratelimit`] (token buckets), [`cors`],
+//! [`framing`] (message framing), [`auth::header`] (Authorization parsing).
 
+pub mod auth;
+pub mod canon;
+pub mod cors;
+pub mod decision;
+pub mod framing;
 mod headers;
+mod local;
+mod pipeline;
 mod proxy;
+pub mod ratelimit;
+mod responses;
 mod server;
+pub mod space;
+pub mod tls;
 
+pub use decision::{NodeMode, Policy};
+pub use local::{token_json, unix_now};
+pub use pipeline::Pipeline;
+pub use proxy::Proxy;
 pub use server::Gate;
 
 /// Errors of the gate that stop it from serving.
@@ -21,4 +42,7 @@ pub enum GateError {
         #[source]
         source: std::io::Error,
     },
+    /// HTTPS was asked for and cannot be set up.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }

@@ -1,48 +1,52 @@
-//! Accepting connections on `gate.listen` and serving HTTP/1.1 on them, with a graceful drain on
-//! shutdown.
+//! Accepting connections on `gate.listen` (plain or TLS) and serving HTTP/1.1 on them through
+//! the framing guard, with a graceful drain on shutdown.
 
 use super::GateError;
-use super::proxy::Proxy;
+use super::framing::Guarded;
+use super::pipeline::Pipeline;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// How long a client may take to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open requests may finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// hyper's read buffer; the framing guard refuses heads over half of it with 431 first.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// A bound gate, ready to serve.
 pub struct Gate {
     listener: TcpListener,
-    proxy: Arc<Proxy>,
+    pipeline: Arc<Pipeline>,
+    tls: Option<TlsAcceptor>,
     tasks: TaskTracker,
 }
 
 impl Gate {
-    /// Binds `addr`. `upstream` carries Node-RED's loopback address while it runs;
-    /// `gate_token` is the credential the gate presents to Node-RED.
     pub async fn bind(
         addr: SocketAddr,
-        upstream: watch::Receiver<Option<SocketAddr>>,
-        gate_token: &str,
-        cancel: CancellationToken,
+        tls: Option<TlsAcceptor>,
+        pipeline: Arc<Pipeline>,
+        tasks: TaskTracker,
     ) -> Result<Gate, GateError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| GateError::Bind { addr, source })?;
-        let tasks = TaskTracker::new();
-        let proxy = Arc::new(Proxy::new(upstream, gate_token, tasks.clone(), cancel));
         Ok(Gate {
             listener,
-            proxy,
+            pipeline,
+            tls,
             tasks,
         })
     }
@@ -70,35 +74,28 @@ impl Gate {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let proxy = Arc::clone(&self.proxy);
-            let service = service_fn(move |req| Arc::clone(&proxy).handle(req, peer));
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            let (drain, force_close) = (cancel.clone(), force_close.clone());
-            self.tasks.spawn(async move {
-                tokio::pin!(conn);
-                let result = tokio::select! {
-                    result = conn.as_mut() => Some(result),
-                    _ = drain.cancelled() => None,
-                };
-                let result = match result {
-                    Some(result) => result,
-                    None => {
-                        // Finish the request in flight, then close instead of keeping alive.
-                        conn.as_mut().graceful_shutdown();
-                        tokio::select! {
-                            result = conn => result,
-                            _ = force_close.cancelled() => Ok(()),
-                        }
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "gate: connection ended with an error");
+            let pipeline = Arc::clone(&self.pipeline);
+            let (drain, force) = (cancel.clone(), force_close.clone());
+            match self.tls.clone() {
+                None => {
+                    self.tasks
+                        .spawn(serve_connection(stream, peer, pipeline, drain, force));
                 }
-            });
+                Some(acceptor) => {
+                    self.tasks.spawn(async move {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                        {
+                            Ok(Ok(tls)) => {
+                                serve_connection(tls, peer, pipeline, drain, force).await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "gate: TLS handshake failed")
+                            }
+                            Err(_) => tracing::debug!(%peer, "gate: TLS handshake timed out"),
+                        }
+                    });
+                }
+            }
         }
         drop(self.listener);
         self.tasks.close();
@@ -110,5 +107,43 @@ impl Gate {
             force_close.cancel();
             self.tasks.wait().await;
         }
+    }
+}
+
+async fn serve_connection<IO>(
+    io: IO,
+    peer: SocketAddr,
+    pipeline: Arc<Pipeline>,
+    drain: CancellationToken,
+    force_close: CancellationToken,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| Arc::clone(&pipeline).handle(req, peer));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(100)
+        .serve_connection(TokioIo::new(Guarded::new(io)), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => Some(result),
+        _ = drain.cancelled() => None,
+    };
+    let result = match result {
+        Some(result) => result,
+        None => {
+            // Finish the request in flight, then close instead of keeping alive.
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = conn => result,
+                _ = force_close.cancelled() => Ok(()),
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "gate: connection ended with an error");
     }
 }

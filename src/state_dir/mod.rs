@@ -5,6 +5,9 @@
 //!   lock                       held (flock) by the running agent
 //!   control.sock               control socket, 0600
 //!   credential-secret          Node-RED's credentialSecret, 0600, made once and kept
+//!   tokens.json                bearer tokens, as SHA-256 digests, 0600
+//!   initial-admin-password     the first-run editor owner's password, when no users are configured
+//!   gate-tls/                  the gate's self-signed certificate, when asked for
 //!   runtime/                   Node-RED installed by npm (node_modules/node-red)
 //!   node-red.instance          marker of the last Node-RED run (see supervisor::leftovers)
 //!   node-red/                  Node-RED's userDir: flows.json, flows_cred.json, settings.js (0600)
@@ -59,6 +62,10 @@ impl StateDir {
     }
     pub fn credential_secret(&self) -> PathBuf {
         self.root.join("credential-secret")
+    }
+    /// Bearer tokens (hashed), 0600.
+    pub fn tokens_file(&self) -> PathBuf {
+        self.root.join("tokens.json")
     }
     pub fn runtime_dir(&self) -> PathBuf {
         self.root.join("runtime")

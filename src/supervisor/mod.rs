@@ -9,6 +9,7 @@
 //! hung), [`launch`] (the command line), [`settings_js`] (the settings file).
 
 mod child;
+pub mod credential;
 pub mod health;
 pub mod install;
 pub mod launch;
@@ -19,6 +20,7 @@ mod runner;
 pub mod settings_js;
 mod status;
 
+pub use credential::{Perm, UpstreamTokens};
 pub use runner::{Supervisor, SupervisorHandle};
 pub use settings_js::{ADMIN_ROOT, GATE_TOKEN_HEADER};
 pub use status::{NodeRedState, NodeRedStatus};

@@ -1,6 +1,7 @@
 //! The supervisor actor: the I/O shell around the pure restart policy and health verdict.
 
 use super::child::NodeRedProcess;
+use super::credential::{Perm, UpstreamTokens};
 use super::health::{HealthLimits, Probe, Verdict, verdict};
 use super::launch::launch_spec;
 use super::policy::{PolicyConfig, RestartPolicy};
@@ -63,7 +64,7 @@ impl SupervisorHandle {
 pub struct Supervisor {
     settings: Arc<NodeRedSettings>,
     dir: StateDir,
-    gate_token: Arc<str>,
+    upstream_tokens: UpstreamTokens,
     credential_secret: String,
     status: watch::Sender<NodeRedStatus>,
     upstream: watch::Sender<Option<SocketAddr>>,
@@ -92,7 +93,7 @@ impl Supervisor {
     pub fn new(
         settings: Arc<NodeRedSettings>,
         dir: StateDir,
-        gate_token: Arc<str>,
+        upstream_tokens: UpstreamTokens,
         credential_secret: String,
         first_attempt: oneshot::Sender<()>,
     ) -> (Supervisor, SupervisorHandle) {
@@ -102,11 +103,16 @@ impl Supervisor {
         let probe_timeout = settings
             .health_interval
             .clamp(Duration::from_millis(500), Duration::from_secs(5));
-        let probe = Probe::new(GATE_TOKEN_HEADER, gate_token.to_string(), probe_timeout);
+        // Probes as the agent itself, with Node-RED's own notion of full rights.
+        let probe = Probe::new(
+            GATE_TOKEN_HEADER,
+            upstream_tokens.token("redtether", Perm::Full),
+            probe_timeout,
+        );
         let supervisor = Supervisor {
             settings,
             dir,
-            gate_token,
+            upstream_tokens,
             credential_secret,
             status: status_tx,
             upstream: upstream_tx,
@@ -287,7 +293,8 @@ impl Supervisor {
         let rendered = SettingsJs {
             port,
             credential_secret: &self.credential_secret,
-            gate_token: &self.gate_token,
+            upstream_key_hex: &self.upstream_tokens.key_hex(),
+            control_socket: &self.dir.control_socket(),
         }
         .render();
         write_private(&settings_file, rendered.as_bytes()).map_err(|e| e.to_string())?;

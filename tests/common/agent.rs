@@ -8,13 +8,73 @@ use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_redtether");
 
-/// A config for a test agent: gate on an ephemeral loopback port, state in `dir`, Node-RED from
-/// the fixture unless `node_red` overrides the `[node_red]` table's body.
-pub fn config(dir: &Path, node_red: &str) -> String {
+/// The users every test agent has unless a test configures its own: name, password, role.
+pub const USERS: [(&str, &str, &str); 4] = [
+    ("owner", "owner-pw", "owner"),
+    ("member", "member-pw", "member"),
+    ("viewer", "viewer-pw", "viewer"),
+    ("dash", "dash-pw", "dashboard"),
+];
+
+/// An argon2 hash made by the real `redtether passwd`, cached per password.
+pub fn hash_of(password: &str) -> String {
+    static CACHE: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().unwrap();
+    if let Some((_, h)) = cache.iter().find(|(p, _)| p == password) {
+        return h.clone();
+    }
+    let mut child = Command::new(BIN)
+        .arg("passwd")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        format!("{password}\n").as_bytes(),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    cache.push((password.to_string(), hash.clone()));
+    hash
+}
+
+/// `[[gate.users]]` tables for [`USERS`].
+pub fn default_users() -> String {
+    USERS
+        .iter()
+        .map(|(name, password, role)| {
+            format!(
+                "[[gate.users]]\nname = {name:?}\npassword_hash = {:?}\nrole = {role:?}\n",
+                hash_of(password)
+            )
+        })
+        .collect()
+}
+
+/// A config for a test agent: gate on an ephemeral loopback port, state in `dir`, the
+/// `[node_red]` body given, `gate_keys` in `[gate]`, then `gate_tables` (default: node space
+/// open and the [`USERS`]).
+pub fn config_with(
+    dir: &Path,
+    node_red: &str,
+    gate_keys: &str,
+    gate_tables: Option<&str>,
+) -> String {
+    let tables = match gate_tables {
+        Some(t) => t.to_string(),
+        None => format!("[gate.http_auth]\nmode = \"none\"\n{}", default_users()),
+    };
     format!(
-        "state_dir = {state:?}\nlog_level = \"debug\"\n[node_red]\n{node_red}\n[gate]\nlisten = \"127.0.0.1:0\"\n",
+        "state_dir = {state:?}\nlog_level = \"debug\"\n[node_red]\n{node_red}\n[gate]\nlisten = \"127.0.0.1:0\"\n{gate_keys}\n{tables}\n",
         state = dir.join("state").display().to_string(),
     )
+}
+
+pub fn config(dir: &Path, node_red: &str) -> String {
+    config_with(dir, node_red, "", None)
 }
 
 /// The `[node_red]` line that runs the fixture Node-RED.
@@ -46,17 +106,41 @@ impl Agent {
 
     /// Starts an agent with this `[node_red]` body and extra environment.
     pub fn start_with(node_red: &str, env: &[(&str, &str)]) -> Agent {
+        Agent::start_full(node_red, "", None, env)
+    }
+
+    /// Starts an agent running the fixture Node-RED with these `[gate]` keys and tables.
+    pub fn start_gate(gate_keys: &str, gate_tables: Option<&str>) -> Agent {
+        let node_red = format!("{}\nhealth_interval = \"500ms\"", fixture_node_red());
+        Agent::start_full(&node_red, gate_keys, gate_tables, &[])
+    }
+
+    pub fn start_full(
+        node_red: &str,
+        gate_keys: &str,
+        gate_tables: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Agent {
+        let mut agent = Agent::prepare(node_red, gate_keys, gate_tables);
+        agent.spawn(env);
+        agent
+    }
+
+    /// Writes the config without starting the agent (to put files in place first).
+    pub fn prepare(node_red: &str, gate_keys: &str, gate_tables: Option<&str>) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("agent.toml");
-        std::fs::write(&config, self::config(dir.path(), node_red)).unwrap();
-        let mut agent = Agent {
+        std::fs::write(
+            &config,
+            self::config_with(dir.path(), node_red, gate_keys, gate_tables),
+        )
+        .unwrap();
+        Agent {
             dir,
             child: None,
             config,
             log: PathBuf::new(),
-        };
-        agent.spawn(env);
-        agent
+        }
     }
 
     /// Starts (again) on the same state directory and config.

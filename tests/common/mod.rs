@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod http;
 pub mod node_red;
+pub mod tls;
 
 use std::time::{Duration, Instant};
 

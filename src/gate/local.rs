@@ -1,0 +1,255 @@
+//! The endpoints the gate answers itself, under `/device-editor`:
+//! - `GET auth/login`, `POST auth/token`, `POST auth/revoke`: the editor's own login, backed by
+//!   the gate's users (Node-RED never sees a password);
+//! - `redtether/tokens[/NAME]`: bearer-token management for owners.
+
+use super::auth::{Presented, Realm, Who};
+use super::decision::Local;
+use super::pipeline::{Pipeline, actor_of};
+use super::proxy::GateBody;
+use super::responses;
+use crate::audit::AuditEvent;
+use crate::config::Role;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::json;
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime};
+
+/// Request bodies the gate reads itself are small.
+const MAX_BODY: usize = 16 * 1024;
+
+pub async fn serve(
+    pipeline: &Pipeline,
+    endpoint: Local,
+    req: Request<Incoming>,
+    who: &Who,
+    ip: IpAddr,
+) -> Response<GateBody> {
+    match endpoint {
+        Local::LoginScheme => responses::json(
+            StatusCode::OK,
+            &json!({
+                "type": "credentials",
+                "prompts": [
+                    {"id": "username", "type": "text", "label": "user.username"},
+                    {"id": "password", "type": "password", "label": "user.password"}
+                ]
+            }),
+        ),
+        Local::Login => login(pipeline, req, ip).await,
+        Local::Logout => logout(pipeline, req).await,
+        Local::Tokens => tokens(pipeline, req, who, ip).await,
+    }
+}
+
+async fn read_fields(req: Request<Incoming>) -> Result<Vec<(String, String)>, Response<GateBody>> {
+    let is_json = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Err(responses::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+            ));
+        }
+    };
+    if is_json {
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|_| responses::bad_request("body is not JSON"))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| responses::bad_request("body is not a JSON object"))?;
+        Ok(object
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+            .collect())
+    } else {
+        Ok(form_urlencoded::parse(&body).into_owned().collect())
+    }
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// `POST auth/token` (OAuth2 password grant, as Node-RED's editor sends it).
+async fn login(pipeline: &Pipeline, req: Request<Incoming>, ip: IpAddr) -> Response<GateBody> {
+    let path = req.uri().path().to_string();
+    let fields = match read_fields(req).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let presented = match (field(&fields, "username"), field(&fields, "password")) {
+        (Some(user), Some(password)) if !user.is_empty() => Presented::Basic {
+            user: user.to_string(),
+            password: password.to_string(),
+        },
+        _ => Presented::Malformed,
+    };
+    if pipeline.auth.cached(&presented, Realm::Admin).is_none()
+        && let Err(wait) = pipeline.failed_auth.check(ip, Instant::now())
+    {
+        return responses::too_many(wait);
+    }
+    let who = match pipeline
+        .auth
+        .authenticate(&presented, Realm::Admin, SystemTime::now())
+        .await
+    {
+        Ok(who) => who,
+        Err(failure) => {
+            pipeline.failed_auth.charge(ip, Instant::now());
+            pipeline
+                .audit_auth_failure(&failure, ip, &Method::POST, &path)
+                .await;
+            return responses::unauthorized(false);
+        }
+    };
+    let Who::User { name, role, .. } = who else {
+        return responses::unauthorized(false);
+    };
+    if role == Role::Dashboard {
+        let event = AuditEvent::new(
+            "access.denied",
+            crate::audit::Actor::user(name.as_str()),
+            path.as_str(),
+        )
+        .with("reason", "role")
+        .with("role", role.as_str())
+        .with("method", "POST");
+        pipeline.audit.record_or_log(event).await;
+        return responses::error(StatusCode::FORBIDDEN, "forbidden");
+    }
+    let sessions = &pipeline.auth.sessions;
+    let token = sessions.create(&name, role, SystemTime::now());
+    let event = AuditEvent::new(
+        "auth.login",
+        crate::audit::Actor::user(name.as_str()),
+        path.as_str(),
+    )
+    .with("role", role.as_str())
+    .with("addr", ip.to_string());
+    pipeline.audit.record_or_log(event).await;
+    responses::json(
+        StatusCode::OK,
+        &json!({ "access_token": token, "expires_in": sessions.ttl().as_secs(), "token_type": "Bearer" }),
+    )
+}
+
+/// `POST auth/revoke`: ends the session named in the body.
+async fn logout(pipeline: &Pipeline, req: Request<Incoming>) -> Response<GateBody> {
+    let fields = match read_fields(req).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    if let Some(token) = field(&fields, "token") {
+        pipeline.auth.sessions.revoke(token);
+    }
+    responses::json(StatusCode::OK, &json!({}))
+}
+
+/// `GET|POST redtether/tokens`, `DELETE redtether/tokens/NAME`: owners only (decided before).
+async fn tokens(
+    pipeline: &Pipeline,
+    req: Request<Incoming>,
+    who: &Who,
+    ip: IpAddr,
+) -> Response<GateBody> {
+    let actor = actor_of(who, ip);
+    let name_in_path = req
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .filter(|last| *last != "tokens")
+        .map(str::to_string);
+    let store = &pipeline.auth.tokens;
+    match (req.method().clone(), name_in_path) {
+        (Method::GET, None) => responses::json(
+            StatusCode::OK,
+            &json!(
+                store
+                    .list()
+                    .into_iter()
+                    .map(|t| token_json(&t))
+                    .collect::<Vec<_>>()
+            ),
+        ),
+        (Method::POST, None) => {
+            let fields = match read_fields(req).await {
+                Ok(f) => f,
+                Err(r) => return r,
+            };
+            let (Some(name), Some(expires)) = (field(&fields, "name"), field(&fields, "expires"))
+            else {
+                return responses::bad_request("name and expires are required");
+            };
+            let Ok(lifetime) = humantime::parse_duration(expires) else {
+                return responses::bad_request("expires must be a duration such as 1h");
+            };
+            let now = unix_now();
+            match store.create(name, lifetime.as_secs(), field(&fields, "scope"), now) {
+                Ok((token, record)) => {
+                    let event = AuditEvent::new("token.created", actor, record.name.as_str())
+                        .with("expires", record.expires)
+                        .with("scope", record.scope.clone());
+                    pipeline.audit.record_or_log(event).await;
+                    responses::json(
+                        StatusCode::CREATED,
+                        &json!({ "token": token, "name": record.name, "expires": record.expires }),
+                    )
+                }
+                Err(e) => responses::json(
+                    StatusCode::BAD_REQUEST,
+                    &json!({ "error": "bad_request", "detail": e.to_string() }),
+                ),
+            }
+        }
+        (Method::DELETE, Some(name)) => match store.revoke(&name) {
+            Ok(record) => {
+                pipeline
+                    .audit
+                    .record_or_log(AuditEvent::new(
+                        "token.revoked",
+                        actor,
+                        record.name.as_str(),
+                    ))
+                    .await;
+                responses::json(StatusCode::OK, &json!({ "revoked": record.name }))
+            }
+            Err(e) => responses::json(
+                StatusCode::NOT_FOUND,
+                &json!({ "error": "not_found", "detail": e.to_string() }),
+            ),
+        },
+        _ => responses::method_not_allowed("GET, POST, DELETE"),
+    }
+}
+
+pub fn token_json(t: &super::auth::tokens::TokenRecord) -> serde_json::Value {
+    json!({
+        "name": t.name,
+        "created": crate::rfc3339::format_seconds(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.created)),
+        "expires": crate::rfc3339::format_seconds(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.expires)),
+        "expired": !super::auth::tokens::is_live(t.expires, unix_now()),
+        "scope": t.scope,
+    })
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

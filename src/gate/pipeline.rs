@@ -1,0 +1,382 @@
+//! One request through the gate: canonicalise, rate-limit, authenticate, decide, audit, and
+//! forward the canonical request — or answer it here. Every request passes [`Pipeline::handle`].
+
+use super::auth::{AuthFailure, Authenticator, Presented, Realm, Via, Who, presented};
+use super::canon::{Canonical, Target, canonicalize, query_has_param};
+use super::cors::Cors;
+use super::decision::{Decision, Denial, Facts, NodeMode, Policy, Upstream, decide, is_read};
+use super::headers::upgrade_protocol;
+use super::proxy::{GateBody, Proxy};
+use super::ratelimit::Limiter;
+use super::space::{Space, space_of};
+use super::{local, responses};
+use crate::audit::{Actor, AuditEvent, Auditor};
+use crate::supervisor::{ADMIN_ROOT, GATE_TOKEN_HEADER, Perm, UpstreamTokens};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tokio::sync::Semaphore;
+
+/// Methods the gate passes at all; anything else is 405.
+const ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
+/// Headers by which a client asks a server to pretend the method was another one.
+const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+/// Headers the gate sets for Node-RED; a client's copies never pass.
+const USER_HEADER: &str = "x-redtether-user";
+const AUTH_HEADER: &str = "x-redtether-auth";
+
+pub struct Pipeline {
+    pub proxy: Proxy,
+    pub auth: Authenticator,
+    pub policy: Policy,
+    pub cors: Cors,
+    pub upstream_tokens: UpstreamTokens,
+    /// Per-source request limit, when configured.
+    pub requests: Option<Limiter>,
+    /// Per-source failed-authentication limit (always on).
+    pub failed_auth: Limiter,
+    /// Requests in flight to Node-RED.
+    pub upstream_slots: Arc<Semaphore>,
+    pub audit: Auditor,
+    /// `http` or `https`, as clients see the gate.
+    pub scheme: &'static str,
+}
+
+impl Pipeline {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<GateBody>, Infallible> {
+        Ok(self.serve(req, peer).await)
+    }
+
+    async fn serve(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<GateBody> {
+        let method = req.method().clone();
+        if !matches!(
+            method,
+            Method::GET
+                | Method::HEAD
+                | Method::POST
+                | Method::PUT
+                | Method::DELETE
+                | Method::PATCH
+                | Method::OPTIONS
+        ) {
+            return responses::method_not_allowed(ALLOW);
+        }
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let canonical = match canonicalize(Target {
+            path: req.uri().path(),
+            query: req.uri().query(),
+            authority: req.uri().authority().map(|a| a.as_str()),
+            host_header: host,
+        }) {
+            Ok(c) => c,
+            Err(e) => return responses::bad_request(&e.to_string()),
+        };
+        let ip = peer.ip();
+        if let Some(limiter) = &self.requests
+            && let Err(wait) = limiter.take(ip, Instant::now())
+        {
+            return responses::too_many(wait);
+        }
+        if Cors::is_preflight(&method, req.headers()) {
+            return match self.cors.allowed(req.headers()) {
+                Some(origin) => {
+                    let mut r = responses::json(StatusCode::NO_CONTENT, &serde_json::Value::Null);
+                    *r.body_mut() = http_body_util::Either::Right(http_body_util::Full::new(
+                        bytes::Bytes::new(),
+                    ));
+                    r.headers_mut().extend(Cors::preflight_headers(origin));
+                    r
+                }
+                None => responses::error(StatusCode::FORBIDDEN, "cors_origin_not_allowed"),
+            };
+        }
+
+        let headers = req.headers();
+        let facts = Facts {
+            method: &method,
+            key: &canonical.key,
+            upgrade: upgrade_protocol(headers).is_some(),
+            method_override: METHOD_OVERRIDE_HEADERS
+                .iter()
+                .any(|h| headers.contains_key(*h))
+                || query_has_param(canonical.query.as_deref(), "_method"),
+            access_token_param: query_has_param(canonical.query.as_deref(), "access_token"),
+            cross_site: self.cors.is_cross_site(headers, self.scheme),
+        };
+        let space = space_of(&canonical.key);
+        let realm = match (space, self.policy.node_auth) {
+            (Space::Admin(_), _) => Realm::Admin,
+            (Space::Node, NodeMode::Basic) => Realm::NodeBasic,
+            (Space::Node, _) => Realm::NodeUsers,
+        };
+
+        // What needs no identity (editor assets, the login endpoints, open node space) is not
+        // authenticated at all: no hashing, no failures to count.
+        let anonymous = decide(self.policy, facts, &Who::Anonymous);
+        let needs_identity = !matches!(
+            anonymous,
+            Decision::Forward(Upstream::Anonymous) | Decision::Local(_)
+        );
+        let who = if needs_identity {
+            match self
+                .identify(&presented(headers), realm, ip, &method, &canonical)
+                .await
+            {
+                Ok(who) => who,
+                Err(response) => return response,
+            }
+        } else {
+            Who::Anonymous
+        };
+
+        match decide(self.policy, facts, &who) {
+            Decision::Deny(denial) => {
+                self.deny(denial, &who, ip, &method, &canonical, space)
+                    .await
+            }
+            Decision::Local(endpoint) => local::serve(self, endpoint, req, &who, ip).await,
+            Decision::Forward(upstream) => {
+                self.forward(req, &canonical, space, &who, upstream, peer)
+                    .await
+            }
+        }
+    }
+
+    /// Authenticates, behind the failed-authentication limiter. `Err` is the response to send.
+    async fn identify(
+        &self,
+        presented: &Presented,
+        realm: Realm,
+        ip: std::net::IpAddr,
+        method: &Method,
+        canonical: &Canonical,
+    ) -> Result<Who, Response<GateBody>> {
+        if let Some(who) = self.auth.cached(presented, realm) {
+            return Ok(who);
+        }
+        if *presented != Presented::Nothing
+            && let Err(wait) = self.failed_auth.check(ip, Instant::now())
+        {
+            return Err(responses::too_many(wait));
+        }
+        match self
+            .auth
+            .authenticate(presented, realm, SystemTime::now())
+            .await
+        {
+            Ok(who) => Ok(who),
+            Err(failure) => {
+                self.failed_auth.charge(ip, Instant::now());
+                self.audit_auth_failure(&failure, ip, method, &canonical.path)
+                    .await;
+                Err(responses::unauthorized(realm != Realm::Admin))
+            }
+        }
+    }
+
+    pub(super) async fn audit_auth_failure(
+        &self,
+        failure: &AuthFailure,
+        ip: std::net::IpAddr,
+        method: &Method,
+        path: &str,
+    ) {
+        let mut event = AuditEvent::new("auth.failed", Actor::anonymous(ip), path)
+            .with("reason", failure.reason)
+            .with("method", method.as_str())
+            .with("addr", ip.to_string());
+        if let Some(claimed) = &failure.claimed {
+            event = event.with("claimed", claimed.as_str());
+        }
+        self.audit.record_or_log(event).await;
+    }
+
+    async fn deny(
+        &self,
+        denial: Denial,
+        who: &Who,
+        ip: std::net::IpAddr,
+        method: &Method,
+        canonical: &Canonical,
+        space: Space<'_>,
+    ) -> Response<GateBody> {
+        let (status, code, reason) = match denial {
+            Denial::Unauthenticated => {
+                return responses::unauthorized(!matches!(space, Space::Admin(_)));
+            }
+            Denial::BadRequest(detail) => return responses::bad_request(detail),
+            Denial::Method => return responses::method_not_allowed("GET, POST"),
+            Denial::Role => (StatusCode::FORBIDDEN, "forbidden", "role"),
+            Denial::TokenScope => (StatusCode::FORBIDDEN, "forbidden", "token_scope"),
+            Denial::CrossSite => (StatusCode::FORBIDDEN, "cross_site_request", "cross_site"),
+            Denial::Protection => (StatusCode::FORBIDDEN, "protection_mode", "protection_mode"),
+        };
+        let mut event =
+            AuditEvent::new("access.denied", actor_of(who, ip), canonical.path.as_str())
+                .with("reason", reason)
+                .with("method", method.as_str())
+                .with("addr", ip.to_string());
+        if let Who::User { role, .. } = who {
+            event = event.with("role", role.as_str());
+        }
+        self.audit.record_or_log(event).await;
+        responses::error(status, code)
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        canonical: &Canonical,
+        space: Space<'_>,
+        who: &Who,
+        upstream: Upstream,
+        peer: SocketAddr,
+    ) -> Response<GateBody> {
+        let Ok(_slot) = Arc::clone(&self.upstream_slots).try_acquire_owned() else {
+            return responses::unavailable("gate_busy", 1);
+        };
+        let method = req.method().clone();
+        let request_origin = req.headers().get(header::ORIGIN).cloned();
+        self.prepare_headers(req.headers_mut(), space, who, &upstream, peer);
+
+        let admin_write = matches!(space, Space::Admin(_)) && !is_read(&method);
+        let deploy =
+            admin_write && method == Method::POST && canonical.key == format!("{ADMIN_ROOT}/flows");
+        let rev_before = if deploy {
+            self.flows_revision().await
+        } else {
+            None
+        };
+
+        let mut response = self
+            .proxy
+            .forward(req, &canonical.path_and_query(), peer)
+            .await;
+
+        if admin_write && response.status().is_success() {
+            let mut event = AuditEvent::new(
+                "admin.write",
+                actor_of(who, peer.ip()),
+                canonical.path.as_str(),
+            )
+            .with("method", method.as_str())
+            .with("status", response.status().as_u16());
+            if deploy {
+                event = event
+                    .with("rev_before", rev_before)
+                    .with("rev_after", self.flows_revision().await);
+            }
+            self.audit.record_or_log(event).await;
+        }
+        let mut request_headers = HeaderMap::new();
+        if let Some(origin) = request_origin {
+            request_headers.insert(header::ORIGIN, origin);
+        }
+        self.cors.apply(&request_headers, response.headers_mut());
+        response
+    }
+
+    /// Makes the headers what Node-RED is to see: the client's credentials and look-alikes of
+    /// the gate's own headers removed, the gate's credential and the requester added.
+    fn prepare_headers(
+        &self,
+        headers: &mut HeaderMap,
+        space: Space<'_>,
+        who: &Who,
+        upstream: &Upstream,
+        peer: SocketAddr,
+    ) {
+        headers.remove(GATE_TOKEN_HEADER);
+        headers.remove(USER_HEADER);
+        headers.remove(AUTH_HEADER);
+        headers.remove("x-forwarded-for");
+        headers.remove("x-forwarded-proto");
+        headers.remove("x-forwarded-host");
+        headers.remove("forwarded");
+        if let Ok(v) = HeaderValue::from_str(&peer.ip().to_string()) {
+            headers.insert("x-forwarded-for", v);
+        }
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(self.scheme));
+        match space {
+            Space::Admin(_) => {
+                headers.remove(header::AUTHORIZATION);
+                headers.remove(header::COOKIE);
+                if let Upstream::As { user, perm } = upstream
+                    && let Ok(mut v) =
+                        HeaderValue::from_str(&self.upstream_tokens.token(user, *perm))
+                {
+                    v.set_sensitive(true);
+                    headers.insert(HeaderName::from_static(GATE_TOKEN_HEADER), v);
+                }
+            }
+            Space::Node => {
+                // With node-space auth the credential was the gate's to check; without it, it
+                // belongs to the flows.
+                if self.policy.node_auth != NodeMode::None {
+                    headers.remove(header::AUTHORIZATION);
+                }
+                let (user, via) = match who {
+                    Who::User {
+                        name,
+                        via: Via::Basic,
+                        ..
+                    } => (Some(name.as_str()), "basic"),
+                    Who::User {
+                        name,
+                        via: Via::Session,
+                        ..
+                    } => (Some(name.as_str()), "session"),
+                    Who::NodeUser { name } => (Some(name.as_str()), "basic"),
+                    Who::Token { name, .. } => (Some(name.as_str()), "token"),
+                    Who::Anonymous => (None, "none"),
+                };
+                if let Some(user) = user.and_then(|u| HeaderValue::from_str(u).ok()) {
+                    headers.insert(USER_HEADER, user);
+                    headers.insert(AUTH_HEADER, HeaderValue::from_static(via));
+                }
+            }
+        }
+    }
+
+    /// The flows' revision as Node-RED reports it, read as the agent.
+    async fn flows_revision(&self) -> Option<String> {
+        let mut headers = HeaderMap::new();
+        headers.insert("node-red-api-version", HeaderValue::from_static("v2"));
+        headers.insert(
+            HeaderName::from_static(GATE_TOKEN_HEADER),
+            HeaderValue::from_str(&self.upstream_tokens.token("redtether", Perm::Read)).ok()?,
+        );
+        let (status, body) = self
+            .proxy
+            .fetch(&format!("{ADMIN_ROOT}/flows"), headers)
+            .await?;
+        if !status.is_success() {
+            return None;
+        }
+        let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
+        json.get("rev")?.as_str().map(str::to_string)
+    }
+}
+
+pub(super) fn actor_of(who: &Who, ip: std::net::IpAddr) -> Actor {
+    match who {
+        Who::User { name, .. } | Who::NodeUser { name } => Actor::user(name.as_str()),
+        Who::Token { name, .. } => Actor::Token { name: name.clone() },
+        Who::Anonymous => Actor::anonymous(ip),
+    }
+}
