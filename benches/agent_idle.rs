@@ -41,10 +41,7 @@ fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 fn stop(mut child: Child) {
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM);
     let _ = child.wait();
 }
 
@@ -66,9 +63,7 @@ fn agent_run(red_js: &str) -> (Sample, u64) {
     .unwrap();
     let notify = dir.path().join("notify");
     let socket = UnixDatagram::bind(&notify).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let started = Instant::now();
     let child = Command::new(BIN)
         .args(["run", "--config"])
@@ -85,11 +80,7 @@ fn agent_run(red_js: &str) -> (Sample, u64) {
         }
     };
     let status = || -> Option<serde_json::Value> {
-        let out = Command::new(BIN)
-            .args(["status", "--json", "--config"])
-            .arg(&config)
-            .output()
-            .ok()?;
+        let out = Command::new(BIN).args(["status", "--json", "--config"]).arg(&config).output().ok()?;
         serde_json::from_slice(&out.stdout).ok()
     };
     let node_pid = wait_until(Duration::from_secs(60), || {
@@ -97,10 +88,7 @@ fn agent_run(red_js: &str) -> (Sample, u64) {
         (s["node_red"]["state"] == "running").then(|| s["node_red"]["pid"].as_u64().unwrap() as u32)
     });
     std::thread::sleep(IDLE);
-    let sample = Sample {
-        ready_ms,
-        rss_kib: rss_kib(child.id()),
-    };
+    let sample = Sample { ready_ms, rss_kib: rss_kib(child.id()) };
     let node_rss = rss_kib(node_pid);
     stop(child);
     (sample, node_rss)
@@ -108,11 +96,7 @@ fn agent_run(red_js: &str) -> (Sample, u64) {
 
 fn node_red_alone(red_js: &str) -> Sample {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let settings = dir.path().join("settings.js");
     std::fs::write(
         &settings,
@@ -137,14 +121,10 @@ fn node_red_alone(red_js: &str) -> Sample {
         s.write_all(b"GET /device-editor/ HTTP/1.0\r\n\r\n").ok()?;
         let mut head = [0u8; 12];
         s.read_exact(&mut head).ok()?;
-        head.ends_with(b"200")
-            .then(|| started.elapsed().as_secs_f64() * 1000.0)
+        head.ends_with(b"200").then(|| started.elapsed().as_secs_f64() * 1000.0)
     });
     std::thread::sleep(IDLE);
-    let sample = Sample {
-        ready_ms,
-        rss_kib: rss_kib(child.id()),
-    };
+    let sample = Sample { ready_ms, rss_kib: rss_kib(child.id()) };
     stop(child);
     sample
 }
@@ -174,19 +154,13 @@ fn main() {
     let n_ready = median(alone.iter().map(|s| s.ready_ms).collect());
     let n_rss = median(alone.iter().map(|s| s.rss_kib as f64).collect()) / 1024.0;
     let s_rss = median(supervised_node) / 1024.0;
-    println!(
-        "agent_idle: medians of {RUNS} runs, {} s idle before reading RSS",
-        IDLE.as_secs()
-    );
+    println!("agent_idle: medians of {RUNS} runs, {} s idle before reading RSS", IDLE.as_secs());
     println!("| metric | redtether agent | Node-RED alone | agent / Node-RED |");
     println!("|---|---|---|---|");
     println!(
         "| exec → ready (agent: READY=1; Node-RED: editor answers) | {a_ready:.1} ms | {n_ready:.0} ms | {:.4} |",
         a_ready / n_ready
     );
-    println!(
-        "| idle RSS (process alone) | {a_rss:.2} MiB | {n_rss:.1} MiB | {:.3} |",
-        a_rss / n_rss
-    );
+    println!("| idle RSS (process alone) | {a_rss:.2} MiB | {n_rss:.1} MiB | {:.3} |", a_rss / n_rss);
     println!("| RSS of the Node-RED the agent supervises | | {s_rss:.1} MiB | |");
 }

@@ -13,17 +13,11 @@ use std::time::Duration;
 const OWNER: Cred<'static> = Cred::Basic("owner", "owner-pw");
 
 fn basic(user: &str, password: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }
 
 fn gate_addr(agent: &Agent) -> String {
-    agent.status()["gate"]["listen"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    agent.status()["gate"]["listen"].as_str().unwrap().to_string()
 }
 
 /// Flows with the echo routes plus a hit counter: `/probe/*` counts requests that reach
@@ -37,10 +31,7 @@ fn probe_flows() -> serde_json::Value {
         {"id": "in5", "type": "http in", "z": "tab1", "url": "/hits", "method": "get", "upload": false, "wires": [["tell"]]},
         {"id": "tell", "type": "function", "z": "tab1", "func": "msg.payload = String(global.get('hits') || 0); return msg;", "outputs": 1, "wires": [["out1"]]}
     ]);
-    flows
-        .as_array_mut()
-        .unwrap()
-        .extend(extra.as_array().unwrap().iter().cloned());
+    flows.as_array_mut().unwrap().extend(extra.as_array().unwrap().iter().cloned());
     flows
 }
 
@@ -50,11 +41,7 @@ fn agent_with_flows(gate_keys: &str, gate_tables: Option<&str>) -> Agent {
     let mut agent = Agent::prepare(&node_red, gate_keys, gate_tables);
     let user_dir = agent.state_dir().join("node-red");
     std::fs::create_dir_all(&user_dir).unwrap();
-    std::fs::write(
-        user_dir.join("flows.json"),
-        serde_json::to_string_pretty(&probe_flows()).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(user_dir.join("flows.json"), serde_json::to_string_pretty(&probe_flows()).unwrap()).unwrap();
     agent.spawn(&[]);
     agent.wait_running();
     agent
@@ -78,95 +65,46 @@ async fn roles_decide_what_reaches_the_admin_api() {
 
     assert_eq!(get(Cred::None).await.unwrap().status(), 401, "anonymous");
     assert!(
-        get(Cred::None)
-            .await
-            .unwrap()
-            .headers()
-            .get("www-authenticate")
-            .is_none(),
+        get(Cred::None).await.unwrap().headers().get("www-authenticate").is_none(),
         "no browser dialog over the editor"
     );
-    assert_eq!(
-        get(Cred::Basic("owner", "wrong")).await.unwrap().status(),
-        401
-    );
-    assert_eq!(
-        get(Cred::Basic("dash", "dash-pw")).await.unwrap().status(),
-        403,
-        "dashboard role: node space only"
-    );
-    for (user, pw) in [
-        ("owner", "owner-pw"),
-        ("member", "member-pw"),
-        ("viewer", "viewer-pw"),
-    ] {
-        assert_eq!(
-            get(Cred::Basic(user, pw)).await.unwrap().status(),
-            200,
-            "{user} reads"
-        );
+    assert_eq!(get(Cred::Basic("owner", "wrong")).await.unwrap().status(), 401);
+    assert_eq!(get(Cred::Basic("dash", "dash-pw")).await.unwrap().status(), 403, "dashboard role: node space only");
+    for (user, pw) in [("owner", "owner-pw"), ("member", "member-pw"), ("viewer", "viewer-pw")] {
+        assert_eq!(get(Cred::Basic(user, pw)).await.unwrap().status(), 200, "{user} reads");
     }
 
     let before = std::fs::read(&flows_file).unwrap();
-    let r = deploy(
-        &client,
-        &gate,
-        &echo_flow(),
-        Cred::Basic("viewer", "viewer-pw"),
-    )
-    .await;
+    let r = deploy(&client, &gate, &echo_flow(), Cred::Basic("viewer", "viewer-pw")).await;
     assert_eq!(r.status(), 403, "viewer never writes");
     let r = deploy(&client, &gate, &echo_flow(), Cred::Basic("dash", "dash-pw")).await;
     assert_eq!(r.status(), 403);
-    assert_eq!(
-        std::fs::read(&flows_file).unwrap(),
-        before,
-        "refused deploys change nothing"
-    );
-    let inject = with(
-        client.post(format!("{gate}/device-editor/inject/in1")),
-        Cred::Basic("viewer", "viewer-pw"),
-    )
-    .send()
-    .await
-    .unwrap();
+    assert_eq!(std::fs::read(&flows_file).unwrap(), before, "refused deploys change nothing");
+    let inject = with(client.post(format!("{gate}/device-editor/inject/in1")), Cred::Basic("viewer", "viewer-pw"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(inject.status(), 403);
 
     assert_eq!(
-        deploy(
-            &client,
-            &gate,
-            &echo_flow(),
-            Cred::Basic("member", "member-pw")
-        )
-        .await
-        .status(),
+        deploy(&client, &gate, &echo_flow(), Cred::Basic("member", "member-pw")).await.status(),
         200,
         "member writes"
     );
     assert_ne!(std::fs::read(&flows_file).unwrap(), before);
-    assert_eq!(
-        deploy(&client, &gate, &probe_flows(), OWNER).await.status(),
-        200,
-        "owner writes"
-    );
+    assert_eq!(deploy(&client, &gate, &probe_flows(), OWNER).await.status(), 200, "owner writes");
 
     // Refusals and writes are in the audit trail, with who and what.
     let log = agent.log();
     assert!(
-        log.contains("kind=access.denied")
-            && log.contains("actor=user:viewer")
-            && log.contains("reason"),
+        log.contains("kind=access.denied") && log.contains("actor=user:viewer") && log.contains("reason"),
         "denials audited"
     );
     let write = log
         .lines()
         .find(|l| l.contains("kind=admin.write") && l.contains("actor=user:member"))
         .expect("admin.write audited");
-    assert!(
-        write.contains("rev_before") && write.contains("rev_after"),
-        "{write}"
-    );
+    assert!(write.contains("rev_before") && write.contains("rev_after"), "{write}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -176,28 +114,13 @@ async fn the_editor_login_runs_through_the_gate() {
     let gate = agent.gate_url();
     let client = reqwest::Client::new();
 
-    let scheme: serde_json::Value = client
-        .get(format!("{gate}/device-editor/auth/login"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let scheme: serde_json::Value =
+        client.get(format!("{gate}/device-editor/auth/login")).send().await.unwrap().json().await.unwrap();
     assert_eq!(scheme["type"], "credentials");
 
-    assert_eq!(
-        login(&client, &gate, "owner", "nope").await,
-        Err(reqwest::StatusCode::UNAUTHORIZED)
-    );
-    assert_eq!(
-        login(&client, &gate, "ghost", "x").await,
-        Err(reqwest::StatusCode::UNAUTHORIZED)
-    );
-    assert_eq!(
-        login(&client, &gate, "dash", "dash-pw").await,
-        Err(reqwest::StatusCode::FORBIDDEN)
-    );
+    assert_eq!(login(&client, &gate, "owner", "nope").await, Err(reqwest::StatusCode::UNAUTHORIZED));
+    assert_eq!(login(&client, &gate, "ghost", "x").await, Err(reqwest::StatusCode::UNAUTHORIZED));
+    assert_eq!(login(&client, &gate, "dash", "dash-pw").await, Err(reqwest::StatusCode::FORBIDDEN));
 
     let viewer = login(&client, &gate, "viewer", "viewer-pw").await.unwrap();
     let settings: serde_json::Value = client
@@ -210,24 +133,11 @@ async fn the_editor_login_runs_through_the_gate() {
         .await
         .unwrap();
     assert_eq!(settings["user"]["username"], "viewer");
-    assert_eq!(
-        settings["user"]["permissions"], "read",
-        "the editor shows a viewer a read-only editor"
-    );
-    assert_eq!(
-        deploy(&client, &gate, &echo_flow(), Cred::Bearer(&viewer))
-            .await
-            .status(),
-        403
-    );
+    assert_eq!(settings["user"]["permissions"], "read", "the editor shows a viewer a read-only editor");
+    assert_eq!(deploy(&client, &gate, &echo_flow(), Cred::Bearer(&viewer)).await.status(), 403);
 
     let owner = login(&client, &gate, "owner", "owner-pw").await.unwrap();
-    assert_eq!(
-        deploy(&client, &gate, &echo_flow(), Cred::Bearer(&owner))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(deploy(&client, &gate, &echo_flow(), Cred::Bearer(&owner)).await.status(), 200);
     let revoked = client
         .post(format!("{gate}/device-editor/auth/revoke"))
         .bearer_auth(&owner)
@@ -236,21 +146,10 @@ async fn the_editor_login_runs_through_the_gate() {
         .await
         .unwrap();
     assert_eq!(revoked.status(), 200);
-    let after = client
-        .get(format!("{gate}/device-editor/flows"))
-        .bearer_auth(&owner)
-        .send()
-        .await
-        .unwrap();
+    let after = client.get(format!("{gate}/device-editor/flows")).bearer_auth(&owner).send().await.unwrap();
     assert_eq!(after.status(), 401, "a revoked session is dead");
     assert_eq!(
-        client
-            .get(format!("{gate}/device-editor/flows"))
-            .bearer_auth("rts_forged")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        client.get(format!("{gate}/device-editor/flows")).bearer_auth("rts_forged").send().await.unwrap().status(),
         401
     );
 }
@@ -265,57 +164,28 @@ async fn node_space_basic_mode_takes_its_one_user() {
     let agent = agent_with_flows("", Some(&tables));
     let gate = agent.gate_url();
     let client = reqwest::Client::new();
-    wait_route(
-        &client,
-        &format!("{gate}/api/data"),
-        Cred::Basic("hmi", "hmi-pw"),
-    )
-    .await;
+    wait_route(&client, &format!("{gate}/api/data"), Cred::Basic("hmi", "hmi-pw")).await;
 
     let none = client.get(format!("{gate}/api/data")).send().await.unwrap();
     assert_eq!(none.status(), 401);
     assert!(
-        none.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .starts_with("Basic realm="),
+        none.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic realm="),
         "browsers are asked for credentials"
     );
     assert_eq!(
-        with(
-            client.get(format!("{gate}/api/data")),
-            Cred::Basic("hmi", "bad")
-        )
-        .send()
-        .await
-        .unwrap()
-        .status(),
+        with(client.get(format!("{gate}/api/data")), Cred::Basic("hmi", "bad")).send().await.unwrap().status(),
         401
     );
     assert_eq!(
-        with(client.get(format!("{gate}/api/data")), OWNER)
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        with(client.get(format!("{gate}/api/data")), OWNER).send().await.unwrap().status(),
         401,
         "editor users are not the node user"
     );
-    let ok = with(
-        client.get(format!("{gate}/api/data")),
-        Cred::Basic("hmi", "hmi-pw"),
-    )
-    .send()
-    .await
-    .unwrap();
+    let ok = with(client.get(format!("{gate}/api/data")), Cred::Basic("hmi", "hmi-pw")).send().await.unwrap();
     assert_eq!(ok.status(), 200);
     let seen: serde_json::Value = ok.json().await.unwrap();
     assert_eq!(seen["user"], "hmi", "flows learn the user from the gate");
-    assert_eq!(
-        seen["auth"],
-        serde_json::Value::Null,
-        "the credential itself never reaches the flows"
-    );
+    assert_eq!(seen["auth"], serde_json::Value::Null, "the credential itself never reaches the flows");
     // A forged identity header from the client is replaced.
     let forged = client
         .get(format!("{gate}/api/data"))
@@ -324,20 +194,11 @@ async fn node_space_basic_mode_takes_its_one_user() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        forged.json::<serde_json::Value>().await.unwrap()["user"],
-        "hmi"
-    );
+    assert_eq!(forged.json::<serde_json::Value>().await.unwrap()["user"], "hmi");
 }
 
 fn token_cli(agent: &Agent, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .arg("token")
-        .args(args)
-        .arg("--config")
-        .arg(&agent.config)
-        .output()
-        .unwrap()
+    Command::new(BIN).arg("token").args(args).arg("--config").arg(&agent.config).output().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -348,73 +209,27 @@ async fn bearer_tokens_work_offline_expire_to_the_second_and_respect_scope() {
     let client = reqwest::Client::new();
     wait_route(&client, &format!("{gate}/api/data"), OWNER).await;
 
-    let out = token_cli(
-        &agent,
-        &[
-            "create",
-            "--name",
-            "hmi",
-            "--expires",
-            "1h",
-            "--scope",
-            "/api",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = token_cli(&agent, &["create", "--name", "hmi", "--expires", "1h", "--scope", "/api"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8(out.stdout).unwrap();
     let token = token.trim();
-    assert!(
-        token.starts_with("rtt_") && !token.contains(char::is_whitespace),
-        "only the token is printed: {token:?}"
-    );
+    assert!(token.starts_with("rtt_") && !token.contains(char::is_whitespace), "only the token is printed: {token:?}");
 
-    let data = |t: &str| {
-        client
-            .get(format!("{gate}/api/data"))
-            .bearer_auth(t.to_string())
-            .send()
-    };
+    let data = |t: &str| client.get(format!("{gate}/api/data")).bearer_auth(t.to_string()).send();
     let r = data(token).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["user"], "hmi");
-    let outside = client
-        .post(format!("{gate}/echo"))
-        .bearer_auth(token)
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let outside = client.post(format!("{gate}/echo")).bearer_auth(token).body("x").send().await.unwrap();
     assert_eq!(outside.status(), 403, "outside its scope");
-    let admin = client
-        .get(format!("{gate}/device-editor/flows"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let admin = client.get(format!("{gate}/device-editor/flows")).bearer_auth(token).send().await.unwrap();
     assert_eq!(admin.status(), 403, "tokens are not for the admin API");
     assert_eq!(
-        client
-            .get(format!("{gate}/api/data"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        client.get(format!("{gate}/api/data")).send().await.unwrap().status(),
         401,
         "users mode needs a credential"
     );
     assert_eq!(
-        with(
-            client.get(format!("{gate}/api/data")),
-            Cred::Basic("dash", "dash-pw")
-        )
-        .send()
-        .await
-        .unwrap()
-        .status(),
+        with(client.get(format!("{gate}/api/data")), Cred::Basic("dash", "dash-pw")).send().await.unwrap().status(),
         200,
         "any user in node space"
     );
@@ -423,73 +238,39 @@ async fn bearer_tokens_work_offline_expire_to_the_second_and_respect_scope() {
     let short = token_cli(&agent, &["create", "--name", "short", "--expires", "2s"]);
     let short = String::from_utf8(short.stdout).unwrap().trim().to_string();
     assert_eq!(data(&short).await.unwrap().status(), 200);
-    common::wait_for_async(
-        Duration::from_secs(5),
-        "the short token to expire",
-        || async { (data(&short).await.unwrap().status() == 401).then_some(()) },
-    )
+    common::wait_for_async(Duration::from_secs(5), "the short token to expire", || async {
+        (data(&short).await.unwrap().status() == 401).then_some(())
+    })
     .await;
 
     let list = token_cli(&agent, &["list", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
-    let names: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["hmi", "short"]);
-    assert!(
-        !list.to_string().contains(&token[4..]),
-        "tokens are never listed"
-    );
+    assert!(!list.to_string().contains(&token[4..]), "tokens are never listed");
     assert_eq!(list[1]["expired"], true);
 
     // Owners manage tokens over HTTP too; members may not.
     let api = format!("{gate}/device-editor/redtether/tokens");
-    assert_eq!(
-        with(client.get(&api), Cred::Basic("member", "member-pw"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
+    assert_eq!(with(client.get(&api), Cred::Basic("member", "member-pw")).send().await.unwrap().status(), 403);
     let made = with(client.post(&api), OWNER)
         .form(&[("name", "web"), ("expires", "10m"), ("scope", "/api")])
         .send()
         .await
         .unwrap();
     assert_eq!(made.status(), 201);
-    let web = made.json::<serde_json::Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let web = made.json::<serde_json::Value>().await.unwrap()["token"].as_str().unwrap().to_string();
     assert_eq!(data(&web).await.unwrap().status(), 200);
-    assert_eq!(
-        with(client.delete(format!("{api}/web")), OWNER)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(with(client.delete(format!("{api}/web")), OWNER).send().await.unwrap().status(), 200);
     assert_eq!(data(&web).await.unwrap().status(), 401);
 
     assert!(token_cli(&agent, &["revoke", "hmi"]).status.success());
     assert_eq!(data(token).await.unwrap().status(), 401, "revoked at once");
-    assert!(
-        !token_cli(&agent, &["revoke", "hmi"]).status.success(),
-        "unknown name is an error"
-    );
+    assert!(!token_cli(&agent, &["revoke", "hmi"]).status.success(), "unknown name is an error");
     let log = agent.log();
+    assert!(log.contains("kind=token.created") && log.contains("kind=token.revoked"), "token changes audited");
     assert!(
-        log.contains("kind=token.created") && log.contains("kind=token.revoked"),
-        "token changes audited"
-    );
-    assert!(
-        log.lines()
-            .any(|l| l.contains("kind=auth.failed") && l.contains("\"reason\":\"expired_token\"")),
+        log.lines().any(|l| l.contains("kind=auth.failed") && l.contains("\"reason\":\"expired_token\"")),
         "expired use audited"
     );
 }
@@ -500,33 +281,16 @@ async fn tokens_made_while_the_agent_is_stopped_work_when_it_starts() {
     let node_red = format!("{}\nhealth_interval = \"500ms\"", fixture_node_red());
     let mut agent = Agent::prepare(&node_red, "", Some(&tables));
     let out = token_cli(&agent, &["create", "--name", "early", "--expires", "1h"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let user_dir = agent.state_dir().join("node-red");
-    std::fs::write(
-        user_dir.join("flows.json"),
-        serde_json::to_string(&probe_flows()).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(user_dir.join("flows.json"), serde_json::to_string(&probe_flows()).unwrap()).unwrap();
     agent.spawn(&[]);
     agent.wait_running();
     let gate = agent.gate_url();
     let client = reqwest::Client::new();
     wait_route(&client, &format!("{gate}/api/data"), Cred::Bearer(&token)).await;
-    assert_eq!(
-        client
-            .get(format!("{gate}/api/data"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(client.get(format!("{gate}/api/data")).bearer_auth(&token).send().await.unwrap().status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -536,95 +300,43 @@ async fn failed_logins_are_rate_limited_before_hashing_and_reported_once() {
     let gate = agent.gate_url();
     let client = reqwest::Client::new();
     // A good credential used before the attack stays usable (it is cached, no hashing).
-    assert_eq!(
-        with(client.get(format!("{gate}/device-editor/settings")), OWNER)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(with(client.get(format!("{gate}/device-editor/settings")), OWNER).send().await.unwrap().status(), 200);
     let mut statuses = Vec::new();
     for _ in 0..15 {
-        let r = with(
-            client.get(format!("{gate}/device-editor/settings")),
-            Cred::Basic("owner", "guess"),
-        )
-        .send()
-        .await
-        .unwrap();
+        let r = with(client.get(format!("{gate}/device-editor/settings")), Cred::Basic("owner", "guess"))
+            .send()
+            .await
+            .unwrap();
         if r.status() == 429 {
-            assert!(
-                r.headers()["retry-after"]
-                    .to_str()
-                    .unwrap()
-                    .parse::<u64>()
-                    .unwrap()
-                    >= 1
-            );
+            assert!(r.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
         }
         statuses.push(r.status().as_u16());
     }
     assert_eq!(&statuses[..10], &[401; 10], "the burst of 10: {statuses:?}");
-    assert!(
-        statuses[10..].iter().all(|&s| s == 429),
-        "then refused without hashing: {statuses:?}"
-    );
-    assert_eq!(
-        with(client.get(format!("{gate}/device-editor/settings")), OWNER)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert!(statuses[10..].iter().all(|&s| s == 429), "then refused without hashing: {statuses:?}");
+    assert_eq!(with(client.get(format!("{gate}/device-editor/settings")), OWNER).send().await.unwrap().status(), 200);
     // The editor login shares the limit.
-    assert_eq!(
-        login(&client, &gate, "owner", "guess").await,
-        Err(reqwest::StatusCode::TOO_MANY_REQUESTS)
-    );
+    assert_eq!(login(&client, &gate, "owner", "guess").await, Err(reqwest::StatusCode::TOO_MANY_REQUESTS));
 
     common::wait_for(Duration::from_secs(15), "the aggregated report", || {
         agent.log().contains("kind=auth.rate_limited").then_some(())
     });
     let log = agent.log();
-    assert_eq!(
-        log.matches("kind=auth.rate_limited").count(),
-        1,
-        "one event per window, not per request"
-    );
-    let report = log
-        .lines()
-        .find(|l| l.contains("kind=auth.rate_limited"))
-        .unwrap();
+    assert_eq!(log.matches("kind=auth.rate_limited").count(), 1, "one event per window, not per request");
+    let report = log.lines().find(|l| l.contains("kind=auth.rate_limited")).unwrap();
     assert!(report.contains("\"count\":6"), "{report}");
-    assert_eq!(
-        log.matches("kind=auth.failed").count(),
-        10,
-        "each failure that was checked is audited"
-    );
+    assert_eq!(log.matches("kind=auth.failed").count(), 10, "each failure that was checked is audited");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn request_rate_limit_per_source() {
-    let agent = Agent::start_gate(
-        "[gate.rate_limit]\nrequests_per_second = 2.0\nburst = 3",
-        None,
-    );
+    let agent = Agent::start_gate("[gate.rate_limit]\nrequests_per_second = 2.0\nburst = 3", None);
     agent.wait_running();
     let gate = agent.gate_url();
     let client = reqwest::Client::new();
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        statuses.push(
-            client
-                .get(format!("{gate}/device-editor/"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16(),
-        );
+        statuses.push(client.get(format!("{gate}/device-editor/")).send().await.unwrap().status().as_u16());
     }
     assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
     assert!(statuses[3..].contains(&429), "{statuses:?}");
@@ -652,9 +364,7 @@ async fn requests_beyond_the_upstream_cap_are_refused_not_queued() {
     let (mut holder, busy) = loop {
         attempt += 1;
         assert!(attempt <= 20, "the holder never got the slot");
-        let mut holder = tokio::net::TcpStream::connect(gate.trim_start_matches("http://"))
-            .await
-            .unwrap();
+        let mut holder = tokio::net::TcpStream::connect(gate.trim_start_matches("http://")).await.unwrap();
         holder.write_all(head.as_bytes()).await.unwrap();
         let mut refused = None;
         for _ in 0..100 {
@@ -674,31 +384,14 @@ async fn requests_beyond_the_upstream_cap_are_refused_not_queued() {
         }
     };
     assert_eq!(busy.headers()["retry-after"], "1");
-    assert_eq!(
-        busy.json::<serde_json::Value>().await.unwrap()["error"],
-        "gate_busy"
-    );
+    assert_eq!(busy.json::<serde_json::Value>().await.unwrap()["error"], "gate_busy");
     holder.write_all(b"world").await.unwrap();
     let mut answer = String::new();
     holder.read_to_string(&mut answer).await.unwrap();
-    assert!(
-        answer.starts_with("HTTP/1.1 200") && answer.ends_with("helloworld"),
-        "{answer}"
-    );
-    common::wait_for_async(
-        Duration::from_secs(5),
-        "the slot to be free again",
-        || async {
-            (client
-                .get(format!("{gate}/hits"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                == 200)
-                .then_some(())
-        },
-    )
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("helloworld"), "{answer}");
+    common::wait_for_async(Duration::from_secs(5), "the slot to be free again", || async {
+        (client.get(format!("{gate}/hits")).send().await.unwrap().status() == 200).then_some(())
+    })
     .await;
 }
 
@@ -707,37 +400,22 @@ async fn malformed_credentials_are_answered_exactly_like_a_wrong_password() {
     let agent = Agent::start("");
     agent.wait_running();
     let addr = gate_addr(&agent);
-    let request = |auth: &str| {
-        format!(
-            "GET /device-editor/flows HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n"
-        )
-    };
-    let strip_date = |r: String| {
-        r.lines()
-            .filter(|l| !l.to_ascii_lowercase().starts_with("date:"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let reference = strip_date(raw(
-        &addr,
-        request(&format!("Authorization: {}\r\n", basic("owner", "wrong"))).as_bytes(),
-    ));
+    let request =
+        |auth: &str| format!("GET /device-editor/flows HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\r\n");
+    let strip_date =
+        |r: String| r.lines().filter(|l| !l.to_ascii_lowercase().starts_with("date:")).collect::<Vec<_>>().join("\n");
+    let reference =
+        strip_date(raw(&addr, request(&format!("Authorization: {}\r\n", basic("owner", "wrong"))).as_bytes()));
     assert_eq!(status_of(&reference), 401);
     let good = basic("owner", "owner-pw");
     let malformed = [
         format!("Authorization: {}\r\n", good.replacen("Basic", "basic", 1)),
-        format!(
-            "Authorization: {}\r\n",
-            good.replacen("Basic ", "Basic  ", 1)
-        ),
+        format!("Authorization: {}\r\n", good.replacen("Basic ", "Basic  ", 1)),
         format!("Authorization: {good}\r\nAuthorization: {good}\r\n"),
         "Authorization: Basic %%%\r\n".to_string(),
         "Authorization: Bearer\r\n".to_string(),
         "Authorization: Negotiate abc\r\n".to_string(),
-        format!(
-            "Authorization: Basic {}\r\n",
-            base64::engine::general_purpose::STANDARD.encode(b"owner:\xff")
-        ),
+        format!("Authorization: Basic {}\r\n", base64::engine::general_purpose::STANDARD.encode(b"owner:\xff")),
     ];
     for auth in malformed {
         let answer = strip_date(raw(&addr, request(&auth).as_bytes()));
@@ -746,11 +424,7 @@ async fn malformed_credentials_are_answered_exactly_like_a_wrong_password() {
     let mut bytes = request("").into_bytes();
     let at = bytes.len() - 2;
     bytes.splice(at..at, b"Authorization: Basic \xc3\xa9\r\n".iter().copied());
-    assert_eq!(
-        strip_date(raw(&addr, &bytes)),
-        reference,
-        "non-UTF-8 header"
-    );
+    assert_eq!(strip_date(raw(&addr, &bytes)), reference, "non-UTF-8 header");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -760,24 +434,11 @@ async fn bad_requests_get_their_status_and_never_reach_node_red() {
     let gate = agent.gate_url();
     let client = reqwest::Client::new();
     wait_route(&client, &format!("{gate}/hits"), Cred::None).await;
-    let hits = || async {
-        client
-            .get(format!("{gate}/hits"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let hits = || async { client.get(format!("{gate}/hits")).send().await.unwrap().text().await.unwrap() };
     assert_eq!(
-        raw(
-            &addr,
-            format!("GET /probe/ok HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                .as_bytes()
-        )
-        .lines()
-        .last(),
+        raw(&addr, format!("GET /probe/ok HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+            .lines()
+            .last(),
         Some("hit")
     );
     assert_eq!(hits().await, "1", "the probe counts what reaches Node-RED");
@@ -796,8 +457,16 @@ async fn bad_requests_get_their_status_and_never_reach_node_red() {
         (format!("GET /probe/x?a=%00 HTTP/1.1\r\n{h}\r\n").into(), 400),
         (format!("GET http://elsewhere/probe/x HTTP/1.1\r\n{h}\r\n").into(), 400),
         (format!("GET * HTTP/1.1\r\n{h}\r\n").into(), 400),
-        (format!("POST /probe/x HTTP/1.1\r\n{h}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").into(), 400),
-        (format!("POST /probe/x HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n").into(), 400),
+        (
+            format!("POST /probe/x HTTP/1.1\r\n{h}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+                .into(),
+            400,
+        ),
+        (
+            format!("POST /probe/x HTTP/1.1\r\n{h}Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n")
+                .into(),
+            400,
+        ),
         (format!("POST /probe/x HTTP/1.1\r\n{h}Content-Length: 1\r\nContent-Length: 2\r\n\r\nab").into(), 400),
         (format!("GET /probe/x HTTP/1.1\r\n{h}X-Folded: a\r\n b\r\n\r\n").into(), 400),
         (format!("GET /probe/x HTTP/1.1\r\n{h}X-Big: {}\r\n\r\n", "a".repeat(70 * 1024)).into(), 431),
@@ -812,10 +481,7 @@ async fn bad_requests_get_their_status_and_never_reach_node_red() {
         let status = status_of(&answer);
         let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(90)]).into_owned();
         if expected == 0 {
-            assert!(
-                status == 0 || (400..500).contains(&status),
-                "{shown:?} -> {status}"
-            );
+            assert!(status == 0 || (400..500).contains(&status), "{shown:?} -> {status}");
         } else {
             assert_eq!(status, expected, "{shown:?}: {answer}");
         }
@@ -875,13 +541,13 @@ fn protected_attacks(addr: &str, owner: &str, viewer_session: &str) -> Vec<(Stri
             "/device-editor/context/global/x",
             "/device-editor/flow/tab1",
         ] {
-            cases.push((
-                format!("{method} {target}"),
-                post(target).replacen("POST", method, 1),
-            ));
+            cases.push((format!("{method} {target}"), post(target).replacen("POST", method, 1)));
         }
     }
-    cases.push(("method override header".into(), format!("GET /device-editor/flows HTTP/1.1\r\n{h}X-HTTP-Method-Override: POST\r\nConnection: close\r\n\r\n")));
+    cases.push((
+        "method override header".into(),
+        format!("GET /device-editor/flows HTTP/1.1\r\n{h}X-HTTP-Method-Override: POST\r\nConnection: close\r\n\r\n"),
+    ));
     cases.push((
         "_method in query".into(),
         format!("GET /device-editor/flows?_method=POST HTTP/1.1\r\n{h}Connection: close\r\n\r\n"),
@@ -890,20 +556,17 @@ fn protected_attacks(addr: &str, owner: &str, viewer_session: &str) -> Vec<(Stri
         "access_token in query".into(),
         format!("GET /device-editor/flows?access_token=x HTTP/1.1\r\n{h}Connection: close\r\n\r\n"),
     ));
-    cases.push((
-        "HTTP/1.0".into(),
-        post("/device-editor/flows").replacen("HTTP/1.1", "HTTP/1.0", 1),
-    ));
+    cases.push(("HTTP/1.0".into(), post("/device-editor/flows").replacen("HTTP/1.1", "HTTP/1.0", 1)));
     cases.push((
         "smuggled in a chunked body".into(),
-        format!("POST /probe/x HTTP/1.1\r\n{h}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n{}", post("/device-editor/flows")),
+        format!(
+            "POST /probe/x HTTP/1.1\r\n{h}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+            post("/device-editor/flows")
+        ),
     ));
     cases.push((
         "pipelined after a read".into(),
-        format!(
-            "GET /device-editor/settings HTTP/1.1\r\n{h}\r\n{}",
-            post("/device-editor/flows")
-        ),
+        format!("GET /device-editor/settings HTTP/1.1\r\n{h}\r\n{}", post("/device-editor/flows")),
     ));
     cases.push((
         "viewer session".into(),
@@ -911,10 +574,8 @@ fn protected_attacks(addr: &str, owner: &str, viewer_session: &str) -> Vec<(Stri
     ));
     cases.push((
         "forged gate header".into(),
-        post("/device-editor/flows").replace(
-            &format!("Authorization: {owner}\r\n"),
-            "X-Redtether-Gate-Token: v1.full.6f776e6572.00\r\n",
-        ),
+        post("/device-editor/flows")
+            .replace(&format!("Authorization: {owner}\r\n"), "X-Redtether-Gate-Token: v1.full.6f776e6572.00\r\n"),
     ));
     cases.push((
         "diagnostics read".into(),
@@ -924,10 +585,7 @@ fn protected_attacks(addr: &str, owner: &str, viewer_session: &str) -> Vec<(Stri
         "context read".into(),
         format!("GET /device-editor/context/global HTTP/1.1\r\n{h}Connection: close\r\n\r\n"),
     ));
-    cases
-        .into_iter()
-        .map(|(name, text)| (name, text.into_bytes()))
-        .collect()
+    cases.into_iter().map(|(name, text)| (name, text.into_bytes())).collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -947,15 +605,8 @@ async fn protection_mode_withstands_the_attack_list_with_flows_unchanged() {
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(
-                r.status(),
-                200,
-                "reading flows is allowed in protection mode"
-            );
-            r.json::<serde_json::Value>().await.unwrap()["rev"]
-                .as_str()
-                .unwrap()
-                .to_string()
+            assert_eq!(r.status(), 200, "reading flows is allowed in protection mode");
+            r.json::<serde_json::Value>().await.unwrap()["rev"].as_str().unwrap().to_string()
         }
     };
     let rev_before = rev(OWNER).await;
@@ -963,31 +614,17 @@ async fn protection_mode_withstands_the_attack_list_with_flows_unchanged() {
 
     let refused = deploy(&client, &gate, &echo_flow(), OWNER).await;
     assert_eq!(refused.status(), 403);
-    assert_eq!(
-        refused.json::<serde_json::Value>().await.unwrap(),
-        serde_json::json!({"error": "protection_mode"})
-    );
+    assert_eq!(refused.json::<serde_json::Value>().await.unwrap(), serde_json::json!({"error": "protection_mode"}));
 
     for (name, bytes) in protected_attacks(&addr, &basic("owner", "owner-pw"), &viewer_session) {
         let answer = raw(&addr, &bytes);
         let statuses = statuses_of(&answer);
         let last = *statuses.last().unwrap_or(&0);
-        assert!(
-            (400..500).contains(&last) || last == 0,
-            "{name}: answered {statuses:?}\n{answer}"
-        );
+        assert!((400..500).contains(&last) || last == 0, "{name}: answered {statuses:?}\n{answer}");
     }
 
     // Editor assets and the editor's reads still work; the websocket opens.
-    assert_eq!(
-        client
-            .get(format!("{gate}/device-editor/"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(client.get(format!("{gate}/device-editor/")).send().await.unwrap().status(), 200);
     assert_eq!(
         with(client.get(format!("{gate}/device-editor/nodes")), OWNER)
             .header("accept", "application/json")
@@ -1007,23 +644,12 @@ async fn protection_mode_withstands_the_attack_list_with_flows_unchanged() {
         .json()
         .await
         .unwrap();
-    assert_eq!(
-        settings["user"]["permissions"], "read",
-        "even the owner gets a read-only editor"
-    );
+    assert_eq!(settings["user"]["permissions"], "read", "even the owner gets a read-only editor");
     let ws_url = format!("{}/device-editor/comms", gate.replace("http://", "ws://"));
     assert!(tokio_tungstenite::connect_async(&ws_url).await.is_ok());
 
-    assert_eq!(
-        std::fs::read(&flows_file).unwrap(),
-        before,
-        "flows.json is byte-identical"
-    );
-    assert_eq!(
-        rev(OWNER).await,
-        rev_before,
-        "and Node-RED runs the same flows"
-    );
+    assert_eq!(std::fs::read(&flows_file).unwrap(), before, "flows.json is byte-identical");
+    assert_eq!(rev(OWNER).await, rev_before, "and Node-RED runs the same flows");
     // Node-space routes keep working in protection mode.
     let echoed = client
         .post(format!("{gate}/echo"))
@@ -1035,9 +661,7 @@ async fn protection_mode_withstands_the_attack_list_with_flows_unchanged() {
     assert_eq!(echoed.text().await.unwrap(), "still here");
     let log = agent.log();
     assert!(
-        log.lines()
-            .any(|l| l.contains("kind=access.denied")
-                && l.contains("\"reason\":\"protection_mode\"")),
+        log.lines().any(|l| l.contains("kind=access.denied") && l.contains("\"reason\":\"protection_mode\"")),
         "protection refusals audited"
     );
 }
@@ -1050,24 +674,15 @@ async fn cors_and_cross_site_requests() {
     let client = reqwest::Client::new();
     let preflight = |origin: &'static str| {
         client
-            .request(
-                reqwest::Method::OPTIONS,
-                format!("{gate}/device-editor/flows"),
-            )
+            .request(reqwest::Method::OPTIONS, format!("{gate}/device-editor/flows"))
             .header("origin", origin)
             .header("access-control-request-method", "POST")
             .send()
     };
     let ok = preflight("https://hmi.example").await.unwrap();
     assert_eq!(ok.status(), 204);
-    assert_eq!(
-        ok.headers()["access-control-allow-origin"],
-        "https://hmi.example"
-    );
-    assert_eq!(
-        preflight("https://evil.example").await.unwrap().status(),
-        403
-    );
+    assert_eq!(ok.headers()["access-control-allow-origin"], "https://hmi.example");
+    assert_eq!(preflight("https://evil.example").await.unwrap().status(), 403);
 
     // Node-RED 4 sends `Access-Control-Allow-Origin: *` on admin responses; the gate does not.
     let r = with(client.get(format!("{gate}/device-editor/settings")), OWNER)
@@ -1082,10 +697,7 @@ async fn cors_and_cross_site_requests() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        r.headers()["access-control-allow-origin"],
-        "https://hmi.example"
-    );
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://hmi.example");
 
     // A page on another site cannot drive a browser's remembered Basic credentials to write.
     let r = deploy(&client, &gate, &echo_flow(), OWNER).await;
@@ -1111,51 +723,23 @@ async fn first_run_makes_a_locked_editor_with_an_owner() {
     let agent = Agent::start_gate("", Some("[gate.http_auth]\nmode = \"none\"\n"));
     agent.wait_running();
     let password_file = agent.state_dir().join("initial-admin-password");
-    let password = std::fs::read_to_string(&password_file)
-        .unwrap()
-        .trim()
-        .to_string();
-    let mode = std::os::unix::fs::PermissionsExt::mode(
-        &std::fs::metadata(&password_file).unwrap().permissions(),
-    );
+    let password = std::fs::read_to_string(&password_file).unwrap().trim().to_string();
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&password_file).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
-    assert!(
-        agent.log().contains(&password_file.display().to_string()),
-        "the log says where the password is"
-    );
+    assert!(agent.log().contains(&password_file.display().to_string()), "the log says where the password is");
     assert!(!agent.log().contains(&password), "but never the password");
     let gate = agent.gate_url();
     let client = reqwest::Client::new();
-    assert_eq!(
-        client
-            .get(format!("{gate}/device-editor/flows"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401,
-        "locked"
-    );
-    let token = login(&client, &gate, "admin", &password)
-        .await
-        .expect("the admin logs in");
-    assert_eq!(
-        deploy(&client, &gate, &echo_flow(), Cred::Bearer(&token))
-            .await
-            .status(),
-        200,
-        "as an owner"
-    );
+    assert_eq!(client.get(format!("{gate}/device-editor/flows")).send().await.unwrap().status(), 401, "locked");
+    let token = login(&client, &gate, "admin", &password).await.expect("the admin logs in");
+    assert_eq!(deploy(&client, &gate, &echo_flow(), Cred::Bearer(&token)).await.status(), 200, "as an owner");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn https_with_a_self_signed_certificate() {
     let agent = Agent::start_gate(
         "",
-        Some(&format!(
-            "[gate.http_auth]\nmode = \"none\"\n[gate.tls]\nself_signed = true\n{}",
-            default_users()
-        )),
+        Some(&format!("[gate.http_auth]\nmode = \"none\"\n[gate.tls]\nself_signed = true\n{}", default_users())),
     );
     agent.wait_running();
     let addr = gate_addr(&agent);
@@ -1163,8 +747,5 @@ async fn https_with_a_self_signed_certificate() {
     let answer = common::tls::get(&addr, &cert, "/device-editor/").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // Plain HTTP on the TLS port gets nothing useful.
-    assert_eq!(
-        status_of(&raw(&addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")),
-        0
-    );
+    assert_eq!(status_of(&raw(&addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")), 0);
 }

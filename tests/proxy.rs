@@ -19,22 +19,10 @@ async fn editor_admin_api_and_http_in_nodes_answer_through_the_gate() {
     let gate = agent.gate_url();
     let client = reqwest::Client::new();
 
-    let editor = client
-        .get(format!("{gate}/device-editor/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        editor.status(),
-        200,
-        "the editor page needs no login (its login dialog is in it)"
-    );
+    let editor = client.get(format!("{gate}/device-editor/")).send().await.unwrap();
+    assert_eq!(editor.status(), 200, "the editor page needs no login (its login dialog is in it)");
     let html = editor.text().await.unwrap();
-    assert!(
-        html.contains("Node-RED"),
-        "editor page: {}",
-        &html[..html.len().min(200)]
-    );
+    assert!(html.contains("Node-RED"), "editor page: {}", &html[..html.len().min(200)]);
 
     let settings = client
         .get(format!("{gate}/device-editor/settings"))
@@ -46,18 +34,13 @@ async fn editor_admin_api_and_http_in_nodes_answer_through_the_gate() {
     let settings: serde_json::Value = settings.json().await.unwrap();
     assert_eq!(settings["version"], common::node_red::pinned_version());
     // Node-RED knows the real user and their rights, from the gate's credential.
-    assert_eq!(
-        settings["user"],
-        serde_json::json!({"username": "viewer", "permissions": "read"})
-    );
+    assert_eq!(settings["user"], serde_json::json!({"username": "viewer", "permissions": "read"}));
 
     let deployed = deploy(&client, &gate, &echo_flow(), OWNER).await;
     assert_eq!(deployed.status(), 200, "deploy through the gate");
 
     // A megabyte each way: request and response bodies pass the gate intact.
-    let body: String = (0..(1 << 20))
-        .map(|i| char::from(b'a' + (i % 26) as u8))
-        .collect();
+    let body: String = (0..(1 << 20)).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
     let echoed = common::wait_for_async(Duration::from_secs(10), "the HTTP-In route", || async {
         let r = client
             .post(format!("{gate}/echo"))
@@ -71,11 +54,7 @@ async fn editor_admin_api_and_http_in_nodes_answer_through_the_gate() {
     .await;
     assert_eq!(echoed.text().await.unwrap(), body);
 
-    let missing = client
-        .get(format!("{gate}/no-such-route"))
-        .send()
-        .await
-        .unwrap();
+    let missing = client.get(format!("{gate}/no-such-route")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
 }
 
@@ -85,37 +64,20 @@ async fn editor_websocket_authenticates_with_the_session_and_carries_deploys() {
     agent.wait_running();
     let gate = agent.gate_url();
     let client = reqwest::Client::new();
-    let token = login(&client, &gate, "member", "member-pw")
-        .await
-        .expect("editor login");
+    let token = login(&client, &gate, "member", "member-pw").await.expect("editor login");
 
     let ws_url = format!("{}/device-editor/comms", gate.replace("http://", "ws://"));
-    let (mut ws, response) = tokio_tungstenite::connect_async(&ws_url)
-        .await
-        .expect("websocket upgrade through the gate");
+    let (mut ws, response) =
+        tokio_tungstenite::connect_async(&ws_url).await.expect("websocket upgrade through the gate");
     assert_eq!(response.status(), 101);
     // The editor's first frame: its session, which Node-RED checks with the agent.
-    ws.send(Message::text(
-        serde_json::json!({ "auth": token }).to_string(),
-    ))
-    .await
-    .unwrap();
-    let auth = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    ws.send(Message::text(serde_json::json!({ "auth": token }).to_string())).await.unwrap();
+    let auth = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(auth.to_text().unwrap(), r#"{"auth":"ok"}"#);
-    ws.send(Message::text(r#"{"subscribe":"notification/#"}"#))
-        .await
-        .unwrap();
+    ws.send(Message::text(r#"{"subscribe":"notification/#"}"#)).await.unwrap();
 
     let deployed = deploy(&client, &gate, &echo_flow(), Cred::Bearer(&token)).await;
-    assert_eq!(
-        deployed.status(),
-        200,
-        "the session token works on the admin API"
-    );
+    assert_eq!(deployed.status(), 200, "the session token works on the admin API");
 
     let notification = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(msg) = ws.next().await {
@@ -136,10 +98,7 @@ async fn editor_websocket_authenticates_with_the_session_and_carries_deploys() {
 async fn editor_websocket_without_a_valid_session_is_closed() {
     let agent = Agent::start("");
     agent.wait_running();
-    let ws_url = format!(
-        "{}/device-editor/comms",
-        agent.gate_url().replace("http://", "ws://")
-    );
+    let ws_url = format!("{}/device-editor/comms", agent.gate_url().replace("http://", "ws://"));
     for first_frame in [r#"{"auth":"rts_forged"}"#, r#"{"subscribe":"debug"}"#] {
         let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
         ws.send(Message::text(first_frame)).await.unwrap();
@@ -154,10 +113,7 @@ async fn editor_websocket_without_a_valid_session_is_closed() {
         })
         .await
         .expect("Node-RED closes the socket");
-        assert!(
-            answer.iter().any(|t| t.contains(r#""auth":"fail""#)),
-            "{first_frame}: {answer:?}"
-        );
+        assert!(answer.iter().any(|t| t.contains(r#""auth":"fail""#)), "{first_frame}: {answer:?}");
     }
 }
 
@@ -170,11 +126,7 @@ async fn a_client_cannot_smuggle_the_gates_own_credential() {
     let client = reqwest::Client::new();
 
     // Node-RED itself listens on loopback and refuses requests without the gate's credential.
-    let direct = client
-        .get(format!("http://127.0.0.1:{port}/device-editor/settings"))
-        .send()
-        .await
-        .unwrap();
+    let direct = client.get(format!("http://127.0.0.1:{port}/device-editor/settings")).send().await.unwrap();
     assert_eq!(direct.status(), 401);
     for forged in [
         "guess",
@@ -201,15 +153,6 @@ async fn a_client_cannot_smuggle_the_gates_own_credential() {
     // Node-RED binds loopback only: the gate's port is the only way in from outside.
     let listening = std::fs::read_to_string("/proc/net/tcp").unwrap();
     let port_hex = format!(":{port:04X} ");
-    let line = listening
-        .lines()
-        .find(|l| l.contains(&port_hex) && l.split_whitespace().nth(3) == Some("0A"))
-        .unwrap();
-    assert!(
-        line.split_whitespace()
-            .nth(1)
-            .unwrap()
-            .starts_with("0100007F:"),
-        "{line}"
-    );
+    let line = listening.lines().find(|l| l.contains(&port_hex) && l.split_whitespace().nth(3) == Some("0A")).unwrap();
+    assert!(line.split_whitespace().nth(1).unwrap().starts_with("0100007F:"), "{line}");
 }

@@ -11,20 +11,13 @@ use std::time::{Duration, Instant};
 const INSTANCE_ENV: &str = "REDTETHER_NODE_RED_INSTANCE";
 
 fn node_red_pid(status: &serde_json::Value) -> u32 {
-    status["node_red"]["pid"]
-        .as_u64()
-        .expect("Node-RED pid in status") as u32
+    status["node_red"]["pid"].as_u64().expect("Node-RED pid in status") as u32
 }
 
 fn instance_of(pid: u32) -> String {
     let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     env.split(|&b| b == 0)
-        .find_map(|e| {
-            std::str::from_utf8(e)
-                .ok()?
-                .strip_prefix(&format!("{INSTANCE_ENV}="))
-                .map(str::to_string)
-        })
+        .find_map(|e| std::str::from_utf8(e).ok()?.strip_prefix(&format!("{INSTANCE_ENV}=")).map(str::to_string))
         .expect("Node-RED carries its instance marker")
 }
 
@@ -35,10 +28,9 @@ fn killed_node_red_is_restarted_and_counted() {
     send_signal(first, Signal::SIGKILL);
 
     let status = wait_for(Duration::from_secs(30), "a new Node-RED run", || {
-        agent.try_status().filter(|s| {
-            s["node_red"]["state"] == "running"
-                && s["node_red"]["pid"].as_u64() != Some(first as u64)
-        })
+        agent
+            .try_status()
+            .filter(|s| s["node_red"]["state"] == "running" && s["node_red"]["pid"].as_u64() != Some(first as u64))
     });
     assert_eq!(status["node_red"]["restarts"], 1);
     let last_exit = status["node_red"]["last_exit"].as_str().unwrap();
@@ -55,20 +47,8 @@ fn node_red_that_exits_at_once_reaches_crash_loop_without_a_tight_loop() {
         &[],
     );
     let status = agent.wait_state("crash_loop", Duration::from_secs(30));
-    assert!(
-        status["node_red"]["last_exit"]
-            .as_str()
-            .unwrap()
-            .contains("code 3"),
-        "{status}"
-    );
-    assert!(
-        status["node_red"]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("restarting in 1s"),
-        "{status}"
-    );
+    assert!(status["node_red"]["last_exit"].as_str().unwrap().contains("code 3"), "{status}");
+    assert!(status["node_red"]["detail"].as_str().unwrap().contains("restarting in 1s"), "{status}");
 
     // In the crash loop the child is still retried, at the 1 s cap: over 3 s that is 2 to 4
     // starts, where a tight loop would make hundreds.
@@ -78,31 +58,20 @@ fn node_red_that_exits_at_once_reaches_crash_loop_without_a_tight_loop() {
     let after = agent.status()["node_red"]["restarts"].as_u64().unwrap();
     let elapsed = started.elapsed().as_secs_f64();
     assert!(after > before, "still retried in the crash loop");
-    assert!(
-        (after - before) as f64 <= elapsed + 1.0,
-        "{} restarts in {elapsed:.1}s",
-        after - before
-    );
+    assert!((after - before) as f64 <= elapsed + 1.0, "{} restarts in {elapsed:.1}s", after - before);
 }
 
 #[test]
 fn hung_node_red_is_stopped_and_restarted() {
-    let agent = Agent::start(
-        "health_timeout = \"2s\"\nstop_timeout = \"1s\"\nrestart_backoff_min = \"100ms\"",
-    );
+    let agent = Agent::start("health_timeout = \"2s\"\nstop_timeout = \"1s\"\nrestart_backoff_min = \"100ms\"");
     let first = node_red_pid(&agent.wait_running());
     // A stopped process answers nothing: to the supervisor it is hung.
     send_signal(first, Signal::SIGSTOP);
-    let status = wait_for(
-        Duration::from_secs(30),
-        "the hung run to be replaced",
-        || {
-            agent.try_status().filter(|s| {
-                s["node_red"]["state"] == "running"
-                    && s["node_red"]["pid"].as_u64() != Some(first as u64)
-            })
-        },
-    );
+    let status = wait_for(Duration::from_secs(30), "the hung run to be replaced", || {
+        agent
+            .try_status()
+            .filter(|s| s["node_red"]["state"] == "running" && s["node_red"]["pid"].as_u64() != Some(first as u64))
+    });
     let last_exit = status["node_red"]["last_exit"].as_str().unwrap();
     assert!(last_exit.contains("hung"), "{last_exit}");
     assert!(!process_alive(first));
@@ -117,20 +86,9 @@ fn sigterm_stops_node_red_and_exits_zero() {
     let status = agent.wait_exit(Duration::from_secs(15));
     assert_eq!(status.code(), Some(0), "agent exit status");
     assert!(!process_alive(node), "Node-RED stopped with the agent");
-    assert!(
-        pids_with_env(INSTANCE_ENV, &instance).is_empty(),
-        "nothing of that run left"
-    );
-    assert!(
-        !agent.state_dir().join("control.sock").exists(),
-        "control socket removed"
-    );
-    assert!(
-        agent
-            .log()
-            .contains("was stopped by the agent (exited with code 0)"),
-        "Node-RED stopped gracefully"
-    );
+    assert!(pids_with_env(INSTANCE_ENV, &instance).is_empty(), "nothing of that run left");
+    assert!(!agent.state_dir().join("control.sock").exists(), "control socket removed");
+    assert!(agent.log().contains("was stopped by the agent (exited with code 0)"), "Node-RED stopped gracefully");
 }
 
 #[test]
@@ -138,31 +96,19 @@ fn sigterm_completes_even_when_node_red_ignores_it() {
     // A Node-RED that ignores SIGTERM is killed after stop_timeout; the agent still exits 0.
     let script = "process.on('SIGTERM', () => {}); console.log('ignoring SIGTERM'); setInterval(() => {}, 1000);";
     let mut agent = Agent::start_with(
-        &format!(
-            "command = [\"node\", \"-e\", {script:?}, \"--\"]\nstop_timeout = \"1s\"\nstartup_timeout = \"1h\""
-        ),
+        &format!("command = [\"node\", \"-e\", {script:?}, \"--\"]\nstop_timeout = \"1s\"\nstartup_timeout = \"1h\""),
         &[],
     );
-    let node = wait_for(Duration::from_secs(20), "Node-RED spawned", || {
-        agent.try_status()?["node_red"]["pid"].as_u64()
-    }) as u32;
-    wait_for(Duration::from_secs(20), "the SIGTERM handler", || {
-        agent.log().contains("ignoring SIGTERM").then_some(())
-    });
+    let node = wait_for(Duration::from_secs(20), "Node-RED spawned", || agent.try_status()?["node_red"]["pid"].as_u64())
+        as u32;
+    wait_for(Duration::from_secs(20), "the SIGTERM handler", || agent.log().contains("ignoring SIGTERM").then_some(()));
     let started = Instant::now();
     agent.signal(Signal::SIGTERM);
     let status = agent.wait_exit(Duration::from_secs(15));
     assert_eq!(status.code(), Some(0));
-    assert!(
-        started.elapsed() < Duration::from_secs(7),
-        "bounded by stop_timeout, took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(7), "bounded by stop_timeout, took {:?}", started.elapsed());
     assert!(!process_alive(node));
-    assert!(
-        agent.log().contains("did not stop in time"),
-        "the kill is logged"
-    );
+    assert!(agent.log().contains("did not stop in time"), "the kill is logged");
 }
 
 #[test]
@@ -177,18 +123,13 @@ fn processes_that_leave_node_reds_group_are_ended_too() {
     let node = node_red_pid(&agent.wait_running());
     let instance = instance_of(node);
     let sleepers = wait_for(Duration::from_secs(5), "the grandchild", || {
-        let pids: Vec<u32> = pids_with_env(INSTANCE_ENV, &instance)
-            .into_iter()
-            .filter(|&p| p != node)
-            .collect();
+        let pids: Vec<u32> = pids_with_env(INSTANCE_ENV, &instance).into_iter().filter(|&p| p != node).collect();
         (!pids.is_empty()).then_some(pids)
     });
     agent.signal(Signal::SIGTERM);
     assert_eq!(agent.wait_exit(Duration::from_secs(15)).code(), Some(0));
     for pid in sleepers {
-        wait_for(Duration::from_secs(5), "the grandchild to end", || {
-            (!process_alive(pid)).then_some(())
-        });
+        wait_for(Duration::from_secs(5), "the grandchild to end", || (!process_alive(pid)).then_some(()));
     }
 }
 
@@ -206,28 +147,15 @@ fn sigkilled_agent_leaves_no_node_red_and_its_successor_cleans_up() {
     agent.signal(Signal::SIGKILL);
     agent.wait_exit(Duration::from_secs(5));
     // The parent-death signal takes Node-RED down with the agent.
-    wait_for(
-        Duration::from_secs(5),
-        "Node-RED to die with the agent",
-        || (!process_alive(node)).then_some(()),
-    );
+    wait_for(Duration::from_secs(5), "Node-RED to die with the agent", || (!process_alive(node)).then_some(()));
 
     // What left the group survives the kill; the next agent on this state directory ends it.
     agent.spawn(&[]);
     agent.wait_running();
-    wait_for(
-        Duration::from_secs(10),
-        "leftovers of the killed run to be ended",
-        || {
-            pids_with_env(INSTANCE_ENV, &instance)
-                .is_empty()
-                .then_some(())
-        },
-    );
-    assert!(
-        agent.log().contains("left behind by an earlier run"),
-        "the clean-up is logged"
-    );
+    wait_for(Duration::from_secs(10), "leftovers of the killed run to be ended", || {
+        pids_with_env(INSTANCE_ENV, &instance).is_empty().then_some(())
+    });
+    assert!(agent.log().contains("left behind by an earlier run"), "the clean-up is logged");
 }
 
 #[test]
@@ -239,11 +167,7 @@ fn restart_command_starts_a_new_run() {
         .arg(&agent.config)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let status = agent.wait_running();
     assert_ne!(node_red_pid(&status), first);
     assert_eq!(status["node_red"]["restarts"], 1);
@@ -258,22 +182,14 @@ fn missing_npm_is_a_clear_error_and_the_agent_stays_up() {
     );
     let status = agent.wait_state("backoff", Duration::from_secs(20));
     let detail = status["node_red"]["detail"].as_str().unwrap();
-    assert!(
-        detail.contains("npm is not available") && detail.contains("node_red.npm"),
-        "{detail}"
-    );
+    assert!(detail.contains("npm is not available") && detail.contains("node_red.npm"), "{detail}");
     // Retried, and the daemon keeps answering meanwhile.
-    wait_for(
-        Duration::from_secs(10),
-        "a second install attempt in the log",
-        || (agent.log().matches("cannot install Node-RED").count() >= 2).then_some(()),
-    );
+    wait_for(Duration::from_secs(10), "a second install attempt in the log", || {
+        (agent.log().matches("cannot install Node-RED").count() >= 2).then_some(())
+    });
     assert!(agent.try_status().is_some(), "daemon still answers");
     let gate = agent.gate_url();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let code = rt.block_on(async { reqwest::get(format!("{gate}/")).await.unwrap().status() });
     assert_eq!(code, 503, "the gate says Node-RED is not running");
 }
@@ -285,33 +201,20 @@ fn installs_the_pinned_node_red_with_npm_when_missing() {
     common::node_red::red_js();
     let version = common::node_red::pinned_version();
     let agent = Agent::start_with(
-        &format!(
-            "package = \"node-red@{version}\"\nstartup_timeout = \"2m\"\nhealth_interval = \"500ms\""
-        ),
+        &format!("package = \"node-red@{version}\"\nstartup_timeout = \"2m\"\nhealth_interval = \"500ms\""),
         &[("npm_config_prefer_offline", "true")],
     );
     let status = agent.wait_state("running", Duration::from_secs(300));
     let runtime = agent.state_dir().join("runtime");
     assert!(runtime.join("node_modules/node-red/red.js").is_file());
-    assert_eq!(
-        std::fs::read_to_string(runtime.join(".redtether-package")).unwrap(),
-        format!("node-red@{version}")
-    );
+    assert_eq!(std::fs::read_to_string(runtime.join(".redtether-package")).unwrap(), format!("node-red@{version}"));
     // Node-RED renames its process, so its cwd-independent proof is what it says it runs.
     let pid = node_red_pid(&status);
-    assert!(
-        std::fs::read_link(format!("/proc/{pid}/exe"))
-            .unwrap()
-            .to_string_lossy()
-            .contains("node")
-    );
+    assert!(std::fs::read_link(format!("/proc/{pid}/exe")).unwrap().to_string_lossy().contains("node"));
     let log = agent.log();
     assert!(
         log.contains("installing Node-RED with npm") && log.contains("Node-RED installed"),
         "install progress is logged"
     );
-    assert!(
-        log.contains(&format!("Node-RED version: v{version}")),
-        "the installed version runs"
-    );
+    assert!(log.contains(&format!("Node-RED version: v{version}")), "the installed version runs");
 }

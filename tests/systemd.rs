@@ -11,14 +11,8 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
 /// Collects notifications until `stop` matches one, or the timeout passes.
-fn collect(
-    socket: &UnixDatagram,
-    timeout: Duration,
-    mut stop: impl FnMut(&str) -> bool,
-) -> Vec<String> {
-    socket
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+fn collect(socket: &UnixDatagram, timeout: Duration, mut stop: impl FnMut(&str) -> bool) -> Vec<String> {
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let deadline = std::time::Instant::now() + timeout;
     let mut messages = Vec::new();
     let mut buf = vec![0u8; 4096];
@@ -37,61 +31,31 @@ fn collect(
 
 fn notify_lifecycle(socket: UnixDatagram, notify_socket: &str) {
     let mut agent = Agent::start_with(
-        &format!(
-            "{}\nhealth_interval = \"500ms\"",
-            common::agent::fixture_node_red()
-        ),
-        &[
-            ("NOTIFY_SOCKET", notify_socket),
-            ("WATCHDOG_USEC", "400000"),
-        ],
+        &format!("{}\nhealth_interval = \"500ms\"", common::agent::fixture_node_red()),
+        &[("NOTIFY_SOCKET", notify_socket), ("WATCHDOG_USEC", "400000")],
     );
     let mut watchdogs = 0;
     let startup = collect(&socket, Duration::from_secs(60), |m| {
         watchdogs += m.contains("WATCHDOG=1") as u32;
         m.contains("STATUS=Node-RED running") && watchdogs >= 3
     });
-    let ready = startup
-        .iter()
-        .position(|m| m.contains("READY=1"))
-        .expect("READY=1 sent");
-    assert!(
-        startup[ready].contains(&format!("MAINPID={}", agent.pid())),
-        "{}",
-        startup[ready]
-    );
-    let running = startup
-        .iter()
-        .position(|m| m.contains("STATUS=Node-RED running"))
-        .expect("STATUS on reaching running");
-    assert!(
-        ready < running,
-        "READY once started, before healthy: {startup:?}"
-    );
-    assert!(
-        watchdogs >= 3,
-        "watchdog pinged at half of WATCHDOG_USEC: {startup:?}"
-    );
+    let ready = startup.iter().position(|m| m.contains("READY=1")).expect("READY=1 sent");
+    assert!(startup[ready].contains(&format!("MAINPID={}", agent.pid())), "{}", startup[ready]);
+    let running =
+        startup.iter().position(|m| m.contains("STATUS=Node-RED running")).expect("STATUS on reaching running");
+    assert!(ready < running, "READY once started, before healthy: {startup:?}");
+    assert!(watchdogs >= 3, "watchdog pinged at half of WATCHDOG_USEC: {startup:?}");
 
     // Node-RED gets none of systemd's variables: its READY or WATCHDOG would count as ours.
     let pid = agent.status()["node_red"]["pid"].as_u64().unwrap();
     let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     for var in ["NOTIFY_SOCKET=", "WATCHDOG_USEC="] {
-        assert!(
-            !env.split(|&b| b == 0)
-                .any(|e| e.starts_with(var.as_bytes())),
-            "{var} leaked to Node-RED"
-        );
+        assert!(!env.split(|&b| b == 0).any(|e| e.starts_with(var.as_bytes())), "{var} leaked to Node-RED");
     }
 
     agent.signal(Signal::SIGTERM);
-    let shutdown = collect(&socket, Duration::from_secs(20), |m| {
-        m.contains("STOPPING=1")
-    });
-    assert!(
-        shutdown.iter().any(|m| m.contains("STOPPING=1")),
-        "STOPPING=1 sent: {shutdown:?}"
-    );
+    let shutdown = collect(&socket, Duration::from_secs(20), |m| m.contains("STOPPING=1"));
+    assert!(shutdown.iter().any(|m| m.contains("STOPPING=1")), "STOPPING=1 sent: {shutdown:?}");
     assert_eq!(agent.wait_exit(Duration::from_secs(15)).code(), Some(0));
 }
 
@@ -106,8 +70,7 @@ fn notifies_a_path_socket() {
 #[test]
 fn notifies_an_abstract_socket() {
     let name = format!("redtether-test-notify-{}", std::process::id());
-    let socket =
-        UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+    let socket = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
     notify_lifecycle(socket, &format!("@{name}"));
 }
 
@@ -120,41 +83,20 @@ fn status_changes_are_sent_as_status_lines() {
         "command = [\"node\", \"-e\", \"process.exit(2)\", \"--\"]\nrestart_backoff_min = \"100ms\"\nrestart_backoff_max = \"300ms\"\ncrash_loop_restarts = 2",
         &[("NOTIFY_SOCKET", path.to_str().unwrap())],
     );
-    let messages = collect(&socket, Duration::from_secs(30), |m| {
-        m.contains("STATUS=Node-RED crash loop")
-    });
-    assert!(
-        messages
-            .iter()
-            .any(|m| m.contains("STATUS=Node-RED backoff: exited with code 2")),
-        "{messages:?}"
-    );
-    assert!(
-        messages
-            .iter()
-            .any(|m| m.contains("STATUS=Node-RED crash loop")),
-        "{messages:?}"
-    );
+    let messages = collect(&socket, Duration::from_secs(30), |m| m.contains("STATUS=Node-RED crash loop"));
+    assert!(messages.iter().any(|m| m.contains("STATUS=Node-RED backoff: exited with code 2")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("STATUS=Node-RED crash loop")), "{messages:?}");
     drop(agent);
 }
 
 #[test]
 fn logs_structured_fields_to_journald_when_stderr_is_the_journal() {
-    if !nix::unistd::geteuid().is_root()
-        || std::process::Command::new("unshare")
-            .arg("--version")
-            .output()
-            .is_err()
-    {
+    if !nix::unistd::geteuid().is_root() || std::process::Command::new("unshare").arg("--version").output().is_err() {
         panic!("this test needs root and unshare(1) to give the agent a private /run/systemd");
     }
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("agent.toml");
-    std::fs::write(
-        &config,
-        common::agent::config(dir.path(), &common::agent::fixture_node_red()),
-    )
-    .unwrap();
+    std::fs::write(&config, common::agent::config(dir.path(), &common::agent::fixture_node_red())).unwrap();
     let journal = dir.path().join("journal.bin");
     let stderr_file = dir.path().join("stderr");
     // In a private mount namespace: a tmpfs on /run/systemd, a stand-in journald bound to
@@ -196,22 +138,13 @@ kill -TERM $agent; wait $agent
         std::fs::read_to_string(&stderr_file).unwrap_or_default()
     );
     let entries = journal_entries(&std::fs::read(&journal).unwrap());
-    let field = |e: &Vec<(String, String)>, name: &str| {
-        e.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-    };
+    let field = |e: &Vec<(String, String)>, name: &str| e.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let started = entries
         .iter()
         .find(|e| field(e, "MESSAGE").as_deref() == Some("redtether agent starting"))
         .expect("start message in the journal");
-    assert_eq!(
-        field(started, "SYSLOG_IDENTIFIER").as_deref(),
-        Some("redtether")
-    );
-    assert_eq!(
-        field(started, "PRIORITY").as_deref(),
-        Some("6"),
-        "info is syslog's informational"
-    );
+    assert_eq!(field(started, "SYSLOG_IDENTIFIER").as_deref(), Some("redtether"));
+    assert_eq!(field(started, "PRIORITY").as_deref(), Some("6"), "info is syslog's informational");
     assert!(
         field(started, "GATE").unwrap().starts_with("127.0.0.1:"),
         "event fields become journal fields: {started:?}"
@@ -223,10 +156,7 @@ kill -TERM $agent; wait $agent
     assert_eq!(field(node_red, "TARGET").as_deref(), Some("nodered"));
     assert_eq!(field(node_red, "STREAM").as_deref(), Some("stdout"));
     let stderr = std::fs::read_to_string(&stderr_file).unwrap();
-    assert!(
-        !stderr.contains("redtether agent starting"),
-        "not also on stderr: {stderr}"
-    );
+    assert!(!stderr.contains("redtether agent starting"), "not also on stderr: {stderr}");
 }
 
 /// Parses the datagrams the stand-in journal recorded (each prefixed by its u32 LE length) in

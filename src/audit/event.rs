@@ -21,9 +21,7 @@ impl Actor {
         Actor::User { name: name.into() }
     }
     pub fn anonymous(addr: std::net::IpAddr) -> Actor {
-        Actor::Anonymous {
-            addr: addr.to_string(),
-        }
+        Actor::Anonymous { addr: addr.to_string() }
     }
 }
 
@@ -90,10 +88,7 @@ mod tests {
     #[test]
     fn actors_read_naturally() {
         assert_eq!(Actor::user("ann").to_string(), "user:ann");
-        assert_eq!(
-            Actor::anonymous("10.0.0.9".parse().unwrap()).to_string(),
-            "anonymous@10.0.0.9"
-        );
+        assert_eq!(Actor::anonymous("10.0.0.9".parse().unwrap()).to_string(), "anonymous@10.0.0.9");
         assert_eq!(
             serde_json::to_value(Actor::Token { name: "ci".into() }).unwrap(),
             serde_json::json!({"type": "token", "name": "ci"})
@@ -102,11 +97,7 @@ mod tests {
 
     #[test]
     fn details_are_an_object() {
-        let e = AuditEvent::new("access.denied", Actor::System, "/device-editor/flows")
-            .with("method", "POST");
-        assert_eq!(
-            serde_json::to_value(&e).unwrap()["detail"],
-            serde_json::json!({"method": "POST"})
-        );
+        let e = AuditEvent::new("access.denied", Actor::System, "/device-editor/flows").with("method", "POST");
+        assert_eq!(serde_json::to_value(&e).unwrap()["detail"], serde_json::json!({"method": "POST"}));
     }
 }

@@ -30,10 +30,7 @@ impl Auditor {
     /// Records `event`; resolves when it is stored.
     pub async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send((event, done))
-            .await
-            .map_err(|_| AuditError::Closed)?;
+        self.tx.send((event, done)).await.map_err(|_| AuditError::Closed)?;
         wait.await.map_err(|_| AuditError::Closed)?
     }
 

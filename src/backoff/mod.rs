@@ -12,19 +12,14 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max: max.max(min),
-        }
+        Backoff { min, max: max.max(min) }
     }
 
     /// The upper bound of the delay before retry number `attempt` (0-based): `min·2^attempt`,
     /// capped at `max`.
     pub fn ceiling(&self, attempt: u32) -> Duration {
         let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
-        self.min
-            .checked_mul(factor)
-            .map_or(self.max, |d| d.min(self.max))
+        self.min.checked_mul(factor).map_or(self.max, |d| d.min(self.max))
     }
 
     /// The delay before retry `attempt`, spread uniformly over `[min, ceiling]` by `jitter` in

@@ -6,11 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "redtether-hub",
-    version,
-    about = "The platform end of redtether's tunnel (not built yet)"
-)]
+#[command(name = "redtether-hub", version, about = "The platform end of redtether's tunnel (not built yet)")]
 struct Cli {
     /// Hub configuration file
     #[arg(long, short = 'c', global = true, value_name = "PATH")]
@@ -35,9 +31,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    eprintln!(
-        "redtether-hub: `{:?}` is not built yet: the hub arrives with the hub-and-tunnel issue",
-        cli.command
-    );
+    eprintln!("redtether-hub: `{:?}` is not built yet: the hub arrives with the hub-and-tunnel issue", cli.command);
     ExitCode::from(69)
 }

@@ -45,11 +45,8 @@ pub fn execute(cli: Cli) -> ExitCode {
 
 fn run(settings: Settings) -> ExitCode {
     crate::systemd::init_logging(&settings.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("redtether")
-        .build()
-    {
+    keep_heap_small();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("redtether").build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("redtether: error: cannot start the async runtime: {e}");
@@ -65,9 +62,7 @@ fn run(settings: Settings) -> ExitCode {
             tracing::error!(error = %error_chain(&e), "redtether cannot run");
             eprintln!("redtether: error: {}", error_chain(&e));
             exit::code(match e {
-                DaemonError::StateDir(crate::state_dir::StateDirError::Locked(_)) => {
-                    exit::TEMP_FAIL
-                }
+                DaemonError::StateDir(crate::state_dir::StateDirError::Locked(_)) => exit::TEMP_FAIL,
                 DaemonError::StateDir(_) | DaemonError::Control(_) => exit::CANT_CREATE,
                 DaemonError::Gate(crate::gate::GateError::Tls(_)) => exit::CONFIG,
                 DaemonError::Gate(_) => exit::UNAVAILABLE,
@@ -77,10 +72,7 @@ fn run(settings: Settings) -> ExitCode {
     }
 }
 
-pub(crate) fn ask(
-    settings: &Settings,
-    request: &ControlRequest,
-) -> Result<serde_json::Value, ClientError> {
+pub(crate) fn ask(settings: &Settings, request: &ControlRequest) -> Result<serde_json::Value, ClientError> {
     let socket = crate::state_dir::StateDir::new(&settings.state_dir).control_socket();
     control::request(&socket, request, CONTROL_TIMEOUT)
 }
@@ -111,4 +103,16 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// glibc raises its mmap threshold after every large free, so the ~19 MiB an argon2
+/// verification borrows would afterwards come from the heap and stay resident for good. A fixed
+/// threshold returns such blocks to the kernel; two arenas keep threads from multiplying heaps.
+#[allow(unsafe_code)]
+fn keep_heap_small() {
+    // SAFETY: mallopt only sets allocator parameters; it is called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }

@@ -19,11 +19,7 @@ pub fn show(settings: &Settings, json: bool) -> ExitCode {
 }
 
 fn human(s: &serde_json::Value) -> String {
-    let text = |v: &serde_json::Value| {
-        v.as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| v.to_string())
-    };
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
     let nr = &s["node_red"];
     let mut out = format!(
         "redtether {} (pid {}), running since {}\n  gate      listening on {}\n  node-red  {}",
@@ -36,11 +32,7 @@ fn human(s: &serde_json::Value) -> String {
     if let Some(pid) = nr["pid"].as_u64() {
         out.push_str(&format!(" (pid {pid})"));
     }
-    out.push_str(&format!(
-        " since {}, {} restarts\n",
-        text(&nr["since"]),
-        nr["restarts"]
-    ));
+    out.push_str(&format!(" since {}, {} restarts\n", text(&nr["since"]), nr["restarts"]));
     if let Some(detail) = nr["detail"].as_str() {
         out.push_str(&format!("            {detail}\n"));
     }
@@ -63,10 +55,7 @@ mod tests {
                           "detail": "exited with code 1; restarting in 1m", "last_exit": "exited with code 1"}
         });
         let text = human(&s);
-        assert!(
-            text.contains("node-red  crash loop since 2026-11-27T07:05:00Z, 6 restarts"),
-            "{text}"
-        );
+        assert!(text.contains("node-red  crash loop since 2026-11-27T07:05:00Z, 6 restarts"), "{text}");
         assert!(text.contains("listening on 0.0.0.0:1880"), "{text}");
         assert!(text.contains("restarting in 1m"), "{text}");
     }

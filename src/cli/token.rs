@@ -14,15 +14,9 @@ use std::process::ExitCode;
 
 pub fn run(settings: &Settings, command: TokenCommand) -> ExitCode {
     let request = match &command {
-        TokenCommand::Create {
-            name,
-            expires,
-            scope,
-        } => ControlRequest::TokenCreate {
-            name: name.clone(),
-            lifetime_secs: expires.as_secs(),
-            scope: scope.clone(),
-        },
+        TokenCommand::Create { name, expires, scope } => {
+            ControlRequest::TokenCreate { name: name.clone(), lifetime_secs: expires.as_secs(), scope: scope.clone() }
+        }
         TokenCommand::List { .. } => ControlRequest::TokenList,
         TokenCommand::Revoke { name } => ControlRequest::TokenRevoke { name: name.clone() },
     };
@@ -46,15 +40,8 @@ pub fn run(settings: &Settings, command: TokenCommand) -> ExitCode {
                 println!("no tokens");
             }
             for t in tokens {
-                let expired = if t["expired"].as_bool() == Some(true) {
-                    " (expired)"
-                } else {
-                    ""
-                };
-                let scope = t["scope"]
-                    .as_str()
-                    .map(|s| format!(", scope {s}"))
-                    .unwrap_or_default();
+                let expired = if t["expired"].as_bool() == Some(true) { " (expired)" } else { "" };
+                let scope = t["scope"].as_str().map(|s| format!(", scope {s}")).unwrap_or_default();
                 println!(
                     "{}  expires {}{expired}{scope}",
                     t["name"].as_str().unwrap_or("?"),
@@ -77,24 +64,15 @@ fn offline(settings: &Settings, request: &ControlRequest) -> Result<serde_json::
     let store = TokenStore::open(&dir.tokens_file());
     let now = crate::gate::unix_now();
     match request {
-        ControlRequest::TokenCreate {
-            name,
-            lifetime_secs,
-            scope,
-        } => {
-            let (token, record) = store
-                .create(name, *lifetime_secs, scope.as_deref(), now)
-                .map_err(|e| e.to_string())?;
+        ControlRequest::TokenCreate { name, lifetime_secs, scope } => {
+            let (token, record) =
+                store.create(name, *lifetime_secs, scope.as_deref(), now).map_err(|e| e.to_string())?;
             tracing::info!(target: "audit", kind = "token.created", name = %record.name, "token created while the agent was stopped");
             Ok(serde_json::json!({ "token": token }))
         }
-        ControlRequest::TokenList => Ok(serde_json::json!(
-            store
-                .list()
-                .iter()
-                .map(crate::gate::token_json)
-                .collect::<Vec<_>>()
-        )),
+        ControlRequest::TokenList => {
+            Ok(serde_json::json!(store.list().iter().map(crate::gate::token_json).collect::<Vec<_>>()))
+        }
         ControlRequest::TokenRevoke { name } => {
             let record = store.revoke(name).map_err(|e| e.to_string())?;
             Ok(serde_json::json!({ "revoked": record.name }))
@@ -112,9 +90,7 @@ pub fn passwd() -> ExitCode {
     }
     let password = input.lines().next().unwrap_or_default();
     if password.is_empty() {
-        eprintln!(
-            "redtether: the password is empty (give it on stdin, e.g. `redtether passwd < file`)"
-        );
+        eprintln!("redtether: the password is empty (give it on stdin, e.g. `redtether passwd < file`)");
         return exit::code(exit::FAILURE);
     }
     match crate::gate::auth::passwords::hash_password(password) {

@@ -16,9 +16,7 @@ impl ProcessContext {
     pub fn from_process() -> Self {
         ProcessContext {
             is_root: nix::unistd::geteuid().is_root(),
-            state_directory: std::env::var("STATE_DIRECTORY")
-                .ok()
-                .filter(|s| !s.is_empty()),
+            state_directory: std::env::var("STATE_DIRECTORY").ok().filter(|s| !s.is_empty()),
             cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
         }
     }
@@ -30,11 +28,7 @@ impl ProcessContext {
         {
             return PathBuf::from(first);
         }
-        if self.is_root {
-            PathBuf::from("/var/lib/redtether")
-        } else {
-            self.cwd.join("redtether-state")
-        }
+        if self.is_root { PathBuf::from("/var/lib/redtether") } else { self.cwd.join("redtether-state") }
     }
 }
 
@@ -43,34 +37,21 @@ mod tests {
     use super::*;
 
     fn ctx(is_root: bool, state_directory: Option<&str>) -> ProcessContext {
-        ProcessContext {
-            is_root,
-            state_directory: state_directory.map(str::to_string),
-            cwd: PathBuf::from("/home/pi"),
-        }
+        ProcessContext { is_root, state_directory: state_directory.map(str::to_string), cwd: PathBuf::from("/home/pi") }
     }
 
     #[test]
     fn user_gets_a_folder_in_the_working_directory() {
-        assert_eq!(
-            ctx(false, None).default_state_dir(),
-            PathBuf::from("/home/pi/redtether-state")
-        );
+        assert_eq!(ctx(false, None).default_state_dir(), PathBuf::from("/home/pi/redtether-state"));
     }
 
     #[test]
     fn root_gets_var_lib() {
-        assert_eq!(
-            ctx(true, None).default_state_dir(),
-            PathBuf::from("/var/lib/redtether")
-        );
+        assert_eq!(ctx(true, None).default_state_dir(), PathBuf::from("/var/lib/redtether"));
     }
 
     #[test]
     fn systemd_state_directory_wins_and_first_entry_is_used() {
-        assert_eq!(
-            ctx(false, Some("/var/lib/rt:/var/lib/other")).default_state_dir(),
-            PathBuf::from("/var/lib/rt")
-        );
+        assert_eq!(ctx(false, Some("/var/lib/rt:/var/lib/other")).default_state_dir(), PathBuf::from("/var/lib/rt"));
     }
 }

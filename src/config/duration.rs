@@ -8,9 +8,7 @@ where
     D: Deserializer<'de>,
 {
     let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text).map(Some).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "{e} in {text:?} (expected e.g. \"10s\", \"5m\", \"500ms\")"
-        ))
-    })
+    humantime::parse_duration(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{e} in {text:?} (expected e.g. \"10s\", \"5m\", \"500ms\")")))
 }

@@ -101,10 +101,7 @@ pub(super) fn validate(
 ) -> Result<GateSettings, ConfigError> {
     let listen_text = raw.listen.unwrap_or_else(|| "0.0.0.0:1880".into());
     let listen = listen_text.parse::<SocketAddr>().map_err(|e| {
-        invalid(
-            "gate.listen",
-            format!("{listen_text:?} is not an address:port such as \"0.0.0.0:1880\" ({e})"),
-        )
+        invalid("gate.listen", format!("{listen_text:?} is not an address:port such as \"0.0.0.0:1880\" ({e})"))
     })?;
 
     let http_auth = match raw.http_auth.mode.as_deref().unwrap_or("users") {
@@ -115,17 +112,9 @@ pub(super) fn validate(
                 .http_auth
                 .user
                 .filter(|u| !u.is_empty())
-                .ok_or_else(|| {
-                    invalid(
-                        "gate.http_auth.user",
-                        "is required when mode = \"basic\"".into(),
-                    )
-                })?;
+                .ok_or_else(|| invalid("gate.http_auth.user", "is required when mode = \"basic\"".into()))?;
             if user.contains(':') || user.chars().any(char::is_control) {
-                return Err(invalid(
-                    "gate.http_auth.user",
-                    "must not contain ':' or control characters".into(),
-                ));
+                return Err(invalid("gate.http_auth.user", "must not contain ':' or control characters".into()));
             }
             let hash = raw.http_auth.password_hash.ok_or_else(|| {
                 invalid(
@@ -134,16 +123,10 @@ pub(super) fn validate(
                 )
             })?;
             check_hash(&hash).map_err(|e| invalid("gate.http_auth.password_hash", e))?;
-            NodeAuth::Basic {
-                user,
-                password_hash: hash,
-            }
+            NodeAuth::Basic { user, password_hash: hash }
         }
         other => {
-            return Err(invalid(
-                "gate.http_auth.mode",
-                format!("{other:?} is not one of none, basic, users"),
-            ));
+            return Err(invalid("gate.http_auth.mode", format!("{other:?} is not one of none, basic, users")));
         }
     };
 
@@ -153,33 +136,17 @@ pub(super) fn validate(
         if !valid_user_name(&u.name) {
             return Err(invalid(
                 &key("name"),
-                format!(
-                    "{:?} is not a user name (1-64 of A-Z a-z 0-9 . _ @ -)",
-                    u.name
-                ),
+                format!("{:?} is not a user name (1-64 of A-Z a-z 0-9 . _ @ -)", u.name),
             ));
         }
         if users.iter().any(|other| other.name == u.name) {
-            return Err(invalid(
-                &key("name"),
-                format!("user {:?} is configured twice", u.name),
-            ));
+            return Err(invalid(&key("name"), format!("user {:?} is configured twice", u.name)));
         }
         check_hash(&u.password_hash).map_err(|e| invalid(&key("password_hash"), e))?;
         let role = Role::parse(&u.role).ok_or_else(|| {
-            invalid(
-                &key("role"),
-                format!(
-                    "{:?} is not one of owner, member, viewer, dashboard",
-                    u.role
-                ),
-            )
+            invalid(&key("role"), format!("{:?} is not one of owner, member, viewer, dashboard", u.role))
         })?;
-        users.push(UserSettings {
-            name: u.name,
-            password_hash: u.password_hash,
-            role,
-        });
+        users.push(UserSettings { name: u.name, password_hash: u.password_hash, role });
     }
 
     let mut cors_origins = Vec::new();
@@ -191,9 +158,7 @@ pub(super) fn validate(
         if !ok {
             return Err(invalid(
                 "gate.cors_origins",
-                format!(
-                    "{origin:?} is not an origin such as \"https://hmi.example:8443\" (no wildcards)"
-                ),
+                format!("{origin:?} is not an origin such as \"https://hmi.example:8443\" (no wildcards)"),
             ));
         }
         cors_origins.push(lower);
@@ -202,17 +167,11 @@ pub(super) fn validate(
     let r = raw.rate_limit;
     let requests_per_second = r.requests_per_second.unwrap_or(0.0);
     if !(requests_per_second >= 0.0 && requests_per_second.is_finite()) {
-        return Err(invalid(
-            "gate.rate_limit.requests_per_second",
-            "must be 0 (off) or a positive number".into(),
-        ));
+        return Err(invalid("gate.rate_limit.requests_per_second", "must be 0 (off) or a positive number".into()));
     }
     let failed_auth_per_second = r.failed_auth_per_second.unwrap_or(1.0);
     if !(failed_auth_per_second > 0.0 && failed_auth_per_second.is_finite()) {
-        return Err(invalid(
-            "gate.rate_limit.failed_auth_per_second",
-            "must be a positive number".into(),
-        ));
+        return Err(invalid("gate.rate_limit.failed_auth_per_second", "must be a positive number".into()));
     }
     let burst_default = (requests_per_second * 2.0).ceil().max(1.0) as u32;
     let rate_limit = RateLimitSettings {
@@ -224,51 +183,33 @@ pub(super) fn validate(
             "gate.rate_limit.max_upstream_connections",
             invalid,
         )?,
-        failed_auth_burst: positive_u32(
-            r.failed_auth_burst,
-            10,
-            "gate.rate_limit.failed_auth_burst",
-            invalid,
-        )?,
+        failed_auth_burst: positive_u32(r.failed_auth_burst, 10, "gate.rate_limit.failed_auth_burst", invalid)?,
         failed_auth_per_second,
     };
 
     let tls = match raw.tls {
         None => None,
         Some(t) => match (t.cert, t.key, t.self_signed.unwrap_or(false)) {
-            (Some(cert), Some(key), false) => Some(TlsSettings::Files {
-                cert: base_dir.join(cert),
-                key: base_dir.join(key),
-            }),
+            (Some(cert), Some(key), false) => {
+                Some(TlsSettings::Files { cert: base_dir.join(cert), key: base_dir.join(key) })
+            }
             (None, None, true) => Some(TlsSettings::SelfSigned),
             (None, None, false) => None,
             (_, _, true) => {
-                return Err(invalid(
-                    "gate.tls.self_signed",
-                    "cannot be combined with cert and key".into(),
-                ));
+                return Err(invalid("gate.tls.self_signed", "cannot be combined with cert and key".into()));
             }
             (Some(_), None, _) => {
-                return Err(invalid(
-                    "gate.tls.key",
-                    "is required with gate.tls.cert".into(),
-                ));
+                return Err(invalid("gate.tls.key", "is required with gate.tls.cert".into()));
             }
             (None, Some(_), _) => {
-                return Err(invalid(
-                    "gate.tls.cert",
-                    "is required with gate.tls.key".into(),
-                ));
+                return Err(invalid("gate.tls.cert", "is required with gate.tls.key".into()));
             }
         },
     };
 
     let session_ttl = raw.session_ttl.unwrap_or(Duration::from_secs(12 * 3600));
     if session_ttl.is_zero() {
-        return Err(invalid(
-            "gate.session_ttl",
-            "must be greater than zero".into(),
-        ));
+        return Err(invalid("gate.session_ttl", "must be greater than zero".into()));
     }
 
     Ok(GateSettings {
@@ -296,22 +237,16 @@ fn positive_u32(
 }
 
 pub fn valid_user_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
+    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
 }
 
 /// Accepts argon2 PHC strings only (what `redtether passwd` prints).
 fn check_hash(hash: &str) -> Result<(), String> {
-    let parsed = argon2::password_hash::phc::PasswordHash::new(hash).map_err(|e| {
-        format!("is not a PHC password hash ({e}); make one with `redtether passwd`")
-    })?;
+    let parsed = argon2::password_hash::phc::PasswordHash::new(hash)
+        .map_err(|e| format!("is not a PHC password hash ({e}); make one with `redtether passwd`"))?;
     let algorithm = parsed.algorithm.as_str();
     if !algorithm.starts_with("argon2") {
-        return Err(format!(
-            "uses {algorithm}; only argon2 hashes are accepted (make one with `redtether passwd`)"
-        ));
+        return Err(format!("uses {algorithm}; only argon2 hashes are accepted (make one with `redtether passwd`)"));
     }
     Ok(())
 }
@@ -322,32 +257,22 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     fn load(text: &str) -> Result<super::GateSettings, crate::config::ConfigError> {
-        let ctx = ProcessContext {
-            is_root: false,
-            state_directory: None,
-            cwd: PathBuf::from("/"),
-        };
+        let ctx = ProcessContext { is_root: false, state_directory: None, cwd: PathBuf::from("/") };
         from_toml(text, Path::new("/etc/redtether/agent.toml"), &ctx).map(|s| s.gate)
     }
 
-    const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$KjR7n9y0DC0T8hK1IuvWz9P2qgT8Lw0nJa6W5mR1aF8";
+    const HASH: &str =
+        "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$KjR7n9y0DC0T8hK1IuvWz9P2qgT8Lw0nJa6W5mR1aF8";
 
     #[test]
     fn defaults_deny_by_default() {
         let g = load("").unwrap();
-        assert_eq!(
-            g.http_auth,
-            NodeAuth::Users,
-            "node space needs credentials unless opened"
-        );
+        assert_eq!(g.http_auth, NodeAuth::Users, "node space needs credentials unless opened");
         assert!(!g.protection);
         assert!(g.users.is_empty());
         assert_eq!(g.rate_limit.failed_auth_burst, 10);
         assert_eq!(g.rate_limit.failed_auth_per_second, 1.0);
-        assert_eq!(
-            g.rate_limit.requests_per_second, 0.0,
-            "request limit off by default"
-        );
+        assert_eq!(g.rate_limit.requests_per_second, 0.0, "request limit off by default");
         assert!(g.tls.is_none());
     }
 
@@ -364,32 +289,19 @@ mod tests {
     #[test]
     fn bad_gate_values_name_their_key() {
         let key = |text: &str| load(text).unwrap_err().key().unwrap().to_string();
-        assert_eq!(
-            key("[gate.http_auth]\nmode = \"open\"\n"),
-            "gate.http_auth.mode"
-        );
-        assert_eq!(
-            key("[gate.http_auth]\nmode = \"basic\"\n"),
-            "gate.http_auth.user"
-        );
-        assert_eq!(
-            key("[gate.http_auth]\nmode = \"basic\"\nuser = \"u\"\n"),
-            "gate.http_auth.password_hash"
-        );
+        assert_eq!(key("[gate.http_auth]\nmode = \"open\"\n"), "gate.http_auth.mode");
+        assert_eq!(key("[gate.http_auth]\nmode = \"basic\"\n"), "gate.http_auth.user");
+        assert_eq!(key("[gate.http_auth]\nmode = \"basic\"\nuser = \"u\"\n"), "gate.http_auth.password_hash");
         assert_eq!(
             key("[gate.http_auth]\nmode = \"basic\"\nuser = \"u\"\npassword_hash = \"plain\"\n"),
             "gate.http_auth.password_hash"
         );
         assert_eq!(
-            key(&format!(
-                "[[gate.users]]\nname = \"a b\"\npassword_hash = \"{HASH}\"\nrole = \"owner\"\n"
-            )),
+            key(&format!("[[gate.users]]\nname = \"a b\"\npassword_hash = \"{HASH}\"\nrole = \"owner\"\n")),
             "gate.users[0].name"
         );
         assert_eq!(
-            key(&format!(
-                "[[gate.users]]\nname = \"a\"\npassword_hash = \"{HASH}\"\nrole = \"admin\"\n"
-            )),
+            key(&format!("[[gate.users]]\nname = \"a\"\npassword_hash = \"{HASH}\"\nrole = \"admin\"\n")),
             "gate.users[0].role"
         );
         assert_eq!(
@@ -403,19 +315,13 @@ mod tests {
             "gate.users[1].name"
         );
         assert_eq!(key("[gate]\ncors_origins = [\"*\"]\n"), "gate.cors_origins");
-        assert_eq!(
-            key("[gate.rate_limit]\nrequests_per_second = -1.0\n"),
-            "gate.rate_limit.requests_per_second"
-        );
+        assert_eq!(key("[gate.rate_limit]\nrequests_per_second = -1.0\n"), "gate.rate_limit.requests_per_second");
         assert_eq!(
             key("[gate.rate_limit]\nmax_upstream_connections = 0\n"),
             "gate.rate_limit.max_upstream_connections"
         );
         assert_eq!(key("[gate.tls]\ncert = \"c.pem\"\n"), "gate.tls.key");
-        assert_eq!(
-            key("[gate.tls]\nself_signed = true\ncert = \"c.pem\"\nkey = \"k.pem\"\n"),
-            "gate.tls.self_signed"
-        );
+        assert_eq!(key("[gate.tls]\nself_signed = true\ncert = \"c.pem\"\nkey = \"k.pem\"\n"), "gate.tls.self_signed");
     }
 
     #[test]

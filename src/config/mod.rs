@@ -14,9 +14,7 @@ mod settings;
 
 pub use defaults::ProcessContext;
 pub use error::ConfigError;
-pub use gate::{
-    GateSettings, NodeAuth, RateLimitSettings, Role, TlsSettings, UserSettings, valid_user_name,
-};
+pub use gate::{GateSettings, NodeAuth, RateLimitSettings, Role, TlsSettings, UserSettings, valid_user_name};
 pub use settings::{ConfigSource, NodeRedLaunch, NodeRedSettings, Settings};
 
 use std::path::Path;
@@ -38,10 +36,7 @@ pub fn load(explicit: Option<&Path>, ctx: &ProcessContext) -> Result<Settings, C
             default.to_path_buf()
         }
     };
-    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-        path: path.clone(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
     from_toml(&text, &path, ctx)
 }
 

@@ -100,8 +100,7 @@ pub(super) struct RawTls {
 /// key and the line.
 pub(super) fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
     let source = path.display().to_string();
-    let deserializer =
-        toml::de::Deserializer::parse(text).map_err(|e| toml_error(&source, text, "", &e))?;
+    let deserializer = toml::de::Deserializer::parse(text).map_err(|e| toml_error(&source, text, "", &e))?;
     serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = dotted_key(e.path());
         toml_error(&source, text, &key, &e.into_inner())
@@ -124,9 +123,7 @@ fn dotted_key(path: &serde_path_to_error::Path) -> String {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset)
-        .map_or(0, |before| before.matches('\n').count())
-        + 1
+    text.get(..offset).map_or(0, |before| before.matches('\n').count()) + 1
 }
 
 #[cfg(test)]
@@ -143,15 +140,12 @@ mod tests {
     #[test]
     fn empty_file_is_all_defaults() {
         let raw = parse("", Path::new("x.toml")).unwrap();
-        assert!(
-            raw.state_dir.is_none() && raw.node_red.command.is_none() && raw.gate.listen.is_none()
-        );
+        assert!(raw.state_dir.is_none() && raw.node_red.command.is_none() && raw.gate.listen.is_none());
     }
 
     #[test]
     fn wrong_type_names_dotted_key_and_line() {
-        let (key, line, message) =
-            err("state_dir = \"/tmp\"\n[node_red]\nmax_old_space_mb = \"lots\"\n");
+        let (key, line, message) = err("state_dir = \"/tmp\"\n[node_red]\nmax_old_space_mb = \"lots\"\n");
         assert_eq!(key, "node_red.max_old_space_mb");
         assert_eq!(line, Some(3));
         assert!(message.contains("invalid type"), "{message}");

@@ -37,11 +37,7 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeRedLaunch {
     /// Install `package` with npm into the state directory when missing, run it with `node`.
-    Managed {
-        node: String,
-        npm: String,
-        package: String,
-    },
+    Managed { node: String, npm: String, package: String },
     /// Run this command (program and arguments) as Node-RED; nothing is installed.
     Command(Vec<String>),
 }
@@ -68,11 +64,7 @@ pub struct NodeRedSettings {
 pub(super) const DEFAULT_PACKAGE: &str = "node-red@4.1";
 const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
 
-pub(super) fn validate(
-    raw: RawConfig,
-    source: ConfigSource,
-    ctx: &ProcessContext,
-) -> Result<Settings, ConfigError> {
+pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContext) -> Result<Settings, ConfigError> {
     let src = source.describe();
     let invalid = |key: &str, msg: String| ConfigError::invalid(&src, key, msg);
 
@@ -90,25 +82,16 @@ pub(super) fn validate(
         None => ctx.default_state_dir(),
     };
 
-    let log_level = raw
-        .log_level
-        .unwrap_or_else(|| "info".into())
-        .to_ascii_lowercase();
+    let log_level = raw.log_level.unwrap_or_else(|| "info".into()).to_ascii_lowercase();
     if !LOG_LEVELS.contains(&log_level.as_str()) {
-        return Err(invalid(
-            "log_level",
-            format!("{log_level:?} is not one of {}", LOG_LEVELS.join(", ")),
-        ));
+        return Err(invalid("log_level", format!("{log_level:?} is not one of {}", LOG_LEVELS.join(", "))));
     }
 
     let n = raw.node_red;
     let launch = match n.command {
         Some(cmd) if !cmd.is_empty() => {
             if cmd[0].trim().is_empty() {
-                return Err(invalid(
-                    "node_red.command",
-                    "the first element (the program) must not be empty".into(),
-                ));
+                return Err(invalid("node_red.command", "the first element (the program) must not be empty".into()));
             }
             NodeRedLaunch::Command(cmd)
         }
@@ -124,41 +107,23 @@ pub(super) fn validate(
     if max_old_space_mb != 0 && max_old_space_mb < 32 {
         return Err(invalid(
             "node_red.max_old_space_mb",
-            format!(
-                "{max_old_space_mb} MiB is too small for Node-RED (use 0 for node's default, or at least 32)"
-            ),
+            format!("{max_old_space_mb} MiB is too small for Node-RED (use 0 for node's default, or at least 32)"),
         ));
     }
 
     let env = n.env.unwrap_or_default();
     for name in env.keys() {
         if name.is_empty() || name.contains('=') || name.contains('\0') {
-            return Err(invalid(
-                "node_red.env",
-                format!("{name:?} is not a valid environment variable name"),
-            ));
+            return Err(invalid("node_red.env", format!("{name:?} is not a valid environment variable name")));
         }
     }
 
-    let positive =
-        |value: Option<Duration>, default: Duration, key: &str| -> Result<Duration, ConfigError> {
-            let d = value.unwrap_or(default);
-            if d.is_zero() {
-                Err(invalid(key, "must be greater than zero".into()))
-            } else {
-                Ok(d)
-            }
-        };
-    let restart_backoff_min = positive(
-        n.restart_backoff_min,
-        Duration::from_secs(1),
-        "node_red.restart_backoff_min",
-    )?;
-    let restart_backoff_max = positive(
-        n.restart_backoff_max,
-        Duration::from_secs(60),
-        "node_red.restart_backoff_max",
-    )?;
+    let positive = |value: Option<Duration>, default: Duration, key: &str| -> Result<Duration, ConfigError> {
+        let d = value.unwrap_or(default);
+        if d.is_zero() { Err(invalid(key, "must be greater than zero".into())) } else { Ok(d) }
+    };
+    let restart_backoff_min = positive(n.restart_backoff_min, Duration::from_secs(1), "node_red.restart_backoff_min")?;
+    let restart_backoff_max = positive(n.restart_backoff_max, Duration::from_secs(60), "node_red.restart_backoff_max")?;
     if restart_backoff_max < restart_backoff_min {
         return Err(invalid(
             "node_red.restart_backoff_max",
@@ -171,10 +136,7 @@ pub(super) fn validate(
     }
     let crash_loop_restarts = n.crash_loop_restarts.unwrap_or(5);
     if crash_loop_restarts == 0 {
-        return Err(invalid(
-            "node_red.crash_loop_restarts",
-            "must be at least 1".into(),
-        ));
+        return Err(invalid("node_red.crash_loop_restarts", "must be at least 1".into()));
     }
 
     let node_red = NodeRedSettings {
@@ -182,39 +144,15 @@ pub(super) fn validate(
         max_old_space_mb,
         port: n.port.unwrap_or(0),
         env,
-        health_interval: positive(
-            n.health_interval,
-            Duration::from_secs(5),
-            "node_red.health_interval",
-        )?,
-        health_timeout: positive(
-            n.health_timeout,
-            Duration::from_secs(30),
-            "node_red.health_timeout",
-        )?,
-        startup_timeout: positive(
-            n.startup_timeout,
-            Duration::from_secs(120),
-            "node_red.startup_timeout",
-        )?,
-        stop_timeout: positive(
-            n.stop_timeout,
-            Duration::from_secs(10),
-            "node_red.stop_timeout",
-        )?,
+        health_interval: positive(n.health_interval, Duration::from_secs(5), "node_red.health_interval")?,
+        health_timeout: positive(n.health_timeout, Duration::from_secs(30), "node_red.health_timeout")?,
+        startup_timeout: positive(n.startup_timeout, Duration::from_secs(120), "node_red.startup_timeout")?,
+        stop_timeout: positive(n.stop_timeout, Duration::from_secs(10), "node_red.stop_timeout")?,
         restart_backoff_min,
         restart_backoff_max,
-        restart_reset_after: positive(
-            n.restart_reset_after,
-            Duration::from_secs(600),
-            "node_red.restart_reset_after",
-        )?,
+        restart_reset_after: positive(n.restart_reset_after, Duration::from_secs(600), "node_red.restart_reset_after")?,
         crash_loop_restarts,
-        crash_loop_window: positive(
-            n.crash_loop_window,
-            Duration::from_secs(300),
-            "node_red.crash_loop_window",
-        )?,
+        crash_loop_window: positive(n.crash_loop_window, Duration::from_secs(300), "node_red.crash_loop_window")?,
     };
 
     let base_dir = match &source {
@@ -223,13 +161,7 @@ pub(super) fn validate(
     };
     let gate = super::gate::validate(raw.gate, &base_dir, &invalid)?;
 
-    Ok(Settings {
-        source,
-        state_dir,
-        log_level,
-        node_red,
-        gate,
-    })
+    Ok(Settings { source, state_dir, log_level, node_red, gate })
 }
 
 fn non_empty(
@@ -251,11 +183,7 @@ mod tests {
     use super::*;
 
     fn ctx() -> ProcessContext {
-        ProcessContext {
-            is_root: false,
-            state_directory: None,
-            cwd: PathBuf::from("/home/pi"),
-        }
+        ProcessContext { is_root: false, state_directory: None, cwd: PathBuf::from("/home/pi") }
     }
 
     fn load(text: &str) -> Result<Settings, ConfigError> {
@@ -263,11 +191,7 @@ mod tests {
     }
 
     fn key_of(text: &str) -> String {
-        load(text)
-            .unwrap_err()
-            .key()
-            .expect("error names a key")
-            .to_string()
+        load(text).unwrap_err().key().expect("error names a key").to_string()
     }
 
     #[test]
@@ -277,29 +201,19 @@ mod tests {
         assert_eq!(s.gate.listen, "0.0.0.0:1880".parse().unwrap());
         assert_eq!(
             s.node_red.launch,
-            NodeRedLaunch::Managed {
-                node: "node".into(),
-                npm: "npm".into(),
-                package: "node-red@4.1".into()
-            }
+            NodeRedLaunch::Managed { node: "node".into(), npm: "npm".into(), package: "node-red@4.1".into() }
         );
         assert_eq!(s.node_red.max_old_space_mb, 256);
         assert_eq!(s.node_red.restart_backoff_min, Duration::from_secs(1));
         assert_eq!(s.node_red.restart_backoff_max, Duration::from_secs(60));
         assert_eq!(s.node_red.restart_reset_after, Duration::from_secs(600));
-        assert_eq!(
-            s.source,
-            ConfigSource::File(PathBuf::from("/etc/redtether/agent.toml"))
-        );
+        assert_eq!(s.source, ConfigSource::File(PathBuf::from("/etc/redtether/agent.toml")));
     }
 
     #[test]
     fn command_replaces_managed_install() {
         let s = load("[node_red]\ncommand = [\"/usr/bin/node-red\", \"--safe\"]\n").unwrap();
-        assert_eq!(
-            s.node_red.launch,
-            NodeRedLaunch::Command(vec!["/usr/bin/node-red".into(), "--safe".into()])
-        );
+        assert_eq!(s.node_red.launch, NodeRedLaunch::Command(vec!["/usr/bin/node-red".into(), "--safe".into()]));
     }
 
     #[test]
@@ -317,44 +231,25 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         assert_eq!(key_of("[gate]\nlisten = \"localhost\"\n"), "gate.listen");
-        assert_eq!(
-            key_of("[node_red]\nmax_old_space_mb = 8\n"),
-            "node_red.max_old_space_mb"
-        );
+        assert_eq!(key_of("[node_red]\nmax_old_space_mb = 8\n"), "node_red.max_old_space_mb");
         assert_eq!(key_of("[node_red]\ncommand = [\"\"]\n"), "node_red.command");
         assert_eq!(key_of("[node_red]\npackage = \" \"\n"), "node_red.package");
-        assert_eq!(
-            key_of("[node_red]\nstop_timeout = \"0s\"\n"),
-            "node_red.stop_timeout"
-        );
-        assert_eq!(
-            key_of("[node_red]\ncrash_loop_restarts = 0\n"),
-            "node_red.crash_loop_restarts"
-        );
-        assert_eq!(
-            key_of("[node_red]\nenv = { \"A=B\" = \"x\" }\n"),
-            "node_red.env"
-        );
+        assert_eq!(key_of("[node_red]\nstop_timeout = \"0s\"\n"), "node_red.stop_timeout");
+        assert_eq!(key_of("[node_red]\ncrash_loop_restarts = 0\n"), "node_red.crash_loop_restarts");
+        assert_eq!(key_of("[node_red]\nenv = { \"A=B\" = \"x\" }\n"), "node_red.env");
         assert_eq!(key_of("log_level = \"loud\"\n"), "log_level");
         assert_eq!(key_of("state_dir = \"\"\n"), "state_dir");
     }
 
     #[test]
     fn backoff_max_below_min_is_refused() {
-        let e = load("[node_red]\nrestart_backoff_min = \"10s\"\nrestart_backoff_max = \"5s\"\n")
-            .unwrap_err();
+        let e = load("[node_red]\nrestart_backoff_min = \"10s\"\nrestart_backoff_max = \"5s\"\n").unwrap_err();
         assert_eq!(e.key(), Some("node_red.restart_backoff_max"));
         assert!(e.to_string().contains("/etc/redtether/agent.toml"), "{e}");
     }
 
     #[test]
     fn zero_heap_limit_means_node_default() {
-        assert_eq!(
-            load("[node_red]\nmax_old_space_mb = 0\n")
-                .unwrap()
-                .node_red
-                .max_old_space_mb,
-            0
-        );
+        assert_eq!(load("[node_red]\nmax_old_space_mb = 0\n").unwrap().node_red.max_old_space_mb, 0);
     }
 }

@@ -27,23 +27,11 @@ pub enum ClientError {
 }
 
 /// Sends one request and returns the `result` of a successful response.
-pub fn request(
-    socket: &Path,
-    request: &ControlRequest,
-    timeout: Duration,
-) -> Result<serde_json::Value, ClientError> {
-    let io = |source| ClientError::Io {
-        path: socket.to_path_buf(),
-        source,
-    };
+pub fn request(socket: &Path, request: &ControlRequest, timeout: Duration) -> Result<serde_json::Value, ClientError> {
+    let io = |source| ClientError::Io { path: socket.to_path_buf(), source };
     let mut stream = match UnixStream::connect(socket) {
         Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
             return Err(ClientError::NotRunning(socket.to_path_buf()));
         }
         Err(e) => return Err(io(e)),
@@ -55,15 +43,11 @@ pub fn request(
     stream.write_all(&line).map_err(io)?;
     let mut answer = String::new();
     BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
-    let response: ControlResponse = serde_json::from_str(&answer)
-        .map_err(|e| ClientError::Protocol(format!("{e}: {answer:?}")))?;
+    let response: ControlResponse =
+        serde_json::from_str(&answer).map_err(|e| ClientError::Protocol(format!("{e}: {answer:?}")))?;
     if response.ok {
         Ok(response.result.unwrap_or(serde_json::Value::Null))
     } else {
-        Err(ClientError::Refused(
-            response
-                .error
-                .unwrap_or_else(|| "refused without a reason".into()),
-        ))
+        Err(ClientError::Refused(response.error.unwrap_or_else(|| "refused without a reason".into())))
     }
 }

@@ -39,18 +39,10 @@ pub struct ControlResponse {
 
 impl ControlResponse {
     pub fn ok(result: serde_json::Value) -> Self {
-        ControlResponse {
-            ok: true,
-            result: Some(result),
-            error: None,
-        }
+        ControlResponse { ok: true, result: Some(result), error: None }
     }
     pub fn error(message: impl Into<String>) -> Self {
-        ControlResponse {
-            ok: false,
-            result: None,
-            error: Some(message.into()),
-        }
+        ControlResponse { ok: false, result: None, error: Some(message.into()) }
     }
 }
 
@@ -60,10 +52,7 @@ mod tests {
 
     #[test]
     fn requests_are_tagged_by_cmd() {
-        assert_eq!(
-            serde_json::to_string(&ControlRequest::Status).unwrap(),
-            r#"{"cmd":"status"}"#
-        );
+        assert_eq!(serde_json::to_string(&ControlRequest::Status).unwrap(), r#"{"cmd":"status"}"#);
         assert_eq!(
             serde_json::from_str::<ControlRequest>(r#"{"cmd":"restart_node_red"}"#).unwrap(),
             ControlRequest::RestartNodeRed

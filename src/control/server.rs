@@ -25,10 +25,7 @@ impl ControlServer {
     /// Binds the socket at `path`, replacing a stale one. The caller holds the state-directory
     /// lock, so no other daemon can be using it.
     pub fn bind(path: &Path) -> Result<ControlServer, ControlError> {
-        let err = |source| ControlError::Bind {
-            path: path.to_path_buf(),
-            source,
-        };
+        let err = |source| ControlError::Bind { path: path.to_path_buf(), source };
         match std::fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -38,10 +35,7 @@ impl ControlServer {
         // The state directory is 0700, so nobody else could reach the socket between bind and
         // chmod; the mode matters when an operator loosens the directory.
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-        Ok(ControlServer {
-            listener,
-            path: path.to_path_buf(),
-        })
+        Ok(ControlServer { listener, path: path.to_path_buf() })
     }
 
     /// Serves until `cancel` fires, then removes the socket file.
@@ -64,10 +58,7 @@ impl ControlServer {
             match stream.peer_cred() {
                 Ok(cred) if cred.uid() == 0 || cred.uid() == own_uid => {}
                 Ok(cred) => {
-                    tracing::warn!(
-                        uid = cred.uid(),
-                        "control socket: refused a peer of another user"
-                    );
+                    tracing::warn!(uid = cred.uid(), "control socket: refused a peer of another user");
                     continue;
                 }
                 Err(e) => {
@@ -100,20 +91,13 @@ async fn serve_connection<H: Handler>(stream: UnixStream, handler: &H) {
         match lines.read_line(&mut line).await {
             Ok(0) => return,
             Ok(_) if !line.ends_with('\n') => {
-                let _ = send(
-                    &mut write,
-                    &ControlResponse::error("request too long or not terminated by a newline"),
-                )
-                .await;
+                let _ =
+                    send(&mut write, &ControlResponse::error("request too long or not terminated by a newline")).await;
                 return;
             }
             Ok(_) => {}
             Err(e) => {
-                let _ = send(
-                    &mut write,
-                    &ControlResponse::error(format!("unreadable request: {e}")),
-                )
-                .await;
+                let _ = send(&mut write, &ControlResponse::error(format!("unreadable request: {e}"))).await;
                 return;
             }
         }
@@ -127,10 +111,7 @@ async fn serve_connection<H: Handler>(stream: UnixStream, handler: &H) {
     }
 }
 
-async fn send(
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-    response: &ControlResponse,
-) -> std::io::Result<()> {
+async fn send(write: &mut tokio::net::unix::OwnedWriteHalf, response: &ControlResponse) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec(response).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
     write.write_all(&bytes).await

@@ -43,9 +43,7 @@ impl DaemonControl {
         match self.sessions.check(token, SystemTime::now()) {
             Some(s) if s.role != Role::Dashboard => {
                 let read_only = s.role == Role::Viewer || self.settings.gate.protection;
-                ControlResponse::ok(
-                    json!({ "username": s.user, "permissions": if read_only { "read" } else { "*" } }),
-                )
+                ControlResponse::ok(json!({ "username": s.user, "permissions": if read_only { "read" } else { "*" } }))
             }
             _ => ControlResponse::error("unknown or expired session"),
         }
@@ -61,43 +59,26 @@ impl Handler for DaemonControl {
                 Err(e) => ControlResponse::error(e.to_string()),
             },
             ControlRequest::CheckSession { token } => self.check_session(&token),
-            ControlRequest::TokenCreate {
-                name,
-                lifetime_secs,
-                scope,
-            } => {
-                match self.tokens.create(
-                    &name,
-                    lifetime_secs,
-                    scope.as_deref(),
-                    crate::gate::unix_now(),
-                ) {
+            ControlRequest::TokenCreate { name, lifetime_secs, scope } => {
+                match self.tokens.create(&name, lifetime_secs, scope.as_deref(), crate::gate::unix_now()) {
                     Ok((token, record)) => {
-                        let event =
-                            AuditEvent::new("token.created", Actor::System, record.name.as_str())
-                                .with("expires", record.expires)
-                                .with("scope", record.scope.clone())
-                                .with("via", "cli");
+                        let event = AuditEvent::new("token.created", Actor::System, record.name.as_str())
+                            .with("expires", record.expires)
+                            .with("scope", record.scope.clone())
+                            .with("via", "cli");
                         self.audit.record_or_log(event).await;
-                        ControlResponse::ok(
-                            json!({ "token": token, "record": crate::gate::token_json(&record) }),
-                        )
+                        ControlResponse::ok(json!({ "token": token, "record": crate::gate::token_json(&record) }))
                     }
                     Err(e) => ControlResponse::error(e.to_string()),
                 }
             }
-            ControlRequest::TokenList => ControlResponse::ok(json!(
-                self.tokens
-                    .list()
-                    .iter()
-                    .map(crate::gate::token_json)
-                    .collect::<Vec<_>>()
-            )),
+            ControlRequest::TokenList => {
+                ControlResponse::ok(json!(self.tokens.list().iter().map(crate::gate::token_json).collect::<Vec<_>>()))
+            }
             ControlRequest::TokenRevoke { name } => match self.tokens.revoke(&name) {
                 Ok(record) => {
                     let event =
-                        AuditEvent::new("token.revoked", Actor::System, record.name.as_str())
-                            .with("via", "cli");
+                        AuditEvent::new("token.revoked", Actor::System, record.name.as_str()).with("via", "cli");
                     self.audit.record_or_log(event).await;
                     ControlResponse::ok(json!({ "revoked": record.name }))
                 }

@@ -44,19 +44,11 @@ pub fn pipeline(parts: GateParts) -> Pipeline {
     Pipeline {
         proxy: Proxy::new(parts.upstream, parts.tasks, parts.cancel),
         auth: Authenticator::new(&parts.users, &g.http_auth, parts.tokens, parts.sessions),
-        policy: Policy {
-            node_auth,
-            protection: g.protection,
-        },
+        policy: Policy { node_auth, protection: g.protection },
         cors: Cors::new(g.cors_origins.clone()),
         upstream_tokens: parts.upstream_tokens,
-        requests: (r.requests_per_second > 0.0)
-            .then(|| Limiter::new(r.requests_per_second, r.burst, LIMITER_CAPACITY)),
-        failed_auth: Limiter::new(
-            r.failed_auth_per_second,
-            r.failed_auth_burst,
-            LIMITER_CAPACITY,
-        ),
+        requests: (r.requests_per_second > 0.0).then(|| Limiter::new(r.requests_per_second, r.burst, LIMITER_CAPACITY)),
+        failed_auth: Limiter::new(r.failed_auth_per_second, r.failed_auth_burst, LIMITER_CAPACITY),
         upstream_slots: Arc::new(Semaphore::new(r.max_upstream_connections as usize)),
         audit: parts.audit,
         scheme: if g.tls.is_some() { "https" } else { "http" },
@@ -73,25 +65,15 @@ pub async fn report_rate_limits(pipeline: Arc<Pipeline>, cancel: CancellationTok
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let limiters = [
-            ("failed_auth", Some(&pipeline.failed_auth)),
-            ("requests", pipeline.requests.as_ref()),
-        ];
-        for (limiter, refusals) in limiters
-            .into_iter()
-            .filter_map(|(n, l)| l.map(|l| (n, l.drain_refusals())))
-        {
+        let limiters = [("failed_auth", Some(&pipeline.failed_auth)), ("requests", pipeline.requests.as_ref())];
+        for (limiter, refusals) in limiters.into_iter().filter_map(|(n, l)| l.map(|l| (n, l.drain_refusals()))) {
             for (addr, count) in refusals {
                 tracing::warn!(%addr, count, limiter, window_seconds = RATE_LIMIT_REPORT_EVERY.as_secs(), "gate: rate limited");
-                let event = AuditEvent::new(
-                    "auth.rate_limited",
-                    crate::audit::Actor::anonymous(addr),
-                    "gate",
-                )
-                .with("addr", addr.to_string())
-                .with("count", count)
-                .with("limiter", limiter)
-                .with("window_seconds", RATE_LIMIT_REPORT_EVERY.as_secs());
+                let event = AuditEvent::new("auth.rate_limited", crate::audit::Actor::anonymous(addr), "gate")
+                    .with("addr", addr.to_string())
+                    .with("count", count)
+                    .with("limiter", limiter)
+                    .with("window_seconds", RATE_LIMIT_REPORT_EVERY.as_secs());
                 pipeline.audit.record_or_log(event).await;
             }
         }

@@ -55,8 +55,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let dir = StateDir::new(&settings.state_dir);
     dir.create()?;
     let _lock = dir.lock()?;
-    let credential_secret =
-        dir.read_or_create_secret(&dir.credential_secret(), || random_secret(32))?;
+    let credential_secret = dir.read_or_create_secret(&dir.credential_secret(), || random_secret(32))?;
     // A fresh key for the gate's credential at every run: nothing on disk outlives it for long.
     let upstream_tokens = UpstreamTokens::generate();
     let users = users::effective_users(&settings.gate.users, &dir)?;
@@ -79,9 +78,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     );
 
     let tls = match &settings.gate.tls {
-        Some(tls) => {
-            Some(crate::gate::tls::acceptor(tls, &dir).map_err(crate::gate::GateError::from)?)
-        }
+        Some(tls) => Some(crate::gate::tls::acceptor(tls, &dir).map_err(crate::gate::GateError::from)?),
         None => None,
     };
     let pipeline = Arc::new(gate::pipeline(gate::GateParts {
@@ -95,13 +92,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         tasks: TaskTracker::new(),
         cancel: cancel.child_token(),
     }));
-    let gate = Gate::bind(
-        settings.gate.listen,
-        tls,
-        Arc::clone(&pipeline),
-        TaskTracker::new(),
-    )
-    .await?;
+    let gate = Gate::bind(settings.gate.listen, tls, Arc::clone(&pipeline), TaskTracker::new()).await?;
     let gate_addr = gate.local_addr().unwrap_or(settings.gate.listen);
     let control = ControlServer::bind(&dir.control_socket())?;
     tracing::info!(
@@ -115,10 +106,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
 
     tasks.spawn(supervisor.run(cancel.child_token()));
     tasks.spawn(gate.serve(cancel.child_token()));
-    tasks.spawn(gate::report_rate_limits(
-        Arc::clone(&pipeline),
-        cancel.child_token(),
-    ));
+    tasks.spawn(gate::report_rate_limits(Arc::clone(&pipeline), cancel.child_token()));
     let control_handler = Arc::new(control::DaemonControl {
         supervisor: handle.clone(),
         gate_listen: gate_addr,
@@ -129,17 +117,9 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         started: SystemTime::now(),
     });
     tasks.spawn(control.serve(control_handler, cancel.child_token()));
-    tasks.spawn(publish_status(
-        handle.subscribe(),
-        Arc::clone(&notifier),
-        cancel.child_token(),
-    ));
+    tasks.spawn(publish_status(handle.subscribe(), Arc::clone(&notifier), cancel.child_token()));
     if let Some(interval) = watchdog_interval() {
-        tasks.spawn(watchdog(
-            interval,
-            Arc::clone(&notifier),
-            cancel.child_token(),
-        ));
+        tasks.spawn(watchdog(interval, Arc::clone(&notifier), cancel.child_token()));
     }
     tasks.close();
 

@@ -27,11 +27,7 @@ pub struct Signals {
 impl Signals {
     /// Installs the handlers; from here on these signals no longer kill the process outright.
     pub fn install() -> std::io::Result<Signals> {
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            received: None,
-        })
+        Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())?, received: None })
     }
 
     /// Waits for the next stop signal.

@@ -8,10 +8,7 @@ use crate::state_dir::{StateDir, StateDirError, random_secret, write_private};
 
 pub const INITIAL_ADMIN: &str = "admin";
 
-pub fn effective_users(
-    configured: &[UserSettings],
-    dir: &StateDir,
-) -> Result<Vec<UserSettings>, StateDirError> {
+pub fn effective_users(configured: &[UserSettings], dir: &StateDir) -> Result<Vec<UserSettings>, StateDirError> {
     if !configured.is_empty() {
         return Ok(configured.to_vec());
     }
@@ -22,10 +19,8 @@ pub fn effective_users(
         Ok(hash) if !hash.trim().is_empty() => hash.trim().to_string(),
         _ => {
             let password = random_secret(12);
-            let hash = hash_password(&password).map_err(|e| StateDirError::Io {
-                path: hash_file.clone(),
-                source: std::io::Error::other(e),
-            })?;
+            let hash = hash_password(&password)
+                .map_err(|e| StateDirError::Io { path: hash_file.clone(), source: std::io::Error::other(e) })?;
             write_private(&password_file, format!("{password}\n").as_bytes())?;
             write_private(&hash_file, hash.as_bytes())?;
             tracing::warn!(
@@ -36,11 +31,7 @@ pub fn effective_users(
             hash
         }
     };
-    Ok(vec![UserSettings {
-        name: INITIAL_ADMIN.to_string(),
-        password_hash: hash,
-        role: Role::Owner,
-    }])
+    Ok(vec![UserSettings { name: INITIAL_ADMIN.to_string(), password_hash: hash, role: Role::Owner }])
 }
 
 #[cfg(test)]
@@ -52,28 +43,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sd = StateDir::new(dir.path());
         let first = effective_users(&[], &sd).unwrap();
-        assert_eq!(
-            (first[0].name.as_str(), first[0].role),
-            ("admin", Role::Owner)
-        );
+        assert_eq!((first[0].name.as_str(), first[0].role), ("admin", Role::Owner));
         let password = std::fs::read_to_string(dir.path().join("initial-admin-password")).unwrap();
         let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(dir.path().join("initial-admin-password"))
-                .unwrap()
-                .permissions(),
+            &std::fs::metadata(dir.path().join("initial-admin-password")).unwrap().permissions(),
         );
         assert_eq!(mode & 0o777, 0o600);
         let second = effective_users(&[], &sd).unwrap();
         assert_eq!(first, second, "kept across starts");
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("initial-admin-password")).unwrap(),
-            password
-        );
-        let configured = vec![UserSettings {
-            name: "ann".into(),
-            password_hash: "x".into(),
-            role: Role::Viewer,
-        }];
+        assert_eq!(std::fs::read_to_string(dir.path().join("initial-admin-password")).unwrap(), password);
+        let configured = vec![UserSettings { name: "ann".into(), password_hash: "x".into(), role: Role::Viewer }];
         assert_eq!(effective_users(&configured, &sd).unwrap(), configured);
     }
 }

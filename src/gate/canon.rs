@@ -90,9 +90,7 @@ pub struct Target<'a> {
 
 pub fn canonicalize(target: Target<'_>) -> Result<Canonical, CanonError> {
     if let Some(authority) = target.authority {
-        let matches = target
-            .host_header
-            .is_some_and(|host| host.trim().eq_ignore_ascii_case(authority));
+        let matches = target.host_header.is_some_and(|host| host.trim().eq_ignore_ascii_case(authority));
         if !matches {
             return Err(CanonError::AuthorityMismatch);
         }
@@ -155,9 +153,7 @@ fn decode_path(raw: &str) -> Result<String, CanonError> {
                     b'%' => return Err(CanonError::EncodedPercent),
                     b'.' => return Err(CanonError::EncodedDot),
                     v if v < 0x20 || v == 0x7f => return Err(CanonError::EncodedControl),
-                    v if v.is_ascii_alphanumeric() || v == b'-' || v == b'_' || v == b'~' => {
-                        out.push(v as char)
-                    }
+                    v if v.is_ascii_alphanumeric() || v == b'-' || v == b'_' || v == b'~' => out.push(v as char),
                     v => {
                         out.push('%');
                         out.push_str(&format!("{v:02X}"));
@@ -180,10 +176,7 @@ fn decode_path(raw: &str) -> Result<String, CanonError> {
 
 fn escape_at(bytes: &[u8], i: usize) -> Result<u8, CanonError> {
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    match (
-        bytes.get(i + 1).copied().and_then(hex),
-        bytes.get(i + 2).copied().and_then(hex),
-    ) {
+    match (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
         (Some(h), Some(l)) => Ok(h << 4 | l),
         _ => Err(CanonError::BadEscape),
     }
@@ -214,20 +207,14 @@ fn check_query(q: &str) -> Result<(), CanonError> {
 }
 
 fn classification_key(path: &str) -> String {
-    let trimmed = if path.len() > 1 {
-        path.trim_end_matches('/')
-    } else {
-        path
-    };
+    let trimmed = if path.len() > 1 { path.trim_end_matches('/') } else { path };
     let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
     trimmed.to_ascii_lowercase()
 }
 
 /// Whether a query carries a parameter named `name` (as Express's parser would read it).
 pub fn query_has_param(query: Option<&str>, name: &str) -> bool {
-    query.is_some_and(|q| {
-        form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k.eq_ignore_ascii_case(name))
-    })
+    query.is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k.eq_ignore_ascii_case(name)))
 }
 
 #[cfg(test)]
@@ -236,33 +223,17 @@ mod tests {
     use proptest::prelude::*;
 
     fn canon(path: &str) -> Result<String, CanonError> {
-        canonicalize(Target {
-            path,
-            query: None,
-            authority: None,
-            host_header: None,
-        })
-        .map(|c| c.path)
+        canonicalize(Target { path, query: None, authority: None, host_header: None }).map(|c| c.path)
     }
 
     fn key(path: &str) -> String {
-        canonicalize(Target {
-            path,
-            query: None,
-            authority: None,
-            host_header: None,
-        })
-        .unwrap()
-        .key
+        canonicalize(Target { path, query: None, authority: None, host_header: None }).unwrap().key
     }
 
     #[test]
     fn resolves_dots_and_slashes() {
         assert_eq!(canon("/a/./b/../c").unwrap(), "/a/c");
-        assert_eq!(
-            canon("//device-editor///flows").unwrap(),
-            "/device-editor/flows"
-        );
+        assert_eq!(canon("//device-editor///flows").unwrap(), "/device-editor/flows");
         assert_eq!(canon("/a/b/..").unwrap(), "/a/");
         assert_eq!(canon("/a/.").unwrap(), "/a/");
         assert_eq!(canon("/").unwrap(), "/");
@@ -277,10 +248,7 @@ mod tests {
 
     #[test]
     fn decodes_unreserved_and_normalises_other_escapes() {
-        assert_eq!(
-            canon("/device-editor/%66lows").unwrap(),
-            "/device-editor/flows"
-        );
+        assert_eq!(canon("/device-editor/%66lows").unwrap(), "/device-editor/flows");
         assert_eq!(canon("/a%7eb%2D").unwrap(), "/a~b-");
         assert_eq!(canon("/caf%c3%a9").unwrap(), "/caf%C3%A9");
         assert_eq!(canon("/a%20b").unwrap(), "/a%20b");
@@ -288,18 +256,12 @@ mod tests {
 
     #[test]
     fn refuses_ambiguous_escapes() {
-        assert_eq!(
-            canon("/device-editor%2fflows"),
-            Err(CanonError::EncodedSlash)
-        );
+        assert_eq!(canon("/device-editor%2fflows"), Err(CanonError::EncodedSlash));
         assert_eq!(canon("/a%5Cb"), Err(CanonError::EncodedBackslash));
         assert_eq!(canon("/a%00"), Err(CanonError::EncodedNul));
         assert_eq!(canon("/a%25"), Err(CanonError::EncodedPercent));
         assert_eq!(canon("/%2e%2e/x"), Err(CanonError::EncodedDot));
-        assert_eq!(
-            canon("/a%0d%0aSet-Cookie:x"),
-            Err(CanonError::EncodedControl)
-        );
+        assert_eq!(canon("/a%0d%0aSet-Cookie:x"), Err(CanonError::EncodedControl));
         assert_eq!(canon("/a%zz"), Err(CanonError::BadEscape));
         assert_eq!(canon("/a%4"), Err(CanonError::BadEscape));
     }
@@ -326,31 +288,16 @@ mod tests {
     #[test]
     fn absolute_form_only_for_its_own_host() {
         let t = |authority, host| {
-            canonicalize(Target {
-                path: "/flows",
-                query: None,
-                authority: Some(authority),
-                host_header: host,
-            })
+            canonicalize(Target { path: "/flows", query: None, authority: Some(authority), host_header: host })
         };
         assert!(t("gw.local:1880", Some("GW.local:1880")).is_ok());
-        assert_eq!(
-            t("evil.example", Some("gw.local:1880")),
-            Err(CanonError::AuthorityMismatch)
-        );
+        assert_eq!(t("evil.example", Some("gw.local:1880")), Err(CanonError::AuthorityMismatch));
         assert_eq!(t("gw.local:1880", None), Err(CanonError::AuthorityMismatch));
     }
 
     #[test]
     fn queries_are_kept_but_checked() {
-        let q = |query| {
-            canonicalize(Target {
-                path: "/x",
-                query: Some(query),
-                authority: None,
-                host_header: None,
-            })
-        };
+        let q = |query| canonicalize(Target { path: "/x", query: Some(query), authority: None, host_header: None });
         assert_eq!(q("a=%2F&b=c").unwrap().path_and_query(), "/x?a=%2F&b=c");
         assert_eq!(q("a=%00"), Err(CanonError::EncodedNul));
         assert_eq!(q("a=%0a"), Err(CanonError::EncodedControl));

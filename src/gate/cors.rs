@@ -5,8 +5,7 @@
 use http::header::{self, HeaderMap, HeaderValue};
 
 const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, PATCH";
-const ALLOWED_HEADERS: &str =
-    "authorization, content-type, node-red-api-version, node-red-deployment-type";
+const ALLOWED_HEADERS: &str = "authorization, content-type, node-red-api-version, node-red-deployment-type";
 
 #[derive(Debug, Clone, Default)]
 pub struct Cors {
@@ -20,9 +19,12 @@ impl Cors {
 
     /// The request's Origin if it is on the list.
     pub fn allowed<'h>(&self, headers: &'h HeaderMap) -> Option<&'h HeaderValue> {
-        let origin = headers.get(header::ORIGIN)?;
-        let text = origin.to_str().ok()?.to_ascii_lowercase();
-        self.origins.contains(&text).then_some(origin)
+        self.allows(headers.get(header::ORIGIN)?).then(|| &headers[header::ORIGIN])
+    }
+
+    fn allows(&self, origin: &HeaderValue) -> bool {
+        !self.origins.is_empty()
+            && origin.to_str().is_ok_and(|o| self.origins.iter().any(|a| a.eq_ignore_ascii_case(o)))
     }
 
     /// Whether a request is a CORS preflight.
@@ -36,42 +38,26 @@ impl Cors {
     pub fn preflight_headers(origin: &HeaderValue) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static(ALLOWED_METHODS),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static(ALLOWED_HEADERS),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-            HeaderValue::from_static("true"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("600"),
-        );
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(ALLOWED_METHODS));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(ALLOWED_HEADERS));
+        h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
         h.insert(header::VARY, HeaderValue::from_static("origin"));
         h
     }
 
-    /// Replaces whatever CORS headers the upstream sent with ours.
-    pub fn apply(&self, request: &HeaderMap, response: &mut HeaderMap) {
-        let names: Vec<_> = response
-            .keys()
-            .filter(|k| k.as_str().starts_with("access-control-"))
-            .cloned()
-            .collect();
-        for name in names {
-            response.remove(name);
+    /// Replaces whatever CORS headers the upstream sent with ours, for a request from `origin`.
+    pub fn apply(&self, origin: Option<&HeaderValue>, response: &mut HeaderMap) {
+        let foreign = |k: &http::header::HeaderName| k.as_str().starts_with("access-control-");
+        if response.keys().any(foreign) {
+            let names: Vec<_> = response.keys().filter(|k| foreign(k)).cloned().collect();
+            for name in names {
+                response.remove(name);
+            }
         }
-        if let Some(origin) = self.allowed(request) {
+        if let Some(origin) = origin.filter(|o| self.allows(o)) {
             response.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-            response.insert(
-                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                HeaderValue::from_static("true"),
-            );
+            response.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
             response.append(header::VARY, HeaderValue::from_static("origin"));
         }
     }
@@ -104,10 +90,7 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(
-                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
+            h.append(http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         h
     }
@@ -116,9 +99,9 @@ mod tests {
     fn upstream_wildcard_is_removed_and_only_listed_origins_are_echoed() {
         let cors = Cors::new(vec!["https://hmi.example".into()]);
         let mut resp = headers(&[("access-control-allow-origin", "*"), ("content-type", "x")]);
-        cors.apply(&headers(&[("origin", "https://evil.example")]), &mut resp);
+        cors.apply(Some(&HeaderValue::from_static("https://evil.example")), &mut resp);
         assert!(resp.get("access-control-allow-origin").is_none());
-        cors.apply(&headers(&[("origin", "https://HMI.example")]), &mut resp);
+        cors.apply(Some(&HeaderValue::from_static("https://HMI.example")), &mut resp);
         assert_eq!(resp["access-control-allow-origin"], "https://HMI.example");
     }
 
@@ -129,33 +112,18 @@ mod tests {
             !cors.is_cross_site(&headers(&[("host", "gw:1880")]), "http"),
             "no Origin: not a browser's cross-site request"
         );
-        assert!(!cors.is_cross_site(
-            &headers(&[("host", "gw:1880"), ("origin", "http://gw:1880")]),
-            "http"
-        ));
-        assert!(cors.is_cross_site(
-            &headers(&[("host", "gw:1880"), ("origin", "http://evil.example")]),
-            "http"
-        ));
+        assert!(!cors.is_cross_site(&headers(&[("host", "gw:1880"), ("origin", "http://gw:1880")]), "http"));
+        assert!(cors.is_cross_site(&headers(&[("host", "gw:1880"), ("origin", "http://evil.example")]), "http"));
         assert!(cors.is_cross_site(&headers(&[("host", "gw:1880"), ("origin", "null")]), "http"));
         assert!(
-            cors.is_cross_site(
-                &headers(&[("host", "gw:1880"), ("origin", "https://gw:1880")]),
-                "http"
-            ),
+            cors.is_cross_site(&headers(&[("host", "gw:1880"), ("origin", "https://gw:1880")]), "http"),
             "scheme counts"
         );
         assert!(
-            !cors.is_cross_site(
-                &headers(&[("host", "gw:1880"), ("origin", "https://hmi.example")]),
-                "http"
-            ),
+            !cors.is_cross_site(&headers(&[("host", "gw:1880"), ("origin", "https://hmi.example")]), "http"),
             "listed origin"
         );
-        assert!(cors.is_cross_site(
-            &headers(&[("host", "gw:1880"), ("sec-fetch-site", "cross-site")]),
-            "http"
-        ));
+        assert!(cors.is_cross_site(&headers(&[("host", "gw:1880"), ("sec-fetch-site", "cross-site")]), "http"));
     }
 
     #[test]
@@ -164,9 +132,6 @@ mod tests {
             &http::Method::OPTIONS,
             &headers(&[("origin", "x"), ("access-control-request-method", "POST")])
         ));
-        assert!(!Cors::is_preflight(
-            &http::Method::OPTIONS,
-            &headers(&[("origin", "x")])
-        ));
+        assert!(!Cors::is_preflight(&http::Method::OPTIONS, &headers(&[("origin", "x")])));
     }
 }

@@ -111,9 +111,7 @@ fn admin_space(policy: Policy, facts: Facts<'_>, who: &Who, route: AdminRoute) -
         return Decision::Deny(Denial::BadRequest("method override is not accepted"));
     }
     if facts.access_token_param {
-        return Decision::Deny(Denial::BadRequest(
-            "credentials in the query are not accepted",
-        ));
+        return Decision::Deny(Denial::BadRequest("credentials in the query are not accepted"));
     }
     let read = is_read(facts.method);
     match route {
@@ -151,178 +149,79 @@ fn admin_space(policy: Policy, facts: Facts<'_>, who: &Who, route: AdminRoute) -
         };
     }
     if policy.protection {
-        let allowed = read
-            && matches!(
-                route,
-                AdminRoute::Public | AdminRoute::EditorRead | AdminRoute::Comms
-            );
+        let allowed = read && matches!(route, AdminRoute::Public | AdminRoute::EditorRead | AdminRoute::Comms);
         return if allowed {
-            Decision::Forward(Upstream::As {
-                user: user.clone(),
-                perm: Perm::Read,
-            })
+            Decision::Forward(Upstream::As { user: user.clone(), perm: Perm::Read })
         } else {
             Decision::Deny(Denial::Protection)
         };
     }
     match (role, read) {
         (Role::Viewer, false) => Decision::Deny(Denial::Role),
-        (Role::Viewer, true) => Decision::Forward(Upstream::As {
-            user: user.clone(),
-            perm: Perm::Read,
-        }),
-        _ => Decision::Forward(Upstream::As {
-            user: user.clone(),
-            perm: Perm::Full,
-        }),
+        (Role::Viewer, true) => Decision::Forward(Upstream::As { user: user.clone(), perm: Perm::Read }),
+        _ => Decision::Forward(Upstream::As { user: user.clone(), perm: Perm::Full }),
     }
 }
 
 fn local_if(method_ok: bool, local: Local) -> Decision {
-    if method_ok {
-        Decision::Local(local)
-    } else {
-        Decision::Deny(Denial::Method)
-    }
+    if method_ok { Decision::Local(local) } else { Decision::Deny(Denial::Method) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const OPEN: Policy = Policy {
-        node_auth: NodeMode::Users,
-        protection: false,
-    };
-    const PROTECTED: Policy = Policy {
-        node_auth: NodeMode::Users,
-        protection: true,
-    };
+    const OPEN: Policy = Policy { node_auth: NodeMode::Users, protection: false };
+    const PROTECTED: Policy = Policy { node_auth: NodeMode::Users, protection: true };
 
     fn facts<'a>(method: &'a Method, key: &'a str) -> Facts<'a> {
-        Facts {
-            method,
-            key,
-            upgrade: false,
-            method_override: false,
-            access_token_param: false,
-            cross_site: false,
-        }
+        Facts { method, key, upgrade: false, method_override: false, access_token_param: false, cross_site: false }
     }
 
     fn user(role: Role) -> Who {
-        Who::User {
-            name: "ann".into(),
-            role,
-            via: Via::Session,
-        }
+        Who::User { name: "ann".into(), role, via: Via::Session }
     }
 
     fn full() -> Decision {
-        Decision::Forward(Upstream::As {
-            user: "ann".into(),
-            perm: Perm::Full,
-        })
+        Decision::Forward(Upstream::As { user: "ann".into(), perm: Perm::Full })
     }
     fn read() -> Decision {
-        Decision::Forward(Upstream::As {
-            user: "ann".into(),
-            perm: Perm::Read,
-        })
+        Decision::Forward(Upstream::As { user: "ann".into(), perm: Perm::Read })
     }
 
     #[test]
     fn roles_in_admin_space() {
         let (get, post) = (Method::GET, Method::POST);
         let flows = "/device-editor/flows";
-        assert_eq!(
-            decide(OPEN, facts(&post, flows), &user(Role::Owner)),
-            full()
-        );
-        assert_eq!(
-            decide(OPEN, facts(&post, flows), &user(Role::Member)),
-            full()
-        );
-        assert_eq!(
-            decide(OPEN, facts(&get, flows), &user(Role::Viewer)),
-            read()
-        );
-        assert_eq!(
-            decide(OPEN, facts(&post, flows), &user(Role::Viewer)),
-            Decision::Deny(Denial::Role)
-        );
-        assert_eq!(
-            decide(OPEN, facts(&get, flows), &user(Role::Dashboard)),
-            Decision::Deny(Denial::Role)
-        );
-        assert_eq!(
-            decide(OPEN, facts(&get, flows), &Who::Anonymous),
-            Decision::Deny(Denial::Unauthenticated)
-        );
-        assert_eq!(
-            decide(
-                OPEN,
-                facts(&get, "/device-editor/context/global"),
-                &user(Role::Viewer)
-            ),
-            read()
-        );
+        assert_eq!(decide(OPEN, facts(&post, flows), &user(Role::Owner)), full());
+        assert_eq!(decide(OPEN, facts(&post, flows), &user(Role::Member)), full());
+        assert_eq!(decide(OPEN, facts(&get, flows), &user(Role::Viewer)), read());
+        assert_eq!(decide(OPEN, facts(&post, flows), &user(Role::Viewer)), Decision::Deny(Denial::Role));
+        assert_eq!(decide(OPEN, facts(&get, flows), &user(Role::Dashboard)), Decision::Deny(Denial::Role));
+        assert_eq!(decide(OPEN, facts(&get, flows), &Who::Anonymous), Decision::Deny(Denial::Unauthenticated));
+        assert_eq!(decide(OPEN, facts(&get, "/device-editor/context/global"), &user(Role::Viewer)), read());
     }
 
     #[test]
     fn tokens_are_for_node_space_within_their_scope() {
         let get = Method::GET;
-        let scoped = Who::Token {
-            name: "t".into(),
-            scope: Some("/api".into()),
-        };
-        assert_eq!(
-            decide(OPEN, facts(&get, "/api/x"), &scoped),
-            Decision::Forward(Upstream::Anonymous)
-        );
-        assert_eq!(
-            decide(OPEN, facts(&get, "/apix"), &scoped),
-            Decision::Deny(Denial::TokenScope)
-        );
-        assert_eq!(
-            decide(OPEN, facts(&get, "/device-editor/flows"), &scoped),
-            Decision::Deny(Denial::TokenScope)
-        );
-        let unscoped = Who::Token {
-            name: "t".into(),
-            scope: None,
-        };
-        assert_eq!(
-            decide(OPEN, facts(&get, "/device-editor/settings"), &unscoped),
-            Decision::Deny(Denial::TokenScope)
-        );
+        let scoped = Who::Token { name: "t".into(), scope: Some("/api".into()) };
+        assert_eq!(decide(OPEN, facts(&get, "/api/x"), &scoped), Decision::Forward(Upstream::Anonymous));
+        assert_eq!(decide(OPEN, facts(&get, "/apix"), &scoped), Decision::Deny(Denial::TokenScope));
+        assert_eq!(decide(OPEN, facts(&get, "/device-editor/flows"), &scoped), Decision::Deny(Denial::TokenScope));
+        let unscoped = Who::Token { name: "t".into(), scope: None };
+        assert_eq!(decide(OPEN, facts(&get, "/device-editor/settings"), &unscoped), Decision::Deny(Denial::TokenScope));
     }
 
     #[test]
     fn node_space_modes() {
         let get = Method::GET;
-        let none = Policy {
-            node_auth: NodeMode::None,
-            protection: false,
-        };
-        let basic = Policy {
-            node_auth: NodeMode::Basic,
-            protection: false,
-        };
+        let none = Policy { node_auth: NodeMode::None, protection: false };
+        let basic = Policy { node_auth: NodeMode::Basic, protection: false };
+        assert_eq!(decide(none, facts(&get, "/x"), &Who::Anonymous), Decision::Forward(Upstream::Anonymous));
+        assert_eq!(decide(basic, facts(&get, "/x"), &Who::Anonymous), Decision::Deny(Denial::Unauthenticated));
         assert_eq!(
-            decide(none, facts(&get, "/x"), &Who::Anonymous),
-            Decision::Forward(Upstream::Anonymous)
-        );
-        assert_eq!(
-            decide(basic, facts(&get, "/x"), &Who::Anonymous),
-            Decision::Deny(Denial::Unauthenticated)
-        );
-        assert_eq!(
-            decide(
-                basic,
-                facts(&get, "/x"),
-                &Who::NodeUser { name: "n".into() }
-            ),
+            decide(basic, facts(&get, "/x"), &Who::NodeUser { name: "n".into() }),
             Decision::Forward(Upstream::Anonymous)
         );
         assert_eq!(
@@ -330,38 +229,22 @@ mod tests {
             Decision::Deny(Denial::Unauthenticated),
             "basic mode takes only its user"
         );
-        assert_eq!(
-            decide(OPEN, facts(&get, "/x"), &user(Role::Dashboard)),
-            Decision::Forward(Upstream::Anonymous)
-        );
-        assert_eq!(
-            decide(OPEN, facts(&get, "/x"), &Who::Anonymous),
-            Decision::Deny(Denial::Unauthenticated)
-        );
+        assert_eq!(decide(OPEN, facts(&get, "/x"), &user(Role::Dashboard)), Decision::Forward(Upstream::Anonymous));
+        assert_eq!(decide(OPEN, facts(&get, "/x"), &Who::Anonymous), Decision::Deny(Denial::Unauthenticated));
     }
 
     #[test]
     fn protection_mode_is_read_only_for_everyone() {
         let (get, post, put, delete) = (Method::GET, Method::POST, Method::PUT, Method::DELETE);
         let owner = user(Role::Owner);
-        assert_eq!(
-            decide(PROTECTED, facts(&get, "/device-editor/flows"), &owner),
-            read()
-        );
-        assert_eq!(
-            decide(PROTECTED, facts(&post, "/device-editor/flows"), &owner),
-            Decision::Deny(Denial::Protection)
-        );
+        assert_eq!(decide(PROTECTED, facts(&get, "/device-editor/flows"), &owner), read());
+        assert_eq!(decide(PROTECTED, facts(&post, "/device-editor/flows"), &owner), Decision::Deny(Denial::Protection));
         assert_eq!(
             decide(PROTECTED, facts(&put, "/device-editor/nodes/x"), &owner),
             Decision::Deny(Denial::Protection)
         );
         assert_eq!(
-            decide(
-                PROTECTED,
-                facts(&delete, "/device-editor/context/global/x"),
-                &owner
-            ),
+            decide(PROTECTED, facts(&delete, "/device-editor/context/global/x"), &owner),
             Decision::Deny(Denial::Protection)
         );
         assert_eq!(
@@ -373,34 +256,19 @@ mod tests {
             Decision::Deny(Denial::Protection)
         );
         assert_eq!(
-            decide(
-                PROTECTED,
-                facts(&get, "/device-editor/red/main.js"),
-                &Who::Anonymous
-            ),
+            decide(PROTECTED, facts(&get, "/device-editor/red/main.js"), &Who::Anonymous),
             Decision::Forward(Upstream::Anonymous)
         );
         assert_eq!(
-            decide(
-                PROTECTED,
-                facts(&post, "/device-editor/red/main.js"),
-                &owner
-            ),
+            decide(PROTECTED, facts(&post, "/device-editor/red/main.js"), &owner),
             Decision::Deny(Denial::Protection)
         );
         assert_eq!(
-            decide(
-                PROTECTED,
-                facts(&post, "/device-editor/redtether/tokens"),
-                &owner
-            ),
+            decide(PROTECTED, facts(&post, "/device-editor/redtether/tokens"), &owner),
             Decision::Deny(Denial::Protection)
         );
         // Node space is untouched by protection mode.
-        assert_eq!(
-            decide(PROTECTED, facts(&post, "/api/x"), &owner),
-            Decision::Forward(Upstream::Anonymous)
-        );
+        assert_eq!(decide(PROTECTED, facts(&post, "/api/x"), &owner), Decision::Forward(Upstream::Anonymous));
     }
 
     #[test]
@@ -408,88 +276,48 @@ mod tests {
         let get = Method::GET;
         let mut f = facts(&get, "/device-editor/flows");
         f.method_override = true;
-        assert!(matches!(
-            decide(OPEN, f, &user(Role::Owner)),
-            Decision::Deny(Denial::BadRequest(_))
-        ));
+        assert!(matches!(decide(OPEN, f, &user(Role::Owner)), Decision::Deny(Denial::BadRequest(_))));
         let mut f = facts(&get, "/device-editor/flows");
         f.access_token_param = true;
-        assert!(matches!(
-            decide(OPEN, f, &user(Role::Owner)),
-            Decision::Deny(Denial::BadRequest(_))
-        ));
+        assert!(matches!(decide(OPEN, f, &user(Role::Owner)), Decision::Deny(Denial::BadRequest(_))));
     }
 
     #[test]
     fn cross_site_basic_writes_and_websockets_are_refused() {
         let (get, post) = (Method::GET, Method::POST);
-        let basic = Who::User {
-            name: "ann".into(),
-            role: Role::Owner,
-            via: Via::Basic,
-        };
+        let basic = Who::User { name: "ann".into(), role: Role::Owner, via: Via::Basic };
         let mut f = facts(&post, "/device-editor/flows");
         f.cross_site = true;
         assert_eq!(decide(OPEN, f, &basic), Decision::Deny(Denial::CrossSite));
-        assert_eq!(
-            decide(OPEN, f, &user(Role::Owner)),
-            full(),
-            "a session token is never sent by another site"
-        );
+        assert_eq!(decide(OPEN, f, &user(Role::Owner)), full(), "a session token is never sent by another site");
         let mut ws = facts(&get, "/device-editor/comms");
         ws.upgrade = true;
-        assert_eq!(
-            decide(OPEN, ws, &Who::Anonymous),
-            Decision::Forward(Upstream::Anonymous)
-        );
+        assert_eq!(decide(OPEN, ws, &Who::Anonymous), Decision::Forward(Upstream::Anonymous));
         ws.cross_site = true;
-        assert_eq!(
-            decide(OPEN, ws, &Who::Anonymous),
-            Decision::Deny(Denial::CrossSite)
-        );
+        assert_eq!(decide(OPEN, ws, &Who::Anonymous), Decision::Deny(Denial::CrossSite));
     }
 
     #[test]
     fn gate_endpoints_take_their_method_only() {
         let (get, post) = (Method::GET, Method::POST);
         assert_eq!(
-            decide(
-                OPEN,
-                facts(&get, "/device-editor/auth/login"),
-                &Who::Anonymous
-            ),
+            decide(OPEN, facts(&get, "/device-editor/auth/login"), &Who::Anonymous),
             Decision::Local(Local::LoginScheme)
         );
         assert_eq!(
-            decide(
-                OPEN,
-                facts(&post, "/device-editor/auth/token"),
-                &Who::Anonymous
-            ),
+            decide(OPEN, facts(&post, "/device-editor/auth/token"), &Who::Anonymous),
             Decision::Local(Local::Login)
         );
         assert_eq!(
-            decide(
-                OPEN,
-                facts(&get, "/device-editor/auth/token"),
-                &Who::Anonymous
-            ),
+            decide(OPEN, facts(&get, "/device-editor/auth/token"), &Who::Anonymous),
             Decision::Deny(Denial::Method)
         );
         assert_eq!(
-            decide(
-                OPEN,
-                facts(&get, "/device-editor/redtether/tokens"),
-                &user(Role::Member)
-            ),
+            decide(OPEN, facts(&get, "/device-editor/redtether/tokens"), &user(Role::Member)),
             Decision::Deny(Denial::Role)
         );
         assert_eq!(
-            decide(
-                OPEN,
-                facts(&get, "/device-editor/redtether/tokens"),
-                &user(Role::Owner)
-            ),
+            decide(OPEN, facts(&get, "/device-editor/redtether/tokens"), &user(Role::Owner)),
             Decision::Local(Local::Tokens)
         );
     }
@@ -525,12 +353,7 @@ mod tests {
         }
 
         fn method() -> impl Strategy<Value = Method> {
-            prop_oneof![
-                Just(Method::POST),
-                Just(Method::PUT),
-                Just(Method::DELETE),
-                Just(Method::PATCH)
-            ]
+            prop_oneof![Just(Method::POST), Just(Method::PUT), Just(Method::DELETE), Just(Method::PATCH)]
         }
 
         proptest! {

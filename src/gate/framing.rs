@@ -37,16 +37,10 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    const TOO_LARGE: Refusal = Refusal {
-        status: 431,
-        reason: "request head too large",
-    };
+    const TOO_LARGE: Refusal = Refusal { status: 431, reason: "request head too large" };
 
     fn bad(reason: &'static str) -> Refusal {
-        Refusal {
-            status: 400,
-            reason,
-        }
+        Refusal { status: 400, reason }
     }
 }
 
@@ -59,10 +53,7 @@ pub struct Tracker {
 
 impl Default for Tracker {
     fn default() -> Self {
-        Tracker {
-            state: State::Head,
-            line: Vec::new(),
-        }
+        Tracker { state: State::Head, line: Vec::new() }
     }
 }
 
@@ -76,38 +67,42 @@ impl Tracker {
                     out.extend_from_slice(input);
                     return Ok(());
                 }
-                State::Head => {
-                    let end = find_head_end(&self.line, input);
-                    match end {
-                        Some(n) => {
+                State::Head => match find_head_end(&self.line, input) {
+                    Some(n) => {
+                        if self.line.len() + n > MAX_HEAD {
+                            self.line.clear();
+                            return Err(Refusal::TOO_LARGE);
+                        }
+                        // The common case, a whole head in one read, is judged in place.
+                        let next = if self.line.is_empty() {
+                            let next = judge_head(&input[..n]).map_err(Refusal::bad)?;
+                            out.extend_from_slice(&input[..n]);
+                            next
+                        } else {
                             self.line.extend_from_slice(&input[..n]);
-                            input = &input[n..];
-                            let head = std::mem::take(&mut self.line);
-                            if head.len() > MAX_HEAD {
-                                return Err(Refusal::TOO_LARGE);
-                            }
-                            self.state = judge_head(&head).map_err(Refusal::bad)?;
-                            out.extend_from_slice(&head);
-                        }
-                        None => {
-                            self.line.extend_from_slice(input);
-                            if self.line.len() > MAX_HEAD {
-                                self.line = Vec::new();
-                                return Err(Refusal::TOO_LARGE);
-                            }
-                            return Ok(());
-                        }
+                            let next = judge_head(&self.line).map_err(Refusal::bad)?;
+                            out.extend_from_slice(&self.line);
+                            self.line.clear();
+                            next
+                        };
+                        self.state = next;
+                        input = &input[n..];
                     }
-                }
+                    None => {
+                        self.line.extend_from_slice(input);
+                        if self.line.len() > MAX_HEAD {
+                            self.line = Vec::new();
+                            return Err(Refusal::TOO_LARGE);
+                        }
+                        return Ok(());
+                    }
+                },
                 State::Body(remaining) => {
                     let n = (remaining.min(input.len() as u64)) as usize;
                     out.extend_from_slice(&input[..n]);
                     input = &input[n..];
-                    self.state = if remaining - n as u64 == 0 {
-                        State::Head
-                    } else {
-                        State::Body(remaining - n as u64)
-                    };
+                    self.state =
+                        if remaining - n as u64 == 0 { State::Head } else { State::Body(remaining - n as u64) };
                 }
                 State::ChunkSize | State::Trailers | State::ChunkDataEnd => {
                     let Some(nl) = input.iter().position(|&b| b == b'\n') else {
@@ -147,10 +142,7 @@ impl Tracker {
             State::Trailers => State::Trailers,
             _ => {
                 let size = trimmed.split(|&b| b == b';').next().unwrap_or(&[]);
-                match std::str::from_utf8(size)
-                    .ok()
-                    .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
-                {
+                match std::str::from_utf8(size).ok().and_then(|s| u64::from_str_radix(s.trim(), 16).ok()) {
                     Some(0) => State::Trailers,
                     Some(n) => State::ChunkData(n),
                     // hyper will refuse this chunk; stop following.
@@ -176,32 +168,36 @@ fn trim_crlf(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
-/// Index just past the blank line ending a head, counting what is already buffered.
+/// Index just past the blank line ending a head, counting what is already buffered. Empty
+/// lines before a request are allowed (RFC 9112 §2.2) and end no head.
 fn find_head_end(buffered: &[u8], input: &[u8]) -> Option<usize> {
-    // Leading empty lines before a request are allowed (RFC 9112 §2.2) and kept as they are.
-    let tail_len = buffered.len().min(3);
-    let mut window: Vec<u8> = buffered[buffered.len() - tail_len..].to_vec();
-    let start_blank = buffered.iter().all(|&b| b == b'\r' || b == b'\n');
-    let mut only_blank = start_blank;
-    for (i, &b) in input.iter().enumerate() {
-        window.push(b);
-        if b != b'\r' && b != b'\n' {
-            only_blank = false;
+    let blank = |b: &u8| *b == b'\r' || *b == b'\n';
+    let started = !buffered.iter().all(blank);
+    let from = if started { 0 } else { input.iter().position(|b| !blank(b))? };
+    let tail = &buffered[buffered.len().saturating_sub(2)..];
+    let before = |at: usize, k: usize| -> Option<u8> {
+        match at.checked_sub(k) {
+            Some(i) if i >= from => input.get(i).copied(),
+            Some(_) => None,
+            None if started => tail.len().checked_sub(k - at).map(|i| tail[i]),
+            None => None,
         }
-        let w = &window[window.len().saturating_sub(4)..];
-        if !only_blank && (w.ends_with(b"\r\n\r\n") || w.ends_with(b"\n\n")) {
-            return Some(i + 1);
+    };
+    let mut i = from;
+    while let Some(offset) = input[i..].iter().position(|&b| b == b'\n') {
+        let at = i + offset;
+        let ends = matches!((before(at, 1), before(at, 2)), (Some(b'\n'), _) | (Some(b'\r'), Some(b'\n')));
+        if ends {
+            return Some(at + 1);
         }
+        i = at + 1;
     }
     None
 }
 
 /// Parses a complete head and says how its body is framed, or why it is refused.
 fn judge_head(head: &[u8]) -> Result<State, &'static str> {
-    let start = head
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(head.len());
+    let start = head.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(head.len());
     let mut headers = [httparse::EMPTY_HEADER; 128];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(&head[start..]) {
@@ -232,17 +228,9 @@ fn judge_head(head: &[u8]) -> Result<State, &'static str> {
             .ok()
             .and_then(|v| v.rsplit(',').next())
             .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        return Ok(if chunked_last {
-            State::ChunkSize
-        } else {
-            State::Passthrough
-        });
+        return Ok(if chunked_last { State::ChunkSize } else { State::Passthrough });
     }
-    match cl.map(|v| {
-        std::str::from_utf8(v)
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-    }) {
+    match cl.map(|v| std::str::from_utf8(v).ok().and_then(|s| s.trim().parse::<u64>().ok())) {
         None => Ok(State::Head),
         Some(Some(0)) => Ok(State::Head),
         Some(Some(n)) => Ok(State::Body(n)),
@@ -293,9 +281,7 @@ impl<IO: AsyncRead + Unpin + Send + 'static> Drop for Guarded<IO> {
         if self.eof {
             return;
         }
-        let (Some(mut io), Ok(runtime)) =
-            (self.inner.take(), tokio::runtime::Handle::try_current())
-        else {
+        let (Some(mut io), Ok(runtime)) = (self.inner.take(), tokio::runtime::Handle::try_current()) else {
             return;
         };
         runtime.spawn(async move {
@@ -329,11 +315,7 @@ fn refusal_response(refusal: Refusal) -> Vec<u8> {
 }
 
 impl<IO: AsyncRead + Unpin + Send + 'static> AsyncRead for Guarded<IO> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         loop {
             if this.ready_pos < this.ready.len() {
@@ -358,10 +340,7 @@ impl<IO: AsyncRead + Unpin + Send + 'static> AsyncRead for Guarded<IO> {
                 continue;
             }
             if let Err(refusal) = this.tracker.feed(read.filled(), &mut this.ready) {
-                tracing::debug!(
-                    reason = refusal.reason,
-                    "gate: refused a request before parsing"
-                );
+                tracing::debug!(reason = refusal.reason, "gate: refused a request before parsing");
                 this.refusal = Some(refusal_response(refusal));
             }
         }
@@ -369,11 +348,7 @@ impl<IO: AsyncRead + Unpin + Send + 'static> AsyncRead for Guarded<IO> {
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Guarded<IO> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(self.get_mut().io()).poll_write(cx, data)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -429,20 +404,14 @@ mod tests {
         assert_eq!(t.feed(head.as_bytes(), &mut out), Err(Refusal::TOO_LARGE));
         assert!(out.is_empty());
         let mut t = Tracker::default();
-        let results: Vec<_> = head
-            .as_bytes()
-            .chunks(1000)
-            .map(|c| t.feed(c, &mut out))
-            .collect();
-        assert!(
-            results.contains(&Err(Refusal::TOO_LARGE)),
-            "also when it arrives in pieces"
-        );
+        let results: Vec<_> = head.as_bytes().chunks(1000).map(|c| t.feed(c, &mut out)).collect();
+        assert!(results.contains(&Err(Refusal::TOO_LARGE)), "also when it arrives in pieces");
     }
 
     #[test]
     fn plain_requests_pass_whole_even_split_anywhere() {
-        let stream: &[u8] = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+        let stream: &[u8] =
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
         for split in 0..stream.len() {
             let (out, err) = run(&[&stream[..split], &stream[split..]]);
             assert_eq!(err, None, "split at {split}");
@@ -451,27 +420,32 @@ mod tests {
     }
 
     #[test]
+    fn leading_blank_lines_end_no_head() {
+        let stream: &[u8] = b"\r\n\r\nGET /a HTTP/1.1\r\nHost: x\r\n\r\n\nGET /b HTTP/1.1\nHost: x\n\n";
+        for split in 0..stream.len() {
+            let mut t = Tracker::default();
+            let mut out = Vec::new();
+            t.feed(&stream[..split], &mut out).unwrap();
+            t.feed(&stream[split..], &mut out).unwrap();
+            assert_eq!(out, stream, "split at {split}");
+            assert!(!t.holding(), "split at {split}: both heads complete");
+        }
+    }
+
+    #[test]
     fn conflicting_length_and_chunking_is_refused_and_held_back() {
-        let bad: &[u8] = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let bad: &[u8] =
+            b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
         let (out, err) = run(&[bad]);
-        assert_eq!(
-            err,
-            Some("conflicting Content-Length and Transfer-Encoding")
-        );
-        assert!(
-            out.is_empty(),
-            "nothing of the refused request reaches the parser"
-        );
+        assert_eq!(err, Some("conflicting Content-Length and Transfer-Encoding"));
+        assert!(out.is_empty(), "nothing of the refused request reaches the parser");
     }
 
     #[test]
     fn a_smuggled_request_inside_a_body_is_not_judged_as_a_head() {
         // The body of the first request looks like a conflicting head; it is body, not a head.
         let body = b"GET /x HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        let first = format!(
-            "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        );
+        let first = format!("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
         let mut stream = first.into_bytes();
         stream.extend_from_slice(body);
         let (out, err) = run(&[&stream]);
@@ -484,11 +458,7 @@ mod tests {
         let stream: &[u8] = b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-Trailer: y\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
         for split in 0..stream.len() {
             let (_, err) = run(&[&stream[..split], &stream[split..]]);
-            assert_eq!(
-                err,
-                Some("conflicting Content-Length and Transfer-Encoding"),
-                "split at {split}"
-            );
+            assert_eq!(err, Some("conflicting Content-Length and Transfer-Encoding"), "split at {split}");
         }
     }
 

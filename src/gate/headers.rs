@@ -24,11 +24,7 @@ pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    if asks {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    }
+    if asks { headers.get(header::UPGRADE).cloned() } else { None }
 }
 
 /// Removes hop-by-hop headers and every header the `Connection` header names.
@@ -58,10 +54,7 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         h
     }
@@ -82,14 +75,8 @@ mod tests {
 
     #[test]
     fn recognises_websocket_upgrade_case_insensitively() {
-        let h = map(&[
-            ("connection", "keep-alive, Upgrade"),
-            ("upgrade", "websocket"),
-        ]);
+        let h = map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
         assert_eq!(upgrade_protocol(&h).unwrap(), "websocket");
-        assert!(
-            upgrade_protocol(&map(&[("upgrade", "websocket")])).is_none(),
-            "Upgrade without Connection: upgrade"
-        );
+        assert!(upgrade_protocol(&map(&[("upgrade", "websocket")])).is_none(), "Upgrade without Connection: upgrade");
     }
 }

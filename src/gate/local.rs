@@ -50,38 +50,24 @@ async fn read_fields(req: Request<Incoming>) -> Result<Vec<(String, String)>, Re
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-    {
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
-            return Err(responses::error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-            ));
+            return Err(responses::error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
         }
     };
     if is_json {
-        let value: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|_| responses::bad_request("body is not JSON"))?;
-        let object = value
-            .as_object()
-            .ok_or_else(|| responses::bad_request("body is not a JSON object"))?;
-        Ok(object
-            .iter()
-            .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-            .collect())
+        let value: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| responses::bad_request("body is not JSON"))?;
+        let object = value.as_object().ok_or_else(|| responses::bad_request("body is not a JSON object"))?;
+        Ok(object.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
     } else {
         Ok(form_urlencoded::parse(&body).into_owned().collect())
     }
 }
 
 fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+    fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 /// `POST auth/token` (OAuth2 password grant, as Node-RED's editor sends it).
@@ -92,10 +78,9 @@ async fn login(pipeline: &Pipeline, req: Request<Incoming>, ip: IpAddr) -> Respo
         Err(r) => return r,
     };
     let presented = match (field(&fields, "username"), field(&fields, "password")) {
-        (Some(user), Some(password)) if !user.is_empty() => Presented::Basic {
-            user: user.to_string(),
-            password: password.to_string(),
-        },
+        (Some(user), Some(password)) if !user.is_empty() => {
+            Presented::Basic { user: user.to_string(), password: password.to_string() }
+        }
         _ => Presented::Malformed,
     };
     if pipeline.auth.cached(&presented, Realm::Admin).is_none()
@@ -103,17 +88,11 @@ async fn login(pipeline: &Pipeline, req: Request<Incoming>, ip: IpAddr) -> Respo
     {
         return responses::too_many(wait);
     }
-    let who = match pipeline
-        .auth
-        .authenticate(&presented, Realm::Admin, SystemTime::now())
-        .await
-    {
+    let who = match pipeline.auth.authenticate(&presented, Realm::Admin, SystemTime::now()).await {
         Ok(who) => who,
         Err(failure) => {
             pipeline.failed_auth.charge(ip, Instant::now());
-            pipeline
-                .audit_auth_failure(&failure, ip, &Method::POST, &path)
-                .await;
+            pipeline.audit_auth_failure(&failure, ip, &Method::POST, &path).await;
             return responses::unauthorized(false);
         }
     };
@@ -121,26 +100,18 @@ async fn login(pipeline: &Pipeline, req: Request<Incoming>, ip: IpAddr) -> Respo
         return responses::unauthorized(false);
     };
     if role == Role::Dashboard {
-        let event = AuditEvent::new(
-            "access.denied",
-            crate::audit::Actor::user(name.as_str()),
-            path.as_str(),
-        )
-        .with("reason", "role")
-        .with("role", role.as_str())
-        .with("method", "POST");
+        let event = AuditEvent::new("access.denied", crate::audit::Actor::user(name.as_str()), path.as_str())
+            .with("reason", "role")
+            .with("role", role.as_str())
+            .with("method", "POST");
         pipeline.audit.record_or_log(event).await;
         return responses::error(StatusCode::FORBIDDEN, "forbidden");
     }
     let sessions = &pipeline.auth.sessions;
     let token = sessions.create(&name, role, SystemTime::now());
-    let event = AuditEvent::new(
-        "auth.login",
-        crate::audit::Actor::user(name.as_str()),
-        path.as_str(),
-    )
-    .with("role", role.as_str())
-    .with("addr", ip.to_string());
+    let event = AuditEvent::new("auth.login", crate::audit::Actor::user(name.as_str()), path.as_str())
+        .with("role", role.as_str())
+        .with("addr", ip.to_string());
     pipeline.audit.record_or_log(event).await;
     responses::json(
         StatusCode::OK,
@@ -161,39 +132,21 @@ async fn logout(pipeline: &Pipeline, req: Request<Incoming>) -> Response<GateBod
 }
 
 /// `GET|POST redtether/tokens`, `DELETE redtether/tokens/NAME`: owners only (decided before).
-async fn tokens(
-    pipeline: &Pipeline,
-    req: Request<Incoming>,
-    who: &Who,
-    ip: IpAddr,
-) -> Response<GateBody> {
+async fn tokens(pipeline: &Pipeline, req: Request<Incoming>, who: &Who, ip: IpAddr) -> Response<GateBody> {
     let actor = actor_of(who, ip);
-    let name_in_path = req
-        .uri()
-        .path()
-        .rsplit('/')
-        .next()
-        .filter(|last| *last != "tokens")
-        .map(str::to_string);
+    let name_in_path = req.uri().path().rsplit('/').next().filter(|last| *last != "tokens").map(str::to_string);
     let store = &pipeline.auth.tokens;
     match (req.method().clone(), name_in_path) {
         (Method::GET, None) => responses::json(
             StatusCode::OK,
-            &json!(
-                store
-                    .list()
-                    .into_iter()
-                    .map(|t| token_json(&t))
-                    .collect::<Vec<_>>()
-            ),
+            &json!(store.list().into_iter().map(|t| token_json(&t)).collect::<Vec<_>>()),
         ),
         (Method::POST, None) => {
             let fields = match read_fields(req).await {
                 Ok(f) => f,
                 Err(r) => return r,
             };
-            let (Some(name), Some(expires)) = (field(&fields, "name"), field(&fields, "expires"))
-            else {
+            let (Some(name), Some(expires)) = (field(&fields, "name"), field(&fields, "expires")) else {
                 return responses::bad_request("name and expires are required");
             };
             let Ok(lifetime) = humantime::parse_duration(expires) else {
@@ -219,20 +172,10 @@ async fn tokens(
         }
         (Method::DELETE, Some(name)) => match store.revoke(&name) {
             Ok(record) => {
-                pipeline
-                    .audit
-                    .record_or_log(AuditEvent::new(
-                        "token.revoked",
-                        actor,
-                        record.name.as_str(),
-                    ))
-                    .await;
+                pipeline.audit.record_or_log(AuditEvent::new("token.revoked", actor, record.name.as_str())).await;
                 responses::json(StatusCode::OK, &json!({ "revoked": record.name }))
             }
-            Err(e) => responses::json(
-                StatusCode::NOT_FOUND,
-                &json!({ "error": "not_found", "detail": e.to_string() }),
-            ),
+            Err(e) => responses::json(StatusCode::NOT_FOUND, &json!({ "error": "not_found", "detail": e.to_string() })),
         },
         _ => responses::method_not_allowed("GET, POST, DELETE"),
     }
@@ -249,7 +192,5 @@ pub fn token_json(t: &super::auth::tokens::TokenRecord) -> serde_json::Value {
 }
 
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

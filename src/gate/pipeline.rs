@@ -11,7 +11,7 @@ use super::ratelimit::Limiter;
 use super::space::{Space, space_of};
 use super::{local, responses};
 use crate::audit::{Actor, AuditEvent, Auditor};
-use crate::supervisor::{ADMIN_ROOT, GATE_TOKEN_HEADER, Perm, UpstreamTokens};
+use crate::supervisor::{GATE_TOKEN_HEADER, Perm, UpstreamTokens};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -24,11 +24,9 @@ use tokio::sync::Semaphore;
 /// Methods the gate passes at all; anything else is 405.
 const ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
 /// Headers by which a client asks a server to pretend the method was another one.
-const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
+const METHOD_OVERRIDE_HEADERS: [&str; 3] = ["x-http-method-override", "x-http-method", "x-method-override"];
+/// The classification key of a deploy (`POST` to it replaces the flows).
+const FLOWS_KEY: &str = "/device-editor/flows";
 /// Headers the gate sets for Node-RED; a client's copies never pass.
 const USER_HEADER: &str = "x-redtether-user";
 const AUTH_HEADER: &str = "x-redtether-auth";
@@ -63,20 +61,11 @@ impl Pipeline {
         let method = req.method().clone();
         if !matches!(
             method,
-            Method::GET
-                | Method::HEAD
-                | Method::POST
-                | Method::PUT
-                | Method::DELETE
-                | Method::PATCH
-                | Method::OPTIONS
+            Method::GET | Method::HEAD | Method::POST | Method::PUT | Method::DELETE | Method::PATCH | Method::OPTIONS
         ) {
             return responses::method_not_allowed(ALLOW);
         }
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok());
+        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
         let canonical = match canonicalize(Target {
             path: req.uri().path(),
             query: req.uri().query(),
@@ -96,9 +85,7 @@ impl Pipeline {
             return match self.cors.allowed(req.headers()) {
                 Some(origin) => {
                     let mut r = responses::json(StatusCode::NO_CONTENT, &serde_json::Value::Null);
-                    *r.body_mut() = http_body_util::Either::Right(http_body_util::Full::new(
-                        bytes::Bytes::new(),
-                    ));
+                    *r.body_mut() = http_body_util::Either::Right(http_body_util::Full::new(bytes::Bytes::new()));
                     r.headers_mut().extend(Cors::preflight_headers(origin));
                     r
                 }
@@ -111,9 +98,7 @@ impl Pipeline {
             method: &method,
             key: &canonical.key,
             upgrade: upgrade_protocol(headers).is_some(),
-            method_override: METHOD_OVERRIDE_HEADERS
-                .iter()
-                .any(|h| headers.contains_key(*h))
+            method_override: METHOD_OVERRIDE_HEADERS.iter().any(|h| headers.contains_key(*h))
                 || query_has_param(canonical.query.as_deref(), "_method"),
             access_token_param: query_has_param(canonical.query.as_deref(), "access_token"),
             cross_site: self.cors.is_cross_site(headers, self.scheme),
@@ -128,32 +113,23 @@ impl Pipeline {
         // What needs no identity (editor assets, the login endpoints, open node space) is not
         // authenticated at all: no hashing, no failures to count.
         let anonymous = decide(self.policy, facts, &Who::Anonymous);
-        let needs_identity = !matches!(
-            anonymous,
-            Decision::Forward(Upstream::Anonymous) | Decision::Local(_)
-        );
-        let who = if needs_identity {
-            match self
-                .identify(&presented(headers), realm, ip, &method, &canonical)
-                .await
-            {
-                Ok(who) => who,
+        let needs_identity = !matches!(anonymous, Decision::Forward(Upstream::Anonymous) | Decision::Local(_));
+        let (who, decision) = if needs_identity {
+            match self.identify(&presented(headers), realm, ip, &method, &canonical).await {
+                Ok(who) => {
+                    let decision = decide(self.policy, facts, &who);
+                    (who, decision)
+                }
                 Err(response) => return response,
             }
         } else {
-            Who::Anonymous
+            (Who::Anonymous, anonymous)
         };
 
-        match decide(self.policy, facts, &who) {
-            Decision::Deny(denial) => {
-                self.deny(denial, &who, ip, &method, &canonical, space)
-                    .await
-            }
+        match decision {
+            Decision::Deny(denial) => self.deny(denial, &who, ip, &method, &canonical, space).await,
             Decision::Local(endpoint) => local::serve(self, endpoint, req, &who, ip).await,
-            Decision::Forward(upstream) => {
-                self.forward(req, &canonical, space, &who, upstream, peer)
-                    .await
-            }
+            Decision::Forward(upstream) => self.forward(req, &canonical, space, &who, upstream, peer).await,
         }
     }
 
@@ -174,16 +150,11 @@ impl Pipeline {
         {
             return Err(responses::too_many(wait));
         }
-        match self
-            .auth
-            .authenticate(presented, realm, SystemTime::now())
-            .await
-        {
+        match self.auth.authenticate(presented, realm, SystemTime::now()).await {
             Ok(who) => Ok(who),
             Err(failure) => {
                 self.failed_auth.charge(ip, Instant::now());
-                self.audit_auth_failure(&failure, ip, method, &canonical.path)
-                    .await;
+                self.audit_auth_failure(&failure, ip, method, &canonical.path).await;
                 Err(responses::unauthorized(realm != Realm::Admin))
             }
         }
@@ -226,11 +197,10 @@ impl Pipeline {
             Denial::CrossSite => (StatusCode::FORBIDDEN, "cross_site_request", "cross_site"),
             Denial::Protection => (StatusCode::FORBIDDEN, "protection_mode", "protection_mode"),
         };
-        let mut event =
-            AuditEvent::new("access.denied", actor_of(who, ip), canonical.path.as_str())
-                .with("reason", reason)
-                .with("method", method.as_str())
-                .with("addr", ip.to_string());
+        let mut event = AuditEvent::new("access.denied", actor_of(who, ip), canonical.path.as_str())
+            .with("reason", reason)
+            .with("method", method.as_str())
+            .with("addr", ip.to_string());
         if let Who::User { role, .. } = who {
             event = event.with("role", role.as_str());
         }
@@ -255,39 +225,21 @@ impl Pipeline {
         self.prepare_headers(req.headers_mut(), space, who, &upstream, peer);
 
         let admin_write = matches!(space, Space::Admin(_)) && !is_read(&method);
-        let deploy =
-            admin_write && method == Method::POST && canonical.key == format!("{ADMIN_ROOT}/flows");
-        let rev_before = if deploy {
-            self.flows_revision().await
-        } else {
-            None
-        };
+        let deploy = admin_write && method == Method::POST && canonical.key == FLOWS_KEY;
+        let rev_before = if deploy { self.flows_revision().await } else { None };
 
-        let mut response = self
-            .proxy
-            .forward(req, &canonical.path_and_query(), peer)
-            .await;
+        let mut response = self.proxy.forward(req, &canonical.path_and_query(), peer).await;
 
         if admin_write && response.status().is_success() {
-            let mut event = AuditEvent::new(
-                "admin.write",
-                actor_of(who, peer.ip()),
-                canonical.path.as_str(),
-            )
-            .with("method", method.as_str())
-            .with("status", response.status().as_u16());
+            let mut event = AuditEvent::new("admin.write", actor_of(who, peer.ip()), canonical.path.as_str())
+                .with("method", method.as_str())
+                .with("status", response.status().as_u16());
             if deploy {
-                event = event
-                    .with("rev_before", rev_before)
-                    .with("rev_after", self.flows_revision().await);
+                event = event.with("rev_before", rev_before).with("rev_after", self.flows_revision().await);
             }
             self.audit.record_or_log(event).await;
         }
-        let mut request_headers = HeaderMap::new();
-        if let Some(origin) = request_origin {
-            request_headers.insert(header::ORIGIN, origin);
-        }
-        self.cors.apply(&request_headers, response.headers_mut());
+        self.cors.apply(request_origin.as_ref(), response.headers_mut());
         response
     }
 
@@ -317,8 +269,7 @@ impl Pipeline {
                 headers.remove(header::AUTHORIZATION);
                 headers.remove(header::COOKIE);
                 if let Upstream::As { user, perm } = upstream
-                    && let Ok(mut v) =
-                        HeaderValue::from_str(&self.upstream_tokens.token(user, *perm))
+                    && let Ok(mut v) = HeaderValue::from_str(&self.upstream_tokens.token(user, *perm))
                 {
                     v.set_sensitive(true);
                     headers.insert(HeaderName::from_static(GATE_TOKEN_HEADER), v);
@@ -331,16 +282,8 @@ impl Pipeline {
                     headers.remove(header::AUTHORIZATION);
                 }
                 let (user, via) = match who {
-                    Who::User {
-                        name,
-                        via: Via::Basic,
-                        ..
-                    } => (Some(name.as_str()), "basic"),
-                    Who::User {
-                        name,
-                        via: Via::Session,
-                        ..
-                    } => (Some(name.as_str()), "session"),
+                    Who::User { name, via: Via::Basic, .. } => (Some(name.as_str()), "basic"),
+                    Who::User { name, via: Via::Session, .. } => (Some(name.as_str()), "session"),
                     Who::NodeUser { name } => (Some(name.as_str()), "basic"),
                     Who::Token { name, .. } => (Some(name.as_str()), "token"),
                     Who::Anonymous => (None, "none"),
@@ -361,10 +304,7 @@ impl Pipeline {
             HeaderName::from_static(GATE_TOKEN_HEADER),
             HeaderValue::from_str(&self.upstream_tokens.token("redtether", Perm::Read)).ok()?,
         );
-        let (status, body) = self
-            .proxy
-            .fetch(&format!("{ADMIN_ROOT}/flows"), headers)
-            .await?;
+        let (status, body) = self.proxy.fetch(FLOWS_KEY, headers).await?;
         if !status.is_success() {
             return None;
         }

@@ -32,18 +32,13 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(
-        upstream: watch::Receiver<Option<SocketAddr>>,
-        tasks: TaskTracker,
-        cancel: CancellationToken,
-    ) -> Self {
+    pub fn new(upstream: watch::Receiver<Option<SocketAddr>>, tasks: TaskTracker, cancel: CancellationToken) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let builder = || {
             let mut b = Client::builder(TokioExecutor::new());
-            b.pool_idle_timeout(Duration::from_secs(30))
-                .pool_max_idle_per_host(64);
+            b.pool_idle_timeout(Duration::from_secs(30)).pool_max_idle_per_host(64);
             b
         };
         Proxy {
@@ -83,17 +78,14 @@ impl Proxy {
             set_upgrade(&mut parts.headers, protocol);
         }
         let request = Request::from_parts(parts, body);
-        let mut response =
-            match tokio::time::timeout(UPSTREAM_RESPONSE_TIMEOUT, self.client.request(request))
-                .await
-            {
-                Ok(Ok(response)) => response,
-                Ok(Err(e)) => {
-                    tracing::debug!(%upstream, error = %e, "gate: upstream request failed");
-                    return responses::unavailable("node_red_not_answering", 5);
-                }
-                Err(_) => return responses::error(StatusCode::GATEWAY_TIMEOUT, "node_red_timeout"),
-            };
+        let mut response = match tokio::time::timeout(UPSTREAM_RESPONSE_TIMEOUT, self.client.request(request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => {
+                tracing::debug!(%upstream, error = %e, "gate: upstream request failed");
+                return responses::unavailable("node_red_not_answering", 5);
+            }
+            Err(_) => return responses::error(StatusCode::GATEWAY_TIMEOUT, "node_red_timeout"),
+        };
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
@@ -114,12 +106,7 @@ impl Proxy {
 
     /// Copies bytes both ways between an upgraded client and Node-RED until either side closes
     /// or the gate stops.
-    fn splice(
-        &self,
-        client: hyper::upgrade::OnUpgrade,
-        upstream: hyper::upgrade::OnUpgrade,
-        peer: SocketAddr,
-    ) {
+    fn splice(&self, client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, peer: SocketAddr) {
         let cancel = self.cancel.clone();
         self.tasks.spawn(async move {
             let (client, upstream) = match tokio::try_join!(client, upstream) {
@@ -149,28 +136,15 @@ impl Proxy {
         let mut request = Request::new(Full::new(Bytes::new()));
         *request.uri_mut() = upstream_uri(upstream, path)?;
         *request.headers_mut() = headers;
-        let response = tokio::time::timeout(
-            UPSTREAM_RESPONSE_TIMEOUT,
-            self.empty_client.request(request),
-        )
-        .await
-        .ok()?
-        .ok()?;
+        let response =
+            tokio::time::timeout(UPSTREAM_RESPONSE_TIMEOUT, self.empty_client.request(request)).await.ok()?.ok()?;
         let status = response.status();
-        let body = http_body_util::Limited::new(response.into_body(), 64 * 1024 * 1024)
-            .collect()
-            .await
-            .ok()?
-            .to_bytes();
+        let body =
+            http_body_util::Limited::new(response.into_body(), 64 * 1024 * 1024).collect().await.ok()?.to_bytes();
         Some((status, body))
     }
 }
 
 fn upstream_uri(upstream: SocketAddr, path_and_query: &str) -> Option<Uri> {
-    Uri::builder()
-        .scheme("http")
-        .authority(upstream.to_string())
-        .path_and_query(path_and_query)
-        .build()
-        .ok()
+    Uri::builder().scheme("http").authority(upstream.to_string()).path_and_query(path_and_query).build().ok()
 }

@@ -16,10 +16,7 @@ pub struct Bucket {
 
 impl Bucket {
     pub fn full(burst: f64, now: Instant) -> Bucket {
-        Bucket {
-            tokens: burst,
-            last: now,
-        }
+        Bucket { tokens: burst, last: now }
     }
 
     fn refill(&mut self, rate: f64, burst: f64, now: Instant) {
@@ -31,11 +28,7 @@ impl Bucket {
     /// `Ok` if a token is available (without taking it); else how long until one is.
     pub fn peek(&mut self, rate: f64, burst: f64, now: Instant) -> Result<(), Duration> {
         self.refill(rate, burst, now);
-        if self.tokens >= 1.0 {
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
-        }
+        if self.tokens >= 1.0 { Ok(()) } else { Err(Duration::from_secs_f64((1.0 - self.tokens) / rate)) }
     }
 
     /// Takes a token if one is available.
@@ -88,20 +81,10 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new(rate: f64, burst: u32, capacity: usize) -> Limiter {
-        Limiter {
-            rate,
-            burst: f64::from(burst.max(1)),
-            capacity,
-            entries: Mutex::new(HashMap::new()),
-        }
+        Limiter { rate, burst: f64::from(burst.max(1)), capacity, entries: Mutex::new(HashMap::new()) }
     }
 
-    fn with_entry<T>(
-        &self,
-        ip: IpAddr,
-        now: Instant,
-        f: impl FnOnce(&mut Entry, f64, f64) -> T,
-    ) -> T {
+    fn with_entry<T>(&self, ip: IpAddr, now: Instant, f: impl FnOnce(&mut Entry, f64, f64) -> T) -> T {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= self.capacity && !entries.contains_key(&limit_key(ip)) {
             let (rate, burst) = (self.rate, self.burst);
@@ -111,29 +94,19 @@ impl Limiter {
                 entries.clear();
             }
         }
-        let entry = entries.entry(limit_key(ip)).or_insert_with(|| Entry {
-            bucket: Bucket::full(self.burst, now),
-            refused: 0,
-        });
+        let entry =
+            entries.entry(limit_key(ip)).or_insert_with(|| Entry { bucket: Bucket::full(self.burst, now), refused: 0 });
         f(entry, self.rate, self.burst)
     }
 
     /// Whether `ip` may go on; a refusal is counted for the next report.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        self.with_entry(ip, now, |e, rate, burst| {
-            e.bucket
-                .peek(rate, burst, now)
-                .inspect_err(|_| e.refused += 1)
-        })
+        self.with_entry(ip, now, |e, rate, burst| e.bucket.peek(rate, burst, now).inspect_err(|_| e.refused += 1))
     }
 
     /// Takes a token for `ip`, or refuses (and counts it).
     pub fn take(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        self.with_entry(ip, now, |e, rate, burst| {
-            e.bucket
-                .take(rate, burst, now)
-                .inspect_err(|_| e.refused += 1)
-        })
+        self.with_entry(ip, now, |e, rate, burst| e.bucket.take(rate, burst, now).inspect_err(|_| e.refused += 1))
     }
 
     /// Charges `ip` for a failure.
@@ -144,11 +117,7 @@ impl Limiter {
     /// The refusals counted since the last call, per address, and resets the counts.
     pub fn drain_refusals(&self) -> Vec<(IpAddr, u64)> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .iter_mut()
-            .filter(|(_, e)| e.refused > 0)
-            .map(|(ip, e)| (*ip, std::mem::take(&mut e.refused)))
-            .collect()
+        entries.iter_mut().filter(|(_, e)| e.refused > 0).map(|(ip, e)| (*ip, std::mem::take(&mut e.refused))).collect()
     }
 }
 
@@ -203,14 +172,8 @@ mod tests {
 
     #[test]
     fn ipv6_hosts_are_limited_per_64() {
-        assert_eq!(
-            limit_key("2001:db8:1:2:aaaa::1".parse().unwrap()),
-            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
-        );
-        assert_eq!(
-            limit_key("::ffff:10.0.0.1".parse().unwrap()),
-            "10.0.0.1".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(limit_key("2001:db8:1:2:aaaa::1".parse().unwrap()), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        assert_eq!(limit_key("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1".parse::<IpAddr>().unwrap());
     }
 
     #[test]

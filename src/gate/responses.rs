@@ -12,13 +12,8 @@ pub fn json(status: StatusCode, body: &serde_json::Value) -> Response<GateBody> 
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(bytes))));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -27,10 +22,7 @@ pub fn error(status: StatusCode, code: &str) -> Response<GateBody> {
 }
 
 pub fn bad_request(detail: &str) -> Response<GateBody> {
-    json(
-        StatusCode::BAD_REQUEST,
-        &serde_json::json!({ "error": "bad_request", "detail": detail }),
-    )
+    json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": "bad_request", "detail": detail }))
 }
 
 /// The 401 answer. Node space asks browsers for Basic credentials; admin space does not, as the
@@ -38,10 +30,8 @@ pub fn bad_request(detail: &str) -> Response<GateBody> {
 pub fn unauthorized(ask_for_basic: bool) -> Response<GateBody> {
     let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized");
     if ask_for_basic {
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"redtether\", charset=\"UTF-8\""),
-        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"redtether\", charset=\"UTF-8\""));
     }
     r
 }
@@ -65,7 +55,6 @@ pub fn unavailable(code: &str, retry_after_secs: u64) -> Response<GateBody> {
 
 pub fn method_not_allowed(allow: &'static str) -> Response<GateBody> {
     let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
-    r.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
     r
 }

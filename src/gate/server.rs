@@ -40,15 +40,8 @@ impl Gate {
         pipeline: Arc<Pipeline>,
         tasks: TaskTracker,
     ) -> Result<Gate, GateError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| GateError::Bind { addr, source })?;
-        Ok(Gate {
-            listener,
-            pipeline,
-            tls,
-            tasks,
-        })
+        let listener = TcpListener::bind(addr).await.map_err(|source| GateError::Bind { addr, source })?;
+        Ok(Gate { listener, pipeline, tls, tasks })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -78,16 +71,12 @@ impl Gate {
             let (drain, force) = (cancel.clone(), force_close.clone());
             match self.tls.clone() {
                 None => {
-                    self.tasks
-                        .spawn(serve_connection(stream, peer, pipeline, drain, force));
+                    self.tasks.spawn(serve_connection(stream, peer, pipeline, drain, force));
                 }
                 Some(acceptor) => {
                     self.tasks.spawn(async move {
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                        {
-                            Ok(Ok(tls)) => {
-                                serve_connection(tls, peer, pipeline, drain, force).await
-                            }
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => serve_connection(tls, peer, pipeline, drain, force).await,
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "gate: TLS handshake failed")
                             }
@@ -99,10 +88,7 @@ impl Gate {
         }
         drop(self.listener);
         self.tasks.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, self.tasks.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.tasks.wait()).await.is_err() {
             tracing::warn!("gate: connections still open after the drain timeout; closing them");
             force_close.cancel();
             self.tasks.wait().await;

@@ -35,20 +35,12 @@ pub fn acceptor(settings: &TlsSettings, dir: &StateDir) -> Result<TlsAcceptor, T
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Cert {
-            path: cert.clone(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| TlsError::Cert { path: cert.clone(), reason: e.to_string() })?;
     if certs.is_empty() {
-        return Err(TlsError::Cert {
-            path: cert,
-            reason: "no certificate in the file".into(),
-        });
+        return Err(TlsError::Cert { path: cert, reason: "no certificate in the file".into() });
     }
-    let key_der = PrivateKeyDer::from_pem_file(&key).map_err(|e| TlsError::Key {
-        path: key.clone(),
-        reason: e.to_string(),
-    })?;
+    let key_der =
+        PrivateKeyDer::from_pem_file(&key).map_err(|e| TlsError::Key { path: key.clone(), reason: e.to_string() })?;
     let fingerprint = hex::encode(Sha256::digest(certs[0].as_ref()));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -79,11 +71,7 @@ fn self_signed(dir: &StateDir) -> Result<(PathBuf, PathBuf), TlsError> {
 
 /// The names a device is reached by on the LAN.
 fn host_names() -> Vec<String> {
-    let mut names = vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ];
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
     if let Ok(host) = nix::unistd::gethostname()
         && let Some(host) = host.to_str()
         && !host.is_empty()
@@ -102,21 +90,14 @@ pub fn make_self_signed(names: &[String]) -> Result<(String, String), rcgen::Err
     let (year, month, day) = today();
     params.not_before = rcgen::date_time_ymd(year, month, day.saturating_sub(1).max(1));
     params.not_after = rcgen::date_time_ymd(year + 10, month, day.min(28));
-    params.distinguished_name.push(
-        rcgen::DnType::CommonName,
-        names.last().cloned().unwrap_or_default(),
-    );
+    params.distinguished_name.push(rcgen::DnType::CommonName, names.last().cloned().unwrap_or_default());
     let cert = params.self_signed(&key)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
 
 fn today() -> (i32, u8, u8) {
     let text = crate::rfc3339::format_seconds(std::time::SystemTime::now());
-    let parse = |range: std::ops::Range<usize>| {
-        text.get(range)
-            .and_then(|s| s.parse::<u32>().ok())
-            .unwrap_or(1)
-    };
+    let parse = |range: std::ops::Range<usize>| text.get(range).and_then(|s| s.parse::<u32>().ok()).unwrap_or(1);
     (parse(0..4) as i32, parse(5..7) as u8, parse(8..10) as u8)
 }
 
@@ -135,9 +116,7 @@ mod tests {
         let sd = StateDir::new(dir.path());
         acceptor(&TlsSettings::SelfSigned, &sd).unwrap();
         let key = dir.path().join("gate-tls/key.pem");
-        let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(&key).unwrap().permissions(),
-        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o600);
         assert!(looks_like_pem(&dir.path().join("gate-tls/cert.pem")));
     }
@@ -145,18 +124,11 @@ mod tests {
     #[test]
     fn missing_files_name_the_key() {
         let e = acceptor(
-            &TlsSettings::Files {
-                cert: "/nonexistent/c.pem".into(),
-                key: "/nonexistent/k.pem".into(),
-            },
+            &TlsSettings::Files { cert: "/nonexistent/c.pem".into(), key: "/nonexistent/k.pem".into() },
             &StateDir::new("/tmp"),
         )
         .err()
         .unwrap();
-        assert!(
-            e.to_string()
-                .starts_with("gate.tls.cert /nonexistent/c.pem"),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("gate.tls.cert /nonexistent/c.pem"), "{e}");
     }
 }

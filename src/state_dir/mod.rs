@@ -34,10 +34,7 @@ pub enum StateDirError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateDirError + '_ {
-    move |source| StateDirError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| StateDirError::Io { path: path.to_path_buf(), source }
 }
 
 /// Paths inside one state directory.
@@ -85,11 +82,7 @@ impl StateDir {
     /// Creates the directory tree (0700) if it is missing.
     pub fn create(&self) -> Result<(), StateDirError> {
         for dir in [self.root.clone(), self.node_red_user_dir()] {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(io_err(&dir))?;
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io_err(&dir))?;
         }
         Ok(())
     }
@@ -106,22 +99,13 @@ impl StateDir {
             .map_err(io_err(&path))?;
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(StateLock { _lock: lock }),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                Err(StateDirError::Locked(self.root.clone()))
-            }
-            Err((_, errno)) => Err(StateDirError::Io {
-                path,
-                source: errno.into(),
-            }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StateDirError::Locked(self.root.clone())),
+            Err((_, errno)) => Err(StateDirError::Io { path, source: errno.into() }),
         }
     }
 
     /// Reads a secret file, or creates it with `make()` (0600) when it does not exist yet.
-    pub fn read_or_create_secret(
-        &self,
-        path: &Path,
-        make: impl FnOnce() -> String,
-    ) -> Result<String, StateDirError> {
+    pub fn read_or_create_secret(&self, path: &Path, make: impl FnOnce() -> String) -> Result<String, StateDirError> {
         match fs::read_to_string(path) {
             Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
             Ok(_) => self.replace_secret(path, make),
@@ -130,11 +114,7 @@ impl StateDir {
         }
     }
 
-    fn replace_secret(
-        &self,
-        path: &Path,
-        make: impl FnOnce() -> String,
-    ) -> Result<String, StateDirError> {
+    fn replace_secret(&self, path: &Path, make: impl FnOnce() -> String) -> Result<String, StateDirError> {
         let value = make();
         write_private(path, value.as_bytes())?;
         Ok(value)
@@ -151,22 +131,12 @@ pub struct StateLock {
 /// or a power cut never sees half a file and no other user ever can read it.
 pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), StateDirError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
+    let tmp =
+        dir.join(format!(".{}.tmp", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
+    let mut file =
+        OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp).map_err(io_err(&tmp))?;
     // The mode above only applies to new files; an old temp file could have other bits.
-    file.set_permissions(fs::Permissions::from_mode(0o600))
-        .map_err(io_err(&tmp))?;
+    file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io_err(&tmp))?;
     file.write_all(contents).map_err(io_err(&tmp))?;
     file.sync_all().map_err(io_err(&tmp))?;
     fs::rename(&tmp, path).map_err(io_err(path))?;
@@ -194,22 +164,15 @@ mod tests {
         write_private(&path, b"one").unwrap();
         write_private(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(
-            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
     fn secret_is_created_once_then_kept() {
         let dir = tempfile::tempdir().unwrap();
         let sd = StateDir::new(dir.path());
-        let first = sd
-            .read_or_create_secret(&sd.credential_secret(), || "abc".into())
-            .unwrap();
-        let second = sd
-            .read_or_create_secret(&sd.credential_secret(), || "other".into())
-            .unwrap();
+        let first = sd.read_or_create_secret(&sd.credential_secret(), || "abc".into()).unwrap();
+        let second = sd.read_or_create_secret(&sd.credential_secret(), || "other".into()).unwrap();
         assert_eq!((first.as_str(), second.as_str()), ("abc", "abc"));
     }
 

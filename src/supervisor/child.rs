@@ -41,13 +41,8 @@ impl NodeRedProcess {
         }
         set_parent_death_signal(&mut cmd);
         let mut child = cmd.spawn()?;
-        let pid = child
-            .id()
-            .ok_or_else(|| std::io::Error::other("child exited before its pid was read"))?;
-        let pipes = Pipes {
-            stdout: child.stdout.take(),
-            stderr: child.stderr.take(),
-        };
+        let pid = child.id().ok_or_else(|| std::io::Error::other("child exited before its pid was read"))?;
+        let pipes = Pipes { stdout: child.stdout.take(), stderr: child.stderr.take() };
         Ok((NodeRedProcess { child, pid }, pipes))
     }
 
@@ -105,9 +100,7 @@ fn set_parent_death_signal(cmd: &mut Command) {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
             // The agent may have died between fork and prctl; then nobody would ever send it.
             if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::other(
-                    "agent exited while Node-RED was starting",
-                ));
+                return Err(std::io::Error::other("agent exited while Node-RED was starting"));
             }
             Ok(())
         });

@@ -49,8 +49,7 @@ impl UpstreamTokens {
     pub fn token(&self, user: &str, perm: Perm) -> String {
         let perm = perm.as_str();
         let payload = format!("v1.{perm}.{}", hex::encode(user.as_bytes()));
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
-            .expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("HMAC takes any key length");
         mac.update(payload.as_bytes());
         format!("{payload}.{}", hex::encode(mac.finalize().into_bytes()))
     }

@@ -47,36 +47,18 @@ pub struct Probe {
 
 impl Probe {
     pub fn new(header_name: &'static str, header_value: String, timeout: Duration) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .no_proxy()
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Probe {
-            client,
-            header: (header_name, header_value),
-        }
+        let client =
+            reqwest::Client::builder().timeout(timeout).no_proxy().build().unwrap_or_else(|_| reqwest::Client::new());
+        Probe { client, header: (header_name, header_value) }
     }
 
     /// `Ok` when Node-RED answers `GET <admin>/settings` with 200: the HTTP server is up, the
     /// admin API is mounted and our credential is accepted.
     pub async fn check(&self, port: u16) -> Result<(), String> {
-        let url = format!(
-            "http://127.0.0.1:{port}{}/settings",
-            super::settings_js::ADMIN_ROOT
-        );
-        let resp = self
-            .client
-            .get(url)
-            .header(self.header.0, &self.header.1)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            Err(format!("HTTP {}", resp.status()))
-        }
+        let url = format!("http://127.0.0.1:{port}{}/settings", super::settings_js::ADMIN_ROOT);
+        let resp =
+            self.client.get(url).header(self.header.0, &self.header.1).send().await.map_err(|e| e.to_string())?;
+        if resp.status().is_success() { Ok(()) } else { Err(format!("HTTP {}", resp.status())) }
     }
 }
 
@@ -85,10 +67,8 @@ mod tests {
     use super::*;
 
     const S: fn(u64) -> Duration = Duration::from_secs;
-    const L: HealthLimits = HealthLimits {
-        startup_timeout: Duration::from_secs(120),
-        health_timeout: Duration::from_secs(30),
-    };
+    const L: HealthLimits =
+        HealthLimits { startup_timeout: Duration::from_secs(120), health_timeout: Duration::from_secs(30) };
 
     #[test]
     fn starting_until_startup_timeout_then_hung() {
@@ -102,19 +82,13 @@ mod tests {
         let t0 = Instant::now();
         let ok = t0 + S(10);
         assert_eq!(verdict(L, t0, Some(ok), true, ok), Verdict::Healthy);
-        assert_eq!(
-            verdict(L, t0, Some(ok), false, ok + S(29)),
-            Verdict::Degraded
-        );
+        assert_eq!(verdict(L, t0, Some(ok), false, ok + S(29)), Verdict::Degraded);
         assert_eq!(verdict(L, t0, Some(ok), false, ok + S(30)), Verdict::Hung);
     }
 
     #[test]
     fn a_run_healthy_long_ago_is_not_judged_by_startup_timeout() {
         let t0 = Instant::now();
-        assert_eq!(
-            verdict(L, t0, Some(t0 + S(500)), true, t0 + S(1000)),
-            Verdict::Healthy
-        );
+        assert_eq!(verdict(L, t0, Some(t0 + S(500)), true, t0 + S(1000)), Verdict::Healthy);
     }
 }

@@ -30,11 +30,7 @@ pub enum InstallError {
     },
     /// npm ran and failed.
     #[error("`npm install {package}` failed ({status}): {tail}")]
-    NpmFailed {
-        package: String,
-        status: String,
-        tail: String,
-    },
+    NpmFailed { package: String, status: String, tail: String },
     /// The staging or runtime folder could not be prepared.
     #[error("cannot prepare {}: {source}", path.display())]
     Io {
@@ -57,25 +53,13 @@ fn red_js_in(dir: &Path) -> PathBuf {
 
 /// Installs `package` into `runtime_dir` with npm, logging progress; returns the path of
 /// `red.js`. Cancel-safe: dropping the future kills npm.
-pub async fn install(
-    node: &str,
-    npm: &str,
-    package: &str,
-    runtime_dir: &Path,
-) -> Result<PathBuf, InstallError> {
+pub async fn install(node: &str, npm: &str, package: &str, runtime_dir: &Path) -> Result<PathBuf, InstallError> {
     check_runs(node, "--version")
         .await
-        .map_err(|source| InstallError::NodeMissing {
-            program: node.to_string(),
-            source,
-        })?;
-    let npm_version =
-        check_runs(npm, "--version")
-            .await
-            .map_err(|source| InstallError::NpmMissing {
-                program: npm.to_string(),
-                source,
-            })?;
+        .map_err(|source| InstallError::NodeMissing { program: node.to_string(), source })?;
+    let npm_version = check_runs(npm, "--version")
+        .await
+        .map_err(|source| InstallError::NpmMissing { program: npm.to_string(), source })?;
 
     let staging = runtime_dir.with_file_name("runtime.staging");
     let io = |path: &Path| {
@@ -86,11 +70,8 @@ pub async fn install(
         std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
     }
     std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-    std::fs::write(
-        staging.join("package.json"),
-        "{\"name\":\"redtether-node-red-runtime\",\"private\":true}\n",
-    )
-    .map_err(io(&staging))?;
+    std::fs::write(staging.join("package.json"), "{\"name\":\"redtether-node-red-runtime\",\"private\":true}\n")
+        .map_err(io(&staging))?;
 
     tracing::info!(%package, npm_version = %npm_version.trim(), dir = %runtime_dir.display(), "installing Node-RED with npm (this can take minutes)");
     let started = Instant::now();
@@ -112,10 +93,7 @@ pub async fn install(
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|source| InstallError::NpmMissing {
-            program: npm.to_string(),
-            source,
-        })?;
+        .map_err(|source| InstallError::NpmMissing { program: npm.to_string(), source })?;
 
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
@@ -136,10 +114,7 @@ pub async fn install(
         return Err(InstallError::NpmFailed {
             package: package.to_string(),
             status: status.to_string(),
-            tail: format!(
-                "npm succeeded but {} is missing: is {package:?} a Node-RED package?",
-                red_js.display()
-            ),
+            tail: format!("npm succeeded but {} is missing: is {package:?} a Node-RED package?", red_js.display()),
         });
     }
     std::fs::write(staging.join(MARKER), package).map_err(io(&staging))?;
@@ -153,35 +128,23 @@ pub async fn install(
 }
 
 fn installed_version(runtime_dir: &Path) -> Option<String> {
-    let text =
-        std::fs::read_to_string(runtime_dir.join("node_modules/node-red/package.json")).ok()?;
+    let text = std::fs::read_to_string(runtime_dir.join("node_modules/node-red/package.json")).ok()?;
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
     json.get("version")?.as_str().map(str::to_string)
 }
 
 async fn check_runs(program: &str, arg: &str) -> std::io::Result<String> {
-    let out = Command::new(program)
-        .arg(arg)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await?;
+    let out = Command::new(program).arg(arg).stdin(Stdio::null()).kill_on_drop(true).output().await?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(std::io::Error::other(format!(
-            "`{program} {arg}` exited with {}",
-            out.status
-        )))
+        Err(std::io::Error::other(format!("`{program} {arg}` exited with {}", out.status)))
     }
 }
 
 /// Logs npm's output as progress: a summary line every few seconds instead of one line per
 /// fetched tarball. Returns the last lines of stderr for the error message.
-async fn log_progress<R: tokio::io::AsyncRead + Unpin>(
-    pipe: Option<R>,
-    is_stderr: bool,
-) -> Vec<String> {
+async fn log_progress<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>, is_stderr: bool) -> Vec<String> {
     let Some(pipe) = pipe else { return Vec::new() };
     let mut lines = BufReader::new(pipe).lines();
     let mut tail: Vec<String> = Vec::new();
@@ -226,24 +189,13 @@ mod tests {
         assert_eq!(installed_red_js(&rt, "node-red@4.1"), None, "no red.js");
         std::fs::write(rt.join("node_modules/node-red/red.js"), "").unwrap();
         assert_eq!(installed_red_js(&rt, "node-red@4.1"), Some(red_js_in(&rt)));
-        assert_eq!(
-            installed_red_js(&rt, "node-red@4.0"),
-            None,
-            "another spec reinstalls"
-        );
+        assert_eq!(installed_red_js(&rt, "node-red@4.0"), None, "another spec reinstalls");
     }
 
     #[tokio::test]
     async fn missing_npm_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = install(
-            "true",
-            "/nonexistent/npm",
-            "node-red@4.1",
-            &dir.path().join("runtime"),
-        )
-        .await
-        .unwrap_err();
+        let err = install("true", "/nonexistent/npm", "node-red@4.1", &dir.path().join("runtime")).await.unwrap_err();
         assert!(matches!(err, InstallError::NpmMissing { .. }), "{err}");
         assert!(err.to_string().contains("node_red.npm"), "{err}");
     }
@@ -251,14 +203,7 @@ mod tests {
     #[tokio::test]
     async fn missing_node_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = install(
-            "/nonexistent/node",
-            "true",
-            "node-red@4.1",
-            &dir.path().join("runtime"),
-        )
-        .await
-        .unwrap_err();
+        let err = install("/nonexistent/node", "true", "node-red@4.1", &dir.path().join("runtime")).await.unwrap_err();
         assert!(err.to_string().contains("node_red.node"), "{err}");
     }
 }

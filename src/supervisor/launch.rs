@@ -10,14 +10,8 @@ pub const INSTANCE_ENV: &str = "REDTETHER_NODE_RED_INSTANCE";
 
 /// Variables that belong to the agent, not to Node-RED: systemd would take a READY or WATCHDOG
 /// sent by the child as ours, and socket-activation fds are not the child's.
-pub const ENV_REMOVED: [&str; 6] = [
-    "NOTIFY_SOCKET",
-    "WATCHDOG_USEC",
-    "WATCHDOG_PID",
-    "LISTEN_FDS",
-    "LISTEN_PID",
-    "LISTEN_FDNAMES",
-];
+pub const ENV_REMOVED: [&str; 6] =
+    ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchSpec {
@@ -37,19 +31,15 @@ pub fn launch_spec(
     instance: &str,
     inherited_node_options: Option<&str>,
 ) -> LaunchSpec {
-    let heap_flag = (settings.max_old_space_mb > 0)
-        .then(|| format!("--max-old-space-size={}", settings.max_old_space_mb));
+    let heap_flag =
+        (settings.max_old_space_mb > 0).then(|| format!("--max-old-space-size={}", settings.max_old_space_mb));
     let node_red_args = [
         "--settings".to_string(),
         settings_file.display().to_string(),
         "--userDir".to_string(),
         user_dir.display().to_string(),
     ];
-    let mut env: Vec<(String, String)> = settings
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut env: Vec<(String, String)> = settings.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     env.push((INSTANCE_ENV.to_string(), instance.to_string()));
 
     let (program, args) = match (&settings.launch, red_js) {
@@ -57,10 +47,7 @@ pub fn launch_spec(
             // A command may be a wrapper script, so the heap limit travels in NODE_OPTIONS,
             // which every node it starts reads.
             if let Some(flag) = heap_flag {
-                let options = match inherited_node_options
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                {
+                let options = match inherited_node_options.map(str::trim).filter(|s| !s.is_empty()) {
                     Some(existing) => format!("{existing} {flag}"),
                     None => flag,
                 };
@@ -87,14 +74,8 @@ mod tests {
     use std::path::PathBuf;
 
     fn node_red(toml: &str) -> NodeRedSettings {
-        let ctx = ProcessContext {
-            is_root: false,
-            state_directory: None,
-            cwd: PathBuf::from("/"),
-        };
-        from_toml(toml, Path::new("/x.toml"), &ctx)
-            .unwrap()
-            .node_red
+        let ctx = ProcessContext { is_root: false, state_directory: None, cwd: PathBuf::from("/") };
+        from_toml(toml, Path::new("/x.toml"), &ctx).unwrap().node_red
     }
 
     fn spec(toml: &str, node_options: Option<&str>) -> LaunchSpec {
@@ -123,10 +104,7 @@ mod tests {
                 "/s/node-red"
             ]
         );
-        assert!(
-            s.env
-                .contains(&(INSTANCE_ENV.to_string(), "run-1".to_string()))
-        );
+        assert!(s.env.contains(&(INSTANCE_ENV.to_string(), "run-1".to_string())));
     }
 
     #[test]
@@ -142,20 +120,8 @@ mod tests {
             Some("--trace-warnings"),
         );
         assert_eq!(s.program, "/usr/bin/node-red");
-        assert_eq!(
-            s.args,
-            [
-                "--safe",
-                "--settings",
-                "/s/node-red/settings.js",
-                "--userDir",
-                "/s/node-red"
-            ]
-        );
-        assert!(s.env.contains(&(
-            "NODE_OPTIONS".into(),
-            "--trace-warnings --max-old-space-size=256".into()
-        )));
+        assert_eq!(s.args, ["--safe", "--settings", "/s/node-red/settings.js", "--userDir", "/s/node-red"]);
+        assert!(s.env.contains(&("NODE_OPTIONS".into(), "--trace-warnings --max-old-space-size=256".into())));
         assert!(s.env.contains(&("TZ".into(), "UTC".into())));
     }
 }

@@ -8,9 +8,7 @@ use std::fs;
 /// carries `INSTANCE_ENV=<instance>`.
 pub fn environ_has_instance(environ: &[u8], instance: &str) -> bool {
     let wanted = format!("{INSTANCE_ENV}={instance}");
-    environ
-        .split(|&b| b == 0)
-        .any(|entry| entry == wanted.as_bytes())
+    environ.split(|&b| b == 0).any(|entry| entry == wanted.as_bytes())
 }
 
 /// SIGKILLs every process whose environment marks it as part of run `instance`; returns how
@@ -22,11 +20,7 @@ pub fn kill_instance(instance: &str) -> usize {
     };
     let mut killed = 0;
     for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         if pid == own {
@@ -37,11 +31,7 @@ pub fn kill_instance(instance: &str) -> usize {
         };
         if environ_has_instance(&environ, instance)
             && let Ok(raw) = i32::try_from(pid)
-            && nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(raw),
-                nix::sys::signal::Signal::SIGKILL,
-            )
-            .is_ok()
+            && nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), nix::sys::signal::Signal::SIGKILL).is_ok()
         {
             killed += 1;
         }
@@ -59,34 +49,18 @@ mod tests {
         assert!(environ_has_instance(env, "abc-1"));
         assert!(!environ_has_instance(env, "abc"));
         assert!(!environ_has_instance(env, "abc-10"));
-        assert!(!environ_has_instance(
-            b"XREDTETHER_NODE_RED_INSTANCE=abc-1\0",
-            "abc-1"
-        ));
+        assert!(!environ_has_instance(b"XREDTETHER_NODE_RED_INSTANCE=abc-1\0", "abc-1"));
     }
 
     #[test]
     fn kills_a_real_marked_process_and_spares_others() {
         let instance = format!("test-{}", crate::state_dir::random_secret(8));
-        let mut marked = std::process::Command::new("sleep")
-            .arg("30")
-            .env(INSTANCE_ENV, &instance)
-            .spawn()
-            .unwrap();
-        let mut other = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
+        let mut marked = std::process::Command::new("sleep").arg("30").env(INSTANCE_ENV, &instance).spawn().unwrap();
+        let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         assert_eq!(kill_instance(&instance), 1);
         let status = marked.wait().unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(9)
-        );
-        assert!(
-            other.try_wait().unwrap().is_none(),
-            "unmarked process left alone"
-        );
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+        assert!(other.try_wait().unwrap().is_none(), "unmarked process left alone");
         other.kill().unwrap();
         other.wait().unwrap();
     }

@@ -16,10 +16,7 @@ pub enum LineLevel {
 }
 
 pub fn level_of(line: &str, from_stderr: bool) -> LineLevel {
-    let tag = line
-        .split_once(" - [")
-        .and_then(|(_, rest)| rest.split_once(']'))
-        .map(|(tag, _)| tag);
+    let tag = line.split_once(" - [").and_then(|(_, rest)| rest.split_once(']')).map(|(tag, _)| tag);
     match tag {
         Some("error" | "fatal") => LineLevel::Error,
         Some("warn") => LineLevel::Warn,
@@ -76,22 +73,10 @@ mod tests {
 
     #[test]
     fn node_red_levels_are_read_from_the_prefix() {
-        assert_eq!(
-            level_of("27 Nov 07:40:00 - [warn] Flows file name not set", false),
-            LineLevel::Warn
-        );
-        assert_eq!(
-            level_of("27 Nov 07:40:00 - [error] boom", false),
-            LineLevel::Error
-        );
-        assert_eq!(
-            level_of("27 Nov 07:40:00 - [info] Server now running", true),
-            LineLevel::Info
-        );
-        assert_eq!(
-            level_of("27 Nov 07:40:00 - [trace] x", false),
-            LineLevel::Debug
-        );
+        assert_eq!(level_of("27 Nov 07:40:00 - [warn] Flows file name not set", false), LineLevel::Warn);
+        assert_eq!(level_of("27 Nov 07:40:00 - [error] boom", false), LineLevel::Error);
+        assert_eq!(level_of("27 Nov 07:40:00 - [info] Server now running", true), LineLevel::Info);
+        assert_eq!(level_of("27 Nov 07:40:00 - [trace] x", false), LineLevel::Debug);
     }
 
     #[test]

@@ -32,12 +32,7 @@ pub struct RestartPolicy {
 
 impl RestartPolicy {
     pub fn new(config: PolicyConfig) -> Self {
-        RestartPolicy {
-            config,
-            attempt: 0,
-            recent_crashes: VecDeque::new(),
-            healthy_since: None,
-        }
+        RestartPolicy { config, attempt: 0, recent_crashes: VecDeque::new(), healthy_since: None }
     }
 
     /// The child answered its health check. Only the first answer of a run counts as its start.
@@ -64,11 +59,7 @@ impl RestartPolicy {
         let crash_loop = self.recent_crashes.len() > self.config.crash_loop_restarts as usize;
         // In a crash loop the child is still retried, but only at the cap: an edge device must
         // recover by itself once the cause (a full disk, a bad flow) goes away.
-        let delay = if crash_loop {
-            self.config.backoff.max
-        } else {
-            self.config.backoff.delay(self.attempt, jitter)
-        };
+        let delay = if crash_loop { self.config.backoff.max } else { self.config.backoff.delay(self.attempt, jitter) };
         self.attempt = self.attempt.saturating_add(1);
         RestartPlan { delay, crash_loop }
     }
@@ -103,9 +94,7 @@ mod tests {
     fn backoff_grows_with_each_crash() {
         let mut p = policy();
         let t0 = Instant::now();
-        let ceilings: Vec<Duration> = (0..5)
-            .map(|i| p.on_crash(t0 + S(i * 10), 0.999_999).delay)
-            .collect();
+        let ceilings: Vec<Duration> = (0..5).map(|i| p.on_crash(t0 + S(i * 10), 0.999_999).delay).collect();
         assert!(ceilings.windows(2).all(|w| w[0] < w[1]), "{ceilings:?}");
         assert!(ceilings[4] < S(16));
     }
@@ -118,13 +107,7 @@ mod tests {
             assert!(!p.on_crash(t0 + S(i), 0.0).crash_loop, "crash {i}");
         }
         let sixth = p.on_crash(t0 + S(5), 0.0);
-        assert_eq!(
-            sixth,
-            RestartPlan {
-                delay: S(60),
-                crash_loop: true
-            }
-        );
+        assert_eq!(sixth, RestartPlan { delay: S(60), crash_loop: true });
     }
 
     #[test]
@@ -176,9 +159,6 @@ mod tests {
         p.on_healthy(t0 + S(5));
         p.on_planned_stop();
         let plan = p.on_crash(t0 + S(5) + S(700), 0.999_999);
-        assert!(
-            plan.delay > S(4),
-            "no reset without a healthy run: {plan:?}"
-        );
+        assert!(plan.delay > S(4), "no reset without a healthy run: {plan:?}");
     }
 }

@@ -24,9 +24,7 @@ use tokio_util::task::TaskTracker;
 const STARTUP_PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 enum Command {
-    Restart {
-        reply: oneshot::Sender<Result<u32, SupervisorError>>,
-    },
+    Restart { reply: oneshot::Sender<Result<u32, SupervisorError>> },
 }
 
 /// The rest of the agent's view of the supervisor.
@@ -52,10 +50,7 @@ impl SupervisorHandle {
     /// Returns the new pid once it is spawned.
     pub async fn restart(&self) -> Result<u32, SupervisorError> {
         let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Restart { reply })
-            .await
-            .map_err(|_| SupervisorError::Gone)?;
+        self.commands.send(Command::Restart { reply }).await.map_err(|_| SupervisorError::Gone)?;
         rx.await.map_err(|_| SupervisorError::Gone)?
     }
 }
@@ -100,15 +95,9 @@ impl Supervisor {
         let (status_tx, status_rx) = watch::channel(NodeRedStatus::initial());
         let (upstream_tx, upstream_rx) = watch::channel(None);
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
-        let probe_timeout = settings
-            .health_interval
-            .clamp(Duration::from_millis(500), Duration::from_secs(5));
+        let probe_timeout = settings.health_interval.clamp(Duration::from_millis(500), Duration::from_secs(5));
         // Probes as the agent itself, with Node-RED's own notion of full rights.
-        let probe = Probe::new(
-            GATE_TOKEN_HEADER,
-            upstream_tokens.token("redtether", Perm::Full),
-            probe_timeout,
-        );
+        let probe = Probe::new(GATE_TOKEN_HEADER, upstream_tokens.token("redtether", Perm::Full), probe_timeout);
         let supervisor = Supervisor {
             settings,
             dir,
@@ -125,14 +114,7 @@ impl Supervisor {
             tasks: TaskTracker::new(),
             pending_restarts: Vec::new(),
         };
-        (
-            supervisor,
-            SupervisorHandle {
-                commands: cmd_tx,
-                status: status_rx,
-                upstream: upstream_rx,
-            },
-        )
+        (supervisor, SupervisorHandle { commands: cmd_tx, status: status_rx, upstream: upstream_rx })
     }
 
     /// Supervises until `cancel` fires, then stops Node-RED and returns.
@@ -156,12 +138,7 @@ impl Supervisor {
                     let delay = install_backoff.delay(install_attempt, jitter());
                     install_attempt = install_attempt.saturating_add(1);
                     tracing::error!(error = %reason, retry_in = %fmt(delay), "cannot install Node-RED");
-                    self.set(
-                        NodeRedState::Backoff,
-                        None,
-                        None,
-                        Some(format!("{reason}; retrying in {}", fmt(delay))),
-                    );
+                    self.set(NodeRedState::Backoff, None, None, Some(format!("{reason}; retrying in {}", fmt(delay))));
                     if !self.wait(delay, &cancel).await {
                         break;
                     }
@@ -173,9 +150,7 @@ impl Supervisor {
             let end = match self.start(red_js) {
                 Ok((process, port, instance)) => {
                     let mut process = process;
-                    let end = self
-                        .watch_run(&mut process, port, &mut policy, &cancel)
-                        .await;
+                    let end = self.watch_run(&mut process, port, &mut policy, &cancel).await;
                     self.upstream.send_replace(None);
                     let end = self.finish_run(&mut process, end).await;
                     let killed = leftovers::kill_instance(&instance);
@@ -198,23 +173,14 @@ impl Supervisor {
                 }
                 RunEnd::Exited(_) | RunEnd::Hung(_) => {
                     let plan = policy.on_crash(Instant::now(), jitter());
-                    let state = if plan.crash_loop {
-                        NodeRedState::CrashLoop
-                    } else {
-                        NodeRedState::Backoff
-                    };
+                    let state = if plan.crash_loop { NodeRedState::CrashLoop } else { NodeRedState::Backoff };
                     let last = self.status.borrow().last_exit.clone().unwrap_or_default();
                     if plan.crash_loop {
                         tracing::error!(restart_in = %fmt(plan.delay), recent_crashes = policy.recent_crashes(), "Node-RED is in a crash loop");
                     } else {
                         tracing::warn!(restart_in = %fmt(plan.delay), "Node-RED {last}; restarting");
                     }
-                    self.set(
-                        state,
-                        None,
-                        None,
-                        Some(format!("{last}; restarting in {}", fmt(plan.delay))),
-                    );
+                    self.set(state, None, None, Some(format!("{last}; restarting in {}", fmt(plan.delay))));
                     if !self.wait(plan.delay, &cancel).await {
                         break;
                     }
@@ -239,20 +205,14 @@ impl Supervisor {
         if let Ok(instance) = std::fs::read_to_string(&path) {
             let killed = leftovers::kill_instance(instance.trim());
             if killed > 0 {
-                tracing::warn!(
-                    count = killed,
-                    "ended processes left behind by an earlier run of the agent"
-                );
+                tracing::warn!(count = killed, "ended processes left behind by an earlier run of the agent");
             }
         }
     }
 
     /// The installed `red.js` (managed mode, installing it first when missing) or `None` when a
     /// command is configured. `Err(None)` means cancelled; `Err(Some(reason))` a failed install.
-    async fn entry_point(
-        &mut self,
-        cancel: &CancellationToken,
-    ) -> Result<Option<PathBuf>, Option<String>> {
+    async fn entry_point(&mut self, cancel: &CancellationToken) -> Result<Option<PathBuf>, Option<String>> {
         let settings = Arc::clone(&self.settings);
         let NodeRedLaunch::Managed { node, npm, package } = &settings.launch else {
             return Ok(None);
@@ -261,12 +221,7 @@ impl Supervisor {
         if let Some(red_js) = install::installed_red_js(&runtime, package) {
             return Ok(Some(red_js));
         }
-        self.set(
-            NodeRedState::Starting,
-            None,
-            None,
-            Some(format!("installing {package} with npm")),
-        );
+        self.set(NodeRedState::Starting, None, None, Some(format!("installing {package} with npm")));
         self.fire_first_attempt();
         let installing = install::install(node, npm, package, &runtime);
         tokio::pin!(installing);
@@ -287,8 +242,7 @@ impl Supervisor {
     /// Writes the settings file and spawns one run. Returns the process, its port and the
     /// instance marker of the run.
     fn start(&mut self, red_js: Option<PathBuf>) -> Result<(NodeRedProcess, u16, String), String> {
-        let port =
-            pick_port(self.settings.port).map_err(|e| format!("no free loopback port: {e}"))?;
+        let port = pick_port(self.settings.port).map_err(|e| format!("no free loopback port: {e}"))?;
         let settings_file = self.dir.node_red_settings();
         let rendered = SettingsJs {
             port,
@@ -310,10 +264,9 @@ impl Supervisor {
             inherited.as_deref(),
         );
         // Recorded before the spawn, so an agent killed right after it still finds the run.
-        write_private(&self.dir.node_red_instance_file(), instance.as_bytes())
-            .map_err(|e| e.to_string())?;
-        let (process, pipes) = NodeRedProcess::spawn(&spec)
-            .map_err(|e| format!("cannot run `{}`: {e}", spec.program))?;
+        write_private(&self.dir.node_red_instance_file(), instance.as_bytes()).map_err(|e| e.to_string())?;
+        let (process, pipes) =
+            NodeRedProcess::spawn(&spec).map_err(|e| format!("cannot run `{}`: {e}", spec.program))?;
         let pid = process.pid();
         if let Some(stdout) = pipes.stdout {
             self.tasks.spawn(logs::forward(stdout, "stdout", pid));
@@ -323,8 +276,7 @@ impl Supervisor {
         }
         self.spawns += 1;
         tracing::info!(pid, port, program = %spec.program, "Node-RED started");
-        self.upstream
-            .send_replace(Some(SocketAddr::from(([127, 0, 0, 1], port))));
+        self.upstream.send_replace(Some(SocketAddr::from(([127, 0, 0, 1], port))));
         self.set(NodeRedState::Starting, Some(pid), Some(port), None);
         self.fire_first_attempt();
         for reply in self.pending_restarts.drain(..) {
@@ -350,11 +302,7 @@ impl Supervisor {
         let mut last_ok: Option<Instant> = None;
         let mut warned = false;
         loop {
-            let interval = if last_ok.is_some() {
-                self.settings.health_interval
-            } else {
-                STARTUP_PROBE_INTERVAL
-            };
+            let interval = if last_ok.is_some() { self.settings.health_interval } else { STARTUP_PROBE_INTERVAL };
             let next_probe = async {
                 tokio::time::sleep(interval).await;
                 probe.check(port).await
@@ -409,12 +357,7 @@ impl Supervisor {
             }
             RunEnd::Cancelled | RunEnd::Restart(_) => {
                 tracing::info!(pid, "stopping Node-RED");
-                self.set(
-                    NodeRedState::Starting,
-                    Some(pid),
-                    None,
-                    Some("stopping".into()),
-                );
+                self.set(NodeRedState::Starting, Some(pid), None, Some("stopping".into()));
                 match process.stop(stop_timeout).await {
                     Ok(status) => format!("was stopped by the agent ({})", describe_exit(status)),
                     Err(e) => format!("was stopped by the agent ({e})"),
@@ -449,24 +392,14 @@ impl Supervisor {
         }
     }
 
-    fn set(
-        &self,
-        state: NodeRedState,
-        pid: Option<u32>,
-        port: Option<u16>,
-        detail: Option<String>,
-    ) {
+    fn set(&self, state: NodeRedState, pid: Option<u32>, port: Option<u16>, detail: Option<String>) {
         let restarts = self.spawns.saturating_sub(1);
         self.status.send_if_modified(|s| {
             let next = NodeRedStatus {
                 state,
                 pid,
                 restarts,
-                since: if s.state == state {
-                    s.since
-                } else {
-                    SystemTime::now()
-                },
+                since: if s.state == state { s.since } else { SystemTime::now() },
                 port,
                 detail,
                 last_exit: s.last_exit.clone(),
@@ -497,9 +430,7 @@ fn describe_exit(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exited with code {code}"),
         (None, Some(sig)) => {
-            let name = nix::sys::signal::Signal::try_from(sig)
-                .map(|s| s.as_str())
-                .unwrap_or("unknown");
+            let name = nix::sys::signal::Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("unknown");
             format!("was killed by signal {sig} ({name})")
         }
         _ => format!("ended ({status})"),

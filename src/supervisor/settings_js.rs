@@ -48,8 +48,7 @@ impl SettingsJs<'_> {
         let settings = serde_json::to_string_pretty(&settings).unwrap_or_default();
         let key = serde_json::to_string(self.upstream_key_hex).unwrap_or_default();
         let header = serde_json::to_string(GATE_TOKEN_HEADER).unwrap_or_default();
-        let socket =
-            serde_json::to_string(&self.control_socket.display().to_string()).unwrap_or_default();
+        let socket = serde_json::to_string(&self.control_socket.display().to_string()).unwrap_or_default();
         format!(
             r#"// Written by redtether before every start of Node-RED: edits are overwritten.
 // Node-RED listens on loopback only; users reach it through redtether's gate.
@@ -145,9 +144,6 @@ mod tests {
     #[test]
     fn values_cannot_break_out_of_their_strings() {
         let s = render("\"; process.exit(1); \"");
-        assert!(
-            s.contains(r#""credentialSecret": "\"; process.exit(1); \"""#),
-            "{s}"
-        );
+        assert!(s.contains(r#""credentialSecret": "\"; process.exit(1); \"""#), "{s}");
     }
 }

@@ -15,8 +15,7 @@ pub enum LogSink {
 
 /// Installs the global subscriber. `RUST_LOG` overrides `level` when set.
 pub fn init_logging(level: &str) -> LogSink {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(default_directives(level)));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_directives(level)));
     if stderr_is_journal() {
         match tracing_journald::layer() {
             Ok(journald) => {
@@ -31,12 +30,7 @@ pub fn init_logging(level: &str) -> LogSink {
                     .with_syslog_identifier("redtether".to_string())
                     .with_field_prefix(None)
                     .with_priority_mappings(priorities);
-                if tracing_subscriber::registry()
-                    .with(filter)
-                    .with(journald)
-                    .try_init()
-                    .is_ok()
-                {
+                if tracing_subscriber::registry().with(filter).with(journald).try_init().is_ok() {
                     return LogSink::Journald;
                 }
                 return LogSink::Stderr;

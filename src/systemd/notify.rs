@@ -19,9 +19,7 @@ impl Notifier {
         };
         let value = value.to_string_lossy().into_owned();
         match open(&value) {
-            Ok(target) => Notifier {
-                target: Some(target),
-            },
+            Ok(target) => Notifier { target: Some(target) },
             Err(e) => {
                 tracing::warn!(socket = %value, error = %e, "NOTIFY_SOCKET is set but unusable; not notifying systemd");
                 Notifier { target: None }
@@ -34,11 +32,7 @@ impl Notifier {
     }
 
     pub fn ready(&self, status: &str) {
-        self.send(&format!(
-            "READY=1\nSTATUS={}\nMAINPID={}",
-            one_line(status),
-            std::process::id()
-        ));
+        self.send(&format!("READY=1\nSTATUS={}\nMAINPID={}", one_line(status), std::process::id()));
     }
     pub fn status(&self, status: &str) {
         self.send(&format!("STATUS={}", one_line(status)));
@@ -66,10 +60,7 @@ fn open(value: &str) -> std::io::Result<(UnixDatagram, SocketAddr)> {
         Some(name) => SocketAddr::from_abstract_name(name.as_bytes())?,
         None if value.starts_with('/') => SocketAddr::from_pathname(value)?,
         None => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "not an absolute path or @name",
-            ));
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an absolute path or @name"));
         }
     };
     let socket = UnixDatagram::unbound()?;
@@ -101,13 +92,9 @@ mod tests {
     #[test]
     fn sends_to_an_abstract_socket() {
         let name = format!("redtether-test-{}", crate::state_dir::random_secret(6));
-        let receiver =
-            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
-                .unwrap();
+        let receiver = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
         let (socket, addr) = open(&format!("@{name}")).unwrap();
-        let notifier = Notifier {
-            target: Some((socket, addr)),
-        };
+        let notifier = Notifier { target: Some((socket, addr)) };
         notifier.status("line one\nline two");
         let mut buf = [0u8; 256];
         let n = receiver.recv(&mut buf).unwrap();
@@ -120,10 +107,7 @@ mod tests {
         let path = dir.path().join("notify");
         let receiver = UnixDatagram::bind(&path).unwrap();
         let (socket, addr) = open(path.to_str().unwrap()).unwrap();
-        Notifier {
-            target: Some((socket, addr)),
-        }
-        .stopping("bye");
+        Notifier { target: Some((socket, addr)) }.stopping("bye");
         let mut buf = [0u8; 256];
         let n = receiver.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"STOPPING=1\nSTATUS=bye");

@@ -23,17 +23,8 @@ pub fn hash_of(password: &str) -> String {
     if let Some((_, h)) = cache.iter().find(|(p, _)| p == password) {
         return h.clone();
     }
-    let mut child = Command::new(BIN)
-        .arg("passwd")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(
-        child.stdin.as_mut().unwrap(),
-        format!("{password}\n").as_bytes(),
-    )
-    .unwrap();
+    let mut child = Command::new(BIN).arg("passwd").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), format!("{password}\n").as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
@@ -46,10 +37,7 @@ pub fn default_users() -> String {
     USERS
         .iter()
         .map(|(name, password, role)| {
-            format!(
-                "[[gate.users]]\nname = {name:?}\npassword_hash = {:?}\nrole = {role:?}\n",
-                hash_of(password)
-            )
+            format!("[[gate.users]]\nname = {name:?}\npassword_hash = {:?}\nrole = {role:?}\n", hash_of(password))
         })
         .collect()
 }
@@ -57,12 +45,7 @@ pub fn default_users() -> String {
 /// A config for a test agent: gate on an ephemeral loopback port, state in `dir`, the
 /// `[node_red]` body given, `gate_keys` in `[gate]`, then `gate_tables` (default: node space
 /// open and the [`USERS`]).
-pub fn config_with(
-    dir: &Path,
-    node_red: &str,
-    gate_keys: &str,
-    gate_tables: Option<&str>,
-) -> String {
+pub fn config_with(dir: &Path, node_red: &str, gate_keys: &str, gate_tables: Option<&str>) -> String {
     let tables = match gate_tables {
         Some(t) => t.to_string(),
         None => format!("[gate.http_auth]\nmode = \"none\"\n{}", default_users()),
@@ -79,10 +62,7 @@ pub fn config(dir: &Path, node_red: &str) -> String {
 
 /// The `[node_red]` line that runs the fixture Node-RED.
 pub fn fixture_node_red() -> String {
-    format!(
-        "command = [\"node\", {:?}]",
-        super::node_red::red_js().display().to_string()
-    )
+    format!("command = [\"node\", {:?}]", super::node_red::red_js().display().to_string())
 }
 
 pub struct Agent {
@@ -96,11 +76,7 @@ impl Agent {
     /// Starts an agent with the fixture Node-RED and `extra` appended to `[node_red]`.
     pub fn start(extra: &str) -> Agent {
         // Fast health checks unless the test sets its own.
-        let health = if extra.contains("health_interval") {
-            ""
-        } else {
-            "health_interval = \"500ms\""
-        };
+        let health = if extra.contains("health_interval") { "" } else { "health_interval = \"500ms\"" };
         Agent::start_with(&format!("{}\n{health}\n{extra}", fixture_node_red()), &[])
     }
 
@@ -115,12 +91,7 @@ impl Agent {
         Agent::start_full(&node_red, gate_keys, gate_tables, &[])
     }
 
-    pub fn start_full(
-        node_red: &str,
-        gate_keys: &str,
-        gate_tables: Option<&str>,
-        env: &[(&str, &str)],
-    ) -> Agent {
+    pub fn start_full(node_red: &str, gate_keys: &str, gate_tables: Option<&str>, env: &[(&str, &str)]) -> Agent {
         let mut agent = Agent::prepare(node_red, gate_keys, gate_tables);
         agent.spawn(env);
         agent
@@ -130,36 +101,19 @@ impl Agent {
     pub fn prepare(node_red: &str, gate_keys: &str, gate_tables: Option<&str>) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("agent.toml");
-        std::fs::write(
-            &config,
-            self::config_with(dir.path(), node_red, gate_keys, gate_tables),
-        )
-        .unwrap();
-        Agent {
-            dir,
-            child: None,
-            config,
-            log: PathBuf::new(),
-        }
+        std::fs::write(&config, self::config_with(dir.path(), node_red, gate_keys, gate_tables)).unwrap();
+        Agent { dir, child: None, config, log: PathBuf::new() }
     }
 
     /// Starts (again) on the same state directory and config.
     pub fn spawn(&mut self, env: &[(&str, &str)]) {
         self.log = self.dir.path().join(format!(
             "agent-{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
         ));
         let log = std::fs::File::create(&self.log).unwrap();
         let mut cmd = Command::new(BIN);
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+        cmd.arg("run").arg("--config").arg(&self.config).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -188,11 +142,7 @@ impl Agent {
         if !super::process_alive(self.pid()) {
             panic!("the agent is not running; its log:\n{}", self.log());
         }
-        let out = Command::new(BIN)
-            .args(["status", "--json", "--config"])
-            .arg(&self.config)
-            .output()
-            .unwrap();
+        let out = Command::new(BIN).args(["status", "--json", "--config"]).arg(&self.config).output().unwrap();
         if !out.status.success() {
             return None;
         }
@@ -200,18 +150,13 @@ impl Agent {
     }
 
     pub fn status(&self) -> serde_json::Value {
-        wait_for(
-            Duration::from_secs(20),
-            "the agent's control socket",
-            || self.try_status(),
-        )
+        wait_for(Duration::from_secs(20), "the agent's control socket", || self.try_status())
     }
 
     /// Waits until Node-RED reports `state` and returns the status.
     pub fn wait_state(&self, state: &str, timeout: Duration) -> serde_json::Value {
         wait_for(timeout, &format!("Node-RED state {state}"), || {
-            self.try_status()
-                .filter(|s| s["node_red"]["state"] == state)
+            self.try_status().filter(|s| s["node_red"]["state"] == state)
         })
     }
 
@@ -221,10 +166,7 @@ impl Agent {
 
     /// The gate's base URL, from the status document.
     pub fn gate_url(&self) -> String {
-        format!(
-            "http://{}",
-            self.status()["gate"]["listen"].as_str().unwrap()
-        )
+        format!("http://{}", self.status()["gate"]["listen"].as_str().unwrap())
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {

@@ -77,9 +77,7 @@ pub fn echo_flow() -> serde_json::Value {
 /// the connection or went quiet for a moment.
 pub fn raw(addr: &str, bytes: &[u8]) -> String {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_millis(1500)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(1500))).unwrap();
     stream.write_all(bytes).unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
@@ -95,17 +93,10 @@ pub fn raw(addr: &str, bytes: &[u8]) -> String {
 
 /// The status code of the first response in `raw` output, or 0 if there was none.
 pub fn status_of(response: &str) -> u16 {
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
 /// Every status code in `raw` output (pipelined responses follow each other's bodies directly).
 pub fn statuses_of(response: &str) -> Vec<u16> {
-    response
-        .match_indices("HTTP/1.")
-        .filter_map(|(i, _)| response.get(i + 9..i + 12)?.parse().ok())
-        .collect()
+    response.match_indices("HTTP/1.").filter_map(|(i, _)| response.get(i + 9..i + 12)?.parse().ok()).collect()
 }

@@ -21,9 +21,7 @@ pub fn red_js() -> PathBuf {
     let installed_from = dir.join(".installed-lockfile");
     std::fs::create_dir_all(&dir).unwrap();
     let lock_file = std::fs::File::create(dir.with_extension("lock")).unwrap();
-    let _guard = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .unwrap();
+    let _guard = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
     if red_js.is_file() && std::fs::read(&installed_from).ok().as_deref() == Some(&lock_src[..]) {
         return red_js;
     }
@@ -31,25 +29,12 @@ pub fn red_js() -> PathBuf {
         std::fs::copy(fixture().join(name), dir.join(name)).unwrap();
     }
     let status = Command::new("npm")
-        .args([
-            "ci",
-            "--no-audit",
-            "--no-fund",
-            "--prefer-offline",
-            "--loglevel=error",
-        ])
+        .args(["ci", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error"])
         .current_dir(&dir)
         .status()
         .expect("npm must be installed to run the tests");
-    assert!(
-        status.success(),
-        "npm ci of the Node-RED fixture failed: {status}"
-    );
-    assert!(
-        red_js.is_file(),
-        "npm ci did not install {}",
-        red_js.display()
-    );
+    assert!(status.success(), "npm ci of the Node-RED fixture failed: {status}");
+    assert!(red_js.is_file(), "npm ci did not install {}", red_js.display());
     std::fs::write(&installed_from, &lock_src).unwrap();
     red_js
 }
@@ -57,10 +42,6 @@ pub fn red_js() -> PathBuf {
 /// The exact Node-RED version the lockfile pins.
 pub fn pinned_version() -> String {
     let lock: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fixture().join("package-lock.json")).unwrap())
-            .unwrap();
-    lock["packages"]["node_modules/node-red"]["version"]
-        .as_str()
-        .unwrap()
-        .to_string()
+        serde_json::from_slice(&std::fs::read(fixture().join("package-lock.json")).unwrap()).unwrap();
+    lock["packages"]["node_modules/node-red"]["version"].as_str().unwrap().to_string()
 }

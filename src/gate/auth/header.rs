@@ -52,21 +52,13 @@ pub fn presented(headers: &HeaderMap) -> Presented {
 }
 
 fn basic(encoded: &str) -> Option<Presented> {
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
-    if user.is_empty()
-        || user.chars().any(char::is_control)
-        || password.contains(['\0', '\r', '\n'])
-    {
+    if user.is_empty() || user.chars().any(char::is_control) || password.contains(['\0', '\r', '\n']) {
         return None;
     }
-    Some(Presented::Basic {
-        user: user.to_string(),
-        password: password.to_string(),
-    })
+    Some(Presented::Basic { user: user.to_string(), password: password.to_string() })
 }
 
 #[cfg(test)]
@@ -90,15 +82,9 @@ mod tests {
     fn reads_basic_and_bearer() {
         assert_eq!(
             with(&[format!("Basic {}", b64("ann:pa:ss")).as_bytes()]),
-            Presented::Basic {
-                user: "ann".into(),
-                password: "pa:ss".into()
-            }
+            Presented::Basic { user: "ann".into(), password: "pa:ss".into() }
         );
-        assert_eq!(
-            with(&[b"Bearer rtt_abc-DEF_123"]),
-            Presented::Bearer("rtt_abc-DEF_123".into())
-        );
+        assert_eq!(with(&[b"Bearer rtt_abc-DEF_123"]), Presented::Bearer("rtt_abc-DEF_123".into()));
         assert_eq!(with(&[]), Presented::Nothing);
     }
 
@@ -115,11 +101,7 @@ mod tests {
             b"Basic !!!!".to_vec(),
             format!("Basic {}", b64("no-colon")).into(),
             format!("Basic {}", b64(":empty-user")).into(),
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(b"ann:\xff\xfe")
-            )
-            .into(),
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(b"ann:\xff\xfe")).into(),
             b"bearer abc".to_vec(),
             b"Bearer ".to_vec(),
             b"Bearer a b".to_vec(),
@@ -128,18 +110,10 @@ mod tests {
             b"Basic \xc3\xa9".to_vec(),
         ];
         for case in cases {
-            assert_eq!(
-                with(&[&case]),
-                Presented::Malformed,
-                "{:?}",
-                String::from_utf8_lossy(&case)
-            );
+            assert_eq!(with(&[&case]), Presented::Malformed, "{:?}", String::from_utf8_lossy(&case));
         }
         assert_eq!(
-            with(&[
-                format!("Basic {good}").as_bytes(),
-                format!("Basic {good}").as_bytes()
-            ]),
+            with(&[format!("Basic {good}").as_bytes(), format!("Basic {good}").as_bytes()]),
             Presented::Malformed,
             "two headers"
         );
@@ -147,10 +121,7 @@ mod tests {
 
     #[test]
     fn debug_output_hides_secrets() {
-        let p = Presented::Basic {
-            user: "ann".into(),
-            password: "hunter2".into(),
-        };
+        let p = Presented::Basic { user: "ann".into(), password: "hunter2".into() };
         assert!(!format!("{p:?}").contains("hunter2"));
         assert!(!format!("{:?}", Presented::Bearer("rtt_secret".into())).contains("secret"));
     }

@@ -99,10 +99,7 @@ impl Authenticator {
         sessions: Arc<SessionStore>,
     ) -> Self {
         let node_basic = match node_auth {
-            NodeAuth::Basic {
-                user,
-                password_hash,
-            } => Some((user.clone(), password_hash.clone())),
+            NodeAuth::Basic { user, password_hash } => Some((user.clone(), password_hash.clone())),
             _ => None,
         };
         Authenticator {
@@ -131,24 +128,13 @@ impl Authenticator {
         let Presented::Basic { user, password } = presented else {
             return None;
         };
-        self.cache
-            .get(realm.tag(), user, password, Instant::now())
-            .map(|c| match c {
-                Cached::User(name, role) => Who::User {
-                    name,
-                    role,
-                    via: Via::Basic,
-                },
-                Cached::NodeUser(name) => Who::NodeUser { name },
-            })
+        self.cache.get(realm.tag(), user, password, Instant::now()).map(|c| match c {
+            Cached::User(name, role) => Who::User { name, role, via: Via::Basic },
+            Cached::NodeUser(name) => Who::NodeUser { name },
+        })
     }
 
-    pub async fn authenticate(
-        &self,
-        presented: &Presented,
-        realm: Realm,
-        now: SystemTime,
-    ) -> Result<Who, AuthFailure> {
+    pub async fn authenticate(&self, presented: &Presented, realm: Realm, now: SystemTime) -> Result<Who, AuthFailure> {
         match presented {
             Presented::Nothing => Ok(Who::Anonymous),
             Presented::Malformed => Err(self.fail("malformed_authorization", None).await),
@@ -158,13 +144,7 @@ impl Authenticator {
     }
 
     async fn basic(&self, user: &str, password: &str, realm: Realm) -> Result<Who, AuthFailure> {
-        if let Some(who) = self.cached(
-            &Presented::Basic {
-                user: user.into(),
-                password: password.into(),
-            },
-            realm,
-        ) {
+        if let Some(who) = self.cached(&Presented::Basic { user: user.into(), password: password.into() }, realm) {
             return Ok(who);
         }
         let candidate = match realm {
@@ -173,12 +153,9 @@ impl Authenticator {
                 .as_ref()
                 .filter(|(name, _)| bool::from(name.as_bytes().ct_eq(user.as_bytes())))
                 .map(|(name, hash)| (Cached::NodeUser(name.clone()), hash.clone())),
-            Realm::Admin | Realm::NodeUsers => self.users.get(user).map(|u| {
-                (
-                    Cached::User(u.name.clone(), u.role),
-                    u.password_hash.clone(),
-                )
-            }),
+            Realm::Admin | Realm::NodeUsers => {
+                self.users.get(user).map(|u| (Cached::User(u.name.clone(), u.role), u.password_hash.clone()))
+            }
         };
         let known = candidate.is_some();
         let (identity, hash) = match candidate {
@@ -188,28 +165,14 @@ impl Authenticator {
         if self.verifier.verify(hash, password.to_string()).await
             && let Some(identity) = identity
         {
-            self.cache.insert(
-                realm.tag(),
-                user,
-                password,
-                identity.clone(),
-                Instant::now(),
-            );
+            self.cache.insert(realm.tag(), user, password, identity.clone(), Instant::now());
             return Ok(match identity {
-                Cached::User(name, role) => Who::User {
-                    name,
-                    role,
-                    via: Via::Basic,
-                },
+                Cached::User(name, role) => Who::User { name, role, via: Via::Basic },
                 Cached::NodeUser(name) => Who::NodeUser { name },
             });
         }
         Err(AuthFailure {
-            reason: if known {
-                "wrong_password"
-            } else {
-                "unknown_user"
-            },
+            reason: if known { "wrong_password" } else { "unknown_user" },
             claimed: Some(user.to_string()),
         })
     }
@@ -217,28 +180,17 @@ impl Authenticator {
     async fn bearer(&self, token: &str, realm: Realm, now: SystemTime) -> Result<Who, AuthFailure> {
         if SessionStore::is_session_token(token) && realm != Realm::NodeBasic {
             return match self.sessions.check(token, now) {
-                Some(s) => Ok(Who::User {
-                    name: s.user,
-                    role: s.role,
-                    via: Via::Session,
-                }),
+                Some(s) => Ok(Who::User { name: s.user, role: s.role, via: Via::Session }),
                 None => Err(self.fail("unknown_or_expired_session", None).await),
             };
         }
         if realm == Realm::NodeBasic {
             return Err(self.fail("bearer_not_accepted", None).await);
         }
-        let unix = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let unix = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         match self.tokens.check(token, unix) {
-            Ok(record) => Ok(Who::Token {
-                name: record.name,
-                scope: record.scope,
-            }),
-            Err(TokenRefusal::Expired { name }) => {
-                Err(self.fail("expired_token", Some(name)).await)
-            }
+            Ok(record) => Ok(Who::Token { name: record.name, scope: record.scope }),
+            Err(TokenRefusal::Expired { name }) => Err(self.fail("expired_token", Some(name)).await),
             Err(TokenRefusal::Unknown) => Err(self.fail("unknown_token", None).await),
         }
     }
@@ -276,29 +228,14 @@ mod tests {
         let now = SystemTime::now();
         let failures = [
             Presented::Malformed,
-            Presented::Basic {
-                user: "ann".into(),
-                password: "wrong".into(),
-            },
-            Presented::Basic {
-                user: "nobody".into(),
-                password: "pw".into(),
-            },
+            Presented::Basic { user: "ann".into(), password: "wrong".into() },
+            Presented::Basic { user: "nobody".into(), password: "pw".into() },
             Presented::Bearer("rtt_unknown".into()),
             Presented::Bearer("rts_unknown".into()),
         ];
         for (i, presented) in failures.iter().enumerate() {
-            assert!(
-                auth.authenticate(presented, Realm::Admin, now)
-                    .await
-                    .is_err(),
-                "{presented:?}"
-            );
-            assert_eq!(
-                auth.verifications(),
-                i as u64 + 1,
-                "{presented:?} paid for one verification"
-            );
+            assert!(auth.authenticate(presented, Realm::Admin, now).await.is_err(), "{presented:?}");
+            assert_eq!(auth.verifications(), i as u64 + 1, "{presented:?} paid for one verification");
         }
     }
 
@@ -306,44 +243,17 @@ mod tests {
     async fn verified_credentials_are_cached_and_wrong_ones_never_are() {
         let dir = tempfile::tempdir().unwrap();
         let auth = authenticator(dir.path());
-        let good = Presented::Basic {
-            user: "ann".into(),
-            password: "pw".into(),
-        };
+        let good = Presented::Basic { user: "ann".into(), password: "pw".into() };
         assert!(auth.cached(&good, Realm::Admin).is_none());
-        let who = auth
-            .authenticate(&good, Realm::Admin, SystemTime::now())
-            .await
-            .unwrap();
-        assert_eq!(
-            who,
-            Who::User {
-                name: "ann".into(),
-                role: Role::Member,
-                via: Via::Basic
-            }
-        );
+        let who = auth.authenticate(&good, Realm::Admin, SystemTime::now()).await.unwrap();
+        assert_eq!(who, Who::User { name: "ann".into(), role: Role::Member, via: Via::Basic });
         assert_eq!(auth.cached(&good, Realm::Admin), Some(who));
-        assert!(
-            auth.cached(&good, Realm::NodeBasic).is_none(),
-            "another realm"
-        );
+        assert!(auth.cached(&good, Realm::NodeBasic).is_none(), "another realm");
         let before = auth.verifications();
-        auth.authenticate(&good, Realm::Admin, SystemTime::now())
-            .await
-            .unwrap();
-        assert_eq!(
-            auth.verifications(),
-            before,
-            "no argon2 for a cached credential"
-        );
-        let bad = Presented::Basic {
-            user: "ann".into(),
-            password: "nope".into(),
-        };
-        let _ = auth
-            .authenticate(&bad, Realm::Admin, SystemTime::now())
-            .await;
+        auth.authenticate(&good, Realm::Admin, SystemTime::now()).await.unwrap();
+        assert_eq!(auth.verifications(), before, "no argon2 for a cached credential");
+        let bad = Presented::Basic { user: "ann".into(), password: "nope".into() };
+        let _ = auth.authenticate(&bad, Realm::Admin, SystemTime::now()).await;
         assert!(auth.cached(&bad, Realm::Admin).is_none());
     }
 
@@ -356,37 +266,16 @@ mod tests {
                 password_hash: passwords::hash_password("pw").unwrap(),
                 role: Role::Owner,
             }],
-            &NodeAuth::Basic {
-                user: "hmi".into(),
-                password_hash: passwords::hash_password("hmi-pw").unwrap(),
-            },
+            &NodeAuth::Basic { user: "hmi".into(), password_hash: passwords::hash_password("hmi-pw").unwrap() },
             Arc::new(TokenStore::open(&dir.path().join("tokens.json"))),
             Arc::new(SessionStore::new(Duration::from_secs(60), 16)),
         );
         let now = SystemTime::now();
-        let hmi = Presented::Basic {
-            user: "hmi".into(),
-            password: "hmi-pw".into(),
-        };
-        assert_eq!(
-            auth.authenticate(&hmi, Realm::NodeBasic, now)
-                .await
-                .unwrap(),
-            Who::NodeUser { name: "hmi".into() }
-        );
-        let ann = Presented::Basic {
-            user: "ann".into(),
-            password: "pw".into(),
-        };
-        assert!(
-            auth.authenticate(&ann, Realm::NodeBasic, now)
-                .await
-                .is_err()
-        );
-        assert!(
-            auth.authenticate(&hmi, Realm::Admin, now).await.is_err(),
-            "the node user is not an editor user"
-        );
+        let hmi = Presented::Basic { user: "hmi".into(), password: "hmi-pw".into() };
+        assert_eq!(auth.authenticate(&hmi, Realm::NodeBasic, now).await.unwrap(), Who::NodeUser { name: "hmi".into() });
+        let ann = Presented::Basic { user: "ann".into(), password: "pw".into() };
+        assert!(auth.authenticate(&ann, Realm::NodeBasic, now).await.is_err());
+        assert!(auth.authenticate(&hmi, Realm::Admin, now).await.is_err(), "the node user is not an editor user");
     }
 
     #[tokio::test]
@@ -394,39 +283,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let auth = authenticator(dir.path());
         let now = SystemTime::now();
-        let unix = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let unix = now.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
         let (token, _) = auth.tokens.create("ci", 60, Some("/api"), unix).unwrap();
-        let who = auth
-            .authenticate(&Presented::Bearer(token.clone()), Realm::NodeUsers, now)
-            .await
-            .unwrap();
-        assert_eq!(
-            who,
-            Who::Token {
-                name: "ci".into(),
-                scope: Some("/api".into())
-            }
-        );
-        assert!(
-            auth.authenticate(&Presented::Bearer(token), Realm::NodeBasic, now)
-                .await
-                .is_err()
-        );
+        let who = auth.authenticate(&Presented::Bearer(token.clone()), Realm::NodeUsers, now).await.unwrap();
+        assert_eq!(who, Who::Token { name: "ci".into(), scope: Some("/api".into()) });
+        assert!(auth.authenticate(&Presented::Bearer(token), Realm::NodeBasic, now).await.is_err());
         let session = auth.sessions.create("ann", Role::Member, now);
-        let who = auth
-            .authenticate(&Presented::Bearer(session), Realm::Admin, now)
-            .await
-            .unwrap();
-        assert_eq!(
-            who,
-            Who::User {
-                name: "ann".into(),
-                role: Role::Member,
-                via: Via::Session
-            }
-        );
+        let who = auth.authenticate(&Presented::Bearer(session), Realm::Admin, now).await.unwrap();
+        assert_eq!(who, Who::User { name: "ann".into(), role: Role::Member, via: Via::Session });
     }
 }

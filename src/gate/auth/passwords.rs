@@ -15,14 +15,12 @@ use tokio::sync::Semaphore;
 /// A hash of a password nobody knows, with argon2's default parameters: verified in place of a
 /// missing user's hash so that an unknown user, a malformed header and a wrong password take the
 /// same time.
-pub const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$KjR7n9y0DC0T8hK1IuvWz9P2qgT8Lw0nJa6W5mR1aF8";
+pub const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$KjR7n9y0DC0T8hK1IuvWz9P2qgT8Lw0nJa6W5mR1aF8";
 
 /// Hashes a password for the config file (`redtether passwd`).
 pub fn hash_password(password: &str) -> Result<String, String> {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+    Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|e| e.to_string())
 }
 
 /// Verifies passwords on blocking threads, a few at a time: argon2 takes tens of milliseconds
@@ -35,10 +33,7 @@ pub struct Verifier {
 
 impl Verifier {
     pub fn new(concurrent: usize) -> Self {
-        Verifier {
-            permits: Arc::new(Semaphore::new(concurrent.max(1))),
-            verifications: Arc::new(AtomicU64::new(0)),
-        }
+        Verifier { permits: Arc::new(Semaphore::new(concurrent.max(1))), verifications: Arc::new(AtomicU64::new(0)) }
     }
 
     /// How many argon2 verifications ran (real or dummy).
@@ -55,18 +50,14 @@ impl Verifier {
         self.verifications.fetch_add(1, Ordering::Relaxed);
         let known = phc.is_some();
         let hash = phc.unwrap_or_else(|| DUMMY_HASH.to_string());
-        let ok = tokio::task::spawn_blocking(move || verify_now(&hash, &password))
-            .await
-            .unwrap_or(false);
+        let ok = tokio::task::spawn_blocking(move || verify_now(&hash, &password)).await.unwrap_or(false);
         ok && known
     }
 }
 
 fn verify_now(phc: &str, password: &str) -> bool {
     match PasswordHash::new(phc) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
+        Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
         Err(_) => false,
     }
 }
@@ -84,17 +75,11 @@ impl<V: Clone> VerifiedCache<V> {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         let mut key = [0u8; 32];
         rand::fill(&mut key);
-        VerifiedCache {
-            key,
-            ttl,
-            capacity,
-            entries: Mutex::new(HashMap::new()),
-        }
+        VerifiedCache { key, ttl, capacity, entries: Mutex::new(HashMap::new()) }
     }
 
     fn mac(&self, realm: u8, user: &str, password: &str) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
-            .expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("HMAC takes any key length");
         mac.update(&[realm]);
         mac.update(user.as_bytes());
         mac.update(&[0]);
@@ -105,10 +90,7 @@ impl<V: Clone> VerifiedCache<V> {
     pub fn get(&self, realm: u8, user: &str, password: &str, now: Instant) -> Option<V> {
         let key = self.mac(realm, user, password);
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(&key)
-            .filter(|(_, at)| now.saturating_duration_since(*at) < self.ttl)
-            .map(|(v, _)| v.clone())
+        entries.get(&key).filter(|(_, at)| now.saturating_duration_since(*at) < self.ttl).map(|(v, _)| v.clone())
     }
 
     pub fn insert(&self, realm: u8, user: &str, password: &str, value: V, now: Instant) {
@@ -143,11 +125,7 @@ mod tests {
         let parsed = PasswordHash::new(DUMMY_HASH).unwrap();
         let real = hash_password("x").unwrap();
         let real = PasswordHash::new(&real).unwrap();
-        assert_eq!(
-            parsed.params.to_string(),
-            real.params.to_string(),
-            "same cost as real hashes"
-        );
+        assert_eq!(parsed.params.to_string(), real.params.to_string(), "same cost as real hashes");
         assert!(!verify_now(DUMMY_HASH, ""));
     }
 
@@ -164,22 +142,11 @@ mod tests {
         let cache = VerifiedCache::new(Duration::from_secs(60), 8);
         let t0 = Instant::now();
         cache.insert(1, "ann", "pw", "owner", t0);
-        assert_eq!(
-            cache.get(1, "ann", "pw", t0 + Duration::from_secs(59)),
-            Some("owner")
-        );
-        assert_eq!(
-            cache.get(1, "ann", "pw", t0 + Duration::from_secs(60)),
-            None,
-            "expired"
-        );
+        assert_eq!(cache.get(1, "ann", "pw", t0 + Duration::from_secs(59)), Some("owner"));
+        assert_eq!(cache.get(1, "ann", "pw", t0 + Duration::from_secs(60)), None, "expired");
         assert_eq!(cache.get(1, "ann", "pw2", t0), None);
         assert_eq!(cache.get(2, "ann", "pw", t0), None);
-        assert_eq!(
-            cache.get(1, "an", "npw", t0),
-            None,
-            "user/password boundary is kept"
-        );
+        assert_eq!(cache.get(1, "an", "npw", t0), None, "user/password boundary is kept");
     }
 
     #[test]

@@ -26,11 +26,7 @@ pub struct SessionStore {
 
 impl SessionStore {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
-        SessionStore {
-            ttl,
-            capacity,
-            sessions: Mutex::new(HashMap::new()),
-        }
+        SessionStore { ttl, capacity, sessions: Mutex::new(HashMap::new()) }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -41,28 +37,15 @@ impl SessionStore {
     pub fn create(&self, user: &str, role: Role, now: SystemTime) -> String {
         let mut secret = [0u8; 32];
         rand::fill(&mut secret);
-        let token = format!(
-            "{PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
-        );
+        let token = format!("{PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions.retain(|_, s| s.expires > now);
         if sessions.len() >= self.capacity
-            && let Some(oldest) = sessions
-                .iter()
-                .min_by_key(|(_, s)| s.expires)
-                .map(|(k, _)| *k)
+            && let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k)
         {
             sessions.remove(&oldest);
         }
-        sessions.insert(
-            digest(&token),
-            Session {
-                user: user.to_string(),
-                role,
-                expires: now + self.ttl,
-            },
-        );
+        sessions.insert(digest(&token), Session { user: user.to_string(), role, expires: now + self.ttl });
         token
     }
 
@@ -72,18 +55,11 @@ impl SessionStore {
             return None;
         }
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        sessions
-            .get(&digest(token))
-            .filter(|s| now < s.expires)
-            .cloned()
+        sessions.get(&digest(token)).filter(|s| now < s.expires).cloned()
     }
 
     pub fn revoke(&self, token: &str) -> bool {
-        self.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&digest(token))
-            .is_some()
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&digest(token)).is_some()
     }
 
     pub fn is_session_token(token: &str) -> bool {
@@ -104,13 +80,7 @@ mod tests {
         let store = SessionStore::new(Duration::from_secs(60), 10);
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let token = store.create("ann", Role::Viewer, t0);
-        assert_eq!(
-            store
-                .check(&token, t0 + Duration::from_secs(59))
-                .unwrap()
-                .role,
-            Role::Viewer
-        );
+        assert_eq!(store.check(&token, t0 + Duration::from_secs(59)).unwrap().role, Role::Viewer);
         assert!(store.check(&token, t0 + Duration::from_secs(60)).is_none());
         let token = store.create("ann", Role::Owner, t0);
         assert!(store.revoke(&token));

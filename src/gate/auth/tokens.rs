@@ -66,11 +66,7 @@ pub fn is_live(expires: u64, now: u64) -> bool {
 
 /// Whether a canonical classification key lies under `scope` (whole path segments only).
 pub fn scope_covers(scope: &str, key: &str) -> bool {
-    scope == "/"
-        || key == scope
-        || key
-            .strip_prefix(scope)
-            .is_some_and(|rest| rest.starts_with('/'))
+    scope == "/" || key == scope || key.strip_prefix(scope).is_some_and(|rest| rest.starts_with('/'))
 }
 
 pub struct TokenStore {
@@ -97,10 +93,7 @@ impl TokenStore {
             },
             Err(_) => Vec::new(),
         };
-        TokenStore {
-            path: path.to_path_buf(),
-            tokens: Mutex::new(tokens),
-        }
+        TokenStore { path: path.to_path_buf(), tokens: Mutex::new(tokens) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<TokenRecord>> {
@@ -108,10 +101,8 @@ impl TokenStore {
     }
 
     fn save(&self, tokens: &[TokenRecord]) -> Result<(), TokenError> {
-        let text = serde_json::to_vec_pretty(&TokenFile {
-            tokens: tokens.to_vec(),
-        })
-        .map_err(|e| TokenError::BadExpiry(e.to_string()))?;
+        let text = serde_json::to_vec_pretty(&TokenFile { tokens: tokens.to_vec() })
+            .map_err(|e| TokenError::BadExpiry(e.to_string()))?;
         write_private(&self.path, &text)?;
         Ok(())
     }
@@ -128,27 +119,15 @@ impl TokenStore {
             return Err(TokenError::BadName(name.to_string()));
         }
         if lifetime_secs == 0 {
-            return Err(TokenError::BadExpiry(
-                "the lifetime must be at least one second".into(),
-            ));
+            return Err(TokenError::BadExpiry("the lifetime must be at least one second".into()));
         }
-        let expires = now
-            .checked_add(lifetime_secs)
-            .ok_or_else(|| TokenError::BadExpiry("too far in the future".into()))?;
+        let expires =
+            now.checked_add(lifetime_secs).ok_or_else(|| TokenError::BadExpiry("too far in the future".into()))?;
         let scope = scope.map(normalise_scope).transpose()?;
         let mut secret = [0u8; 32];
         rand::fill(&mut secret);
-        let token = format!(
-            "{PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
-        );
-        let record = TokenRecord {
-            name: name.to_string(),
-            sha256: digest(&token),
-            created: now,
-            expires,
-            scope,
-        };
+        let token = format!("{PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
+        let record = TokenRecord { name: name.to_string(), sha256: digest(&token), created: now, expires, scope };
         let mut tokens = self.lock();
         if tokens.iter().any(|t| t.name == name) {
             return Err(TokenError::Exists(name.to_string()));
@@ -193,9 +172,7 @@ impl TokenStore {
         }
         match found {
             Some(t) if is_live(t.expires, now) => Ok(t.clone()),
-            Some(t) => Err(TokenRefusal::Expired {
-                name: t.name.clone(),
-            }),
+            Some(t) => Err(TokenRefusal::Expired { name: t.name.clone() }),
             None => Err(TokenRefusal::Unknown),
         }
     }
@@ -233,16 +210,8 @@ mod tests {
         let (token, rec) = s.create("ci", 3600, None, now).unwrap();
         assert_eq!(rec.expires, now + 3600);
         assert!(s.check(&token, now + 3599).is_ok(), "exp - 1 s");
-        assert_eq!(
-            s.check(&token, now + 3600),
-            Err(TokenRefusal::Expired { name: "ci".into() }),
-            "exp"
-        );
-        assert_eq!(
-            s.check(&token, now + 3601),
-            Err(TokenRefusal::Expired { name: "ci".into() }),
-            "exp + 1 s"
-        );
+        assert_eq!(s.check(&token, now + 3600), Err(TokenRefusal::Expired { name: "ci".into() }), "exp");
+        assert_eq!(s.check(&token, now + 3601), Err(TokenRefusal::Expired { name: "ci".into() }), "exp + 1 s");
     }
 
     #[test]
@@ -250,14 +219,9 @@ mod tests {
         let (dir, s) = store();
         let (token, _) = s.create("hmi", 60, Some("/API/"), 100).unwrap();
         let file = std::fs::read_to_string(dir.path().join("tokens.json")).unwrap();
-        assert!(
-            !file.contains(&token[4..]),
-            "the token itself is never written"
-        );
+        assert!(!file.contains(&token[4..]), "the token itself is never written");
         let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(dir.path().join("tokens.json"))
-                .unwrap()
-                .permissions(),
+            &std::fs::metadata(dir.path().join("tokens.json")).unwrap().permissions(),
         );
         assert_eq!(mode & 0o777, 0o600);
         let reopened = TokenStore::open(&dir.path().join("tokens.json"));
@@ -283,26 +247,11 @@ mod tests {
     fn names_are_unique_and_checked() {
         let (_d, s) = store();
         s.create("a", 60, None, 0).unwrap();
-        assert!(matches!(
-            s.create("a", 60, None, 0),
-            Err(TokenError::Exists(_))
-        ));
-        assert!(matches!(
-            s.create("bad name", 60, None, 0),
-            Err(TokenError::BadName(_))
-        ));
-        assert!(matches!(
-            s.create("b", 0, None, 0),
-            Err(TokenError::BadExpiry(_))
-        ));
-        assert!(matches!(
-            s.create("c", 60, Some("api"), 0),
-            Err(TokenError::BadScope(_))
-        ));
-        assert!(matches!(
-            s.create("d", 60, Some("/a/../../b"), 0),
-            Err(TokenError::BadScope(_))
-        ));
+        assert!(matches!(s.create("a", 60, None, 0), Err(TokenError::Exists(_))));
+        assert!(matches!(s.create("bad name", 60, None, 0), Err(TokenError::BadName(_))));
+        assert!(matches!(s.create("b", 0, None, 0), Err(TokenError::BadExpiry(_))));
+        assert!(matches!(s.create("c", 60, Some("api"), 0), Err(TokenError::BadScope(_))));
+        assert!(matches!(s.create("d", 60, Some("/a/../../b"), 0), Err(TokenError::BadScope(_))));
     }
 
     #[test]
