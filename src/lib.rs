@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod gate;
+pub mod heap;
 pub mod rfc3339;
 pub mod state_dir;
 pub mod supervisor;

@@ -2,9 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Who caused an event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+/// Who caused an event. In JSON it is one string: `user:ann`, `token:ci`,
+/// `anonymous@10.0.0.9`, `system`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Actor {
     /// A configured user (HTTP Basic or an editor session).
     User { name: String },
@@ -22,6 +22,34 @@ impl Actor {
     }
     pub fn anonymous(addr: std::net::IpAddr) -> Actor {
         Actor::Anonymous { addr: addr.to_string() }
+    }
+}
+
+impl Serialize for Actor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Actor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Actor::parse(&text).ok_or_else(|| serde::de::Error::custom(format!("not an actor: {text:?}")))
+    }
+}
+
+impl Actor {
+    pub fn parse(text: &str) -> Option<Actor> {
+        if text == "system" {
+            return Some(Actor::System);
+        }
+        if let Some(name) = text.strip_prefix("user:") {
+            return Some(Actor::User { name: name.to_string() });
+        }
+        if let Some(name) = text.strip_prefix("token:") {
+            return Some(Actor::Token { name: name.to_string() });
+        }
+        text.strip_prefix("anonymous@").map(|addr| Actor::Anonymous { addr: addr.to_string() })
     }
 }
 
@@ -89,10 +117,15 @@ mod tests {
     fn actors_read_naturally() {
         assert_eq!(Actor::user("ann").to_string(), "user:ann");
         assert_eq!(Actor::anonymous("10.0.0.9".parse().unwrap()).to_string(), "anonymous@10.0.0.9");
-        assert_eq!(
-            serde_json::to_value(Actor::Token { name: "ci".into() }).unwrap(),
-            serde_json::json!({"type": "token", "name": "ci"})
-        );
+        assert_eq!(serde_json::to_value(Actor::Token { name: "ci".into() }).unwrap(), serde_json::json!("token:ci"));
+        for a in [
+            Actor::System,
+            Actor::user("a:b"),
+            Actor::Token { name: "t".into() },
+            Actor::anonymous("::1".parse().unwrap()),
+        ] {
+            assert_eq!(Actor::parse(&a.to_string()), Some(a));
+        }
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub enum Command {
     /// Manage bearer tokens for node space (HTTP-In endpoints, dashboards)
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Read and check the audit journal
+    #[command(subcommand)]
+    Audit(super::audit::AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]

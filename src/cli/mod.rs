@@ -2,6 +2,7 @@
 //! parses arguments and calls [`execute`].
 
 mod args;
+mod audit;
 pub mod exit;
 mod status;
 mod token;
@@ -33,6 +34,7 @@ pub fn execute(cli: Cli) -> ExitCode {
         Command::Status { json } => status::show(&settings, json),
         Command::Passwd => token::passwd(),
         Command::Token(command) => token::run(&settings, command),
+        Command::Audit(command) => audit::run(&settings, command),
         Command::RestartNodeRed => match ask(&settings, &ControlRequest::RestartNodeRed) {
             Ok(result) => {
                 println!("Node-RED restarted (pid {})", result["pid"]);
@@ -45,7 +47,10 @@ pub fn execute(cli: Cli) -> ExitCode {
 
 fn run(settings: Settings) -> ExitCode {
     crate::systemd::init_logging(&settings.log_level);
-    keep_heap_small();
+    crate::heap::keep_small();
+
+
+
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("redtether").build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -103,16 +108,4 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// glibc raises its mmap threshold after every large free, so the ~19 MiB an argon2
-/// verification borrows would afterwards come from the heap and stay resident for good. A fixed
-/// threshold returns such blocks to the kernel; two arenas keep threads from multiplying heaps.
-#[allow(unsafe_code)]
-fn keep_heap_small() {
-    // SAFETY: mallopt only sets allocator parameters; it is called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
 }

@@ -4,6 +4,8 @@
 //! take the state directory's lock and edit the token file directly.
 
 use super::{ask, exit};
+use crate::audit::store::SledStore;
+use crate::audit::{Actor, AuditEvent, Journal};
 use crate::cli::args::TokenCommand;
 use crate::config::Settings;
 use crate::control::{ClientError, ControlRequest};
@@ -67,7 +69,11 @@ fn offline(settings: &Settings, request: &ControlRequest) -> Result<serde_json::
         ControlRequest::TokenCreate { name, lifetime_secs, scope } => {
             let (token, record) =
                 store.create(name, *lifetime_secs, scope.as_deref(), now).map_err(|e| e.to_string())?;
-            tracing::info!(target: "audit", kind = "token.created", name = %record.name, "token created while the agent was stopped");
+            let event = AuditEvent::new("token.created", Actor::System, record.name.as_str())
+                .with("expires", record.expires)
+                .with("scope", record.scope.clone())
+                .with("via", "cli, agent stopped");
+            record_offline(&dir, event)?;
             Ok(serde_json::json!({ "token": token }))
         }
         ControlRequest::TokenList => {
@@ -75,10 +81,21 @@ fn offline(settings: &Settings, request: &ControlRequest) -> Result<serde_json::
         }
         ControlRequest::TokenRevoke { name } => {
             let record = store.revoke(name).map_err(|e| e.to_string())?;
+            let event =
+                AuditEvent::new("token.revoked", Actor::System, record.name.as_str()).with("via", "cli, agent stopped");
+            record_offline(&dir, event)?;
             Ok(serde_json::json!({ "revoked": record.name }))
         }
         _ => Err("not a token command".into()),
     }
+}
+
+/// Appends to the journal directly (the caller holds the state lock, so no daemon has it open).
+fn record_offline(dir: &StateDir, event: AuditEvent) -> Result<(), String> {
+    let store = SledStore::open(&dir.audit_dir()).map_err(|e| e.to_string())?;
+    let mut journal = Journal::open(store, u64::MAX).map_err(|e| e.to_string())?;
+    journal.append(vec![event], std::time::SystemTime::now()).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// `redtether passwd`: the password is the first line of stdin.

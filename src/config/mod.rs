@@ -15,7 +15,7 @@ mod settings;
 pub use defaults::ProcessContext;
 pub use error::ConfigError;
 pub use gate::{GateSettings, NodeAuth, RateLimitSettings, Role, TlsSettings, UserSettings, valid_user_name};
-pub use settings::{ConfigSource, NodeRedLaunch, NodeRedSettings, Settings};
+pub use settings::{AuditSettings, ConfigSource, NodeRedLaunch, NodeRedSettings, Settings};
 
 use std::path::Path;
 

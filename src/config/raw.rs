@@ -15,6 +15,14 @@ pub(super) struct RawConfig {
     pub node_red: RawNodeRed,
     #[serde(default)]
     pub gate: RawGate,
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAudit {
+    pub max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

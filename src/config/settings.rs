@@ -27,6 +27,7 @@ impl ConfigSource {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub source: ConfigSource,
+    pub audit: AuditSettings,
     pub state_dir: PathBuf,
     pub log_level: String,
     pub node_red: NodeRedSettings,
@@ -40,6 +41,12 @@ pub enum NodeRedLaunch {
     Managed { node: String, npm: String, package: String },
     /// Run this command (program and arguments) as Node-RED; nothing is installed.
     Command(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// Bound on the journal's records; beyond it the oldest go (forwarded ones first).
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -161,7 +168,15 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
     };
     let gate = super::gate::validate(raw.gate, &base_dir, &invalid)?;
 
-    Ok(Settings { source, state_dir, log_level, node_red, gate })
+    let max_bytes = raw.audit.max_bytes.unwrap_or(64 * 1024 * 1024);
+    if max_bytes < 64 * 1024 {
+        return Err(invalid(
+            "audit.max_bytes",
+            format!("{max_bytes} bytes is too small for a journal (at least 65536)"),
+        ));
+    }
+
+    Ok(Settings { source, audit: AuditSettings { max_bytes }, state_dir, log_level, node_red, gate })
 }
 
 fn non_empty(

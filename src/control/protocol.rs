@@ -26,6 +26,17 @@ pub enum ControlRequest {
     TokenRevoke {
         name: String,
     },
+    /// Journal events after sequence number `after`, up to `limit`, filtered by kind and start;
+    /// with `wait_ms`, waits that long for new events when there are none.
+    AuditRead {
+        after: u64,
+        limit: u32,
+        kind: Option<String>,
+        since: Option<String>,
+        wait_ms: Option<u64>,
+    },
+    /// Recompute the journal's hash chain.
+    AuditVerify,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

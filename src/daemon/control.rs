@@ -1,5 +1,6 @@
 //! The daemon's answers on the control socket.
 
+use crate::audit::query::{Filter, Since};
 use crate::audit::{Actor, AuditEvent, Auditor};
 use crate::config::{Role, Settings};
 use crate::control::{ControlRequest, ControlResponse, Handler};
@@ -22,8 +23,10 @@ pub struct DaemonControl {
 }
 
 impl DaemonControl {
-    fn status(&self) -> serde_json::Value {
+    async fn status(&self) -> serde_json::Value {
+        let audit = self.audit.status().await.ok();
         json!({
+            "audit": audit,
             "version": crate::VERSION,
             "pid": std::process::id(),
             "started": crate::rfc3339::format_seconds(self.started),
@@ -36,6 +39,41 @@ impl DaemonControl {
                 "tls": self.settings.gate.tls.is_some(),
             },
         })
+    }
+
+    /// A page of journal events after `after`, filtered; with `wait_ms`, waits that long for
+    /// new events when there are none (for `audit tail -f`).
+    async fn audit_read(
+        &self,
+        after: u64,
+        limit: u32,
+        kind: Option<String>,
+        since: Option<String>,
+        wait_ms: Option<u64>,
+    ) -> ControlResponse {
+        let since = match since.as_deref().map(Since::parse).transpose() {
+            Ok(s) => s,
+            Err(e) => return ControlResponse::error(e),
+        };
+        let filter = Filter { kind, since };
+        let limit = limit.clamp(1, 10_000) as usize;
+        let mut committed = self.audit.subscribe();
+        let mut page = match self.audit.read(after, limit).await {
+            Ok(p) => p,
+            Err(e) => return ControlResponse::error(e.to_string()),
+        };
+        if page.is_empty()
+            && let Some(wait) = wait_ms
+        {
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(wait.min(30_000)), committed.recv()).await;
+            page = match self.audit.read(after, limit).await {
+                Ok(p) => p,
+                Err(e) => return ControlResponse::error(e.to_string()),
+            };
+        }
+        let next = page.last().map_or(after, |e| e.seq);
+        let events: Vec<_> = page.into_iter().filter(|e| filter.matches(e)).collect();
+        ControlResponse::ok(json!({ "events": events, "next": next }))
     }
 
     /// Node-RED's question about an editor session: who, and with which Node-RED permissions.
@@ -53,7 +91,14 @@ impl DaemonControl {
 impl Handler for DaemonControl {
     async fn handle(&self, request: ControlRequest) -> ControlResponse {
         match request {
-            ControlRequest::Status => ControlResponse::ok(self.status()),
+            ControlRequest::Status => ControlResponse::ok(self.status().await),
+            ControlRequest::AuditRead { after, limit, kind, since, wait_ms } => {
+                self.audit_read(after, limit, kind, since, wait_ms).await
+            }
+            ControlRequest::AuditVerify => match self.audit.verify().await {
+                Ok(report) => ControlResponse::ok(json!(report)),
+                Err(e) => ControlResponse::error(e.to_string()),
+            },
             ControlRequest::RestartNodeRed => match self.supervisor.restart().await {
                 Ok(pid) => ControlResponse::ok(json!({ "pid": pid })),
                 Err(e) => ControlResponse::error(e.to_string()),

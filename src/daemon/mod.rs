@@ -11,7 +11,7 @@ mod gate;
 mod signals;
 mod users;
 
-use crate::audit::Auditor;
+use crate::audit::{Actor, AuditEvent, Auditor};
 use crate::config::Settings;
 use crate::control::ControlServer;
 use crate::gate::Gate;
@@ -64,9 +64,11 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
 
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let (audit, audit_task) = Auditor::to_log();
-    let audit_tasks = TaskTracker::new();
-    audit_tasks.spawn(audit_task);
+    let (audit, journal) = Auditor::start(&dir.audit_dir(), settings.audit.max_bytes);
+    // Queued, not awaited: they answer no request, and READY should not wait for two fsyncs.
+    audit.enqueue(AuditEvent::new("agent.started", Actor::System, "agent").with("version", crate::VERSION).with("pid", std::process::id()));
+    audit.enqueue(config_loaded(&settings));
+
 
     let (first_attempt_tx, first_attempt_rx) = oneshot::channel();
     let (supervisor, handle) = Supervisor::new(
@@ -74,6 +76,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         dir.clone(),
         upstream_tokens.clone(),
         credential_secret,
+        audit.clone(),
         first_attempt_tx,
     );
 
@@ -138,6 +141,8 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     }
 
     notifier.stopping("stopping Node-RED");
+    let signal = signals.received().map(|s| s.to_string()).unwrap_or_default();
+    audit.record_or_log(AuditEvent::new("agent.stopping", Actor::System, "agent").with("signal", signal)).await;
     cancel.cancel();
     let deadline = settings.node_red.stop_timeout + SHUTDOWN_GRACE;
     tokio::select! {
@@ -145,11 +150,13 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         _ = tokio::time::sleep(deadline) => tracing::error!(timeout = %humantime::format_duration(deadline), "shutdown took too long; exiting anyway"),
         signal = signals.next() => tracing::warn!(%signal, "second signal; exiting at once"),
     }
-    // Every holder of an auditor is gone or stopping: let the journal write what it has.
+    // Every other holder of an auditor has ended: the journal thread ends when these go.
     drop(pipeline);
     drop(audit);
-    audit_tasks.close();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, audit_tasks.wait()).await;
+    let joined = tokio::task::spawn_blocking(move || journal.join());
+    if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
+        tracing::warn!("the audit journal did not close in time");
+    }
     Ok(())
 }
 
@@ -180,4 +187,18 @@ async fn watchdog(interval: Duration, notifier: Arc<Notifier>, cancel: Cancellat
             _ = ticker.tick() => notifier.watchdog(),
         }
     }
+}
+
+/// `config.loaded`: where the settings came from and a digest of the file.
+fn config_loaded(settings: &Settings) -> AuditEvent {
+    let digest = match &settings.source {
+        crate::config::ConfigSource::File(path) => std::fs::read(path).ok().map(|bytes| {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(bytes))
+        }),
+        crate::config::ConfigSource::Defaults => None,
+    };
+    AuditEvent::new("config.loaded", Actor::System, settings.source.describe())
+        .with("sha256", digest)
+        .with("protection", settings.gate.protection)
 }

@@ -3,7 +3,8 @@
 //! (0600), so `redtether run` with no config still gives a working, locked editor.
 
 use crate::config::{Role, UserSettings};
-use crate::gate::auth::passwords::hash_password;
+use crate::gate::auth::passwords::hash_random_secret;
+
 use crate::state_dir::{StateDir, StateDirError, random_secret, write_private};
 
 pub const INITIAL_ADMIN: &str = "admin";
@@ -18,8 +19,10 @@ pub fn effective_users(configured: &[UserSettings], dir: &StateDir) -> Result<Ve
     let hash = match std::fs::read_to_string(&hash_file) {
         Ok(hash) if !hash.trim().is_empty() => hash.trim().to_string(),
         _ => {
+            // 96 random bits need no memory-hard hash to resist guessing; light parameters keep
+            // the first start quick (READY) on a small device.
             let password = random_secret(12);
-            let hash = hash_password(&password)
+            let hash = hash_random_secret(&password)
                 .map_err(|e| StateDirError::Io { path: hash_file.clone(), source: std::io::Error::other(e) })?;
             write_private(&password_file, format!("{password}\n").as_bytes())?;
             write_private(&hash_file, hash.as_bytes())?;

@@ -5,6 +5,7 @@
 //!   lock                       held (flock) by the running agent
 //!   control.sock               control socket, 0600
 //!   credential-secret          Node-RED's credentialSecret, 0600, made once and kept
+//!   audit/                     the audit journal (sled), hash-chained
 //!   tokens.json                bearer tokens, as SHA-256 digests, 0600
 //!   initial-admin-password     the first-run editor owner's password, when no users are configured
 //!   gate-tls/                  the gate's self-signed certificate, when asked for
@@ -59,6 +60,10 @@ impl StateDir {
     }
     pub fn credential_secret(&self) -> PathBuf {
         self.root.join("credential-secret")
+    }
+    /// The audit journal (a sled database).
+    pub fn audit_dir(&self) -> PathBuf {
+        self.root.join("audit")
     }
     /// Bearer tokens (hashed), 0600.
     pub fn tokens_file(&self) -> PathBuf {

@@ -57,6 +57,14 @@ mod tests {
         let instance = format!("test-{}", crate::state_dir::random_secret(8));
         let mut marked = std::process::Command::new("sleep").arg("30").env(INSTANCE_ENV, &instance).spawn().unwrap();
         let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        // Right after a vfork-style spawn returns, the kernel may not have set up the child's
+        // environment yet; /proc shows it empty for a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while fs::read(format!("/proc/{}/environ", marked.id())).unwrap_or_default().is_empty()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         assert_eq!(kill_instance(&instance), 1);
         let status = marked.wait().unwrap();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));

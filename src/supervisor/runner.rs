@@ -8,6 +8,7 @@ use super::policy::{PolicyConfig, RestartPolicy};
 use super::settings_js::{GATE_TOKEN_HEADER, SettingsJs};
 use super::status::{NodeRedState, NodeRedStatus};
 use super::{SupervisorError, install, leftovers, logs};
+use crate::audit::{Actor, AuditEvent, Auditor};
 use crate::backoff::{Backoff, jitter};
 use crate::config::{NodeRedLaunch, NodeRedSettings};
 use crate::state_dir::{StateDir, write_private};
@@ -61,6 +62,7 @@ pub struct Supervisor {
     dir: StateDir,
     upstream_tokens: UpstreamTokens,
     credential_secret: String,
+    audit: Auditor,
     status: watch::Sender<NodeRedStatus>,
     upstream: watch::Sender<Option<SocketAddr>>,
     commands: mpsc::Receiver<Command>,
@@ -90,6 +92,7 @@ impl Supervisor {
         dir: StateDir,
         upstream_tokens: UpstreamTokens,
         credential_secret: String,
+        audit: Auditor,
         first_attempt: oneshot::Sender<()>,
     ) -> (Supervisor, SupervisorHandle) {
         let (status_tx, status_rx) = watch::channel(NodeRedStatus::initial());
@@ -103,6 +106,7 @@ impl Supervisor {
             dir,
             upstream_tokens,
             credential_secret,
+            audit,
             status: status_tx,
             upstream: upstream_tx,
             commands: cmd_rx,
@@ -150,6 +154,11 @@ impl Supervisor {
             let end = match self.start(red_js) {
                 Ok((process, port, instance)) => {
                     let mut process = process;
+                    let started = AuditEvent::new("nodered.started", Actor::System, "node-red")
+                        .with("pid", process.pid())
+                        .with("port", port)
+                        .with("restarts", self.spawns.saturating_sub(1));
+                    self.audit.record_or_log(started).await;
                     let end = self.watch_run(&mut process, port, &mut policy, &cancel).await;
                     self.upstream.send_replace(None);
                     let end = self.finish_run(&mut process, end).await;
@@ -177,6 +186,12 @@ impl Supervisor {
                     let last = self.status.borrow().last_exit.clone().unwrap_or_default();
                     if plan.crash_loop {
                         tracing::error!(restart_in = %fmt(plan.delay), recent_crashes = policy.recent_crashes(), "Node-RED is in a crash loop");
+                        if self.status.borrow().state != NodeRedState::CrashLoop {
+                            let event = AuditEvent::new("nodered.crash_loop", Actor::System, "node-red")
+                                .with("recent_crashes", policy.recent_crashes())
+                                .with("retry_every_seconds", plan.delay.as_secs());
+                            self.audit.record_or_log(event).await;
+                        }
                     } else {
                         tracing::warn!(restart_in = %fmt(plan.delay), "Node-RED {last}; restarting");
                     }
@@ -347,23 +362,33 @@ impl Supervisor {
     async fn finish_run(&mut self, process: &mut NodeRedProcess, end: RunEnd) -> RunEnd {
         let stop_timeout = self.settings.stop_timeout;
         let pid = process.pid();
-        let last_exit = match &end {
-            RunEnd::Exited(Ok(status)) => describe_exit(*status),
-            RunEnd::Exited(Err(e)) => format!("could not be waited for: {e}"),
+        let (last_exit, status, reason) = match &end {
+            RunEnd::Exited(Ok(status)) => (describe_exit(*status), Some(*status), "exited"),
+            RunEnd::Exited(Err(e)) => (format!("could not be waited for: {e}"), None, "exited"),
             RunEnd::Hung(why) => {
                 tracing::warn!(pid, "Node-RED {why}; stopping it");
-                let _ = process.stop(stop_timeout).await;
-                format!("was hung ({why}) and was stopped")
+                let status = process.stop(stop_timeout).await.ok();
+                (format!("was hung ({why}) and was stopped"), status, "hung")
             }
             RunEnd::Cancelled | RunEnd::Restart(_) => {
                 tracing::info!(pid, "stopping Node-RED");
                 self.set(NodeRedState::Starting, Some(pid), None, Some("stopping".into()));
                 match process.stop(stop_timeout).await {
-                    Ok(status) => format!("was stopped by the agent ({})", describe_exit(status)),
-                    Err(e) => format!("was stopped by the agent ({e})"),
+                    Ok(status) => {
+                        (format!("was stopped by the agent ({})", describe_exit(status)), Some(status), "stopped")
+                    }
+                    Err(e) => (format!("was stopped by the agent ({e})"), None, "stopped"),
                 }
             }
         };
+        use std::os::unix::process::ExitStatusExt;
+        let exited = AuditEvent::new("nodered.exited", Actor::System, "node-red")
+            .with("pid", pid)
+            .with("reason", reason)
+            .with("code", status.and_then(|s| s.code()))
+            .with("signal", status.and_then(|s| s.signal()))
+            .with("description", last_exit.as_str());
+        self.audit.record_or_log(exited).await;
         tracing::info!(pid, "Node-RED {last_exit}");
         self.status.send_modify(|s| {
             s.last_exit = Some(last_exit);

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod forgetful_fs;
 pub mod http;
 pub mod node_red;
 pub mod tls;

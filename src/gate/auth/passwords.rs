@@ -23,6 +23,17 @@ pub fn hash_password(password: &str) -> Result<String, String> {
     Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|e| e.to_string())
 }
 
+/// Hashes a machine-made random secret (the first-run admin password): argon2id still, so it
+/// verifies like any other hash, but with light parameters, as a 96-bit random secret cannot be
+/// guessed however cheap each guess is.
+pub fn hash_random_secret(secret: &str) -> Result<String, String> {
+    let params = argon2::Params::new(256, 1, 1, None).map_err(|e| e.to_string())?;
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(secret.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
 /// Verifies passwords on blocking threads, a few at a time: argon2 takes tens of milliseconds
 /// and about 19 MiB each, which must not stall the gate or exhaust a small device's memory.
 #[derive(Clone)]
@@ -112,7 +123,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn random_secret_hashes_are_light_argon2id_and_verify() {
+        let hash = hash_random_secret("0123456789abcdef01234567").unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=256,t=1,p=1$"), "{hash}");
+        assert!(verify_now(&hash, "0123456789abcdef01234567"));
+        assert!(!verify_now(&hash, "0123456789abcdef01234568"));
+    }
+
+    #[test]
     fn hashes_verify_and_wrong_passwords_do_not() {
+
         let hash = hash_password("correct horse").unwrap();
         assert!(hash.starts_with("$argon2id$"));
         assert!(verify_now(&hash, "correct horse"));

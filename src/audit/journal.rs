@@ -1,0 +1,381 @@
+//! The journal's logic, over any [`Store`]: sequence numbers and the hash chain, appends that
+//! are durable when they return, the size bound with its pruning policy, the forwarding cursor,
+//! and verification.
+//!
+//! Bound: when the records exceed `max_bytes`, the oldest go first until they are under 90 % of
+//! it. Records the platform acknowledged are always the oldest, so they go before unforwarded
+//! ones; if unforwarded ones must go too, an `audit.dropped` event records how many and which
+//! sequence numbers, in the same commit. Records of the append being made are never pruned by it.
+
+use super::event::{Actor, AuditEvent};
+use super::record::{GENESIS, RecordFault, StoredEvent};
+use super::store::{Batch, Meta, Store, StoreError};
+use std::time::SystemTime;
+
+/// Bytes charged per record beyond its value (key and index overhead, roughly).
+const RECORD_OVERHEAD: u64 = 16;
+/// Records read per step when pruning or verifying.
+const CHUNK: usize = 512;
+
+pub struct Journal<S: Store> {
+    store: S,
+    meta: Meta,
+    max_bytes: u64,
+}
+
+/// The result of checking the chain.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Verification {
+    /// Records checked.
+    pub checked: u64,
+    /// First and last sequence number present.
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    /// The first record that does not hold up, and why.
+    pub first_bad: Option<(u64, String)>,
+}
+
+impl<S: Store> Journal<S> {
+    pub fn open(store: S, max_bytes: u64) -> Result<Self, StoreError> {
+        let meta = store.load_meta()?.unwrap_or_else(|| Meta {
+            last_hash: hex::encode(GENESIS),
+            checkpoint_hash: hex::encode(GENESIS),
+            ..Meta::default()
+        });
+        Ok(Journal { store, meta, max_bytes })
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    /// The store, for inspection.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Gives the store back (to reopen it, or to simulate a power cut on it).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    /// Records not yet acknowledged by the platform.
+    pub fn backlog(&self) -> u64 {
+        self.meta.last_seq - self.meta.cursor.max(self.meta.checkpoint_seq)
+    }
+
+    /// Appends `events` and makes them durable; returns what was stored, in order (with an
+    /// `audit.dropped` record after them if the bound dropped unforwarded records).
+    pub fn append(&mut self, events: Vec<AuditEvent>, now: SystemTime) -> Result<Vec<StoredEvent>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut meta = self.meta.clone();
+        let mut put = Vec::with_capacity(events.len() + 1);
+        let mut stored = Vec::with_capacity(events.len() + 1);
+        let first_new = meta.last_seq + 1;
+        for event in events {
+            seal_into(event, now, &mut meta, &mut put, &mut stored);
+        }
+        let mut remove = Vec::new();
+        if meta.bytes > self.max_bytes {
+            let dropped = self.prune(&mut meta, first_new, &mut remove)?;
+            if let Some((first, last)) = dropped {
+                let marker = AuditEvent::new("audit.dropped", Actor::System, "audit")
+                    .with("count", last - first + 1)
+                    .with("first_seq", first)
+                    .with("last_seq", last)
+                    .with("reason", "the journal reached audit.max_bytes before these were forwarded");
+                seal_into(marker, now, &mut meta, &mut put, &mut stored);
+            }
+        }
+        self.write(Batch { put, remove, meta })?;
+        Ok(stored)
+    }
+
+    /// Commits and syncs `batch`. If that fails half way, the journal takes the store's own
+    /// bookkeeping as the truth, so sequence numbers and the chain stay consistent with what is
+    /// stored (the failed records may or may not be there; their callers were told they are not
+    /// durable).
+    fn write(&mut self, batch: Batch) -> Result<(), StoreError> {
+        let meta = batch.meta.clone();
+        match self.store.commit(batch).and_then(|()| self.store.sync()) {
+            Ok(()) => {
+                self.meta = meta;
+                Ok(())
+            }
+            Err(e) => {
+                if let Ok(Some(stored)) = self.store.load_meta() {
+                    self.meta = stored;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes the oldest records older than `first_new` until under 90 % of the bound. Returns
+    /// the range of unforwarded records that had to go.
+    fn prune(&self, meta: &mut Meta, first_new: u64, remove: &mut Vec<u64>) -> Result<Option<(u64, u64)>, StoreError> {
+        let target = self.max_bytes / 10 * 9;
+        let mut dropped: Option<(u64, u64)> = None;
+        let mut from = meta.checkpoint_seq + 1;
+        while meta.bytes > target && from < first_new {
+            let chunk = self.store.range(from, CHUNK)?;
+            if chunk.is_empty() {
+                break;
+            }
+            for (seq, value) in chunk {
+                if seq >= first_new || meta.bytes <= target {
+                    return Ok(dropped);
+                }
+                remove.push(seq);
+                meta.bytes = meta.bytes.saturating_sub(value.len() as u64 + RECORD_OVERHEAD);
+                meta.checkpoint_seq = seq;
+                meta.checkpoint_hash = hex::encode(value.get(..32).unwrap_or(&GENESIS));
+                if seq > meta.cursor {
+                    dropped = Some((dropped.map_or(seq, |(first, _)| first), seq));
+                }
+                from = seq + 1;
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// Records the platform's acknowledgement of everything up to `seq`.
+    pub fn ack(&mut self, seq: u64) -> Result<u64, StoreError> {
+        let seq = seq.min(self.meta.last_seq);
+        if seq <= self.meta.cursor {
+            return Ok(self.meta.cursor);
+        }
+        let mut meta = self.meta.clone();
+        meta.cursor = seq;
+        self.write(Batch { put: Vec::new(), remove: Vec::new(), meta })?;
+        Ok(seq)
+    }
+
+    /// Up to `limit` records after sequence number `after`.
+    pub fn read(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        Ok(self
+            .store
+            .range(after.saturating_add(1), limit)?
+            .into_iter()
+            .filter_map(|(_, v)| StoredEvent::decode(&v))
+            .collect())
+    }
+
+    /// Records the platform has not acknowledged yet, oldest first.
+    pub fn unforwarded(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(self.meta.cursor, limit)
+    }
+
+    /// Recomputes the chain from the checkpoint to the newest record.
+    pub fn verify(&self) -> Result<Verification, StoreError> {
+        let mut expected_seq = self.meta.checkpoint_seq + 1;
+        let mut prev = decode_hash(&self.meta.checkpoint_hash);
+        let mut report = Verification { checked: 0, first_seq: None, last_seq: None, first_bad: None };
+        loop {
+            let chunk = self.store.range(expected_seq, CHUNK)?;
+            if chunk.is_empty() {
+                break;
+            }
+            for (seq, value) in chunk {
+                report.first_seq.get_or_insert(seq);
+                if seq != expected_seq {
+                    report.first_bad = Some((expected_seq, format!("missing (next record is {seq})")));
+                    return Ok(report);
+                }
+                match StoredEvent::open(seq, &value, &prev) {
+                    Ok(event) => prev = event.hash_bytes(),
+                    Err(fault) => {
+                        report.first_bad = Some((seq, describe(fault).to_string()));
+                        return Ok(report);
+                    }
+                }
+                report.checked += 1;
+                report.last_seq = Some(seq);
+                expected_seq = seq + 1;
+            }
+        }
+        if expected_seq <= self.meta.last_seq {
+            report.first_bad = Some((expected_seq, "missing".to_string()));
+        } else if hex::encode(prev) != self.meta.last_hash {
+            report.first_bad = Some((self.meta.last_seq, "does not match the journal's recorded head".to_string()));
+        }
+        Ok(report)
+    }
+}
+
+fn seal_into(
+    event: AuditEvent,
+    now: SystemTime,
+    meta: &mut Meta,
+    put: &mut Vec<(u64, Vec<u8>)>,
+    stored: &mut Vec<StoredEvent>,
+) {
+    let seq = meta.last_seq + 1;
+    let id = event_id(now);
+    let ts = humantime::format_rfc3339_millis(now).to_string();
+    let (event, value) = StoredEvent::seal(event, seq, id, ts, &decode_hash(&meta.last_hash));
+    meta.bytes += value.len() as u64 + RECORD_OVERHEAD;
+    meta.last_seq = seq;
+    meta.last_hash = event.hash.clone();
+    put.push((seq, value));
+    stored.push(event);
+}
+
+/// A UUIDv7: milliseconds since the epoch, then random bits from a user-space generator (the
+/// journal makes tens of thousands a second; a getrandom(2) call for each would show).
+fn event_id(now: SystemTime) -> String {
+    let millis = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let random: [u8; 10] = rand::random();
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid().to_string()
+}
+
+fn decode_hash(text: &str) -> [u8; 32] {
+    let mut out = GENESIS;
+    if let Ok(bytes) = hex::decode(text)
+        && bytes.len() == 32
+    {
+        out.copy_from_slice(&bytes);
+    }
+    out
+}
+
+fn describe(fault: RecordFault) -> &'static str {
+    match fault {
+        RecordFault::Unreadable => "unreadable",
+        RecordFault::WrongSeq => "stored under another sequence number",
+        RecordFault::HashMismatch => "content does not match its hash",
+        RecordFault::BrokenChain => "does not follow the previous record's hash",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::store::MemStore;
+    use super::*;
+
+    fn ev(n: u64) -> AuditEvent {
+        AuditEvent::new("test.event", Actor::System, format!("t{n}")).with("n", n)
+    }
+
+    fn journal(max_bytes: u64) -> Journal<MemStore> {
+        Journal::open(MemStore::default(), max_bytes).unwrap()
+    }
+
+    #[test]
+    fn sequence_and_chain() {
+        let mut j = journal(u64::MAX);
+        let a = j.append(vec![ev(1), ev(2)], SystemTime::now()).unwrap();
+        let b = j.append(vec![ev(3)], SystemTime::now()).unwrap();
+        assert_eq!(a.iter().chain(&b).map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(a[0].prev_hash, hex::encode(GENESIS));
+        assert_eq!(a[1].prev_hash, a[0].hash);
+        assert_eq!(b[0].prev_hash, a[1].hash);
+        assert_ne!(a[0].id, a[1].id);
+        let v = j.verify().unwrap();
+        assert_eq!((v.checked, v.first_bad), (3, None));
+    }
+
+    #[test]
+    fn appends_are_durable_when_they_return() {
+        let mut j = journal(u64::MAX);
+        j.append(vec![ev(1)], SystemTime::now()).unwrap();
+        let after_cut = Journal::open(j.store.after_power_cut(), u64::MAX).unwrap();
+        assert_eq!(after_cut.read(0, 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn tampering_is_found_at_its_sequence_number() {
+        let mut j = journal(u64::MAX);
+        j.append((1..=5).map(ev).collect(), SystemTime::now()).unwrap();
+        let value = j.store.events.get_mut(&3).unwrap();
+        let text = String::from_utf8(value[32..].to_vec()).unwrap().replace("\"n\":3", "\"n\":4");
+        value.truncate(32);
+        value.extend_from_slice(text.as_bytes());
+        assert_eq!(j.verify().unwrap().first_bad.unwrap().0, 3);
+        let mut j = journal(u64::MAX);
+        j.append((1..=5).map(ev).collect(), SystemTime::now()).unwrap();
+        j.store.events.remove(&4);
+        assert_eq!(j.verify().unwrap().first_bad.unwrap().0, 4);
+        let mut j = journal(u64::MAX);
+        j.append((1..=5).map(ev).collect(), SystemTime::now()).unwrap();
+        j.store.events.remove(&5);
+        assert_eq!(j.verify().unwrap().first_bad.unwrap().0, 5, "a missing newest record is found too");
+    }
+
+    #[test]
+    fn forwarded_records_are_pruned_first_and_the_chain_still_verifies() {
+        let size = {
+            let mut j = journal(u64::MAX);
+            j.append(vec![ev(1)], SystemTime::now()).unwrap();
+            j.meta().bytes
+        };
+        let mut j = journal(size * 10);
+        j.append((1..=8).map(ev).collect(), SystemTime::now()).unwrap();
+        j.ack(6).unwrap();
+        let stored = j.append((9..=11).map(ev).collect(), SystemTime::now()).unwrap();
+        assert_eq!(stored.len(), 3, "no drop marker: only forwarded records went");
+        let kept: Vec<u64> = j.read(0, 100).unwrap().iter().map(|e| e.seq).collect();
+        assert!(kept[0] <= 7, "unforwarded 7 and 8 kept: {kept:?}");
+        assert!(j.meta().checkpoint_seq >= 1 && j.meta().checkpoint_seq <= 6);
+        assert_eq!(j.verify().unwrap().first_bad, None);
+        assert!(j.meta().bytes <= size * 10);
+    }
+
+    #[test]
+    fn when_still_full_unforwarded_records_go_with_a_marker() {
+        let size = {
+            let mut j = journal(u64::MAX);
+            j.append(vec![ev(1)], SystemTime::now()).unwrap();
+            j.meta().bytes
+        };
+        let mut j = journal(size * 5);
+        j.append((1..=5).map(ev).collect(), SystemTime::now()).unwrap();
+        j.ack(1).unwrap();
+        let stored = j.append((6..=8).map(ev).collect(), SystemTime::now()).unwrap();
+        let marker = stored.last().unwrap();
+        assert_eq!(marker.kind, "audit.dropped");
+        assert_eq!(marker.detail["first_seq"], 2, "record 1 was forwarded, so it went silently");
+        let (first, last, count) = (
+            marker.detail["first_seq"].as_u64().unwrap(),
+            marker.detail["last_seq"].as_u64().unwrap(),
+            marker.detail["count"].as_u64().unwrap(),
+        );
+        assert_eq!(count, last - first + 1);
+        let kept: Vec<u64> = j.read(0, 100).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(kept.first(), Some(&(last + 1)), "no gap: pruning removes a prefix");
+        assert!(kept.contains(&6) && kept.contains(&8), "the new records are never the ones dropped");
+        assert_eq!(j.verify().unwrap().first_bad, None);
+    }
+
+    #[test]
+    fn ack_never_moves_backwards_or_past_the_head() {
+        let mut j = journal(u64::MAX);
+        j.append((1..=3).map(ev).collect(), SystemTime::now()).unwrap();
+        assert_eq!(j.ack(2).unwrap(), 2);
+        assert_eq!(j.ack(1).unwrap(), 2);
+        assert_eq!(j.ack(99).unwrap(), 3);
+        assert_eq!(j.backlog(), 0);
+        j.append(vec![ev(4)], SystemTime::now()).unwrap();
+        assert_eq!(j.unforwarded(10).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), [4]);
+    }
+}
+
+#[cfg(test)]
+mod sled_tests {
+    use super::super::store::SledStore;
+    use super::*;
+
+    #[test]
+    fn appends_survive_reopen_in_new_processes_style() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit");
+        for round in 1..=3u64 {
+            let store = SledStore::open(&path).unwrap();
+            let mut j = Journal::open(store, u64::MAX).unwrap();
+            assert_eq!(j.meta().last_seq, round - 1, "round {round}");
+            j.append(vec![AuditEvent::new("t", Actor::System, "x")], SystemTime::now()).unwrap();
+        }
+    }
+}
