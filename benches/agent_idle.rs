@@ -169,4 +169,3 @@ fn main() {
     println!("| RSS of the Node-RED the agent supervises | | {s_rss:.1} MiB | |");
     println!("first start on an empty state directory: READY after {:.1} ms", cold.ready_ms);
 }
-

@@ -37,17 +37,20 @@ fn killed_node_red_is_restarted_and_counted() {
     assert!(status["node_red"]["restarts"].as_u64().unwrap() >= 1, "{status}");
     assert!(!process_alive(first));
     let log = agent.log();
-    assert!(log.contains(&format!("pid={first}")) && log.contains("was killed by signal 9 (SIGKILL)"), "the kill is seen");
+    assert!(
+        log.contains(&format!("pid={first}")) && log.contains("was killed by signal 9 (SIGKILL)"),
+        "the kill is seen"
+    );
     assert!(log.contains("restarting"), "the backoff is logged");
     let exits = std::process::Command::new(common::agent::BIN)
         .args(["audit", "list", "--json", "--kind", "nodered.exited", "--config"])
         .arg(&agent.config)
         .output()
         .unwrap();
-    let first_exit: serde_json::Value = serde_json::from_str(String::from_utf8(exits.stdout).unwrap().lines().next().unwrap()).unwrap();
+    let first_exit: serde_json::Value =
+        serde_json::from_str(String::from_utf8(exits.stdout).unwrap().lines().next().unwrap()).unwrap();
     assert_eq!(first_exit["detail"]["signal"], 9, "audited with the signal: {first_exit}");
     assert_eq!(first_exit["detail"]["pid"], first);
-
 }
 
 #[test]

@@ -49,8 +49,6 @@ fn run(settings: Settings) -> ExitCode {
     crate::systemd::init_logging(&settings.log_level);
     crate::heap::keep_small();
 
-
-
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("redtether").build() {
         Ok(rt) => rt,
         Err(e) => {

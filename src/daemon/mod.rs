@@ -66,9 +66,12 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let tasks = TaskTracker::new();
     let (audit, journal) = Auditor::start(&dir.audit_dir(), settings.audit.max_bytes);
     // Queued, not awaited: they answer no request, and READY should not wait for two fsyncs.
-    audit.enqueue(AuditEvent::new("agent.started", Actor::System, "agent").with("version", crate::VERSION).with("pid", std::process::id()));
+    audit.enqueue(
+        AuditEvent::new("agent.started", Actor::System, "agent")
+            .with("version", crate::VERSION)
+            .with("pid", std::process::id()),
+    );
     audit.enqueue(config_loaded(&settings));
-
 
     let (first_attempt_tx, first_attempt_rx) = oneshot::channel();
     let (supervisor, handle) = Supervisor::new(

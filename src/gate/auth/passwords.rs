@@ -132,7 +132,6 @@ mod tests {
 
     #[test]
     fn hashes_verify_and_wrong_passwords_do_not() {
-
         let hash = hash_password("correct horse").unwrap();
         assert!(hash.starts_with("$argon2id$"));
         assert!(verify_now(&hash, "correct horse"));
