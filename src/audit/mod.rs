@@ -127,7 +127,6 @@ impl Auditor {
     }
 
     /// Records `event`, logging instead of failing: for callers that must answer regardless.
-
     pub async fn record_or_log(&self, event: AuditEvent) {
         let kind = event.kind.clone();
         if let Err(e) = self.record(event).await {

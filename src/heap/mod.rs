@@ -14,7 +14,6 @@ pub fn keep_small() {
 }
 
 /// Gives free heap pages back to the kernel (for measurements of what is really held).
-
 #[allow(unsafe_code)]
 pub fn trim() {
     // SAFETY: malloc_trim only releases free memory held by the allocator.
