@@ -12,10 +12,15 @@ pub mod control;
 pub mod daemon;
 pub mod gate;
 pub mod heap;
+pub mod hub;
+pub mod identity;
+pub mod pki;
+pub mod protocol;
 pub mod rfc3339;
 pub mod state_dir;
 pub mod supervisor;
 pub mod systemd;
+pub mod tunnel;
 
 /// The agent's version, as reported by `--version`, `status` and the tunnel hello.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

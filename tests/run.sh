@@ -3,7 +3,7 @@
 #
 # What the tests need beyond that is installed by the tests themselves, once, into target/:
 # Node-RED from tests/fixtures/node-red/package-lock.json (npm ci, reused while the lockfile is
-# unchanged). Extra arguments go to `cargo test` (for example a test name filter).
+# unchanged) and Python's aioquic from tests/fixtures/aioquic/requirements.txt (pip --target). Extra arguments go to `cargo test` (for example a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,15 @@ need cargo "install Rust with rustup"
 need node "Node.js 20 runs Node-RED"
 need npm "npm installs the Node-RED fixture"
 need unshare "util-linux: the journald test runs the agent in a private mount namespace"
-need python3 "the journald test's stand-in journal"
+need python3 "the journald test's stand-in journal and the aioquic client"
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    # Debian ships pip separately; as root we add it, otherwise say what is missing.
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null
+    else
+        echo "tests/run.sh: python3 -m pip is required (it installs the aioquic client): apt-get install python3-pip" >&2
+        exit 1
+    fi
+fi
 
 exec cargo test --locked "$@"

@@ -37,6 +37,18 @@ pub enum Command {
     /// Manage bearer tokens for node space (HTTP-In endpoints, dashboards)
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Enroll this device with a hub: make a key, send a CSR with the one-time token, pin the CA
+    Enroll {
+        /// The hub's QUIC address, HOST:PORT
+        #[arg(long)]
+        hub: String,
+        /// The one-time token from `redtether-hub enroll-token`
+        #[arg(long)]
+        token: String,
+        /// SHA-256 of the hub's CA (`redtether-hub ca-fingerprint`)
+        #[arg(long)]
+        ca_fingerprint: String,
+    },
     /// Read and check the audit journal
     #[command(subcommand)]
     Audit(super::audit::AuditCommand),

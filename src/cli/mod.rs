@@ -35,6 +35,7 @@ pub fn execute(cli: Cli) -> ExitCode {
         Command::Passwd => token::passwd(),
         Command::Token(command) => token::run(&settings, command),
         Command::Audit(command) => audit::run(&settings, command),
+        Command::Enroll { hub, token, ca_fingerprint } => enroll(&settings, &hub, &token, &ca_fingerprint),
         Command::RestartNodeRed => match ask(&settings, &ControlRequest::RestartNodeRed) {
             Ok(result) => {
                 println!("Node-RED restarted (pid {})", result["pid"]);
@@ -42,6 +43,38 @@ pub fn execute(cli: Cli) -> ExitCode {
             }
             Err(e) => client_error(&e),
         },
+    }
+}
+
+/// `redtether enroll`: works with the daemon running (it is told to pick the identity up) or
+/// stopped.
+fn enroll(settings: &Settings, hub: &str, token: &str, fingerprint: &str) -> ExitCode {
+    let dir = crate::state_dir::StateDir::new(&settings.state_dir);
+    if let Err(e) = dir.create() {
+        eprintln!("redtether: {e}");
+        return exit::code(exit::CANT_CREATE);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("redtether: {e}");
+            return exit::code(exit::FAILURE);
+        }
+    };
+    match runtime.block_on(crate::tunnel::enroll::enroll(hub, token, fingerprint, &dir)) {
+        Ok(identity) => {
+            println!("enrolled as {} with the hub at {}", identity.info.device_id, identity.info.hub);
+            match ask(settings, &ControlRequest::TunnelReload) {
+                Ok(_) => println!("the running agent is connecting"),
+                Err(ClientError::NotRunning(_)) => println!("the agent will connect when it starts"),
+                Err(e) => eprintln!("redtether: enrolled, but the running agent did not answer: {e}"),
+            }
+            exit::code(exit::OK)
+        }
+        Err(e) => {
+            eprintln!("redtether: enrollment failed: {}", error_chain(&e));
+            exit::code(exit::FAILURE)
+        }
     }
 }
 

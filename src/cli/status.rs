@@ -39,6 +39,20 @@ fn human(s: &serde_json::Value) -> String {
     if let Some(last) = nr["last_exit"].as_str() {
         out.push_str(&format!("            last run: {last}\n"));
     }
+    let t = &s["tunnel"];
+    if let Some(state) = t["state"].as_str() {
+        out.push_str(&format!("  tunnel    {}", state.replace('_', " ")));
+        if let (Some(hub), Some(device)) = (t["hub"].as_str(), t["device_id"].as_str()) {
+            out.push_str(&format!(" (hub {hub}, device {device})"));
+        }
+        out.push('\n');
+        if let Some(e) = t["last_error"].as_str() {
+            out.push_str(&format!("            {e}\n"));
+        }
+    }
+    if let Some(backlog) = s["audit"]["backlog"].as_u64() {
+        out.push_str(&format!("  audit     {} events, {backlog} not yet at the hub\n", s["audit"]["last_seq"]));
+    }
     out
 }
 

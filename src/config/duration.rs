@@ -3,7 +3,7 @@
 use serde::{Deserialize, Deserializer};
 use std::time::Duration;
 
-pub(super) fn deserialize_opt<'de, D>(deserializer: D) -> Result<Option<Duration>, D::Error>
+pub fn deserialize_opt<'de, D>(deserializer: D) -> Result<Option<Duration>, D::Error>
 where
     D: Deserializer<'de>,
 {

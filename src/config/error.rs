@@ -42,7 +42,7 @@ impl fmt::Display for InvalidKey {
 }
 
 impl ConfigError {
-    pub(crate) fn invalid(source: &str, key: &str, message: impl Into<String>) -> Self {
+    pub fn invalid(source: &str, key: &str, message: impl Into<String>) -> Self {
         ConfigError::Invalid(InvalidKey {
             source: source.to_string(),
             key: key.to_string(),

@@ -6,7 +6,7 @@
 //! `EX_CONFIG` (78) and a message an operator can act on.
 
 mod defaults;
-mod duration;
+pub mod duration;
 mod error;
 mod gate;
 mod raw;
@@ -15,7 +15,8 @@ mod settings;
 pub use defaults::ProcessContext;
 pub use error::ConfigError;
 pub use gate::{GateSettings, NodeAuth, RateLimitSettings, Role, TlsSettings, UserSettings, valid_user_name};
-pub use settings::{AuditSettings, ConfigSource, NodeRedLaunch, NodeRedSettings, Settings};
+pub use raw::parse_toml;
+pub use settings::{AuditSettings, ConfigSource, NodeRedLaunch, NodeRedSettings, Settings, TunnelSettings};
 
 use std::path::Path;
 

@@ -17,6 +17,15 @@ pub(super) struct RawConfig {
     pub gate: RawGate,
     #[serde(default)]
     pub audit: RawAudit,
+    #[serde(default)]
+    pub tunnel: RawTunnel,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTunnel {
+    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    pub keepalive: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +116,11 @@ pub(super) struct RawTls {
 /// Parses TOML text into the raw structs, turning serde's error into one that names the dotted
 /// key and the line.
 pub(super) fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+    parse_toml(text, path)
+}
+
+/// Parses any configuration file's TOML into `T`, with errors that name the key and line.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
     let source = path.display().to_string();
     let deserializer = toml::de::Deserializer::parse(text).map_err(|e| toml_error(&source, text, "", &e))?;
     serde_path_to_error::deserialize(deserializer).map_err(|e| {

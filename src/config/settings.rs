@@ -28,6 +28,7 @@ impl ConfigSource {
 pub struct Settings {
     pub source: ConfigSource,
     pub audit: AuditSettings,
+    pub tunnel: TunnelSettings,
     pub state_dir: PathBuf,
     pub log_level: String,
     pub node_red: NodeRedSettings,
@@ -41,6 +42,14 @@ pub enum NodeRedLaunch {
     Managed { node: String, npm: String, package: String },
     /// Run this command (program and arguments) as Node-RED; nothing is installed.
     Command(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct TunnelSettings {
+    /// How often the tunnel proves it is alive when idle. Shorter finds a restarted hub sooner
+    /// (it answers the first packet with a stateless reset); longer spends less on metered
+    /// links (each keep-alive and its acknowledgement are about 100 bytes).
+    pub keepalive: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -176,7 +185,22 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
         ));
     }
 
-    Ok(Settings { source, audit: AuditSettings { max_bytes }, state_dir, log_level, node_red, gate })
+    let keepalive = raw.tunnel.keepalive.unwrap_or(Duration::from_secs(2));
+    if keepalive < Duration::from_millis(200) || keepalive > Duration::from_secs(25) {
+        return Err(invalid(
+            "tunnel.keepalive",
+            "must be between 200ms and 25s (the tunnel's idle timeout is 30s)".into(),
+        ));
+    }
+    Ok(Settings {
+        source,
+        audit: AuditSettings { max_bytes },
+        tunnel: TunnelSettings { keepalive },
+        state_dir,
+        log_level,
+        node_red,
+        gate,
+    })
 }
 
 fn non_empty(

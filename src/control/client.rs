@@ -1,6 +1,6 @@
 //! The CLI's side of the control socket (blocking: a CLI call is one short exchange).
 
-use super::protocol::{ControlRequest, ControlResponse};
+use super::protocol::ControlResponse;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -27,7 +27,11 @@ pub enum ClientError {
 }
 
 /// Sends one request and returns the `result` of a successful response.
-pub fn request(socket: &Path, request: &ControlRequest, timeout: Duration) -> Result<serde_json::Value, ClientError> {
+pub fn request<R: serde::Serialize>(
+    socket: &Path,
+    request: &R,
+    timeout: Duration,
+) -> Result<serde_json::Value, ClientError> {
     let io = |source| ClientError::Io { path: socket.to_path_buf(), source };
     let mut stream = match UnixStream::connect(socket) {
         Ok(s) => s,

@@ -37,6 +37,8 @@ pub enum ControlRequest {
     },
     /// Recompute the journal's hash chain.
     AuditVerify,
+    /// Read the tunnel identity again (after `redtether enroll`).
+    TunnelReload,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

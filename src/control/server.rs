@@ -1,7 +1,8 @@
 //! The daemon's side of the control socket.
 
 use super::ControlError;
-use super::protocol::{ControlRequest, ControlResponse, MAX_REQUEST};
+use super::protocol::{ControlResponse, MAX_REQUEST};
+use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -11,9 +12,11 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Answers control requests; implemented by the daemon.
+/// Answers control requests; implemented by the agent and by the hub, each with its own
+/// request type.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, request: ControlRequest) -> impl Future<Output = ControlResponse> + Send;
+    type Request: DeserializeOwned + Send;
+    fn handle(&self, request: Self::Request) -> impl Future<Output = ControlResponse> + Send;
 }
 
 pub struct ControlServer {
@@ -101,7 +104,7 @@ async fn serve_connection<H: Handler>(stream: UnixStream, handler: &H) {
                 return;
             }
         }
-        let response = match serde_json::from_str::<ControlRequest>(line.trim_end()) {
+        let response = match serde_json::from_str::<H::Request>(line.trim_end()) {
             Ok(request) => handler.handle(request).await,
             Err(e) => ControlResponse::error(format!("bad request: {e}")),
         };

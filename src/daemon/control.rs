@@ -7,6 +7,7 @@ use crate::control::{ControlRequest, ControlResponse, Handler};
 use crate::gate::auth::sessions::SessionStore;
 use crate::gate::auth::tokens::TokenStore;
 use crate::supervisor::SupervisorHandle;
+use crate::tunnel::TunnelHandle;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::time::SystemTime;
 
 pub struct DaemonControl {
     pub supervisor: SupervisorHandle,
+    pub tunnel: TunnelHandle,
     pub gate_listen: SocketAddr,
     pub settings: Arc<Settings>,
     pub sessions: Arc<SessionStore>,
@@ -27,6 +29,7 @@ impl DaemonControl {
         let audit = self.audit.status().await.ok();
         json!({
             "audit": audit,
+            "tunnel": self.tunnel.status(),
             "version": crate::VERSION,
             "pid": std::process::id(),
             "started": crate::rfc3339::format_seconds(self.started),
@@ -89,9 +92,14 @@ impl DaemonControl {
 }
 
 impl Handler for DaemonControl {
+    type Request = ControlRequest;
     async fn handle(&self, request: ControlRequest) -> ControlResponse {
         match request {
             ControlRequest::Status => ControlResponse::ok(self.status().await),
+            ControlRequest::TunnelReload => {
+                self.tunnel.reload();
+                ControlResponse::ok(json!({ "reloaded": true }))
+            }
             ControlRequest::AuditRead { after, limit, kind, since, wait_ms } => {
                 self.audit_read(after, limit, kind, since, wait_ms).await
             }

@@ -8,7 +8,7 @@
 
 mod control;
 mod gate;
-mod signals;
+pub mod signals;
 mod users;
 
 use crate::audit::{Actor, AuditEvent, Auditor};
@@ -20,6 +20,7 @@ use crate::gate::auth::tokens::TokenStore;
 use crate::state_dir::{StateDir, StateDirError, random_secret};
 use crate::supervisor::{Supervisor, UpstreamTokens};
 use crate::systemd::{Notifier, watchdog_interval};
+use crate::tunnel::Tunnel;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
@@ -84,7 +85,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     );
 
     let tls = match &settings.gate.tls {
-        Some(tls) => Some(crate::gate::tls::acceptor(tls, &dir).map_err(crate::gate::GateError::from)?),
+        Some(tls) => Some(crate::gate::tls::acceptor(tls, &dir, "gate-tls").map_err(crate::gate::GateError::from)?),
         None => None,
     };
     let pipeline = Arc::new(gate::pipeline(gate::GateParts {
@@ -113,8 +114,18 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     tasks.spawn(supervisor.run(cancel.child_token()));
     tasks.spawn(gate.serve(cancel.child_token()));
     tasks.spawn(gate::report_rate_limits(Arc::clone(&pipeline), cancel.child_token()));
+    let (tunnel, tunnel_handle) = Tunnel::new(
+        dir.clone(),
+        handle.clone(),
+        audit.clone(),
+        gate_addr.to_string(),
+        settings.gate.protection,
+        settings.tunnel.keepalive,
+    );
+    tasks.spawn(tunnel.run(cancel.child_token()));
     let control_handler = Arc::new(control::DaemonControl {
         supervisor: handle.clone(),
+        tunnel: tunnel_handle,
         gate_listen: gate_addr,
         settings: Arc::clone(&settings),
         sessions,

@@ -27,11 +27,12 @@ pub enum TlsError {
     SelfSigned(String),
 }
 
-/// Builds the acceptor for `settings`, making the self-signed pair first if asked to.
-pub fn acceptor(settings: &TlsSettings, dir: &StateDir) -> Result<TlsAcceptor, TlsError> {
+/// Builds the acceptor for `settings`, making the self-signed pair (in `<state_dir>/<folder>/`)
+/// first if asked to.
+pub fn acceptor(settings: &TlsSettings, dir: &StateDir, folder: &str) -> Result<TlsAcceptor, TlsError> {
     let (cert, key) = match settings {
         TlsSettings::Files { cert, key } => (cert.clone(), key.clone()),
-        TlsSettings::SelfSigned => self_signed(dir)?,
+        TlsSettings::SelfSigned => self_signed(dir, folder)?,
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
@@ -54,8 +55,8 @@ pub fn acceptor(settings: &TlsSettings, dir: &StateDir) -> Result<TlsAcceptor, T
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-fn self_signed(dir: &StateDir) -> Result<(PathBuf, PathBuf), TlsError> {
-    let folder = dir.root().join("gate-tls");
+fn self_signed(dir: &StateDir, folder: &str) -> Result<(PathBuf, PathBuf), TlsError> {
+    let folder = dir.root().join(folder);
     let (cert, key) = (folder.join("cert.pem"), folder.join("key.pem"));
     if cert.is_file() && key.is_file() {
         return Ok((cert, key));
@@ -114,7 +115,7 @@ mod tests {
     fn self_signed_pair_loads_into_rustls() {
         let dir = tempfile::tempdir().unwrap();
         let sd = StateDir::new(dir.path());
-        acceptor(&TlsSettings::SelfSigned, &sd).unwrap();
+        acceptor(&TlsSettings::SelfSigned, &sd, "gate-tls").unwrap();
         let key = dir.path().join("gate-tls/key.pem");
         let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o600);
@@ -126,6 +127,7 @@ mod tests {
         let e = acceptor(
             &TlsSettings::Files { cert: "/nonexistent/c.pem".into(), key: "/nonexistent/k.pem".into() },
             &StateDir::new("/tmp"),
+            "gate-tls",
         )
         .err()
         .unwrap();

@@ -3,8 +3,10 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod aioquic;
 pub mod forgetful_fs;
 pub mod http;
+pub mod hub;
 pub mod node_red;
 pub mod tls;
 

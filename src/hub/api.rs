@@ -1,0 +1,123 @@
+//! The operator API (JSON over HTTP, optionally HTTPS): `Authorization: Bearer <operator
+//! token>`; viewers read, members and owners also command devices.
+//!
+//! - `GET /api/devices` — every enrolled device: id, online, last_seen, agent_version, node_red
+//! - `GET /api/devices/{id}` — one device, with the status it last pushed
+//! - `POST /api/devices/{id}/restart` — restart its Node-RED; the answer carries the result
+//! - `GET /api/devices/{id}/audit` — the events the hub recorded about the device
+
+use super::registry::{CommandError, Registry};
+use super::store::{DeviceRecord, HubStore, OperatorRecord, OperatorRole};
+use crate::protocol::Command;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde_json::json;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// How long a command may take on the device.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Api {
+    pub store: Arc<HubStore>,
+    pub registry: Registry,
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap_or_default())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    r
+}
+
+fn error(status: StatusCode, code: &str) -> Response<Full<Bytes>> {
+    json_response(status, json!({ "error": code }))
+}
+
+fn time(unix: Option<u64>) -> serde_json::Value {
+    unix.map(|s| crate::rfc3339::format_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(s)).into())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+impl Api {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+        Ok(self.serve(req).await)
+    }
+
+    fn operator(&self, req: &Request<Incoming>) -> Option<OperatorRecord> {
+        let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+        let token = value.strip_prefix("Bearer ")?;
+        self.store.operator_by_token(token).ok().flatten()
+    }
+
+    async fn serve(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let Some(operator) = self.operator(&req) else { return error(StatusCode::UNAUTHORIZED, "unauthorized") };
+        let path = req.uri().path().trim_end_matches('/').to_string();
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        match (req.method(), segments.as_slice()) {
+            (&Method::GET, ["api", "devices"]) => match self.store.devices() {
+                Ok(devices) => json_response(StatusCode::OK, json!(devices.iter().map(|d| self.device_json(d, false)).collect::<Vec<_>>())),
+                Err(e) => store_error(&e),
+            },
+            (&Method::GET, ["api", "devices", id]) => self.with_device(id, |d| json_response(StatusCode::OK, self.device_json(d, true))),
+            (&Method::GET, ["api", "devices", id, "audit"]) => self.with_device(id, |_| match self.store.events(id) {
+                Ok(events) => json_response(StatusCode::OK, json!(events.into_iter().map(|e| json!({"source": "hub", "seq": e.seq, "ts": e.ts, "kind": e.kind, "detail": e.detail})).collect::<Vec<_>>())),
+                Err(e) => store_error(&e),
+            }),
+            (&Method::POST, ["api", "devices", id, "restart"]) => {
+                if operator.role == OperatorRole::Viewer {
+                    return error(StatusCode::FORBIDDEN, "forbidden");
+                }
+                if !matches!(self.store.device(id), Ok(Some(_))) {
+                    return error(StatusCode::NOT_FOUND, "unknown_device");
+                }
+                let _ = self.store.record_event(id, "operator.command", json!({ "operator": operator.name, "command": "restart_node_red" }));
+                match self.registry.send(id, Command::RestartNodeRed, COMMAND_TIMEOUT).await {
+                    Ok((ok, detail)) => json_response(if ok { StatusCode::OK } else { StatusCode::BAD_GATEWAY }, json!({ "ok": ok, "detail": detail })),
+                    Err(CommandError::Offline) => error(StatusCode::CONFLICT, "device_offline"),
+                    Err(CommandError::Timeout) => error(StatusCode::GATEWAY_TIMEOUT, "device_timeout"),
+                    Err(CommandError::Lost) => error(StatusCode::BAD_GATEWAY, "connection_lost"),
+                }
+            }
+            (_, ["api", "devices", ..]) => error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            _ => error(StatusCode::NOT_FOUND, "not_found"),
+        }
+    }
+
+    fn with_device(&self, id: &str, f: impl FnOnce(&DeviceRecord) -> Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+        match self.store.device(id) {
+            Ok(Some(d)) => f(&d),
+            Ok(None) => error(StatusCode::NOT_FOUND, "unknown_device"),
+            Err(e) => store_error(&e),
+        }
+    }
+
+    pub fn device_json(&self, d: &DeviceRecord, full: bool) -> serde_json::Value {
+        let online = self.registry.get(&d.id);
+        let status = d.status.clone().unwrap_or(serde_json::Value::Null);
+        let mut v = json!({
+            "id": d.id,
+            "online": online.is_some(),
+            "last_seen": if online.is_some() { time(Some(crate::gate::unix_now())) } else { time(d.last_seen) },
+            "agent_version": d.agent_version,
+            "node_red": status.get("node_red").cloned().unwrap_or(serde_json::Value::Null),
+            "revoked": d.revoked,
+        });
+        if full {
+            v["enrolled"] = time(Some(d.enrolled));
+            v["certificate_expires"] = time(Some(d.cert_not_after));
+            v["connected_since"] = online.map(|o| super::session::since(&o).into()).unwrap_or(serde_json::Value::Null);
+            v["status"] = status;
+        }
+        v
+    }
+}
+
+fn store_error(e: &super::store::StoreError) -> Response<Full<Bytes>> {
+    tracing::error!(error = %e, "operator API: store failed");
+    error(StatusCode::INTERNAL_SERVER_ERROR, "store_error")
+}

@@ -1,0 +1,108 @@
+//! Enrollment on the hub: one stream on the enrollment ALPN carries `enroll {token, csr}`; the
+//! hub answers `enrolled` with the device's certificate, the CA and its signing key, or
+//! `enroll_refused` with a reason. The token is consumed only when a certificate was issued.
+
+use super::keys::HubKeys;
+use super::store::HubStore;
+use crate::pki::{cert_info, pem_to_der};
+use crate::protocol::{EnrollRefusal, Frame, FrameDecoder, encode};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+const ENROLL_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct Enrollment {
+    pub store: Arc<HubStore>,
+    pub keys: Arc<HubKeys>,
+    pub cert_lifetime: Duration,
+}
+
+impl Enrollment {
+    pub async fn serve(&self, connection: quinn::Connection) {
+        let addr = connection.remote_address();
+        match tokio::time::timeout(ENROLL_TIMEOUT, self.exchange(&connection)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::info!(%addr, error = %e, "enrollment stream ended"),
+            Err(_) => tracing::info!(%addr, "enrollment timed out"),
+        }
+        // Let the device read the answer before the connection goes.
+        let _ = tokio::time::timeout(Duration::from_secs(5), connection.closed()).await;
+    }
+
+    async fn exchange(&self, connection: &quinn::Connection) -> Result<(), String> {
+        let (mut send, mut recv) = connection.accept_bi().await.map_err(|e| e.to_string())?;
+        let mut decoder = FrameDecoder::default();
+        let mut buf = [0u8; 8192];
+        let request = loop {
+            if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+                break frame;
+            }
+            match recv.read(&mut buf).await.map_err(|e| e.to_string())? {
+                Some(n) => decoder.feed(&buf[..n]),
+                None => return Err("the device closed the stream".into()),
+            }
+        };
+        let Frame::Enroll { token, csr_pem } = request else { return Err("not an enrollment request".into()) };
+        let answer = match self.enroll(&token, &csr_pem, connection.remote_address()) {
+            Ok(frame) => frame,
+            Err(reason) => Frame::EnrollRefused { reason },
+        };
+        send.write_all(&encode(&answer)).await.map_err(|e| e.to_string())?;
+        send.finish().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn enroll(&self, token: &str, csr_pem: &str, addr: std::net::SocketAddr) -> Result<Frame, EnrollRefusal> {
+        let now = SystemTime::now();
+        let unix = crate::gate::unix_now();
+        let refuse = |device: &str, reason: EnrollRefusal| {
+            tracing::warn!(%addr, device, ?reason, "enrollment refused");
+            let _ = self.store.record_event(
+                device,
+                "enroll.refused",
+                json!({ "reason": reason, "addr": addr.to_string() }),
+            );
+            reason
+        };
+        let device = match self.store.check_enroll_token(token, unix) {
+            Ok(Ok(device)) => device,
+            Ok(Err(reason)) => return Err(refuse("", reason)),
+            Err(e) => {
+                tracing::error!(error = %e, "enrollment: store failed");
+                return Err(EnrollRefusal::HubError);
+            }
+        };
+        let cert_pem = self
+            .keys
+            .ca
+            .sign_device_csr(csr_pem, &device, now, self.cert_lifetime)
+            .map_err(|_| refuse(&device, EnrollRefusal::BadCsr))?;
+        let info =
+            pem_to_der(&cert_pem).and_then(|d| cert_info(&d)).map_err(|_| refuse(&device, EnrollRefusal::BadCsr))?;
+        // Of two enrollments racing with one token, only one gets past this.
+        if !self.store.consume_enroll_token(token).unwrap_or(false) {
+            return Err(refuse(&device, EnrollRefusal::UsedToken));
+        }
+        let not_after = info.not_after.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if let Err(e) = self.store.enroll_device(&device, &info.serial_hex, not_after, unix) {
+            tracing::error!(%device, error = %e, "enrollment: the device could not be recorded; its token stays valid");
+            if let Err(e) = self.store.release_enroll_token(token) {
+                tracing::error!(%device, error = %e, "enrollment: the token could not be given back either");
+            }
+            return Err(EnrollRefusal::HubError);
+        }
+        let _ = self.store.record_event(
+            &device,
+            "device.enrolled",
+            json!({ "serial": info.serial_hex, "addr": addr.to_string() }),
+        );
+        tracing::info!(%device, %addr, "device enrolled");
+        Ok(Frame::Enrolled {
+            device_id: device,
+            cert_pem,
+            ca_pem: self.keys.ca.cert_pem.clone(),
+            hub_signing_key: self.keys.signing_public_hex().unwrap_or_default(),
+        })
+    }
+}

@@ -1,0 +1,363 @@
+//! The hub's registry on disk (sled): enrolled devices, one-time enrollment tokens, operators,
+//! revoked certificates, and the events the hub records about devices. Secrets (tokens) are
+//! kept as SHA-256 digests only.
+
+use crate::protocol::EnrollRefusal;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("hub store: {0}")]
+    Db(#[from] sled::Error),
+    /// A record could not be read back.
+    #[error("hub store: unreadable record: {0}")]
+    Corrupt(String),
+    /// A name is taken or missing.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// What an operator may do through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperatorRole {
+    Owner,
+    Member,
+    Viewer,
+}
+
+impl OperatorRole {
+    pub fn parse(text: &str) -> Option<OperatorRole> {
+        match text {
+            "owner" => Some(OperatorRole::Owner),
+            "member" => Some(OperatorRole::Member),
+            "viewer" => Some(OperatorRole::Viewer),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub id: String,
+    /// Unix seconds.
+    pub enrolled: u64,
+    pub cert_serial: String,
+    pub cert_not_after: u64,
+    pub revoked: bool,
+    pub last_seen: Option<u64>,
+    pub agent_version: Option<String>,
+    /// The last status the agent pushed.
+    pub status: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct EnrollTokenRecord {
+    device_id: String,
+    created: u64,
+    expires: u64,
+    used: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatorRecord {
+    pub name: String,
+    pub role: OperatorRole,
+    pub created: u64,
+    token_sha256: String,
+}
+
+/// An event the hub records about a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HubEvent {
+    pub seq: u64,
+    pub ts: String,
+    pub device: String,
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
+
+pub struct HubStore {
+    db: sled::Db,
+    devices: sled::Tree,
+    tokens: sled::Tree,
+    operators: sled::Tree,
+    revoked: sled::Tree,
+    events: sled::Tree,
+}
+
+fn digest(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+fn secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 24];
+    rand::fill(&mut bytes);
+    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records always encode")
+}
+
+impl HubStore {
+    pub fn open(dir: &Path) -> Result<HubStore, StoreError> {
+        let db = sled::Config::new().path(dir).cache_capacity(8 * 1024 * 1024).open()?;
+        Ok(HubStore {
+            devices: db.open_tree("devices")?,
+            tokens: db.open_tree("enroll_tokens")?,
+            operators: db.open_tree("operators")?,
+            revoked: db.open_tree("revoked")?,
+            events: db.open_tree("events")?,
+            db,
+        })
+    }
+
+    /// Makes every change so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A one-time enrollment token for `device_id`, valid for `lifetime_secs`.
+    pub fn create_enroll_token(&self, device_id: &str, lifetime_secs: u64, now: u64) -> Result<String, StoreError> {
+        let token = secret("rte_");
+        let record = EnrollTokenRecord {
+            device_id: device_id.to_string(),
+            created: now,
+            expires: now + lifetime_secs,
+            used: false,
+        };
+        self.tokens.insert(digest(&token), encode(&record))?;
+        self.flush()?;
+        Ok(token)
+    }
+
+    /// The device a token is for, if it may be used now (it is not consumed).
+    pub fn check_enroll_token(&self, token: &str, now: u64) -> Result<Result<String, EnrollRefusal>, StoreError> {
+        let Some(bytes) = self.tokens.get(digest(token))? else { return Ok(Err(EnrollRefusal::UnknownToken)) };
+        let record: EnrollTokenRecord = decode(&bytes)?;
+        Ok(if record.used {
+            Err(EnrollRefusal::UsedToken)
+        } else if now >= record.expires {
+            Err(EnrollRefusal::ExpiredToken)
+        } else {
+            Ok(record.device_id)
+        })
+    }
+
+    /// Marks a token used, atomically: of two enrollments racing with one token, one wins.
+    pub fn consume_enroll_token(&self, token: &str) -> Result<bool, StoreError> {
+        let key = digest(token);
+        let Some(old) = self.tokens.get(&key)? else { return Ok(false) };
+        let mut record: EnrollTokenRecord = decode(&old)?;
+        if record.used {
+            return Ok(false);
+        }
+        record.used = true;
+        let swapped = self.tokens.compare_and_swap(&key, Some(old), Some(encode(&record)))?.is_ok();
+        self.flush()?;
+        Ok(swapped)
+    }
+
+    /// Gives a consumed token back, when the enrollment it was consumed for could not be
+    /// recorded: a token is used up only by a successful enrollment.
+    pub fn release_enroll_token(&self, token: &str) -> Result<(), StoreError> {
+        let key = digest(token);
+        if let Some(old) = self.tokens.get(&key)? {
+            let mut record: EnrollTokenRecord = decode(&old)?;
+            record.used = false;
+            self.tokens.insert(&key, encode(&record))?;
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Records an enrollment; a device enrolling again has its previous certificate revoked.
+    pub fn enroll_device(
+        &self,
+        device_id: &str,
+        cert_serial: &str,
+        cert_not_after: u64,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        if let Some(previous) = self.device(device_id)? {
+            self.revoked.insert(previous.cert_serial.as_bytes(), device_id.as_bytes())?;
+        }
+        let record = DeviceRecord {
+            id: device_id.to_string(),
+            enrolled: now,
+            cert_serial: cert_serial.to_string(),
+            cert_not_after,
+            revoked: false,
+            last_seen: None,
+            agent_version: None,
+            status: None,
+        };
+        self.devices.insert(device_id.as_bytes(), encode(&record))?;
+        self.flush()
+    }
+
+    pub fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        self.devices.get(id.as_bytes())?.map(|b| decode(&b)).transpose()
+    }
+
+    pub fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.devices.iter().values().map(|v| decode(&v?)).collect()
+    }
+
+    /// Updates what the hub knows about a connected device (not flushed: it is refreshed on
+    /// every connection).
+    pub fn update_device(&self, id: &str, change: impl FnOnce(&mut DeviceRecord)) -> Result<(), StoreError> {
+        if let Some(mut record) = self.device(id)? {
+            change(&mut record);
+            self.devices.insert(id.as_bytes(), encode(&record))?;
+        }
+        Ok(())
+    }
+
+    /// Revokes a device's certificate; returns its serial.
+    pub fn revoke_device(&self, id: &str) -> Result<String, StoreError> {
+        let Some(mut record) = self.device(id)? else { return Err(StoreError::Conflict(format!("no device {id:?}"))) };
+        record.revoked = true;
+        self.revoked.insert(record.cert_serial.as_bytes(), id.as_bytes())?;
+        self.devices.insert(id.as_bytes(), encode(&record))?;
+        self.flush()?;
+        Ok(record.cert_serial)
+    }
+
+    /// Serial numbers of every revoked certificate.
+    pub fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
+        self.revoked.iter().keys().map(|k| Ok(String::from_utf8_lossy(&k?).into_owned())).collect()
+    }
+
+    /// Adds an operator; returns their API token (shown once).
+    pub fn add_operator(&self, name: &str, role: OperatorRole, now: u64) -> Result<String, StoreError> {
+        if self.operators.contains_key(name.as_bytes())? {
+            return Err(StoreError::Conflict(format!("an operator named {name:?} exists (remove it first)")));
+        }
+        let token = secret("rto_");
+        let record =
+            OperatorRecord { name: name.to_string(), role, created: now, token_sha256: hex::encode(digest(&token)) };
+        self.operators.insert(name.as_bytes(), encode(&record))?;
+        self.flush()?;
+        Ok(token)
+    }
+
+    pub fn operators(&self) -> Result<Vec<OperatorRecord>, StoreError> {
+        self.operators.iter().values().map(|v| decode(&v?)).collect()
+    }
+
+    pub fn remove_operator(&self, name: &str) -> Result<(), StoreError> {
+        if self.operators.remove(name.as_bytes())?.is_none() {
+            return Err(StoreError::Conflict(format!("no operator named {name:?}")));
+        }
+        self.flush()
+    }
+
+    /// The operator whose token this is. Every record is compared in constant time.
+    pub fn operator_by_token(&self, token: &str) -> Result<Option<OperatorRecord>, StoreError> {
+        use subtle::ConstantTimeEq;
+        let presented = hex::encode(digest(token));
+        let mut found = None;
+        for record in self.operators()? {
+            if bool::from(record.token_sha256.as_bytes().ct_eq(presented.as_bytes())) {
+                found = Some(record);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Records an event about a device.
+    pub fn record_event(&self, device: &str, kind: &str, detail: serde_json::Value) -> Result<HubEvent, StoreError> {
+        let seq = self.db.generate_id()? + 1;
+        let event = HubEvent {
+            seq,
+            ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            device: device.to_string(),
+            kind: kind.to_string(),
+            detail,
+        };
+        let mut key = device.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(&seq.to_be_bytes());
+        self.events.insert(key, encode(&event))?;
+        Ok(event)
+    }
+
+    /// The events recorded about `device`, oldest first.
+    pub fn events(&self, device: &str) -> Result<Vec<HubEvent>, StoreError> {
+        let mut prefix = device.as_bytes().to_vec();
+        prefix.push(0);
+        self.events.scan_prefix(prefix).values().map(|v| decode(&v?)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, HubStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = HubStore::open(&dir.path().join("hub")).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn enrollment_tokens_are_one_time_and_expire() {
+        let (_d, s) = store();
+        let t = s.create_enroll_token("pump-1", 3600, 1000).unwrap();
+        assert_eq!(s.check_enroll_token(&t, 1000).unwrap(), Ok("pump-1".into()));
+        assert_eq!(s.check_enroll_token(&t, 4600).unwrap(), Err(EnrollRefusal::ExpiredToken));
+        assert_eq!(s.check_enroll_token("rte_nope", 1000).unwrap(), Err(EnrollRefusal::UnknownToken));
+        assert!(s.consume_enroll_token(&t).unwrap());
+        assert!(!s.consume_enroll_token(&t).unwrap(), "only once");
+        assert_eq!(s.check_enroll_token(&t, 1000).unwrap(), Err(EnrollRefusal::UsedToken));
+        s.release_enroll_token(&t).unwrap();
+        assert_eq!(
+            s.check_enroll_token(&t, 1000).unwrap(),
+            Ok("pump-1".into()),
+            "given back after a failed enrollment"
+        );
+    }
+
+    #[test]
+    fn reenrolling_revokes_the_previous_certificate_and_revocation_sticks() {
+        let (_d, s) = store();
+        s.enroll_device("pump-1", "aa", 99, 1).unwrap();
+        s.enroll_device("pump-1", "bb", 99, 2).unwrap();
+        assert_eq!(s.revoked_serials().unwrap(), vec!["aa".to_string()]);
+        assert_eq!(s.revoke_device("pump-1").unwrap(), "bb");
+        assert!(s.device("pump-1").unwrap().unwrap().revoked);
+        assert_eq!(s.revoked_serials().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn operators_are_found_by_token_and_names_are_unique() {
+        let (_d, s) = store();
+        let token = s.add_operator("ops", OperatorRole::Member, 1).unwrap();
+        assert_eq!(s.operator_by_token(&token).unwrap().unwrap().role, OperatorRole::Member);
+        assert!(s.operator_by_token("rto_guess").unwrap().is_none());
+        assert!(s.add_operator("ops", OperatorRole::Owner, 1).is_err());
+        s.remove_operator("ops").unwrap();
+        assert!(s.operator_by_token(&token).unwrap().is_none());
+    }
+
+    #[test]
+    fn events_are_kept_per_device_in_order() {
+        let (_d, s) = store();
+        s.record_event("a", "device.connected", serde_json::json!({})).unwrap();
+        s.record_event("b", "device.connected", serde_json::json!({})).unwrap();
+        s.record_event("a", "device.disconnected", serde_json::json!({})).unwrap();
+        let kinds: Vec<String> = s.events("a").unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["device.connected", "device.disconnected"]);
+    }
+}

@@ -1,0 +1,119 @@
+//! The device's identity for the tunnel, in `<state_dir>/identity/` (0700, files 0600): its
+//! private key (made on the device, never sent anywhere), its certificate, the hub's CA, and
+//! where the hub is.
+
+use crate::pki::{CertInfo, PkiError, cert_info, pem_to_der};
+use crate::state_dir::{StateDir, StateDirError, write_private};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(transparent)]
+    Files(#[from] StateDirError),
+    /// A file is there but unusable.
+    #[error("identity file {}: {reason}", path.display())]
+    Unusable { path: PathBuf, reason: String },
+}
+
+/// Where the hub is and what was pinned at enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubInfo {
+    /// `host:port` of the hub's QUIC listener.
+    pub hub: String,
+    /// The name the hub's certificate must carry (the host part of `hub`).
+    pub server_name: String,
+    pub device_id: String,
+    /// SHA-256 of the hub's CA certificate.
+    pub ca_fingerprint: String,
+    /// The hub's Ed25519 public key, hex (for signed assertions and deployments).
+    pub hub_signing_key: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub info: HubInfo,
+    pub key_pem: String,
+    pub cert_pem: String,
+    pub ca_pem: String,
+}
+
+fn folder(dir: &StateDir) -> PathBuf {
+    dir.root().join("identity")
+}
+
+impl Identity {
+    /// The stored identity, or `None` when the device is not enrolled.
+    pub fn load(dir: &StateDir) -> Result<Option<Identity>, IdentityError> {
+        let f = folder(dir);
+        let info_path = f.join("hub.json");
+        let Ok(info_text) = std::fs::read_to_string(&info_path) else { return Ok(None) };
+        let unusable = |path: PathBuf, reason: String| IdentityError::Unusable { path, reason };
+        let info: HubInfo = serde_json::from_str(&info_text).map_err(|e| unusable(info_path.clone(), e.to_string()))?;
+        let read =
+            |name: &str| std::fs::read_to_string(f.join(name)).map_err(|e| unusable(f.join(name), e.to_string()));
+        Ok(Some(Identity {
+            info,
+            key_pem: read("device.key")?,
+            cert_pem: read("device.pem")?,
+            ca_pem: read("ca.pem")?,
+        }))
+    }
+
+    /// Stores the identity; the hub information is written last, so a half-written identity
+    /// is never taken for an enrollment.
+    pub fn save(&self, dir: &StateDir) -> Result<(), IdentityError> {
+        let f = folder(dir);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&f)
+            .map_err(|source| StateDirError::Io { path: f.clone(), source })?;
+        write_private(&f.join("device.key"), self.key_pem.as_bytes())?;
+        write_private(&f.join("device.pem"), self.cert_pem.as_bytes())?;
+        write_private(&f.join("ca.pem"), self.ca_pem.as_bytes())?;
+        let info = serde_json::to_vec_pretty(&self.info).unwrap_or_default();
+        write_private(&f.join("hub.json"), &info)?;
+        Ok(())
+    }
+
+    pub fn certificate(&self) -> Result<CertInfo, PkiError> {
+        cert_info(&pem_to_der(&self.cert_pem)?)
+    }
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_privately_and_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(dir.path());
+        assert!(Identity::load(&sd).unwrap().is_none(), "not enrolled");
+        let id = Identity {
+            info: HubInfo {
+                hub: "hub:7443".into(),
+                server_name: "hub".into(),
+                device_id: "d".into(),
+                ca_fingerprint: "f".into(),
+                hub_signing_key: "k".into(),
+            },
+            key_pem: "key".into(),
+            cert_pem: "cert".into(),
+            ca_pem: "ca".into(),
+        };
+        id.save(&sd).unwrap();
+        let back = Identity::load(&sd).unwrap().unwrap();
+        assert_eq!(back.info, id.info);
+        assert_eq!(back.key_pem, "key");
+        for f in ["device.key", "device.pem", "ca.pem", "hub.json"] {
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &std::fs::metadata(dir.path().join("identity").join(f)).unwrap().permissions(),
+            );
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+    }
+}

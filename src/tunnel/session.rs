@@ -1,0 +1,257 @@
+//! One tunnel session on the agent: the control stream (hello, status pushes, heartbeats,
+//! commands). A malformed frame from the hub closes that control stream with an error code and
+//! is audited; the session opens a new one.
+
+use crate::audit::{Actor, AuditEvent, Auditor};
+use crate::protocol::{Command, DeviceStatus, Frame, FrameDecoder, VERSION, codes, encode};
+use crate::supervisor::SupervisorHandle;
+use serde_json::json;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
+/// Status is checked this often (the journal backlog changes without a signal) and sent when it
+/// changed; an idle device sends nothing but heartbeats.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The agent is stopping.
+    Cancelled,
+    /// The hub answered with a stateless reset: it restarted; reconnect at once.
+    HubRestarted,
+    /// The hub refused the device (revoked, replaced by another connection).
+    Refused,
+    /// Anything else: the path or the hub went away.
+    Lost,
+}
+
+pub struct Session {
+    pub connection: quinn::Connection,
+    pub supervisor: SupervisorHandle,
+    pub audit: Auditor,
+    pub gate_listen: String,
+    pub protection: bool,
+}
+
+enum StreamEnd {
+    Connection(SessionEnd, String),
+    Faulted,
+}
+
+impl Session {
+    pub async fn run(&self, cancel: &CancellationToken) -> (SessionEnd, String) {
+        let mut faults = 0u32;
+        loop {
+            let (send, recv) = match self.connection.open_bi().await {
+                Ok(pair) => pair,
+                Err(e) => return end_of(&e),
+            };
+            match self.control(send, recv, cancel).await {
+                StreamEnd::Connection(end, reason) => return (end, reason),
+                StreamEnd::Faulted => {
+                    faults += 1;
+                    // A hub that keeps sending garbage is not worth a tight loop.
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(faults.min(25)))).await;
+                }
+            }
+        }
+    }
+
+    fn status(&self, audit: &crate::audit::JournalStatus) -> Frame {
+        Frame::Status {
+            status: DeviceStatus {
+                agent_version: crate::VERSION.to_string(),
+                node_red: serde_json::to_value(self.supervisor.status()).unwrap_or_default(),
+                audit_backlog: audit.backlog,
+                audit_last_seq: audit.last_seq,
+                gate_listen: self.gate_listen.clone(),
+                protection: self.protection,
+            },
+        }
+    }
+
+    async fn control(
+        &self,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        cancel: &CancellationToken,
+    ) -> StreamEnd {
+        let lost = |e: &dyn std::fmt::Display| StreamEnd::Connection(SessionEnd::Lost, e.to_string());
+        if let Err(e) = send
+            .write_all(&encode(&Frame::Hello { protocol: VERSION, agent_version: crate::VERSION.to_string() }))
+            .await
+        {
+            return lost(&e);
+        }
+        let mut decoder = FrameDecoder::default();
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut node_red = self.supervisor.subscribe();
+        let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
+        let mut status_timer = tokio::time::interval(STATUS_EVERY);
+        let mut heartbeats = 0u64;
+        let mut welcomed = false;
+        let mut last_sent: Option<Frame> = None;
+        loop {
+            loop {
+                let frame = match decoder.next_frame() {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => return self.fault(&mut send, &mut recv, e.code(), &e.to_string()).await,
+                };
+                match frame {
+                    Frame::Welcome { protocol, .. } if !welcomed && protocol == VERSION => {
+                        welcomed = true;
+                        if let Err(e) = self.push_status(&mut send, &mut last_sent).await {
+                            return lost(&e);
+                        }
+                    }
+                    Frame::Welcome { protocol, .. } if !welcomed => {
+                        return self
+                            .fault(
+                                &mut send,
+                                &mut recv,
+                                codes::VERSION_MISMATCH,
+                                &format!("hub speaks protocol {protocol}"),
+                            )
+                            .await;
+                    }
+                    Frame::HeartbeatAck { .. } => {}
+                    Frame::Heartbeat { n } => {
+                        if let Err(e) = send.write_all(&encode(&Frame::HeartbeatAck { n })).await {
+                            return lost(&e);
+                        }
+                    }
+                    Frame::Command { id, command } if welcomed => {
+                        let (ok, detail) = self.execute(command).await;
+                        if let Err(e) = send.write_all(&encode(&Frame::CommandResult { id, ok, detail })).await {
+                            return lost(&e);
+                        }
+                    }
+                    Frame::Error { code, message } => {
+                        tracing::warn!(code, %message, "the hub reported a protocol error")
+                    }
+                    other => {
+                        let kind = serde_json::to_value(&other)
+                            .ok()
+                            .and_then(|v| v["type"].as_str().map(str::to_string))
+                            .unwrap_or_default();
+                        return self
+                            .fault(&mut send, &mut recv, codes::UNEXPECTED_FRAME, &format!("unexpected {kind}"))
+                            .await;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    self.connection.close(codes::SHUTDOWN.into(), b"agent stopping");
+                    return StreamEnd::Connection(SessionEnd::Cancelled, "agent stopping".into());
+                }
+                read = recv.read(&mut buf) => match read {
+                    Ok(Some(n)) => decoder.feed(&buf[..n]),
+                    Ok(None) => return StreamEnd::Faulted,
+                    Err(quinn::ReadError::ConnectionLost(e)) => return StreamEnd::Connection(end_of(&e).0, e.to_string()),
+                    Err(quinn::ReadError::Reset(code)) => {
+                        tracing::warn!(%code, "the hub closed the control stream");
+                        return StreamEnd::Faulted;
+                    }
+                    Err(e) => return lost(&e),
+                },
+                changed = node_red.changed(), if welcomed => {
+                    if changed.is_ok() && let Err(e) = self.push_status(&mut send, &mut last_sent).await {
+                        return lost(&e);
+                    }
+                }
+                _ = status_timer.tick(), if welcomed => {
+                    if let Err(e) = self.push_status(&mut send, &mut last_sent).await {
+                        return lost(&e);
+                    }
+                }
+                _ = heartbeat.tick(), if welcomed => {
+                    heartbeats += 1;
+                    if let Err(e) = send.write_all(&encode(&Frame::Heartbeat { n: heartbeats })).await {
+                        return lost(&e);
+                    }
+                }
+                stream = self.connection.accept_bi() => match stream {
+                    // Forwarded connections arrive with the next part of the tunnel; until then
+                    // a stream the hub opens is refused on its own.
+                    Ok((mut s, mut r)) => {
+                        let _ = s.reset(codes::UNEXPECTED_FRAME.into());
+                        let _ = r.stop(codes::UNEXPECTED_FRAME.into());
+                    }
+                    Err(e) => return StreamEnd::Connection(end_of(&e).0, e.to_string()),
+                },
+            }
+        }
+    }
+
+    /// Sends the status unless it is what this stream last sent.
+    async fn push_status(
+        &self,
+        send: &mut quinn::SendStream,
+        last_sent: &mut Option<Frame>,
+    ) -> Result<(), quinn::WriteError> {
+        let audit = self.audit.status().await.unwrap_or(crate::audit::JournalStatus {
+            last_seq: 0,
+            acked: 0,
+            backlog: 0,
+            bytes: 0,
+            in_memory: false,
+        });
+        let status = self.status(&audit);
+        if last_sent.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        send.write_all(&encode(&status)).await?;
+        *last_sent = Some(status);
+        Ok(())
+    }
+
+    async fn execute(&self, command: Command) -> (bool, serde_json::Value) {
+        match command {
+            Command::RestartNodeRed => {
+                let event =
+                    AuditEvent::new("tunnel.command", Actor::System, "node-red").with("command", "restart_node_red");
+                self.audit.record_or_log(event).await;
+                match self.supervisor.restart().await {
+                    Ok(pid) => (true, json!({ "pid": pid })),
+                    Err(e) => (false, json!({ "error": e.to_string() })),
+                }
+            }
+        }
+    }
+
+    async fn fault(
+        &self,
+        send: &mut quinn::SendStream,
+        recv: &mut quinn::RecvStream,
+        code: u32,
+        message: &str,
+    ) -> StreamEnd {
+        tracing::warn!(code, %message, "closing the tunnel's control stream");
+        let event = AuditEvent::new("tunnel.protocol_error", Actor::System, "control stream")
+            .with("code", code)
+            .with("message", message);
+        self.audit.record_or_log(event).await;
+        let _ = send.write_all(&encode(&Frame::Error { code, message: message.to_string() })).await;
+        let _ = send.reset(code.into());
+        let _ = recv.stop(code.into());
+        StreamEnd::Faulted
+    }
+}
+
+fn end_of(e: &quinn::ConnectionError) -> (SessionEnd, String) {
+    use quinn::ConnectionError as E;
+    let end = match e {
+        E::Reset => SessionEnd::HubRestarted,
+        E::ApplicationClosed(c)
+            if [codes::REVOKED, codes::CERTIFICATE_REQUIRED].map(u64::from).contains(&c.error_code.into_inner()) =>
+        {
+            SessionEnd::Refused
+        }
+        E::LocallyClosed => SessionEnd::Cancelled,
+        _ => SessionEnd::Lost,
+    };
+    (end, e.to_string())
+}

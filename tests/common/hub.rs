@@ -1,0 +1,176 @@
+//! A real `redtether-hub run` on loopback (QUIC and API on ephemeral ports), with helpers for
+//! its CLI and operator API.
+
+use super::wait_for;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const HUB_BIN: &str = env!("CARGO_BIN_EXE_redtether-hub");
+
+pub struct Hub {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+    /// Fixed after the first start, so a restarted hub is where devices look for it.
+    pub quic: Option<String>,
+}
+
+impl Hub {
+    pub fn start() -> Hub {
+        Hub::start_logging("debug")
+    }
+
+    /// As [`Hub::start`], logging at `level` (benchmarks run it at "info").
+    pub fn start_logging(level: &str) -> Hub {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("hub.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = {:?}\nlog_level = {level:?}\nlisten = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\n",
+                dir.path().join("state").display().to_string()
+            ),
+        )
+        .unwrap();
+        let mut hub = Hub { dir, config, child: None, log: PathBuf::new(), quic: None };
+        hub.spawn();
+        let status = hub.status();
+        let listen = status["listen"].as_str().unwrap().to_string();
+        // Pin the port for restarts.
+        let text = std::fs::read_to_string(&hub.config)
+            .unwrap()
+            .replace("listen = \"127.0.0.1:0\"\napi_listen", &format!("listen = {listen:?}\napi_listen"));
+        std::fs::write(&hub.config, text).unwrap();
+        hub.quic = Some(listen);
+        hub
+    }
+
+    pub fn spawn(&mut self) {
+        self.log = self.dir.path().join(format!(
+            "hub-{}.log",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        ));
+        let log = std::fs::File::create(&self.log).unwrap();
+        let child = Command::new(HUB_BIN)
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Runs a hub subcommand; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(HUB_BIN).args(args).arg("--config").arg(&self.config).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn try_status(&self) -> Option<serde_json::Value> {
+        let socket = self.state_dir().join("control.sock");
+        let mut stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+        use std::io::{BufRead, Write};
+        stream.write_all(b"{\"cmd\":\"status\"}\n").ok()?;
+        let mut line = String::new();
+        std::io::BufReader::new(stream).read_line(&mut line).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+        v["ok"].as_bool()?.then(|| v["result"].clone())
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        wait_for(Duration::from_secs(20), "the hub's control socket", || self.try_status())
+    }
+
+    pub fn addr(&self) -> String {
+        self.quic.clone().unwrap_or_else(|| self.status()["listen"].as_str().unwrap().to_string())
+    }
+
+    pub fn api(&self) -> String {
+        format!("http://{}", self.status()["api_listen"].as_str().unwrap())
+    }
+
+    pub fn fingerprint(&self) -> String {
+        let (code, out, err) = self.cli(&["ca-fingerprint"]);
+        assert_eq!(code, 0, "{err}");
+        out
+    }
+
+    pub fn enroll_token(&self, device: &str) -> String {
+        let (code, out, err) = self.cli(&["enroll-token", "--device", device]);
+        assert_eq!(code, 0, "{err}");
+        out
+    }
+
+    pub fn operator(&self, name: &str, role: &str) -> String {
+        let (code, out, err) = self.cli(&["operator", "add", "--name", name, "--role", role]);
+        assert_eq!(code, 0, "{err}");
+        out
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.state_dir().join("ca.pem")).unwrap()
+    }
+
+    pub fn ca_key(&self) -> String {
+        std::fs::read_to_string(self.state_dir().join("ca.key")).unwrap()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- hub log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Enrolls the agent whose config is `config` with `hub` through the real CLI.
+pub fn enroll(config: &Path, hub: &Hub, device: &str) -> std::process::Output {
+    let token = hub.enroll_token(device);
+    Command::new(super::agent::BIN)
+        .args(["enroll", "--hub", &hub.addr(), "--token", &token, "--ca-fingerprint", &hub.fingerprint(), "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
