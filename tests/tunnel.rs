@@ -5,38 +5,13 @@
 mod common;
 
 use common::agent::{Agent, BIN};
-use common::hub::{Hub, enroll};
+use common::hub::{Hub, PLACEHOLDER, api, enroll, tunnel_state, wait_online};
 use common::wait_for;
 use redtether::pki::{Ca, device_key_and_csr};
 use redtether::protocol::{ALPN, Frame, FrameDecoder, codes, encode};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-
-const PLACEHOLDER: &str =
-    "command = [\"sh\", \"-c\", \"exec sleep 100000\", \"placeholder\"]\nstartup_timeout = \"1h\"";
-
-fn tunnel_state(agent: &Agent) -> (String, u64) {
-    let s = agent.status();
-    (s["tunnel"]["state"].as_str().unwrap().to_string(), s["tunnel"]["connects"].as_u64().unwrap())
-}
-
-fn wait_online(agent: &Agent, connects: u64) {
-    wait_for(Duration::from_secs(30), &format!("tunnel online (connection {connects})"), || {
-        let (state, n) = tunnel_state(agent);
-        (state == "online" && n >= connects).then_some(())
-    });
-}
-
-async fn api(hub: &Hub, method: reqwest::Method, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
-    let mut req = reqwest::Client::new().request(method, format!("{}{path}", hub.api()));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(serde_json::Value::Null))
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_enrolled_device_is_online_reports_status_and_takes_a_restart() {

@@ -4,8 +4,10 @@
 //! - `GET /api/devices` — every enrolled device: id, online, last_seen, agent_version, node_red
 //! - `GET /api/devices/{id}` — one device, with the status it last pushed
 //! - `POST /api/devices/{id}/restart` — restart its Node-RED; the answer carries the result
-//! - `GET /api/devices/{id}/audit` — the events the hub recorded about the device
+//! - `GET /api/devices/{id}/audit[?after=SEQ][&kind=K][&source=device|hub]` — the device's
+//!   delivered audit events and what the hub recorded about it (see `audit_view`)
 
+use super::audit_view::{AuditQuery, merge};
 use super::registry::{CommandError, Registry};
 use super::store::{DeviceRecord, HubStore, OperatorRecord, OperatorRole};
 use crate::protocol::Command;
@@ -60,14 +62,36 @@ impl Api {
         let segments: Vec<&str> = path.split('/').skip(1).collect();
         match (req.method(), segments.as_slice()) {
             (&Method::GET, ["api", "devices"]) => match self.store.devices() {
-                Ok(devices) => json_response(StatusCode::OK, json!(devices.iter().map(|d| self.device_json(d, false)).collect::<Vec<_>>())),
+                Ok(devices) => json_response(
+                    StatusCode::OK,
+                    json!(devices.iter().map(|d| self.device_json(d, false)).collect::<Vec<_>>()),
+                ),
                 Err(e) => store_error(&e),
             },
-            (&Method::GET, ["api", "devices", id]) => self.with_device(id, |d| json_response(StatusCode::OK, self.device_json(d, true))),
-            (&Method::GET, ["api", "devices", id, "audit"]) => self.with_device(id, |_| match self.store.events(id) {
-                Ok(events) => json_response(StatusCode::OK, json!(events.into_iter().map(|e| json!({"source": "hub", "seq": e.seq, "ts": e.ts, "kind": e.kind, "detail": e.detail})).collect::<Vec<_>>())),
-                Err(e) => store_error(&e),
-            }),
+            (&Method::GET, ["api", "devices", id]) => {
+                self.with_device(id, |d| json_response(StatusCode::OK, self.device_json(d, true)))
+            }
+            (&Method::GET, ["api", "devices", id, "audit"]) => {
+                let query = match AuditQuery::parse(req.uri().query()) {
+                    Ok(q) => q,
+                    Err(why) => {
+                        return json_response(StatusCode::BAD_REQUEST, json!({ "error": "bad_query", "detail": why }));
+                    }
+                };
+                self.with_device(id, |_| {
+                    let hub = match self.store.events(id) {
+                        Ok(events) => events
+                            .into_iter()
+                            .map(|e| json!({"seq": e.seq, "ts": e.ts, "kind": e.kind, "detail": e.detail}))
+                            .collect(),
+                        Err(e) => return store_error(&e),
+                    };
+                    match self.store.device_audit(id, query.after) {
+                        Ok(device) => json_response(StatusCode::OK, json!(merge(device, hub, &query))),
+                        Err(e) => store_error(&e),
+                    }
+                })
+            }
             (&Method::POST, ["api", "devices", id, "restart"]) => {
                 if operator.role == OperatorRole::Viewer {
                     return error(StatusCode::FORBIDDEN, "forbidden");
@@ -75,9 +99,16 @@ impl Api {
                 if !matches!(self.store.device(id), Ok(Some(_))) {
                     return error(StatusCode::NOT_FOUND, "unknown_device");
                 }
-                let _ = self.store.record_event(id, "operator.command", json!({ "operator": operator.name, "command": "restart_node_red" }));
+                let _ = self.store.record_event(
+                    id,
+                    "operator.command",
+                    json!({ "operator": operator.name, "command": "restart_node_red" }),
+                );
                 match self.registry.send(id, Command::RestartNodeRed, COMMAND_TIMEOUT).await {
-                    Ok((ok, detail)) => json_response(if ok { StatusCode::OK } else { StatusCode::BAD_GATEWAY }, json!({ "ok": ok, "detail": detail })),
+                    Ok((ok, detail)) => json_response(
+                        if ok { StatusCode::OK } else { StatusCode::BAD_GATEWAY },
+                        json!({ "ok": ok, "detail": detail }),
+                    ),
                     Err(CommandError::Offline) => error(StatusCode::CONFLICT, "device_offline"),
                     Err(CommandError::Timeout) => error(StatusCode::GATEWAY_TIMEOUT, "device_timeout"),
                     Err(CommandError::Lost) => error(StatusCode::BAD_GATEWAY, "connection_lost"),
@@ -106,6 +137,13 @@ impl Api {
             "agent_version": d.agent_version,
             "node_red": status.get("node_red").cloned().unwrap_or(serde_json::Value::Null),
             "revoked": d.revoked,
+            // The journal as the device last reported it, and what the hub holds of it.
+            "audit": {
+                "acked": d.audit_acked,
+                "backlog": status.get("audit_backlog").cloned().unwrap_or(serde_json::Value::Null),
+                "last_seq": status.get("audit_last_seq").cloned().unwrap_or(serde_json::Value::Null),
+                "duplicates": d.audit_duplicates,
+            },
         });
         if full {
             v["enrolled"] = time(Some(d.enrolled));

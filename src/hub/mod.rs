@@ -8,6 +8,7 @@
 //! ```
 
 pub mod api;
+mod audit_view;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -1,9 +1,10 @@
-//! One connected device, on the hub: the control stream (hello, status, heartbeats, commands),
-//! its registration, and what the hub records about it. A malformed frame closes the control
-//! stream it came on with an error code and is recorded; the device may open a new one.
+//! One connected device, on the hub: the control stream (hello, status, heartbeats, commands,
+//! audit batches stored and acknowledged), its registration, and what the hub records about it.
+//! A malformed frame closes the control stream it came on with an error code and is recorded;
+//! the device may open a new one.
 
 use super::registry::{CommandRequest, Registry};
-use super::store::HubStore;
+use super::store::{HubStore, StoreError};
 use crate::protocol::{Frame, FrameDecoder, VERSION, codes, encode};
 use serde_json::json;
 use std::collections::HashMap;
@@ -138,6 +139,28 @@ impl Session {
                         }
                     }
                     (true, Frame::HeartbeatAck { .. }) => {}
+                    (true, Frame::AuditBatch { events }) => {
+                        // Stored and synced before the acknowledgement leaves: the agent
+                        // forgets nothing the hub has not made durable.
+                        let (store, device) = (Arc::clone(&self.store), self.device.clone());
+                        let ingested = tokio::task::spawn_blocking(move || store.ingest_audit(&device, &events)).await;
+                        match ingested {
+                            Ok(Ok(done)) => {
+                                tracing::debug!(device = %self.device, stored = done.stored, duplicates = done.duplicates, ack = done.ack, "audit batch stored");
+                                if send.write_all(&encode(&Frame::AuditAck { seq: done.ack })).await.is_err() {
+                                    return StreamEnd::Closed("control stream lost".into());
+                                }
+                            }
+                            Ok(Err(StoreError::InvalidBatch(why))) => {
+                                return self
+                                    .fault(&mut send, &mut recv, codes::MALFORMED_FRAME, &format!("audit batch: {why}"))
+                                    .await;
+                            }
+                            // Not acknowledged: the agent keeps the events and sends them again.
+                            Ok(Err(e)) => tracing::error!(device = %self.device, error = %e, "audit batch not stored"),
+                            Err(e) => tracing::error!(device = %self.device, error = %e, "audit batch not stored"),
+                        }
+                    }
                     (true, Frame::CommandResult { id, ok, detail }) => {
                         self.record("command.result", json!({ "id": id, "ok": ok, "detail": detail }));
                         if let Some(reply) = pending.remove(&id) {

@@ -1,12 +1,17 @@
 //! The hub's registry on disk (sled): enrolled devices, one-time enrollment tokens, operators,
-//! revoked certificates, and the events the hub records about devices. Secrets (tokens) are
-//! kept as SHA-256 digests only.
+//! revoked certificates, the events the hub records about devices, and the audit events devices
+//! deliver (deduplicated by event id). Secrets (tokens) are kept as SHA-256 digests only.
+//!
+//! `flush` is durable: sled's own flush ends in `sync_file_range`, which does not survive a
+//! power cut (docs in src/audit/store.rs), so it is followed by `fdatasync` of sled's log file,
+//! as the agent's journal does. A delivered audit batch is acknowledged only after that.
 
 use crate::protocol::EnrollRefusal;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -19,6 +24,12 @@ pub enum StoreError {
     /// A name is taken or missing.
     #[error("{0}")]
     Conflict(String),
+    /// The data could not be made durable (a full disk, for one).
+    #[error("hub store: syncing {}: {source}", path.display())]
+    Sync { path: PathBuf, source: std::io::Error },
+    /// What a device sent is not a valid audit batch.
+    #[error("invalid audit batch: {0}")]
+    InvalidBatch(String),
 }
 
 /// What an operator may do through the API.
@@ -53,6 +64,42 @@ pub struct DeviceRecord {
     pub agent_version: Option<String>,
     /// The last status the agent pushed.
     pub status: Option<serde_json::Value>,
+    /// Highest device audit seq the hub stored and acknowledged.
+    #[serde(default)]
+    pub audit_acked: u64,
+    /// Delivered events the hub already had (resent after a lost acknowledgement).
+    #[serde(default)]
+    pub audit_duplicates: u64,
+}
+
+/// What one delivered audit batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ingested {
+    pub stored: usize,
+    pub duplicates: usize,
+    /// The seq to acknowledge: the batch's last.
+    pub ack: u64,
+}
+
+/// The (seq, id) of every event of a batch, or why the batch is refused: each event must carry
+/// a `seq` and an `id`, in strictly increasing seq order. Pure, so it is tested on its own.
+pub fn check_batch(events: &[serde_json::Value]) -> Result<Vec<(u64, String)>, String> {
+    let mut out: Vec<(u64, String)> = Vec::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        let seq = e.get("seq").and_then(serde_json::Value::as_u64).ok_or_else(|| format!("event {i} has no seq"))?;
+        let id = e
+            .get("id")
+            .and_then(serde_json::Value::as_str)
+            .filter(|id| !id.is_empty() && id.len() <= 64)
+            .ok_or_else(|| format!("event {i} has no id"))?;
+        if let Some((last, _)) = out.last()
+            && seq <= *last
+        {
+            return Err(format!("event {i}: seq {seq} does not follow {last}"));
+        }
+        out.push((seq, id.to_string()));
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,6 +135,18 @@ pub struct HubStore {
     operators: sled::Tree,
     revoked: sled::Tree,
     events: sled::Tree,
+    /// Delivered device audit events: device, 0, seq (big-endian), id → the event as sent.
+    audit: sled::Tree,
+    log: File,
+    log_path: PathBuf,
+}
+
+fn audit_key(device: &str, seq: u64, id: &str) -> Vec<u8> {
+    let mut key = device.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
 }
 
 fn digest(secret: &str) -> Vec<u8> {
@@ -111,7 +170,12 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 impl HubStore {
     pub fn open(dir: &Path) -> Result<HubStore, StoreError> {
         let db = sled::Config::new().path(dir).cache_capacity(8 * 1024 * 1024).open()?;
+        let log_path = dir.join("db");
+        let log = File::open(&log_path).map_err(|source| StoreError::Sync { path: log_path.clone(), source })?;
         Ok(HubStore {
+            audit: db.open_tree("device_audit")?,
+            log,
+            log_path,
             devices: db.open_tree("devices")?,
             tokens: db.open_tree("enroll_tokens")?,
             operators: db.open_tree("operators")?,
@@ -124,7 +188,7 @@ impl HubStore {
     /// Makes every change so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
-        Ok(())
+        self.log.sync_data().map_err(|source| StoreError::Sync { path: self.log_path.clone(), source })
     }
 
     /// A one-time enrollment token for `device_id`, valid for `lifetime_secs`.
@@ -201,6 +265,8 @@ impl HubStore {
             last_seen: None,
             agent_version: None,
             status: None,
+            audit_acked: 0,
+            audit_duplicates: 0,
         };
         self.devices.insert(device_id.as_bytes(), encode(&record))?;
         self.flush()
@@ -294,6 +360,43 @@ impl HubStore {
     }
 
     /// The events recorded about `device`, oldest first.
+    /// Stores a batch of the device's audit events durably; an event the hub already has (same
+    /// seq and id) is counted as a duplicate and kept once. The caller acknowledges `ack` only
+    /// after this returned.
+    pub fn ingest_audit(&self, device: &str, events: &[serde_json::Value]) -> Result<Ingested, StoreError> {
+        let keys = check_batch(events).map_err(StoreError::InvalidBatch)?;
+        let Some((ack, _)) = keys.last().cloned() else { return Ok(Ingested { stored: 0, duplicates: 0, ack: 0 }) };
+        let mut batch = sled::Batch::default();
+        let (mut stored, mut duplicates) = (0, 0);
+        for ((seq, id), event) in keys.iter().zip(events) {
+            let key = audit_key(device, *seq, id);
+            if self.audit.contains_key(&key)? {
+                duplicates += 1;
+            } else {
+                batch.insert(key, encode(event));
+                stored += 1;
+            }
+        }
+        self.audit.apply_batch(batch)?;
+        self.update_device(device, |d| {
+            d.audit_acked = d.audit_acked.max(ack);
+            d.audit_duplicates += duplicates as u64;
+        })?;
+        self.flush()?;
+        Ok(Ingested { stored, duplicates, ack })
+    }
+
+    /// The device's delivered audit events with seq after `after`, in seq order.
+    pub fn device_audit(&self, device: &str, after: u64) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut prefix = device.as_bytes().to_vec();
+        prefix.push(0);
+        let mut start = prefix.clone();
+        start.extend_from_slice(&after.saturating_add(1).to_be_bytes());
+        let mut end = prefix;
+        end.extend_from_slice(&[0xff; 9]);
+        self.audit.range(start..end).values().map(|v| decode(&v?)).collect()
+    }
+
     pub fn events(&self, device: &str) -> Result<Vec<HubEvent>, StoreError> {
         let mut prefix = device.as_bytes().to_vec();
         prefix.push(0);
@@ -327,6 +430,47 @@ mod tests {
             Ok("pump-1".into()),
             "given back after a failed enrollment"
         );
+    }
+
+    #[test]
+    fn audit_batches_must_be_ordered_and_identified() {
+        use serde_json::json;
+        assert_eq!(
+            check_batch(&[json!({"seq": 1, "id": "a"}), json!({"seq": 3, "id": "b"})]).unwrap(),
+            vec![(1, "a".into()), (3, "b".into())]
+        );
+        assert!(check_batch(&[json!({"seq": 2, "id": "a"}), json!({"seq": 2, "id": "b"})]).is_err(), "repeated seq");
+        assert!(check_batch(&[json!({"seq": 3, "id": "a"}), json!({"seq": 1, "id": "b"})]).is_err(), "out of order");
+        assert!(check_batch(&[json!({"seq": 1})]).is_err(), "no id");
+        assert!(check_batch(&[json!({"id": "a"})]).is_err(), "no seq");
+        assert!(check_batch(&[json!({"seq": -1, "id": "a"})]).is_err(), "negative seq");
+        assert!(check_batch(&[json!({"seq": 1, "id": ""})]).is_err(), "empty id");
+        assert!(check_batch(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn delivered_audit_is_kept_once_in_order_and_survives_reopening() {
+        use serde_json::json;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub");
+        {
+            let s = HubStore::open(&path).unwrap();
+            s.enroll_device("pump-1", "aa", 99, 1).unwrap();
+            let first = [json!({"seq": 1, "id": "e1", "kind": "a"}), json!({"seq": 2, "id": "e2", "kind": "b"})];
+            assert_eq!(s.ingest_audit("pump-1", &first).unwrap(), Ingested { stored: 2, duplicates: 0, ack: 2 });
+            // The acknowledgement was lost; the agent sends from its cursor again, and more.
+            let again = [first[1].clone(), json!({"seq": 3, "id": "e3", "kind": "c"})];
+            assert_eq!(s.ingest_audit("pump-1", &again).unwrap(), Ingested { stored: 1, duplicates: 1, ack: 3 });
+            assert!(s.ingest_audit("pump-1", &[json!({"seq": 5, "id": "x"}), json!({"seq": 4, "id": "y"})]).is_err());
+        }
+        let s = HubStore::open(&path).unwrap();
+        let kinds: Vec<String> =
+            s.device_audit("pump-1", 0).unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect();
+        assert_eq!(kinds, ["a", "b", "c"]);
+        assert_eq!(s.device_audit("pump-1", 2).unwrap().len(), 1);
+        assert!(s.device_audit("pump-10", 0).unwrap().is_empty(), "a device's prefix is not another's");
+        let d = s.device("pump-1").unwrap().unwrap();
+        assert_eq!((d.audit_acked, d.audit_duplicates), (3, 1));
     }
 
     #[test]

@@ -1,18 +1,28 @@
 //! One tunnel session on the agent: the control stream (hello, status pushes, heartbeats,
-//! commands). A malformed frame from the hub closes that control stream with an error code and
+//! commands, and audit delivery: journal events after the forwarding cursor go out in seq-ordered
+//! batches, one in flight at a time, and the cursor moves only when the hub acknowledges a batch
+//! it has made durable; a batch whose acknowledgement never came is sent again on the next
+//! session, and the hub drops what it already has). A malformed frame from the hub closes that control stream with an error code and
 //! is audited; the session opens a new one.
 
 use crate::audit::{Actor, AuditEvent, Auditor};
 use crate::protocol::{Command, DeviceStatus, Frame, FrameDecoder, VERSION, codes, encode};
 use crate::supervisor::SupervisorHandle;
 use serde_json::json;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 /// Status is checked this often (the journal backlog changes without a signal) and sent when it
 /// changed; an idle device sends nothing but heartbeats.
 const STATUS_EVERY: Duration = Duration::from_secs(10);
+/// Audit events per batch at most, and bytes (well under the frame limit).
+const BATCH_EVENTS: usize = 512;
+const BATCH_BYTES: usize = 256 * 1024;
+/// How often delivery is retried without a new event (a store error at either end), and how
+/// long an unacknowledged batch waits before it is sent again.
+const FORWARD_RETRY: Duration = Duration::from_secs(5);
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionEnd {
@@ -92,6 +102,9 @@ impl Session {
         let mut heartbeats = 0u64;
         let mut welcomed = false;
         let mut last_sent: Option<Frame> = None;
+        let mut new_events = self.audit.subscribe();
+        let mut in_flight: Option<(u64, Instant)> = None;
+        let mut forward_retry = tokio::time::interval(FORWARD_RETRY);
         loop {
             loop {
                 let frame = match decoder.next_frame() {
@@ -103,6 +116,9 @@ impl Session {
                     Frame::Welcome { protocol, .. } if !welcomed && protocol == VERSION => {
                         welcomed = true;
                         if let Err(e) = self.push_status(&mut send, &mut last_sent).await {
+                            return lost(&e);
+                        }
+                        if let Err(e) = self.forward(&mut send, &mut in_flight).await {
                             return lost(&e);
                         }
                     }
@@ -117,6 +133,15 @@ impl Session {
                             .await;
                     }
                     Frame::HeartbeatAck { .. } => {}
+                    Frame::AuditAck { seq } if welcomed => {
+                        if let Err(e) = self.audit.ack(seq).await {
+                            tracing::warn!(seq, error = %e, "the hub's audit acknowledgement was not recorded; the events will be sent again");
+                        }
+                        in_flight = None;
+                        if let Err(e) = self.forward(&mut send, &mut in_flight).await {
+                            return lost(&e);
+                        }
+                    }
                     Frame::Heartbeat { n } => {
                         if let Err(e) = send.write_all(&encode(&Frame::HeartbeatAck { n })).await {
                             return lost(&e);
@@ -167,6 +192,19 @@ impl Session {
                         return lost(&e);
                     }
                 }
+                _ = new_events.recv(), if welcomed && in_flight.is_none() => {
+                    if let Err(e) = self.forward(&mut send, &mut in_flight).await {
+                        return lost(&e);
+                    }
+                }
+                _ = forward_retry.tick(), if welcomed => {
+                    if in_flight.is_none_or(|(_, sent)| sent.elapsed() >= ACK_TIMEOUT) {
+                        in_flight = None;
+                        if let Err(e) = self.forward(&mut send, &mut in_flight).await {
+                            return lost(&e);
+                        }
+                    }
+                }
                 _ = heartbeat.tick(), if welcomed => {
                     heartbeats += 1;
                     if let Err(e) = send.write_all(&encode(&Frame::Heartbeat { n: heartbeats })).await {
@@ -184,6 +222,40 @@ impl Session {
                 },
             }
         }
+    }
+
+    /// Sends the next batch of undelivered journal events, unless one is in flight.
+    async fn forward(
+        &self,
+        send: &mut quinn::SendStream,
+        in_flight: &mut Option<(u64, Instant)>,
+    ) -> Result<(), quinn::WriteError> {
+        if in_flight.is_some() {
+            return Ok(());
+        }
+        let events = match self.audit.unforwarded(BATCH_EVENTS).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit events could not be read for delivery");
+                return Ok(());
+            }
+        };
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for event in events {
+            let Ok(value) = serde_json::to_value(&event) else { continue };
+            let size = value.to_string().len();
+            if !batch.is_empty() && bytes + size > BATCH_BYTES {
+                break;
+            }
+            bytes += size;
+            batch.push(value);
+        }
+        let Some(last) = batch.last().and_then(|e| e["seq"].as_u64()) else { return Ok(()) };
+        tracing::debug!(events = batch.len(), last, "delivering audit events");
+        send.write_all(&encode(&Frame::AuditBatch { events: batch })).await?;
+        *in_flight = Some((last, Instant::now()));
+        Ok(())
     }
 
     /// Sends the status unless it is what this stream last sent.

@@ -174,3 +174,29 @@ pub fn enroll(config: &Path, hub: &Hub, device: &str) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// A `[node_red]` body for tests that need the agent but not Node-RED.
+pub const PLACEHOLDER: &str =
+    "command = [\"sh\", \"-c\", \"exec sleep 100000\", \"placeholder\"]\nstartup_timeout = \"1h\"";
+
+pub fn tunnel_state(agent: &super::agent::Agent) -> (String, u64) {
+    let s = agent.status();
+    (s["tunnel"]["state"].as_str().unwrap().to_string(), s["tunnel"]["connects"].as_u64().unwrap())
+}
+
+pub fn wait_online(agent: &super::agent::Agent, connects: u64) {
+    wait_for(Duration::from_secs(30), &format!("tunnel online (connection {connects})"), || {
+        let (state, n) = tunnel_state(agent);
+        (state == "online" && n >= connects).then_some(())
+    });
+}
+
+pub async fn api(hub: &Hub, method: reqwest::Method, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new().request(method, format!("{}{path}", hub.api()));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
