@@ -121,6 +121,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         gate_addr.to_string(),
         settings.gate.protection,
         settings.tunnel.keepalive,
+        Arc::clone(&pipeline),
     );
     tasks.spawn(tunnel.run(cancel.child_token()));
     let control_handler = Arc::new(control::DaemonControl {

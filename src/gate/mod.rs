@@ -28,9 +28,9 @@ pub mod tls;
 
 pub use decision::{NodeMode, Policy};
 pub use local::{token_json, unix_now};
-pub use pipeline::Pipeline;
+pub use pipeline::{Caller, Pipeline, platform_user};
 pub use proxy::Proxy;
-pub use server::Gate;
+pub use server::{Gate, serve_platform_stream};
 
 /// Errors of the gate that stop it from serving.
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,8 @@ use super::ratelimit::Limiter;
 use super::space::{Space, space_of};
 use super::{local, responses};
 use crate::audit::{Actor, AuditEvent, Auditor};
+use crate::config::Role;
+use crate::protocol::assertion::{Assertion, AssertionError};
 use crate::supervisor::{GATE_TOKEN_HEADER, Perm, UpstreamTokens};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -48,16 +50,41 @@ pub struct Pipeline {
     pub scheme: &'static str,
 }
 
+/// Who is at the other end of a connection to the gate.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A client on the network, authenticated request by request.
+    Network(SocketAddr),
+    /// An operator through the tunnel (`hub` is the hub's address): the user the hub's verified
+    /// assertion names, or why the assertion was refused. Credentials in the requests
+    /// themselves are never looked at.
+    Platform { hub: SocketAddr, user: Result<Who, AssertionError> },
+}
+
+/// The gate's user for a verified platform assertion (`None`: a role the gate does not know).
+pub fn platform_user(assertion: &Assertion) -> Option<Who> {
+    let role = Role::parse(&assertion.role)?;
+    Some(Who::User { name: format!("{}@platform", assertion.user), role, via: Via::Session })
+}
+
 impl Pipeline {
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        caller: Caller,
     ) -> Result<Response<GateBody>, Infallible> {
-        Ok(self.serve(req, peer).await)
+        Ok(match caller {
+            Caller::Network(peer) => self.serve(req, peer, None).await,
+            Caller::Platform { hub, user } => self.serve(req, hub, Some(&user)).await,
+        })
     }
 
-    async fn serve(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<GateBody> {
+    async fn serve(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        platform: Option<&Result<Who, AssertionError>>,
+    ) -> Response<GateBody> {
         let method = req.method().clone();
         if !matches!(
             method,
@@ -114,7 +141,12 @@ impl Pipeline {
         // authenticated at all: no hashing, no failures to count.
         let anonymous = decide(self.policy, facts, &Who::Anonymous);
         let needs_identity = !matches!(anonymous, Decision::Forward(Upstream::Anonymous) | Decision::Local(_));
-        let (who, decision) = if needs_identity {
+        let (who, decision) = if let Some(platform) = platform {
+            match platform {
+                Ok(who) => (who.clone(), decide(self.policy, facts, who)),
+                Err(refusal) => return self.refuse_platform(*refusal, ip, &method, &canonical).await,
+            }
+        } else if needs_identity {
             match self.identify(&presented(headers), realm, ip, &method, &canonical).await {
                 Ok(who) => {
                     let decision = decide(self.policy, facts, &who);
@@ -158,6 +190,28 @@ impl Pipeline {
                 Err(responses::unauthorized(realm != Realm::Admin))
             }
         }
+    }
+
+    /// A tunnelled request whose assertion was refused: 401 (none, malformed, forged, expired)
+    /// or 403 (another device's), audited either way.
+    async fn refuse_platform(
+        &self,
+        refusal: AssertionError,
+        ip: std::net::IpAddr,
+        method: &Method,
+        canonical: &Canonical,
+    ) -> Response<GateBody> {
+        let (kind, status) = match refusal {
+            AssertionError::OtherDevice => ("access.denied", StatusCode::FORBIDDEN),
+            _ => ("auth.failed", StatusCode::UNAUTHORIZED),
+        };
+        let event = AuditEvent::new(kind, Actor::anonymous(ip), canonical.path.as_str())
+            .with("reason", refusal.reason())
+            .with("method", method.as_str())
+            .with("via", "tunnel")
+            .with("addr", ip.to_string());
+        self.audit.record_or_log(event).await;
+        responses::error(status, refusal.reason())
     }
 
     pub(super) async fn audit_auth_failure(

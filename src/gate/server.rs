@@ -3,7 +3,7 @@
 
 use super::GateError;
 use super::framing::Guarded;
-use super::pipeline::Pipeline;
+use super::pipeline::{Caller, Pipeline};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -71,12 +71,12 @@ impl Gate {
             let (drain, force) = (cancel.clone(), force_close.clone());
             match self.tls.clone() {
                 None => {
-                    self.tasks.spawn(serve_connection(stream, peer, pipeline, drain, force));
+                    self.tasks.spawn(serve_connection(stream, Caller::Network(peer), pipeline, drain, force));
                 }
                 Some(acceptor) => {
                     self.tasks.spawn(async move {
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => serve_connection(tls, peer, pipeline, drain, force).await,
+                            Ok(Ok(tls)) => serve_connection(tls, Caller::Network(peer), pipeline, drain, force).await,
                             Ok(Err(e)) => {
                                 tracing::debug!(%peer, error = %e, "gate: TLS handshake failed")
                             }
@@ -96,16 +96,29 @@ impl Gate {
     }
 }
 
+/// Serves one stream the hub opened through the tunnel for an operator, exactly like a network
+/// connection except for who the caller is. Ends when the stream does, or at `cancel`.
+pub async fn serve_platform_stream<IO>(io: IO, caller: Caller, pipeline: Arc<Pipeline>, cancel: CancellationToken)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_connection(io, caller, pipeline, cancel.clone(), cancel).await
+}
+
 async fn serve_connection<IO>(
     io: IO,
-    peer: SocketAddr,
+    caller: Caller,
     pipeline: Arc<Pipeline>,
     drain: CancellationToken,
     force_close: CancellationToken,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| Arc::clone(&pipeline).handle(req, peer));
+    let peer = match &caller {
+        Caller::Network(peer) => *peer,
+        Caller::Platform { hub, .. } => *hub,
+    };
+    let service = service_fn(move |req| Arc::clone(&pipeline).handle(req, caller.clone()));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)

@@ -6,6 +6,7 @@
 //! - `POST /api/devices/{id}/restart` — restart its Node-RED; the answer carries the result
 //! - `GET /api/devices/{id}/audit[?after=SEQ][&kind=K][&source=device|hub]` — the device's
 //!   delivered audit events and what the hub recorded about it (see `audit_view`)
+//! - `ANY /devices/{id}/editor/{path}` — the device's editor through the tunnel (see `editor`)
 
 use super::audit_view::{AuditQuery, merge};
 use super::registry::{CommandError, Registry};
@@ -26,6 +27,18 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Api {
     pub store: Arc<HubStore>,
     pub registry: Registry,
+    /// Signs the assertions of who an operator is, for the devices' gates.
+    pub signer: Arc<ring::signature::Ed25519KeyPair>,
+    /// Owns the remote editor's stream and websocket tasks.
+    pub tasks: tokio_util::task::TaskTracker,
+}
+
+/// Bodies of the API's answers: its own JSON, or a device's answer streamed through.
+pub type ApiBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+pub(super) fn boxed(r: Response<Full<Bytes>>) -> Response<ApiBody> {
+    use http_body_util::BodyExt;
+    r.map(|b| b.map_err(|never| match never {}).boxed())
 }
 
 fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
@@ -36,7 +49,7 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<B
     r
 }
 
-fn error(status: StatusCode, code: &str) -> Response<Full<Bytes>> {
+pub(super) fn error(status: StatusCode, code: &str) -> Response<Full<Bytes>> {
     json_response(status, json!({ "error": code }))
 }
 
@@ -46,8 +59,15 @@ fn time(unix: Option<u64>) -> serde_json::Value {
 }
 
 impl Api {
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-        Ok(self.serve(req).await)
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ApiBody>, Infallible> {
+        if let Some((device, path)) = super::editor::target(req.uri().path()) {
+            let Some(operator) = self.operator(&req) else {
+                return Ok(boxed(error(StatusCode::UNAUTHORIZED, "unauthorized")));
+            };
+            let device = device.to_string();
+            return Ok(self.editor(req, operator, &device, path).await);
+        }
+        Ok(boxed(self.serve(req).await))
     }
 
     fn operator(&self, req: &Request<Incoming>) -> Option<OperatorRecord> {

@@ -12,6 +12,7 @@ mod audit_view;
 pub mod cli;
 pub mod config;
 pub mod control;
+mod editor;
 mod endpoint;
 mod enroll;
 pub mod keys;
@@ -80,9 +81,17 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
     let ca_fingerprint = keys.ca_fingerprint()?;
 
     let registry = registry::Registry::default();
-    let api = Arc::new(api::Api { store: Arc::clone(&store), registry: registry.clone() });
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let signer = ring::signature::Ed25519KeyPair::from_pkcs8(&keys.signing_pkcs8).map_err(|e| {
+        HubError::Keys(keys::KeyError::Unusable { path: dir.root().join("signing.key"), reason: e.to_string() })
+    })?;
+    let api = Arc::new(api::Api {
+        store: Arc::clone(&store),
+        registry: registry.clone(),
+        signer: Arc::new(signer),
+        tasks: tasks.clone(),
+    });
     let accepting = endpoint::Accepting {
         store: Arc::clone(&store),
         registry: registry.clone(),
@@ -149,11 +158,11 @@ async fn serve_api(
                 match tls {
                     Some(acceptor) => {
                         match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                            Ok(Ok(s)) => builder.serve_connection(TokioIo::new(s), service).await,
+                            Ok(Ok(s)) => builder.serve_connection(TokioIo::new(s), service).with_upgrades().await,
                             _ => Ok(()),
                         }
                     }
-                    None => builder.serve_connection(TokioIo::new(stream), service).await,
+                    None => builder.serve_connection(TokioIo::new(stream), service).with_upgrades().await,
                 }
             };
             tokio::select! {

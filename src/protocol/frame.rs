@@ -71,6 +71,12 @@ impl FrameDecoder {
     pub fn pending(&self) -> usize {
         self.buf.len()
     }
+
+    /// The bytes after the frames taken so far: where a stream switches from frames to raw
+    /// bytes (after a stream header), they are the first raw bytes.
+    pub fn into_remaining(self) -> Vec<u8> {
+        self.buf
+    }
 }
 
 #[cfg(test)]

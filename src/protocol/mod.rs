@@ -6,6 +6,7 @@
 //! names the message. A frame longer than [`MAX_FRAME`], or one that is not JSON, or not a
 //! known message, is an error that closes the stream it came on (never the connection).
 
+pub mod assertion;
 mod frame;
 mod messages;
 

@@ -1,10 +1,12 @@
 //! The reconnect loop: load the identity, connect, run the session, and after it ends wait out
 //! the backoff before the next attempt.
 
+use super::forwarded::Forwarding;
 use super::session::{Session, SessionEnd};
 use super::{TunnelState, TunnelStatus};
 use crate::audit::{Actor, AuditEvent, Auditor};
 use crate::backoff::{Backoff, jitter};
+use crate::gate::Pipeline;
 use crate::identity::Identity;
 use crate::protocol::{ALPN, codes};
 use crate::state_dir::StateDir;
@@ -13,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -45,6 +48,8 @@ pub struct Tunnel {
     pub gate_listen: String,
     pub protection: bool,
     pub keepalive: Duration,
+    /// Where streams the hub opens are served.
+    pub gate: Arc<Pipeline>,
     status: watch::Sender<TunnelStatus>,
     reload: Arc<Notify>,
 }
@@ -63,11 +68,12 @@ impl Tunnel {
         gate_listen: String,
         protection: bool,
         keepalive: Duration,
+        gate: Arc<Pipeline>,
     ) -> (Tunnel, TunnelHandle) {
         let (status, rx) = watch::channel(TunnelStatus::initial());
         let reload = Arc::new(Notify::new());
         let handle = TunnelHandle { status: rx, reload: Arc::clone(&reload) };
-        (Tunnel { dir, supervisor, audit, gate_listen, protection, keepalive, status, reload }, handle)
+        (Tunnel { dir, supervisor, audit, gate_listen, protection, keepalive, gate, status, reload }, handle)
     }
 
     fn set(&self, state: TunnelState, identity: Option<&Identity>, error: Option<String>) {
@@ -197,6 +203,12 @@ impl Tunnel {
         self.audit.record_or_log(AuditEvent::new("tunnel.connected", Actor::System, identity.info.hub.as_str())).await;
         let session = Session {
             connection: connection.clone(),
+            forwarding: Arc::new(Forwarding::new(
+                Arc::clone(&self.gate),
+                &identity.info.device_id,
+                &identity.info.hub_signing_key,
+            )),
+            streams: TaskTracker::new(),
             supervisor: self.supervisor.clone(),
             audit: self.audit.clone(),
             gate_listen: self.gate_listen.clone(),

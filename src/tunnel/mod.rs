@@ -5,9 +5,11 @@
 
 mod client;
 pub mod enroll;
+mod forwarded;
 mod session;
 
 pub use client::{Tunnel, TunnelHandle, client_config};
+pub use forwarded::Forwarding;
 
 use serde::{Deserialize, Serialize};
 use std::time::SystemTime;

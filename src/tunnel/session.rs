@@ -5,12 +5,15 @@
 //! session, and the hub drops what it already has). A malformed frame from the hub closes that control stream with an error code and
 //! is audited; the session opens a new one.
 
+use super::forwarded::Forwarding;
 use crate::audit::{Actor, AuditEvent, Auditor};
 use crate::protocol::{Command, DeviceStatus, Frame, FrameDecoder, VERSION, codes, encode};
 use crate::supervisor::SupervisorHandle;
 use serde_json::json;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 /// Status is checked this often (the journal backlog changes without a signal) and sent when it
@@ -38,6 +41,10 @@ pub enum SessionEnd {
 
 pub struct Session {
     pub connection: quinn::Connection,
+    /// Streams the hub opens (the remote editor) go to the gate through this.
+    pub forwarding: Arc<Forwarding>,
+    /// Owns the tasks serving those streams.
+    pub streams: TaskTracker,
     pub supervisor: SupervisorHandle,
     pub audit: Auditor,
     pub gate_listen: String,
@@ -51,6 +58,16 @@ enum StreamEnd {
 
 impl Session {
     pub async fn run(&self, cancel: &CancellationToken) -> (SessionEnd, String) {
+        let end = self.control_streams(cancel).await;
+        // Forwarded streams end with the connection (or at `cancel`); wait for their tasks.
+        self.streams.close();
+        if tokio::time::timeout(Duration::from_secs(2), self.streams.wait()).await.is_err() {
+            tracing::warn!("forwarded streams still open after the session ended");
+        }
+        end
+    }
+
+    async fn control_streams(&self, cancel: &CancellationToken) -> (SessionEnd, String) {
         let mut faults = 0u32;
         loop {
             let (send, recv) = match self.connection.open_bi().await {
@@ -212,11 +229,10 @@ impl Session {
                     }
                 }
                 stream = self.connection.accept_bi() => match stream {
-                    // Forwarded connections arrive with the next part of the tunnel; until then
-                    // a stream the hub opens is refused on its own.
-                    Ok((mut s, mut r)) => {
-                        let _ = s.reset(codes::UNEXPECTED_FRAME.into());
-                        let _ = r.stop(codes::UNEXPECTED_FRAME.into());
+                    // One operator connection: served by the gate on its own task.
+                    Ok((s, r)) => {
+                        let (forwarding, hub, cancel) = (Arc::clone(&self.forwarding), self.connection.remote_address(), cancel.child_token());
+                        self.streams.spawn(async move { forwarding.serve(s, r, hub, cancel).await });
                     }
                     Err(e) => return StreamEnd::Connection(end_of(&e).0, e.to_string()),
                 },

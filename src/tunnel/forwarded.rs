@@ -1,0 +1,97 @@
+//! A stream the hub opened for one operator connection (the remote editor): its header frame
+//! names what follows and carries the hub's signed assertion of who the operator is. The
+//! assertion is verified here, offline, against the hub key pinned at enrollment; the stream is
+//! then served by the gate like a network connection whose caller is that operator — or, when
+//! the assertion is refused, whose every request is answered 401/403 and audited. Node-RED is
+//! only ever reached through the gate.
+
+use crate::gate::{Caller, Pipeline, platform_user, serve_platform_stream};
+use crate::protocol::assertion::{self, AssertionError};
+use crate::protocol::{FrameDecoder, StreamHeader, codes};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+/// How long the hub has to send a stream's header.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A header longer than this is refused.
+const MAX_HEADER: usize = 8 * 1024;
+
+/// What forwarded streams need from the agent.
+pub struct Forwarding {
+    pub gate: Arc<Pipeline>,
+    pub device: String,
+    /// The hub's Ed25519 public key, as pinned at enrollment (empty if unusable: every
+    /// assertion is then refused).
+    pub hub_key: Vec<u8>,
+}
+
+impl Forwarding {
+    pub fn new(gate: Arc<Pipeline>, device: &str, hub_key_hex: &str) -> Forwarding {
+        Forwarding { gate, device: device.to_string(), hub_key: hex::decode(hub_key_hex).unwrap_or_default() }
+    }
+
+    /// The caller the gate sees for a stream with this header.
+    pub fn caller(&self, hub: SocketAddr, header: &StreamHeader, now: u64) -> Caller {
+        let user = assertion::verify(header.assertion.as_deref(), &self.hub_key, &self.device, now)
+            .and_then(|a| platform_user(&a).ok_or(AssertionError::Malformed));
+        Caller::Platform { hub, user }
+    }
+
+    /// Serves one stream until it ends or `cancel` fires.
+    pub async fn serve(
+        &self,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        hub: SocketAddr,
+        cancel: CancellationToken,
+    ) {
+        let header = tokio::time::timeout(HEADER_TIMEOUT, read_header(&mut recv)).await;
+        let (header, rest) = match header {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(code)) => {
+                tracing::warn!(code, "a forwarded stream without a valid header; closed");
+                let _ = send.reset(code.into());
+                let _ = recv.stop(code.into());
+                return;
+            }
+            Err(_) => {
+                let _ = send.reset(codes::UNEXPECTED_FRAME.into());
+                let _ = recv.stop(codes::UNEXPECTED_FRAME.into());
+                return;
+            }
+        };
+        if header.kind != "http" {
+            tracing::warn!(kind = %header.kind, "a forwarded stream of an unknown kind; closed");
+            let _ = send.reset(codes::UNEXPECTED_FRAME.into());
+            let _ = recv.stop(codes::UNEXPECTED_FRAME.into());
+            return;
+        }
+        let caller = self.caller(hub, &header, crate::gate::unix_now());
+        if let Caller::Platform { user: Err(e), .. } = &caller {
+            tracing::warn!(reason = e.reason(), "a forwarded stream with a refused assertion");
+        }
+        let io = tokio::io::join(std::io::Cursor::new(rest).chain(recv), send);
+        serve_platform_stream(io, caller, Arc::clone(&self.gate), cancel).await;
+    }
+}
+
+/// The header frame, and the bytes after it. `Err` is the code to close the stream with.
+async fn read_header(recv: &mut quinn::RecvStream) -> Result<(StreamHeader, Vec<u8>), u32> {
+    let mut decoder = FrameDecoder::default();
+    let mut buf = [0u8; 2048];
+    loop {
+        match decoder.next_as::<StreamHeader>() {
+            Ok(Some(header)) => return Ok((header, decoder.into_remaining())),
+            Ok(None) if decoder.pending() > MAX_HEADER => return Err(codes::FRAME_TOO_LARGE),
+            Ok(None) => {}
+            Err(e) => return Err(e.code()),
+        }
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => decoder.feed(&buf[..n]),
+            _ => return Err(codes::UNEXPECTED_FRAME),
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The remote editor: hub → tunnel → gate → Node-RED, with a real hub, agent and Node-RED.
+//! Roles and protection mode apply to tunnelled requests as to LAN ones, the editor's `/comms`
+//! websocket works end to end, and the device refuses streams whose assertion is missing,
+//! forged, expired or for another device (tried from a stand-in hub that holds the real hub's
+//! TLS keys, so only the assertion differs).
+
+mod common;
+
+use common::agent::{Agent, BIN, fixture_node_red};
+use common::hub::{Hub, enroll, wait_online};
+use redtether::protocol::assertion::{self, Assertion};
+use redtether::protocol::{ALPN, Frame, FrameDecoder, StreamHeader, encode};
+use serde_json::{Value, json};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn node_red() -> String {
+    format!("{}\nhealth_interval = \"500ms\"", fixture_node_red())
+}
+
+/// An agent with the fixture Node-RED, enrolled as `device`, online and running.
+fn online_agent(hub: &Hub, device: &str, gate_keys: &str) -> Agent {
+    let agent = Agent::start_full(&node_red(), gate_keys, None, &[]);
+    agent.wait_running();
+    let out = enroll(&agent.config, hub, device);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_online(&agent, 1);
+    agent
+}
+
+fn journal(agent: &Agent, kind: &str) -> Vec<Value> {
+    let out = Command::new(BIN)
+        .args(["audit", "list", "--json", "--kind", kind, "--config"])
+        .arg(&agent.config)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn deploy_body() -> Value {
+    json!({ "flows": [{ "id": "remote-tab", "type": "tab", "label": "from the platform" }] })
+}
+
+async fn deploy(client: &reqwest::Client, url: &str, token: &str) -> reqwest::Response {
+    client
+        .post(format!("{url}/flows"))
+        .bearer_auth(token)
+        .header("node-red-api-version", "v2")
+        .header("node-red-deployment-type", "full")
+        .json(&deploy_body())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_editor_and_its_websocket_work_through_the_hub_with_roles() {
+    let hub = Hub::start();
+    let agent = online_agent(&hub, "pump-e", "");
+    let owner = hub.operator("ops", "owner");
+    let viewer = hub.operator("watcher", "viewer");
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let editor = format!("{}/devices/pump-e/editor", hub.api());
+
+    let page = client.get(format!("{editor}/")).bearer_auth(&owner).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Node-RED"), "the editor page, from the device");
+    let bare = client.get(&editor).bearer_auth(&owner).send().await.unwrap();
+    assert_eq!(bare.status(), 308);
+    assert_eq!(bare.headers()["location"], "/devices/pump-e/editor/");
+    assert_eq!(client.get(format!("{editor}/")).send().await.unwrap().status(), 401);
+    assert_eq!(client.get(format!("{editor}/")).bearer_auth("rto_guess").send().await.unwrap().status(), 401);
+    let unknown = client.get(format!("{}/devices/nobody/editor/", hub.api())).bearer_auth(&owner).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    // The viewer reads and cannot deploy; the refusal is the device's, audited there.
+    let flows = client
+        .get(format!("{editor}/flows"))
+        .bearer_auth(&viewer)
+        .header("node-red-api-version", "v2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(flows.status(), 200);
+    assert!(flows.json::<Value>().await.unwrap()["rev"].is_string());
+    let refused = deploy(&client, &editor, &viewer).await;
+    assert_eq!(refused.status(), 403);
+    let denied = journal(&agent, "access.denied");
+    assert!(
+        denied.iter().any(|e| e["actor"] == "user:watcher@platform" && e["detail"]["reason"] == "role"),
+        "{denied:?}"
+    );
+
+    // The owner deploys; Node-RED has the flows; the device audits who did it.
+    let done = deploy(&client, &editor, &owner).await;
+    assert_eq!(done.status(), 200, "{:?}", done.text().await);
+    let flows_file = std::fs::read_to_string(agent.state_dir().join("node-red/flows.json")).unwrap();
+    assert!(flows_file.contains("from the platform"));
+    let writes = journal(&agent, "admin.write");
+    assert!(writes.iter().any(|e| e["actor"] == "user:ops@platform"), "{writes:?}");
+    // The operator's hub token never reaches the device.
+    assert!(!agent.log().contains(&owner));
+
+    // The editor's websocket, live: Node-RED answers the subscription with its state.
+    let ws_url = format!("{}/comms", editor.replace("http://", "ws://"));
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url.as_str()).unwrap();
+    request.headers_mut().insert("authorization", format!("Bearer {owner}").parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.expect("websocket through hub and tunnel");
+    assert_eq!(response.status(), 101);
+    use futures_util::{SinkExt, StreamExt};
+    ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"subscribe":"notification/#"}"#)).await.unwrap();
+    // Restarting Node-RED makes it send runtime-state notifications to the editor; here a
+    // deploy does (it posts "runtime-deploy").
+    deploy(&client, &editor, &owner).await;
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(message)) = ws.next().await {
+            if message.is_text() && message.to_text().unwrap().contains("notification/") {
+                return message.to_text().unwrap().to_string();
+            }
+        }
+        String::new()
+    })
+    .await
+    .expect("a notification over the websocket");
+    assert!(got.contains("runtime-deploy") || got.contains("notification/"), "{got}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protection_mode_refuses_the_owner_through_the_tunnel_too() {
+    let hub = Hub::start();
+    let agent = online_agent(&hub, "pump-p", "protection = true");
+    let owner = hub.operator("ops", "owner");
+    let client = reqwest::Client::new();
+    let editor = format!("{}/devices/pump-p/editor", hub.api());
+    let before = std::fs::read(agent.state_dir().join("node-red/flows.json")).ok();
+    let refused = deploy(&client, &editor, &owner).await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.json::<Value>().await.unwrap(), json!({"error": "protection_mode"}));
+    assert_eq!(std::fs::read(agent.state_dir().join("node-red/flows.json")).ok(), before, "flows unchanged");
+    let reads = client
+        .get(format!("{editor}/flows"))
+        .bearer_auth(&owner)
+        .header("node-red-api-version", "v2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reads.status(), 200, "reading stays allowed");
+}
+
+/// The real hub's TLS identity and signing key, to stand in for it after it stopped.
+struct StandIn {
+    endpoint: quinn::Endpoint,
+    signing: ring::signature::Ed25519KeyPair,
+}
+
+fn stand_in(hub: &Hub) -> StandIn {
+    let dir = hub.state_dir();
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let tls = redtether::pki::tls::hub_server(
+        &read("server.pem"),
+        &read("server.key"),
+        &read("ca.pem"),
+        Default::default(),
+        &[ALPN],
+    )
+    .unwrap();
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+    let server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let endpoint = quinn::Endpoint::server(server, hub.addr().parse().unwrap()).unwrap();
+    let signing =
+        ring::signature::Ed25519KeyPair::from_pkcs8(&std::fs::read(dir.join("signing.key")).unwrap()).unwrap();
+    StandIn { endpoint, signing }
+}
+
+/// Opens a forwarded stream with `assertion`, sends one request, returns the status code.
+async fn forwarded_status(connection: &quinn::Connection, assertion: Option<String>) -> u16 {
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(&encode(&StreamHeader { kind: "http".into(), assertion })).await.unwrap();
+    send.write_all(b"GET /device-editor/flows HTTP/1.1\r\nHost: device\r\nConnection: close\r\n\r\n").await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(20), recv.read_to_end(1 << 20)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no HTTP answer: {text:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_forged_expired_and_other_device_assertions_are_refused_and_audited() {
+    let mut hub = Hub::start();
+    let mut agent = online_agent(&hub, "pump-x", "");
+    // The agent reconnects to a stand-in on the hub's address, with the hub's certificate.
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    agent.wait_exit(Duration::from_secs(20));
+    hub.kill9();
+    let fake = stand_in(&hub);
+    agent.spawn(&[]);
+    let incoming = tokio::time::timeout(Duration::from_secs(30), fake.endpoint.accept()).await.unwrap().unwrap();
+    let connection = incoming.await.unwrap();
+    // Greet the agent's control stream like the hub does.
+    let (mut control_send, mut control_recv) = connection.accept_bi().await.unwrap();
+    let mut decoder = FrameDecoder::default();
+    let mut buf = [0u8; 4096];
+    while !matches!(decoder.next_frame(), Ok(Some(Frame::Hello { .. }))) {
+        let n = control_recv.read(&mut buf).await.unwrap().unwrap();
+        decoder.feed(&buf[..n]);
+    }
+    control_send.write_all(&encode(&Frame::Welcome { protocol: 1, hub_version: "stand-in".into() })).await.unwrap();
+    agent.wait_running();
+
+    let now = redtether::gate::unix_now();
+    let claim =
+        |device: &str, exp: u64| Assertion { user: "mallory".into(), role: "owner".into(), device: device.into(), exp };
+    let other_key = {
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+        ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+    };
+    let cases = [
+        ("missing", None, 401),
+        ("garbage", Some("v1.not.signed".to_string()), 401),
+        ("forged", Some(assertion::sign(&claim("pump-x", now + 60), &other_key)), 401),
+        ("expired", Some(assertion::sign(&claim("pump-x", now - 1), &fake.signing)), 401),
+        ("another device", Some(assertion::sign(&claim("pump-y", now + 60), &fake.signing)), 403),
+        (
+            "unknown role",
+            Some(assertion::sign(&Assertion { role: "root".into(), ..claim("pump-x", now + 60) }, &fake.signing)),
+            401,
+        ),
+        ("valid", Some(assertion::sign(&claim("pump-x", now + 60), &fake.signing)), 200),
+    ];
+    for (what, token, want) in cases {
+        assert_eq!(forwarded_status(&connection, token).await, want, "{what}");
+    }
+    let failed = journal(&agent, "auth.failed");
+    let reasons: Vec<&str> = failed
+        .iter()
+        .filter(|e| e["detail"]["via"] == "tunnel")
+        .map(|e| e["detail"]["reason"].as_str().unwrap())
+        .collect();
+    for reason in [
+        "platform_assertion_missing",
+        "platform_assertion_malformed",
+        "platform_assertion_forged",
+        "platform_assertion_expired",
+    ] {
+        assert!(reasons.contains(&reason), "{reason} audited: {reasons:?}");
+    }
+    let denied = journal(&agent, "access.denied");
+    assert!(denied.iter().any(|e| e["detail"]["reason"] == "platform_assertion_other_device"), "{denied:?}");
+
+    // A stream that is not a forwarded connection at all closes on its own; the tunnel stays.
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(b"\x00\x00\x00\x03abc").await.unwrap();
+    assert!(recv.read_to_end(1024).await.is_err(), "reset with an error code");
+    assert_eq!(
+        forwarded_status(&connection, Some(assertion::sign(&claim("pump-x", now + 60), &fake.signing))).await,
+        200
+    );
+}
