@@ -107,16 +107,29 @@ impl Accepting {
                 // Only the device's current certificate: one replaced by a later enrollment
                 // (or renewal) is refused even before it reaches the revocation list.
                 match self.store.device(&device) {
-                    Ok(Some(record)) if !record.revoked && record.cert_serial == serial => {}
+                    Ok(Some(record)) if !record.revoked && record.cert_serial == serial => {
+                        if record.previous_serial.is_some() {
+                            // The renewed certificate is in use: the one it replaced is done.
+                            let _ = self.store.update_device(&device, |d| d.previous_serial = None);
+                        }
+                    }
+                    Ok(Some(record))
+                        if !record.revoked && record.previous_serial.as_deref() == Some(serial.as_str()) => {}
                     _ => {
                         tracing::warn!(%addr, %device, "tunnel from an unknown or revoked device");
                         connection.close(codes::REVOKED.into(), b"device not enrolled or revoked");
                         return;
                     }
                 }
-                Session { device, connection, store: Arc::clone(&self.store), registry: self.registry.clone() }
-                    .serve(cancel)
-                    .await
+                Session {
+                    device,
+                    connection,
+                    store: Arc::clone(&self.store),
+                    registry: self.registry.clone(),
+                    issuer: Arc::clone(&self.enrollment),
+                }
+                .serve(cancel)
+                .await
             }
             _ => connection.close(codes::UNEXPECTED_FRAME.into(), b"unknown ALPN"),
         }

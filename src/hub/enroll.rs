@@ -53,6 +53,26 @@ impl Enrollment {
         Ok(())
     }
 
+    /// A new certificate for an enrolled device, from a CSR it sent over its tunnel (its key is
+    /// new; the device id is the connection's, never the CSR's). Recorded before it is returned.
+    pub fn renew(&self, device: &str, csr_pem: &str) -> Result<String, String> {
+        let cert_pem = self
+            .keys
+            .ca
+            .sign_device_csr(csr_pem, device, SystemTime::now(), self.cert_lifetime)
+            .map_err(|e| e.to_string())?;
+        let info = pem_to_der(&cert_pem).and_then(|d| cert_info(&d)).map_err(|e| e.to_string())?;
+        let not_after = info.not_after.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.store.renew_device(device, &info.serial_hex, not_after).map_err(|e| e.to_string())?;
+        let _ = self.store.record_event(
+            device,
+            "device.renewed",
+            json!({ "serial": info.serial_hex, "not_after": not_after }),
+        );
+        tracing::info!(%device, serial = %info.serial_hex, "device certificate renewed");
+        Ok(cert_pem)
+    }
+
     fn enroll(&self, token: &str, csr_pem: &str, addr: std::net::SocketAddr) -> Result<Frame, EnrollRefusal> {
         let now = SystemTime::now();
         let unix = crate::gate::unix_now();

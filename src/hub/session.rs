@@ -23,6 +23,8 @@ pub struct Session {
     pub connection: quinn::Connection,
     pub store: Arc<HubStore>,
     pub registry: Registry,
+    /// Issues renewed certificates.
+    pub issuer: Arc<super::enroll::Enrollment>,
 }
 
 fn unix_now() -> u64 {
@@ -139,6 +141,20 @@ impl Session {
                         }
                     }
                     (true, Frame::HeartbeatAck { .. }) => {}
+                    (true, Frame::RenewRequest { csr_pem }) => {
+                        let (issuer, device) = (Arc::clone(&self.issuer), self.device.clone());
+                        let answer = match tokio::task::spawn_blocking(move || issuer.renew(&device, &csr_pem)).await {
+                            Ok(Ok(cert_pem)) => Frame::RenewResponse { cert_pem },
+                            Ok(Err(why)) => {
+                                tracing::warn!(device = %self.device, error = %why, "certificate renewal refused");
+                                Frame::Error { code: codes::RENEW_REFUSED, message: why }
+                            }
+                            Err(e) => Frame::Error { code: codes::RENEW_REFUSED, message: e.to_string() },
+                        };
+                        if send.write_all(&encode(&answer)).await.is_err() {
+                            return StreamEnd::Closed("control stream lost".into());
+                        }
+                    }
                     (true, Frame::AuditBatch { events }) => {
                         // Stored and synced before the acknowledgement leaves: the agent
                         // forgets nothing the hub has not made durable.

@@ -64,6 +64,10 @@ pub struct DeviceRecord {
     pub agent_version: Option<String>,
     /// The last status the agent pushed.
     pub status: Option<serde_json::Value>,
+    /// The certificate renewal replaced, still accepted until the device first connects with
+    /// the new one (so a device that could not store its renewed certificate is not locked out).
+    #[serde(default)]
+    pub previous_serial: Option<String>,
     /// Highest device audit seq the hub stored and acknowledged.
     #[serde(default)]
     pub audit_acked: u64,
@@ -267,8 +271,19 @@ impl HubStore {
             status: None,
             audit_acked: 0,
             audit_duplicates: 0,
+            previous_serial: None,
         };
         self.devices.insert(device_id.as_bytes(), encode(&record))?;
+        self.flush()
+    }
+
+    /// Records a renewal: the new certificate is the device's, the old one stays accepted until
+    /// the new one is used.
+    pub fn renew_device(&self, device_id: &str, cert_serial: &str, cert_not_after: u64) -> Result<(), StoreError> {
+        self.update_device(device_id, |d| {
+            d.previous_serial = Some(std::mem::replace(&mut d.cert_serial, cert_serial.to_string()));
+            d.cert_not_after = cert_not_after;
+        })?;
         self.flush()
     }
 

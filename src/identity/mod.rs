@@ -38,6 +38,16 @@ pub struct Identity {
     pub ca_pem: String,
 }
 
+/// The renewed key and certificate together, while they replace the old ones.
+const RENEWED: &str = "renewed.pem";
+
+/// The key block and the certificate block(s) of `renewed.pem`.
+fn split_renewed(both: &str) -> Option<(String, String)> {
+    let at = both.find("-----BEGIN CERTIFICATE-----")?;
+    let (key, cert) = both.split_at(at);
+    (key.contains("PRIVATE KEY-----") && !cert.is_empty()).then(|| (key.to_string(), cert.to_string()))
+}
+
 fn folder(dir: &StateDir) -> PathBuf {
     dir.root().join("identity")
 }
@@ -52,12 +62,27 @@ impl Identity {
         let info: HubInfo = serde_json::from_str(&info_text).map_err(|e| unusable(info_path.clone(), e.to_string()))?;
         let read =
             |name: &str| std::fs::read_to_string(f.join(name)).map_err(|e| unusable(f.join(name), e.to_string()));
-        Ok(Some(Identity {
-            info,
-            key_pem: read("device.key")?,
-            cert_pem: read("device.pem")?,
-            ca_pem: read("ca.pem")?,
-        }))
+        // A renewal in progress (see `save_renewed`) is complete in `renewed.pem`: it wins.
+        let (key_pem, cert_pem) = match std::fs::read_to_string(f.join(RENEWED)) {
+            Ok(both) => {
+                split_renewed(&both).ok_or_else(|| unusable(f.join(RENEWED), "not a key and a certificate".into()))?
+            }
+            Err(_) => (read("device.key")?, read("device.pem")?),
+        };
+        Ok(Some(Identity { info, key_pem, cert_pem, ca_pem: read("ca.pem")? }))
+    }
+
+    /// Swaps in a renewed key and certificate so that a crash at any point leaves either the
+    /// old pair or the new one, never a key with another key's certificate: the new pair is
+    /// first written as one file (atomically), then the two files are replaced, then that one
+    /// file goes.
+    pub fn save_renewed(&self, dir: &StateDir) -> Result<(), IdentityError> {
+        let f = folder(dir);
+        write_private(&f.join(RENEWED), format!("{}{}", self.key_pem, self.cert_pem).as_bytes())?;
+        write_private(&f.join("device.key"), self.key_pem.as_bytes())?;
+        write_private(&f.join("device.pem"), self.cert_pem.as_bytes())?;
+        std::fs::remove_file(f.join(RENEWED)).map_err(|source| StateDirError::Io { path: f.join(RENEWED), source })?;
+        Ok(())
     }
 
     /// Stores the identity; the hub information is written last, so a half-written identity
@@ -69,6 +94,8 @@ impl Identity {
             .mode(0o700)
             .create(&f)
             .map_err(|source| StateDirError::Io { path: f.clone(), source })?;
+        // A new enrollment replaces everything, an unfinished renewal of an older one included.
+        let _ = std::fs::remove_file(f.join(RENEWED));
         write_private(&f.join("device.key"), self.key_pem.as_bytes())?;
         write_private(&f.join("device.pem"), self.cert_pem.as_bytes())?;
         write_private(&f.join("ca.pem"), self.ca_pem.as_bytes())?;
@@ -115,5 +142,38 @@ mod tests {
             );
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
+    }
+
+    #[test]
+    fn a_renewal_cut_short_leaves_a_matching_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(dir.path());
+        let key = |n: u8| format!("-----BEGIN PRIVATE KEY-----\nk{n}\n-----END PRIVATE KEY-----\n");
+        let cert = |n: u8| format!("-----BEGIN CERTIFICATE-----\nc{n}\n-----END CERTIFICATE-----\n");
+        let info = HubInfo {
+            hub: "h:1".into(),
+            server_name: "h".into(),
+            device_id: "d".into(),
+            ca_fingerprint: "f".into(),
+            hub_signing_key: "k".into(),
+        };
+        let old = Identity { info, key_pem: key(1), cert_pem: cert(1), ca_pem: "ca".into() };
+        old.save(&sd).unwrap();
+        let new = Identity { key_pem: key(2), cert_pem: cert(2), ..old.clone() };
+        new.save_renewed(&sd).unwrap();
+        let back = Identity::load(&sd).unwrap().unwrap();
+        assert_eq!((back.key_pem, back.cert_pem), (key(2), cert(2)));
+        assert!(!dir.path().join("identity/renewed.pem").exists());
+
+        // A crash after the new key replaced the old one but before the certificate did: the
+        // pair in renewed.pem is what loads, not the mixed files.
+        let f = dir.path().join("identity");
+        std::fs::write(f.join("renewed.pem"), format!("{}{}", key(3), cert(3))).unwrap();
+        std::fs::write(f.join("device.key"), key(3)).unwrap();
+        let back = Identity::load(&sd).unwrap().unwrap();
+        assert_eq!((back.key_pem, back.cert_pem), (key(3), cert(3)));
+        // A new enrollment is not overridden by an old unfinished renewal.
+        old.save(&sd).unwrap();
+        assert_eq!(Identity::load(&sd).unwrap().unwrap().key_pem, key(1));
     }
 }

@@ -43,8 +43,11 @@ pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, PkiError> {
 }
 
 fn validity(params: &mut CertificateParams, now: SystemTime, lifetime: Duration) {
-    // A little slack before now: device clocks are often a few minutes behind.
-    params.not_before = (now - Duration::from_secs(3600)).into();
+    // A little slack before now: device clocks are often a few minutes behind. At most a tenth
+    // of the lifetime, so that 2/3 of the validity period (when devices renew) is always still
+    // ahead: a short-lived certificate is not due for renewal the moment it is issued.
+    let slack = Duration::from_secs(3600).min(lifetime / 10);
+    params.not_before = (now - slack).into();
     params.not_after = (now + lifetime).into();
 }
 

@@ -200,3 +200,63 @@ pub fn enroll_client(ca_fingerprint: &str, alpn: &[u8]) -> Result<rustls::Client
     config.alpn_protocols = vec![alpn.to_vec()];
     Ok(config)
 }
+
+/// Checks a certificate the hub issued on renewal before the device relies on it: it chains to
+/// the pinned CA and is valid now (the same check the hub makes in the handshake), it names
+/// `device_id`, and it is for `key_pem` — a certificate for another key would lock the device
+/// out at its next handshake.
+pub fn check_renewed(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    device_id: &str,
+) -> Result<super::CertInfo, PkiError> {
+    let der = certs(cert_pem)?.into_iter().next().ok_or_else(|| PkiError::Invalid("no certificate".into()))?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider())
+        .build()
+        .map_err(|e| PkiError::Invalid(format!("client verifier: {e}")))?;
+    verifier
+        .verify_client_cert(&der, &[], UnixTime::now())
+        .map_err(|e| PkiError::Invalid(format!("the renewed certificate does not verify: {e}")))?;
+    let info = super::cert_info(&der)?;
+    if info.common_name.as_deref() != Some(device_id) {
+        return Err(PkiError::Invalid(format!(
+            "the renewed certificate names {:?}, not {device_id:?}",
+            info.common_name
+        )));
+    }
+    let (_, parsed) =
+        x509_parser::parse_x509_certificate(&der).map_err(|e| PkiError::Invalid(format!("certificate: {e}")))?;
+    let key = rcgen::KeyPair::from_pem(key_pem).map_err(|e| PkiError::Invalid(format!("key: {e}")))?;
+    if parsed.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&key).as_slice() {
+        return Err(PkiError::Invalid("the renewed certificate is for another key".into()));
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod renewal_tests {
+    use super::check_renewed;
+    use crate::pki::{Ca, device_key_and_csr};
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_renewed_certificate_must_be_the_cas_for_this_device_and_this_key() {
+        let day = Duration::from_secs(86400);
+        let now = SystemTime::now();
+        let ca = Ca::create(now - day, 3650 * day).unwrap();
+        let (key, csr) = device_key_and_csr().unwrap();
+        let good = ca.sign_device_csr(&csr, "pump-1", now, 90 * day).unwrap();
+        assert_eq!(check_renewed(&ca.cert_pem, &good, &key, "pump-1").unwrap().common_name.as_deref(), Some("pump-1"));
+
+        let (other_key, _) = device_key_and_csr().unwrap();
+        assert!(check_renewed(&ca.cert_pem, &good, &other_key, "pump-1").is_err(), "another key");
+        assert!(check_renewed(&ca.cert_pem, &good, &key, "pump-2").is_err(), "another device");
+        let other_ca = Ca::create(now - day, 3650 * day).unwrap();
+        let foreign = other_ca.sign_device_csr(&csr, "pump-1", now, 90 * day).unwrap();
+        assert!(check_renewed(&ca.cert_pem, &foreign, &key, "pump-1").is_err(), "another CA");
+        let expired = ca.sign_device_csr(&csr, "pump-1", now - 100 * day, 10 * day).unwrap();
+        assert!(check_renewed(&ca.cert_pem, &expired, &key, "pump-1").is_err(), "expired");
+        assert!(check_renewed(&ca.cert_pem, "not a certificate", &key, "pump-1").is_err());
+    }
+}

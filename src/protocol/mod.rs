@@ -40,4 +40,7 @@ pub mod codes {
     pub const REVOKED: u32 = 0x21;
     /// Another connection of the same device replaced this one.
     pub const REPLACED: u32 = 0x22;
+    /// In an `error` frame that does not close the stream: the hub could not renew the
+    /// certificate (the device keeps its current one and tries again later).
+    pub const RENEW_REFUSED: u32 = 0x30;
 }

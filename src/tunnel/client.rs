@@ -135,9 +135,13 @@ impl Tunnel {
                 }
                 Attempt::Refused(reason) => {
                     tracing::error!(hub = %identity.info.hub, %reason, "the hub refused this device's certificate; re-enroll (`redtether enroll`)");
-                    let event = AuditEvent::new("tunnel.auth_failed", Actor::System, identity.info.hub.as_str())
-                        .with("reason", reason.as_str());
-                    self.audit.record_or_log(event).await;
+                    // Audited when it starts, not at every retry (one every 30 s while it lasts).
+                    let already = self.status.borrow().state == TunnelState::AuthFailed;
+                    if !already {
+                        let event = AuditEvent::new("tunnel.auth_failed", Actor::System, identity.info.hub.as_str())
+                            .with("reason", reason.as_str());
+                        self.audit.record_or_log(event).await;
+                    }
                     self.set(TunnelState::AuthFailed, Some(&identity), Some(reason));
                     BACKOFF_MAX
                 }
@@ -173,6 +177,15 @@ impl Tunnel {
             Ok(pair) => pair,
             Err(e) => return Attempt::Failed(e.to_string()),
         };
+        // An expired certificate will be refused; say so plainly instead of trying.
+        if let Ok(cert) = identity.certificate()
+            && cert.not_after <= SystemTime::now()
+        {
+            let at = crate::rfc3339::format_seconds(cert.not_after);
+            return Attempt::Refused(format!(
+                "the device certificate expired at {at}; re-enroll with `redtether enroll`"
+            ));
+        }
         let config = match client_config(identity, self.keepalive) {
             Ok(c) => c,
             Err(e) => return Attempt::Refused(format!("identity unusable: {e}")),
@@ -209,6 +222,7 @@ impl Tunnel {
                 &identity.info.hub_signing_key,
             )),
             streams: TaskTracker::new(),
+            dir: self.dir.clone(),
             supervisor: self.supervisor.clone(),
             audit: self.audit.clone(),
             gate_listen: self.gate_listen.clone(),

@@ -6,6 +6,7 @@
 mod client;
 pub mod enroll;
 mod forwarded;
+mod renew;
 mod session;
 
 pub use client::{Tunnel, TunnelHandle, client_config};

@@ -6,8 +6,11 @@
 //! is audited; the session opens a new one.
 
 use super::forwarded::Forwarding;
+use super::renew::Renewal;
 use crate::audit::{Actor, AuditEvent, Auditor};
+use crate::identity::Identity;
 use crate::protocol::{Command, DeviceStatus, Frame, FrameDecoder, VERSION, codes, encode};
+use crate::state_dir::StateDir;
 use crate::supervisor::SupervisorHandle;
 use serde_json::json;
 use std::sync::Arc;
@@ -45,6 +48,8 @@ pub struct Session {
     pub forwarding: Arc<Forwarding>,
     /// Owns the tasks serving those streams.
     pub streams: TaskTracker,
+    /// Where the identity is renewed.
+    pub dir: StateDir,
     pub supervisor: SupervisorHandle,
     pub audit: Auditor,
     pub gate_listen: String,
@@ -122,6 +127,11 @@ impl Session {
         let mut new_events = self.audit.subscribe();
         let mut in_flight: Option<(u64, Instant)> = None;
         let mut forward_retry = tokio::time::interval(FORWARD_RETRY);
+        // Read again for every control stream: an earlier one may have renewed it.
+        let mut renewal = match Identity::load(&self.dir) {
+            Ok(Some(identity)) => identity.certificate().ok().map(|cert| Renewal::new(identity, &cert)),
+            _ => None,
+        };
         loop {
             loop {
                 let frame = match decoder.next_frame() {
@@ -170,6 +180,18 @@ impl Session {
                             return lost(&e);
                         }
                     }
+                    Frame::RenewResponse { cert_pem } if renewal.as_ref().is_some_and(Renewal::waiting) => {
+                        if let Some(r) = renewal.as_mut() {
+                            self.renewed(r, cert_pem).await;
+                        }
+                    }
+                    Frame::Error { code, message }
+                        if code == codes::RENEW_REFUSED && renewal.as_ref().is_some_and(Renewal::waiting) =>
+                    {
+                        if let Some(r) = renewal.as_mut() {
+                            self.renewal_failed(r, &format!("the hub refused: {message}")).await;
+                        }
+                    }
                     Frame::Error { code, message } => {
                         tracing::warn!(code, %message, "the hub reported a protocol error")
                     }
@@ -184,6 +206,10 @@ impl Session {
                     }
                 }
             }
+            // (A far-away instant when there is nothing to renew: the branch is disabled then.)
+            let renew_at = renewal
+                .as_ref()
+                .map_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400), Renewal::next);
             tokio::select! {
                 _ = cancel.cancelled() => {
                     self.connection.close(codes::SHUTDOWN.into(), b"agent stopping");
@@ -214,6 +240,23 @@ impl Session {
                         return lost(&e);
                     }
                 }
+                _ = tokio::time::sleep_until(renew_at), if welcomed && renewal.is_some() => {
+                    if let Some(r) = renewal.as_mut() {
+                        if r.waiting() {
+                            self.renewal_failed(r, "the hub did not answer").await;
+                        } else {
+                            match r.start() {
+                                Ok(csr_pem) => {
+                                    tracing::info!("renewing the device certificate");
+                                    if let Err(e) = send.write_all(&encode(&Frame::RenewRequest { csr_pem })).await {
+                                        return lost(&e);
+                                    }
+                                }
+                                Err(e) => self.renewal_failed(r, &e).await,
+                            }
+                        }
+                    }
+                }
                 _ = forward_retry.tick(), if welcomed => {
                     if in_flight.is_none_or(|(_, sent)| sent.elapsed() >= ACK_TIMEOUT) {
                         in_flight = None;
@@ -238,6 +281,33 @@ impl Session {
                 },
             }
         }
+    }
+
+    /// Stores a renewed certificate for the next handshake (this connection goes on as it is).
+    async fn renewed(&self, renewal: &mut Renewal, cert_pem: String) {
+        match renewal.answered(cert_pem) {
+            Ok((identity, cert)) => match identity.save_renewed(&self.dir) {
+                Ok(()) => {
+                    let not_after = crate::rfc3339::format_seconds(cert.not_after);
+                    tracing::info!(serial = %cert.serial_hex, %not_after, "device certificate renewed");
+                    let event = AuditEvent::new("tunnel.renewed", Actor::System, identity.info.hub.as_str())
+                        .with("serial", cert.serial_hex.as_str())
+                        .with("not_after", not_after.as_str());
+                    self.audit.record_or_log(event).await;
+                }
+                Err(e) => self.renewal_failed(renewal, &format!("the renewed identity could not be stored: {e}")).await,
+            },
+            Err(e) => self.renewal_failed(renewal, &e).await,
+        }
+    }
+
+    async fn renewal_failed(&self, renewal: &mut Renewal, reason: &str) {
+        let retry = renewal.failed();
+        tracing::warn!(%reason, retry_in = ?retry, "certificate renewal failed");
+        let event = AuditEvent::new("tunnel.renew_failed", Actor::System, "device certificate")
+            .with("reason", reason)
+            .with("retry_in_secs", retry.as_secs());
+        self.audit.record_or_log(event).await;
     }
 
     /// Sends the next batch of undelivered journal events, unless one is in flight.

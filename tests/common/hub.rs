@@ -24,12 +24,17 @@ impl Hub {
 
     /// As [`Hub::start`], logging at `level` (benchmarks run it at "info").
     pub fn start_logging(level: &str) -> Hub {
+        Hub::start_with(level, "")
+    }
+
+    /// As [`Hub::start`], with `extra` lines in hub.toml.
+    pub fn start_with(level: &str, extra: &str) -> Hub {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("hub.toml");
         std::fs::write(
             &config,
             format!(
-                "state_dir = {:?}\nlog_level = {level:?}\nlisten = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\n",
+                "state_dir = {:?}\nlog_level = {level:?}\nlisten = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\n{extra}\n",
                 dir.path().join("state").display().to_string()
             ),
         )
