@@ -10,8 +10,9 @@
 //!
 //! `cargo bench --bench tunnel` (figures and the command are kept in BENCHMARKS.md).
 //! `AGENTS=500 cargo bench --bench tunnel` for a smaller fleet; `ONLY=fleet` (or `handshake`,
-//! `agent`, `reconnect`) runs one part (with the idle-hub baseline); `KEEPALIVE=4s` gives the
-//! simulated agents another `[tunnel] keepalive` than the default.
+//! `agent`, `reconnect`, `bulk`) runs one part; `KEEPALIVE=4s` gives the simulated agents another
+//! `[tunnel] keepalive` than the default. `bulk` is the raw-quinn baseline of
+//! benches/remote_editor.sh.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -43,10 +44,6 @@ fn main() {
     let mut hub = Hub::start_logging("info");
     let work = tempfile::tempdir().unwrap();
 
-    println!("## hub idle, no agents");
-    let idle = rt.block_on(hub_usage(hub.pid(), MEASURE));
-    println!("hub: {:.2}% of a core, RSS {:.1} MiB", idle.cpu_percent, mib(idle.rss_kib));
-
     let only = std::env::var("ONLY").unwrap_or_default();
     let part = |name: &str| only.is_empty() || only == name;
     let target =
@@ -57,7 +54,14 @@ fn main() {
     if part("agent") || part("reconnect") {
         agent_part(&mut hub, part("agent"), part("reconnect"));
     }
+    if part("bulk") {
+        rt.block_on(raw_quinn_bulk());
+    }
     if part("fleet") {
+        // The baseline first, on the hub as it starts: no agents.
+        println!("\n## hub idle, no agents");
+        let idle = rt.block_on(hub_usage(hub.pid(), MEASURE));
+        println!("hub: {:.2}% of a core, RSS {:.1} MiB", idle.cpu_percent, mib(idle.rss_kib));
         fleet_part(&rt, &hub, &target, work.path(), agents, keepalive, &idle);
     }
 }
@@ -146,6 +150,63 @@ fn fleet_part(
     );
     let lost = fleet.stop(rt);
     println!("agents whose session ended during the measurement: {lost}");
+}
+
+/// The baseline of benches/remote_editor.sh: one stream's throughput with plain quinn (default
+/// transport settings, TLS 1.3 with the same ring provider) over loopback in this process.
+async fn raw_quinn_bulk() {
+    const MIB: usize = 256;
+    let ca =
+        redtether::pki::Ca::create(std::time::SystemTime::now() - Duration::from_secs(60), Duration::from_secs(86400))
+            .unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::NoCa;
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca.cert_pem, rcgen::KeyPair::from_pem(&ca.key_pem).unwrap()).unwrap();
+    let server_cert = params.signed_by(&server_key, &issuer).unwrap();
+    let tls = redtether::pki::tls::hub_server(
+        &server_cert.pem(),
+        &server_key.serialize_pem(),
+        &ca.cert_pem,
+        Default::default(),
+        &[b"bulk"],
+    )
+    .unwrap();
+    let server =
+        quinn::ServerConfig::with_crypto(Arc::new(quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap()));
+    let listener = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sender = tokio::spawn(async move {
+        let connection = listener.accept().await.unwrap().await.unwrap();
+        let (mut send, _recv) = connection.accept_bi().await.unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..MIB {
+            send.write_all(&chunk).await.unwrap();
+        }
+        send.finish().unwrap();
+        let _ = send.stopped().await;
+    });
+    let (key, csr) = redtether::pki::device_key_and_csr().unwrap();
+    let cert = ca.sign_device_csr(&csr, "bulk", std::time::SystemTime::now(), Duration::from_secs(3600)).unwrap();
+    let client_tls = redtether::pki::tls::agent_client(&ca.cert_pem, &cert, &key, b"bulk").unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).unwrap(),
+    )));
+    let connection = endpoint.connect(addr, "localhost").unwrap().await.unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(b"go").await.unwrap();
+    let started = Instant::now();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    while let Some(n) = recv.read(&mut buf).await.unwrap() {
+        total += n;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    sender.await.unwrap();
+    assert_eq!(total, MIB << 20);
+    println!("\n## raw quinn, one stream, {MIB} MiB over loopback");
+    println!("raw quinn bulk: {:.1} MiB/s", MIB as f64 / secs);
 }
 
 /// Where the in-process enrollments go.

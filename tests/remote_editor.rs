@@ -256,3 +256,41 @@ async fn missing_forged_expired_and_other_device_assertions_are_refused_and_audi
         200
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_large_download_does_not_hold_up_other_requests_and_bytes_pass_unchanged() {
+    let hub = Hub::start();
+    let _agent = online_agent(&hub, "pump-d", "");
+    let owner = hub.operator("ops", "owner");
+    let editor = format!("{}/devices/pump-d/editor", hub.api());
+    let big = "vendor/monaco/dist/ts.worker.js";
+    let on_disk =
+        std::fs::read(common::node_red::install_dir().join("node_modules/@node-red/editor-client/public").join(big))
+            .unwrap();
+    assert!(on_disk.len() > 4 << 20, "a large file: {}", on_disk.len());
+
+    // A reader that takes the head of a large answer and then does not read: its stream fills
+    // up and stops (flow control), and nothing else may wait for it.
+    let client = reqwest::Client::new();
+    let mut stalled = client.get(format!("{editor}/{big}")).bearer_auth(&owner).send().await.unwrap();
+    assert_eq!(stalled.status(), 200);
+    let first = stalled.chunk().await.unwrap().unwrap();
+    for _ in 0..5 {
+        let small = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.get(format!("{editor}/settings")).bearer_auth(&owner).send(),
+        )
+        .await
+        .expect("a small request completes while the large one is stalled")
+        .unwrap();
+        assert_eq!(small.status(), 200);
+        small.bytes().await.unwrap();
+    }
+    // The large answer, read at last, is the file byte for byte.
+    let mut body = first.to_vec();
+    while let Some(chunk) = stalled.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    assert_eq!(body.len(), on_disk.len());
+    assert!(body == on_disk, "bytes pass unchanged");
+}

@@ -149,6 +149,8 @@ async fn serve_api(
                 }
             },
         };
+        // Small answers (and the remote editor's many small requests) go out at once.
+        let _ = stream.set_nodelay(true);
         let (api, tls, cancel) = (Arc::clone(&api), tls.clone(), cancel.clone());
         tasks.spawn(async move {
             let service = service_fn(move |req| Arc::clone(&api).handle(req));
