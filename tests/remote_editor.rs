@@ -294,3 +294,91 @@ async fn a_stalled_large_download_does_not_hold_up_other_requests_and_bytes_pass
     assert_eq!(body.len(), on_disk.len());
     assert!(body == on_disk, "bytes pass unchanged");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_browser_logs_in_with_the_token_and_opens_the_editor_with_a_strict_cookie() {
+    let hub = Hub::start();
+    let agent = online_agent(&hub, "pump-b", "");
+    let viewer = hub.operator("watcher", "viewer");
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let api = hub.api();
+
+    // A browser without a session is sent to the form, and comes back where it wanted to go.
+    let first = client.get(format!("{api}/devices/pump-b/editor/")).header("accept", "text/html").send().await.unwrap();
+    assert_eq!(first.status(), 303);
+    assert_eq!(first.headers()["location"], "/login?next=/devices/pump-b/editor/");
+    let page =
+        client.get(format!("{api}/login?next=/devices/pump-b/editor/")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("name=\"token\"") && page.contains("value=\"/devices/pump-b/editor/\""));
+
+    let bad = client
+        .post(format!("{api}/login"))
+        .form(&[("token", "rto_guess"), ("next", "/devices/pump-b/editor/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    assert!(bad.headers().get("set-cookie").is_none());
+
+    let good = client
+        .post(format!("{api}/login"))
+        .form(&[("token", viewer.as_str()), ("next", "/devices/pump-b/editor/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status(), 303);
+    assert_eq!(good.headers()["location"], "/devices/pump-b/editor/");
+    let cookie = good.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/devices"] {
+        assert!(cookie.contains(attribute), "{attribute} in {cookie}");
+    }
+    let pair = cookie.split(';').next().unwrap().to_string();
+
+    // The cookie opens the editor as that operator, with that operator's role on the device.
+    let editor = client.get(format!("{api}/devices/pump-b/editor/")).header("cookie", &pair).send().await.unwrap();
+    assert_eq!(editor.status(), 200);
+    // The editor asks no login of its own: the hub has said who this is.
+    let scheme: Value = client
+        .get(format!("{api}/devices/pump-b/editor/auth/login"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(scheme, json!({}));
+    let settings: Value = client
+        .get(format!("{api}/devices/pump-b/editor/settings"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(settings["user"]["permissions"], "read", "a viewer gets a read-only editor: {settings}");
+    let refused = client
+        .post(format!("{api}/devices/pump-b/editor/flows"))
+        .header("cookie", &pair)
+        .header("node-red-api-version", "v2")
+        .json(&deploy_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403, "a viewer, even logged in by cookie");
+    assert!(journal(&agent, "access.denied").iter().any(|e| e["actor"] == "user:watcher@platform"));
+    // The cookie is for the editor only: the JSON API still wants the header.
+    assert_eq!(client.get(format!("{api}/api/devices")).header("cookie", &pair).send().await.unwrap().status(), 401);
+    // And it never reaches the device.
+    assert!(!agent.log().contains(&viewer));
+
+    // No open redirect.
+    let away = client
+        .post(format!("{api}/login"))
+        .form(&[("token", viewer.as_str()), ("next", "https://evil.example/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(away.headers()["location"], "/");
+}

@@ -4,7 +4,7 @@
 use super::auth::{AuthFailure, Authenticator, Presented, Realm, Via, Who, presented};
 use super::canon::{Canonical, Target, canonicalize, query_has_param};
 use super::cors::Cors;
-use super::decision::{Decision, Denial, Facts, NodeMode, Policy, Upstream, decide, is_read};
+use super::decision::{Decision, Denial, Facts, Local, NodeMode, Policy, Upstream, decide, is_read};
 use super::headers::upgrade_protocol;
 use super::proxy::{GateBody, Proxy};
 use super::ratelimit::Limiter;
@@ -160,6 +160,11 @@ impl Pipeline {
 
         match decision {
             Decision::Deny(denial) => self.deny(denial, &who, ip, &method, &canonical, space).await,
+            // Through the tunnel the hub has already said who this is: the editor is told that
+            // no login is needed, so it does not ask for one.
+            Decision::Local(Local::LoginScheme) if platform.is_some() => {
+                responses::json(StatusCode::OK, &serde_json::json!({}))
+            }
             Decision::Local(endpoint) => local::serve(self, endpoint, req, &who, ip).await,
             Decision::Forward(upstream) => self.forward(req, &canonical, space, &who, upstream, peer).await,
         }

@@ -31,6 +31,8 @@ pub struct Api {
     pub signer: Arc<ring::signature::Ed25519KeyPair>,
     /// Owns the remote editor's stream and websocket tasks.
     pub tasks: tokio_util::task::TaskTracker,
+    /// The API is HTTPS: the editor login cookie is `Secure`.
+    pub secure_cookies: bool,
 }
 
 /// Bodies of the API's answers: its own JSON, or a device's answer streamed through.
@@ -53,6 +55,10 @@ pub(super) fn error(status: StatusCode, code: &str) -> Response<Full<Bytes>> {
     json_response(status, json!({ "error": code }))
 }
 
+fn accepts_html(headers: &http::HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
+}
+
 fn time(unix: Option<u64>) -> serde_json::Value {
     unix.map(|s| crate::rfc3339::format_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(s)).into())
         .unwrap_or(serde_json::Value::Null)
@@ -60,9 +66,23 @@ fn time(unix: Option<u64>) -> serde_json::Value {
 
 impl Api {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ApiBody>, Infallible> {
+        if req.uri().path() == "/login" {
+            return Ok(self.login(req).await);
+        }
         if let Some((device, path)) = super::editor::target(req.uri().path()) {
-            let Some(operator) = self.operator(&req) else {
-                return Ok(boxed(error(StatusCode::UNAUTHORIZED, "unauthorized")));
+            // The header, or for a browser the login cookie (editor routes only).
+            let cookie = super::login::token_from_cookie(req.headers()).and_then(|t| self.operator_by_token(t));
+            let Some(operator) = self.operator(&req).or(cookie) else {
+                let mut r = boxed(error(StatusCode::UNAUTHORIZED, "unauthorized"));
+                if req.method() == http::Method::GET
+                    && accepts_html(req.headers())
+                    && let Ok(v) = header::HeaderValue::from_str(&format!("/login?next={}", req.uri().path()))
+                {
+                    // A browser is sent to the login form instead of a bare 401.
+                    *r.status_mut() = StatusCode::SEE_OTHER;
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                return Ok(r);
             };
             let device = device.to_string();
             return Ok(self.editor(req, operator, &device, path).await);
@@ -72,7 +92,10 @@ impl Api {
 
     fn operator(&self, req: &Request<Incoming>) -> Option<OperatorRecord> {
         let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-        let token = value.strip_prefix("Bearer ")?;
+        self.operator_by_token(value.strip_prefix("Bearer ")?)
+    }
+
+    pub(super) fn operator_by_token(&self, token: &str) -> Option<OperatorRecord> {
         self.store.operator_by_token(token).ok().flatten()
     }
 

@@ -16,6 +16,7 @@ mod editor;
 mod endpoint;
 mod enroll;
 pub mod keys;
+mod login;
 mod registry;
 mod session;
 pub mod store;
@@ -91,6 +92,7 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
         registry: registry.clone(),
         signer: Arc::new(signer),
         tasks: tasks.clone(),
+        secure_cookies: api_tls.is_some(),
     });
     let accepting = endpoint::Accepting {
         store: Arc::clone(&store),
