@@ -6,12 +6,11 @@
 
 mod common;
 
-use common::agent::{Agent, BIN, fixture_node_red};
+use common::agent::{Agent, fixture_node_red};
 use common::hub::{Hub, enroll, wait_online};
 use redtether::protocol::assertion::{self, Assertion};
 use redtether::protocol::{ALPN, Frame, FrameDecoder, StreamHeader, encode};
 use serde_json::{Value, json};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,15 +26,6 @@ fn online_agent(hub: &Hub, device: &str, gate_keys: &str) -> Agent {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_online(&agent, 1);
     agent
-}
-
-fn journal(agent: &Agent, kind: &str) -> Vec<Value> {
-    let out = Command::new(BIN)
-        .args(["audit", "list", "--json", "--kind", kind, "--config"])
-        .arg(&agent.config)
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn deploy_body() -> Value {
@@ -86,7 +76,7 @@ async fn the_editor_and_its_websocket_work_through_the_hub_with_roles() {
     assert!(flows.json::<Value>().await.unwrap()["rev"].is_string());
     let refused = deploy(&client, &editor, &viewer).await;
     assert_eq!(refused.status(), 403);
-    let denied = journal(&agent, "access.denied");
+    let denied = agent.events("access.denied");
     assert!(
         denied.iter().any(|e| e["actor"] == "user:watcher@platform" && e["detail"]["reason"] == "role"),
         "{denied:?}"
@@ -97,7 +87,7 @@ async fn the_editor_and_its_websocket_work_through_the_hub_with_roles() {
     assert_eq!(done.status(), 200, "{:?}", done.text().await);
     let flows_file = std::fs::read_to_string(agent.state_dir().join("node-red/flows.json")).unwrap();
     assert!(flows_file.contains("from the platform"));
-    let writes = journal(&agent, "admin.write");
+    let writes = agent.events("admin.write");
     assert!(writes.iter().any(|e| e["actor"] == "user:ops@platform"), "{writes:?}");
     // The operator's hub token never reaches the device.
     assert!(!agent.log().contains(&owner));
@@ -230,7 +220,7 @@ async fn missing_forged_expired_and_other_device_assertions_are_refused_and_audi
     for (what, token, want) in cases {
         assert_eq!(forwarded_status(&connection, token).await, want, "{what}");
     }
-    let failed = journal(&agent, "auth.failed");
+    let failed = agent.events("auth.failed");
     let reasons: Vec<&str> = failed
         .iter()
         .filter(|e| e["detail"]["via"] == "tunnel")
@@ -244,7 +234,7 @@ async fn missing_forged_expired_and_other_device_assertions_are_refused_and_audi
     ] {
         assert!(reasons.contains(&reason), "{reason} audited: {reasons:?}");
     }
-    let denied = journal(&agent, "access.denied");
+    let denied = agent.events("access.denied");
     assert!(denied.iter().any(|e| e["detail"]["reason"] == "platform_assertion_other_device"), "{denied:?}");
 
     // A stream that is not a forwarded connection at all closes on its own; the tunnel stays.
@@ -367,7 +357,7 @@ async fn a_browser_logs_in_with_the_token_and_opens_the_editor_with_a_strict_coo
         .await
         .unwrap();
     assert_eq!(refused.status(), 403, "a viewer, even logged in by cookie");
-    assert!(journal(&agent, "access.denied").iter().any(|e| e["actor"] == "user:watcher@platform"));
+    assert!(agent.events("access.denied").iter().any(|e| e["actor"] == "user:watcher@platform"));
     // The cookie is for the editor only: the JSON API still wants the header.
     assert_eq!(client.get(format!("{api}/api/devices")).header("cookie", &pair).send().await.unwrap().status(), 401);
     // And it never reaches the device.

@@ -5,23 +5,12 @@
 
 mod common;
 
-use common::agent::{Agent, BIN, fixture_node_red};
+use common::agent::{Agent, fixture_node_red};
 use common::hub::{Hub, PLACEHOLDER, enroll, tunnel_state, wait_online};
 use common::wait_for;
-use serde_json::Value;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-
-fn journal(agent: &Agent, kind: &str) -> Vec<Value> {
-    let out = Command::new(BIN)
-        .args(["audit", "list", "--json", "--kind", kind, "--config"])
-        .arg(&agent.config)
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
 
 fn serial(agent: &Agent) -> String {
     let pem = std::fs::read_to_string(agent.state_dir().join("identity/device.pem")).unwrap();
@@ -63,7 +52,7 @@ async fn the_certificate_is_renewed_during_a_busy_stream_without_dropping_the_tu
     };
 
     let renewed =
-        wait_for(Duration::from_secs(45), "tunnel.renewed", || journal(&agent, "tunnel.renewed").into_iter().next());
+        wait_for(Duration::from_secs(45), "tunnel.renewed", || agent.events("tunnel.renewed").into_iter().next());
     stop.cancel();
     load.await.unwrap();
     assert_ne!(serial(&agent), first, "a new certificate is stored");
@@ -127,7 +116,7 @@ async fn an_expired_certificate_is_auth_failed_until_the_device_enrolls_again() 
     });
     assert!(status["tunnel"]["last_error"].as_str().unwrap().contains("expired"), "{status}");
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(journal(&agent, "tunnel.auth_failed").len(), 1, "audited once, not at every retry");
+    assert_eq!(agent.events("tunnel.auth_failed").len(), 1, "audited once, not at every retry");
     // Re-enrollment fixes it at once.
     assert!(enroll(&agent.config, &hub, "pump-z").status.success());
     wait_for(Duration::from_secs(20), "online again", || (tunnel_state(&agent).0 == "online").then_some(()));

@@ -73,6 +73,17 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// The agent's audit events of `kind` (and `kind.*`), oldest first, through the real CLI.
+    pub fn events(&self, kind: &str) -> Vec<serde_json::Value> {
+        let out = Command::new(BIN)
+            .args(["audit", "list", "--json", "--kind", kind, "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
     /// Starts an agent with the fixture Node-RED and `extra` appended to `[node_red]`.
     pub fn start(extra: &str) -> Agent {
         // Fast health checks unless the test sets its own.
