@@ -14,7 +14,7 @@
 # (for qemu's -L). Docker users can use `cross` with cross/Cross.toml instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TARGET=${1:?usage: cross/build.sh aarch64-unknown-linux-gnu|armv7-unknown-linux-gnueabihf}
+TARGET=${1:?usage: cross/build.sh aarch64-unknown-linux-gnu|armv7-unknown-linux-gnueabihf|x86_64-unknown-linux-gnu}
 GLIBC=2.28
 case "$TARGET" in
     aarch64-unknown-linux-gnu) gnu=aarch64-linux-gnu; qemu=qemu-aarch64-static; deb_arch=arm64 ;;
