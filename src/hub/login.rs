@@ -56,7 +56,7 @@ fn html(status: StatusCode, body: String) -> Response<ApiBody> {
 }
 
 fn form(next: &str) -> String {
-    // `next` passed `safe_next`: printable ASCII without quotes' meaning here escaped anyway.
+    // `next` passed `safe_next` (printable ASCII); escaped for the attribute all the same.
     FORM.replace("NEXT", &next.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;"))
 }
 
