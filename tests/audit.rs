@@ -6,10 +6,11 @@
 mod common;
 
 use common::agent::{Agent, BIN, default_users};
+use common::login_load::{FailedLogins, failed_login, next_random};
 use common::wait_for;
 use nix::sys::signal::Signal;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -28,21 +29,6 @@ fn events(agent: &Agent, args: &[&str]) -> Vec<serde_json::Value> {
 }
 
 /// One failed login with a distinct user name; true if the gate answered 401.
-fn failed_login(addr: &str, user: &str) -> bool {
-    use base64::Engine;
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:wrong"));
-    let req = format!(
-        "GET /device-editor/flows HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n"
-    );
-    if s.write_all(req.as_bytes()).is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).is_ok() && &head[9..12] == b"401"
-}
-
 fn gate_addr(agent: &Agent) -> String {
     agent.status()["gate"]["listen"].as_str().unwrap().to_string()
 }
@@ -182,32 +168,11 @@ fn answered_refusals_survive_sigkill_at_random_moments() {
     let mut rng_state = 0x9E3779B97F4A7C15u64 ^ u64::from(std::process::id());
     for cycle in 0..cycles {
         let addr = gate_addr(&agent);
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let workers: Vec<_> = (0..4)
-            .map(|w| {
-                let (addr, stop) = (addr.clone(), stop.clone());
-                std::thread::spawn(move || {
-                    let mut answered = Vec::new();
-                    let mut i = 0;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let user = format!("c{cycle}-w{w}-{i}");
-                        if failed_login(&addr, &user) {
-                            answered.push(user);
-                        }
-                        i += 1;
-                    }
-                    answered
-                })
-            })
-            .collect();
-        rng_state ^= rng_state << 13;
-        rng_state ^= rng_state >> 7;
-        rng_state ^= rng_state << 17;
-        std::thread::sleep(Duration::from_millis(150 + rng_state % 600));
+        let load = FailedLogins::start(&addr, &format!("c{cycle}"));
+        std::thread::sleep(Duration::from_millis(150 + next_random(&mut rng_state) % 600));
         agent.signal(Signal::SIGKILL);
         agent.wait_exit(Duration::from_secs(5));
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let answered: Vec<String> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+        let answered = load.stop();
         answered_total += answered.len();
 
         // With the agent dead, the CLI opens the journal itself, as a restarted agent would.

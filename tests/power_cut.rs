@@ -8,32 +8,15 @@ mod common;
 
 use common::agent::{Agent, BIN, default_users};
 use common::forgetful_fs::ForgetfulFs;
+use common::login_load::{FailedLogins, next_random};
 use nix::sys::signal::Signal;
 use std::collections::HashSet;
-use std::io::{Read, Write};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const PLACEHOLDER: &str =
     "command = [\"sh\", \"-c\", \"exec sleep 100000\", \"placeholder\"]\nstartup_timeout = \"1h\"";
 const NO_LIMIT: &str = "[gate.rate_limit]\nfailed_auth_burst = 1000000\nfailed_auth_per_second = 1000000.0\n";
-
-fn failed_login(addr: &str, user: &str) -> bool {
-    use base64::Engine;
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:wrong"));
-    let req = format!(
-        "GET /device-editor/flows HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\nConnection: close\r\n\r\n"
-    );
-    if s.write_all(req.as_bytes()).is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).is_ok() && &head[9..12] == b"401"
-}
 
 fn claimed_in_journal(agent: &Agent) -> HashSet<String> {
     let out = Command::new(BIN)
@@ -73,33 +56,12 @@ fn answered_refusals_survive_power_cuts() {
     for cut in 0..cuts {
         agent.spawn(&[]);
         let addr = agent.status()["gate"]["listen"].as_str().unwrap().to_string();
-        let stop = Arc::new(AtomicBool::new(false));
-        let workers: Vec<_> = (0..4)
-            .map(|w| {
-                let (addr, stop) = (addr.clone(), stop.clone());
-                std::thread::spawn(move || {
-                    let mut answered = Vec::new();
-                    let mut i = 0;
-                    while !stop.load(Ordering::Relaxed) {
-                        let user = format!("p{cut}-w{w}-{i}");
-                        if failed_login(&addr, &user) {
-                            answered.push(user);
-                        }
-                        i += 1;
-                    }
-                    answered
-                })
-            })
-            .collect();
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
+        let load = FailedLogins::start(&addr, &format!("p{cut}"));
         // Under sled's own 500 ms background sync, so that the cut finds unsynced writes.
-        std::thread::sleep(Duration::from_millis(100 + rng % 350));
+        std::thread::sleep(Duration::from_millis(100 + next_random(&mut rng) % 350));
         agent.signal(Signal::SIGKILL);
         agent.wait_exit(Duration::from_secs(5));
-        stop.store(true, Ordering::Relaxed);
-        let answered: Vec<String> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+        let answered = load.stop();
         answered_total += answered.len();
         disk.power_cut();
 

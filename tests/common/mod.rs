@@ -7,6 +7,7 @@ pub mod aioquic;
 pub mod forgetful_fs;
 pub mod http;
 pub mod hub;
+pub mod login_load;
 pub mod node_red;
 pub mod tls;
 
