@@ -17,6 +17,7 @@ pub mod identity;
 pub mod pki;
 pub mod protocol;
 pub mod rfc3339;
+pub mod sled_open;
 pub mod state_dir;
 pub mod supervisor;
 pub mod systemd;

@@ -289,6 +289,14 @@ pub fn open_or_recover(dir: &Path, max_bytes: u64) -> (Journal<Box<dyn Store>>, 
         Ok(journal) => return (journal, None),
         Err(e) => e,
     };
+    if let StoreError::Locked { .. } = error {
+        // A journal someone else holds open is healthy: moving it aside would hide its events.
+        tracing::error!(dir = %dir.display(), error = %error, "the audit journal is in use; keeping audit events in memory until the agent restarts");
+        let notice = AuditEvent::new("audit.reset", Actor::System, "audit")
+            .with("reason", error.to_string())
+            .with("in_memory", true);
+        return (in_memory(max_bytes), Some(notice));
+    }
     let aside = aside_path(dir);
     tracing::error!(dir = %dir.display(), moved_to = %aside.display(), error = %error, "the audit journal cannot be opened; keeping it aside and starting a new one");
     let moved = std::fs::rename(dir, &aside);
@@ -301,9 +309,11 @@ pub fn open_or_recover(dir: &Path, max_bytes: u64) -> (Journal<Box<dyn Store>>, 
         return (journal, Some(notice));
     }
     tracing::error!(dir = %dir.display(), "no journal can be kept on disk; keeping audit events in memory until the agent restarts");
-    let journal =
-        Journal::open(Box::new(MemStore::default()) as Box<dyn Store>, max_bytes).expect("memory store opens");
-    (journal, Some(notice.with("in_memory", true)))
+    (in_memory(max_bytes), Some(notice.with("in_memory", true)))
+}
+
+fn in_memory(max_bytes: u64) -> Journal<Box<dyn Store>> {
+    Journal::open(Box::new(MemStore::default()) as Box<dyn Store>, max_bytes).expect("memory store opens")
 }
 
 fn aside_path(dir: &Path) -> PathBuf {
@@ -377,5 +387,23 @@ mod tests {
         assert!(std::path::Path::new(&moved_to).join("db").exists(), "the damaged journal is kept");
         drop(auditor);
         thread.join();
+    }
+
+    #[test]
+    fn a_journal_held_open_elsewhere_is_left_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit");
+        let (mut held, _) = open_or_recover(&path, u64::MAX);
+        held.append(vec![AuditEvent::new("agent.started", Actor::System, "agent")], SystemTime::now()).unwrap();
+        // A second open in this process while the first still holds sled's lock.
+        let (second, notice) = open_or_recover(&path, u64::MAX);
+        let notice = notice.expect("running without the journal is announced");
+        assert_eq!(notice.kind, "audit.reset");
+        assert_eq!(notice.detail["in_memory"], true);
+        assert!(notice.detail.get("moved_to").is_none());
+        drop(second);
+        let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(entries, vec![std::ffi::OsString::from("audit")], "nothing was moved aside");
+        assert_eq!(held.read(0, 10).unwrap().len(), 1, "the held journal still has its event");
     }
 }

@@ -10,6 +10,7 @@
 //! churn), so records are stored [`CHUNK_RECORDS`] to a key: a million buffered events cost
 //! about thirty thousand keys.
 
+use crate::sled_open;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -45,6 +46,9 @@ pub enum StoreError {
     /// The database reported an error (a full disk shows up here).
     #[error("audit store: {0}")]
     Db(String),
+    /// Another handle holds the journal open; the journal itself is fine.
+    #[error("audit store: {} is in use by another handle", path.display())]
+    Locked { path: PathBuf },
     /// Syncing to disk failed.
     #[error("audit store: cannot sync {}: {source}", path.display())]
     Sync {
@@ -114,9 +118,15 @@ impl SledStore {
         // sled panics on some damaged files instead of returning an error; either way the
         // journal is unusable and the caller moves it aside.
         // sled caches up to 1 GiB of pages by default; a gateway has less memory than that.
-        let db = std::panic::catch_unwind(|| sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open())
-            .map_err(|_| StoreError::Db("sled panicked while opening the journal".into()))?
-            .map_err(db_err)?;
+        let db = std::panic::catch_unwind(|| {
+            let config = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES);
+            sled_open::open(&config, dir, sled_open::LOCK_WAIT)
+        })
+        .map_err(|_| StoreError::Db("sled panicked while opening the journal".into()))?
+        .map_err(|e| match e {
+            sled_open::OpenError::Locked { path } => StoreError::Locked { path },
+            sled_open::OpenError::Db(e) => db_err(e),
+        })?;
         let log_path = dir.join("db");
         let log = File::open(&log_path).map_err(|source| StoreError::Sync { path: log_path.clone(), source })?;
         // The directory entries of a new journal must survive a power cut too.

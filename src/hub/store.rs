@@ -18,6 +18,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("hub store: {0}")]
     Db(#[from] sled::Error),
+    /// The state dir's database is held open elsewhere.
+    #[error("hub store: {0}")]
+    Open(#[from] crate::sled_open::OpenError),
     /// A record could not be read back.
     #[error("hub store: unreadable record: {0}")]
     Corrupt(String),
@@ -173,7 +176,8 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 
 impl HubStore {
     pub fn open(dir: &Path) -> Result<HubStore, StoreError> {
-        let db = sled::Config::new().path(dir).cache_capacity(8 * 1024 * 1024).open()?;
+        let config = sled::Config::new().path(dir).cache_capacity(8 * 1024 * 1024);
+        let db = crate::sled_open::open(&config, dir, crate::sled_open::LOCK_WAIT)?;
         let log_path = dir.join("db");
         let log = File::open(&log_path).map_err(|source| StoreError::Sync { path: log_path.clone(), source })?;
         Ok(HubStore {
