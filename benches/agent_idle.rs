@@ -11,6 +11,9 @@
 #[path = "../tests/common/node_red.rs"]
 #[allow(dead_code)]
 mod node_red;
+#[path = "../tests/common/npm_fixture.rs"]
+#[allow(dead_code)]
+mod npm_fixture;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};

@@ -6,27 +6,12 @@
 
 mod common;
 
-use common::agent::{Agent, fixture_node_red};
-use common::hub::{Hub, enroll, wait_online};
+use common::hub::{Hub, online_agent};
 use redtether::protocol::assertion::{self, Assertion};
 use redtether::protocol::{ALPN, Frame, FrameDecoder, StreamHeader, encode};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-
-fn node_red() -> String {
-    format!("{}\nhealth_interval = \"500ms\"", fixture_node_red())
-}
-
-/// An agent with the fixture Node-RED, enrolled as `device`, online and running.
-fn online_agent(hub: &Hub, device: &str, gate_keys: &str) -> Agent {
-    let agent = Agent::start_full(&node_red(), gate_keys, None, &[]);
-    agent.wait_running();
-    let out = enroll(&agent.config, hub, device);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    wait_online(&agent, 1);
-    agent
-}
 
 fn deploy_body() -> Value {
     json!({ "flows": [{ "id": "remote-tab", "type": "tab", "label": "from the platform" }] })

@@ -49,9 +49,23 @@ pub enum Command {
         #[arg(long)]
         ca_fingerprint: String,
     },
+    /// Apply a signed deployment envelope from a file (as the hub's
+    /// `GET /api/devices/{id}/deployments/{did}/envelope` gives it) in the running agent: for
+    /// devices the platform cannot reach. Prints the outcome; exit 0 only when applied
+    Deploy {
+        /// The file holding the envelope
+        file: PathBuf,
+    },
     /// Read and check the audit journal
     #[command(subcommand)]
     Audit(super::audit::AuditCommand),
+    /// Print the device's SBOM (CycloneDX 1.5 JSON): Node-RED, every package it loads, the
+    /// contrib nodes in its user directory, Node.js and redtether
+    Sbom {
+        /// Write it to this file (atomically) instead of standard output
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 mod args;
 mod audit;
 pub mod exit;
+mod sbom;
 mod status;
 mod token;
 
@@ -17,6 +18,8 @@ use std::time::Duration;
 
 /// How long a CLI command waits for the daemon to answer.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `redtether deploy` waits for the outcome.
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 pub fn execute(cli: Cli) -> ExitCode {
     let settings = match config::load(cli.config.as_deref(), &ProcessContext::from_process()) {
@@ -35,7 +38,9 @@ pub fn execute(cli: Cli) -> ExitCode {
         Command::Passwd => token::passwd(),
         Command::Token(command) => token::run(&settings, command),
         Command::Audit(command) => audit::run(&settings, command),
+        Command::Sbom { output } => sbom::run(&settings, output.as_deref()),
         Command::Enroll { hub, token, ca_fingerprint } => enroll(&settings, &hub, &token, &ca_fingerprint),
+        Command::Deploy { file } => deploy(&settings, &file),
         Command::RestartNodeRed => match ask(&settings, &ControlRequest::RestartNodeRed) {
             Ok(result) => {
                 println!("Node-RED restarted (pid {})", result["pid"]);
@@ -43,6 +48,29 @@ pub fn execute(cli: Cli) -> ExitCode {
             }
             Err(e) => client_error(&e),
         },
+    }
+}
+
+/// `redtether deploy FILE`: the daemon reads the file (an envelope may be larger than a control
+/// request), applies it like one from the hub, and answers with the outcome.
+fn deploy(settings: &Settings, file: &std::path::Path) -> ExitCode {
+    let path = match std::path::absolute(file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("redtether: {}: {e}", file.display());
+            return exit::code(exit::FAILURE);
+        }
+    };
+    let socket = crate::state_dir::StateDir::new(&settings.state_dir).control_socket();
+    // An apply may install modules with npm: far longer than other requests.
+    let request = ControlRequest::Deploy { path: path.display().to_string() };
+    match control::request(&socket, &request, DEPLOY_TIMEOUT) {
+        Ok(report) => {
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            let applied = report["state"] == "applied";
+            exit::code(if applied { exit::OK } else { exit::FAILURE })
+        }
+        Err(e) => client_error(&e),
     }
 }
 

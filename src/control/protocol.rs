@@ -39,6 +39,11 @@ pub enum ControlRequest {
     AuditVerify,
     /// Read the tunnel identity again (after `redtether enroll`).
     TunnelReload,
+    /// Apply the signed deployment envelope in the file at `path` (read by the daemon: an
+    /// envelope can be larger than a request line) and answer with its outcome.
+    Deploy {
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -16,6 +16,7 @@ use std::time::SystemTime;
 pub struct DaemonControl {
     pub supervisor: SupervisorHandle,
     pub tunnel: TunnelHandle,
+    pub deploy: crate::deploy::DeployHandle,
     pub gate_listen: SocketAddr,
     pub settings: Arc<Settings>,
     pub sessions: Arc<SessionStore>,
@@ -36,6 +37,7 @@ impl DaemonControl {
             "config": self.settings.source.describe(),
             "state_dir": self.settings.state_dir.display().to_string(),
             "node_red": self.supervisor.status(),
+            "deployment": self.deploy.reports().borrow().clone(),
             "gate": {
                 "listen": self.gate_listen.to_string(),
                 "protection": self.settings.gate.protection,
@@ -106,6 +108,13 @@ impl Handler for DaemonControl {
             ControlRequest::AuditVerify => match self.audit.verify().await {
                 Ok(report) => ControlResponse::ok(json!(report)),
                 Err(e) => ControlResponse::error(e.to_string()),
+            },
+            ControlRequest::Deploy { path } => match std::fs::read_to_string(&path) {
+                Ok(envelope) => match self.deploy.apply_local(envelope.trim().to_string()).await {
+                    Ok(report) => ControlResponse::ok(json!(report)),
+                    Err(e) => ControlResponse::error(e.to_string()),
+                },
+                Err(e) => ControlResponse::error(format!("cannot read {path}: {e}")),
             },
             ControlRequest::RestartNodeRed => match self.supervisor.restart().await {
                 Ok(pid) => ControlResponse::ok(json!({ "pid": pid })),

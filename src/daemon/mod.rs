@@ -20,7 +20,7 @@ use crate::gate::auth::tokens::TokenStore;
 use crate::state_dir::{StateDir, StateDirError, random_secret};
 use crate::supervisor::{Supervisor, UpstreamTokens};
 use crate::systemd::{Notifier, watchdog_interval};
-use crate::tunnel::Tunnel;
+use crate::tunnel::{Tunnel, TunnelParts};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
@@ -73,15 +73,27 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
             .with("pid", std::process::id()),
     );
     audit.enqueue(config_loaded(&settings));
+    // Before Node-RED starts: an apply the previous run did not finish is rolled back.
+    if let Some(event) = crate::deploy::recover(&dir) {
+        audit.enqueue(event);
+    }
 
     let (first_attempt_tx, first_attempt_rx) = oneshot::channel();
     let (supervisor, handle) = Supervisor::new(
         Arc::new(settings.node_red.clone()),
         dir.clone(),
         upstream_tokens.clone(),
-        credential_secret,
+        credential_secret.clone(),
         audit.clone(),
         first_attempt_tx,
+    );
+    let (deployer, deploy) = crate::deploy::Deployer::new(
+        Arc::clone(&settings),
+        dir.clone(),
+        handle.clone(),
+        audit.clone(),
+        credential_secret,
+        &upstream_tokens,
     );
 
     let tls = match &settings.gate.tls {
@@ -114,19 +126,22 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     tasks.spawn(supervisor.run(cancel.child_token()));
     tasks.spawn(gate.serve(cancel.child_token()));
     tasks.spawn(gate::report_rate_limits(Arc::clone(&pipeline), cancel.child_token()));
-    let (tunnel, tunnel_handle) = Tunnel::new(
-        dir.clone(),
-        handle.clone(),
-        audit.clone(),
-        gate_addr.to_string(),
-        settings.gate.protection,
-        settings.tunnel.keepalive,
-        Arc::clone(&pipeline),
-    );
+    tasks.spawn(deployer.run(cancel.child_token()));
+    let (tunnel, tunnel_handle) = Tunnel::new(TunnelParts {
+        dir: dir.clone(),
+        supervisor: handle.clone(),
+        deploy: deploy.clone(),
+        audit: audit.clone(),
+        gate_listen: gate_addr.to_string(),
+        protection: settings.gate.protection,
+        keepalive: settings.tunnel.keepalive,
+        gate: Arc::clone(&pipeline),
+    });
     tasks.spawn(tunnel.run(cancel.child_token()));
     let control_handler = Arc::new(control::DaemonControl {
         supervisor: handle.clone(),
         tunnel: tunnel_handle,
+        deploy,
         gate_listen: gate_addr,
         settings: Arc::clone(&settings),
         sessions,

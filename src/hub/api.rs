@@ -6,6 +6,7 @@
 //! - `POST /api/devices/{id}/restart` — restart its Node-RED; the answer carries the result
 //! - `GET /api/devices/{id}/audit[?after=SEQ][&kind=K][&source=device|hub]` — the device's
 //!   delivered audit events and what the hub recorded about it (see `audit_view`)
+//! - deployments, snapshots and SBOMs (see `deploy_api`)
 //! - `ANY /devices/{id}/editor/{path}` — the device's editor through the tunnel (see `editor`)
 
 use super::audit_view::{AuditQuery, merge};
@@ -43,7 +44,7 @@ pub(super) fn boxed(r: Response<Full<Bytes>>) -> Response<ApiBody> {
     r.map(|b| b.map_err(|never| match never {}).boxed())
 }
 
-fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+pub(super) fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap_or_default())));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
@@ -103,7 +104,21 @@ impl Api {
         let Some(operator) = self.operator(&req) else { return error(StatusCode::UNAUTHORIZED, "unauthorized") };
         let path = req.uri().path().trim_end_matches('/').to_string();
         let segments: Vec<&str> = path.split('/').skip(1).collect();
-        match (req.method(), segments.as_slice()) {
+        let method = req.method().clone();
+        match (&method, segments.as_slice()) {
+            (&Method::POST, ["api", "devices", id, "deploy"]) => self.deploy(&operator, id, req.into_body()).await,
+            (&Method::GET, ["api", "devices", id, "deployments"]) => self.deployments(id, None, false, &operator),
+            (&Method::GET, ["api", "devices", id, "deployments", did]) => {
+                self.deployments(id, Some(did), false, &operator)
+            }
+            (&Method::GET, ["api", "devices", id, "deployments", did, "envelope"]) => {
+                self.deployments(id, Some(did), true, &operator)
+            }
+            (&Method::POST, ["api", "devices", id, "snapshot"]) => self.take_snapshot(&operator, id).await,
+            (&Method::GET, ["api", "devices", id, "snapshots"]) => self.snapshots(id, None),
+            (&Method::GET, ["api", "devices", id, "snapshots", sid]) => self.snapshots(id, Some(sid)),
+            (&Method::GET, ["api", "devices", id, "sbom"]) => self.sbom(&operator, id, false).await,
+            (&Method::POST, ["api", "devices", id, "sbom"]) => self.sbom(&operator, id, true).await,
             (&Method::GET, ["api", "devices"]) => match self.store.devices() {
                 Ok(devices) => json_response(
                     StatusCode::OK,
@@ -198,7 +213,7 @@ impl Api {
     }
 }
 
-fn store_error(e: &super::store::StoreError) -> Response<Full<Bytes>> {
+pub(super) fn store_error(e: &super::store::StoreError) -> Response<Full<Bytes>> {
     tracing::error!(error = %e, "operator API: store failed");
     error(StatusCode::INTERNAL_SERVER_ERROR, "store_error")
 }

@@ -63,7 +63,9 @@ impl Enrollment {
             .map_err(|e| e.to_string())?;
         let info = pem_to_der(&cert_pem).and_then(|d| cert_info(&d)).map_err(|e| e.to_string())?;
         let not_after = info.not_after.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        self.store.renew_device(device, &info.serial_hex, not_after).map_err(|e| e.to_string())?;
+        self.store
+            .renew_device(device, &info.serial_hex, not_after, &hex::encode(&info.spki_der))
+            .map_err(|e| e.to_string())?;
         let _ = self.store.record_event(
             device,
             "device.renewed",
@@ -105,7 +107,9 @@ impl Enrollment {
             return Err(refuse(&device, EnrollRefusal::UsedToken));
         }
         let not_after = info.not_after.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        if let Err(e) = self.store.enroll_device(&device, &info.serial_hex, not_after, unix) {
+        if let Err(e) =
+            self.store.enroll_device(&device, &info.serial_hex, not_after, &hex::encode(&info.spki_der), unix)
+        {
             tracing::error!(%device, error = %e, "enrollment: the device could not be recorded; its token stays valid");
             if let Err(e) = self.store.release_enroll_token(token) {
                 tracing::error!(%device, error = %e, "enrollment: the token could not be given back either");

@@ -12,6 +12,7 @@ mod audit_view;
 pub mod cli;
 pub mod config;
 pub mod control;
+mod deploy_api;
 mod editor;
 mod endpoint;
 mod enroll;

@@ -17,6 +17,8 @@ pub struct Online {
     pub connection: quinn::Connection,
     pub commands: mpsc::Sender<CommandRequest>,
     pub since: SystemTime,
+    /// Woken when a deployment for the device is waiting to be sent.
+    pub deployments: Arc<tokio::sync::Notify>,
     /// Tells this session from a later one of the same device.
     pub generation: u64,
 }
@@ -47,11 +49,12 @@ impl Registry {
         device: &str,
         connection: quinn::Connection,
         commands: mpsc::Sender<CommandRequest>,
+        deployments: Arc<tokio::sync::Notify>,
     ) -> (u64, Option<Online>) {
         let mut guard = self.lock();
         guard.0 += 1;
         let generation = guard.0;
-        let online = Online { connection, commands, since: SystemTime::now(), generation };
+        let online = Online { connection, commands, since: SystemTime::now(), generation, deployments };
         (generation, guard.1.insert(device.to_string(), online))
     }
 

@@ -34,7 +34,9 @@ fn unix_now() -> u64 {
 impl Session {
     pub async fn serve(self, cancel: CancellationToken) {
         let (commands_tx, mut commands) = mpsc::channel::<CommandRequest>(16);
-        let (generation, replaced) = self.registry.register(&self.device, self.connection.clone(), commands_tx);
+        let deployments = Arc::new(tokio::sync::Notify::new());
+        let (generation, replaced) =
+            self.registry.register(&self.device, self.connection.clone(), commands_tx, Arc::clone(&deployments));
         if let Some(old) = replaced {
             old.connection.close(codes::REPLACED.into(), b"replaced by a newer connection");
         }
@@ -55,7 +57,7 @@ impl Session {
                 Ok(pair) => pair,
                 Err(e) => break e.to_string(),
             };
-            match self.control_stream(send, recv, &mut commands, &cancel).await {
+            match self.control_stream(send, recv, &mut commands, &deployments, &cancel).await {
                 StreamEnd::Closed(reason) => break reason,
                 StreamEnd::Faulted => continue,
             }
@@ -77,6 +79,7 @@ impl Session {
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
         commands: &mut mpsc::Receiver<CommandRequest>,
+        deployments: &tokio::sync::Notify,
         cancel: &CancellationToken,
     ) -> StreamEnd {
         let mut decoder = FrameDecoder::default();
@@ -85,6 +88,8 @@ impl Session {
         let mut pending: HashMap<u64, oneshot::Sender<(bool, serde_json::Value)>> = HashMap::new();
         let mut next_id = 1u64;
         let mut last_status: Option<serde_json::Value> = None;
+        // The deployment last sent on this stream: sent once per stream, again on the next.
+        let mut deployment_sent: Option<String> = None;
         let hello_deadline = tokio::time::sleep(HELLO_TIMEOUT);
         tokio::pin!(hello_deadline);
         loop {
@@ -112,6 +117,9 @@ impl Session {
                             self.store.update_device(&self.device, |d| d.agent_version = Some(agent_version.clone()));
                         let welcome = Frame::Welcome { protocol: VERSION, hub_version: crate::VERSION.to_string() };
                         if send.write_all(&encode(&welcome)).await.is_err() {
+                            return StreamEnd::Closed("control stream lost".into());
+                        }
+                        if !self.send_deployment(&mut send, &mut deployment_sent).await {
                             return StreamEnd::Closed("control stream lost".into());
                         }
                     }
@@ -177,6 +185,40 @@ impl Session {
                             Err(e) => tracing::error!(device = %self.device, error = %e, "audit batch not stored"),
                         }
                     }
+                    (true, Frame::DeployStatus { id, state, detail }) => {
+                        let (store, device) = (Arc::clone(&self.store), self.device.clone());
+                        let recorded = detail.clone();
+                        let updated = tokio::task::spawn_blocking(move || {
+                            store
+                                .update_deployment(&device, &id, state, recorded, unix_now())
+                                .map(|changed| (changed, id))
+                        })
+                        .await;
+                        match updated {
+                            Ok(Ok((true, id))) => {
+                                tracing::info!(device = %self.device, deployment = %id, ?state, "deployment status");
+                                self.record(
+                                    "deployment.status",
+                                    json!({ "deployment": id, "state": state, "detail": detail }),
+                                );
+                            }
+                            Ok(Ok((false, _))) => {}
+                            Ok(Err(e)) => {
+                                tracing::error!(device = %self.device, error = %e, "deployment status not stored")
+                            }
+                            Err(e) => {
+                                tracing::error!(device = %self.device, error = %e, "deployment status not stored")
+                            }
+                        }
+                    }
+                    (true, Frame::Sbom { sbom }) => {
+                        let (store, device) = (Arc::clone(&self.store), self.device.clone());
+                        match tokio::task::spawn_blocking(move || store.put_sbom(&device, &sbom)).await {
+                            Ok(Ok(())) => tracing::info!(device = %self.device, "SBOM stored"),
+                            Ok(Err(e)) => tracing::error!(device = %self.device, error = %e, "SBOM not stored"),
+                            Err(e) => tracing::error!(device = %self.device, error = %e, "SBOM not stored"),
+                        }
+                    }
                     (true, Frame::CommandResult { id, ok, detail }) => {
                         self.record("command.result", json!({ "id": id, "ok": ok, "detail": detail }));
                         if let Some(reply) = pending.remove(&id) {
@@ -208,6 +250,11 @@ impl Session {
                     Ok(None) => return StreamEnd::Faulted,
                     Err(e) => return StreamEnd::Closed(e.to_string()),
                 },
+                _ = deployments.notified(), if greeted => {
+                    if !self.send_deployment(&mut send, &mut deployment_sent).await {
+                        return StreamEnd::Closed("control stream lost".into());
+                    }
+                }
                 request = commands.recv(), if greeted => {
                     let Some(request) = request else { continue };
                     let id = next_id;
@@ -220,6 +267,35 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Sends the deployment waiting for this device, unless this stream already carried it.
+    /// Returns false when the stream is gone.
+    async fn send_deployment(&self, send: &mut quinn::SendStream, sent: &mut Option<String>) -> bool {
+        let waiting = match self.store.deployment_to_send(&self.device) {
+            Ok(Some(d)) if sent.as_deref() != Some(d.id.as_str()) => d,
+            Ok(_) => return true,
+            Err(e) => {
+                tracing::error!(device = %self.device, error = %e, "cannot read the deployments to send");
+                return true;
+            }
+        };
+        if send.write_all(&encode(&Frame::Deploy { deployment: waiting.envelope.clone() })).await.is_err() {
+            return false;
+        }
+        *sent = Some(waiting.id.clone());
+        if waiting.state == crate::protocol::DeployState::Pending {
+            let _ = self.store.update_deployment(
+                &self.device,
+                &waiting.id,
+                crate::protocol::DeployState::Sent,
+                json!({}),
+                unix_now(),
+            );
+        }
+        self.record("deployment.sent", json!({ "deployment": waiting.id, "number": waiting.number }));
+        tracing::info!(device = %self.device, deployment = %waiting.id, number = waiting.number, "deployment sent");
+        true
     }
 
     /// Closes the control stream with `code`, records why, and keeps the connection.

@@ -6,7 +6,8 @@
 //! power cut (docs in src/audit/store.rs), so it is followed by `fdatasync` of sled's log file,
 //! as the agent's journal does. A delivered audit batch is acknowledged only after that.
 
-use crate::protocol::EnrollRefusal;
+use crate::protocol::deployment::Snapshot;
+use crate::protocol::{DeployState, EnrollRefusal};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -77,6 +78,10 @@ pub struct DeviceRecord {
     /// Delivered events the hub already had (resent after a lost acknowledgement).
     #[serde(default)]
     pub audit_duplicates: u64,
+    /// The public key (SubjectPublicKeyInfo DER, hex) of the device's current certificate:
+    /// what deployment credentials are sealed to.
+    #[serde(default)]
+    pub device_key: Option<String>,
 }
 
 /// What one delivered audit batch did.
@@ -125,6 +130,43 @@ pub struct OperatorRecord {
     token_sha256: String,
 }
 
+/// A deployment the hub signed for a device, and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub id: String,
+    pub device: String,
+    pub number: u64,
+    pub state: DeployState,
+    pub detail: serde_json::Value,
+    pub flows_hash: String,
+    pub operator: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub updated: u64,
+    pub expires: u64,
+    /// The snapshot it was made from, when deployed by snapshot id.
+    pub snapshot: Option<String>,
+    /// The signed envelope, as sent to the device.
+    pub envelope: String,
+}
+
+/// A snapshot kept at the hub (taken from a device), deployable by its id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub id: String,
+    pub device: String,
+    pub created: u64,
+    pub operator: String,
+    pub snapshot: Snapshot,
+}
+
+fn device_key(device: &str, rest: &[u8]) -> Vec<u8> {
+    let mut key = device.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(rest);
+    key
+}
+
 /// An event the hub records about a device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HubEvent {
@@ -144,6 +186,14 @@ pub struct HubStore {
     events: sled::Tree,
     /// Delivered device audit events: device, 0, seq (big-endian), id → the event as sent.
     audit: sled::Tree,
+    /// Deployments: device, 0, number (big-endian) → [`DeploymentRecord`].
+    deployments: sled::Tree,
+    /// Snapshots: device, 0, id → [`SnapshotRecord`].
+    snapshots: sled::Tree,
+    /// The latest SBOM of each device.
+    sboms: sled::Tree,
+    /// The last deployment number given to each device.
+    deploy_numbers: sled::Tree,
     log: File,
     log_path: PathBuf,
 }
@@ -189,6 +239,10 @@ impl HubStore {
             operators: db.open_tree("operators")?,
             revoked: db.open_tree("revoked")?,
             events: db.open_tree("events")?,
+            deployments: db.open_tree("deployments")?,
+            snapshots: db.open_tree("snapshots")?,
+            sboms: db.open_tree("sboms")?,
+            deploy_numbers: db.open_tree("deploy_numbers")?,
             db,
         })
     }
@@ -259,6 +313,7 @@ impl HubStore {
         device_id: &str,
         cert_serial: &str,
         cert_not_after: u64,
+        device_key: &str,
         now: u64,
     ) -> Result<(), StoreError> {
         if let Some(previous) = self.device(device_id)? {
@@ -276,6 +331,7 @@ impl HubStore {
             audit_acked: 0,
             audit_duplicates: 0,
             previous_serial: None,
+            device_key: Some(device_key.to_string()),
         };
         self.devices.insert(device_id.as_bytes(), encode(&record))?;
         self.flush()
@@ -283,8 +339,15 @@ impl HubStore {
 
     /// Records a renewal: the new certificate is the device's, the old one stays accepted until
     /// the new one is used.
-    pub fn renew_device(&self, device_id: &str, cert_serial: &str, cert_not_after: u64) -> Result<(), StoreError> {
+    pub fn renew_device(
+        &self,
+        device_id: &str,
+        cert_serial: &str,
+        cert_not_after: u64,
+        device_key: &str,
+    ) -> Result<(), StoreError> {
         self.update_device(device_id, |d| {
+            d.device_key = Some(device_key.to_string());
             d.previous_serial = Some(std::mem::replace(&mut d.cert_serial, cert_serial.to_string()));
             d.cert_not_after = cert_not_after;
         })?;
@@ -416,6 +479,100 @@ impl HubStore {
         self.audit.range(start..end).values().map(|v| decode(&v?)).collect()
     }
 
+    /// Gives `device` its next deployment number and stores the deployment `make` builds with
+    /// it; every deployment of the device still waiting to be sent is superseded.
+    pub fn create_deployment(
+        &self,
+        device: &str,
+        make: impl FnOnce(u64) -> DeploymentRecord,
+    ) -> Result<DeploymentRecord, StoreError> {
+        let next = self.deploy_numbers.update_and_fetch(device.as_bytes(), |old| {
+            let n = old.and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+            Some((n + 1).to_be_bytes().to_vec())
+        })?;
+        let number = next.and_then(|b| b.as_ref().try_into().ok()).map_or(1, u64::from_be_bytes);
+        let record = make(number);
+        let now = record.created;
+        for mut older in self.deployments(device)? {
+            if older.state == DeployState::Pending {
+                older.state = DeployState::Failed;
+                older.detail = serde_json::json!({ "reason": "superseded", "by": record.id });
+                older.updated = now;
+                self.deployments.insert(device_key(device, &older.number.to_be_bytes()), encode(&older))?;
+            }
+        }
+        self.deployments.insert(device_key(device, &number.to_be_bytes()), encode(&record))?;
+        self.flush()?;
+        Ok(record)
+    }
+
+    /// The device's deployments, oldest first.
+    pub fn deployments(&self, device: &str) -> Result<Vec<DeploymentRecord>, StoreError> {
+        self.deployments.scan_prefix(device_key(device, &[])).values().map(|v| decode(&v?)).collect()
+    }
+
+    pub fn deployment(&self, device: &str, id: &str) -> Result<Option<DeploymentRecord>, StoreError> {
+        Ok(self.deployments(device)?.into_iter().find(|d| d.id == id))
+    }
+
+    /// The newest deployment the device has not finished, if it is the newest of all: what a
+    /// session should (re)send.
+    pub fn deployment_to_send(&self, device: &str) -> Result<Option<DeploymentRecord>, StoreError> {
+        let newest = self.deployments.scan_prefix(device_key(device, &[])).values().next_back().transpose()?;
+        Ok(newest.map(|v| decode::<DeploymentRecord>(&v)).transpose()?.filter(|d| !d.state.is_final()))
+    }
+
+    /// Records what the device (or the session) says about deployment `id`. A deployment that
+    /// is over stays as it ended. Returns whether anything changed.
+    pub fn update_deployment(
+        &self,
+        device: &str,
+        id: &str,
+        state: DeployState,
+        detail: serde_json::Value,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let Some(mut record) = self.deployment(device, id)? else { return Ok(false) };
+        if record.state.is_final() || (record.state == state && record.detail == detail) {
+            return Ok(false);
+        }
+        record.state = state;
+        record.detail = detail;
+        record.updated = now;
+        self.deployments.insert(device_key(device, &record.number.to_be_bytes()), encode(&record))?;
+        self.flush()?;
+        Ok(true)
+    }
+
+    pub fn add_snapshot(&self, record: &SnapshotRecord) -> Result<(), StoreError> {
+        self.snapshots.insert(device_key(&record.device, record.id.as_bytes()), encode(record))?;
+        self.flush()
+    }
+
+    pub fn snapshots(&self, device: &str) -> Result<Vec<SnapshotRecord>, StoreError> {
+        let mut all: Vec<SnapshotRecord> = self
+            .snapshots
+            .scan_prefix(device_key(device, &[]))
+            .values()
+            .map(|v| decode(&v?))
+            .collect::<Result<_, _>>()?;
+        all.sort_by_key(|s| s.created);
+        Ok(all)
+    }
+
+    pub fn snapshot(&self, device: &str, id: &str) -> Result<Option<SnapshotRecord>, StoreError> {
+        self.snapshots.get(device_key(device, id.as_bytes()))?.map(|v| decode(&v)).transpose()
+    }
+
+    pub fn put_sbom(&self, device: &str, sbom: &serde_json::Value) -> Result<(), StoreError> {
+        self.sboms.insert(device.as_bytes(), encode(sbom))?;
+        self.flush()
+    }
+
+    pub fn sbom(&self, device: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.sboms.get(device.as_bytes())?.map(|v| decode(&v)).transpose()
+    }
+
     pub fn events(&self, device: &str) -> Result<Vec<HubEvent>, StoreError> {
         let mut prefix = device.as_bytes().to_vec();
         prefix.push(0);
@@ -474,7 +631,7 @@ mod tests {
         let path = dir.path().join("hub");
         {
             let s = HubStore::open(&path).unwrap();
-            s.enroll_device("pump-1", "aa", 99, 1).unwrap();
+            s.enroll_device("pump-1", "aa", 99, "", 1).unwrap();
             let first = [json!({"seq": 1, "id": "e1", "kind": "a"}), json!({"seq": 2, "id": "e2", "kind": "b"})];
             assert_eq!(s.ingest_audit("pump-1", &first).unwrap(), Ingested { stored: 2, duplicates: 0, ack: 2 });
             // The acknowledgement was lost; the agent sends from its cursor again, and more.
@@ -495,8 +652,8 @@ mod tests {
     #[test]
     fn reenrolling_revokes_the_previous_certificate_and_revocation_sticks() {
         let (_d, s) = store();
-        s.enroll_device("pump-1", "aa", 99, 1).unwrap();
-        s.enroll_device("pump-1", "bb", 99, 2).unwrap();
+        s.enroll_device("pump-1", "aa", 99, "", 1).unwrap();
+        s.enroll_device("pump-1", "bb", 99, "", 2).unwrap();
         assert_eq!(s.revoked_serials().unwrap(), vec!["aa".to_string()]);
         assert_eq!(s.revoke_device("pump-1").unwrap(), "bb");
         assert!(s.device("pump-1").unwrap().unwrap().revoked);
@@ -522,5 +679,45 @@ mod tests {
         s.record_event("a", "device.disconnected", serde_json::json!({})).unwrap();
         let kinds: Vec<String> = s.events("a").unwrap().into_iter().map(|e| e.kind).collect();
         assert_eq!(kinds, ["device.connected", "device.disconnected"]);
+    }
+
+    #[test]
+    fn deployments_are_numbered_superseded_and_end_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = HubStore::open(dir.path()).unwrap();
+        let make = |id: &str| {
+            let id = id.to_string();
+            move |number| DeploymentRecord {
+                id,
+                device: "pump-1".into(),
+                number,
+                state: DeployState::Pending,
+                detail: serde_json::Value::Null,
+                flows_hash: String::new(),
+                operator: "ci".into(),
+                created: 1,
+                updated: 1,
+                expires: 9,
+                snapshot: None,
+                envelope: String::new(),
+            }
+        };
+        assert_eq!(s.create_deployment("pump-1", make("a")).unwrap().number, 1);
+        assert_eq!(s.create_deployment("pump-10", make("x")).unwrap().number, 1, "numbers are per device");
+        assert_eq!(s.create_deployment("pump-1", make("b")).unwrap().number, 2);
+        let a = s.deployment("pump-1", "a").unwrap().unwrap();
+        assert_eq!((a.state, a.detail["reason"].as_str()), (DeployState::Failed, Some("superseded")));
+        assert_eq!(s.deployment_to_send("pump-1").unwrap().unwrap().id, "b");
+        assert!(s.update_deployment("pump-1", "b", DeployState::Applied, serde_json::json!({}), 2).unwrap());
+        assert_eq!(s.deployment_to_send("pump-1").unwrap(), None, "nothing left to send");
+        assert!(
+            !s.update_deployment("pump-1", "b", DeployState::RolledBack, serde_json::json!({}), 3).unwrap(),
+            "an ended deployment stays ended"
+        );
+        assert!(!s.update_deployment("pump-1", "nope", DeployState::Applied, serde_json::json!({}), 3).unwrap());
+        assert!(
+            !s.update_deployment("pump-10", "b", DeployState::Applied, serde_json::json!({}), 3).unwrap(),
+            "another device's id"
+        );
     }
 }

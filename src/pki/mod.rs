@@ -139,6 +139,8 @@ pub struct CertInfo {
     pub serial_hex: String,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
+    /// The certified public key, as SubjectPublicKeyInfo DER.
+    pub spki_der: Vec<u8>,
 }
 
 pub fn cert_info(der: &[u8]) -> Result<CertInfo, PkiError> {
@@ -152,6 +154,7 @@ pub fn cert_info(der: &[u8]) -> Result<CertInfo, PkiError> {
         serial_hex: hex::encode(cert.raw_serial()),
         not_before: to_time(cert.validity().not_before),
         not_after: to_time(cert.validity().not_after),
+        spki_der: cert.public_key().raw.to_vec(),
     })
 }
 

@@ -7,11 +7,9 @@
 //! separator followed by the payload bytes exactly as sent (nothing is re-serialised before
 //! checking). Pure: no I/O, no clock (the caller passes `now`).
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use super::signed::{self, EnvelopeError};
 use serde::{Deserialize, Serialize};
 
-const PREFIX: &str = "v1.";
 const DOMAIN: &[u8] = b"redtether platform assertion v1\0";
 /// An assertion longer than this is refused before any decoding.
 const MAX_LEN: usize = 2048;
@@ -56,33 +54,19 @@ impl AssertionError {
     }
 }
 
-fn signed_bytes(payload: &[u8]) -> Vec<u8> {
-    let mut bytes = DOMAIN.to_vec();
-    bytes.extend_from_slice(payload);
-    bytes
-}
-
 /// Signs `assertion` with the hub's key.
 pub fn sign(assertion: &Assertion, key: &ring::signature::Ed25519KeyPair) -> String {
-    let payload = serde_json::to_vec(assertion).expect("assertions always encode");
-    let signature = key.sign(&signed_bytes(&payload));
-    format!("{PREFIX}{}.{}", B64.encode(&payload), B64.encode(signature.as_ref()))
+    signed::seal(DOMAIN, &serde_json::to_vec(assertion).expect("assertions always encode"), key)
 }
 
 /// Checks `token` against the pinned hub key (32 bytes), for `device`, at `now` (Unix seconds).
 /// The signature is checked before anything the payload says is believed.
 pub fn verify(token: Option<&str>, hub_key: &[u8], device: &str, now: u64) -> Result<Assertion, AssertionError> {
     let token = token.ok_or(AssertionError::Missing)?;
-    if token.len() > MAX_LEN {
-        return Err(AssertionError::Malformed);
-    }
-    let rest = token.strip_prefix(PREFIX).ok_or(AssertionError::Malformed)?;
-    let (payload, signature) = rest.split_once('.').ok_or(AssertionError::Malformed)?;
-    let payload = B64.decode(payload).map_err(|_| AssertionError::Malformed)?;
-    let signature = B64.decode(signature).map_err(|_| AssertionError::Malformed)?;
-    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, hub_key)
-        .verify(&signed_bytes(&payload), &signature)
-        .map_err(|_| AssertionError::BadSignature)?;
+    let payload = signed::open(DOMAIN, token, hub_key, MAX_LEN).map_err(|e| match e {
+        EnvelopeError::Malformed => AssertionError::Malformed,
+        EnvelopeError::BadSignature => AssertionError::BadSignature,
+    })?;
     let assertion: Assertion = serde_json::from_slice(&payload).map_err(|_| AssertionError::Malformed)?;
     if assertion.device != device {
         return Err(AssertionError::OtherDevice);
@@ -96,12 +80,10 @@ pub fn verify(token: Option<&str>, hub_key: &[u8], device: &str, now: u64) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ring::signature::{Ed25519KeyPair, KeyPair};
-
-    fn key() -> Ed25519KeyPair {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
-        Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
-    }
+    use crate::protocol::signed::tests::{encode_raw, key};
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use ring::signature::KeyPair;
 
     fn ann(exp: u64) -> Assertion {
         Assertion { user: "ann".into(), role: "viewer".into(), device: "pump-1".into(), exp }
@@ -145,7 +127,7 @@ mod tests {
         }
         // Signed, but not an assertion (unknown fields are refused too).
         let odd = br#"{"user":"ann","role":"owner","device":"pump-1","exp":1060,"admin":true}"#;
-        let token = format!("v1.{}.{}", B64.encode(odd), B64.encode(k.sign(&signed_bytes(odd)).as_ref()));
+        let token = encode_raw(odd, k.sign(&[DOMAIN, &odd[..]].concat()).as_ref());
         assert_eq!(verify(Some(&token), &pk, "pump-1", 1000), Err(AssertionError::Malformed));
         // A key that is not 32 bytes never verifies.
         assert_eq!(verify(Some(&good), &pk[..31], "pump-1", 1000), Err(AssertionError::BadSignature));

@@ -81,7 +81,7 @@ impl FrameDecoder {
 
 #[cfg(test)]
 mod tests {
-    use super::super::messages::{Command, DeviceStatus, EnrollRefusal, StreamHeader};
+    use super::super::messages::{Command, DeployState, DeviceStatus, EnrollRefusal, StreamHeader};
     use super::*;
 
     fn all_frames() -> Vec<Frame> {
@@ -92,6 +92,11 @@ mod tests {
             Frame::Heartbeat { n: 7 },
             Frame::HeartbeatAck { n: 7 },
             Frame::Command { id: 1, command: Command::RestartNodeRed },
+            Frame::Command { id: 2, command: Command::Snapshot },
+            Frame::Command { id: 3, command: Command::Sbom },
+            Frame::Deploy { deployment: "v1.e30.AA".into() },
+            Frame::DeployStatus { id: "d".into(), state: DeployState::RolledBack, detail: serde_json::json!("why") },
+            Frame::Sbom { sbom: serde_json::json!({"bomFormat": "CycloneDX"}) },
             Frame::CommandResult { id: 1, ok: true, detail: serde_json::json!({"pid": 5}) },
             Frame::AuditBatch { events: vec![serde_json::json!({"seq": 1})] },
             Frame::AuditAck { seq: 1 },

@@ -46,6 +46,21 @@ pub enum Frame {
     AuditAck {
         seq: u64,
     },
+    /// Hub → agent: a signed deployment envelope (see `deployment`).
+    Deploy {
+        deployment: String,
+    },
+    /// Agent → hub: where a deployment stands; sent on every change and again on every new
+    /// control stream for the last one, so a result reached while offline arrives.
+    DeployStatus {
+        id: String,
+        state: DeployState,
+        detail: serde_json::Value,
+    },
+    /// Agent → hub: the device's CycloneDX SBOM, after each deployment.
+    Sbom {
+        sbom: serde_json::Value,
+    },
     /// Agent → hub: a CSR for a new certificate (renewal).
     RenewRequest {
         csr_pem: String,
@@ -79,6 +94,30 @@ pub enum Frame {
 #[serde(rename_all = "snake_case")]
 pub enum Command {
     RestartNodeRed,
+    /// Answer with what the device runs now (flows, credentials still encrypted, modules,
+    /// environment and settings overrides).
+    Snapshot,
+    /// Answer with the device's SBOM.
+    Sbom,
+}
+
+/// Where a deployment stands (the hub adds `pending` and `sent` before the device has it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployState {
+    Pending,
+    Sent,
+    Applying,
+    Applied,
+    RolledBack,
+    Failed,
+}
+
+impl DeployState {
+    /// Whether the deployment is over, one way or the other.
+    pub fn is_final(self) -> bool {
+        matches!(self, DeployState::Applied | DeployState::RolledBack | DeployState::Failed)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

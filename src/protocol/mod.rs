@@ -7,11 +7,13 @@
 //! known message, is an error that closes the stream it came on (never the connection).
 
 pub mod assertion;
+pub mod deployment;
 mod frame;
 mod messages;
+pub mod signed;
 
 pub use frame::{FrameDecoder, FrameError, encode};
-pub use messages::{Command, DeviceStatus, EnrollRefusal, Frame, StreamHeader};
+pub use messages::{Command, DeployState, DeviceStatus, EnrollRefusal, Frame, StreamHeader};
 
 /// ALPN of the tunnel proper (a client certificate from the hub's CA is required).
 pub const ALPN: &[u8] = b"redtether/1";

@@ -86,8 +86,17 @@ impl StateDir {
 
     /// Creates the directory tree (0700) if it is missing.
     pub fn create(&self) -> Result<(), StateDirError> {
-        for dir in [self.root.clone(), self.node_red_user_dir()] {
-            fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(io_err(&dir))?;
+        let builder = || {
+            let mut b = fs::DirBuilder::new();
+            b.recursive(true).mode(0o700);
+            b
+        };
+        builder().create(&self.root).map_err(io_err(&self.root))?;
+        // Once deployments began, the user dir is a symlink to a snapshot generation, and a
+        // missing one is restored by the deployer's recovery, not replaced by an empty folder.
+        let user_dir = self.node_red_user_dir();
+        if fs::symlink_metadata(&user_dir).is_err() && !self.root.join(crate::deploy::layout::GENERATIONS).exists() {
+            builder().create(&user_dir).map_err(io_err(&user_dir))?;
         }
         Ok(())
     }

@@ -259,18 +259,20 @@ impl Supervisor {
     fn start(&mut self, red_js: Option<PathBuf>) -> Result<(NodeRedProcess, u16, String), String> {
         let port = pick_port(self.settings.port).map_err(|e| format!("no free loopback port: {e}"))?;
         let settings_file = self.dir.node_red_settings();
+        let (deployed_env, overrides) = deployed_overrides(&self.dir.node_red_user_dir());
         let rendered = SettingsJs {
             port,
             credential_secret: &self.credential_secret,
             upstream_key_hex: &self.upstream_tokens.key_hex(),
             control_socket: &self.dir.control_socket(),
+            overrides: &overrides,
         }
         .render();
         write_private(&settings_file, rendered.as_bytes()).map_err(|e| e.to_string())?;
 
         let instance = format!("{}-{}", self.run_id, self.spawns);
         let inherited = std::env::var("NODE_OPTIONS").ok();
-        let spec = launch_spec(
+        let mut spec = launch_spec(
             &self.settings,
             red_js.as_deref(),
             &settings_file,
@@ -278,6 +280,8 @@ impl Supervisor {
             &instance,
             inherited.as_deref(),
         );
+        // First, so the agent's own configuration and the run marker win over a deployment.
+        spec.env.splice(0..0, deployed_env);
         // Recorded before the spawn, so an agent killed right after it still finds the run.
         write_private(&self.dir.node_red_instance_file(), instance.as_bytes()).map_err(|e| e.to_string())?;
         let (process, pipes) =
@@ -465,4 +469,20 @@ fn describe_exit(status: ExitStatus) -> String {
 fn fmt(d: Duration) -> String {
     // Whole milliseconds: "3s 214ms", not nanoseconds.
     humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+}
+
+/// The environment and settings overrides of the deployed snapshot in `user_dir`, if any.
+fn deployed_overrides(
+    user_dir: &std::path::Path,
+) -> (Vec<(String, String)>, serde_json::Map<String, serde_json::Value>) {
+    let Ok(bytes) = std::fs::read(user_dir.join(crate::deploy::SNAPSHOT_FILE)) else { return Default::default() };
+    let Ok(snapshot) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        tracing::warn!("the deployed snapshot's overrides are unreadable; starting without them");
+        return Default::default();
+    };
+    let env = snapshot["env"]
+        .as_object()
+        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+        .unwrap_or_default();
+    (env, snapshot["settings"].as_object().cloned().unwrap_or_default())
 }

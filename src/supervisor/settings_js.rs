@@ -26,13 +26,15 @@ pub struct SettingsJs<'a> {
     /// Hex key of the gate's per-user tokens.
     pub upstream_key_hex: &'a str,
     pub control_socket: &'a Path,
+    /// Settings a deployment set; only the keys a deployment may set are used.
+    pub overrides: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 impl SettingsJs<'_> {
     /// Renders the file. Every value is embedded as a JSON literal, so no input can break out of
     /// its string.
     pub fn render(&self) -> String {
-        let settings = json!({
+        let mut settings = json!({
             "uiHost": "127.0.0.1",
             "uiPort": self.port,
             "httpAdminRoot": ADMIN_ROOT,
@@ -45,6 +47,13 @@ impl SettingsJs<'_> {
             "editorTheme": { "projects": { "enabled": false }, "tours": false },
             "runtimeState": { "enabled": false },
         });
+        for (key, value) in self.overrides {
+            // Checked when the deployment was accepted; checked again because this file is
+            // what Node-RED obeys.
+            if crate::protocol::deployment::OVERRIDABLE_SETTINGS.contains(&key.as_str()) {
+                settings[key] = value.clone();
+            }
+        }
         let settings = serde_json::to_string_pretty(&settings).unwrap_or_default();
         let key = serde_json::to_string(self.upstream_key_hex).unwrap_or_default();
         let header = serde_json::to_string(GATE_TOKEN_HEADER).unwrap_or_default();
@@ -125,8 +134,29 @@ mod tests {
             credential_secret: secret,
             upstream_key_hex: "00ff",
             control_socket: Path::new("/s/control.sock"),
+            overrides: &serde_json::Map::new(),
         }
         .render()
+    }
+
+    #[test]
+    fn deployments_may_override_only_what_they_are_allowed_to() {
+        let overrides = serde_json::Map::from_iter([
+            ("functionTimeout".to_string(), json!(7)),
+            ("uiHost".to_string(), json!("0.0.0.0")),
+            ("adminAuth".to_string(), json!(null)),
+        ]);
+        let s = SettingsJs {
+            port: 1,
+            credential_secret: "c",
+            upstream_key_hex: "00",
+            control_socket: Path::new("/s"),
+            overrides: &overrides,
+        }
+        .render();
+        assert!(s.contains(r#""functionTimeout": 7"#));
+        assert!(s.contains(r#""uiHost": "127.0.0.1""#) && !s.contains("0.0.0.0"));
+        assert!(s.contains("settings.adminAuth = {"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use super::session::{Session, SessionEnd};
 use super::{TunnelState, TunnelStatus};
 use crate::audit::{Actor, AuditEvent, Auditor};
 use crate::backoff::{Backoff, jitter};
+use crate::deploy::DeployHandle;
 use crate::gate::Pipeline;
 use crate::identity::Identity;
 use crate::protocol::{ALPN, codes};
@@ -41,15 +42,21 @@ impl TunnelHandle {
     }
 }
 
-pub struct Tunnel {
+/// What a tunnel is made from.
+pub struct TunnelParts {
     pub dir: StateDir,
     pub supervisor: SupervisorHandle,
+    pub deploy: DeployHandle,
     pub audit: Auditor,
     pub gate_listen: String,
     pub protection: bool,
     pub keepalive: Duration,
     /// Where streams the hub opens are served.
     pub gate: Arc<Pipeline>,
+}
+
+pub struct Tunnel {
+    parts: TunnelParts,
     status: watch::Sender<TunnelStatus>,
     reload: Arc<Notify>,
 }
@@ -61,19 +68,11 @@ enum Attempt {
 }
 
 impl Tunnel {
-    pub fn new(
-        dir: StateDir,
-        supervisor: SupervisorHandle,
-        audit: Auditor,
-        gate_listen: String,
-        protection: bool,
-        keepalive: Duration,
-        gate: Arc<Pipeline>,
-    ) -> (Tunnel, TunnelHandle) {
+    pub fn new(parts: TunnelParts) -> (Tunnel, TunnelHandle) {
         let (status, rx) = watch::channel(TunnelStatus::initial());
         let reload = Arc::new(Notify::new());
         let handle = TunnelHandle { status: rx, reload: Arc::clone(&reload) };
-        (Tunnel { dir, supervisor, audit, gate_listen, protection, keepalive, gate, status, reload }, handle)
+        (Tunnel { parts, status, reload }, handle)
     }
 
     fn set(&self, state: TunnelState, identity: Option<&Identity>, error: Option<String>) {
@@ -95,7 +94,7 @@ impl Tunnel {
         let mut attempt = 0u32;
         let mut endpoint: Option<quinn::Endpoint> = None;
         loop {
-            let identity = match Identity::load(&self.dir) {
+            let identity = match Identity::load(&self.parts.dir) {
                 Ok(Some(identity)) => identity,
                 Ok(None) => {
                     self.set(TunnelState::Offline, None, None);
@@ -140,7 +139,7 @@ impl Tunnel {
                     if !already {
                         let event = AuditEvent::new("tunnel.auth_failed", Actor::System, identity.info.hub.as_str())
                             .with("reason", reason.as_str());
-                        self.audit.record_or_log(event).await;
+                        self.parts.audit.record_or_log(event).await;
                     }
                     self.set(TunnelState::AuthFailed, Some(&identity), Some(reason));
                     BACKOFF_MAX
@@ -186,7 +185,7 @@ impl Tunnel {
                 "the device certificate expired at {at}; re-enroll with `redtether enroll`"
             ));
         }
-        let config = match client_config(identity, self.keepalive) {
+        let config = match client_config(identity, self.parts.keepalive) {
             Ok(c) => c,
             Err(e) => return Attempt::Refused(format!("identity unusable: {e}")),
         };
@@ -213,26 +212,30 @@ impl Tunnel {
         self.set(TunnelState::Online, Some(identity), None);
         self.status.send_modify(|s| s.connects += 1);
         tracing::info!(hub = %identity.info.hub, "tunnel up");
-        self.audit.record_or_log(AuditEvent::new("tunnel.connected", Actor::System, identity.info.hub.as_str())).await;
+        self.parts
+            .audit
+            .record_or_log(AuditEvent::new("tunnel.connected", Actor::System, identity.info.hub.as_str()))
+            .await;
         let session = Session {
             connection: connection.clone(),
             forwarding: Arc::new(Forwarding::new(
-                Arc::clone(&self.gate),
+                Arc::clone(&self.parts.gate),
                 &identity.info.device_id,
                 &identity.info.hub_signing_key,
             )),
             streams: TaskTracker::new(),
-            dir: self.dir.clone(),
-            supervisor: self.supervisor.clone(),
-            audit: self.audit.clone(),
-            gate_listen: self.gate_listen.clone(),
-            protection: self.protection,
+            dir: self.parts.dir.clone(),
+            supervisor: self.parts.supervisor.clone(),
+            deploy: self.parts.deploy.clone(),
+            audit: self.parts.audit.clone(),
+            gate_listen: self.parts.gate_listen.clone(),
+            protection: self.parts.protection,
         };
         let (end, reason) = session.run(cancel).await;
         tracing::info!(hub = %identity.info.hub, %reason, "tunnel down");
         let event = AuditEvent::new("tunnel.disconnected", Actor::System, identity.info.hub.as_str())
             .with("reason", reason.as_str());
-        self.audit.record_or_log(event).await;
+        self.parts.audit.record_or_log(event).await;
         if end == SessionEnd::Refused {
             return Attempt::Refused(reason);
         }

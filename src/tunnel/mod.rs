@@ -9,7 +9,7 @@ mod forwarded;
 mod renew;
 mod session;
 
-pub use client::{Tunnel, TunnelHandle, client_config};
+pub use client::{Tunnel, TunnelHandle, TunnelParts, client_config};
 pub use forwarded::Forwarding;
 
 use serde::{Deserialize, Serialize};

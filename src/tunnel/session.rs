@@ -8,6 +8,7 @@
 use super::forwarded::Forwarding;
 use super::renew::Renewal;
 use crate::audit::{Actor, AuditEvent, Auditor};
+use crate::deploy::DeployHandle;
 use crate::identity::Identity;
 use crate::protocol::{Command, DeviceStatus, Frame, FrameDecoder, VERSION, codes, encode};
 use crate::state_dir::StateDir;
@@ -51,6 +52,7 @@ pub struct Session {
     /// Where the identity is renewed.
     pub dir: StateDir,
     pub supervisor: SupervisorHandle,
+    pub deploy: DeployHandle,
     pub audit: Auditor,
     pub gate_listen: String,
     pub protection: bool,
@@ -80,6 +82,11 @@ impl Session {
                 Err(e) => return end_of(&e),
             };
             match self.control(send, recv, cancel).await {
+                // A write that failed because the connection closed knows only that it is
+                // gone; the connection knows why (a revocation must not look like a lost path).
+                StreamEnd::Connection(SessionEnd::Lost, reason) => {
+                    return self.connection.close_reason().map_or((SessionEnd::Lost, reason), |e| end_of(&e));
+                }
                 StreamEnd::Connection(end, reason) => return (end, reason),
                 StreamEnd::Faulted => {
                     faults += 1;
@@ -127,6 +134,11 @@ impl Session {
         let mut new_events = self.audit.subscribe();
         let mut in_flight: Option<(u64, Instant)> = None;
         let mut forward_retry = tokio::time::interval(FORWARD_RETRY);
+        let mut deploy_reports = self.deploy.reports();
+        let mut sboms = self.deploy.sbom();
+        // What was made before this stream is not news to it; the last outcome is sent at welcome.
+        deploy_reports.mark_unchanged();
+        sboms.mark_unchanged();
         // Read again for every control stream: an earlier one may have renewed it.
         let mut renewal = match Identity::load(&self.dir) {
             Ok(Some(identity)) => identity.certificate().ok().map(|cert| Renewal::new(identity, &cert)),
@@ -146,6 +158,14 @@ impl Session {
                             return lost(&e);
                         }
                         if let Err(e) = self.forward(&mut send, &mut in_flight).await {
+                            return lost(&e);
+                        }
+                        // The last outcome again: it may have been reached while offline, or
+                        // its report lost with the previous connection.
+                        let last = deploy_reports.borrow_and_update().clone();
+                        if let Some(report) = last
+                            && let Err(e) = send.write_all(&encode(&deploy_status(report))).await
+                        {
                             return lost(&e);
                         }
                     }
@@ -172,6 +192,13 @@ impl Session {
                     Frame::Heartbeat { n } => {
                         if let Err(e) = send.write_all(&encode(&Frame::HeartbeatAck { n })).await {
                             return lost(&e);
+                        }
+                    }
+                    Frame::Deploy { deployment } if welcomed => {
+                        // Applied by the deployer, not here: an apply takes minutes and the
+                        // control stream must keep answering meanwhile.
+                        if let Err(e) = self.deploy.submit(deployment) {
+                            tracing::warn!(error = %e, "deployment not queued; the hub will send it again");
                         }
                     }
                     Frame::Command { id, command } if welcomed => {
@@ -263,6 +290,24 @@ impl Session {
                         if let Err(e) = self.forward(&mut send, &mut in_flight).await {
                             return lost(&e);
                         }
+                    }
+                }
+                changed = deploy_reports.changed(), if welcomed => {
+                    let report = deploy_reports.borrow_and_update().clone();
+                    if changed.is_ok()
+                        && let Some(report) = report
+                        && let Err(e) = send.write_all(&encode(&deploy_status(report))).await
+                    {
+                        return lost(&e);
+                    }
+                }
+                changed = sboms.changed(), if welcomed => {
+                    let sbom = sboms.borrow_and_update().clone();
+                    if changed.is_ok()
+                        && let Some(sbom) = sbom
+                        && let Err(e) = send.write_all(&encode(&Frame::Sbom { sbom: (*sbom).clone() })).await
+                    {
+                        return lost(&e);
                     }
                 }
                 _ = heartbeat.tick(), if welcomed => {
@@ -377,6 +422,18 @@ impl Session {
                     Err(e) => (false, json!({ "error": e.to_string() })),
                 }
             }
+            Command::Snapshot => {
+                let event = AuditEvent::new("tunnel.command", Actor::System, "node-red").with("command", "snapshot");
+                self.audit.record_or_log(event).await;
+                match self.deploy.capture().await {
+                    Ok(snapshot) => (true, snapshot),
+                    Err(e) => (false, json!({ "error": e })),
+                }
+            }
+            Command::Sbom => match self.deploy.make_sbom().await {
+                Ok(sbom) => (true, sbom),
+                Err(e) => (false, json!({ "error": e })),
+            },
         }
     }
 
@@ -401,8 +458,14 @@ impl Session {
 
 fn end_of(e: &quinn::ConnectionError) -> (SessionEnd, String) {
     use quinn::ConnectionError as E;
+    // TLS alerts (QUIC crypto errors 0x100..0x200): with TLS 1.3 the hub judges the device's
+    // certificate after the device already considers the handshake done, so a refusal can
+    // arrive as the close of an established connection.
+    let crypto = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
     let end = match e {
         E::Reset => SessionEnd::HubRestarted,
+        E::TransportError(t) if crypto(t.code) => SessionEnd::Refused,
+        E::ConnectionClosed(c) if crypto(c.error_code) => SessionEnd::Refused,
         E::ApplicationClosed(c)
             if [codes::REVOKED, codes::CERTIFICATE_REQUIRED].map(u64::from).contains(&c.error_code.into_inner()) =>
         {
@@ -412,4 +475,37 @@ fn end_of(e: &quinn::ConnectionError) -> (SessionEnd, String) {
         _ => SessionEnd::Lost,
     };
     (end, e.to_string())
+}
+
+fn deploy_status(report: crate::deploy::Report) -> Frame {
+    Frame::DeployStatus { id: report.id, state: report.state, detail: report.detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_told_from_lost_paths_however_they_arrive() {
+        use quinn::ConnectionError as E;
+        let app = |code: u32| {
+            E::ApplicationClosed(quinn::ApplicationClose { error_code: code.into(), reason: bytes::Bytes::new() })
+        };
+        let tls = |alert: u8| {
+            E::ConnectionClosed(quinn::ConnectionClose {
+                error_code: quinn::TransportErrorCode::crypto(alert),
+                frame_type: None,
+                reason: bytes::Bytes::new(),
+            })
+        };
+        assert_eq!(end_of(&app(codes::REVOKED)).0, SessionEnd::Refused);
+        assert_eq!(end_of(&app(codes::CERTIFICATE_REQUIRED)).0, SessionEnd::Refused);
+        // bad_certificate (42) and certificate_revoked (44) alerts after the handshake.
+        assert_eq!(end_of(&tls(42)).0, SessionEnd::Refused);
+        assert_eq!(end_of(&tls(44)).0, SessionEnd::Refused);
+        assert_eq!(end_of(&app(codes::SHUTDOWN)).0, SessionEnd::Lost);
+        assert_eq!(end_of(&E::TimedOut).0, SessionEnd::Lost);
+        assert_eq!(end_of(&E::Reset).0, SessionEnd::HubRestarted);
+        assert_eq!(end_of(&E::LocallyClosed).0, SessionEnd::Cancelled);
+    }
 }

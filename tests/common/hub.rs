@@ -205,3 +205,15 @@ pub async fn api(hub: &Hub, method: reqwest::Method, path: &str, token: Option<&
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(serde_json::Value::Null))
 }
+
+/// An agent with the fixture Node-RED (fast health checks) and these `[gate]` keys, enrolled
+/// as `device`, online and running.
+pub fn online_agent(hub: &Hub, device: &str, gate_keys: &str) -> super::agent::Agent {
+    let node_red = format!("{}\nhealth_interval = \"500ms\"", super::agent::fixture_node_red());
+    let agent = super::agent::Agent::start_full(&node_red, gate_keys, None, &[]);
+    agent.wait_running();
+    let out = enroll(&agent.config, hub, device);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_online(&agent, 1);
+    agent
+}

@@ -1,14 +1,16 @@
-//! Shared test support: the real Node-RED from the committed lockfile, a running agent with its
-//! own state directory, and small helpers to wait for conditions.
+//! Shared test support: the real Node-RED and the CycloneDX validator from their committed
+//! lockfiles, a running agent with its own state directory, and small helpers to wait for conditions.
 #![allow(dead_code)]
 
 pub mod agent;
 pub mod aioquic;
+pub mod cyclonedx;
 pub mod forgetful_fs;
 pub mod http;
 pub mod hub;
 pub mod login_load;
 pub mod node_red;
+pub mod npm_fixture;
 pub mod tls;
 
 use std::time::{Duration, Instant};

@@ -1,0 +1,353 @@
+//! One deployment, from envelope to outcome: verify, accept (number and apply-in-progress made
+//! durable first), stage, validate, switch, restart, health-check; on failure, back to the
+//! last good generation.
+
+use super::credentials::{node_red_encrypt, unseal};
+use super::flows::{flows_hash, types_needed};
+use super::layout::{carry_over, sync_tree};
+use super::nodered::{ids, module_types, npm_install};
+use super::state::{Applying, DeployRecord, Report};
+use super::{Deployer, Origin, SNAPSHOT_FILE};
+use crate::audit::{Actor, AuditEvent};
+use crate::config::NodeRedLaunch;
+use crate::identity::Identity;
+use crate::protocol::DeployState;
+use crate::protocol::deployment::{Credentials, DeployRefusal, Deployment, verify};
+use crate::supervisor::NodeRedState;
+use serde_json::json;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Files of the running generation that belong to the device, not to a snapshot: the editor's
+/// per-user preferences.
+const CARRIED_OVER: &[&str] = &[".config.users.json", ".config.users.json.backup"];
+/// Beyond Node-RED's own startup timeout, how long a restarted Node-RED may take to load flows.
+const LOAD_GRACE: Duration = Duration::from_secs(15);
+
+/// Why an apply failed, and whether `node-red` had already been switched to the new generation.
+struct Failure {
+    stage: &'static str,
+    reason: String,
+}
+
+fn fail(stage: &'static str) -> impl Fn(String) -> Failure {
+    move |reason| Failure { stage, reason }
+}
+
+impl Deployer {
+    pub(super) async fn handle(&mut self, envelope: &str, origin: Origin) -> Report {
+        let identity = match Identity::load(&self.dir) {
+            Ok(Some(identity)) => identity,
+            _ => {
+                return self
+                    .refused(
+                        None,
+                        "not_enrolled",
+                        "the device is not enrolled: it has no hub key to check deployments against",
+                        origin,
+                    )
+                    .await;
+            }
+        };
+        let path = self.layout.state_file();
+        let record = match DeployRecord::load(&path) {
+            Ok(record) => record,
+            Err(e) => return self.refused(None, "state_unreadable", &e.to_string(), origin).await,
+        };
+        let hub_key = hex::decode(&identity.info.hub_signing_key).unwrap_or_default();
+        let now = crate::gate::unix_now();
+        match verify(envelope, &hub_key, &identity.info.device_id, record.number, now) {
+            Ok(deployment) => self.apply(deployment, record, &identity, origin).await,
+            Err(DeployRefusal::Replayed { number, last, id })
+                if number == last && record.last.as_ref().is_some_and(|r| r.id == id) =>
+            {
+                // The hub sent again what was already handled (its copy of the outcome was lost
+                // with a connection): answer with the outcome, change nothing.
+                let last = record.last.clone().expect("checked above");
+                self.publish(&last);
+                last
+            }
+            Err(refusal) => {
+                let id = unverified_id(envelope);
+                self.refused(id, refusal.reason(), &refusal.to_string(), origin).await
+            }
+        }
+    }
+
+    async fn refused(&mut self, id: Option<String>, reason: &str, message: &str, origin: Origin) -> Report {
+        tracing::warn!(deployment = ?id, %reason, %message, "deployment refused");
+        let mut event = AuditEvent::new("deploy.refused", Actor::System, "node-red")
+            .with("reason", reason)
+            .with("message", message)
+            .with("origin", origin_name(origin));
+        if let Some(id) = &id {
+            event = event.with("deployment", id.clone());
+        }
+        self.audit.record_or_log(event).await;
+        let report = Report {
+            id: id.unwrap_or_default(),
+            state: DeployState::Failed,
+            detail: json!({ "reason": reason, "message": message }),
+        };
+        if !report.id.is_empty() {
+            self.publish(&report);
+        }
+        report
+    }
+
+    async fn apply(&mut self, d: Deployment, mut record: DeployRecord, identity: &Identity, origin: Origin) -> Report {
+        let hash = flows_hash(&d.snapshot.flows);
+        let received = AuditEvent::new("deploy.received", Actor::System, "node-red")
+            .with("deployment", d.id.clone())
+            .with("number", d.number)
+            .with("flows_hash", hash.clone())
+            .with("origin", origin_name(origin));
+        self.audit.record_or_log(received).await;
+        tracing::info!(deployment = %d.id, number = d.number, flows_hash = %hash, "applying a deployment");
+
+        let path = self.layout.state_file();
+        let current = match self.layout.adopt() {
+            Ok(current) => current,
+            Err(e) => {
+                return self
+                    .refused(Some(d.id.clone()), "storage", &format!("cannot prepare the snapshot store: {e}"), origin)
+                    .await;
+            }
+        };
+        let generation = format!("g{}", d.number);
+        // The number is taken before anything else happens, so the same envelope can never be
+        // applied twice, and the apply in progress is on disk before the switch it may make.
+        record.number = d.number;
+        record.current = Some(current.clone());
+        record.applying = Some(Applying {
+            id: d.id.clone(),
+            number: d.number,
+            generation: generation.clone(),
+            flows_hash: hash.clone(),
+        });
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        if let Err(e) = record.save(&path) {
+            record.applying = None;
+            return self.refused(Some(d.id.clone()), "storage", &e.to_string(), origin).await;
+        }
+        self.publish(&Report { id: d.id.clone(), state: DeployState::Applying, detail: json!({ "flows_hash": hash }) });
+
+        let started = Instant::now();
+        let outcome = self.stage_and_switch(&d, identity, &current, &generation).await;
+        let report = match outcome {
+            Ok(()) => {
+                record.previous = Some(current.clone());
+                record.current = Some(generation.clone());
+                let report = Report {
+                    id: d.id.clone(),
+                    state: DeployState::Applied,
+                    detail: json!({ "flows_hash": hash, "generation": generation, "seconds": started.elapsed().as_secs_f64() }),
+                };
+                let applied = AuditEvent::new("deploy.applied", Actor::System, "node-red")
+                    .with("deployment", d.id.clone())
+                    .with("number", d.number)
+                    .with("flows_hash", hash.clone());
+                self.audit.record_or_log(applied).await;
+                tracing::info!(deployment = %d.id, %generation, "deployment applied");
+                report
+            }
+            Err(failure) => {
+                let restored = self.restore(&current, &generation).await;
+                let state = if restored.is_ok() { DeployState::RolledBack } else { DeployState::Failed };
+                let mut detail = json!({ "flows_hash": hash, "stage": failure.stage, "reason": failure.reason });
+                if let Err(why) = &restored {
+                    detail["restore_error"] = json!(why);
+                }
+                let event = AuditEvent::new("deploy.rolled_back", Actor::System, "node-red")
+                    .with("deployment", d.id.clone())
+                    .with("number", d.number)
+                    .with("flows_hash", hash.clone())
+                    .with("stage", failure.stage)
+                    .with("reason", failure.reason.clone())
+                    .with("restored", restored.is_ok());
+                self.audit.record_or_log(event).await;
+                tracing::warn!(deployment = %d.id, stage = failure.stage, reason = %failure.reason, "deployment rolled back");
+                Report { id: d.id.clone(), state, detail }
+            }
+        };
+        record.applying = None;
+        record.last = Some(report.clone());
+        if let Err(e) = record.save(&path) {
+            tracing::error!(error = %e, "cannot record the deployment's outcome");
+        }
+        let keep = [record.current.as_deref().unwrap_or("g0"), record.previous.as_deref().unwrap_or("")];
+        self.layout.prune(&keep);
+        self.publish(&report);
+        self.publish_sbom().await;
+        report
+    }
+
+    /// Everything up to a healthy Node-RED on the new generation.
+    async fn stage_and_switch(
+        &mut self,
+        d: &Deployment,
+        identity: &Identity,
+        current: &str,
+        generation: &str,
+    ) -> Result<(), Failure> {
+        let dir = self.layout.fresh_generation(generation).map_err(|e| fail("stage")(e.to_string()))?;
+        self.write_generation(d, identity, &dir).map_err(fail("stage"))?;
+        carry_over(&self.layout.generation(current), &dir, CARRIED_OVER).map_err(|e| fail("stage")(e.to_string()))?;
+        if !d.snapshot.modules.is_empty() {
+            let cache = self.dir.root().join("npm-cache");
+            npm_install(self.npm(), &dir, cache.is_dir().then_some(cache.as_path())).await.map_err(fail("modules"))?;
+        }
+
+        // Checked before the switch against the running Node-RED's own nodes, so a snapshot
+        // that could never start does not take the device down even for a moment.
+        let needed = types_needed(&d.snapshot.flows);
+        match self.admin.registered_types().await {
+            Ok(registered) => {
+                let provided = module_types(&dir, &d.snapshot.modules);
+                let missing: Vec<&String> = needed
+                    .iter()
+                    .filter(|t| !provided.contains(*t) && registered.get(*t).is_none_or(|m| m != "node-red"))
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(fail("validate")(format!("unknown node types: {}", join(&missing))));
+                }
+            }
+            Err(why) => tracing::warn!(%why, "cannot ask Node-RED for its node types; checking after the switch only"),
+        }
+
+        sync_tree(&dir).map_err(|e| fail("stage")(e.to_string()))?;
+        self.layout.point_at(generation).map_err(|e| fail("switch")(e.to_string()))?;
+        self.restart_healthy().await.map_err(fail("start"))?;
+
+        let registered = self.admin.registered_types().await.map_err(fail("health"))?;
+        let missing: Vec<&String> = needed.iter().filter(|t| !registered.contains_key(*t)).collect();
+        if !missing.is_empty() {
+            return Err(fail("health")(format!("Node-RED is missing node types: {}", join(&missing))));
+        }
+        let loaded = self.admin.loaded_flow_ids().await.map_err(fail("health"))?;
+        if loaded != ids(&d.snapshot.flows) {
+            return Err(fail("health")("Node-RED did not load the deployed flows".into()));
+        }
+        Ok(())
+    }
+
+    fn write_generation(&self, d: &Deployment, identity: &Identity, dir: &Path) -> Result<(), String> {
+        let write = |name: &str, value: &serde_json::Value| {
+            let bytes = serde_json::to_vec_pretty(value).expect("JSON values always encode");
+            crate::state_dir::write_private(&dir.join(name), &bytes).map_err(|e| e.to_string())
+        };
+        write("flows.json", &json!(d.snapshot.flows))?;
+        match &d.snapshot.credentials {
+            Some(Credentials::Sealed(sealed)) => {
+                let plain = unseal(&identity.key_pem, &identity.info.device_id, sealed).map_err(|e| e.to_string())?;
+                let credentials: serde_json::Value =
+                    serde_json::from_slice(&plain).map_err(|_| "the sealed credentials are not JSON".to_string())?;
+                write("flows_cred.json", &node_red_encrypt(&self.credential_secret, &credentials))?;
+            }
+            Some(Credentials::NodeRed(file)) => {
+                if file.get("$").and_then(|v| v.as_str()).is_none() {
+                    return Err("credentials from a snapshot must be Node-RED's encrypted file".into());
+                }
+                write("flows_cred.json", file)?;
+            }
+            None => {}
+        }
+        write(
+            "package.json",
+            &json!({ "name": "redtether-snapshot", "version": "0.0.0", "private": true, "description": d.id, "dependencies": d.snapshot.modules }),
+        )?;
+        write(
+            SNAPSHOT_FILE,
+            &json!({ "deployment": d.id, "number": d.number, "env": d.snapshot.env, "settings": d.snapshot.settings }),
+        )
+    }
+
+    fn npm(&self) -> &str {
+        match &self.settings.node_red.launch {
+            NodeRedLaunch::Managed { npm, .. } => npm,
+            NodeRedLaunch::Command(_) => "npm",
+        }
+    }
+
+    /// Restarts Node-RED and waits until that run answers its health check.
+    async fn restart_healthy(&self) -> Result<(), String> {
+        let pid = self.supervisor.restart().await.map_err(|e| e.to_string())?;
+        let mut status = self.supervisor.subscribe();
+        let limit = self.settings.node_red.startup_timeout + LOAD_GRACE;
+        let wait = async {
+            loop {
+                {
+                    let s = status.borrow_and_update();
+                    match s.state {
+                        NodeRedState::Running if s.pid == Some(pid) => return Ok(()),
+                        NodeRedState::Backoff | NodeRedState::CrashLoop | NodeRedState::Stopped => {
+                            return Err(format!(
+                                "Node-RED did not stay up: {}",
+                                s.last_exit.clone().unwrap_or_else(|| s.state.as_str().into())
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+                if status.changed().await.is_err() {
+                    return Err("the supervisor stopped".into());
+                }
+            }
+        };
+        tokio::time::timeout(limit, wait)
+            .await
+            .map_err(|_| format!("Node-RED was not healthy within {} s", limit.as_secs()))?
+    }
+
+    /// Points `node-red` back at `current` (if it moved), brings Node-RED up on it, and removes
+    /// the failed generation.
+    async fn restore(&self, current: &str, failed: &str) -> Result<(), String> {
+        let switched = self.layout.current().ok().flatten().as_deref() == Some(failed);
+        let result = if switched {
+            match self.layout.point_at(current) {
+                Ok(()) => self.restart_healthy().await,
+                Err(e) => Err(format!("cannot switch back: {e}")),
+            }
+        } else {
+            Ok(())
+        };
+        if self.layout.current().ok().flatten().as_deref() != Some(failed) {
+            let _ = std::fs::remove_dir_all(self.layout.generation(failed));
+        }
+        result
+    }
+
+    async fn publish_sbom(&self) {
+        let settings = std::sync::Arc::clone(&self.settings);
+        match tokio::task::spawn_blocking(move || crate::sbom::generate(&settings)).await {
+            Ok(Ok(sbom)) => {
+                self.sbom.send_replace(Some(std::sync::Arc::new(sbom)));
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "no SBOM after the deployment"),
+            Err(e) => tracing::warn!(error = %e, "no SBOM after the deployment"),
+        }
+    }
+}
+
+fn join(items: &[&String]) -> String {
+    items.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn origin_name(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Hub => "hub",
+        Origin::Local => "local",
+    }
+}
+
+/// The id an envelope claims, read without trusting it: only to label a refusal.
+fn unverified_id(envelope: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = envelope.strip_prefix("v1.")?.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let id = value.get("id")?.as_str()?;
+    (id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')).then(|| id.to_string())
+}
