@@ -21,5 +21,10 @@ done
 
 cross/build.sh "$TARGET"
 cargo deb --no-build --no-strip --target "$TARGET" --output target/packages/
-cargo generate-rpm --target "$TARGET" --output target/packages/
+# RPM names 32-bit hard-float ARM armv7hl (Fedora, openSUSE); cargo-generate-rpm would say armv7.
+rpm_arch=()
+case "$TARGET" in
+    armv7-*gnueabihf) rpm_arch=(--arch armv7hl) ;;
+esac
+cargo generate-rpm --target "$TARGET" "${rpm_arch[@]}" --output target/packages/
 ls -l target/packages/

@@ -2,9 +2,12 @@
 //! committed lockfile) and a contrib module in the user directory. The document is checked
 //! against the lockfile and the files on disk, and validated by an independent validator:
 //! OWASP's own `@cyclonedx/cyclonedx-library` against the CycloneDX 1.5 JSON schema, with the
-//! purls parsed by `packageurl-js`.
+//! purls parsed by `packageurl-js`. `--latest` is checked against a stand-in npm registry on
+//! loopback (never the internet).
 
 mod common;
+#[path = "common/npm_registry.rs"]
+mod npm_registry;
 
 use base64::Engine;
 use common::agent::{BIN, fixture_node_red};
@@ -57,6 +60,33 @@ impl Device {
         Command::new(BIN).arg("sbom").args(extra).arg("--config").arg(&self.config).output().unwrap()
     }
 
+    /// `redtether sbom ARGS` with `npm_config_registry` = `registry` (and only that).
+    fn sbom_with_registry(&self, extra: &[&str], registry: &str) -> Output {
+        Command::new(BIN)
+            .arg("sbom")
+            .args(extra)
+            .arg("--config")
+            .arg(&self.config)
+            .env("npm_config_registry", registry)
+            .env_remove("NPM_CONFIG_REGISTRY")
+            .output()
+            .unwrap()
+    }
+
+    /// `redtether sbom --latest --output F` against `registry`, which must exit 0; the
+    /// document, its file and stderr.
+    fn sbom_latest(&self, registry: &str) -> (Value, PathBuf, String) {
+        let file = self.dir.path().join("latest.json");
+        let out = self.sbom_with_registry(&["--latest", "--output", file.to_str().unwrap()], registry);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        (serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap(), file, stderr)
+    }
+
+    fn latest_cache(&self) -> PathBuf {
+        self.dir.path().join("state/sbom-latest.json")
+    }
+
     /// `redtether sbom --output F`, which must succeed; returns F and the document.
     fn sbom_file(&self) -> (PathBuf, Value) {
         let file = self.dir.path().join("out/sbom.json");
@@ -67,6 +97,33 @@ impl Device {
         let doc = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
         (file, doc)
     }
+}
+
+/// The value of the property `name` of a component or of the metadata.
+fn prop<'a>(object: &'a Value, name: &str) -> Option<&'a str> {
+    object["properties"].as_array()?.iter().find(|p| p["name"] == name)?["value"].as_str()
+}
+
+/// The one component of the npm package `name`.
+fn npm_component<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    let found: Vec<&Value> = doc["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| {
+            c["purl"].as_str().unwrap().starts_with("pkg:npm/")
+                && match c["group"].as_str() {
+                    Some(group) => format!("{group}/{}", c["name"].as_str().unwrap()) == name,
+                    None => c["name"] == name,
+                }
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{name}: {found:?}");
+    found[0]
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 fn write_package(dir: &Path, manifest: Value) {
@@ -452,4 +509,146 @@ fn a_node_that_cannot_run_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("Node.js is not available: cannot run `/nonexistent/bin/node --version`"), "{stderr}");
     assert!(out.stdout.is_empty());
+}
+
+/// The versions the stand-in registry serves: Node-RED, a scoped package and a dependency.
+const SERVED: [(&str, &str); 3] = [("node-red", "99.0.0"), ("@node-red/runtime", "99.0.1"), ("express", "98.7.6")];
+
+#[test]
+fn latest_annotates_from_the_registry_then_from_the_cache_without_asking_again() {
+    let registry = npm_registry::Registry::start(&SERVED);
+    let device = Device::with_fixture_node_red();
+    let before = unix_now();
+    let (doc, file, stderr) = device.sbom_latest(&registry.url);
+    assert!(!stderr.contains("npm registry"), "no warning when the registry answers: {stderr}");
+    assert_eq!(cyclonedx::validate(&file), json!({"valid": true}), "still valid CycloneDX 1.5");
+
+    // The served versions, with when they were checked.
+    for (name, version) in SERVED {
+        let component = npm_component(&doc, name);
+        assert_eq!(prop(component, "redtether:npm:latest"), Some(version), "{component}");
+        let checked = humantime::parse_rfc3339(prop(component, "redtether:npm:latest_checked").unwrap()).unwrap();
+        let checked = checked.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        assert!((before..=unix_now()).contains(&checked), "{checked}");
+        assert_eq!(prop(component, "redtether:npm:latest_stale"), None);
+    }
+    // A package the registry does not know: checked, but no latest version.
+    let probe = npm_component(&doc, "node-red-contrib-sbom-probe");
+    assert_eq!(prop(probe, "redtether:npm:latest"), None);
+    assert!(prop(probe, "redtether:npm:latest_checked").is_some(), "{probe}");
+    // Node.js is no npm package.
+    let node = doc["components"].as_array().unwrap().iter().find(|c| c["name"] == "node").unwrap();
+    assert!(node.get("properties").is_none(), "{node}");
+    let metadata = &doc["metadata"];
+    assert_eq!(prop(metadata, "redtether:npm:latest_source"), Some("live"));
+    assert_eq!(prop(metadata, "redtether:npm:latest_registry"), Some(registry.url.trim_end_matches('/')));
+    assert_eq!(prop(metadata, "redtether:npm:latest_cache_age"), None);
+    assert_eq!(prop(metadata, "redtether:npm:latest_error"), None);
+
+    // One request per npm package name, abbreviated documents asked for, scoped names as npm
+    // writes them.
+    let names: BTreeSet<String> = doc["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["purl"].as_str().unwrap().starts_with("pkg:npm/"))
+        .map(|c| match c["group"].as_str() {
+            Some(group) => format!("{group}/{}", c["name"].as_str().unwrap()),
+            None => c["name"].as_str().unwrap().to_string(),
+        })
+        .collect();
+    let seen = registry.seen();
+    assert!(names.len() > 300, "{}", names.len());
+    assert_eq!(seen.len(), names.len(), "one request per name");
+    let paths: BTreeSet<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(paths.len(), seen.len(), "no name asked twice");
+    assert!(paths.contains("/npm/@node-red%2fruntime"), "{paths:?}");
+    assert!(paths.contains("/npm/node-red"));
+    for s in &seen {
+        assert!(s.accept.as_deref().unwrap_or("").starts_with("application/vnd.npm.install-v1+json"), "{s:?}");
+    }
+
+    // The cache: private, the registry's answers by name.
+    let cache_file = device.latest_cache();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&cache_file).unwrap().permissions().mode() & 0o777, 0o600);
+    let cache: Value = serde_json::from_slice(&std::fs::read(&cache_file).unwrap()).unwrap();
+    assert_eq!(cache["registry"], registry.url.trim_end_matches('/'));
+    assert_eq!(cache["packages"]["node-red"]["latest"], "99.0.0");
+    assert_eq!(cache["packages"]["node-red-contrib-sbom-probe"]["latest"], Value::Null);
+    assert_eq!(cache["packages"].as_object().unwrap().len(), names.len());
+
+    // Within 24 h the cache answers: not one request.
+    registry.forget();
+    let (again, file, stderr) = device.sbom_latest(&registry.url);
+    let asked: Vec<String> = registry.seen().into_iter().map(|s| s.path).collect();
+    assert!(asked.is_empty(), "{} requests, e.g. {:?}", asked.len(), &asked[..asked.len().min(5)]);
+    assert!(!stderr.contains("npm registry"), "{stderr}");
+    for (name, version) in SERVED {
+        assert_eq!(prop(npm_component(&again, name), "redtether:npm:latest"), Some(version));
+    }
+    assert_eq!(prop(&again["metadata"], "redtether:npm:latest_source"), Some("cache"));
+    assert!(prop(&again["metadata"], "redtether:npm:latest_cache_age").is_some(), "{}", again["metadata"]);
+    assert_eq!(cyclonedx::validate(&file), json!({"valid": true}));
+}
+
+#[test]
+fn without_latest_the_registry_is_never_asked() {
+    let registry = npm_registry::Registry::start(&SERVED);
+    let device = Device::with_fixture_node_red();
+    let out = device.sbom_with_registry(&[], &registry.url);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(components(&doc).contains_key(&format!("pkg:npm/node-red@{}", node_red::pinned_version())));
+    assert_eq!(registry.seen().len(), 0);
+    assert!(!doc.to_string().contains("redtether:npm:latest"), "no --latest, no annotation");
+    assert!(!device.latest_cache().exists());
+}
+
+#[test]
+fn an_unreachable_registry_leaves_cached_versions_marked_stale_and_the_document_valid() {
+    let device = Device::with_fixture_node_red();
+    let url = npm_registry::closed_port_url();
+    let now = unix_now();
+    let cache = json!({"registry": url, "packages": {
+        "node-red": {"latest": "98.0.0", "checked": now - 3 * 24 * 3600},
+        "express": {"latest": "5.9.9", "checked": now - 3600},
+        "uninstalled-long-ago": {"latest": "1.0.0", "checked": now},
+    }});
+    std::fs::write(device.latest_cache(), cache.to_string()).unwrap();
+
+    // It finished (exit 0) with a document, rather than waiting for the registry.
+    let (doc, file, stderr) = device.sbom_latest(&url);
+    assert!(stderr.contains(&format!("npm registry {url}")) && stderr.contains("cannot connect"), "{stderr}");
+    assert!(stderr.contains("(1 of them stale, older than 24 h)"), "{stderr}");
+    assert_eq!(cyclonedx::validate(&file), json!({"valid": true}));
+
+    let node_red = npm_component(&doc, "node-red");
+    assert_eq!(prop(node_red, "redtether:npm:latest"), Some("98.0.0"));
+    assert_eq!(prop(node_red, "redtether:npm:latest_stale"), Some("true"), "a stale answer is marked");
+    let express = npm_component(&doc, "express");
+    assert_eq!(prop(express, "redtether:npm:latest"), Some("5.9.9"));
+    assert_eq!(prop(express, "redtether:npm:latest_stale"), None, "a fresh one is not");
+    assert!(npm_component(&doc, "@node-red/runtime").get("properties").is_none(), "never answered: nothing");
+    let metadata = &doc["metadata"];
+    assert_eq!(prop(metadata, "redtether:npm:latest_source"), Some("unavailable"));
+    assert!(prop(metadata, "redtether:npm:latest_error").unwrap().contains("cannot connect"), "{metadata}");
+    assert!(prop(metadata, "redtether:npm:latest_cache_age").unwrap().starts_with("3days"), "{metadata}");
+    // Nothing new was learnt, so the cache is as it was.
+    assert_eq!(serde_json::from_slice::<Value>(&std::fs::read(device.latest_cache()).unwrap()).unwrap(), cache);
+}
+
+/// A registry that takes connections and never answers costs one per-request timeout: the
+/// first failure ends the lookups, so no worker connects a second time.
+#[test]
+fn a_registry_that_never_answers_ends_all_lookups_at_its_first_timeout() {
+    let silent = npm_registry::Silent::start();
+    let device = Device::with_fixture_node_red();
+    let (doc, file, stderr) = device.sbom_latest(&silent.url);
+    assert!(stderr.contains("did not answer within 5s"), "{stderr}");
+    assert_eq!(prop(&doc["metadata"], "redtether:npm:latest_source"), Some("unavailable"));
+    assert!(npm_component(&doc, "node-red").get("properties").is_none());
+    let connections = silent.connections();
+    assert!((1..=8).contains(&connections), "{connections} connections: lookups went on after the first failure");
+    assert_eq!(cyclonedx::validate(&file), json!({"valid": true}));
 }

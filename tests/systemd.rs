@@ -60,6 +60,41 @@ fn notify_lifecycle(socket: UnixDatagram, notify_socket: &str) {
 }
 
 #[test]
+fn the_hub_reports_ready_pings_its_watchdog_and_says_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let config = dir.path().join("hub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\nlisten = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\n",
+            dir.path().join("state").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut hub = std::process::Command::new(common::hub::HUB_BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut watchdogs = 0;
+    let startup = collect(&socket, Duration::from_secs(30), |m| {
+        watchdogs += m.contains("WATCHDOG=1") as u32;
+        watchdogs >= 3
+    });
+    assert!(startup.iter().any(|m| m.contains("READY=1")), "READY=1 sent: {startup:?}");
+    assert!(watchdogs >= 3, "watchdog pinged at half of WATCHDOG_USEC: {startup:?}");
+    common::send_signal(hub.id(), Signal::SIGTERM);
+    let shutdown = collect(&socket, Duration::from_secs(20), |m| m.contains("STOPPING=1"));
+    assert!(shutdown.iter().any(|m| m.contains("STOPPING=1")), "STOPPING=1 sent: {shutdown:?}");
+    assert_eq!(hub.wait().unwrap().code(), Some(0));
+}
+
+#[test]
 fn notifies_a_path_socket() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify.sock");

@@ -65,6 +65,11 @@ pub enum Command {
         /// Write it to this file (atomically) instead of standard output
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Annotate each npm package with the newest version the npm registry knows
+        /// (npm_config_registry, default https://registry.npmjs.org), cached for 24 h in the state
+        /// directory; without the registry, cached versions are used (also stale ones) or none
+        #[arg(long)]
+        latest: bool,
     },
 }
 

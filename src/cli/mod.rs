@@ -38,7 +38,7 @@ pub fn execute(cli: Cli) -> ExitCode {
         Command::Passwd => token::passwd(),
         Command::Token(command) => token::run(&settings, command),
         Command::Audit(command) => audit::run(&settings, command),
-        Command::Sbom { output } => sbom::run(&settings, output.as_deref()),
+        Command::Sbom { output, latest } => sbom::run(&settings, output.as_deref(), latest),
         Command::Enroll { hub, token, ca_fingerprint } => enroll(&settings, &hub, &token, &ca_fingerprint),
         Command::Deploy { file } => deploy(&settings, &file),
         Command::RestartNodeRed => match ask(&settings, &ControlRequest::RestartNodeRed) {

@@ -1,14 +1,16 @@
-//! `redtether sbom [--output FILE]`: the device's SBOM (see [`crate::sbom`]) on standard
-//! output, or written atomically to a file.
+//! `redtether sbom [--output FILE] [--latest]`: the device's SBOM (see [`crate::sbom`]) on
+//! standard output, or written atomically to a file; with `--latest`, its npm packages are
+//! annotated with the newest version the npm registry knows ([`crate::sbom::add_latest`]).
 
 use super::{error_chain, exit};
 use crate::config::Settings;
+use crate::state_dir::StateDir;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn run(settings: &Settings, output: Option<&Path>) -> ExitCode {
+pub fn run(settings: &Settings, output: Option<&Path>, latest: bool) -> ExitCode {
     // Packages that cannot be read are skipped with a warning: show those on stderr.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -20,13 +22,18 @@ pub fn run(settings: &Settings, output: Option<&Path>) -> ExitCode {
         .with_ansi(false)
         .try_init();
 
-    let sbom = match crate::sbom::generate(settings) {
+    let mut sbom = match crate::sbom::generate(settings) {
         Ok(sbom) => sbom,
         Err(e) => {
             eprintln!("redtether: error: {}", error_chain(&e));
             return exit::code(exit::FAILURE);
         }
     };
+    if latest {
+        // Never an error: without the registry, cached answers (or none) and a warning.
+        let registry = crate::sbom::registry_from_environment();
+        crate::sbom::add_latest(&mut sbom, &StateDir::new(&settings.state_dir), &registry);
+    }
     let mut text = serde_json::to_string_pretty(&sbom).expect("a JSON value serialises");
     text.push('\n');
     match output {

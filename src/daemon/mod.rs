@@ -152,7 +152,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     tasks.spawn(control.serve(control_handler, cancel.child_token()));
     tasks.spawn(publish_status(handle.subscribe(), Arc::clone(&notifier), cancel.child_token()));
     if let Some(interval) = watchdog_interval() {
-        tasks.spawn(watchdog(interval, Arc::clone(&notifier), cancel.child_token()));
+        tasks.spawn(crate::systemd::keep_watchdog(interval, Arc::clone(&notifier), cancel.child_token()));
     }
     tasks.close();
 
@@ -203,19 +203,6 @@ async fn publish_status(
         }
         let summary = status.borrow_and_update().summary();
         notifier.status(&summary);
-    }
-}
-
-/// Pings the systemd watchdog while the runtime schedules tasks; a stalled event loop stops the
-/// pings and systemd restarts the service.
-async fn watchdog(interval: Duration, notifier: Arc<Notifier>, cancel: CancellationToken) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = ticker.tick() => notifier.watchdog(),
-        }
     }
 }
 

@@ -18,9 +18,9 @@ use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Files of the running generation that belong to the device, not to a snapshot: the editor's
-/// per-user preferences.
-const CARRIED_OVER: &[&str] = &[".config.users.json", ".config.users.json.backup"];
+/// What of the running generation belongs to the device, not to a snapshot: the editor's
+/// per-user preferences, the flow library, and context stored on disk.
+const CARRIED_OVER: &[&str] = &[".config.users.json", ".config.users.json.backup", "lib", "context"];
 /// Beyond Node-RED's own startup timeout, how long a restarted Node-RED may take to load flows.
 const LOAD_GRACE: Duration = Duration::from_secs(15);
 

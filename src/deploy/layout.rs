@@ -110,15 +110,28 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-/// Copies the files of `from` (not directories, not `node_modules`) into `to`: the editor's
-/// per-user settings and the like, which belong to the device rather than to a snapshot.
+/// Copies the entries `names` of `from` (files, or folders with everything in them) into `to`:
+/// what belongs to the device rather than to a snapshot — the editor's per-user settings, the
+/// flow library, context kept on disk — so a deployment does not lose it.
 pub fn carry_over(from: &Path, to: &Path, names: &[&str]) -> io::Result<()> {
     for name in names {
-        let source = from.join(name);
-        if source.is_file() {
-            fs::copy(&source, to.join(name))?;
-        }
+        copy_entry(&from.join(name), &to.join(name))?;
     }
+    Ok(())
+}
+
+fn copy_entry(source: &Path, target: &Path) -> io::Result<()> {
+    let Ok(meta) = fs::symlink_metadata(source) else { return Ok(()) };
+    if meta.is_dir() {
+        fs::create_dir_all(target)?;
+        for entry in fs::read_dir(source)? {
+            let entry = entry?;
+            copy_entry(&entry.path(), &target.join(entry.file_name()))?;
+        }
+    } else if meta.is_file() {
+        fs::copy(source, target)?;
+    }
+    // Symlinks and special files are not the device's data: left behind.
     Ok(())
 }
 
@@ -146,6 +159,15 @@ mod tests {
         assert_eq!(fs::read(layout.user_dir().join("flows.json")).unwrap(), b"[2]");
         layout.point_at("g0").unwrap();
         assert_eq!(fs::read(layout.user_dir().join("flows.json")).unwrap(), b"[1]");
+
+        std::fs::create_dir_all(layout.generation("g0").join("context/global")).unwrap();
+        std::fs::write(layout.generation("g0").join("context/global/global.json"), b"{\"n\":1}").unwrap();
+        std::fs::write(layout.generation("g0").join(".config.users.json"), b"{}").unwrap();
+        let g2 = layout.fresh_generation("g2").unwrap();
+        carry_over(&layout.generation("g0"), &g2, &["context", ".config.users.json", "lib"]).unwrap();
+        assert_eq!(fs::read(g2.join("context/global/global.json")).unwrap(), b"{\"n\":1}");
+        assert!(g2.join(".config.users.json").is_file());
+        assert!(!g2.join("lib").exists(), "what is not there is skipped");
 
         layout.prune(&["g0"]);
         assert!(!g1.exists());

@@ -115,6 +115,10 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
         api_listen: api_addr.to_string(),
     });
     tasks.spawn(control.serve(handler, cancel.child_token()));
+    let notifier = Arc::new(notifier);
+    if let Some(interval) = crate::systemd::watchdog_interval() {
+        tasks.spawn(crate::systemd::keep_watchdog(interval, Arc::clone(&notifier), cancel.child_token()));
+    }
     tasks.close();
 
     tracing::info!(version = crate::VERSION, listen = %quic_addr, api = %api_addr, ca_fingerprint = %ca_fingerprint, "redtether hub ready");

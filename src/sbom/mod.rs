@@ -19,20 +19,28 @@
 //! integrity to hashes (`hash`, `lockfile`), license mapping (`license`), Node's resolution
 //! over an in-memory tree (`tree`), the component graph (`graph`) and the document
 //! (`document`); `scan` and [`generate`] do the I/O.
+//!
+//! [`add_latest`] (`redtether sbom --latest`) annotates the npm components with the newest
+//! version the npm registry knows: the cache and the annotation are pure (`latest`), the
+//! lookups bounded in time (`registry`), and a registry that cannot be reached never keeps the
+//! document from being made.
 
 mod document;
 mod graph;
 mod hash;
+mod latest;
 mod license;
 mod locate;
 mod lockfile;
 mod purl;
+mod registry;
 mod scan;
 mod tree;
 
 use crate::config::Settings;
 use crate::state_dir::StateDir;
 use graph::Graph;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -126,6 +134,64 @@ pub fn generate(settings: &Settings) -> Result<serde_json::Value, SbomError> {
         ],
     };
     Ok(document::document(&graph, &facts))
+}
+
+/// The npm registry `--latest` asks, as npm would choose it from the environment
+/// (`npm_config_registry`, `NPM_CONFIG_REGISTRY`, else `https://registry.npmjs.org`).
+pub fn registry_from_environment() -> String {
+    let var = |name| std::env::var(name).ok();
+    latest::registry_from(var("npm_config_registry").as_deref(), var("NPM_CONFIG_REGISTRY").as_deref())
+}
+
+/// Annotates `doc`'s npm components with the newest version `registry` knows
+/// (`redtether:npm:latest` and friends, see `latest`), from the cache in the state directory
+/// where it has a fresh answer and from the registry otherwise, within the bounds of
+/// `registry::LIMITS`. When the registry cannot be reached, cached answers are used even when
+/// stale (and marked so), and a warning is logged; the document is annotated either way, so
+/// this cannot fail. Blocking (files, network on a runtime of its own): not from inside an
+/// async runtime.
+pub fn add_latest(doc: &mut serde_json::Value, state_dir: &StateDir, registry: &str) {
+    let cache_file = state_dir.root().join(latest::CACHE_FILE);
+    let cache = match std::fs::read(&cache_file) {
+        Ok(bytes) => latest::Cache::parse(&bytes, registry).unwrap_or_else(|e| {
+            tracing::warn!("sbom: ignoring the cache {}: {e}", cache_file.display());
+            latest::Cache::default()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => latest::Cache::default(),
+        Err(e) => {
+            tracing::warn!("sbom: ignoring the cache {}: {e}", cache_file.display());
+            latest::Cache::default()
+        }
+    };
+    let names: BTreeSet<String> = latest::npm_names(doc);
+    let now = unix_now();
+    let to_ask = cache.to_ask(&names, now);
+    let answers = registry::lookup_blocking(registry, &to_ask, registry::LIMITS);
+    let resolution = latest::resolve(registry, &names, &cache, &to_ask, &answers, now, registry::LIMITS.deadline);
+    latest::annotate(doc, &resolution, now);
+
+    if let Some(error) = &resolution.error {
+        tracing::warn!(
+            "sbom: npm registry {registry}: {error}; latest versions: {} from the registry, {} cached ({} of them \
+             stale, older than {} h), {} packages without",
+            resolution.count(latest::Origin::Registry),
+            resolution.count(latest::Origin::Cache) + resolution.count(latest::Origin::Stale),
+            resolution.count(latest::Origin::Stale),
+            latest::FRESH_FOR.as_secs() / 3600,
+            names.len() - resolution.known.len(),
+        );
+    }
+    if !answers.found.is_empty() {
+        let updated = cache.updated(registry, &names, &answers, now);
+        let text = serde_json::to_vec_pretty(&updated).expect("the cache serialises");
+        if let Err(e) = crate::state_dir::write_private(&cache_file, &text) {
+            tracing::warn!("sbom: cannot keep the npm registry's answers: {e}");
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn node_version(program: &str) -> Result<String, SbomError> {

@@ -8,4 +8,4 @@ mod logging;
 mod notify;
 
 pub use logging::{LogSink, init_logging};
-pub use notify::{Notifier, watchdog_interval};
+pub use notify::{Notifier, keep_watchdog, watchdog_interval};

@@ -85,6 +85,23 @@ pub fn watchdog_interval() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec / 2))
 }
 
+/// Pings the systemd watchdog every `interval` while the runtime schedules tasks: a stalled
+/// event loop stops the pings and systemd restarts the service.
+pub async fn keep_watchdog(
+    interval: Duration,
+    notifier: std::sync::Arc<Notifier>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => notifier.watchdog(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
