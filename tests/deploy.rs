@@ -307,6 +307,11 @@ async fn forged_replayed_expired_and_misdirected_deployments_are_refused_and_aud
     let (code, out) = deploy_by_hand(&agent, &forged);
     assert_ne!(code, 0);
     assert_eq!(out["detail"]["reason"], "bad_signature", "{out}");
+    // The forgery's id is only a claim: audited as such, never reported as deployment two's outcome.
+    assert_eq!(out["id"], "", "{out}");
+    let forged_event = agent.events("deploy.refused").pop().unwrap();
+    assert_eq!(forged_event["detail"]["claimed_deployment"], two.as_str());
+    assert!(forged_event["detail"].get("deployment").is_none(), "{forged_event}");
 
     // Signed with another key; signed by the hub but for another device, or expired.
     let made = |device: &str, number: u64, exp: u64| Deployment {

@@ -24,7 +24,15 @@ const CARRIED_OVER: &[&str] = &[".config.users.json", ".config.users.json.backup
 /// Beyond Node-RED's own startup timeout, how long a restarted Node-RED may take to load flows.
 const LOAD_GRACE: Duration = Duration::from_secs(15);
 
-/// Why an apply failed, and whether `node-red` had already been switched to the new generation.
+/// A refused envelope's deployment id: from a signed payload, or only claimed by one whose
+/// signature failed.
+#[derive(Debug)]
+enum Id {
+    Trusted(String),
+    Claimed(String),
+}
+
+/// Why an apply failed: at which stage, and what happened.
 struct Failure {
     stage: &'static str,
     reason: String,
@@ -68,27 +76,37 @@ impl Deployer {
                 last
             }
             Err(refusal) => {
-                let id = unverified_id(envelope);
+                // The id of an envelope whose signature failed is only a claim: it labels the
+                // audit event, but is not reported as that deployment's outcome (a forgery must
+                // not mark the hub's real deployment failed).
+                let signed = !matches!(refusal, DeployRefusal::Malformed | DeployRefusal::BadSignature);
+                let id = unverified_id(envelope).map(|id| if signed { Id::Trusted(id) } else { Id::Claimed(id) });
                 self.refused(id, refusal.reason(), &refusal.to_string(), origin).await
             }
         }
     }
 
-    async fn refused(&mut self, id: Option<String>, reason: &str, message: &str, origin: Origin) -> Report {
+    async fn refused(&mut self, id: Option<Id>, reason: &str, message: &str, origin: Origin) -> Report {
         tracing::warn!(deployment = ?id, %reason, %message, "deployment refused");
         let mut event = AuditEvent::new("deploy.refused", Actor::System, "node-red")
             .with("reason", reason)
             .with("message", message)
             .with("origin", origin_name(origin));
-        if let Some(id) = &id {
+        let mut detail = json!({ "reason": reason, "message": message });
+        let trusted = match id {
+            Some(Id::Trusted(id)) => Some(id),
+            Some(Id::Claimed(claimed)) => {
+                event = event.with("claimed_deployment", claimed.clone());
+                detail["claimed_deployment"] = json!(claimed);
+                None
+            }
+            None => None,
+        };
+        if let Some(id) = &trusted {
             event = event.with("deployment", id.clone());
         }
         self.audit.record_or_log(event).await;
-        let report = Report {
-            id: id.unwrap_or_default(),
-            state: DeployState::Failed,
-            detail: json!({ "reason": reason, "message": message }),
-        };
+        let report = Report { id: trusted.unwrap_or_default(), state: DeployState::Failed, detail };
         if !report.id.is_empty() {
             self.publish(&report);
         }
@@ -110,7 +128,12 @@ impl Deployer {
             Ok(current) => current,
             Err(e) => {
                 return self
-                    .refused(Some(d.id.clone()), "storage", &format!("cannot prepare the snapshot store: {e}"), origin)
+                    .refused(
+                        Some(Id::Trusted(d.id.clone())),
+                        "storage",
+                        &format!("cannot prepare the snapshot store: {e}"),
+                        origin,
+                    )
                     .await;
             }
         };
@@ -130,7 +153,7 @@ impl Deployer {
         }
         if let Err(e) = record.save(&path) {
             record.applying = None;
-            return self.refused(Some(d.id.clone()), "storage", &e.to_string(), origin).await;
+            return self.refused(Some(Id::Trusted(d.id.clone())), "storage", &e.to_string(), origin).await;
         }
         self.publish(&Report { id: d.id.clone(), state: DeployState::Applying, detail: json!({ "flows_hash": hash }) });
 
