@@ -224,12 +224,7 @@ impl Tunnel {
                 &identity.info.hub_signing_key,
             )),
             streams: TaskTracker::new(),
-            dir: self.parts.dir.clone(),
-            supervisor: self.parts.supervisor.clone(),
-            deploy: self.parts.deploy.clone(),
-            audit: self.parts.audit.clone(),
-            gate_listen: self.parts.gate_listen.clone(),
-            protection: self.parts.protection,
+            parts: &self.parts,
         };
         let (end, reason) = session.run(cancel).await;
         tracing::info!(hub = %identity.info.hub, %reason, "tunnel down");

@@ -5,14 +5,12 @@
 //! session, and the hub drops what it already has). A malformed frame from the hub closes that control stream with an error code and
 //! is audited; the session opens a new one.
 
+use super::client::TunnelParts;
 use super::forwarded::Forwarding;
 use super::renew::Renewal;
-use crate::audit::{Actor, AuditEvent, Auditor};
-use crate::deploy::DeployHandle;
+use crate::audit::{Actor, AuditEvent};
 use crate::identity::Identity;
 use crate::protocol::{Command, DeviceStatus, Frame, FrameDecoder, VERSION, codes, encode};
-use crate::state_dir::StateDir;
-use crate::supervisor::SupervisorHandle;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,19 +41,15 @@ pub enum SessionEnd {
     Lost,
 }
 
-pub struct Session {
+pub struct Session<'a> {
     pub connection: quinn::Connection,
     /// Streams the hub opens (the remote editor) go to the gate through this.
     pub forwarding: Arc<Forwarding>,
     /// Owns the tasks serving those streams.
     pub streams: TaskTracker,
-    /// Where the identity is renewed.
-    pub dir: StateDir,
-    pub supervisor: SupervisorHandle,
-    pub deploy: DeployHandle,
-    pub audit: Auditor,
-    pub gate_listen: String,
-    pub protection: bool,
+    /// The agent's parts the session works with (identity renewal in its state dir, the
+    /// supervisor, deployments, the journal, what status reports).
+    pub parts: &'a TunnelParts,
 }
 
 enum StreamEnd {
@@ -63,7 +57,7 @@ enum StreamEnd {
     Faulted,
 }
 
-impl Session {
+impl Session<'_> {
     pub async fn run(&self, cancel: &CancellationToken) -> (SessionEnd, String) {
         let end = self.control_streams(cancel).await;
         // Forwarded streams end with the connection (or at `cancel`); wait for their tasks.
@@ -101,11 +95,11 @@ impl Session {
         Frame::Status {
             status: DeviceStatus {
                 agent_version: crate::VERSION.to_string(),
-                node_red: serde_json::to_value(self.supervisor.status()).unwrap_or_default(),
+                node_red: serde_json::to_value(self.parts.supervisor.status()).unwrap_or_default(),
                 audit_backlog: audit.backlog,
                 audit_last_seq: audit.last_seq,
-                gate_listen: self.gate_listen.clone(),
-                protection: self.protection,
+                gate_listen: self.parts.gate_listen.clone(),
+                protection: self.parts.protection,
             },
         }
     }
@@ -125,22 +119,22 @@ impl Session {
         }
         let mut decoder = FrameDecoder::default();
         let mut buf = vec![0u8; 16 * 1024];
-        let mut node_red = self.supervisor.subscribe();
+        let mut node_red = self.parts.supervisor.subscribe();
         let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
         let mut status_timer = tokio::time::interval(STATUS_EVERY);
         let mut heartbeats = 0u64;
         let mut welcomed = false;
         let mut last_sent: Option<Frame> = None;
-        let mut new_events = self.audit.subscribe();
+        let mut new_events = self.parts.audit.subscribe();
         let mut in_flight: Option<(u64, Instant)> = None;
         let mut forward_retry = tokio::time::interval(FORWARD_RETRY);
-        let mut deploy_reports = self.deploy.reports();
-        let mut sboms = self.deploy.sbom();
+        let mut deploy_reports = self.parts.deploy.reports();
+        let mut sboms = self.parts.deploy.sbom();
         // What was made before this stream is not news to it; the last outcome is sent at welcome.
         deploy_reports.mark_unchanged();
         sboms.mark_unchanged();
         // Read again for every control stream: an earlier one may have renewed it.
-        let mut renewal = match Identity::load(&self.dir) {
+        let mut renewal = match Identity::load(&self.parts.dir) {
             Ok(Some(identity)) => identity.certificate().ok().map(|cert| Renewal::new(identity, &cert)),
             _ => None,
         };
@@ -181,7 +175,7 @@ impl Session {
                     }
                     Frame::HeartbeatAck { .. } => {}
                     Frame::AuditAck { seq } if welcomed => {
-                        if let Err(e) = self.audit.ack(seq).await {
+                        if let Err(e) = self.parts.audit.ack(seq).await {
                             tracing::warn!(seq, error = %e, "the hub's audit acknowledgement was not recorded; the events will be sent again");
                         }
                         in_flight = None;
@@ -197,7 +191,7 @@ impl Session {
                     Frame::Deploy { deployment } if welcomed => {
                         // Applied by the deployer, not here: an apply takes minutes and the
                         // control stream must keep answering meanwhile.
-                        if let Err(e) = self.deploy.submit(deployment) {
+                        if let Err(e) = self.parts.deploy.submit(deployment) {
                             tracing::warn!(error = %e, "deployment not queued; the hub will send it again");
                         }
                     }
@@ -331,14 +325,14 @@ impl Session {
     /// Stores a renewed certificate for the next handshake (this connection goes on as it is).
     async fn renewed(&self, renewal: &mut Renewal, cert_pem: String) {
         match renewal.answered(cert_pem) {
-            Ok((identity, cert)) => match identity.save_renewed(&self.dir) {
+            Ok((identity, cert)) => match identity.save_renewed(&self.parts.dir) {
                 Ok(()) => {
                     let not_after = crate::rfc3339::format_seconds(cert.not_after);
                     tracing::info!(serial = %cert.serial_hex, %not_after, "device certificate renewed");
                     let event = AuditEvent::new("tunnel.renewed", Actor::System, identity.info.hub.as_str())
                         .with("serial", cert.serial_hex.as_str())
                         .with("not_after", not_after.as_str());
-                    self.audit.record_or_log(event).await;
+                    self.parts.audit.record_or_log(event).await;
                 }
                 Err(e) => self.renewal_failed(renewal, &format!("the renewed identity could not be stored: {e}")).await,
             },
@@ -352,7 +346,7 @@ impl Session {
         let event = AuditEvent::new("tunnel.renew_failed", Actor::System, "device certificate")
             .with("reason", reason)
             .with("retry_in_secs", retry.as_secs());
-        self.audit.record_or_log(event).await;
+        self.parts.audit.record_or_log(event).await;
     }
 
     /// Sends the next batch of undelivered journal events, unless one is in flight.
@@ -364,7 +358,7 @@ impl Session {
         if in_flight.is_some() {
             return Ok(());
         }
-        let events = match self.audit.unforwarded(BATCH_EVENTS).await {
+        let events = match self.parts.audit.unforwarded(BATCH_EVENTS).await {
             Ok(events) => events,
             Err(e) => {
                 tracing::warn!(error = %e, "audit events could not be read for delivery");
@@ -395,7 +389,7 @@ impl Session {
         send: &mut quinn::SendStream,
         last_sent: &mut Option<Frame>,
     ) -> Result<(), quinn::WriteError> {
-        let audit = self.audit.status().await.unwrap_or(crate::audit::JournalStatus {
+        let audit = self.parts.audit.status().await.unwrap_or(crate::audit::JournalStatus {
             last_seq: 0,
             acked: 0,
             backlog: 0,
@@ -416,21 +410,21 @@ impl Session {
             Command::RestartNodeRed => {
                 let event =
                     AuditEvent::new("tunnel.command", Actor::System, "node-red").with("command", "restart_node_red");
-                self.audit.record_or_log(event).await;
-                match self.supervisor.restart().await {
+                self.parts.audit.record_or_log(event).await;
+                match self.parts.supervisor.restart().await {
                     Ok(pid) => (true, json!({ "pid": pid })),
                     Err(e) => (false, json!({ "error": e.to_string() })),
                 }
             }
             Command::Snapshot => {
                 let event = AuditEvent::new("tunnel.command", Actor::System, "node-red").with("command", "snapshot");
-                self.audit.record_or_log(event).await;
-                match self.deploy.capture().await {
+                self.parts.audit.record_or_log(event).await;
+                match self.parts.deploy.capture().await {
                     Ok(snapshot) => (true, snapshot),
                     Err(e) => (false, json!({ "error": e })),
                 }
             }
-            Command::Sbom => match self.deploy.make_sbom().await {
+            Command::Sbom => match self.parts.deploy.make_sbom().await {
                 Ok(sbom) => (true, sbom),
                 Err(e) => (false, json!({ "error": e })),
             },
@@ -448,7 +442,7 @@ impl Session {
         let event = AuditEvent::new("tunnel.protocol_error", Actor::System, "control stream")
             .with("code", code)
             .with("message", message);
-        self.audit.record_or_log(event).await;
+        self.parts.audit.record_or_log(event).await;
         let _ = send.write_all(&encode(&Frame::Error { code, message: message.to_string() })).await;
         let _ = send.reset(code.into());
         let _ = recv.stop(code.into());
