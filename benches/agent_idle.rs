@@ -8,12 +8,7 @@
 //! Baseline: Node-RED started directly by this bench with an equivalent settings file: exec →
 //! its HTTP port answering, and its idle RSS.
 
-#[path = "../tests/common/node_red.rs"]
-#[allow(dead_code)]
-mod node_red;
-#[path = "../tests/common/npm_fixture.rs"]
-#[allow(dead_code)]
-mod npm_fixture;
+use redtether_testkit::node_red;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};

@@ -5,7 +5,7 @@
 //! `cargo bench --bench audit_journal` (figures and the command are kept in BENCHMARKS.md).
 //! Run on the filesystem that holds the target directory.
 
-use redtether::audit::{Actor, AuditEvent, Auditor};
+use redtether::audit::{Actor, AuditEvent, AuditKind, Auditor};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,7 +16,7 @@ const RUN: Duration = Duration::from_secs(4);
 const MILLION: u64 = 1_000_000;
 
 fn event(i: u64) -> AuditEvent {
-    AuditEvent::new("auth.failed", Actor::anonymous("192.168.1.20".parse().unwrap()), "/device-editor/flows")
+    AuditEvent::new(AuditKind::AuthFailed, Actor::anonymous("192.168.1.20".parse().unwrap()), "/device-editor/flows")
         .with("reason", "wrong_password")
         .with("method", "POST")
         .with("claimed", format!("user-{i}"))
@@ -146,12 +146,12 @@ async fn memory_with_a_million(max_bytes: u64) -> (u64, u64, f64) {
     let dir = scratch_dir();
     let (auditor, thread) = Auditor::start(&dir.path().join("audit"), max_bytes);
     fill(&auditor, MILLION / 10).await;
-    redtether::heap::trim();
+    redtether_host::heap::trim();
     let before = rss_kib();
     let elapsed = fill(&auditor, MILLION).await;
     let status = auditor.status().await.unwrap();
     assert!(status.last_seq >= MILLION);
-    redtether::heap::trim();
+    redtether_host::heap::trim();
     let after = rss_kib();
     drop(auditor);
     thread.join();
@@ -162,7 +162,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    redtether::heap::keep_small();
+    redtether_host::heap::keep_small();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let record_bytes = {
         let (_, bytes) = redtether::audit::StoredEvent::seal(

@@ -13,8 +13,7 @@
 //! `cargo bench --bench deploy` (figures and the command are kept in BENCHMARKS.md);
 //! `ROUNDS=5` for fewer rounds.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use redtether_testkit as common;
 
 use common::agent::BIN;
 use common::hub::{Hub, online_agent};

@@ -14,14 +14,13 @@
 //! `[tunnel] keepalive` than the default. `bulk` is the raw-quinn baseline of
 //! benches/remote_editor.sh.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use redtether_testkit as common;
 
 use common::agent::Agent;
 use common::hub::{Hub, enroll};
 use redtether::identity::Identity;
-use redtether::protocol::{DeviceStatus, ENROLL_ALPN, Frame, FrameDecoder, encode};
 use redtether::state_dir::StateDir;
+use redtether_proto::wire::{AgentFrame, DeviceStatus, ENROLL_ALPN, FrameDecoder, HubFrame, NodeRedState, encode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -157,14 +156,14 @@ fn fleet_part(
 async fn raw_quinn_bulk() {
     const MIB: usize = 256;
     let ca =
-        redtether::pki::Ca::create(std::time::SystemTime::now() - Duration::from_secs(60), Duration::from_secs(86400))
+        redtether_pki::Ca::create(std::time::SystemTime::now() - Duration::from_secs(60), Duration::from_secs(86400))
             .unwrap();
     let server_key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
     params.is_ca = rcgen::IsCa::NoCa;
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca.cert_pem, rcgen::KeyPair::from_pem(&ca.key_pem).unwrap()).unwrap();
     let server_cert = params.signed_by(&server_key, &issuer).unwrap();
-    let tls = redtether::pki::tls::hub_server(
+    let tls = redtether_pki::tls::hub_server(
         &server_cert.pem(),
         &server_key.serialize_pem(),
         &ca.cert_pem,
@@ -186,9 +185,9 @@ async fn raw_quinn_bulk() {
         send.finish().unwrap();
         let _ = send.stopped().await;
     });
-    let (key, csr) = redtether::pki::device_key_and_csr().unwrap();
+    let (key, csr) = redtether_pki::device_key_and_csr().unwrap();
     let cert = ca.sign_device_csr(&csr, "bulk", std::time::SystemTime::now(), Duration::from_secs(3600)).unwrap();
-    let client_tls = redtether::pki::tls::agent_client(&ca.cert_pem, &cert, &key, b"bulk").unwrap();
+    let client_tls = redtether_pki::tls::agent_client(&ca.cert_pem, &cert, &key, b"bulk").unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(
         quinn::crypto::rustls::QuicClientConfig::try_from(client_tls).unwrap(),
@@ -318,7 +317,7 @@ async fn handshakes(hub: &Hub, identity: &Identity) -> (Vec<f64>, Vec<f64>) {
     let addr: std::net::SocketAddr = hub.addr().parse().unwrap();
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let mtls = redtether::tunnel::client_config(identity, KEEPALIVE).unwrap();
-    let tls = redtether::pki::tls::enroll_client(&identity.info.ca_fingerprint, ENROLL_ALPN).unwrap();
+    let tls = redtether_pki::tls::enroll_client(&identity.info.ca_fingerprint, ENROLL_ALPN).unwrap();
     let server_only =
         quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap()));
     let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -397,16 +396,12 @@ async fn connect_fleet(hub: &Hub, identities: Vec<Identity>, keepalive: Duration
                 }
             };
             let (mut send, mut recv) = connection.open_bi().await.unwrap();
-            send.write_all(&encode(&Frame::Hello { protocol: 1, agent_version: "sim".into() })).await.unwrap();
+            send.write_all(&encode(&AgentFrame::Hello { protocol: 1, agent_version: "sim".into() })).await.unwrap();
             let mut decoder = FrameDecoder::default();
             let mut buf = vec![0u8; 4096];
-            let status = Frame::Status {
-                status: DeviceStatus {
-                    agent_version: "sim".into(),
-                    node_red: serde_json::json!({ "state": "running" }),
-                    ..Default::default()
-                },
-            };
+            let mut status = DeviceStatus { agent_version: "sim".into(), ..DeviceStatus::example() };
+            status.node_red.state = NodeRedState::Running;
+            let status = AgentFrame::Status { status };
             let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
             let mut status_timer = tokio::time::interval(STATUS_EVERY);
             let mut welcomed = false;
@@ -418,8 +413,8 @@ async fn connect_fleet(hub: &Hub, identities: Vec<Identity>, keepalive: Duration
                     read = recv.read(&mut buf) => match read {
                         Ok(Some(len)) => {
                             decoder.feed(&buf[..len]);
-                            while let Ok(Some(frame)) = decoder.next_frame() {
-                                if matches!(frame, Frame::Welcome { .. }) && !welcomed {
+                            while let Ok(Some(frame)) = decoder.next_message::<HubFrame>() {
+                                if matches!(frame, HubFrame::Welcome { .. }) && !welcomed {
                                     welcomed = true;
                                     permit.take();
                                     online.fetch_add(1, Ordering::SeqCst);
@@ -433,7 +428,7 @@ async fn connect_fleet(hub: &Hub, identities: Vec<Identity>, keepalive: Duration
                     },
                     _ = heartbeat.tick(), if welcomed => {
                         n += 1;
-                        let _ = send.write_all(&encode(&Frame::Heartbeat { n })).await;
+                        let _ = send.write_all(&encode(&AgentFrame::Heartbeat { n })).await;
                     }
                     _ = status_timer.tick(), if welcomed => {
                         // The agent sends its status once and then only on a change, which an

@@ -3,7 +3,7 @@
 //! recovery from a damaged journal, and the crash test: SIGKILL at random moments while
 //! refusals are being answered, then every answered refusal must be in the journal.
 
-mod common;
+use redtether_testkit as common;
 
 use common::agent::{Agent, BIN, default_users};
 use common::login_load::{FailedLogins, failed_login, next_random};

@@ -2,7 +2,7 @@
 //! is away arrive once and in order after it returns; an agent killed between sending a batch
 //! and hearing its acknowledgement loses nothing, and the hub drops what it already had.
 
-mod common;
+use redtether_testkit as common;
 
 use common::agent::{Agent, BIN};
 use common::hub::{Hub, PLACEHOLDER, api, enroll, wait_online};

@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use redtether::audit::store::{MemStore, Store};
-use redtether::audit::{Actor, AuditEvent, Journal, StoredEvent};
+use redtether::audit::{Actor, AuditEvent, AuditKind, Journal, StoredEvent};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
@@ -44,7 +44,7 @@ struct Model {
 const MAX_BYTES: u64 = 24 * 1024;
 
 fn event(n: u64) -> AuditEvent {
-    AuditEvent::new("model.event", Actor::System, format!("e{n}"))
+    AuditEvent::new(AuditKind::AdminWrite, Actor::System, format!("e{n}"))
         .with("n", n)
         .with("pad", "x".repeat((n % 7 * 40) as usize))
 }
@@ -169,7 +169,10 @@ impl Store for Flaky {
         self.0.commit(batch)
     }
     fn sync(&mut self) -> Result<(), redtether::audit::store::StoreError> {
-        Err(redtether::audit::store::StoreError::Db("power cut".into()))
+        Err(redtether::audit::store::StoreError::Sync(redtether_host::sled_open::SyncError::Sync {
+            path: "db".into(),
+            source: std::io::Error::other("power cut"),
+        }))
     }
     fn range(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, redtether::audit::store::StoreError> {
         self.0.range(from, limit)

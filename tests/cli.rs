@@ -1,7 +1,7 @@
 //! The command line: configuration errors (exit 78 naming file and key), `check-config`,
 //! `status` without a daemon, and one agent per state directory.
 
-mod common;
+use redtether_testkit as common;
 
 use common::agent::{Agent, BIN};
 use std::process::Command;

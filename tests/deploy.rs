@@ -3,12 +3,12 @@
 //! envelopes, an agent killed mid-apply, snapshots taken from the device and deployed back,
 //! and the SBOM the device sends after each deployment.
 
-mod common;
+use redtether_testkit as common;
 
 use common::agent::{Agent, BIN};
 use common::hub::{Hub, online_agent, wait_online};
 use common::wait_for_async;
-use redtether::protocol::deployment::{self, Deployment, Snapshot};
+use redtether_proto::deployment::{self, Deployment, Snapshot};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! does not make anything durable on it (see `tests/common/forgetful_fs.rs`). Needs root and
 //! /dev/fuse.
 
-mod common;
+use redtether_testkit as common;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};

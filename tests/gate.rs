@@ -2,7 +2,7 @@
 //! bearer tokens, rate limits, CORS, HTTPS, malformed input, and protection mode under attack
 //! (with `flows.json` byte-identical afterwards).
 
-mod common;
+use redtether_testkit as common;
 
 use base64::Engine;
 use common::agent::{Agent, BIN, default_users, fixture_node_red, hash_of};

@@ -4,7 +4,7 @@
 //! in the journal, and the chain must verify. (SIGKILL alone cannot show a missing fsync: the
 //! page cache survives it.)
 
-mod common;
+use redtether_testkit as common;
 
 use common::agent::{Agent, BIN, default_users};
 use common::forgetful_fs::ForgetfulFs;

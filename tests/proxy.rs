@@ -2,7 +2,7 @@
 //! HTTP-In nodes with bodies), the editor's `/comms` websocket with its login, and the
 //! credential only the gate holds.
 
-mod common;
+use redtether_testkit as common;
 
 use common::agent::Agent;
 use common::http::{Cred, deploy, echo_flow, login};

@@ -4,11 +4,11 @@
 //! forged, expired or for another device (tried from a stand-in hub that holds the real hub's
 //! TLS keys, so only the assertion differs).
 
-mod common;
+use redtether_testkit as common;
 
 use common::hub::{Hub, online_agent};
-use redtether::protocol::assertion::{self, Assertion};
-use redtether::protocol::{ALPN, Frame, FrameDecoder, StreamHeader, encode};
+use redtether_proto::assertion::{self, Assertion};
+use redtether_proto::wire::{ALPN, AgentFrame, FrameDecoder, HubFrame, StreamHeader, StreamKind, encode};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,7 +133,7 @@ struct StandIn {
 fn stand_in(hub: &Hub) -> StandIn {
     let dir = hub.state_dir();
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
-    let tls = redtether::pki::tls::hub_server(
+    let tls = redtether_pki::tls::hub_server(
         &read("server.pem"),
         &read("server.key"),
         &read("ca.pem"),
@@ -152,7 +152,7 @@ fn stand_in(hub: &Hub) -> StandIn {
 /// Opens a forwarded stream with `assertion`, sends one request, returns the status code.
 async fn forwarded_status(connection: &quinn::Connection, assertion: Option<String>) -> u16 {
     let (mut send, mut recv) = connection.open_bi().await.unwrap();
-    send.write_all(&encode(&StreamHeader { kind: "http".into(), assertion })).await.unwrap();
+    send.write_all(&encode(&StreamHeader { kind: StreamKind::Http, assertion })).await.unwrap();
     send.write_all(b"GET /device-editor/flows HTTP/1.1\r\nHost: device\r\nConnection: close\r\n\r\n").await.unwrap();
     let answer = tokio::time::timeout(Duration::from_secs(20), recv.read_to_end(1 << 20)).await.unwrap().unwrap();
     let text = String::from_utf8_lossy(&answer);
@@ -175,14 +175,14 @@ async fn missing_forged_expired_and_other_device_assertions_are_refused_and_audi
     let (mut control_send, mut control_recv) = connection.accept_bi().await.unwrap();
     let mut decoder = FrameDecoder::default();
     let mut buf = [0u8; 4096];
-    while !matches!(decoder.next_frame(), Ok(Some(Frame::Hello { .. }))) {
+    while !matches!(decoder.next_message::<AgentFrame>(), Ok(Some(AgentFrame::Hello { .. }))) {
         let n = control_recv.read(&mut buf).await.unwrap().unwrap();
         decoder.feed(&buf[..n]);
     }
-    control_send.write_all(&encode(&Frame::Welcome { protocol: 1, hub_version: "stand-in".into() })).await.unwrap();
+    control_send.write_all(&encode(&HubFrame::Welcome { protocol: 1, hub_version: "stand-in".into() })).await.unwrap();
     agent.wait_running();
 
-    let now = redtether::gate::unix_now();
+    let now = redtether_proto::time::unix_now();
     let claim =
         |device: &str, exp: u64| Assertion { user: "mallory".into(), role: "owner".into(), device: device.into(), exp };
     let other_key = {

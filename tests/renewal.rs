@@ -3,7 +3,7 @@
 //! busy, without dropping it; the next handshake uses the new certificate; an expired one is a
 //! clear `auth_failed` that re-enrollment fixes.
 
-mod common;
+use redtether_testkit as common;
 
 use common::agent::{Agent, fixture_node_red};
 use common::hub::{Hub, PLACEHOLDER, enroll, tunnel_state, wait_online};
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 fn serial(agent: &Agent) -> String {
     let pem = std::fs::read_to_string(agent.state_dir().join("identity/device.pem")).unwrap();
-    redtether::pki::cert_info(&redtether::pki::pem_to_der(&pem).unwrap()).unwrap().serial_hex
+    redtether_pki::cert_info(&redtether_pki::pem_to_der(&pem).unwrap()).unwrap().serial_hex
 }
 
 #[tokio::test(flavor = "multi_thread")]

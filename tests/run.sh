@@ -27,4 +27,4 @@ if ! python3 -m pip --version >/dev/null 2>&1; then
     fi
 fi
 
-exec cargo test --locked "$@"
+exec cargo test --workspace --locked "$@"

@@ -5,9 +5,8 @@
 //! purls parsed by `packageurl-js`. `--latest` is checked against a stand-in npm registry on
 //! loopback (never the internet).
 
-mod common;
-#[path = "common/npm_registry.rs"]
-mod npm_registry;
+use common::npm_registry;
+use redtether_testkit as common;
 
 use base64::Engine;
 use common::agent::{BIN, fixture_node_red};

@@ -1,7 +1,7 @@
 //! The supervisor with real processes: restarts with backoff, crash loops, hung runs, clean
 //! stops, and no orphans.
 
-mod common;
+use redtether_testkit as common;
 
 use common::agent::Agent;
 use common::{pids_with_env, process_alive, send_signal, wait_for};

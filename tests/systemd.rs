@@ -2,7 +2,7 @@
 //! test binds (path and abstract), watchdog pings, and journald's native protocol read by a
 //! stand-in journal in a private mount namespace.
 
-mod common;
+use redtether_testkit as common;
 
 use common::agent::Agent;
 use nix::sys::signal::Signal;
@@ -73,7 +73,7 @@ fn the_hub_reports_ready_pings_its_watchdog_and_says_when_it_stops() {
         ),
     )
     .unwrap();
-    let mut hub = std::process::Command::new(common::hub::HUB_BIN)
+    let mut hub = std::process::Command::new(common::fresh_hub_bin())
         .args(["run", "--config"])
         .arg(&config)
         .env("NOTIFY_SOCKET", &socket_path)

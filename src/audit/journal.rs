@@ -7,9 +7,8 @@
 //! ones; if unforwarded ones must go too, an `audit.dropped` event records how many and which
 //! sequence numbers, in the same commit. Records of the append being made are never pruned by it.
 
-use super::event::{Actor, AuditEvent};
-use super::record::{GENESIS, RecordFault, StoredEvent};
 use super::store::{Batch, Meta, Store, StoreError};
+use redtether_proto::audit::{Actor, AuditEvent, AuditKind, GENESIS, RecordFault, StoredEvent};
 use std::time::SystemTime;
 
 /// Bytes charged per record beyond its value (key and index overhead, roughly).
@@ -81,7 +80,7 @@ impl<S: Store> Journal<S> {
         if meta.bytes > self.max_bytes {
             let dropped = self.prune(&mut meta, first_new, &mut remove)?;
             if let Some((first, last)) = dropped {
-                let marker = AuditEvent::new("audit.dropped", Actor::System, "audit")
+                let marker = AuditEvent::new(AuditKind::AuditDropped, Actor::System, "audit")
                     .with("count", last - first + 1)
                     .with("first_seq", first)
                     .with("last_seq", last)
@@ -256,7 +255,7 @@ mod tests {
     use super::*;
 
     fn ev(n: u64) -> AuditEvent {
-        AuditEvent::new("test.event", Actor::System, format!("t{n}")).with("n", n)
+        AuditEvent::new(AuditKind::AdminWrite, Actor::System, format!("t{n}")).with("n", n)
     }
 
     fn journal(max_bytes: u64) -> Journal<MemStore> {
@@ -375,7 +374,7 @@ mod sled_tests {
             let store = SledStore::open(&path).unwrap();
             let mut j = Journal::open(store, u64::MAX).unwrap();
             assert_eq!(j.meta().last_seq, round - 1, "round {round}");
-            j.append(vec![AuditEvent::new("t", Actor::System, "x")], SystemTime::now()).unwrap();
+            j.append(vec![AuditEvent::new(AuditKind::AdminWrite, Actor::System, "x")], SystemTime::now()).unwrap();
         }
     }
 }

@@ -8,15 +8,12 @@
 //! `audit.reset` event, and if the disk cannot hold one at all the journal runs in memory and
 //! says so: the agent never fails to start because of its journal.
 
-mod event;
 mod journal;
 pub mod query;
-mod record;
 pub mod store;
 
-pub use event::{Actor, AuditEvent, Level};
 pub use journal::{Journal, Verification};
-pub use record::StoredEvent;
+pub use redtether_proto::audit::{Actor, AuditEvent, AuditKind, Level, StoredEvent};
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -34,12 +31,12 @@ pub enum AuditError {
     Closed,
     /// The store failed (a full disk, for one); the event is not durable.
     #[error("{0}")]
-    Store(String),
+    Store(#[source] std::sync::Arc<StoreError>),
 }
 
 impl From<StoreError> for AuditError {
     fn from(e: StoreError) -> Self {
-        AuditError::Store(e.to_string())
+        AuditError::Store(std::sync::Arc::new(e))
     }
 }
 
@@ -119,8 +116,8 @@ impl Auditor {
         let (done, _) = oneshot::channel();
         if let Err(e) = self.tx.try_send(Request::Record(event, done)) {
             let kind = match e.into_inner() {
-                Request::Record(event, _) => event.kind,
-                _ => String::new(),
+                Request::Record(event, _) => event.kind.as_str(),
+                _ => "",
             };
             tracing::error!(target: "audit", %kind, "audit queue full; event not recorded");
         }
@@ -128,7 +125,7 @@ impl Auditor {
 
     /// Records `event`, logging instead of failing: for callers that must answer regardless.
     pub async fn record_or_log(&self, event: AuditEvent) {
-        let kind = event.kind.clone();
+        let kind = event.kind;
         if let Err(e) = self.record(event).await {
             tracing::error!(target: "audit", %kind, error = %e, "audit event not recorded");
         }
@@ -225,16 +222,11 @@ fn commit(
         }
         Err(e) => {
             tracing::error!(target: "audit", error = %e, count = replies.len(), "audit events could not be made durable");
+            let e = AuditError::from(e);
             for reply in replies {
-                let _ = reply.send(Err(AuditError::from_store(&e)));
+                let _ = reply.send(Err(e.clone()));
             }
         }
-    }
-}
-
-impl AuditError {
-    fn from_store(e: &StoreError) -> AuditError {
-        AuditError::Store(e.to_string())
     }
 }
 
@@ -292,7 +284,7 @@ pub fn open_or_recover(dir: &Path, max_bytes: u64) -> (Journal<Box<dyn Store>>, 
     if let StoreError::Locked { .. } = error {
         // A journal someone else holds open is healthy: moving it aside would hide its events.
         tracing::error!(dir = %dir.display(), error = %error, "the audit journal is in use; keeping audit events in memory until the agent restarts");
-        let notice = AuditEvent::new("audit.reset", Actor::System, "audit")
+        let notice = AuditEvent::new(AuditKind::AuditReset, Actor::System, "audit")
             .with("reason", error.to_string())
             .with("in_memory", true);
         return (in_memory(max_bytes), Some(notice));
@@ -300,7 +292,7 @@ pub fn open_or_recover(dir: &Path, max_bytes: u64) -> (Journal<Box<dyn Store>>, 
     let aside = aside_path(dir);
     tracing::error!(dir = %dir.display(), moved_to = %aside.display(), error = %error, "the audit journal cannot be opened; keeping it aside and starting a new one");
     let moved = std::fs::rename(dir, &aside);
-    let notice = AuditEvent::new("audit.reset", Actor::System, "audit")
+    let notice = AuditEvent::new(AuditKind::AuditReset, Actor::System, "audit")
         .with("reason", error.to_string())
         .with("moved_to", aside.display().to_string());
     if moved.is_ok()
@@ -317,7 +309,7 @@ fn in_memory(max_bytes: u64) -> Journal<Box<dyn Store>> {
 }
 
 fn aside_path(dir: &Path) -> PathBuf {
-    let stamp = crate::rfc3339::format_seconds(SystemTime::now()).replace(':', "");
+    let stamp = redtether_proto::time::format_seconds(SystemTime::now()).replace(':', "");
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "audit".into());
     dir.with_file_name(format!("{name}.corrupt-{stamp}"))
 }
@@ -361,7 +353,7 @@ mod tests {
         for i in 0..n {
             let a = auditor.clone();
             tasks.push(tokio::spawn(async move {
-                a.record(AuditEvent::new("test.event", Actor::System, format!("t{i}"))).await.unwrap()
+                a.record(AuditEvent::new(AuditKind::AdminWrite, Actor::System, format!("t{i}"))).await.unwrap()
             }));
         }
         let mut out = Vec::new();
@@ -394,11 +386,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit");
         let (mut held, _) = open_or_recover(&path, u64::MAX);
-        held.append(vec![AuditEvent::new("agent.started", Actor::System, "agent")], SystemTime::now()).unwrap();
+        held.append(vec![AuditEvent::new(AuditKind::AgentStarted, Actor::System, "agent")], SystemTime::now()).unwrap();
         // A second open in this process while the first still holds sled's lock.
         let (second, notice) = open_or_recover(&path, u64::MAX);
         let notice = notice.expect("running without the journal is announced");
-        assert_eq!(notice.kind, "audit.reset");
+        assert_eq!(notice.kind, AuditKind::AuditReset);
         assert_eq!(notice.detail["in_memory"], true);
         assert!(notice.detail.get("moved_to").is_none());
         drop(second);

@@ -1,16 +1,14 @@
 //! Where the journal keeps its records: a small trait, with sled on disk and a map in memory
 //! (for tests and as a stand-in).
 //!
-//! sled 0.34's `flush()` ends in `sync_file_range`, which neither flushes the device's write
-//! cache nor persists the log file's new length: after a power cut, "flushed" writes can be gone
-//! (sled issue #1452). [`SledStore::sync`] therefore follows every flush with `fdatasync` on
-//! sled's log file — fsync applies to the inode, so a handle of our own is enough.
+//! [`SledStore::sync`] follows sled's flush with `fdatasync` of its log file
+//! (`redtether_host::sled_open::LogFile`): sled's flush alone does not survive a power cut.
 //!
 //! sled also keeps memory for every key it holds (about 40 bytes each at rest, more while keys
 //! churn), so records are stored [`CHUNK_RECORDS`] to a key: a million buffered events cost
 //! about thirty thousand keys.
 
-use crate::sled_open;
+use redtether_host::sled_open;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -45,17 +43,22 @@ pub struct Batch {
 pub enum StoreError {
     /// The database reported an error (a full disk shows up here).
     #[error("audit store: {0}")]
-    Db(String),
+    Db(#[from] sled::Error),
+    /// sled panicked opening the files: they are damaged.
+    #[error("audit store: sled panicked while opening the journal")]
+    Panicked,
+    /// A stored chunk of records is cut short.
+    #[error("audit store: a journal chunk is truncated")]
+    Truncated,
+    /// The bookkeeping record is unreadable.
+    #[error("audit store: bookkeeping unreadable: {0}")]
+    Meta(#[source] serde_json::Error),
     /// Another handle holds the journal open; the journal itself is fine.
     #[error("audit store: {} is in use by another handle", path.display())]
     Locked { path: PathBuf },
     /// Syncing to disk failed.
-    #[error("audit store: cannot sync {}: {source}", path.display())]
-    Sync {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("audit store: {0}")]
+    Sync(#[from] sled_open::SyncError),
 }
 
 pub trait Store: Send {
@@ -94,7 +97,7 @@ fn encode_chunk(records: &[(u64, Vec<u8>)]) -> Vec<u8> {
 }
 
 fn decode_chunk(mut bytes: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-    let truncated = || StoreError::Db("a journal chunk is truncated".into());
+    let truncated = || StoreError::Truncated;
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let seq = u64::from_be_bytes(bytes.get(..8).ok_or_else(truncated)?.try_into().unwrap_or([0; 8]));
@@ -108,13 +111,11 @@ fn decode_chunk(mut bytes: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
 
 pub struct SledStore {
     db: sled::Db,
-    log: File,
-    log_path: PathBuf,
+    log: sled_open::LogFile,
 }
 
 impl SledStore {
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let db_err = |e: sled::Error| StoreError::Db(e.to_string());
         // sled panics on some damaged files instead of returning an error; either way the
         // journal is unusable and the caller moves it aside.
         // sled caches up to 1 GiB of pages by default; a gateway has less memory than that.
@@ -122,13 +123,12 @@ impl SledStore {
             let config = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES);
             sled_open::open(&config, dir, sled_open::LOCK_WAIT)
         })
-        .map_err(|_| StoreError::Db("sled panicked while opening the journal".into()))?
+        .map_err(|_| StoreError::Panicked)?
         .map_err(|e| match e {
             sled_open::OpenError::Locked { path } => StoreError::Locked { path },
-            sled_open::OpenError::Db(e) => db_err(e),
+            sled_open::OpenError::Db(e) => StoreError::Db(e),
         })?;
-        let log_path = dir.join("db");
-        let log = File::open(&log_path).map_err(|source| StoreError::Sync { path: log_path.clone(), source })?;
+        let log = sled_open::LogFile::open(dir)?;
         // The directory entries of a new journal must survive a power cut too.
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
@@ -138,27 +138,24 @@ impl SledStore {
         {
             let _ = d.sync_all();
         }
-        Ok(SledStore { db, log, log_path })
+        Ok(SledStore { db, log })
     }
 }
 
 impl Store for SledStore {
     fn load_meta(&self) -> Result<Option<Meta>, StoreError> {
-        match self.db.get(META_KEY).map_err(|e| StoreError::Db(e.to_string()))? {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StoreError::Db(format!("bookkeeping unreadable: {e}"))),
+        match self.db.get(META_KEY)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(StoreError::Meta),
             None => Ok(None),
         }
     }
 
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
-        let db_err = |e: sled::Error| StoreError::Db(e.to_string());
         let mut chunks: BTreeMap<u64, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
         let touched = batch.put.iter().map(|(seq, _)| *seq).chain(batch.remove.iter().copied());
         for chunk in touched.map(|seq| seq / CHUNK_RECORDS) {
             if let std::collections::btree_map::Entry::Vacant(slot) = chunks.entry(chunk) {
-                let existing = self.db.get(chunk_key(chunk)).map_err(db_err)?;
+                let existing = self.db.get(chunk_key(chunk))?;
                 slot.insert(existing.map(|v| decode_chunk(&v)).transpose()?.unwrap_or_default());
             }
         }
@@ -182,19 +179,18 @@ impl Store for SledStore {
                 b.insert(&chunk_key(*chunk), encode_chunk(records));
             }
         }
-        b.insert(META_KEY, serde_json::to_vec(&batch.meta).map_err(|e| StoreError::Db(e.to_string()))?);
-        self.db.apply_batch(b).map_err(db_err)
+        b.insert(META_KEY, serde_json::to_vec(&batch.meta).expect("bookkeeping always encodes"));
+        Ok(self.db.apply_batch(b)?)
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
-        self.db.flush().map_err(|e| StoreError::Db(e.to_string()))?;
-        self.log.sync_data().map_err(|source| StoreError::Sync { path: self.log_path.clone(), source })
+        Ok(self.log.sync(&self.db)?)
     }
 
     fn range(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
         for item in self.db.range(chunk_key(from / CHUNK_RECORDS)..=chunk_key(u64::MAX)) {
-            let (_, value) = item.map_err(|e| StoreError::Db(e.to_string()))?;
+            let (_, value) = item?;
             for record in decode_chunk(&value)? {
                 if record.0 >= from {
                     if out.len() == limit {

@@ -3,7 +3,6 @@
 
 mod args;
 mod audit;
-pub mod exit;
 mod sbom;
 mod status;
 mod token;
@@ -13,6 +12,7 @@ pub use args::{Cli, Command};
 use crate::config::{self, ConfigError, ProcessContext, Settings};
 use crate::control::{self, ClientError, ControlRequest};
 use crate::daemon::{self, DaemonError};
+pub use redtether_host::{error_chain, exit};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -64,10 +64,10 @@ fn deploy(settings: &Settings, file: &std::path::Path) -> ExitCode {
     let socket = crate::state_dir::StateDir::new(&settings.state_dir).control_socket();
     // An apply may install modules with npm: far longer than other requests.
     let request = ControlRequest::Deploy { path: path.display().to_string() };
-    match control::request(&socket, &request, DEPLOY_TIMEOUT) {
+    match control::request::<crate::deploy::Report>(&socket, &request, DEPLOY_TIMEOUT) {
         Ok(report) => {
             println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-            let applied = report["state"] == "applied";
+            let applied = report.state == redtether_proto::wire::DeployState::Applied;
             exit::code(if applied { exit::OK } else { exit::FAILURE })
         }
         Err(e) => client_error(&e),
@@ -107,8 +107,8 @@ fn enroll(settings: &Settings, hub: &str, token: &str, fingerprint: &str) -> Exi
 }
 
 fn run(settings: Settings) -> ExitCode {
-    crate::systemd::init_logging(&settings.log_level);
-    crate::heap::keep_small();
+    redtether_host::logging::init_logging(&settings.log_level);
+    redtether_host::heap::keep_small();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("redtether").build() {
         Ok(rt) => rt,
@@ -152,19 +152,4 @@ pub(crate) fn client_error(e: &ClientError) -> ExitCode {
         ClientError::NotRunning(_) => exit::NOT_RUNNING,
         _ => exit::FAILURE,
     })
-}
-
-/// An error and all its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

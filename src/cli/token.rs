@@ -5,7 +5,7 @@
 
 use super::{ask, exit};
 use crate::audit::store::SledStore;
-use crate::audit::{Actor, AuditEvent, Journal};
+use crate::audit::{Actor, AuditEvent, AuditKind, Journal};
 use crate::cli::args::TokenCommand;
 use crate::config::Settings;
 use crate::control::{ClientError, ControlRequest};
@@ -64,12 +64,12 @@ fn offline(settings: &Settings, request: &ControlRequest) -> Result<serde_json::
     dir.create().map_err(|e| e.to_string())?;
     let _lock = dir.lock().map_err(|e| e.to_string())?;
     let store = TokenStore::open(&dir.tokens_file());
-    let now = crate::gate::unix_now();
+    let now = redtether_proto::time::unix_now();
     match request {
         ControlRequest::TokenCreate { name, lifetime_secs, scope } => {
             let (token, record) =
                 store.create(name, *lifetime_secs, scope.as_deref(), now).map_err(|e| e.to_string())?;
-            let event = AuditEvent::new("token.created", Actor::System, record.name.as_str())
+            let event = AuditEvent::new(AuditKind::TokenCreated, Actor::System, record.name.as_str())
                 .with("expires", record.expires)
                 .with("scope", record.scope.clone())
                 .with("via", "cli, agent stopped");
@@ -81,8 +81,8 @@ fn offline(settings: &Settings, request: &ControlRequest) -> Result<serde_json::
         }
         ControlRequest::TokenRevoke { name } => {
             let record = store.revoke(name).map_err(|e| e.to_string())?;
-            let event =
-                AuditEvent::new("token.revoked", Actor::System, record.name.as_str()).with("via", "cli, agent stopped");
+            let event = AuditEvent::new(AuditKind::TokenRevoked, Actor::System, record.name.as_str())
+                .with("via", "cli, agent stopped");
             record_offline(&dir, event)?;
             Ok(serde_json::json!({ "revoked": record.name }))
         }

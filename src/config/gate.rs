@@ -1,10 +1,10 @@
 //! Validation of the `[gate]` table: listening address, node-space auth, users and roles,
 //! protection mode, rate limits and TLS.
 
-use super::error::ConfigError;
 use super::raw::RawGate;
+use super::{ConfigError, TlsSettings};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// What a configured user may do.
@@ -69,16 +69,6 @@ pub struct RateLimitSettings {
     /// Failed authentications per source address (always on).
     pub failed_auth_burst: u32,
     pub failed_auth_per_second: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TlsSettings {
-    Files {
-        cert: PathBuf,
-        key: PathBuf,
-    },
-    /// A self-signed pair made with rcgen in the state directory on first start.
-    SelfSigned,
 }
 
 #[derive(Debug, Clone)]
@@ -236,9 +226,7 @@ fn positive_u32(
     }
 }
 
-pub fn valid_user_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
-}
+pub use redtether_proto::names::valid_name as valid_user_name;
 
 /// Accepts argon2 PHC strings only (what `redtether passwd` prints).
 fn check_hash(hash: &str) -> Result<(), String> {

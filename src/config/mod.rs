@@ -5,18 +5,14 @@
 //! error names the file, the dotted key and what is wrong, so the binary can exit with
 //! `EX_CONFIG` (78) and a message an operator can act on.
 
-mod defaults;
-pub mod duration;
-mod error;
 mod gate;
 mod raw;
 mod settings;
 
-pub use defaults::ProcessContext;
-pub use error::ConfigError;
-pub use gate::{GateSettings, NodeAuth, RateLimitSettings, Role, TlsSettings, UserSettings, valid_user_name};
-pub use raw::parse_toml;
-pub use settings::{AuditSettings, ConfigSource, NodeRedLaunch, NodeRedSettings, Settings, TunnelSettings};
+pub use gate::{GateSettings, NodeAuth, RateLimitSettings, Role, UserSettings, valid_user_name};
+pub use redtether_host::config_file::{ConfigError, ConfigSource, InvalidKey, ProcessContext};
+pub use redtether_host::tls_server::TlsSettings;
+pub use settings::{AuditSettings, NodeRedLaunch, NodeRedSettings, Settings, TunnelSettings};
 
 use std::path::Path;
 
@@ -26,19 +22,10 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/redtether/agent.toml";
 /// Loads the settings the way every subcommand does: the explicit `--config` file if given
 /// (it must exist), else [`DEFAULT_CONFIG_PATH`] if it exists, else the built-in defaults.
 pub fn load(explicit: Option<&Path>, ctx: &ProcessContext) -> Result<Settings, ConfigError> {
-    let path = match explicit {
-        // Absolute, so messages and `status` name the file unambiguously.
-        Some(path) => ctx.cwd.join(path),
-        None => {
-            let default = Path::new(DEFAULT_CONFIG_PATH);
-            if !default.exists() {
-                return settings::validate(raw::RawConfig::default(), ConfigSource::Defaults, ctx);
-            }
-            default.to_path_buf()
-        }
-    };
-    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-    from_toml(&text, &path, ctx)
+    match redtether_host::config_file::read(explicit, Path::new(DEFAULT_CONFIG_PATH), ctx)? {
+        Some((path, text)) => from_toml(&text, &path, ctx),
+        None => settings::validate(raw::RawConfig::default(), ConfigSource::Defaults, ctx),
+    }
 }
 
 /// Parses and validates configuration text that came from `path`.

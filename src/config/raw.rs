@@ -1,6 +1,7 @@
 //! The configuration file exactly as written: every key optional, unknown keys refused.
 
-use super::error::{ConfigError, InvalidKey};
+use super::ConfigError;
+use redtether_host::config_file::{duration, parse_toml};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,7 @@ pub(super) struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTunnel {
-    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub keepalive: Option<Duration>,
 }
 
@@ -44,22 +45,22 @@ pub(super) struct RawNodeRed {
     pub max_old_space_mb: Option<u32>,
     pub port: Option<u16>,
     pub env: Option<BTreeMap<String, String>>,
-    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub health_interval: Option<Duration>,
-    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub health_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub startup_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub stop_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub restart_backoff_min: Option<Duration>,
-    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub restart_backoff_max: Option<Duration>,
-    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub restart_reset_after: Option<Duration>,
     pub crash_loop_restarts: Option<u32>,
-    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub crash_loop_window: Option<Duration>,
 }
 
@@ -68,7 +69,7 @@ pub(super) struct RawNodeRed {
 pub(super) struct RawGate {
     pub listen: Option<String>,
     pub protection: Option<bool>,
-    #[serde(default, deserialize_with = "super::duration::deserialize_opt")]
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub session_ttl: Option<Duration>,
     pub cors_origins: Option<Vec<String>>,
     #[serde(default)]
@@ -117,35 +118,6 @@ pub(super) struct RawTls {
 /// key and the line.
 pub(super) fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
     parse_toml(text, path)
-}
-
-/// Parses any configuration file's TOML into `T`, with errors that name the key and line.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
-    let source = path.display().to_string();
-    let deserializer = toml::de::Deserializer::parse(text).map_err(|e| toml_error(&source, text, "", &e))?;
-    serde_path_to_error::deserialize(deserializer).map_err(|e| {
-        let key = dotted_key(e.path());
-        toml_error(&source, text, &key, &e.into_inner())
-    })
-}
-
-fn toml_error(source: &str, text: &str, key: &str, err: &toml::de::Error) -> ConfigError {
-    let line = err.span().map(|span| line_of(text, span.start));
-    ConfigError::Invalid(InvalidKey {
-        source: source.to_string(),
-        key: key.to_string(),
-        line,
-        message: err.message().trim().to_string(),
-    })
-}
-
-fn dotted_key(path: &serde_path_to_error::Path) -> String {
-    let text = path.to_string();
-    if text == "." { String::new() } else { text }
-}
-
-fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset).map_or(0, |before| before.matches('\n').count()) + 1
 }
 
 #[cfg(test)]

@@ -1,28 +1,11 @@
 //! Validated, immutable settings: what the rest of the agent reads.
 
-use super::defaults::ProcessContext;
-use super::error::ConfigError;
 use super::gate::GateSettings;
 use super::raw::RawConfig;
+use super::{ConfigError, ConfigSource, ProcessContext};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
-
-/// Where the settings came from, for messages and `status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigSource {
-    File(PathBuf),
-    Defaults,
-}
-
-impl ConfigSource {
-    pub fn describe(&self) -> String {
-        match self {
-            ConfigSource::File(p) => p.display().to_string(),
-            ConfigSource::Defaults => "built-in defaults".to_string(),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -90,12 +73,9 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
         }
         // A relative state_dir is taken relative to the file that names it, not to whatever
         // directory the daemon happens to start in.
-        Some(p) if p.is_relative() => match &source {
-            ConfigSource::File(file) => file.parent().unwrap_or(Path::new("/")).join(p),
-            ConfigSource::Defaults => ctx.cwd.join(p),
-        },
+        Some(p) if p.is_relative() => source.base_dir(ctx).join(p),
         Some(p) => p,
-        None => ctx.default_state_dir(),
+        None => ctx.default_state_dir("redtether"),
     };
 
     let log_level = raw.log_level.unwrap_or_else(|| "info".into()).to_ascii_lowercase();
@@ -171,10 +151,7 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
         crash_loop_window: positive(n.crash_loop_window, Duration::from_secs(300), "node_red.crash_loop_window")?,
     };
 
-    let base_dir = match &source {
-        ConfigSource::File(file) => file.parent().unwrap_or(Path::new("/")).to_path_buf(),
-        ConfigSource::Defaults => ctx.cwd.clone(),
-    };
+    let base_dir = source.base_dir(ctx);
     let gate = super::gate::validate(raw.gate, &base_dir, &invalid)?;
 
     let max_bytes = raw.audit.max_bytes.unwrap_or(64 * 1024 * 1024);
@@ -220,6 +197,7 @@ fn non_empty(
 mod tests {
     use super::super::from_toml;
     use super::*;
+    use std::path::Path;
 
     fn ctx() -> ProcessContext {
         ProcessContext { is_root: false, state_directory: None, cwd: PathBuf::from("/home/pi") }

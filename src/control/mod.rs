@@ -5,22 +5,7 @@
 //! request per line, answered by one JSON line (`{"ok":true,"result":...}` or
 //! `{"ok":false,"error":"..."}`).
 
-mod client;
 mod protocol;
-mod server;
 
-pub use client::{ClientError, request};
-pub use protocol::{ControlRequest, ControlResponse};
-pub use server::{ControlServer, Handler};
-
-/// Errors of the daemon's side of the socket.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    /// The socket could not be created.
-    #[error("cannot create the control socket {}: {source}", path.display())]
-    Bind {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
+pub use protocol::ControlRequest;
+pub use redtether_host::control::{ClientError, ControlError, ControlResponse, ControlServer, Handler, request};

@@ -2,9 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Longest request line the daemon reads.
-pub const MAX_REQUEST: usize = 64 * 1024;
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum ControlRequest {
@@ -44,24 +41,6 @@ pub enum ControlRequest {
     Deploy {
         path: String,
     },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ControlResponse {
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl ControlResponse {
-    pub fn ok(result: serde_json::Value) -> Self {
-        ControlResponse { ok: true, result: Some(result), error: None }
-    }
-    pub fn error(message: impl Into<String>) -> Self {
-        ControlResponse { ok: false, result: None, error: Some(message.into()) }
-    }
 }
 
 #[cfg(test)]

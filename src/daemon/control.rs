@@ -1,7 +1,7 @@
 //! The daemon's answers on the control socket.
 
 use crate::audit::query::{Filter, Since};
-use crate::audit::{Actor, AuditEvent, Auditor};
+use crate::audit::{Actor, AuditEvent, AuditKind, Auditor};
 use crate::config::{Role, Settings};
 use crate::control::{ControlRequest, ControlResponse, Handler};
 use crate::gate::auth::sessions::SessionStore;
@@ -33,7 +33,7 @@ impl DaemonControl {
             "tunnel": self.tunnel.status(),
             "version": crate::VERSION,
             "pid": std::process::id(),
-            "started": crate::rfc3339::format_seconds(self.started),
+            "started": redtether_proto::time::format_seconds(self.started),
             "config": self.settings.source.describe(),
             "state_dir": self.settings.state_dir.display().to_string(),
             "node_red": self.supervisor.status(),
@@ -122,9 +122,9 @@ impl Handler for DaemonControl {
             },
             ControlRequest::CheckSession { token } => self.check_session(&token),
             ControlRequest::TokenCreate { name, lifetime_secs, scope } => {
-                match self.tokens.create(&name, lifetime_secs, scope.as_deref(), crate::gate::unix_now()) {
+                match self.tokens.create(&name, lifetime_secs, scope.as_deref(), redtether_proto::time::unix_now()) {
                     Ok((token, record)) => {
-                        let event = AuditEvent::new("token.created", Actor::System, record.name.as_str())
+                        let event = AuditEvent::new(AuditKind::TokenCreated, Actor::System, record.name.as_str())
                             .with("expires", record.expires)
                             .with("scope", record.scope.clone())
                             .with("via", "cli");
@@ -139,8 +139,8 @@ impl Handler for DaemonControl {
             }
             ControlRequest::TokenRevoke { name } => match self.tokens.revoke(&name) {
                 Ok(record) => {
-                    let event =
-                        AuditEvent::new("token.revoked", Actor::System, record.name.as_str()).with("via", "cli");
+                    let event = AuditEvent::new(AuditKind::TokenRevoked, Actor::System, record.name.as_str())
+                        .with("via", "cli");
                     self.audit.record_or_log(event).await;
                     ControlResponse::ok(json!({ "revoked": record.name }))
                 }

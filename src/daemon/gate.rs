@@ -1,6 +1,6 @@
 //! Builds the gate's request pipeline from the settings.
 
-use crate::audit::{AuditEvent, Auditor};
+use crate::audit::{AuditEvent, AuditKind, Auditor};
 use crate::config::{NodeAuth, Settings, UserSettings};
 use crate::gate::auth::Authenticator;
 use crate::gate::auth::sessions::SessionStore;
@@ -69,7 +69,7 @@ pub async fn report_rate_limits(pipeline: Arc<Pipeline>, cancel: CancellationTok
         for (limiter, refusals) in limiters.into_iter().filter_map(|(n, l)| l.map(|l| (n, l.drain_refusals()))) {
             for (addr, count) in refusals {
                 tracing::warn!(%addr, count, limiter, window_seconds = RATE_LIMIT_REPORT_EVERY.as_secs(), "gate: rate limited");
-                let event = AuditEvent::new("auth.rate_limited", crate::audit::Actor::anonymous(addr), "gate")
+                let event = AuditEvent::new(AuditKind::AuthRateLimited, crate::audit::Actor::anonymous(addr), "gate")
                     .with("addr", addr.to_string())
                     .with("count", count)
                     .with("limiter", limiter)

@@ -8,10 +8,9 @@
 
 mod control;
 mod gate;
-pub mod signals;
 mod users;
 
-use crate::audit::{Actor, AuditEvent, Auditor};
+use crate::audit::{Actor, AuditEvent, AuditKind, Auditor};
 use crate::config::Settings;
 use crate::control::ControlServer;
 use crate::gate::Gate;
@@ -19,8 +18,8 @@ use crate::gate::auth::sessions::SessionStore;
 use crate::gate::auth::tokens::TokenStore;
 use crate::state_dir::{StateDir, StateDirError, random_secret};
 use crate::supervisor::{Supervisor, UpstreamTokens};
-use crate::systemd::{Notifier, watchdog_interval};
 use crate::tunnel::{Tunnel, TunnelParts};
+use redtether_host::notify::{Notifier, watchdog_interval};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::oneshot;
@@ -51,7 +50,7 @@ pub enum DaemonError {
 pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let settings = Arc::new(settings);
     let notifier = Arc::new(Notifier::from_env());
-    let mut signals = signals::Signals::install().map_err(DaemonError::Signals)?;
+    let mut signals = redtether_host::signals::Signals::install().map_err(DaemonError::Signals)?;
 
     let dir = StateDir::new(&settings.state_dir);
     dir.create()?;
@@ -68,7 +67,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let (audit, journal) = Auditor::start(&dir.audit_dir(), settings.audit.max_bytes);
     // Queued, not awaited: they answer no request, and READY should not wait for two fsyncs.
     audit.enqueue(
-        AuditEvent::new("agent.started", Actor::System, "agent")
+        AuditEvent::new(AuditKind::AgentStarted, Actor::System, "agent")
             .with("version", crate::VERSION)
             .with("pid", std::process::id()),
     );
@@ -97,7 +96,10 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     );
 
     let tls = match &settings.gate.tls {
-        Some(tls) => Some(crate::gate::tls::acceptor(tls, &dir, "gate-tls").map_err(crate::gate::GateError::from)?),
+        Some(tls) => Some(
+            redtether_host::tls_server::acceptor(tls, "gate.tls", &dir, "gate-tls")
+                .map_err(crate::gate::GateError::from)?,
+        ),
         None => None,
     };
     let pipeline = Arc::new(gate::pipeline(gate::GateParts {
@@ -152,7 +154,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     tasks.spawn(control.serve(control_handler, cancel.child_token()));
     tasks.spawn(publish_status(handle.subscribe(), Arc::clone(&notifier), cancel.child_token()));
     if let Some(interval) = watchdog_interval() {
-        tasks.spawn(crate::systemd::keep_watchdog(interval, Arc::clone(&notifier), cancel.child_token()));
+        tasks.spawn(redtether_host::notify::keep_watchdog(interval, Arc::clone(&notifier), cancel.child_token()));
     }
     tasks.close();
 
@@ -172,7 +174,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
 
     notifier.stopping("stopping Node-RED");
     let signal = signals.received().map(|s| s.to_string()).unwrap_or_default();
-    audit.record_or_log(AuditEvent::new("agent.stopping", Actor::System, "agent").with("signal", signal)).await;
+    audit.record_or_log(AuditEvent::new(AuditKind::AgentStopping, Actor::System, "agent").with("signal", signal)).await;
     cancel.cancel();
     let deadline = settings.node_red.stop_timeout + SHUTDOWN_GRACE;
     tokio::select! {
@@ -215,7 +217,7 @@ fn config_loaded(settings: &Settings) -> AuditEvent {
         }),
         crate::config::ConfigSource::Defaults => None,
     };
-    AuditEvent::new("config.loaded", Actor::System, settings.source.describe())
+    AuditEvent::new(AuditKind::ConfigLoaded, Actor::System, settings.source.describe())
         .with("sha256", digest)
         .with("protection", settings.gate.protection)
 }

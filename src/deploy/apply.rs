@@ -2,18 +2,19 @@
 //! durable first), stage, validate, switch, restart, health-check; on failure, back to the
 //! last good generation.
 
-use super::credentials::{node_red_encrypt, unseal};
 use super::flows::{flows_hash, types_needed};
 use super::layout::{carry_over, sync_tree};
+use super::node_red_credentials::node_red_encrypt;
 use super::nodered::{ids, module_types, npm_install};
 use super::state::{Applying, DeployRecord, Report};
 use super::{Deployer, Origin, SNAPSHOT_FILE};
-use crate::audit::{Actor, AuditEvent};
+use crate::audit::{Actor, AuditEvent, AuditKind};
 use crate::config::NodeRedLaunch;
 use crate::identity::Identity;
-use crate::protocol::DeployState;
-use crate::protocol::deployment::{Credentials, DeployRefusal, Deployment, verify};
 use crate::supervisor::NodeRedState;
+use redtether_proto::deployment::{Credentials, DeployRefusal, Deployment, verify};
+use redtether_proto::seal::unseal;
+use redtether_proto::wire::DeployState;
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -63,7 +64,7 @@ impl Deployer {
             Err(e) => return self.refused(None, "state_unreadable", &e.to_string(), origin).await,
         };
         let hub_key = hex::decode(&identity.info.hub_signing_key).unwrap_or_default();
-        let now = crate::gate::unix_now();
+        let now = redtether_proto::time::unix_now();
         match verify(envelope, &hub_key, &identity.info.device_id, record.number, now) {
             Ok(deployment) => self.apply(deployment, record, &identity, origin).await,
             Err(DeployRefusal::Replayed { number, last, id })
@@ -88,7 +89,7 @@ impl Deployer {
 
     async fn refused(&mut self, id: Option<Id>, reason: &str, message: &str, origin: Origin) -> Report {
         tracing::warn!(deployment = ?id, %reason, %message, "deployment refused");
-        let mut event = AuditEvent::new("deploy.refused", Actor::System, "node-red")
+        let mut event = AuditEvent::new(AuditKind::DeployRefused, Actor::System, "node-red")
             .with("reason", reason)
             .with("message", message)
             .with("origin", origin_name(origin));
@@ -115,7 +116,7 @@ impl Deployer {
 
     async fn apply(&mut self, d: Deployment, mut record: DeployRecord, identity: &Identity, origin: Origin) -> Report {
         let hash = flows_hash(&d.snapshot.flows);
-        let received = AuditEvent::new("deploy.received", Actor::System, "node-red")
+        let received = AuditEvent::new(AuditKind::DeployReceived, Actor::System, "node-red")
             .with("deployment", d.id.clone())
             .with("number", d.number)
             .with("flows_hash", hash.clone())
@@ -168,7 +169,7 @@ impl Deployer {
                     state: DeployState::Applied,
                     detail: json!({ "flows_hash": hash, "generation": generation, "seconds": started.elapsed().as_secs_f64() }),
                 };
-                let applied = AuditEvent::new("deploy.applied", Actor::System, "node-red")
+                let applied = AuditEvent::new(AuditKind::DeployApplied, Actor::System, "node-red")
                     .with("deployment", d.id.clone())
                     .with("number", d.number)
                     .with("flows_hash", hash.clone());
@@ -183,7 +184,7 @@ impl Deployer {
                 if let Err(why) = &restored {
                     detail["restore_error"] = json!(why);
                 }
-                let event = AuditEvent::new("deploy.rolled_back", Actor::System, "node-red")
+                let event = AuditEvent::new(AuditKind::DeployRolledBack, Actor::System, "node-red")
                     .with("deployment", d.id.clone())
                     .with("number", d.number)
                     .with("flows_hash", hash.clone())

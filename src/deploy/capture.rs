@@ -2,8 +2,8 @@
 //! credentials file still encrypted with the device's secret, the modules from the user dir's
 //! package.json, and the environment and settings a deployment set.
 
-use super::SNAPSHOT_FILE;
-use crate::protocol::deployment::{Credentials, Snapshot};
+use crate::state_dir::{DeployedSnapshot, DeployedSnapshotError};
+use redtether_proto::deployment::{Credentials, Snapshot};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -14,22 +14,28 @@ pub enum CaptureError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{} is not valid JSON of the expected shape: {reason}", path.display())]
-    Shape { path: std::path::PathBuf, reason: String },
+    #[error("{} is not valid JSON of the expected shape: {source}", path.display())]
+    Shape {
+        path: std::path::PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Deployed(#[from] DeployedSnapshotError),
 }
 
 fn read_json(path: &Path) -> Result<Option<serde_json::Value>, CaptureError> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| CaptureError::Shape { path: path.to_path_buf(), reason: e.to_string() }),
+            .map_err(|source| CaptureError::Shape { path: path.to_path_buf(), source }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(CaptureError::Read { path: path.to_path_buf(), source }),
     }
 }
 
 fn shaped<T: serde::de::DeserializeOwned>(path: &Path, value: serde_json::Value) -> Result<T, CaptureError> {
-    serde_json::from_value(value).map_err(|e| CaptureError::Shape { path: path.to_path_buf(), reason: e.to_string() })
+    serde_json::from_value(value).map_err(|source| CaptureError::Shape { path: path.to_path_buf(), source })
 }
 
 /// The snapshot of the Node-RED user dir `user_dir`.
@@ -45,13 +51,7 @@ pub fn capture(user_dir: &Path) -> Result<Snapshot, CaptureError> {
         Some(deps) => shaped(&package_path, deps)?,
         None => Default::default(),
     };
-    let overrides_path = user_dir.join(SNAPSHOT_FILE);
-    let overrides = read_json(&overrides_path)?.unwrap_or_default();
-    let env = match overrides.get("env") {
-        Some(env) => shaped(&overrides_path, env.clone())?,
-        None => Default::default(),
-    };
-    let settings = overrides.get("settings").and_then(|s| s.as_object()).cloned().unwrap_or_default();
+    let DeployedSnapshot { env, settings, .. } = DeployedSnapshot::read(user_dir)?.unwrap_or_default();
     Ok(Snapshot { flows, credentials, modules, env, settings })
 }
 
@@ -69,7 +69,7 @@ mod tests {
         std::fs::write(d.join("flows_cred.json"), br#"{"$":"00ff"}"#).unwrap();
         std::fs::write(d.join("package.json"), br#"{"name":"x","dependencies":{"node-red-contrib-y":"1.0.0"}}"#)
             .unwrap();
-        std::fs::write(d.join(SNAPSHOT_FILE), br#"{"env":{"SITE":"n"},"settings":{"functionTimeout":3}}"#).unwrap();
+        std::fs::write(DeployedSnapshot::path(d), br#"{"env":{"SITE":"n"},"settings":{"functionTimeout":3}}"#).unwrap();
         let s = capture(d).unwrap();
         assert_eq!(s.flows, vec![json!({"id": "n1", "type": "inject"})]);
         assert_eq!(s.credentials, Some(Credentials::NodeRed(json!({"$": "00ff"}))));

@@ -1,7 +1,6 @@
 //! What a snapshot's flows need and what modules provide: the node types used, the types a
-//! module's HTML registers, and the flows' hash. Pure.
+//! module's HTML registers. Pure. (The flows' hash is the protocol's: `redtether_proto::deployment::flows_hash`.)
 
-use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 
 /// Types that are not nodes: the editor's containers. `subflow:<id>` instances are provided by
@@ -43,11 +42,7 @@ pub fn types_registered_in_html(html: &str) -> BTreeSet<String> {
     found
 }
 
-/// SHA-256 (hex) of the flows as the deployment carries them, so the hub, the audit trail and
-/// the device name the same flows the same way.
-pub fn flows_hash(flows: &[serde_json::Value]) -> String {
-    hex::encode(Sha256::digest(serde_json::to_vec(flows).unwrap_or_default()))
-}
+pub use redtether_proto::deployment::flows_hash;
 
 #[cfg(test)]
 mod tests {
@@ -85,14 +80,5 @@ mod tests {
         assert_eq!(types, ["lower-case", "tpl", "upper case"]);
         assert!(types_registered_in_html("registerType(").is_empty());
         assert!(types_registered_in_html("registerType('unterminated").is_empty());
-    }
-
-    #[test]
-    fn the_hash_follows_the_flows() {
-        let a = vec![json!({"id": "a", "type": "inject"})];
-        let b = vec![json!({"id": "b", "type": "inject"})];
-        assert_eq!(flows_hash(&a), flows_hash(&a.clone()));
-        assert_ne!(flows_hash(&a), flows_hash(&b));
-        assert_eq!(flows_hash(&a).len(), 64);
     }
 }

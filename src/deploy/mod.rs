@@ -15,20 +15,20 @@
 
 mod apply;
 mod capture;
-pub mod credentials;
 pub mod flows;
 pub mod layout;
+pub mod node_red_credentials;
 mod nodered;
 mod state;
 
 pub use layout::Layout;
 pub use state::{DeployRecord, Report};
 
-use crate::audit::{Actor, AuditEvent, Auditor};
+use crate::audit::{Actor, AuditEvent, AuditKind, Auditor};
 use crate::config::Settings;
-use crate::protocol::DeployState;
 use crate::state_dir::StateDir;
 use crate::supervisor::{SupervisorHandle, UpstreamTokens};
+use redtether_proto::wire::DeployState;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -219,7 +219,7 @@ pub fn recover(dir: &StateDir) -> Option<AuditEvent> {
     }
     tracing::warn!(deployment = %applying.id, generation = %back_to, "{reason}");
     Some(
-        AuditEvent::new("deploy.rolled_back", Actor::System, "node-red")
+        AuditEvent::new(AuditKind::DeployRolledBack, Actor::System, "node-red")
             .with("deployment", applying.id)
             .with("number", applying.number)
             .with("flows_hash", applying.flows_hash)
@@ -260,7 +260,7 @@ mod tests {
         layout.point_at("g1").unwrap();
 
         let event = recover(&dir).expect("the rollback is audited");
-        assert_eq!(event.kind, "deploy.rolled_back");
+        assert_eq!(event.kind, AuditKind::DeployRolledBack);
         assert_eq!(event.detail["deployment"], "d1");
         assert_eq!(std::fs::read(layout.user_dir().join("flows.json")).unwrap(), b"old");
         assert!(!g1.exists(), "the interrupted generation is removed");

@@ -3,7 +3,6 @@
 //! the generation running and the last good one before it, an apply in progress, and the last
 //! outcome (reported to the hub again on every new control stream until it has it).
 
-use crate::protocol::DeployState;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -29,13 +28,8 @@ pub struct Applying {
     pub flows_hash: String,
 }
 
-/// A deployment's state as the hub is told.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Report {
-    pub id: String,
-    pub state: DeployState,
-    pub detail: serde_json::Value,
-}
+/// A deployment's state as the hub is told (the protocol's type: the last one is kept here too).
+pub use redtether_proto::wire::DeployReport as Report;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -82,6 +76,7 @@ impl DeployRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redtether_proto::wire::DeployState;
 
     #[test]
     fn a_missing_record_is_the_empty_one_and_a_saved_one_reads_back() {

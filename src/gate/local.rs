@@ -8,7 +8,7 @@ use super::decision::Local;
 use super::pipeline::{Pipeline, actor_of};
 use super::proxy::GateBody;
 use super::responses;
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, AuditKind};
 use crate::config::Role;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -100,7 +100,7 @@ async fn login(pipeline: &Pipeline, req: Request<Incoming>, ip: IpAddr) -> Respo
         return responses::unauthorized(false);
     };
     if role == Role::Dashboard {
-        let event = AuditEvent::new("access.denied", crate::audit::Actor::user(name.as_str()), path.as_str())
+        let event = AuditEvent::new(AuditKind::AccessDenied, crate::audit::Actor::user(name.as_str()), path.as_str())
             .with("reason", "role")
             .with("role", role.as_str())
             .with("method", "POST");
@@ -109,7 +109,7 @@ async fn login(pipeline: &Pipeline, req: Request<Incoming>, ip: IpAddr) -> Respo
     }
     let sessions = &pipeline.auth.sessions;
     let token = sessions.create(&name, role, SystemTime::now());
-    let event = AuditEvent::new("auth.login", crate::audit::Actor::user(name.as_str()), path.as_str())
+    let event = AuditEvent::new(AuditKind::AuthLogin, crate::audit::Actor::user(name.as_str()), path.as_str())
         .with("role", role.as_str())
         .with("addr", ip.to_string());
     pipeline.audit.record_or_log(event).await;
@@ -155,7 +155,7 @@ async fn tokens(pipeline: &Pipeline, req: Request<Incoming>, who: &Who, ip: IpAd
             let now = unix_now();
             match store.create(name, lifetime.as_secs(), field(&fields, "scope"), now) {
                 Ok((token, record)) => {
-                    let event = AuditEvent::new("token.created", actor, record.name.as_str())
+                    let event = AuditEvent::new(AuditKind::TokenCreated, actor, record.name.as_str())
                         .with("expires", record.expires)
                         .with("scope", record.scope.clone());
                     pipeline.audit.record_or_log(event).await;
@@ -172,7 +172,10 @@ async fn tokens(pipeline: &Pipeline, req: Request<Incoming>, who: &Who, ip: IpAd
         }
         (Method::DELETE, Some(name)) => match store.revoke(&name) {
             Ok(record) => {
-                pipeline.audit.record_or_log(AuditEvent::new("token.revoked", actor, record.name.as_str())).await;
+                pipeline
+                    .audit
+                    .record_or_log(AuditEvent::new(AuditKind::TokenRevoked, actor, record.name.as_str()))
+                    .await;
                 responses::json(StatusCode::OK, &json!({ "revoked": record.name }))
             }
             Err(e) => responses::json(StatusCode::NOT_FOUND, &json!({ "error": "not_found", "detail": e.to_string() })),
@@ -184,8 +187,8 @@ async fn tokens(pipeline: &Pipeline, req: Request<Incoming>, who: &Who, ip: IpAd
 pub fn token_json(t: &super::auth::tokens::TokenRecord) -> serde_json::Value {
     json!({
         "name": t.name,
-        "created": crate::rfc3339::format_seconds(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.created)),
-        "expires": crate::rfc3339::format_seconds(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.expires)),
+        "created": redtether_proto::time::format_seconds(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.created)),
+        "expires": redtether_proto::time::format_seconds(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.expires)),
         "expired": !super::auth::tokens::is_live(t.expires, unix_now()),
         "scope": t.scope,
     })

@@ -24,7 +24,6 @@ pub mod ratelimit;
 mod responses;
 mod server;
 pub mod space;
-pub mod tls;
 
 pub use decision::{NodeMode, Policy};
 pub use local::{token_json, unix_now};
@@ -44,5 +43,5 @@ pub enum GateError {
     },
     /// HTTPS was asked for and cannot be set up.
     #[error(transparent)]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] redtether_host::tls_server::TlsError),
 }

@@ -10,13 +10,13 @@ use super::proxy::{GateBody, Proxy};
 use super::ratelimit::Limiter;
 use super::space::{Space, space_of};
 use super::{local, responses};
-use crate::audit::{Actor, AuditEvent, Auditor};
+use crate::audit::{Actor, AuditEvent, AuditKind, Auditor};
 use crate::config::Role;
-use crate::protocol::assertion::{Assertion, AssertionError};
 use crate::supervisor::{GATE_TOKEN_HEADER, Perm, UpstreamTokens};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use redtether_proto::assertion::{Assertion, AssertionError};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -207,8 +207,8 @@ impl Pipeline {
         canonical: &Canonical,
     ) -> Response<GateBody> {
         let (kind, status) = match refusal {
-            AssertionError::OtherDevice => ("access.denied", StatusCode::FORBIDDEN),
-            _ => ("auth.failed", StatusCode::UNAUTHORIZED),
+            AssertionError::OtherDevice => (AuditKind::AccessDenied, StatusCode::FORBIDDEN),
+            _ => (AuditKind::AuthFailed, StatusCode::UNAUTHORIZED),
         };
         let event = AuditEvent::new(kind, Actor::anonymous(ip), canonical.path.as_str())
             .with("reason", refusal.reason())
@@ -226,7 +226,7 @@ impl Pipeline {
         method: &Method,
         path: &str,
     ) {
-        let mut event = AuditEvent::new("auth.failed", Actor::anonymous(ip), path)
+        let mut event = AuditEvent::new(AuditKind::AuthFailed, Actor::anonymous(ip), path)
             .with("reason", failure.reason)
             .with("method", method.as_str())
             .with("addr", ip.to_string());
@@ -256,7 +256,7 @@ impl Pipeline {
             Denial::CrossSite => (StatusCode::FORBIDDEN, "cross_site_request", "cross_site"),
             Denial::Protection => (StatusCode::FORBIDDEN, "protection_mode", "protection_mode"),
         };
-        let mut event = AuditEvent::new("access.denied", actor_of(who, ip), canonical.path.as_str())
+        let mut event = AuditEvent::new(AuditKind::AccessDenied, actor_of(who, ip), canonical.path.as_str())
             .with("reason", reason)
             .with("method", method.as_str())
             .with("addr", ip.to_string());
@@ -290,7 +290,7 @@ impl Pipeline {
         let mut response = self.proxy.forward(req, &canonical.path_and_query(), peer).await;
 
         if admin_write && response.status().is_success() {
-            let mut event = AuditEvent::new("admin.write", actor_of(who, peer.ip()), canonical.path.as_str())
+            let mut event = AuditEvent::new(AuditKind::AdminWrite, actor_of(who, peer.ip()), canonical.path.as_str())
                 .with("method", method.as_str())
                 .with("status", response.status().as_u16());
             if deploy {

@@ -2,8 +2,8 @@
 //! private key (made on the device, never sent anywhere), its certificate, the hub's CA, and
 //! where the hub is.
 
-use crate::pki::{CertInfo, PkiError, cert_info, pem_to_der};
 use crate::state_dir::{StateDir, StateDirError, write_private};
+use redtether_pki::{CertInfo, PkiError, cert_info, pem_to_der};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 

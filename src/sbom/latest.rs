@@ -313,7 +313,7 @@ fn push_properties(object: &mut Value, properties: Vec<Value>) {
 }
 
 fn rfc3339(secs: u64) -> String {
-    crate::rfc3339::format_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+    redtether_proto::time::format_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 #[cfg(test)]

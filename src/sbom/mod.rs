@@ -121,7 +121,7 @@ pub fn generate(settings: &Settings) -> Result<serde_json::Value, SbomError> {
 
     let mut random = [0u8; 16];
     rand::fill(&mut random[..]);
-    let timestamp = crate::rfc3339::format_seconds(std::time::SystemTime::now());
+    let timestamp = redtether_proto::time::format_seconds(std::time::SystemTime::now());
     let facts = document::Facts {
         node_red: &node_red,
         node_version: &node_version,

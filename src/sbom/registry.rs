@@ -285,7 +285,7 @@ fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
     if added == 0 {
         return Err(format!("{} holds no usable CA certificate", bundle.display()));
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(crate::pki::tls::provider())
+    let mut config = rustls::ClientConfig::builder_with_provider(redtether_pki::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)

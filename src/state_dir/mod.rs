@@ -1,4 +1,5 @@
-//! The state directory: its layout, its lock, and how private files in it are written.
+//! The agent's state directory: its layout on top of the daemon's state directory
+//! (`redtether_host::state_dir`: the lock, the control socket, private files).
 //!
 //! ```text
 //! <state_dir>/                 0700
@@ -11,69 +12,59 @@
 //!   gate-tls/                  the gate's self-signed certificate, when asked for
 //!   runtime/                   Node-RED installed by npm (node_modules/node-red)
 //!   node-red.instance          marker of the last Node-RED run (see supervisor::leftovers)
-//!   node-red/                  Node-RED's userDir: flows.json, flows_cred.json, settings.js (0600)
+//!   node-red/                  Node-RED's userDir: flows.json, flows_cred.json, settings.js (0600);
+//!                              after the first deployment a symlink into node-red.d/
+//!   node-red.d/g<N>/           snapshot generations (see deploy::layout)
+//!   deploy/                    the deployer's state
+//!   identity/                  the tunnel identity (see identity)
 //! ```
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+mod deployed;
 
-/// Errors of the state directory: each names the path it failed on.
-#[derive(Debug, thiserror::Error)]
-pub enum StateDirError {
-    /// A file or directory could not be created, read or written.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// Another agent holds the lock on this state directory.
-    #[error("another redtether agent is already running with state directory {}", .0.display())]
-    Locked(PathBuf),
-}
+pub use deployed::{DeployedSnapshot, DeployedSnapshotError};
+pub use redtether_host::state_dir::{StateDirError, StateLock, random_secret, write_private};
+use std::fs;
+use std::ops::Deref;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateDirError + '_ {
-    move |source| StateDirError::Io { path: path.to_path_buf(), source }
-}
+/// Where deployed snapshot generations live; once it exists, the user dir is a symlink into it.
+pub const GENERATIONS: &str = "node-red.d";
+/// The file in a deployed generation that describes it (see `deploy::layout`).
+pub const SNAPSHOT_FILE: &str = "redtether-snapshot.json";
 
-/// Paths inside one state directory.
+/// Paths inside the agent's state directory.
 #[derive(Debug, Clone)]
-pub struct StateDir {
-    root: PathBuf,
+pub struct StateDir(redtether_host::state_dir::StateDir);
+
+impl Deref for StateDir {
+    type Target = redtether_host::state_dir::StateDir;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl StateDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        StateDir { root: root.into() }
+        StateDir(redtether_host::state_dir::StateDir::new(root))
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-    pub fn control_socket(&self) -> PathBuf {
-        self.root.join("control.sock")
-    }
-    pub fn lock_file(&self) -> PathBuf {
-        self.root.join("lock")
-    }
     pub fn credential_secret(&self) -> PathBuf {
-        self.root.join("credential-secret")
+        self.root().join("credential-secret")
     }
     /// The audit journal (a sled database).
     pub fn audit_dir(&self) -> PathBuf {
-        self.root.join("audit")
+        self.root().join("audit")
     }
     /// Bearer tokens (hashed), 0600.
     pub fn tokens_file(&self) -> PathBuf {
-        self.root.join("tokens.json")
+        self.root().join("tokens.json")
     }
     pub fn runtime_dir(&self) -> PathBuf {
-        self.root.join("runtime")
+        self.root().join("runtime")
     }
     pub fn node_red_user_dir(&self) -> PathBuf {
-        self.root.join("node-red")
+        self.root().join("node-red")
     }
     pub fn node_red_settings(&self) -> PathBuf {
         self.node_red_user_dir().join("settings.js")
@@ -81,90 +72,24 @@ impl StateDir {
     /// Names the current Node-RED run (the marker in its environment), so an agent that
     /// restarts after being killed can end what the previous one left running.
     pub fn node_red_instance_file(&self) -> PathBuf {
-        self.root.join("node-red.instance")
+        self.root().join("node-red.instance")
     }
 
     /// Creates the directory tree (0700) if it is missing.
     pub fn create(&self) -> Result<(), StateDirError> {
-        let builder = || {
-            let mut b = fs::DirBuilder::new();
-            b.recursive(true).mode(0o700);
-            b
-        };
-        builder().create(&self.root).map_err(io_err(&self.root))?;
+        self.0.create()?;
         // Once deployments began, the user dir is a symlink to a snapshot generation, and a
         // missing one is restored by the deployer's recovery, not replaced by an empty folder.
         let user_dir = self.node_red_user_dir();
-        if fs::symlink_metadata(&user_dir).is_err() && !self.root.join(crate::deploy::layout::GENERATIONS).exists() {
-            builder().create(&user_dir).map_err(io_err(&user_dir))?;
+        if fs::symlink_metadata(&user_dir).is_err() && !self.root().join(GENERATIONS).exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&user_dir)
+                .map_err(|source| StateDirError::Io { path: user_dir.clone(), source })?;
         }
         Ok(())
     }
-
-    /// Takes the agent's exclusive lock; held until the returned guard is dropped.
-    pub fn lock(&self) -> Result<StateLock, StateDirError> {
-        let path = self.lock_file();
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(StateLock { _lock: lock }),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StateDirError::Locked(self.root.clone())),
-            Err((_, errno)) => Err(StateDirError::Io { path, source: errno.into() }),
-        }
-    }
-
-    /// Reads a secret file, or creates it with `make()` (0600) when it does not exist yet.
-    pub fn read_or_create_secret(&self, path: &Path, make: impl FnOnce() -> String) -> Result<String, StateDirError> {
-        match fs::read_to_string(path) {
-            Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
-            Ok(_) => self.replace_secret(path, make),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => self.replace_secret(path, make),
-            Err(e) => Err(io_err(path)(e)),
-        }
-    }
-
-    fn replace_secret(&self, path: &Path, make: impl FnOnce() -> String) -> Result<String, StateDirError> {
-        let value = make();
-        write_private(path, value.as_bytes())?;
-        Ok(value)
-    }
-}
-
-/// The held state-directory lock.
-#[derive(Debug)]
-pub struct StateLock {
-    _lock: nix::fcntl::Flock<File>,
-}
-
-/// Writes `contents` to `path` atomically (temp file, fsync, rename) with mode 0600, so a reader
-/// or a power cut never sees half a file and no other user ever can read it.
-pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), StateDirError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp =
-        dir.join(format!(".{}.tmp", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
-    let mut file =
-        OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp).map_err(io_err(&tmp))?;
-    // The mode above only applies to new files; an old temp file could have other bits.
-    file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io_err(&tmp))?;
-    file.write_all(contents).map_err(io_err(&tmp))?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))?;
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-/// A random secret of `bytes` bytes, hex-encoded.
-pub fn random_secret(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::fill(&mut buf[..]);
-    hex::encode(buf)
 }
 
 #[cfg(test)]
@@ -172,38 +97,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn private_files_are_0600_and_replaced_whole() {
+    fn the_user_dir_is_made_until_deployments_began() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("secret");
-        write_private(&path, b"one").unwrap();
-        write_private(&path, b"two").unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"two");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-    }
-
-    #[test]
-    fn secret_is_created_once_then_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let sd = StateDir::new(dir.path());
-        let first = sd.read_or_create_secret(&sd.credential_secret(), || "abc".into()).unwrap();
-        let second = sd.read_or_create_secret(&sd.credential_secret(), || "other".into()).unwrap();
-        assert_eq!((first.as_str(), second.as_str()), ("abc", "abc"));
-    }
-
-    #[test]
-    fn second_lock_is_refused_while_first_is_held() {
-        let dir = tempfile::tempdir().unwrap();
-        let sd = StateDir::new(dir.path());
+        let sd = StateDir::new(dir.path().join("state"));
         sd.create().unwrap();
-        let held = sd.lock().unwrap();
-        assert!(matches!(sd.lock(), Err(StateDirError::Locked(_))));
-        drop(held);
-        sd.lock().unwrap();
-    }
-
-    #[test]
-    fn random_secrets_differ() {
-        assert_ne!(random_secret(16), random_secret(16));
-        assert_eq!(random_secret(16).len(), 32);
+        assert!(sd.node_red_user_dir().is_dir());
+        let other = StateDir::new(dir.path().join("deployed"));
+        std::fs::create_dir_all(other.root().join(GENERATIONS)).unwrap();
+        other.create().unwrap();
+        assert!(!other.node_red_user_dir().exists(), "recovery restores it, not create");
     }
 }

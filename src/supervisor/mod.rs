@@ -18,12 +18,11 @@ mod logs;
 pub mod policy;
 mod runner;
 pub mod settings_js;
-mod status;
 
 pub use credential::{Perm, UpstreamTokens};
+pub use redtether_proto::wire::{NodeRedState, NodeRedStatus};
 pub use runner::{Supervisor, SupervisorHandle};
 pub use settings_js::{ADMIN_ROOT, GATE_TOKEN_HEADER};
-pub use status::{NodeRedState, NodeRedStatus};
 
 /// Errors a caller of the supervisor can see.
 #[derive(Debug, thiserror::Error)]

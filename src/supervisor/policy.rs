@@ -1,7 +1,7 @@
 //! When to restart Node-RED after it died: the backoff attempt counter, the crash-loop window,
 //! and the reset after a long healthy run. Pure: time and randomness come in as arguments.
 
-use crate::backoff::Backoff;
+use redtether_proto::backoff::Backoff;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 

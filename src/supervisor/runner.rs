@@ -6,12 +6,13 @@ use super::health::{HealthLimits, Probe, Verdict, verdict};
 use super::launch::launch_spec;
 use super::policy::{PolicyConfig, RestartPolicy};
 use super::settings_js::{GATE_TOKEN_HEADER, SettingsJs};
-use super::status::{NodeRedState, NodeRedStatus};
+use super::{NodeRedState, NodeRedStatus};
 use super::{SupervisorError, install, leftovers, logs};
-use crate::audit::{Actor, AuditEvent, Auditor};
-use crate::backoff::{Backoff, jitter};
+use crate::audit::{Actor, AuditEvent, AuditKind, Auditor};
 use crate::config::{NodeRedLaunch, NodeRedSettings};
+use crate::state_dir::DeployedSnapshot;
 use crate::state_dir::{StateDir, write_private};
+use redtether_proto::backoff::{Backoff, jitter};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -154,7 +155,7 @@ impl Supervisor {
             let end = match self.start(red_js) {
                 Ok((process, port, instance)) => {
                     let mut process = process;
-                    let started = AuditEvent::new("nodered.started", Actor::System, "node-red")
+                    let started = AuditEvent::new(AuditKind::NodeRedStarted, Actor::System, "node-red")
                         .with("pid", process.pid())
                         .with("port", port)
                         .with("restarts", self.spawns.saturating_sub(1));
@@ -187,7 +188,7 @@ impl Supervisor {
                     if plan.crash_loop {
                         tracing::error!(restart_in = %fmt(plan.delay), recent_crashes = policy.recent_crashes(), "Node-RED is in a crash loop");
                         if self.status.borrow().state != NodeRedState::CrashLoop {
-                            let event = AuditEvent::new("nodered.crash_loop", Actor::System, "node-red")
+                            let event = AuditEvent::new(AuditKind::NodeRedCrashLoop, Actor::System, "node-red")
                                 .with("recent_crashes", policy.recent_crashes())
                                 .with("retry_every_seconds", plan.delay.as_secs());
                             self.audit.record_or_log(event).await;
@@ -386,7 +387,7 @@ impl Supervisor {
             }
         };
         use std::os::unix::process::ExitStatusExt;
-        let exited = AuditEvent::new("nodered.exited", Actor::System, "node-red")
+        let exited = AuditEvent::new(AuditKind::NodeRedExited, Actor::System, "node-red")
             .with("pid", pid)
             .with("reason", reason)
             .with("code", status.and_then(|s| s.code()))
@@ -475,14 +476,12 @@ fn fmt(d: Duration) -> String {
 fn deployed_overrides(
     user_dir: &std::path::Path,
 ) -> (Vec<(String, String)>, serde_json::Map<String, serde_json::Value>) {
-    let Ok(bytes) = std::fs::read(user_dir.join(crate::deploy::SNAPSHOT_FILE)) else { return Default::default() };
-    let Ok(snapshot) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        tracing::warn!("the deployed snapshot's overrides are unreadable; starting without them");
-        return Default::default();
-    };
-    let env = snapshot["env"]
-        .as_object()
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
-        .unwrap_or_default();
-    (env, snapshot["settings"].as_object().cloned().unwrap_or_default())
+    match DeployedSnapshot::read(user_dir) {
+        Ok(Some(snapshot)) => (snapshot.env.into_iter().collect(), snapshot.settings),
+        Ok(None) => Default::default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "the deployed snapshot's overrides are unreadable; starting without them");
+            Default::default()
+        }
+    }
 }

@@ -50,7 +50,7 @@ impl SettingsJs<'_> {
         for (key, value) in self.overrides {
             // Checked when the deployment was accepted; checked again because this file is
             // what Node-RED obeys.
-            if crate::protocol::deployment::OVERRIDABLE_SETTINGS.contains(&key.as_str()) {
+            if redtether_proto::deployment::OVERRIDABLE_SETTINGS.contains(&key.as_str()) {
                 settings[key] = value.clone();
             }
         }

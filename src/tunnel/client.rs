@@ -1,27 +1,24 @@
 //! The reconnect loop: load the identity, connect, run the session, and after it ends wait out
-//! the backoff before the next attempt.
+//! the delay the protocol's reconnect machine (`redtether_proto::session::Link`) decides.
 
 use super::forwarded::Forwarding;
-use super::session::{Session, SessionEnd};
+use super::session::{Session, closed_of};
 use super::{TunnelState, TunnelStatus};
-use crate::audit::{Actor, AuditEvent, Auditor};
-use crate::backoff::{Backoff, jitter};
+use crate::audit::{Actor, AuditEvent, AuditKind, Auditor};
 use crate::deploy::DeployHandle;
 use crate::gate::Pipeline;
 use crate::identity::Identity;
-use crate::protocol::{ALPN, codes};
 use crate::state_dir::StateDir;
 use crate::supervisor::SupervisorHandle;
+use redtether_proto::backoff::jitter;
+use redtether_proto::session::{Ending, Link, Outcome, classify};
+use redtether_proto::wire::{ALPN, codes};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A session this long resets the backoff.
-const HEALTHY: Duration = Duration::from_secs(60);
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
@@ -61,10 +58,19 @@ pub struct Tunnel {
     reload: Arc<Notify>,
 }
 
-enum Attempt {
-    Ended(SessionEnd, Duration),
-    Refused(String),
-    Failed(String),
+/// What one attempt came to, and why (for the status and the log).
+struct Attempt {
+    outcome: Outcome,
+    reason: String,
+}
+
+impl Attempt {
+    fn unreachable(reason: impl ToString) -> Attempt {
+        Attempt { outcome: Outcome::Unreachable, reason: reason.to_string() }
+    }
+    fn refused(reason: impl ToString) -> Attempt {
+        Attempt { outcome: Outcome::Refused, reason: reason.to_string() }
+    }
 }
 
 impl Tunnel {
@@ -90,8 +96,7 @@ impl Tunnel {
     }
 
     pub async fn run(self, cancel: CancellationToken) {
-        let backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
-        let mut attempt = 0u32;
+        let mut link = Link::default();
         let mut endpoint: Option<quinn::Endpoint> = None;
         loop {
             let identity = match Identity::load(&self.parts.dir) {
@@ -113,51 +118,34 @@ impl Tunnel {
                 }
             };
             // (The watch's read guard must be gone before `set` takes the write side.)
-            let (state, last_error) = {
-                let s = self.status.borrow();
-                (s.state, s.last_error.clone())
-            };
-            if state != TunnelState::AuthFailed {
-                self.set(TunnelState::Connecting, Some(&identity), last_error);
+            let last_error = self.status.borrow().last_error.clone();
+            self.set(link.connecting_state(), Some(&identity), last_error);
+            let attempt = self.attempt(&identity, &mut endpoint, &cancel).await;
+            let decision = link.on_outcome(attempt.outcome, jitter());
+            match attempt.outcome {
+                Outcome::Refused | Outcome::Ended { ending: Ending::Refused, .. } => {
+                    tracing::error!(hub = %identity.info.hub, reason = %attempt.reason, "the hub refused this device's certificate; re-enroll (`redtether enroll`)");
+                }
+                Outcome::Unreachable => {
+                    tracing::debug!(hub = %identity.info.hub, reason = %attempt.reason, "tunnel connection attempt failed")
+                }
+                Outcome::Ended { .. } => {}
             }
-            let delay = match self.attempt(&identity, &mut endpoint, &cancel).await {
-                Attempt::Ended(end, lasted) => {
-                    if lasted >= HEALTHY || end == SessionEnd::HubRestarted {
-                        attempt = 0;
-                    }
-                    if end == SessionEnd::Cancelled {
-                        break;
-                    }
-                    let delay = backoff.delay(attempt, jitter());
-                    attempt = attempt.saturating_add(1);
-                    delay
-                }
-                Attempt::Refused(reason) => {
-                    tracing::error!(hub = %identity.info.hub, %reason, "the hub refused this device's certificate; re-enroll (`redtether enroll`)");
-                    // Audited when it starts, not at every retry (one every 30 s while it lasts).
-                    let already = self.status.borrow().state == TunnelState::AuthFailed;
-                    if !already {
-                        let event = AuditEvent::new("tunnel.auth_failed", Actor::System, identity.info.hub.as_str())
-                            .with("reason", reason.as_str());
-                        self.parts.audit.record_or_log(event).await;
-                    }
-                    self.set(TunnelState::AuthFailed, Some(&identity), Some(reason));
-                    BACKOFF_MAX
-                }
-                Attempt::Failed(reason) => {
-                    tracing::debug!(hub = %identity.info.hub, %reason, "tunnel connection attempt failed");
-                    if self.status.borrow().state != TunnelState::AuthFailed {
-                        self.set(TunnelState::Connecting, Some(&identity), Some(reason));
-                    }
-                    let delay = backoff.delay(attempt, jitter());
-                    attempt = attempt.saturating_add(1);
-                    delay
-                }
-            };
+            // Audited when a refusal spell starts, not at every retry (one every 30 s).
+            if decision.audit_refusal {
+                let event = AuditEvent::new(AuditKind::TunnelAuthFailed, Actor::System, identity.info.hub.as_str())
+                    .with("reason", attempt.reason.as_str());
+                self.parts.audit.record_or_log(event).await;
+            }
+            let Some(delay) = decision.retry_in else { break };
+            // While refused, a hub that cannot be reached leaves the refusal as the last error.
+            if !(attempt.outcome == Outcome::Unreachable && decision.state == TunnelState::AuthFailed) {
+                self.set(decision.state, Some(&identity), Some(attempt.reason));
+            }
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}
-                _ = self.reload.notified() => attempt = 0,
+                _ = self.reload.notified() => link.reset(),
             }
         }
         if let Some(endpoint) = endpoint {
@@ -174,37 +162,45 @@ impl Tunnel {
     ) -> Attempt {
         let (addr, server_name) = match super::enroll::resolve(&identity.info.hub).await {
             Ok(pair) => pair,
-            Err(e) => return Attempt::Failed(e.to_string()),
+            Err(e) => return Attempt::unreachable(e),
         };
         // An expired certificate will be refused; say so plainly instead of trying.
         if let Ok(cert) = identity.certificate()
             && cert.not_after <= SystemTime::now()
         {
-            let at = crate::rfc3339::format_seconds(cert.not_after);
-            return Attempt::Refused(format!(
+            let at = redtether_proto::time::format_seconds(cert.not_after);
+            return Attempt::refused(format!(
                 "the device certificate expired at {at}; re-enroll with `redtether enroll`"
             ));
         }
         let config = match client_config(identity, self.parts.keepalive) {
             Ok(c) => c,
-            Err(e) => return Attempt::Refused(format!("identity unusable: {e}")),
+            Err(e) => return Attempt::refused(format!("identity unusable: {e}")),
         };
         if endpoint.is_none() {
             match super::enroll::client_endpoint(&addr) {
                 Ok(e) => *endpoint = Some(e),
-                Err(e) => return Attempt::Failed(e.to_string()),
+                Err(e) => return Attempt::unreachable(e),
             }
         }
-        let Some(ep) = endpoint.as_ref() else { return Attempt::Failed("no endpoint".into()) };
+        let Some(ep) = endpoint.as_ref() else { return Attempt::unreachable("no endpoint") };
         let connecting = match ep.connect_with(config, addr, &server_name) {
             Ok(c) => c,
-            Err(e) => return Attempt::Failed(e.to_string()),
+            Err(e) => return Attempt::unreachable(e),
         };
         let connection = tokio::select! {
-            _ = cancel.cancelled() => return Attempt::Ended(SessionEnd::Cancelled, Duration::ZERO),
+            _ = cancel.cancelled() => {
+                let outcome = Outcome::Ended { ending: Ending::Cancelled, lasted: Duration::ZERO };
+                return Attempt { outcome, reason: "agent stopping".into() };
+            }
             result = tokio::time::timeout(CONNECT_TIMEOUT, connecting) => match result {
-                Err(_) => return Attempt::Failed("no answer from the hub".into()),
-                Ok(Err(e)) => return classify(e),
+                Err(_) => return Attempt::unreachable("no answer from the hub"),
+                // A TLS alert or the hub's refusal codes mean the identity is the problem;
+                // anything else is the network.
+                Ok(Err(e)) => return match classify(closed_of(&e)) {
+                    Ending::Refused => Attempt::refused(e),
+                    _ => Attempt::unreachable(e),
+                },
                 Ok(Ok(c)) => c,
             },
         };
@@ -214,10 +210,11 @@ impl Tunnel {
         tracing::info!(hub = %identity.info.hub, "tunnel up");
         self.parts
             .audit
-            .record_or_log(AuditEvent::new("tunnel.connected", Actor::System, identity.info.hub.as_str()))
+            .record_or_log(AuditEvent::new(AuditKind::TunnelConnected, Actor::System, identity.info.hub.as_str()))
             .await;
         let session = Session {
             connection: connection.clone(),
+            hub: identity.info.hub.clone(),
             forwarding: Arc::new(Forwarding::new(
                 Arc::clone(&self.parts.gate),
                 &identity.info.device_id,
@@ -226,51 +223,37 @@ impl Tunnel {
             streams: TaskTracker::new(),
             parts: &self.parts,
         };
-        let (end, reason) = session.run(cancel).await;
+        let (ending, reason) = session.run(cancel).await;
         tracing::info!(hub = %identity.info.hub, %reason, "tunnel down");
-        let event = AuditEvent::new("tunnel.disconnected", Actor::System, identity.info.hub.as_str())
+        let event = AuditEvent::new(AuditKind::TunnelDisconnected, Actor::System, identity.info.hub.as_str())
             .with("reason", reason.as_str());
         self.parts.audit.record_or_log(event).await;
-        if end == SessionEnd::Refused {
-            return Attempt::Refused(reason);
-        }
-        self.set(TunnelState::Connecting, Some(identity), Some(reason));
-        Attempt::Ended(end, started.elapsed())
+        Attempt { outcome: Outcome::Ended { ending, lasted: started.elapsed() }, reason }
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientConfigError {
+    #[error(transparent)]
+    Tls(#[from] redtether_pki::PkiError),
+    #[error("QUIC crypto: {0}")]
+    Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    #[error("idle timeout: {0}")]
+    Timeout(#[from] quinn::VarIntBoundsExceeded),
 }
 
 /// The QUIC client configuration of the tunnel (public so the benchmark's simulated agents use
 /// exactly the agent's).
-pub fn client_config(identity: &Identity, keepalive: Duration) -> Result<quinn::ClientConfig, String> {
-    let tls = crate::pki::tls::agent_client(&identity.ca_pem, &identity.cert_pem, &identity.key_pem, ALPN)
-        .map_err(|e| e.to_string())?;
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+pub fn client_config(identity: &Identity, keepalive: Duration) -> Result<quinn::ClientConfig, ClientConfigError> {
+    let tls = redtether_pki::tls::agent_client(&identity.ca_pem, &identity.cert_pem, &identity.key_pem, ALPN)?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     // Keep-alives keep NAT bindings open on cellular links, notice a dead path, and reach a
     // restarted hub, whose stateless reset tells the agent to reconnect at once.
     transport.keep_alive_interval(Some(keepalive));
-    transport.max_idle_timeout(Some(
-        Duration::from_secs(30).try_into().map_err(|e: quinn::VarIntBoundsExceeded| e.to_string())?,
-    ));
+    transport.max_idle_timeout(Some(Duration::from_secs(30).try_into()?));
     transport.max_concurrent_uni_streams(0u32.into());
     config.transport_config(Arc::new(transport));
     Ok(config)
-}
-
-/// A TLS alert (a refused certificate, either way) or the hub's refusal codes mean the
-/// identity is the problem; anything else is the network.
-fn classify(e: quinn::ConnectionError) -> Attempt {
-    use quinn::ConnectionError as E;
-    let crypto = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
-    match &e {
-        E::TransportError(t) if crypto(t.code) => Attempt::Refused(e.to_string()),
-        E::ConnectionClosed(c) if crypto(c.error_code) => Attempt::Refused(e.to_string()),
-        E::ApplicationClosed(c)
-            if [codes::CERTIFICATE_REQUIRED, codes::REVOKED].map(u64::from).contains(&c.error_code.into_inner()) =>
-        {
-            Attempt::Refused(e.to_string())
-        }
-        _ => Attempt::Failed(e.to_string()),
-    }
 }

@@ -3,9 +3,11 @@
 //! identity.
 
 use crate::identity::{HubInfo, Identity, IdentityError};
-use crate::pki::{device_key_and_csr, normalise_fingerprint};
-use crate::protocol::{ENROLL_ALPN, EnrollRefusal, Frame, FrameDecoder, encode};
 use crate::state_dir::StateDir;
+use redtether_pki::{device_key_and_csr, normalise_fingerprint};
+use redtether_proto::wire::{
+    ENROLL_ALPN, EnrollRefusal, EnrollRequest, EnrollResponse, FrameDecoder, MAX_FRAME, encode,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,8 +65,8 @@ pub async fn enroll(hub: &str, token: &str, ca_fingerprint: &str, dir: &StateDir
         normalise_fingerprint(ca_fingerprint).ok_or_else(|| EnrollError::BadFingerprint(ca_fingerprint.to_string()))?;
     let (addr, server_name) = resolve(hub).await?;
     let (key_pem, csr_pem) = device_key_and_csr().map_err(|e| EnrollError::Key(e.to_string()))?;
-    let tls =
-        crate::pki::tls::enroll_client(&fingerprint, ENROLL_ALPN).map_err(|e| EnrollError::Protocol(e.to_string()))?;
+    let tls = redtether_pki::tls::enroll_client(&fingerprint, ENROLL_ALPN)
+        .map_err(|e| EnrollError::Protocol(e.to_string()))?;
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| EnrollError::Protocol(e.to_string()))?;
     let endpoint =
@@ -98,8 +100,8 @@ pub async fn enroll(hub: &str, token: &str, ca_fingerprint: &str, dir: &StateDir
         ca_pem,
     };
     // The CA sent must be the one pinned: nothing else is trusted later.
-    let sent = crate::pki::pem_to_der(&identity.ca_pem)
-        .map(|d| crate::pki::fingerprint(&d))
+    let sent = redtether_pki::pem_to_der(&identity.ca_pem)
+        .map(|d| redtether_pki::fingerprint(&d))
         .map_err(|e| EnrollError::Protocol(e.to_string()))?;
     if sent != identity.info.ca_fingerprint {
         return Err(EnrollError::NotPinned("the hub sent a different CA than the one it was verified with".into()));
@@ -115,19 +117,19 @@ async fn exchange(
 ) -> Result<(String, String, String, String), EnrollError> {
     let protocol = |e: &dyn std::fmt::Display| EnrollError::Protocol(e.to_string());
     let (mut send, mut recv) = connection.open_bi().await.map_err(|e| protocol(&e))?;
-    send.write_all(&encode(&Frame::Enroll { token: token.to_string(), csr_pem: csr_pem.to_string() }))
+    send.write_all(&encode(&EnrollRequest::Enroll { token: token.to_string(), csr_pem: csr_pem.to_string() }))
         .await
         .map_err(|e| protocol(&e))?;
     send.finish().map_err(|e| protocol(&e))?;
-    let bytes = recv.read_to_end(crate::protocol::MAX_FRAME + 4).await.map_err(|e| protocol(&e))?;
+    let bytes = recv.read_to_end(MAX_FRAME + 4).await.map_err(|e| protocol(&e))?;
     let mut decoder = FrameDecoder::default();
     decoder.feed(&bytes);
-    match decoder.next_frame().map_err(|e| protocol(&e))? {
-        Some(Frame::Enrolled { device_id, cert_pem, ca_pem, hub_signing_key }) => {
+    match decoder.next_message::<EnrollResponse>().map_err(|e| protocol(&e))? {
+        Some(EnrollResponse::Enrolled { device_id, cert_pem, ca_pem, hub_signing_key }) => {
             Ok((device_id, cert_pem, ca_pem, hub_signing_key))
         }
-        Some(Frame::EnrollRefused { reason }) => Err(EnrollError::Refused(reason)),
-        other => Err(EnrollError::Protocol(format!("unexpected answer {other:?}"))),
+        Some(EnrollResponse::EnrollRefused { reason }) => Err(EnrollError::Refused(reason)),
+        None => Err(EnrollError::Protocol("the hub closed the stream without an answer".into())),
     }
 }
 

@@ -6,8 +6,8 @@
 //! only ever reached through the gate.
 
 use crate::gate::{Caller, Pipeline, platform_user, serve_platform_stream};
-use crate::protocol::assertion::{self, AssertionError};
-use crate::protocol::{FrameDecoder, StreamHeader, codes};
+use redtether_proto::assertion::{self, AssertionError};
+use redtether_proto::wire::{FrameDecoder, StreamHeader, StreamKind, codes};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,13 +63,9 @@ impl Forwarding {
                 return;
             }
         };
-        if header.kind != "http" {
-            tracing::warn!(kind = %header.kind, "a forwarded stream of an unknown kind; closed");
-            let _ = send.reset(codes::UNEXPECTED_FRAME.into());
-            let _ = recv.stop(codes::UNEXPECTED_FRAME.into());
-            return;
-        }
-        let caller = self.caller(hub, &header, crate::gate::unix_now());
+        // (The only kind there is: a header naming another one does not decode.)
+        let StreamKind::Http = header.kind;
+        let caller = self.caller(hub, &header, redtether_proto::time::unix_now());
         if let Caller::Platform { user: Err(e), .. } = &caller {
             tracing::warn!(reason = e.reason(), "a forwarded stream with a refused assertion");
         }

@@ -9,29 +9,20 @@ mod forwarded;
 mod renew;
 mod session;
 
-pub use client::{Tunnel, TunnelHandle, TunnelParts, client_config};
+pub use client::{ClientConfigError, Tunnel, TunnelHandle, TunnelParts, client_config};
 pub use forwarded::Forwarding;
 
 use serde::{Deserialize, Serialize};
 use std::time::SystemTime;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TunnelState {
-    /// Not enrolled: no tunnel to keep.
-    Offline,
-    Connecting,
-    Online,
-    /// The hub refused the device's certificate (revoked, expired, another CA): re-enroll.
-    AuthFailed,
-}
+pub use redtether_proto::session::TunnelState;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TunnelStatus {
     pub state: TunnelState,
     pub hub: Option<String>,
     pub device_id: Option<String>,
-    #[serde(with = "crate::rfc3339")]
+    #[serde(with = "redtether_proto::time::rfc3339")]
     pub since: SystemTime,
     pub last_error: Option<String>,
     /// Successful connections since the agent started.

@@ -84,7 +84,7 @@ impl TokenStore {
                 Err(e) => {
                     let aside = path.with_extension(format!(
                         "corrupt-{}",
-                        crate::rfc3339::format_seconds(std::time::SystemTime::now())
+                        redtether_proto::time::format_seconds(std::time::SystemTime::now())
                     ));
                     let _ = std::fs::rename(path, &aside);
                     tracing::error!(path = %path.display(), moved_to = %aside.display(), error = %e, "token file unreadable; starting with no tokens");

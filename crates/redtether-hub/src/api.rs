@@ -1,0 +1,223 @@
+//! The operator API (JSON over HTTP, optionally HTTPS): `Authorization: Bearer <operator
+//! token>`; viewers read, members and owners also command devices.
+//!
+//! - `GET /api/devices` — every enrolled device: id, online, last_seen, agent_version, node_red
+//! - `GET /api/devices/{id}` — one device, with the status it last pushed
+//! - `POST /api/devices/{id}/restart` — restart its Node-RED; the answer carries the result
+//! - `GET /api/devices/{id}/audit[?after=SEQ][&kind=K][&source=device|hub]` — the device's
+//!   delivered audit events and what the hub recorded about it (see `audit_view`)
+//! - deployments, snapshots and SBOMs (see `deploy_api`)
+//! - `ANY /devices/{id}/editor/{path}` — the device's editor through the tunnel (see `editor`)
+
+use crate::audit_view::{AuditQuery, merge};
+use crate::registry::{CommandError, Registry};
+use crate::store::{DeviceRecord, HubStore, OperatorRecord, OperatorRole};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use redtether_proto::audit::HubEventKind;
+use redtether_proto::wire::Command;
+use serde_json::json;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// How long a command may take on the device.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Api {
+    pub store: Arc<HubStore>,
+    pub registry: Registry,
+    /// Signs the assertions of who an operator is, for the devices' gates.
+    pub signer: Arc<ring::signature::Ed25519KeyPair>,
+    /// Owns the remote editor's stream and websocket tasks.
+    pub tasks: tokio_util::task::TaskTracker,
+    /// The API is HTTPS: the editor login cookie is `Secure`.
+    pub secure_cookies: bool,
+}
+
+/// Bodies of the API's answers: its own JSON, or a device's answer streamed through.
+pub type ApiBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+pub(super) fn boxed(r: Response<Full<Bytes>>) -> Response<ApiBody> {
+    use http_body_util::BodyExt;
+    r.map(|b| b.map_err(|never| match never {}).boxed())
+}
+
+pub(super) fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap_or_default())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    r
+}
+
+pub(super) fn error(status: StatusCode, code: &str) -> Response<Full<Bytes>> {
+    json_response(status, json!({ "error": code }))
+}
+
+fn accepts_html(headers: &http::HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
+}
+
+fn time(unix: Option<u64>) -> serde_json::Value {
+    unix.map(|s| redtether_proto::time::format_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(s)).into())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+impl Api {
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ApiBody>, Infallible> {
+        if req.uri().path() == "/login" {
+            return Ok(self.login(req).await);
+        }
+        if let Some((device, path)) = crate::editor::target(req.uri().path()) {
+            // The header, or for a browser the login cookie (editor routes only).
+            let cookie = crate::login::token_from_cookie(req.headers()).and_then(|t| self.operator_by_token(t));
+            let Some(operator) = self.operator(&req).or(cookie) else {
+                let mut r = boxed(error(StatusCode::UNAUTHORIZED, "unauthorized"));
+                if req.method() == http::Method::GET
+                    && accepts_html(req.headers())
+                    && let Ok(v) = header::HeaderValue::from_str(&format!("/login?next={}", req.uri().path()))
+                {
+                    // A browser is sent to the login form instead of a bare 401.
+                    *r.status_mut() = StatusCode::SEE_OTHER;
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                return Ok(r);
+            };
+            let device = device.to_string();
+            return Ok(self.editor(req, operator, &device, path).await);
+        }
+        Ok(boxed(self.serve(req).await))
+    }
+
+    fn operator(&self, req: &Request<Incoming>) -> Option<OperatorRecord> {
+        let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+        self.operator_by_token(value.strip_prefix("Bearer ")?)
+    }
+
+    pub(super) fn operator_by_token(&self, token: &str) -> Option<OperatorRecord> {
+        self.store.operator_by_token(token).ok().flatten()
+    }
+
+    async fn serve(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let Some(operator) = self.operator(&req) else { return error(StatusCode::UNAUTHORIZED, "unauthorized") };
+        let path = req.uri().path().trim_end_matches('/').to_string();
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        let method = req.method().clone();
+        match (&method, segments.as_slice()) {
+            (&Method::POST, ["api", "devices", id, "deploy"]) => self.deploy(&operator, id, req.into_body()).await,
+            (&Method::GET, ["api", "devices", id, "deployments"]) => self.deployments(id, None, false, &operator),
+            (&Method::GET, ["api", "devices", id, "deployments", did]) => {
+                self.deployments(id, Some(did), false, &operator)
+            }
+            (&Method::GET, ["api", "devices", id, "deployments", did, "envelope"]) => {
+                self.deployments(id, Some(did), true, &operator)
+            }
+            (&Method::POST, ["api", "devices", id, "snapshot"]) => self.take_snapshot(&operator, id).await,
+            (&Method::GET, ["api", "devices", id, "snapshots"]) => self.snapshots(id, None),
+            (&Method::GET, ["api", "devices", id, "snapshots", sid]) => self.snapshots(id, Some(sid)),
+            (&Method::GET, ["api", "devices", id, "sbom"]) => self.sbom(&operator, id, false).await,
+            (&Method::POST, ["api", "devices", id, "sbom"]) => self.sbom(&operator, id, true).await,
+            (&Method::GET, ["api", "devices"]) => match self.store.devices() {
+                Ok(devices) => json_response(
+                    StatusCode::OK,
+                    json!(devices.iter().map(|d| self.device_json(d, false)).collect::<Vec<_>>()),
+                ),
+                Err(e) => store_error(&e),
+            },
+            (&Method::GET, ["api", "devices", id]) => {
+                self.with_device(id, |d| json_response(StatusCode::OK, self.device_json(d, true)))
+            }
+            (&Method::GET, ["api", "devices", id, "audit"]) => {
+                let query = match AuditQuery::parse(req.uri().query()) {
+                    Ok(q) => q,
+                    Err(why) => {
+                        return json_response(StatusCode::BAD_REQUEST, json!({ "error": "bad_query", "detail": why }));
+                    }
+                };
+                self.with_device(id, |_| {
+                    let hub = match self.store.events(id) {
+                        Ok(events) => events
+                            .into_iter()
+                            .map(|e| json!({"seq": e.seq, "ts": e.ts, "kind": e.kind, "detail": e.detail}))
+                            .collect(),
+                        Err(e) => return store_error(&e),
+                    };
+                    match self.store.device_audit(id, query.after) {
+                        Ok(device) => {
+                            let device = device.iter().map(|e| json!(e)).collect();
+                            json_response(StatusCode::OK, json!(merge(device, hub, &query)))
+                        }
+                        Err(e) => store_error(&e),
+                    }
+                })
+            }
+            (&Method::POST, ["api", "devices", id, "restart"]) => {
+                if operator.role == OperatorRole::Viewer {
+                    return error(StatusCode::FORBIDDEN, "forbidden");
+                }
+                if !matches!(self.store.device(id), Ok(Some(_))) {
+                    return error(StatusCode::NOT_FOUND, "unknown_device");
+                }
+                let _ = self.store.record_event(
+                    id,
+                    HubEventKind::OperatorCommand,
+                    json!({ "operator": operator.name, "command": "restart_node_red" }),
+                );
+                match self.registry.send(id, Command::RestartNodeRed, COMMAND_TIMEOUT).await {
+                    Ok((ok, detail)) => json_response(
+                        if ok { StatusCode::OK } else { StatusCode::BAD_GATEWAY },
+                        json!({ "ok": ok, "detail": detail }),
+                    ),
+                    Err(CommandError::Offline) => error(StatusCode::CONFLICT, "device_offline"),
+                    Err(CommandError::Timeout) => error(StatusCode::GATEWAY_TIMEOUT, "device_timeout"),
+                    Err(CommandError::Lost) => error(StatusCode::BAD_GATEWAY, "connection_lost"),
+                }
+            }
+            (_, ["api", "devices", ..]) => error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            _ => error(StatusCode::NOT_FOUND, "not_found"),
+        }
+    }
+
+    fn with_device(&self, id: &str, f: impl FnOnce(&DeviceRecord) -> Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+        match self.store.device(id) {
+            Ok(Some(d)) => f(&d),
+            Ok(None) => error(StatusCode::NOT_FOUND, "unknown_device"),
+            Err(e) => store_error(&e),
+        }
+    }
+
+    pub fn device_json(&self, d: &DeviceRecord, full: bool) -> serde_json::Value {
+        let online = self.registry.get(&d.id);
+        let status = d.status.as_ref();
+        let mut v = json!({
+            "id": d.id,
+            "online": online.is_some(),
+            "last_seen": if online.is_some() { time(Some(redtether_proto::time::unix_now())) } else { time(d.last_seen) },
+            "agent_version": d.agent_version,
+            "node_red": status.map(|s| json!(s.node_red)),
+            "revoked": d.revoked,
+            // The journal as the device last reported it, and what the hub holds of it.
+            "audit": {
+                "acked": d.audit_acked,
+                "backlog": status.map(|s| s.audit_backlog),
+                "last_seq": status.map(|s| s.audit_last_seq),
+                "duplicates": d.audit_duplicates,
+            },
+        });
+        if full {
+            v["enrolled"] = time(Some(d.enrolled));
+            v["certificate_expires"] = time(Some(d.cert_not_after));
+            v["connected_since"] = online.map(|o| crate::session::since(&o).into()).unwrap_or(serde_json::Value::Null);
+            v["status"] = json!(status);
+        }
+        v
+    }
+}
+
+pub(super) fn store_error(e: &crate::store::StoreError) -> Response<Full<Bytes>> {
+    tracing::error!(error = %e, "operator API: store failed");
+    error(StatusCode::INTERNAL_SERVER_ERROR, "store_error")
+}

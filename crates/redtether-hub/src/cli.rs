@@ -1,0 +1,168 @@
+//! The `redtether-hub` command line. Subcommands that read or change the registry go through
+//! the hub's control socket while it runs, and open the registry directly when it does not.
+
+use crate::control::{HubRequest, apply};
+use crate::store::HubStore;
+use clap::{Parser, Subcommand};
+use redtether_host::config_file::ProcessContext;
+use redtether_host::control::{ClientError, request};
+use redtether_host::exit;
+use redtether_host::state_dir::StateDir;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "redtether-hub",
+    version,
+    about = "The platform end of redtether's tunnel: CA, enrollment, QUIC listener, operator API"
+)]
+pub struct HubCli {
+    /// Hub configuration file [default: /etc/redtether/hub.toml if it exists, else built-in defaults]
+    #[arg(long, short = 'c', global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: HubCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HubCommand {
+    /// Run the hub (CA, enrollment, QUIC listener, operator API)
+    Run,
+    /// Print the SHA-256 fingerprint of the hub's CA certificate (what devices pin)
+    CaFingerprint,
+    /// Make a one-time enrollment token for a device; prints only the token
+    EnrollToken {
+        #[arg(long)]
+        device: String,
+        /// How long the token may be used, e.g. 1h [default: enroll_token_lifetime]
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<Duration>,
+    },
+    /// Manage operators of the API
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+    /// List enrolled devices
+    Devices,
+    /// Manage one device
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Add an operator; prints their API token, once
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        role: String,
+    },
+    List,
+    Remove {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Revoke the device's certificate and close its tunnel
+    Revoke { id: String },
+}
+
+pub fn execute(cli: HubCli) -> ExitCode {
+    let settings = match crate::config::load(cli.config.as_deref(), &ProcessContext::from_process()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("redtether-hub: error: {}", redtether_host::error_chain(&e));
+            return exit::code(exit::CONFIG);
+        }
+    };
+    let dir = StateDir::new(&settings.state_dir);
+    let request = match cli.command {
+        HubCommand::Run => return run(settings),
+        HubCommand::CaFingerprint => return ca_fingerprint(&dir),
+        HubCommand::EnrollToken { device, expires } => HubRequest::EnrollToken {
+            device,
+            lifetime_secs: expires.unwrap_or(settings.enroll_token_lifetime).as_secs().max(1),
+        },
+        HubCommand::Operator(OperatorCommand::Add { name, role }) => HubRequest::OperatorAdd { name, role },
+        HubCommand::Operator(OperatorCommand::List) => HubRequest::OperatorList,
+        HubCommand::Operator(OperatorCommand::Remove { name }) => HubRequest::OperatorRemove { name },
+        HubCommand::Devices => HubRequest::Devices,
+        HubCommand::Device(DeviceCommand::Revoke { id }) => HubRequest::DeviceRevoke { device: id },
+    };
+    let result = match request_hub(&dir, &request) {
+        Err(ClientError::NotRunning(_)) => offline(&dir, &request),
+        other => other.map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(value) => {
+            match &request {
+                HubRequest::EnrollToken { .. } | HubRequest::OperatorAdd { .. } => {
+                    println!("{}", value["token"].as_str().unwrap_or_default())
+                }
+                _ => println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default()),
+            }
+            exit::code(exit::OK)
+        }
+        Err(e) => {
+            eprintln!("redtether-hub: {e}");
+            exit::code(exit::FAILURE)
+        }
+    }
+}
+
+fn request_hub(dir: &StateDir, req: &HubRequest) -> Result<serde_json::Value, ClientError> {
+    request(&dir.control_socket(), req, Duration::from_secs(30))
+}
+
+fn offline(dir: &StateDir, req: &HubRequest) -> Result<serde_json::Value, String> {
+    std::fs::create_dir_all(dir.root()).map_err(|e| format!("{}: {e}", dir.root().display()))?;
+    let _lock = dir.lock().map_err(|e| e.to_string())?;
+    let store = HubStore::open(&dir.root().join("db")).map_err(|e| e.to_string())?;
+    apply(&store, req)
+}
+
+fn ca_fingerprint(dir: &StateDir) -> ExitCode {
+    match std::fs::read_to_string(dir.root().join("ca.pem"))
+        .map_err(|e| e.to_string())
+        .and_then(|pem| redtether_pki::pem_to_der(&pem).map_err(|e| e.to_string()))
+    {
+        Ok(der) => {
+            println!("{}", redtether_pki::fingerprint(&der));
+            exit::code(exit::OK)
+        }
+        Err(e) => {
+            eprintln!("redtether-hub: no CA yet in {} ({e}); start the hub once to make it", dir.root().display());
+            exit::code(exit::FAILURE)
+        }
+    }
+}
+
+fn run(settings: crate::config::HubSettings) -> ExitCode {
+    redtether_host::logging::init_logging(&settings.log_level);
+    redtether_host::heap::keep_small();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("redtether-hub").build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("redtether-hub: error: cannot start the async runtime: {e}");
+            return exit::code(exit::FAILURE);
+        }
+    };
+    let result = runtime.block_on(crate::run(settings));
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => exit::code(exit::OK),
+        Err(e) => {
+            eprintln!("redtether-hub: error: {}", redtether_host::error_chain(&e));
+            exit::code(match e {
+                crate::HubError::StateDir(redtether_host::state_dir::StateDirError::Locked(_)) => exit::TEMP_FAIL,
+                crate::HubError::Tls(_) => exit::CONFIG,
+                crate::HubError::Endpoint(_) | crate::HubError::Api { .. } => exit::UNAVAILABLE,
+                _ => exit::FAILURE,
+            })
+        }
+    }
+}

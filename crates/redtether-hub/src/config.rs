@@ -1,0 +1,172 @@
+//! The hub's configuration file (`hub.toml`), validated like the agent's: unknown keys refused,
+//! every error naming the file and the key.
+
+use redtether_host::config_file::{ConfigError, ConfigSource, ProcessContext, parse_toml};
+use redtether_host::tls_server::TlsSettings;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHub {
+    state_dir: Option<PathBuf>,
+    log_level: Option<String>,
+    listen: Option<String>,
+    api_listen: Option<String>,
+    names: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "redtether_host::config_file::duration::deserialize_opt")]
+    device_cert_lifetime: Option<Duration>,
+    #[serde(default, deserialize_with = "redtether_host::config_file::duration::deserialize_opt")]
+    enroll_token_lifetime: Option<Duration>,
+    #[serde(default)]
+    api: RawApi,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    tls: Option<RawApiTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiTls {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    self_signed: Option<bool>,
+}
+
+/// Validated hub settings.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    pub source: ConfigSource,
+    pub state_dir: PathBuf,
+    pub log_level: String,
+    /// QUIC (UDP): tunnels and enrollment.
+    pub listen: SocketAddr,
+    /// The operator HTTP API.
+    pub api_listen: SocketAddr,
+    pub api_tls: Option<TlsSettings>,
+    /// Names and addresses devices reach the hub by: its certificate is valid for these.
+    pub names: Vec<String>,
+    pub device_cert_lifetime: Duration,
+    pub enroll_token_lifetime: Duration,
+}
+
+pub const DEFAULT_HUB_CONFIG: &str = "/etc/redtether/hub.toml";
+
+/// `--config` if given (it must exist), else the default path if it exists, else defaults.
+pub fn load(explicit: Option<&Path>, ctx: &ProcessContext) -> Result<HubSettings, ConfigError> {
+    let path = match explicit {
+        Some(p) => ctx.cwd.join(p),
+        None if Path::new(DEFAULT_HUB_CONFIG).exists() => PathBuf::from(DEFAULT_HUB_CONFIG),
+        None => return validate(RawHub::default(), ConfigSource::Defaults, ctx),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+    validate(parse_toml(&text, &path)?, ConfigSource::File(path), ctx)
+}
+
+fn validate(raw: RawHub, source: ConfigSource, ctx: &ProcessContext) -> Result<HubSettings, ConfigError> {
+    let src = source.describe();
+    let invalid = |key: &str, msg: String| ConfigError::invalid(&src, key, msg);
+    let base = match &source {
+        ConfigSource::File(f) => f.parent().unwrap_or(Path::new("/")).to_path_buf(),
+        ConfigSource::Defaults => ctx.cwd.clone(),
+    };
+    let state_dir = match raw.state_dir {
+        Some(p) if p.as_os_str().is_empty() => return Err(invalid("state_dir", "must not be empty".into())),
+        Some(p) => base.join(p),
+        None => match &ctx.state_directory {
+            Some(dirs) => PathBuf::from(dirs.split(':').next().unwrap_or_default()),
+            None if ctx.is_root => PathBuf::from("/var/lib/redtether-hub"),
+            None => ctx.cwd.join("redtether-hub-state"),
+        },
+    };
+    let addr = |value: Option<String>, default: &str, key: &str| -> Result<SocketAddr, ConfigError> {
+        let text = value.unwrap_or_else(|| default.to_string());
+        text.parse().map_err(|e| invalid(key, format!("{text:?} is not an address:port ({e})")))
+    };
+    let listen = addr(raw.listen, "0.0.0.0:7443", "listen")?;
+    let api_listen = addr(raw.api_listen, "127.0.0.1:8443", "api_listen")?;
+    let log_level = raw.log_level.unwrap_or_else(|| "info".into());
+    if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
+        return Err(invalid("log_level", format!("{log_level:?} is not one of error, warn, info, debug, trace")));
+    }
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    for name in raw.names.unwrap_or_default() {
+        let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c));
+        if !ok {
+            return Err(invalid("names", format!("{name:?} is not a DNS name or an IP address")));
+        }
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    let positive = |d: Option<Duration>, default: Duration, key: &str| match d.unwrap_or(default) {
+        d if d.is_zero() => Err(invalid(key, "must be greater than zero".into())),
+        d => Ok(d),
+    };
+    let api_tls = match raw.api.tls {
+        None => None,
+        Some(t) => match (t.cert, t.key, t.self_signed.unwrap_or(false)) {
+            (Some(c), Some(k), false) => Some(TlsSettings::Files { cert: base.join(c), key: base.join(k) }),
+            (None, None, true) => Some(TlsSettings::SelfSigned),
+            (None, None, false) => None,
+            _ => return Err(invalid("api.tls", "give either cert and key, or self_signed = true".into())),
+        },
+    };
+    Ok(HubSettings {
+        source,
+        state_dir,
+        log_level,
+        listen,
+        api_listen,
+        api_tls,
+        names,
+        device_cert_lifetime: positive(
+            raw.device_cert_lifetime,
+            Duration::from_secs(90 * 86400),
+            "device_cert_lifetime",
+        )?,
+        enroll_token_lifetime: positive(raw.enroll_token_lifetime, Duration::from_secs(3600), "enroll_token_lifetime")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> ProcessContext {
+        ProcessContext { is_root: false, state_directory: None, cwd: PathBuf::from("/srv") }
+    }
+
+    fn load_text(text: &str) -> Result<HubSettings, ConfigError> {
+        validate(
+            parse_toml(text, Path::new("/etc/redtether/hub.toml"))?,
+            ConfigSource::File("/etc/redtether/hub.toml".into()),
+            &ctx(),
+        )
+    }
+
+    #[test]
+    fn defaults() {
+        let s = load_text("").unwrap();
+        assert_eq!(s.listen, "0.0.0.0:7443".parse().unwrap());
+        assert_eq!(s.api_listen, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(s.device_cert_lifetime, Duration::from_secs(90 * 86400));
+        assert!(s.names.contains(&"localhost".to_string()));
+        assert!(s.api_tls.is_none());
+    }
+
+    #[test]
+    fn errors_name_their_key() {
+        let key = |t: &str| load_text(t).unwrap_err().key().unwrap().to_string();
+        assert_eq!(key("listen = \"nowhere\"\n"), "listen");
+        assert_eq!(key("names = [\"bad name\"]\n"), "names");
+        assert_eq!(key("device_cert_lifetime = \"0s\"\n"), "device_cert_lifetime");
+        assert_eq!(key("colour = 1\n"), "colour");
+        assert_eq!(key("[api.tls]\ncert = \"c\"\n"), "api.tls");
+    }
+}

@@ -1,0 +1,158 @@
+//! The remote editor: `ANY /devices/{id}/editor/{path}` on the operator API, websocket upgrades
+//! included. Each request goes down a new stream of the device's tunnel: a header frame with the
+//! hub's signed assertion of who the operator is (`protocol::assertion`, 60 s), then the HTTP/1.1
+//! exchange as raw bytes to the device's gate, which applies roles and protection mode exactly
+//! as for a LAN user. The operator's own credentials never leave the hub.
+//!
+//! Bodies are streamed, not buffered or re-encoded; QUIC flow control is the backpressure, and
+//! each request has its own stream, so a slow download does not hold up anything else.
+
+use crate::api::{Api, ApiBody, boxed, error};
+use crate::store::{OperatorRecord, OperatorRole};
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use redtether_proto::assertion::{self, Assertion};
+use redtether_proto::audit::HubEventKind;
+use redtether_proto::wire::{StreamHeader, StreamKind, encode};
+
+/// `(device, path on the device)` for a remote-editor path; `Some((device, None))` when the
+/// editor root lacks its trailing slash (redirected, so relative links resolve under it).
+pub fn target(path: &str) -> Option<(&str, Option<String>)> {
+    let rest = path.strip_prefix("/devices/")?;
+    let (device, rest) = rest.split_once('/')?;
+    let after = rest.strip_prefix("editor")?;
+    if device.is_empty() || !(after.is_empty() || after.starts_with('/')) {
+        return None;
+    }
+    Some((device, (!after.is_empty()).then(|| format!("/device-editor{after}"))))
+}
+
+fn role_name(role: OperatorRole) -> &'static str {
+    match role {
+        OperatorRole::Owner => "owner",
+        OperatorRole::Member => "member",
+        OperatorRole::Viewer => "viewer",
+    }
+}
+
+/// Headers that stay at the hub: the operator's credentials for the hub, and hop-by-hop ones
+/// hyper sets itself.
+const NOT_FORWARDED: [header::HeaderName; 4] =
+    [header::AUTHORIZATION, header::COOKIE, header::PROXY_AUTHORIZATION, header::TE];
+
+impl Api {
+    pub(super) async fn editor(
+        &self,
+        mut req: Request<Incoming>,
+        operator: OperatorRecord,
+        device: &str,
+        path: Option<String>,
+    ) -> Response<ApiBody> {
+        let Some(path) = path else {
+            let mut r = boxed(error(StatusCode::PERMANENT_REDIRECT, "moved"));
+            if let Ok(v) = HeaderValue::from_str(&format!("/devices/{device}/editor/")) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            return r;
+        };
+        if !matches!(self.store.device(device), Ok(Some(_))) {
+            return boxed(error(StatusCode::NOT_FOUND, "unknown_device"));
+        }
+        let Some(online) = self.registry.get(device) else {
+            return boxed(error(StatusCode::SERVICE_UNAVAILABLE, "device_offline"));
+        };
+
+        let claim = Assertion {
+            user: operator.name.clone(),
+            role: role_name(operator.role).to_string(),
+            device: device.to_string(),
+            exp: redtether_proto::time::unix_now() + assertion::LIFETIME_SECS,
+        };
+        let header = StreamHeader { kind: StreamKind::Http, assertion: Some(assertion::sign(&claim, &self.signer)) };
+        let (mut send, recv) = match online.connection.open_bi().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(%device, error = %e, "remote editor: no stream to the device");
+                return boxed(error(StatusCode::BAD_GATEWAY, "device_unreachable"));
+            }
+        };
+        if send.write_all(&encode(&header)).await.is_err() {
+            return boxed(error(StatusCode::BAD_GATEWAY, "device_unreachable"));
+        }
+        let (mut sender, connection) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(tokio::io::join(recv, send))).await {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(%device, error = %e, "remote editor: HTTP over the stream failed");
+                    return boxed(error(StatusCode::BAD_GATEWAY, "device_unreachable"));
+                }
+            };
+        self.tasks.spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "remote editor: stream ended with an error");
+            }
+        });
+
+        let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+        let upgrade = req.headers().contains_key(header::UPGRADE).then(|| hyper::upgrade::on(&mut req));
+        let (parts, body) = req.into_parts();
+        let mut forwarded = Request::builder().method(parts.method.clone()).uri(format!("{path}{query}"));
+        for (name, value) in parts.headers.iter().filter(|(n, _)| !NOT_FORWARDED.contains(n)) {
+            forwarded = forwarded.header(name, value);
+        }
+        let Ok(forwarded) = forwarded.body(body) else { return boxed(error(StatusCode::BAD_REQUEST, "bad_request")) };
+        if !parts.method.is_safe() {
+            let _ = self.store.record_event(
+                device,
+                HubEventKind::EditorWrite,
+                serde_json::json!({ "operator": operator.name, "method": parts.method.as_str(), "path": path }),
+            );
+        }
+        let mut response = match sender.send_request(forwarded).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(%device, error = %e, "remote editor: the device did not answer");
+                return boxed(error(StatusCode::BAD_GATEWAY, "device_unreachable"));
+            }
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client) = upgrade
+        {
+            let device_side = hyper::upgrade::on(&mut response);
+            self.tasks.spawn(async move {
+                match (client.await, device_side.await) {
+                    (Ok(client), Ok(device_side)) => {
+                        let _ =
+                            tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(device_side))
+                                .await;
+                    }
+                    _ => tracing::debug!("remote editor: websocket upgrade did not complete"),
+                }
+            });
+        }
+        response.map(|b| b.boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::target;
+
+    #[test]
+    fn editor_paths_map_to_the_device_editor() {
+        assert_eq!(target("/devices/pump-1/editor/"), Some(("pump-1", Some("/device-editor/".into()))));
+        assert_eq!(target("/devices/pump-1/editor/flows"), Some(("pump-1", Some("/device-editor/flows".into()))));
+        assert_eq!(target("/devices/pump-1/editor"), Some(("pump-1", None)), "redirected to the slash");
+        for other in [
+            "/devices/pump-1/editors",
+            "/devices//editor/",
+            "/api/devices/pump-1",
+            "/devices/pump-1",
+            "/devices/pump-1/restart",
+        ] {
+            assert_eq!(target(other), None, "{other}");
+        }
+    }
+}

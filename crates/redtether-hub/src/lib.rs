@@ -1,0 +1,195 @@
+//! `redtether-hub`: the platform's end of the tunnel. It keeps a certificate authority, enrolls
+//! devices with one-time tokens, accepts their mutually authenticated QUIC tunnels, tracks what
+//! they report, and lets operators see and command them through an HTTP API.
+//!
+//! ```text
+//! <hub state>/  lock, control.sock, ca.pem, ca.key, server.pem, server.key, server.names,
+//!               reset.key, cid.key, signing.key (all keys 0600), db/ (sled registry), api-tls/
+//! ```
+
+pub mod api;
+mod audit_view;
+pub mod cli;
+pub mod config;
+pub mod control;
+mod deploy_api;
+mod editor;
+mod endpoint;
+mod enroll;
+pub mod keys;
+mod login;
+mod registry;
+mod session;
+pub mod store;
+
+/// The hub's version, as reported by `--version` and the tunnel's `welcome`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+use config::HubSettings;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use redtether_host::control::ControlServer;
+use redtether_host::notify::Notifier;
+use redtether_host::signals::Signals;
+use redtether_host::state_dir::{StateDir, StateDirError};
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
+    #[error(transparent)]
+    Keys(#[from] keys::KeyError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Endpoint(#[from] endpoint::EndpointError),
+    #[error("cannot listen on {addr} (api_listen): {source}")]
+    Api {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] redtether_host::tls_server::TlsError),
+    #[error(transparent)]
+    Control(#[from] redtether_host::control::ControlError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Runs the hub until SIGTERM or SIGINT.
+pub async fn run(settings: HubSettings) -> Result<(), HubError> {
+    let notifier = Notifier::from_env();
+    let mut signals = Signals::install().map_err(HubError::Signals)?;
+    let dir = StateDir::new(&settings.state_dir);
+    std::fs::create_dir_all(dir.root())
+        .map_err(|source| StateDirError::Io { path: dir.root().to_path_buf(), source })?;
+    let _lock = dir.lock()?;
+    let keys = Arc::new(keys::load_or_create(dir.root(), &settings.names, SystemTime::now())?);
+    let store = Arc::new(store::HubStore::open(&dir.root().join("db"))?);
+    let revoked = Arc::new(RwLock::new(store.revoked_serials()?.into_iter().collect::<HashSet<_>>()));
+    let quic = endpoint::bind(settings.listen, &keys, Arc::clone(&revoked))?;
+    let quic_addr = quic.endpoint.local_addr().unwrap_or(settings.listen);
+    let api_listener = tokio::net::TcpListener::bind(settings.api_listen)
+        .await
+        .map_err(|source| HubError::Api { addr: settings.api_listen, source })?;
+    let api_addr = api_listener.local_addr().unwrap_or(settings.api_listen);
+    let api_tls = settings
+        .api_tls
+        .as_ref()
+        .map(|t| redtether_host::tls_server::acceptor(t, "api.tls", &dir, "api-tls"))
+        .transpose()?;
+    let control = ControlServer::bind(&dir.control_socket())?;
+    let ca_fingerprint = keys.ca_fingerprint()?;
+
+    let registry = registry::Registry::default();
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let signer = ring::signature::Ed25519KeyPair::from_pkcs8(&keys.signing_pkcs8).map_err(|e| {
+        HubError::Keys(keys::KeyError::Unusable { path: dir.root().join("signing.key"), reason: e.to_string() })
+    })?;
+    let api = Arc::new(api::Api {
+        store: Arc::clone(&store),
+        registry: registry.clone(),
+        signer: Arc::new(signer),
+        tasks: tasks.clone(),
+        secure_cookies: api_tls.is_some(),
+    });
+    let accepting = endpoint::Accepting {
+        store: Arc::clone(&store),
+        registry: registry.clone(),
+        enrollment: Arc::new(enroll::Enrollment {
+            store: Arc::clone(&store),
+            keys: Arc::clone(&keys),
+            cert_lifetime: settings.device_cert_lifetime,
+        }),
+    };
+    tasks.spawn(accepting.run(quic.endpoint.clone(), tasks.clone(), cancel.child_token()));
+    tasks.spawn(serve_api(api_listener, api_tls, Arc::clone(&api), tasks.clone(), cancel.child_token()));
+    let handler = Arc::new(control::HubControl {
+        store: Arc::clone(&store),
+        api: Arc::clone(&api),
+        revoked,
+        ca_fingerprint: ca_fingerprint.clone(),
+        listen: quic_addr.to_string(),
+        api_listen: api_addr.to_string(),
+    });
+    tasks.spawn(control.serve(handler, cancel.child_token()));
+    let notifier = Arc::new(notifier);
+    if let Some(interval) = redtether_host::notify::watchdog_interval() {
+        tasks.spawn(redtether_host::notify::keep_watchdog(interval, Arc::clone(&notifier), cancel.child_token()));
+    }
+    tasks.close();
+
+    tracing::info!(version = crate::VERSION, listen = %quic_addr, api = %api_addr, ca_fingerprint = %ca_fingerprint, "redtether hub ready");
+    notifier.ready(&format!("listening on {quic_addr}, API on {api_addr}"));
+    let signal = signals.next().await;
+    tracing::info!(%signal, "stopping");
+    notifier.stopping("stopping");
+    cancel.cancel();
+    tokio::select! {
+        _ = tasks.wait() => {}
+        _ = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("shutdown took too long"),
+        _ = signals.next() => {}
+    }
+    quic.endpoint.wait_idle().await;
+    store.flush()?;
+    Ok(())
+}
+
+async fn serve_api(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    api: Arc<api::Api>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "operator API: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Small answers (and the remote editor's many small requests) go out at once.
+        let _ = stream.set_nodelay(true);
+        let (api, tls, cancel) = (Arc::clone(&api), tls.clone(), cancel.clone());
+        tasks.spawn(async move {
+            let service = service_fn(move |req| Arc::clone(&api).handle(req));
+            let builder =
+                http1::Builder::new().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).clone();
+            let served = async {
+                match tls {
+                    Some(acceptor) => {
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => builder.serve_connection(TokioIo::new(s), service).with_upgrades().await,
+                            _ => Ok(()),
+                        }
+                    }
+                    None => builder.serve_connection(TokioIo::new(stream), service).with_upgrades().await,
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                result = served => if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "operator API connection ended with an error");
+                },
+            }
+        });
+    }
+}
+
+/// Unused body type marker, so `Full` is named in one place.
+pub type ApiBody = Full<bytes::Bytes>;

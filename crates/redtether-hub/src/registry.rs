@@ -1,0 +1,93 @@
+//! Which devices are connected now, and a way to send each a command and wait for its answer.
+
+use redtether_proto::wire::Command;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use tokio::sync::{mpsc, oneshot};
+
+/// A command for a connected device, with the way back for its result.
+pub struct CommandRequest {
+    pub command: Command,
+    pub reply: oneshot::Sender<(bool, serde_json::Value)>,
+}
+
+#[derive(Clone)]
+pub struct Online {
+    pub connection: quinn::Connection,
+    pub commands: mpsc::Sender<CommandRequest>,
+    pub since: SystemTime,
+    /// Woken when a deployment for the device is waiting to be sent.
+    pub deployments: Arc<tokio::sync::Notify>,
+    /// Tells this session from a later one of the same device.
+    pub generation: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("the device is not connected")]
+    Offline,
+    #[error("the device did not answer in time")]
+    Timeout,
+    #[error("the connection to the device ended before it answered")]
+    Lost,
+}
+
+#[derive(Clone, Default)]
+pub struct Registry {
+    inner: Arc<Mutex<(u64, HashMap<String, Online>)>>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, HashMap<String, Online>)> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a session; returns its generation and the session it replaced, if any.
+    pub fn register(
+        &self,
+        device: &str,
+        connection: quinn::Connection,
+        commands: mpsc::Sender<CommandRequest>,
+        deployments: Arc<tokio::sync::Notify>,
+    ) -> (u64, Option<Online>) {
+        let mut guard = self.lock();
+        guard.0 += 1;
+        let generation = guard.0;
+        let online = Online { connection, commands, since: SystemTime::now(), generation, deployments };
+        (generation, guard.1.insert(device.to_string(), online))
+    }
+
+    /// Removes a session, unless a newer one of the same device took its place.
+    pub fn unregister(&self, device: &str, generation: u64) {
+        let mut guard = self.lock();
+        if guard.1.get(device).is_some_and(|o| o.generation == generation) {
+            guard.1.remove(device);
+        }
+    }
+
+    pub fn get(&self, device: &str) -> Option<Online> {
+        self.lock().1.get(device).cloned()
+    }
+
+    pub fn count(&self) -> usize {
+        self.lock().1.len()
+    }
+
+    /// Sends `command` to `device` and waits for its result.
+    pub async fn send(
+        &self,
+        device: &str,
+        command: Command,
+        timeout: std::time::Duration,
+    ) -> Result<(bool, serde_json::Value), CommandError> {
+        let online = self.get(device).ok_or(CommandError::Offline)?;
+        let (reply, result) = oneshot::channel();
+        online.commands.send(CommandRequest { command, reply }).await.map_err(|_| CommandError::Lost)?;
+        match tokio::time::timeout(timeout, result).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err(CommandError::Lost),
+            Err(_) => Err(CommandError::Timeout),
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! One connected device, on the hub: its registration, the control streams it opens, and what
+//! the hub records about it. Each control stream is the protocol's state machine
+//! (`redtether_proto::session::HubSession`) driven by this shell: frames are read and fed in,
+//! operators' commands and new deployments are fed in, and the actions that come out are
+//! carried out against the store, the registry and the CA. A malformed frame closes the stream
+//! it came on with an error code and is recorded; the device may open a new one.
+
+use crate::registry::{CommandRequest, Registry};
+use crate::store::HubStore;
+use redtether_proto::audit::HubEventKind;
+use redtether_proto::session::{HubAction, HubEvent, HubSession, Instant, WaitingDeployment};
+use redtether_proto::time::unix_now;
+use redtether_proto::wire::{AgentFrame, DeployState, FrameDecoder, HubFrame, codes, encode};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// How long the hub waits to hand a faulted stream its error frame.
+const FAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct Session {
+    pub device: String,
+    pub connection: quinn::Connection,
+    pub store: Arc<HubStore>,
+    pub registry: Registry,
+    /// Issues renewed certificates.
+    pub issuer: Arc<crate::enroll::Enrollment>,
+}
+
+enum StreamEnd {
+    /// The connection is gone.
+    Closed(String),
+    /// Only the stream is: the device may open a new control stream.
+    Faulted,
+}
+
+/// Results waiting for the operators who asked, by command id.
+type Waiting = HashMap<u64, oneshot::Sender<(bool, serde_json::Value)>>;
+
+impl Session {
+    pub async fn serve(self, cancel: CancellationToken) {
+        let (commands_tx, mut commands) = mpsc::channel::<CommandRequest>(16);
+        let deployments = Arc::new(tokio::sync::Notify::new());
+        let (generation, replaced) =
+            self.registry.register(&self.device, self.connection.clone(), commands_tx, Arc::clone(&deployments));
+        if let Some(old) = replaced {
+            old.connection.close(codes::REPLACED.into(), b"replaced by a newer connection");
+        }
+        let addr = self.connection.remote_address().to_string();
+        tracing::info!(device = %self.device, %addr, "device connected");
+        self.record(HubEventKind::DeviceConnected, json!({ "addr": addr }));
+        let _ = self.store.update_device(&self.device, |d| d.last_seen = Some(unix_now()));
+
+        let reason = loop {
+            let stream = tokio::select! {
+                _ = cancel.cancelled() => {
+                    self.connection.close(codes::SHUTDOWN.into(), b"hub shutting down");
+                    break "hub shutting down".to_string();
+                }
+                stream = self.connection.accept_bi() => stream,
+            };
+            let (send, recv) = match stream {
+                Ok(pair) => pair,
+                Err(e) => break e.to_string(),
+            };
+            match self.control_stream(send, recv, &mut commands, &deployments, &cancel).await {
+                StreamEnd::Closed(reason) => break reason,
+                StreamEnd::Faulted => continue,
+            }
+        };
+        self.registry.unregister(&self.device, generation);
+        let _ = self.store.update_device(&self.device, |d| d.last_seen = Some(unix_now()));
+        tracing::info!(device = %self.device, %reason, "device disconnected");
+        self.record(HubEventKind::DeviceDisconnected, json!({ "reason": reason }));
+    }
+
+    fn record(&self, kind: HubEventKind, detail: serde_json::Value) {
+        if let Err(e) = self.store.record_event(&self.device, kind, detail) {
+            tracing::error!(device = %self.device, %kind, error = %e, "hub event not recorded");
+        }
+    }
+
+    async fn control_stream(
+        &self,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        commands: &mut mpsc::Receiver<CommandRequest>,
+        deployments: &tokio::sync::Notify,
+        cancel: &CancellationToken,
+    ) -> StreamEnd {
+        let origin = tokio::time::Instant::now();
+        let now = || Instant::from_origin(origin.elapsed());
+        let mut session = HubSession::new(crate::VERSION, now());
+        let mut waiting: Waiting = HashMap::new();
+        let mut decoder = FrameDecoder::default();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            while let Some(action) = session.poll_action() {
+                if let Some(end) = self.perform(action, &mut session, &mut send, &mut recv, &mut waiting).await {
+                    return end;
+                }
+            }
+            // Every whole frame that has arrived is handled before reading more.
+            match decoder.next_message::<AgentFrame>() {
+                Ok(Some(frame)) => {
+                    session.on_frame(frame);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    session.on_frame_error(&e);
+                    continue;
+                }
+            }
+            let deadline = session.next_deadline().map(|at| origin + at.since_origin());
+            let greeted = session.is_greeted();
+            tokio::select! {
+                _ = cancel.cancelled() => return StreamEnd::Closed("hub shutting down".into()),
+                _ = sleep_until(deadline) => session.on_tick(now()),
+                read = recv.read(&mut buf) => match read {
+                    Ok(Some(n)) => decoder.feed(&buf[..n]),
+                    Ok(None) => return StreamEnd::Faulted,
+                    Err(e) => return StreamEnd::Closed(e.to_string()),
+                },
+                _ = deployments.notified(), if greeted => session.on_event(HubEvent::DeploymentsChanged),
+                request = commands.recv(), if greeted => {
+                    if let Some(request) = request
+                        && let Some(id) = session.send_command(request.command)
+                    {
+                        waiting.insert(id, request.reply);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out one action; `Some` when the stream is over.
+    async fn perform(
+        &self,
+        action: HubAction,
+        session: &mut HubSession,
+        send: &mut quinn::SendStream,
+        recv: &mut quinn::RecvStream,
+        waiting: &mut Waiting,
+    ) -> Option<StreamEnd> {
+        match action {
+            HubAction::Send(frame) => {
+                if send.write_all(&encode(&frame)).await.is_err() {
+                    return Some(StreamEnd::Closed("control stream lost".into()));
+                }
+            }
+            HubAction::Close { code, message } => {
+                tracing::warn!(device = %self.device, code, %message, "closing a control stream");
+                // The error frame goes out and the stream is finished rather than reset: a reset
+                // would discard the frame that says why. Reading stops with the code only once
+                // the frame is delivered (quinn drops a stopped stream's unsent data). A device
+                // that does not read cannot hold the session up: both waits are bounded.
+                let frame = encode(&HubFrame::Error { code, message });
+                let _ = tokio::time::timeout(FAULT_WRITE_TIMEOUT, async {
+                    send.write_all(&frame).await?;
+                    send.finish()?;
+                    let _ = send.stopped().await;
+                    Ok::<_, quinn::WriteError>(())
+                })
+                .await;
+                let _ = recv.stop(code.into());
+                return Some(StreamEnd::Faulted);
+            }
+            HubAction::Record { kind, detail } => self.record(kind, detail),
+            HubAction::AgentVersion(version) => {
+                let _ = self.store.update_device(&self.device, |d| d.agent_version = Some(version));
+            }
+            // (While the device is online its last_seen is "now"; the stored one is set at
+            // disconnect.)
+            HubAction::StoreStatus(status) => {
+                let _ = self.store.update_device(&self.device, |d| d.status = Some(status));
+            }
+            HubAction::StoreAudit(events) => {
+                let (store, device) = (Arc::clone(&self.store), self.device.clone());
+                match tokio::task::spawn_blocking(move || store.ingest_audit(&device, &events)).await {
+                    Ok(Ok(done)) => {
+                        tracing::debug!(device = %self.device, stored = done.stored, duplicates = done.duplicates, ack = done.ack, "audit batch stored");
+                        session.on_event(HubEvent::AuditStored { ack: done.ack });
+                    }
+                    // Not acknowledged: the agent keeps the events and sends them again.
+                    Ok(Err(e)) => tracing::error!(device = %self.device, error = %e, "audit batch not stored"),
+                    Err(e) => tracing::error!(device = %self.device, error = %e, "audit batch not stored"),
+                }
+            }
+            HubAction::UpdateDeployment { id, state, detail } => {
+                let (store, device, recorded) = (Arc::clone(&self.store), self.device.clone(), detail.clone());
+                let deployment = id.clone();
+                let updated = tokio::task::spawn_blocking(move || {
+                    store.update_deployment(&device, &deployment, state, recorded, unix_now())
+                })
+                .await;
+                match updated {
+                    Ok(Ok(true)) => {
+                        tracing::info!(device = %self.device, deployment = %id, ?state, "deployment status");
+                        let detail = json!({ "deployment": id, "state": state, "detail": detail });
+                        self.record(HubEventKind::DeploymentStatus, detail);
+                    }
+                    Ok(Ok(false)) => {}
+                    Ok(Err(e)) => tracing::error!(device = %self.device, error = %e, "deployment status not stored"),
+                    Err(e) => tracing::error!(device = %self.device, error = %e, "deployment status not stored"),
+                }
+            }
+            HubAction::StoreSbom(sbom) => {
+                let (store, device) = (Arc::clone(&self.store), self.device.clone());
+                match tokio::task::spawn_blocking(move || store.put_sbom(&device, &sbom)).await {
+                    Ok(Ok(())) => tracing::info!(device = %self.device, "SBOM stored"),
+                    Ok(Err(e)) => tracing::error!(device = %self.device, error = %e, "SBOM not stored"),
+                    Err(e) => tracing::error!(device = %self.device, error = %e, "SBOM not stored"),
+                }
+            }
+            HubAction::CommandResult { id, ok, detail } => {
+                if let Some(reply) = waiting.remove(&id) {
+                    let _ = reply.send((ok, detail));
+                }
+            }
+            HubAction::RenewCertificate { csr_pem } => {
+                let (issuer, device) = (Arc::clone(&self.issuer), self.device.clone());
+                let event = match tokio::task::spawn_blocking(move || issuer.renew(&device, &csr_pem)).await {
+                    Ok(Ok(cert_pem)) => HubEvent::Renewed(cert_pem),
+                    Ok(Err(why)) => HubEvent::RenewRefused(why.to_string()),
+                    Err(e) => HubEvent::RenewRefused(e.to_string()),
+                };
+                session.on_event(event);
+            }
+            HubAction::CheckDeployment => {
+                let waiting = match self.store.deployment_to_send(&self.device) {
+                    Ok(found) => found.map(|d| WaitingDeployment {
+                        id: d.id,
+                        number: d.number,
+                        envelope: d.envelope,
+                        state: d.state,
+                    }),
+                    Err(e) => {
+                        tracing::error!(device = %self.device, error = %e, "cannot read the deployments to send");
+                        None
+                    }
+                };
+                session.on_event(HubEvent::DeploymentWaiting(waiting));
+            }
+            HubAction::DeploymentSent { id, was_pending } => {
+                if was_pending {
+                    let _ = self.store.update_deployment(&self.device, &id, DeployState::Sent, json!({}), unix_now());
+                }
+                tracing::info!(device = %self.device, deployment = %id, "deployment sent");
+            }
+        }
+        None
+    }
+}
+
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// When a session started, for the API.
+pub fn since(online: &crate::registry::Online) -> String {
+    redtether_proto::time::format_seconds(online.since)
+}

@@ -1,0 +1,681 @@
+//! The hub's registry on disk (sled): enrolled devices, one-time enrollment tokens, operators,
+//! revoked certificates, the events the hub records about devices, and the audit events devices
+//! deliver (deduplicated by event id). Secrets (tokens) are kept as SHA-256 digests only.
+//!
+//! `flush` is durable: sled's own flush does not survive a power cut, so it is followed by
+//! `fdatasync` of sled's log file (`redtether_host::sled_open::LogFile`), as the agent's
+//! journal does. A delivered audit batch is acknowledged only after that.
+
+use base64::Engine;
+use redtether_host::sled_open;
+use redtether_proto::audit::{BatchError, HubEventKind, Ingested, StoredEvent, check_batch, new_events};
+use redtether_proto::deployment::Snapshot;
+use redtether_proto::wire::{DeployState, DeviceStatus, EnrollRefusal};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("hub store: {0}")]
+    Db(#[from] sled::Error),
+    /// The state dir's database is held open elsewhere.
+    #[error("hub store: {0}")]
+    Open(#[from] sled_open::OpenError),
+    /// A record could not be read back.
+    #[error("hub store: unreadable record: {0}")]
+    Corrupt(#[source] serde_json::Error),
+    /// A name is taken or missing.
+    #[error("{0}")]
+    Conflict(String),
+    /// The data could not be made durable (a full disk, for one).
+    #[error("hub store: {0}")]
+    Sync(#[from] sled_open::SyncError),
+    /// What a device sent is not a valid audit batch.
+    #[error("invalid audit batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+}
+
+/// What an operator may do through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperatorRole {
+    Owner,
+    Member,
+    Viewer,
+}
+
+impl OperatorRole {
+    pub fn parse(text: &str) -> Option<OperatorRole> {
+        match text {
+            "owner" => Some(OperatorRole::Owner),
+            "member" => Some(OperatorRole::Member),
+            "viewer" => Some(OperatorRole::Viewer),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub id: String,
+    /// Unix seconds.
+    pub enrolled: u64,
+    pub cert_serial: String,
+    pub cert_not_after: u64,
+    pub revoked: bool,
+    pub last_seen: Option<u64>,
+    pub agent_version: Option<String>,
+    /// The last status the agent pushed.
+    pub status: Option<DeviceStatus>,
+    /// The certificate renewal replaced, still accepted until the device first connects with
+    /// the new one (so a device that could not store its renewed certificate is not locked out).
+    #[serde(default)]
+    pub previous_serial: Option<String>,
+    /// Highest device audit seq the hub stored and acknowledged.
+    #[serde(default)]
+    pub audit_acked: u64,
+    /// Delivered events the hub already had (resent after a lost acknowledgement).
+    #[serde(default)]
+    pub audit_duplicates: u64,
+    /// The public key (SubjectPublicKeyInfo DER, hex) of the device's current certificate:
+    /// what deployment credentials are sealed to.
+    #[serde(default)]
+    pub device_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct EnrollTokenRecord {
+    device_id: String,
+    created: u64,
+    expires: u64,
+    used: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatorRecord {
+    pub name: String,
+    pub role: OperatorRole,
+    pub created: u64,
+    token_sha256: String,
+}
+
+/// A deployment the hub signed for a device, and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub id: String,
+    pub device: String,
+    pub number: u64,
+    pub state: DeployState,
+    pub detail: serde_json::Value,
+    pub flows_hash: String,
+    pub operator: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub updated: u64,
+    pub expires: u64,
+    /// The snapshot it was made from, when deployed by snapshot id.
+    pub snapshot: Option<String>,
+    /// The signed envelope, as sent to the device.
+    pub envelope: String,
+}
+
+/// A snapshot kept at the hub (taken from a device), deployable by its id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub id: String,
+    pub device: String,
+    pub created: u64,
+    pub operator: String,
+    pub snapshot: Snapshot,
+}
+
+fn device_key(device: &str, rest: &[u8]) -> Vec<u8> {
+    let mut key = device.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(rest);
+    key
+}
+
+/// An event the hub records about a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HubEvent {
+    pub seq: u64,
+    pub ts: String,
+    pub device: String,
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
+
+pub struct HubStore {
+    db: sled::Db,
+    devices: sled::Tree,
+    tokens: sled::Tree,
+    operators: sled::Tree,
+    revoked: sled::Tree,
+    events: sled::Tree,
+    /// Delivered device audit events: device, 0, seq (big-endian), id → the event as sent.
+    audit: sled::Tree,
+    /// Deployments: device, 0, number (big-endian) → [`DeploymentRecord`].
+    deployments: sled::Tree,
+    /// Snapshots: device, 0, id → [`SnapshotRecord`].
+    snapshots: sled::Tree,
+    /// The latest SBOM of each device.
+    sboms: sled::Tree,
+    /// The last deployment number given to each device.
+    deploy_numbers: sled::Tree,
+    log: sled_open::LogFile,
+}
+
+fn audit_key(device: &str, seq: u64, id: &str) -> Vec<u8> {
+    let mut key = device.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn digest(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+fn secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 24];
+    rand::fill(&mut bytes);
+    format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(StoreError::Corrupt)
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records always encode")
+}
+
+impl HubStore {
+    pub fn open(dir: &Path) -> Result<HubStore, StoreError> {
+        let config = sled::Config::new().path(dir).cache_capacity(8 * 1024 * 1024);
+        let db = sled_open::open(&config, dir, sled_open::LOCK_WAIT)?;
+        let log = sled_open::LogFile::open(dir)?;
+        Ok(HubStore {
+            audit: db.open_tree("device_audit")?,
+            log,
+            devices: db.open_tree("devices")?,
+            tokens: db.open_tree("enroll_tokens")?,
+            operators: db.open_tree("operators")?,
+            revoked: db.open_tree("revoked")?,
+            events: db.open_tree("events")?,
+            deployments: db.open_tree("deployments")?,
+            snapshots: db.open_tree("snapshots")?,
+            sboms: db.open_tree("sboms")?,
+            deploy_numbers: db.open_tree("deploy_numbers")?,
+            db,
+        })
+    }
+
+    /// Makes every change so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        Ok(self.log.sync(&self.db)?)
+    }
+
+    /// A one-time enrollment token for `device_id`, valid for `lifetime_secs`.
+    pub fn create_enroll_token(&self, device_id: &str, lifetime_secs: u64, now: u64) -> Result<String, StoreError> {
+        let token = secret("rte_");
+        let record = EnrollTokenRecord {
+            device_id: device_id.to_string(),
+            created: now,
+            expires: now + lifetime_secs,
+            used: false,
+        };
+        self.tokens.insert(digest(&token), encode(&record))?;
+        self.flush()?;
+        Ok(token)
+    }
+
+    /// The device a token is for, if it may be used now (it is not consumed).
+    pub fn check_enroll_token(&self, token: &str, now: u64) -> Result<Result<String, EnrollRefusal>, StoreError> {
+        let Some(bytes) = self.tokens.get(digest(token))? else { return Ok(Err(EnrollRefusal::UnknownToken)) };
+        let record: EnrollTokenRecord = decode(&bytes)?;
+        Ok(if record.used {
+            Err(EnrollRefusal::UsedToken)
+        } else if now >= record.expires {
+            Err(EnrollRefusal::ExpiredToken)
+        } else {
+            Ok(record.device_id)
+        })
+    }
+
+    /// Marks a token used, atomically: of two enrollments racing with one token, one wins.
+    pub fn consume_enroll_token(&self, token: &str) -> Result<bool, StoreError> {
+        let key = digest(token);
+        let Some(old) = self.tokens.get(&key)? else { return Ok(false) };
+        let mut record: EnrollTokenRecord = decode(&old)?;
+        if record.used {
+            return Ok(false);
+        }
+        record.used = true;
+        let swapped = self.tokens.compare_and_swap(&key, Some(old), Some(encode(&record)))?.is_ok();
+        self.flush()?;
+        Ok(swapped)
+    }
+
+    /// Gives a consumed token back, when the enrollment it was consumed for could not be
+    /// recorded: a token is used up only by a successful enrollment.
+    pub fn release_enroll_token(&self, token: &str) -> Result<(), StoreError> {
+        let key = digest(token);
+        if let Some(old) = self.tokens.get(&key)? {
+            let mut record: EnrollTokenRecord = decode(&old)?;
+            record.used = false;
+            self.tokens.insert(&key, encode(&record))?;
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Records an enrollment; a device enrolling again has its previous certificate revoked.
+    pub fn enroll_device(
+        &self,
+        device_id: &str,
+        cert_serial: &str,
+        cert_not_after: u64,
+        device_key: &str,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        if let Some(previous) = self.device(device_id)? {
+            self.revoked.insert(previous.cert_serial.as_bytes(), device_id.as_bytes())?;
+        }
+        let record = DeviceRecord {
+            id: device_id.to_string(),
+            enrolled: now,
+            cert_serial: cert_serial.to_string(),
+            cert_not_after,
+            revoked: false,
+            last_seen: None,
+            agent_version: None,
+            status: None,
+            audit_acked: 0,
+            audit_duplicates: 0,
+            previous_serial: None,
+            device_key: Some(device_key.to_string()),
+        };
+        self.devices.insert(device_id.as_bytes(), encode(&record))?;
+        self.flush()
+    }
+
+    /// Records a renewal: the new certificate is the device's, the old one stays accepted until
+    /// the new one is used.
+    pub fn renew_device(
+        &self,
+        device_id: &str,
+        cert_serial: &str,
+        cert_not_after: u64,
+        device_key: &str,
+    ) -> Result<(), StoreError> {
+        self.update_device(device_id, |d| {
+            d.device_key = Some(device_key.to_string());
+            d.previous_serial = Some(std::mem::replace(&mut d.cert_serial, cert_serial.to_string()));
+            d.cert_not_after = cert_not_after;
+        })?;
+        self.flush()
+    }
+
+    pub fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        self.devices.get(id.as_bytes())?.map(|b| decode(&b)).transpose()
+    }
+
+    pub fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.devices.iter().values().map(|v| decode(&v?)).collect()
+    }
+
+    /// Updates what the hub knows about a connected device (not flushed: it is refreshed on
+    /// every connection).
+    pub fn update_device(&self, id: &str, change: impl FnOnce(&mut DeviceRecord)) -> Result<(), StoreError> {
+        if let Some(mut record) = self.device(id)? {
+            change(&mut record);
+            self.devices.insert(id.as_bytes(), encode(&record))?;
+        }
+        Ok(())
+    }
+
+    /// Revokes a device's certificate; returns its serial.
+    pub fn revoke_device(&self, id: &str) -> Result<String, StoreError> {
+        let Some(mut record) = self.device(id)? else { return Err(StoreError::Conflict(format!("no device {id:?}"))) };
+        record.revoked = true;
+        self.revoked.insert(record.cert_serial.as_bytes(), id.as_bytes())?;
+        self.devices.insert(id.as_bytes(), encode(&record))?;
+        self.flush()?;
+        Ok(record.cert_serial)
+    }
+
+    /// Serial numbers of every revoked certificate.
+    pub fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
+        self.revoked.iter().keys().map(|k| Ok(String::from_utf8_lossy(&k?).into_owned())).collect()
+    }
+
+    /// Adds an operator; returns their API token (shown once).
+    pub fn add_operator(&self, name: &str, role: OperatorRole, now: u64) -> Result<String, StoreError> {
+        if self.operators.contains_key(name.as_bytes())? {
+            return Err(StoreError::Conflict(format!("an operator named {name:?} exists (remove it first)")));
+        }
+        let token = secret("rto_");
+        let record =
+            OperatorRecord { name: name.to_string(), role, created: now, token_sha256: hex::encode(digest(&token)) };
+        self.operators.insert(name.as_bytes(), encode(&record))?;
+        self.flush()?;
+        Ok(token)
+    }
+
+    pub fn operators(&self) -> Result<Vec<OperatorRecord>, StoreError> {
+        self.operators.iter().values().map(|v| decode(&v?)).collect()
+    }
+
+    pub fn remove_operator(&self, name: &str) -> Result<(), StoreError> {
+        if self.operators.remove(name.as_bytes())?.is_none() {
+            return Err(StoreError::Conflict(format!("no operator named {name:?}")));
+        }
+        self.flush()
+    }
+
+    /// The operator whose token this is. Every record is compared in constant time.
+    pub fn operator_by_token(&self, token: &str) -> Result<Option<OperatorRecord>, StoreError> {
+        use subtle::ConstantTimeEq;
+        let presented = hex::encode(digest(token));
+        let mut found = None;
+        for record in self.operators()? {
+            if bool::from(record.token_sha256.as_bytes().ct_eq(presented.as_bytes())) {
+                found = Some(record);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Records an event about a device.
+    pub fn record_event(
+        &self,
+        device: &str,
+        kind: HubEventKind,
+        detail: serde_json::Value,
+    ) -> Result<HubEvent, StoreError> {
+        let seq = self.db.generate_id()? + 1;
+        let event = HubEvent {
+            seq,
+            ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            device: device.to_string(),
+            kind: kind.as_str().to_string(),
+            detail,
+        };
+        let mut key = device.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(&seq.to_be_bytes());
+        self.events.insert(key, encode(&event))?;
+        Ok(event)
+    }
+
+    /// Stores a batch of the device's audit events durably; an event the hub already has (same
+    /// seq and id) is counted as a duplicate and kept once. The caller acknowledges `ack` only
+    /// after this returned.
+    pub fn ingest_audit(&self, device: &str, events: &[StoredEvent]) -> Result<Ingested, StoreError> {
+        check_batch(events)?;
+        let (fresh, done) = new_events(events, |seq, id| self.audit.contains_key(audit_key(device, seq, id)))?;
+        if done.ack == 0 {
+            return Ok(done);
+        }
+        let mut batch = sled::Batch::default();
+        for event in fresh {
+            batch.insert(audit_key(device, event.seq, &event.id), encode(event));
+        }
+        self.audit.apply_batch(batch)?;
+        self.update_device(device, |d| {
+            d.audit_acked = d.audit_acked.max(done.ack);
+            d.audit_duplicates += done.duplicates as u64;
+        })?;
+        self.flush()?;
+        Ok(done)
+    }
+
+    /// The device's delivered audit events with seq after `after`, in seq order.
+    pub fn device_audit(&self, device: &str, after: u64) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut prefix = device.as_bytes().to_vec();
+        prefix.push(0);
+        let mut start = prefix.clone();
+        start.extend_from_slice(&after.saturating_add(1).to_be_bytes());
+        let mut end = prefix;
+        end.extend_from_slice(&[0xff; 9]);
+        self.audit.range(start..end).values().map(|v| decode(&v?)).collect()
+    }
+
+    /// Gives `device` its next deployment number and stores the deployment `make` builds with
+    /// it; every deployment of the device still waiting to be sent is superseded.
+    pub fn create_deployment(
+        &self,
+        device: &str,
+        make: impl FnOnce(u64) -> DeploymentRecord,
+    ) -> Result<DeploymentRecord, StoreError> {
+        let next = self.deploy_numbers.update_and_fetch(device.as_bytes(), |old| {
+            let n = old.and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
+            Some((n + 1).to_be_bytes().to_vec())
+        })?;
+        let number = next.and_then(|b| b.as_ref().try_into().ok()).map_or(1, u64::from_be_bytes);
+        let record = make(number);
+        let now = record.created;
+        for mut older in self.deployments(device)? {
+            if older.state == DeployState::Pending {
+                older.state = DeployState::Failed;
+                older.detail = serde_json::json!({ "reason": "superseded", "by": record.id });
+                older.updated = now;
+                self.deployments.insert(device_key(device, &older.number.to_be_bytes()), encode(&older))?;
+            }
+        }
+        self.deployments.insert(device_key(device, &number.to_be_bytes()), encode(&record))?;
+        self.flush()?;
+        Ok(record)
+    }
+
+    /// The device's deployments, oldest first.
+    pub fn deployments(&self, device: &str) -> Result<Vec<DeploymentRecord>, StoreError> {
+        self.deployments.scan_prefix(device_key(device, &[])).values().map(|v| decode(&v?)).collect()
+    }
+
+    pub fn deployment(&self, device: &str, id: &str) -> Result<Option<DeploymentRecord>, StoreError> {
+        Ok(self.deployments(device)?.into_iter().find(|d| d.id == id))
+    }
+
+    /// The newest deployment the device has not finished, if it is the newest of all: what a
+    /// session should (re)send.
+    pub fn deployment_to_send(&self, device: &str) -> Result<Option<DeploymentRecord>, StoreError> {
+        let newest = self.deployments.scan_prefix(device_key(device, &[])).values().next_back().transpose()?;
+        Ok(newest.map(|v| decode::<DeploymentRecord>(&v)).transpose()?.filter(|d| !d.state.is_final()))
+    }
+
+    /// Records what the device (or the session) says about deployment `id`. A deployment that
+    /// is over stays as it ended. Returns whether anything changed.
+    pub fn update_deployment(
+        &self,
+        device: &str,
+        id: &str,
+        state: DeployState,
+        detail: serde_json::Value,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let Some(mut record) = self.deployment(device, id)? else { return Ok(false) };
+        if record.state.is_final() || (record.state == state && record.detail == detail) {
+            return Ok(false);
+        }
+        record.state = state;
+        record.detail = detail;
+        record.updated = now;
+        self.deployments.insert(device_key(device, &record.number.to_be_bytes()), encode(&record))?;
+        self.flush()?;
+        Ok(true)
+    }
+
+    pub fn add_snapshot(&self, record: &SnapshotRecord) -> Result<(), StoreError> {
+        self.snapshots.insert(device_key(&record.device, record.id.as_bytes()), encode(record))?;
+        self.flush()
+    }
+
+    pub fn snapshots(&self, device: &str) -> Result<Vec<SnapshotRecord>, StoreError> {
+        let mut all: Vec<SnapshotRecord> = self
+            .snapshots
+            .scan_prefix(device_key(device, &[]))
+            .values()
+            .map(|v| decode(&v?))
+            .collect::<Result<_, _>>()?;
+        all.sort_by_key(|s| s.created);
+        Ok(all)
+    }
+
+    pub fn snapshot(&self, device: &str, id: &str) -> Result<Option<SnapshotRecord>, StoreError> {
+        self.snapshots.get(device_key(device, id.as_bytes()))?.map(|v| decode(&v)).transpose()
+    }
+
+    pub fn put_sbom(&self, device: &str, sbom: &serde_json::Value) -> Result<(), StoreError> {
+        self.sboms.insert(device.as_bytes(), encode(sbom))?;
+        self.flush()
+    }
+
+    pub fn sbom(&self, device: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.sboms.get(device.as_bytes())?.map(|v| decode(&v)).transpose()
+    }
+
+    /// The events recorded about `device`, oldest first.
+    pub fn events(&self, device: &str) -> Result<Vec<HubEvent>, StoreError> {
+        let mut prefix = device.as_bytes().to_vec();
+        prefix.push(0);
+        self.events.scan_prefix(prefix).values().map(|v| decode(&v?)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redtether_proto::audit::{Actor, AuditEvent, AuditKind};
+
+    fn store() -> (tempfile::TempDir, HubStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = HubStore::open(&dir.path().join("hub")).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn enrollment_tokens_are_one_time_and_expire() {
+        let (_d, s) = store();
+        let t = s.create_enroll_token("pump-1", 3600, 1000).unwrap();
+        assert_eq!(s.check_enroll_token(&t, 1000).unwrap(), Ok("pump-1".into()));
+        assert_eq!(s.check_enroll_token(&t, 4600).unwrap(), Err(EnrollRefusal::ExpiredToken));
+        assert_eq!(s.check_enroll_token("rte_nope", 1000).unwrap(), Err(EnrollRefusal::UnknownToken));
+        assert!(s.consume_enroll_token(&t).unwrap());
+        assert!(!s.consume_enroll_token(&t).unwrap(), "only once");
+        assert_eq!(s.check_enroll_token(&t, 1000).unwrap(), Err(EnrollRefusal::UsedToken));
+        s.release_enroll_token(&t).unwrap();
+        assert_eq!(
+            s.check_enroll_token(&t, 1000).unwrap(),
+            Ok("pump-1".into()),
+            "given back after a failed enrollment"
+        );
+    }
+
+    fn event(seq: u64, id: &str, kind: AuditKind) -> StoredEvent {
+        let e = AuditEvent::new(kind, Actor::System, "t");
+        StoredEvent::seal(e, seq, id.into(), "2026-12-05T00:00:00.000Z".into(), &redtether_proto::audit::GENESIS).0
+    }
+
+    #[test]
+    fn delivered_audit_is_kept_once_in_order_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub");
+        let first = [event(1, "e1", AuditKind::AgentStarted), event(2, "e2", AuditKind::ConfigLoaded)];
+        {
+            let s = HubStore::open(&path).unwrap();
+            s.enroll_device("pump-1", "aa", 99, "", 1).unwrap();
+            assert_eq!(s.ingest_audit("pump-1", &first).unwrap(), Ingested { stored: 2, duplicates: 0, ack: 2 });
+            // The acknowledgement was lost; the agent sends from its cursor again, and more.
+            let again = [first[1].clone(), event(3, "e3", AuditKind::NodeRedStarted)];
+            assert_eq!(s.ingest_audit("pump-1", &again).unwrap(), Ingested { stored: 1, duplicates: 1, ack: 3 });
+            let backwards = [event(5, "x", AuditKind::AuthFailed), event(4, "y", AuditKind::AuthFailed)];
+            assert!(matches!(s.ingest_audit("pump-1", &backwards), Err(StoreError::InvalidBatch(_))));
+        }
+        let s = HubStore::open(&path).unwrap();
+        let kinds: Vec<String> = s.device_audit("pump-1", 0).unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["agent.started", "config.loaded", "nodered.started"]);
+        assert_eq!(s.device_audit("pump-1", 0).unwrap()[0], first[0], "kept exactly as sealed");
+        assert_eq!(s.device_audit("pump-1", 2).unwrap().len(), 1);
+        assert!(s.device_audit("pump-10", 0).unwrap().is_empty(), "a device's prefix is not another's");
+        let d = s.device("pump-1").unwrap().unwrap();
+        assert_eq!((d.audit_acked, d.audit_duplicates), (3, 1));
+    }
+
+    #[test]
+    fn reenrolling_revokes_the_previous_certificate_and_revocation_sticks() {
+        let (_d, s) = store();
+        s.enroll_device("pump-1", "aa", 99, "", 1).unwrap();
+        s.enroll_device("pump-1", "bb", 99, "", 2).unwrap();
+        assert_eq!(s.revoked_serials().unwrap(), vec!["aa".to_string()]);
+        assert_eq!(s.revoke_device("pump-1").unwrap(), "bb");
+        assert!(s.device("pump-1").unwrap().unwrap().revoked);
+        assert_eq!(s.revoked_serials().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn operators_are_found_by_token_and_names_are_unique() {
+        let (_d, s) = store();
+        let token = s.add_operator("ops", OperatorRole::Member, 1).unwrap();
+        assert_eq!(s.operator_by_token(&token).unwrap().unwrap().role, OperatorRole::Member);
+        assert!(s.operator_by_token("rto_guess").unwrap().is_none());
+        assert!(s.add_operator("ops", OperatorRole::Owner, 1).is_err());
+        s.remove_operator("ops").unwrap();
+        assert!(s.operator_by_token(&token).unwrap().is_none());
+    }
+
+    #[test]
+    fn events_are_kept_per_device_in_order() {
+        let (_d, s) = store();
+        s.record_event("a", HubEventKind::DeviceConnected, serde_json::json!({})).unwrap();
+        s.record_event("b", HubEventKind::DeviceConnected, serde_json::json!({})).unwrap();
+        s.record_event("a", HubEventKind::DeviceDisconnected, serde_json::json!({})).unwrap();
+        let kinds: Vec<String> = s.events("a").unwrap().into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["device.connected", "device.disconnected"]);
+    }
+
+    #[test]
+    fn deployments_are_numbered_superseded_and_end_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = HubStore::open(dir.path()).unwrap();
+        let make = |id: &str| {
+            let id = id.to_string();
+            move |number| DeploymentRecord {
+                id,
+                device: "pump-1".into(),
+                number,
+                state: DeployState::Pending,
+                detail: serde_json::Value::Null,
+                flows_hash: String::new(),
+                operator: "ci".into(),
+                created: 1,
+                updated: 1,
+                expires: 9,
+                snapshot: None,
+                envelope: String::new(),
+            }
+        };
+        assert_eq!(s.create_deployment("pump-1", make("a")).unwrap().number, 1);
+        assert_eq!(s.create_deployment("pump-10", make("x")).unwrap().number, 1, "numbers are per device");
+        assert_eq!(s.create_deployment("pump-1", make("b")).unwrap().number, 2);
+        let a = s.deployment("pump-1", "a").unwrap().unwrap();
+        assert_eq!((a.state, a.detail["reason"].as_str()), (DeployState::Failed, Some("superseded")));
+        assert_eq!(s.deployment_to_send("pump-1").unwrap().unwrap().id, "b");
+        assert!(s.update_deployment("pump-1", "b", DeployState::Applied, serde_json::json!({}), 2).unwrap());
+        assert_eq!(s.deployment_to_send("pump-1").unwrap(), None, "nothing left to send");
+        assert!(
+            !s.update_deployment("pump-1", "b", DeployState::RolledBack, serde_json::json!({}), 3).unwrap(),
+            "an ended deployment stays ended"
+        );
+        assert!(!s.update_deployment("pump-1", "nope", DeployState::Applied, serde_json::json!({}), 3).unwrap());
+        assert!(
+            !s.update_deployment("pump-10", "b", DeployState::Applied, serde_json::json!({}), 3).unwrap(),
+            "another device's id"
+        );
+    }
+}

@@ -1,0 +1,262 @@
+//! A stored event: the event plus its sequence number, id, time and place in the hash chain,
+//! and the canonical encoding that the hash is computed over.
+//!
+//! Canonical encoding: the JSON object `{"seq","id","ts","kind","actor","target","level",
+//! "detail","prev_hash"}` with keys in exactly that order, `detail`'s keys sorted (recursively),
+//! no insignificant whitespace. `hash` is the hex SHA-256 of those bytes. The journal stores the
+//! bytes as hashed, so verification never depends on re-encoding.
+
+use super::event::{Actor, AuditEvent, Level};
+use super::kind::AuditKind;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The hash before the first event: 64 zeros.
+pub const GENESIS: [u8; 32] = [0; 32];
+
+/// Longest `detail` kept, in bytes of JSON; longer ones are replaced by a note saying so.
+pub const MAX_DETAIL: usize = 8 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub id: String,
+    pub ts: String,
+    /// The kind's dotted name as sealed. A string, not an [`AuditKind`]: a journal or a hub
+    /// must carry (and verify) events of kinds a newer agent added; [`StoredEvent::audit_kind`]
+    /// reads it as a kind this build knows.
+    pub kind: String,
+    pub actor: Actor,
+    pub target: String,
+    pub level: Level,
+    pub detail: serde_json::Map<String, serde_json::Value>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The hashed part, in canonical key order.
+#[derive(Serialize)]
+struct Body<'a> {
+    seq: u64,
+    id: &'a str,
+    ts: &'a str,
+    kind: &'a str,
+    actor: &'a Actor,
+    target: &'a str,
+    level: Level,
+    detail: &'a serde_json::Map<String, serde_json::Value>,
+    prev_hash: &'a str,
+}
+
+/// Why a stored record does not hold up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordFault {
+    /// Not a record at all (truncated, not JSON).
+    Unreadable,
+    /// Its sequence number is not the one it is stored under.
+    WrongSeq,
+    /// Its hash is not the hash of its content.
+    HashMismatch,
+    /// It does not follow the previous event's hash.
+    BrokenChain,
+}
+
+impl StoredEvent {
+    /// Seals `event` as number `seq` after `prev_hash`; returns it with its stored bytes.
+    pub fn seal(event: AuditEvent, seq: u64, id: String, ts: String, prev_hash: &[u8; 32]) -> (StoredEvent, Vec<u8>) {
+        let detail = bounded_detail(event.detail);
+        let prev_hash = hex::encode(prev_hash);
+        let body = Body {
+            seq,
+            id: &id,
+            ts: &ts,
+            kind: event.kind.as_str(),
+            actor: &event.actor,
+            target: &event.target,
+            level: event.level,
+            detail: &detail,
+            prev_hash: &prev_hash,
+        };
+        let bytes = serde_json::to_vec(&body).expect("an event always encodes");
+        let hash = Sha256::digest(&bytes);
+        let stored = StoredEvent {
+            seq,
+            id,
+            ts,
+            kind: event.kind.as_str().to_string(),
+            actor: event.actor,
+            target: event.target,
+            level: event.level,
+            detail,
+            prev_hash,
+            hash: hex::encode(hash),
+        };
+        let mut value = Vec::with_capacity(32 + bytes.len());
+        value.extend_from_slice(&hash);
+        value.extend_from_slice(&bytes);
+        (stored, value)
+    }
+
+    /// Reads stored bytes (32-byte hash, then the canonical body) and checks them against the
+    /// key they were stored under and the hash before them.
+    pub fn open(seq: u64, value: &[u8], expected_prev: &[u8; 32]) -> Result<StoredEvent, RecordFault> {
+        let event = StoredEvent::decode(value).ok_or(RecordFault::Unreadable)?;
+        let body = &value[32..];
+        if event.seq != seq {
+            return Err(RecordFault::WrongSeq);
+        }
+        if Sha256::digest(body)[..] != value[..32] {
+            return Err(RecordFault::HashMismatch);
+        }
+        if event.prev_hash != hex::encode(expected_prev) {
+            return Err(RecordFault::BrokenChain);
+        }
+        Ok(event)
+    }
+
+    /// Reads stored bytes without checking them.
+    pub fn decode(value: &[u8]) -> Option<StoredEvent> {
+        let hash = value.get(..32)?;
+        let b: OwnedBody = serde_json::from_slice(value.get(32..)?).ok()?;
+        Some(StoredEvent {
+            seq: b.seq,
+            id: b.id,
+            ts: b.ts,
+            kind: b.kind,
+            actor: b.actor,
+            target: b.target,
+            level: b.level,
+            detail: b.detail,
+            prev_hash: b.prev_hash,
+            hash: hex::encode(hash),
+        })
+    }
+
+    /// The kind, if this build knows it.
+    pub fn audit_kind(&self) -> Option<AuditKind> {
+        AuditKind::parse(&self.kind)
+    }
+
+    /// Whether the hash is the hash of the canonical encoding of the fields and follows
+    /// `prev_hash` (for events read back from JSON, where the stored bytes are not at hand).
+    pub fn hash_holds(&self) -> bool {
+        let body = Body {
+            seq: self.seq,
+            id: &self.id,
+            ts: &self.ts,
+            kind: &self.kind,
+            actor: &self.actor,
+            target: &self.target,
+            level: self.level,
+            detail: &self.detail,
+            prev_hash: &self.prev_hash,
+        };
+        let bytes = serde_json::to_vec(&body).expect("an event always encodes");
+        hex::encode(Sha256::digest(&bytes)) == self.hash
+    }
+
+    /// The hash as bytes.
+    pub fn hash_bytes(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        if let Ok(bytes) = hex::decode(&self.hash)
+            && bytes.len() == 32
+        {
+            out.copy_from_slice(&bytes);
+        }
+        out
+    }
+}
+
+/// [`Body`] for reading back (strings in stored JSON may be escaped, so they are owned).
+#[derive(Deserialize)]
+struct OwnedBody {
+    seq: u64,
+    id: String,
+    ts: String,
+    kind: String,
+    actor: Actor,
+    target: String,
+    level: Level,
+    detail: serde_json::Map<String, serde_json::Value>,
+    prev_hash: String,
+}
+
+fn bounded_detail(detail: serde_json::Map<String, serde_json::Value>) -> serde_json::Map<String, serde_json::Value> {
+    let size = serde_json::to_vec(&detail).map_or(usize::MAX, |v| v.len());
+    if size <= MAX_DETAIL {
+        return detail;
+    }
+    let mut note = serde_json::Map::new();
+    note.insert("truncated".into(), serde_json::Value::Bool(true));
+    note.insert("original_bytes".into(), serde_json::Value::from(size));
+    note
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: AuditKind) -> AuditEvent {
+        AuditEvent::new(kind, Actor::user("ann"), "/device-editor/flows")
+            .with("zeta", 1)
+            .with("alpha", serde_json::json!({"b": 2, "a": 1}))
+    }
+
+    #[test]
+    fn encoding_has_fixed_key_order_and_sorted_detail() {
+        let (_, bytes) = StoredEvent::seal(
+            event(AuditKind::AdminWrite),
+            7,
+            "id-7".into(),
+            "2026-11-27T00:00:00.000Z".into(),
+            &GENESIS,
+        );
+        let text = std::str::from_utf8(&bytes[32..]).unwrap();
+        assert_eq!(
+            text,
+            r#"{"seq":7,"id":"id-7","ts":"2026-11-27T00:00:00.000Z","kind":"admin.write","actor":"user:ann","target":"/device-editor/flows","level":"instance","detail":{"alpha":{"a":1,"b":2},"zeta":1},"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000"}"#
+        );
+        assert_eq!(hex::encode(&bytes[..32]), hex::encode(Sha256::digest(text.as_bytes())));
+    }
+
+    #[test]
+    fn opening_checks_key_hash_and_chain() {
+        let (first, v1) = StoredEvent::seal(event(AuditKind::AuthLogin), 1, "i1".into(), "t".into(), &GENESIS);
+        let (second, v2) =
+            StoredEvent::seal(event(AuditKind::AuthFailed), 2, "i2".into(), "t".into(), &first.hash_bytes());
+        assert_eq!(StoredEvent::open(1, &v1, &GENESIS).unwrap(), first);
+        assert_eq!(StoredEvent::open(2, &v2, &first.hash_bytes()).unwrap(), second);
+        assert_eq!(StoredEvent::open(3, &v2, &first.hash_bytes()).unwrap_err(), RecordFault::WrongSeq);
+        assert_eq!(StoredEvent::open(2, &v2, &GENESIS).unwrap_err(), RecordFault::BrokenChain);
+        let mut tampered = v2.clone();
+        let at = tampered.len() - 90;
+        tampered[at] ^= 1;
+        assert!(matches!(
+            StoredEvent::open(2, &tampered, &first.hash_bytes()).unwrap_err(),
+            RecordFault::HashMismatch | RecordFault::Unreadable
+        ));
+        assert_eq!(StoredEvent::open(2, &v2[..40], &first.hash_bytes()).unwrap_err(), RecordFault::Unreadable);
+    }
+
+    #[test]
+    fn oversized_details_are_replaced_by_a_note() {
+        let big = AuditEvent::new(AuditKind::AgentStarted, Actor::System, "t").with("blob", "a".repeat(MAX_DETAIL * 2));
+        let (stored, _) = StoredEvent::seal(big, 1, "i".into(), "t".into(), &GENESIS);
+        assert_eq!(stored.detail["truncated"], true);
+    }
+
+    #[test]
+    fn an_event_read_back_from_json_still_proves_its_hash() {
+        let (first, _) = StoredEvent::seal(event(AuditKind::AdminWrite), 1, "i1".into(), "t".into(), &GENESIS);
+        let json = serde_json::to_string(&first).unwrap();
+        let back: StoredEvent = serde_json::from_str(&json).unwrap();
+        assert!(back.hash_holds());
+        assert_eq!(back.audit_kind(), Some(AuditKind::AdminWrite));
+        let mut changed = back.clone();
+        changed.target = "/elsewhere".into();
+        assert!(!changed.hash_holds());
+        let mut unknown = back;
+        unknown.kind = "future.kind".into();
+        assert_eq!(unknown.audit_kind(), None);
+    }
+}

@@ -1,0 +1,221 @@
+//! A real `redtether-hub run` on loopback (QUIC and API on ephemeral ports), with helpers for
+//! its CLI and operator API.
+
+use crate::wait_for;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The hub binary (built with the workspace: `cargo test --workspace` builds it for the hub
+/// crate's own tests; see [`crate::fresh_hub_bin`]).
+pub const HUB_BIN: &str = concat!(env!("REDTETHER_BIN_DIR"), "/redtether-hub");
+
+pub struct Hub {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+    /// Fixed after the first start, so a restarted hub is where devices look for it.
+    pub quic: Option<String>,
+}
+
+impl Hub {
+    pub fn start() -> Hub {
+        Hub::start_logging("debug")
+    }
+
+    /// As [`Hub::start`], logging at `level` (benchmarks run it at "info").
+    pub fn start_logging(level: &str) -> Hub {
+        Hub::start_with(level, "")
+    }
+
+    /// As [`Hub::start`], with `extra` lines in hub.toml.
+    pub fn start_with(level: &str, extra: &str) -> Hub {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("hub.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = {:?}\nlog_level = {level:?}\nlisten = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\n{extra}\n",
+                dir.path().join("state").display().to_string()
+            ),
+        )
+        .unwrap();
+        let mut hub = Hub { dir, config, child: None, log: PathBuf::new(), quic: None };
+        hub.spawn();
+        let status = hub.status();
+        let listen = status["listen"].as_str().unwrap().to_string();
+        // Pin the port for restarts.
+        let text = std::fs::read_to_string(&hub.config)
+            .unwrap()
+            .replace("listen = \"127.0.0.1:0\"\napi_listen", &format!("listen = {listen:?}\napi_listen"));
+        std::fs::write(&hub.config, text).unwrap();
+        hub.quic = Some(listen);
+        hub
+    }
+
+    pub fn spawn(&mut self) {
+        self.log = self.dir.path().join(format!(
+            "hub-{}.log",
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        ));
+        let log = std::fs::File::create(&self.log).unwrap();
+        let child = Command::new(crate::fresh_hub_bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Runs a hub subcommand; returns (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(crate::fresh_hub_bin()).args(args).arg("--config").arg(&self.config).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn try_status(&self) -> Option<serde_json::Value> {
+        let socket = self.state_dir().join("control.sock");
+        let mut stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+        use std::io::{BufRead, Write};
+        stream.write_all(b"{\"cmd\":\"status\"}\n").ok()?;
+        let mut line = String::new();
+        std::io::BufReader::new(stream).read_line(&mut line).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+        v["ok"].as_bool()?.then(|| v["result"].clone())
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        wait_for(Duration::from_secs(20), "the hub's control socket", || self.try_status())
+    }
+
+    pub fn addr(&self) -> String {
+        self.quic.clone().unwrap_or_else(|| self.status()["listen"].as_str().unwrap().to_string())
+    }
+
+    pub fn api(&self) -> String {
+        format!("http://{}", self.status()["api_listen"].as_str().unwrap())
+    }
+
+    pub fn fingerprint(&self) -> String {
+        let (code, out, err) = self.cli(&["ca-fingerprint"]);
+        assert_eq!(code, 0, "{err}");
+        out
+    }
+
+    pub fn enroll_token(&self, device: &str) -> String {
+        let (code, out, err) = self.cli(&["enroll-token", "--device", device]);
+        assert_eq!(code, 0, "{err}");
+        out
+    }
+
+    pub fn operator(&self, name: &str, role: &str) -> String {
+        let (code, out, err) = self.cli(&["operator", "add", "--name", name, "--role", role]);
+        assert_eq!(code, 0, "{err}");
+        out
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.state_dir().join("ca.pem")).unwrap()
+    }
+
+    pub fn ca_key(&self) -> String {
+        std::fs::read_to_string(self.state_dir().join("ca.key")).unwrap()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- hub log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Enrolls the agent whose config is `config` with `hub` through the real CLI.
+pub fn enroll(config: &Path, hub: &Hub, device: &str) -> std::process::Output {
+    let token = hub.enroll_token(device);
+    Command::new(crate::agent::BIN)
+        .args(["enroll", "--hub", &hub.addr(), "--token", &token, "--ca-fingerprint", &hub.fingerprint(), "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+/// A `[node_red]` body for tests that need the agent but not Node-RED.
+pub const PLACEHOLDER: &str =
+    "command = [\"sh\", \"-c\", \"exec sleep 100000\", \"placeholder\"]\nstartup_timeout = \"1h\"";
+
+pub fn tunnel_state(agent: &crate::agent::Agent) -> (String, u64) {
+    let s = agent.status();
+    (s["tunnel"]["state"].as_str().unwrap().to_string(), s["tunnel"]["connects"].as_u64().unwrap())
+}
+
+pub fn wait_online(agent: &crate::agent::Agent, connects: u64) {
+    wait_for(Duration::from_secs(30), &format!("tunnel online (connection {connects})"), || {
+        let (state, n) = tunnel_state(agent);
+        (state == "online" && n >= connects).then_some(())
+    });
+}
+
+pub async fn api(hub: &Hub, method: reqwest::Method, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new().request(method, format!("{}{path}", hub.api()));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// An agent with the fixture Node-RED (fast health checks) and these `[gate]` keys, enrolled
+/// as `device`, online and running.
+pub fn online_agent(hub: &Hub, device: &str, gate_keys: &str) -> crate::agent::Agent {
+    let node_red = format!("{}\nhealth_interval = \"500ms\"", crate::agent::fixture_node_red());
+    let agent = crate::agent::Agent::start_full(&node_red, gate_keys, None, &[]);
+    agent.wait_running();
+    let out = enroll(&agent.config, hub, device);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_online(&agent, 1);
+    agent
+}
