@@ -11,8 +11,10 @@ use super::forwarded::Forwarding;
 use super::renew::{RenewalKeys, due_in};
 use crate::audit::JournalStatus;
 use crate::identity::Identity;
-use redtether_proto::session::{AgentAction, AgentConfig, AgentEvent, AgentSession, Closed, Ending, Instant, classify};
-use redtether_proto::wire::{AgentFrame, Command, DeviceStatus, FrameDecoder, HubFrame, encode};
+use redtether_proto::session::{
+    AgentAction, AgentConfig, AgentEvent, AgentSession, Closed, Ending, Instant, classify, feed,
+};
+use redtether_proto::wire::{AgentFrame, Command, DeviceStatus, FrameDecoder, encode};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,16 +122,8 @@ impl Session<'_> {
                     return end;
                 }
             }
-            match decoder.next_message::<HubFrame>() {
-                Ok(Some(frame)) => {
-                    session.on_frame(frame, now());
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    session.on_frame_error(&e);
-                    continue;
-                }
+            if feed(&mut decoder, &mut session, now()) {
+                continue;
             }
             let deadline = session.next_deadline().map(|at| origin + at.since_origin());
             let forwarding_idle = session.is_welcomed() && !session.batch_in_flight();
@@ -178,7 +172,7 @@ impl Session<'_> {
                     }
                     Err(_) => sboms_open = false,
                 },
-                _ = sleep_until(deadline) => session.on_tick(now()),
+                _ = redtether_host::deadline::sleep_until(deadline) => session.on_tick(now()),
                 stream = self.connection.accept_bi() => match stream {
                     // One operator connection: served by the gate on its own task.
                     Ok((s, r)) => {
@@ -299,14 +293,6 @@ impl Session<'_> {
                 Err(e) => (false, json!({ "error": e.to_string() })),
             },
         }
-    }
-}
-
-/// Sleeps until `deadline`; forever without one.
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -7,11 +7,13 @@
 //! - [`tls_server`]: HTTPS for an HTTP listener (certificate files or a self-signed pair).
 //! - [`notify`], [`logging`]: living under systemd (sd_notify, watchdog, journald fields).
 //! - [`signals`], [`exit`], [`heap`]: stop signals, exit codes, the allocator's settings.
+//! - [`deadline`]: waiting for a state machine's next deadline.
 //!
 //! It knows nothing of Node-RED, devices or the tunnel's protocol.
 
 pub mod config_file;
 pub mod control;
+pub mod deadline;
 pub mod exit;
 pub mod heap;
 pub mod logging;

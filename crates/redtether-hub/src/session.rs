@@ -8,9 +8,9 @@
 use crate::registry::{CommandRequest, Registry};
 use crate::store::HubStore;
 use redtether_proto::audit::HubEventKind;
-use redtether_proto::session::{HubAction, HubEvent, HubSession, Instant, WaitingDeployment};
+use redtether_proto::session::{HubAction, HubEvent, HubSession, Instant, WaitingDeployment, feed};
 use redtether_proto::time::unix_now;
-use redtether_proto::wire::{AgentFrame, DeployState, FrameDecoder, HubFrame, codes, encode};
+use redtether_proto::wire::{DeployState, FrameDecoder, HubFrame, codes, encode};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -104,22 +104,14 @@ impl Session {
                 }
             }
             // Every whole frame that has arrived is handled before reading more.
-            match decoder.next_message::<AgentFrame>() {
-                Ok(Some(frame)) => {
-                    session.on_frame(frame);
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    session.on_frame_error(&e);
-                    continue;
-                }
+            if feed(&mut decoder, &mut session, now()) {
+                continue;
             }
             let deadline = session.next_deadline().map(|at| origin + at.since_origin());
             let greeted = session.is_greeted();
             tokio::select! {
                 _ = cancel.cancelled() => return StreamEnd::Closed("hub shutting down".into()),
-                _ = sleep_until(deadline) => session.on_tick(now()),
+                _ = redtether_host::deadline::sleep_until(deadline) => session.on_tick(now()),
                 read = recv.read(&mut buf) => match read {
                     Ok(Some(n)) => decoder.feed(&buf[..n]),
                     Ok(None) => return StreamEnd::Faulted,
@@ -253,14 +245,6 @@ impl Session {
             }
         }
         None
-    }
-}
-
-/// Sleeps until `deadline`; forever without one.
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -14,6 +14,7 @@
 //! results of the asking actions (status, journal reads, commands, renewal steps) back in as
 //! [`AgentEvent`]s. Time is passed in; [`AgentSession::next_deadline`] says when to tick.
 
+use super::ControlEnd;
 use super::clock::{Instant, Timer, earliest};
 use super::renewal;
 use crate::audit::{Actor, AuditEvent, AuditKind, StoredEvent};
@@ -209,7 +210,7 @@ impl AgentSession {
         self.in_flight.is_some()
     }
 
-    pub fn on_frame(&mut self, frame: HubFrame, now: Instant) {
+    fn frame(&mut self, frame: HubFrame, now: Instant) {
         if self.closed {
             return;
         }
@@ -247,13 +248,6 @@ impl AgentSession {
             }
             HubFrame::Error { code, message } => tracing::warn!(code, %message, "the hub reported a protocol error"),
             other => self.fault(codes::UNEXPECTED_FRAME, format!("unexpected {}", other.kind())),
-        }
-    }
-
-    /// A frame that could not be decoded: the stream is closed with the error's code.
-    pub fn on_frame_error(&mut self, error: &FrameError) {
-        if !self.closed {
-            self.fault(error.code(), error.to_string());
         }
     }
 
@@ -411,5 +405,19 @@ impl AgentSession {
 
     fn send(&mut self, frame: AgentFrame) {
         self.outbox.push_back(AgentAction::Send(frame));
+    }
+}
+
+impl ControlEnd for AgentSession {
+    type Incoming = HubFrame;
+
+    fn on_frame(&mut self, frame: HubFrame, now: Instant) {
+        self.frame(frame, now);
+    }
+
+    fn on_frame_error(&mut self, error: &FrameError) {
+        if !self.closed {
+            self.fault(error.code(), error.to_string());
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! Frames, events and ticks go in; [`HubAction`]s come out, carried out in order by the hub's
 //! I/O shell, which answers the asking ones with [`HubEvent`]s.
 
+use super::ControlEnd;
 use super::clock::{Instant, Timer};
 use crate::audit::{HubEventKind, StoredEvent, check_batch};
 use crate::wire::{AgentFrame, Command, DeployState, DeviceStatus, FrameError, HubFrame, Message, VERSION, codes};
@@ -145,7 +146,7 @@ impl HubSession {
         self.commands_waiting.iter().copied()
     }
 
-    pub fn on_frame(&mut self, frame: AgentFrame) {
+    fn frame(&mut self, frame: AgentFrame) {
         if self.closed {
             return;
         }
@@ -199,13 +200,6 @@ impl HubSession {
             other @ AgentFrame::Hello { .. } => {
                 self.fault(codes::UNEXPECTED_FRAME, format!("unexpected {}", other.kind()))
             }
-        }
-    }
-
-    /// A frame that could not be decoded: the stream is closed with the error's code.
-    pub fn on_frame_error(&mut self, error: &FrameError) {
-        if !self.closed {
-            self.fault(error.code(), error.to_string());
         }
     }
 
@@ -264,5 +258,19 @@ impl HubSession {
         self.outbox.push_back(HubAction::Record { kind: HubEventKind::ProtocolError, detail });
         self.outbox.push_back(HubAction::Close { code, message });
         self.closed = true;
+    }
+}
+
+impl ControlEnd for HubSession {
+    type Incoming = AgentFrame;
+
+    fn on_frame(&mut self, frame: AgentFrame, _now: Instant) {
+        self.frame(frame);
+    }
+
+    fn on_frame_error(&mut self, error: &FrameError) {
+        if !self.closed {
+            self.fault(error.code(), error.to_string());
+        }
     }
 }

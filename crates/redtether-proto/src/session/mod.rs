@@ -26,5 +26,27 @@ pub use ending::{Closed, Ending, classify};
 pub use hub::{HubAction, HubEvent, HubSession, WaitingDeployment};
 pub use link::{Decision, Link, Outcome, TunnelState};
 
+use crate::wire::{FrameDecoder, FrameError, Message};
+
+/// One end of a control stream, as its I/O shell drives it.
+pub trait ControlEnd {
+    /// What arrives on the stream.
+    type Incoming: Message;
+    fn on_frame(&mut self, frame: Self::Incoming, now: Instant);
+    /// A frame that could not be decoded: the stream is closed with the error's code.
+    fn on_frame_error(&mut self, error: &FrameError);
+}
+
+/// Hands the next whole frame waiting in `decoder` (or the error it is) to `end`; whether there
+/// was one. Shells call it until it says no, then wait for more bytes.
+pub fn feed<E: ControlEnd>(decoder: &mut FrameDecoder, end: &mut E, now: Instant) -> bool {
+    match decoder.next_message::<E::Incoming>() {
+        Ok(Some(frame)) => end.on_frame(frame, now),
+        Ok(None) => return false,
+        Err(e) => end.on_frame_error(&e),
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@
 use super::agent::{AgentAction, AgentConfig, AgentEvent, AgentSession};
 use super::clock::Instant;
 use super::hub::{HubAction, HubEvent, HubSession, WaitingDeployment};
+use super::{ControlEnd, feed};
 use crate::audit::{Actor, AuditEvent, AuditKind, GENESIS, HubEventKind, StoredEvent, new_events};
 use crate::wire::{
     AgentFrame, Command, DeployReport, DeployState, DeviceStatus, FrameDecoder, HubFrame, NodeRedState, codes, encode,
@@ -136,21 +137,13 @@ impl World {
                 busy = true;
                 let mut decoder = FrameDecoder::default();
                 decoder.feed(&bytes);
-                match decoder.next_message::<AgentFrame>() {
-                    Ok(Some(frame)) => self.hub.on_frame(frame),
-                    Ok(None) => panic!("a whole frame"),
-                    Err(e) => self.hub.on_frame_error(&e),
-                }
+                assert!(feed(&mut decoder, &mut self.hub, self.now), "a whole frame");
             }
             if let Some(bytes) = self.to_agent.pop_front() {
                 busy = true;
                 let mut decoder = FrameDecoder::default();
                 decoder.feed(&bytes);
-                match decoder.next_message::<HubFrame>() {
-                    Ok(Some(frame)) => self.agent.on_frame(frame, self.now),
-                    Ok(None) => panic!("a whole frame"),
-                    Err(e) => self.agent.on_frame_error(&e),
-                }
+                assert!(feed(&mut decoder, &mut self.agent, self.now), "a whole frame");
             }
             if !busy {
                 return;
@@ -291,7 +284,7 @@ fn a_hub_of_another_protocol_version_closes_the_stream() {
 #[test]
 fn the_hub_wants_hello_first_in_its_version_and_in_time() {
     let mut hub = HubSession::new("1", Instant::ZERO);
-    hub.on_frame(AgentFrame::Heartbeat { n: 1 });
+    hub.on_frame(AgentFrame::Heartbeat { n: 1 }, Instant::ZERO);
     let actions: Vec<HubAction> = std::iter::from_fn(|| hub.poll_action()).collect();
     assert!(
         matches!(&actions[0], HubAction::Record { kind: HubEventKind::ProtocolError, detail } if detail["message"] == "heartbeat before hello")
@@ -299,7 +292,7 @@ fn the_hub_wants_hello_first_in_its_version_and_in_time() {
     assert!(matches!(actions[1], HubAction::Close { code: codes::UNEXPECTED_FRAME, .. }));
 
     let mut hub = HubSession::new("1", Instant::ZERO);
-    hub.on_frame(AgentFrame::Hello { protocol: 2, agent_version: "x".into() });
+    hub.on_frame(AgentFrame::Hello { protocol: 2, agent_version: "x".into() }, Instant::ZERO);
     assert!(
         std::iter::from_fn(|| hub.poll_action())
             .any(|a| matches!(a, HubAction::Close { code: codes::VERSION_MISMATCH, .. }))
@@ -316,7 +309,7 @@ fn the_hub_wants_hello_first_in_its_version_and_in_time() {
     // A second hello is unexpected.
     let mut w = World::new();
     w.pump();
-    w.hub.on_frame(AgentFrame::Hello { protocol: 1, agent_version: "1.0.0".into() });
+    w.hub.on_frame(AgentFrame::Hello { protocol: 1, agent_version: "1.0.0".into() }, w.now);
     w.pump();
     assert_eq!(w.hub_closed_with, Some(codes::UNEXPECTED_FRAME));
 }
@@ -339,7 +332,7 @@ fn the_status_goes_out_only_when_it_changed() {
     assert_eq!(w.sent_by_agent("status"), 3);
     assert_eq!(w.statuses_stored, 3);
     // The hub keeps a status only when it differs from the last one on this stream.
-    w.hub.on_frame(AgentFrame::Status { status: w.status.clone() });
+    w.hub.on_frame(AgentFrame::Status { status: w.status.clone() }, w.now);
     w.pump();
     assert_eq!(w.statuses_stored, 3);
 }
