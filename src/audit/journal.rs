@@ -22,15 +22,15 @@ pub struct Journal<S: Store> {
     max_bytes: u64,
 }
 
-/// The result of checking the chain.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// The result of checking the chain; also the control socket's answer to `audit_verify`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Verification {
     /// Records checked.
     pub checked: u64,
     /// First and last sequence number present.
     pub first_seq: Option<u64>,
     pub last_seq: Option<u64>,
-    /// The first record that does not hold up, and why.
+    /// The first record that does not hold up, and why: `[seq, reason]` in JSON.
     pub first_bad: Option<(u64, String)>,
 }
 

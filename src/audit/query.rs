@@ -10,15 +10,27 @@ pub enum Since {
     Time(SystemTime),
 }
 
+/// Why a starting point could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SinceError {
+    /// Not digits, and not a time either; the time's parse error says what is wrong with it.
+    #[error("{text:?} is neither a sequence number nor an RFC 3339 time such as 2026-11-27T08:00:00Z")]
+    Unreadable {
+        text: String,
+        #[source]
+        source: humantime::TimestampError,
+    },
+}
+
 impl Since {
     /// `123` is a sequence number; anything else must be an RFC 3339 time.
-    pub fn parse(text: &str) -> Result<Since, String> {
+    pub fn parse(text: &str) -> Result<Since, SinceError> {
         if let Ok(seq) = text.parse::<u64>() {
             return Ok(Since::Seq(seq));
         }
-        humantime::parse_rfc3339_weak(text).map(Since::Time).map_err(|_| {
-            format!("{text:?} is neither a sequence number nor an RFC 3339 time such as 2026-11-27T08:00:00Z")
-        })
+        humantime::parse_rfc3339_weak(text)
+            .map(Since::Time)
+            .map_err(|source| SinceError::Unreadable { text: text.to_string(), source })
     }
 
     /// The sequence number to read after.

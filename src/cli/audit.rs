@@ -1,15 +1,17 @@
 //! `redtether audit list|tail|verify|export`: through the control socket while the daemon runs
 //! (it holds the journal), directly from the journal (under the state lock) when it does not.
 
-use super::{ask, exit};
+use super::{ask, error_chain, exit};
 use crate::audit::query::{Filter, Since};
-use crate::audit::store::SledStore;
+use crate::audit::store::{SledStore, StoreError};
 use crate::audit::{Journal, StoredEvent, Verification};
 use crate::config::Settings;
-use crate::control::{ClientError, ControlRequest};
-use crate::state_dir::{StateDir, StateLock};
+use crate::control::{AuditPage, ClientError, ControlRequest, StatusReply};
+use crate::state_dir::{StateDir, StateDirError, StateLock};
 use clap::Subcommand;
+use serde::de::IgnoredAny;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Events fetched per request.
@@ -46,6 +48,28 @@ pub enum AuditCommand {
     Export,
 }
 
+/// Why an audit command could not read the journal or print it.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditCommandError {
+    #[error(transparent)]
+    Daemon(#[from] ClientError),
+    #[error("no audit journal at {}", .0.display())]
+    NoJournal(PathBuf),
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
+    #[error(transparent)]
+    Journal(#[from] StoreError),
+    #[error("audit tail -f needs the running daemon")]
+    FollowNeedsDaemon,
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Write(std::io::Error),
+    /// Standard output was closed (`| head`): the reader has what it wanted.
+    #[error("standard output is closed")]
+    OutputClosed,
+}
+
 /// The journal, through the daemon or opened here.
 enum Source {
     Daemon,
@@ -53,20 +77,20 @@ enum Source {
 }
 
 impl Source {
-    fn open(settings: &Settings) -> Result<Source, String> {
-        match ask(settings, &ControlRequest::Status) {
+    fn open(settings: &Settings) -> Result<Source, AuditCommandError> {
+        // Any answer will do: this only asks whether a daemon holds the journal.
+        match ask::<IgnoredAny>(settings, &ControlRequest::Status) {
             Ok(_) => return Ok(Source::Daemon),
             Err(ClientError::NotRunning(_)) => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
         let dir = StateDir::new(&settings.state_dir);
         let journal_dir = dir.audit_dir();
         if !journal_dir.join("db").exists() {
-            return Err(format!("no audit journal at {}", journal_dir.display()));
+            return Err(AuditCommandError::NoJournal(journal_dir));
         }
-        let lock = dir.lock().map_err(|e| e.to_string())?;
-        let store = SledStore::open(&journal_dir).map_err(|e| e.to_string())?;
-        let journal = Journal::open(store, u64::MAX).map_err(|e| e.to_string())?;
+        let lock = dir.lock()?;
+        let journal = Journal::open(SledStore::open(&journal_dir)?, u64::MAX)?;
         Ok(Source::Local { journal: Box::new(journal), _lock: lock })
     }
 
@@ -78,7 +102,7 @@ impl Source {
         filter: &Filter,
         raw_since: Option<&str>,
         wait_ms: Option<u64>,
-    ) -> Result<(Vec<StoredEvent>, u64), String> {
+    ) -> Result<AuditPage, AuditCommandError> {
         match self {
             Source::Daemon => {
                 let request = ControlRequest::AuditRead {
@@ -88,41 +112,28 @@ impl Source {
                     since: raw_since.map(str::to_string),
                     wait_ms,
                 };
-                let result = ask(settings, &request).map_err(|e| e.to_string())?;
-                let events: Vec<StoredEvent> =
-                    serde_json::from_value(result["events"].clone()).map_err(|e| format!("unexpected answer: {e}"))?;
-                Ok((events, result["next"].as_u64().unwrap_or(after)))
+                Ok(ask::<AuditPage>(settings, &request)?)
             }
             Source::Local { journal, .. } => {
-                let page = journal.read(after, PAGE as usize).map_err(|e| e.to_string())?;
+                let page = journal.read(after, PAGE as usize)?;
                 let next = page.last().map_or(after, |e| e.seq);
-                Ok((page.into_iter().filter(|e| filter.matches(e)).collect(), next))
+                Ok(AuditPage { events: page.into_iter().filter(|e| filter.matches(e)).collect(), next })
             }
         }
     }
 
-    fn verify(&mut self, settings: &Settings) -> Result<Verification, String> {
+    fn verify(&mut self, settings: &Settings) -> Result<Verification, AuditCommandError> {
         match self {
-            Source::Daemon => {
-                let result = ask(settings, &ControlRequest::AuditVerify).map_err(|e| e.to_string())?;
-                Ok(Verification {
-                    checked: result["checked"].as_u64().unwrap_or(0),
-                    first_seq: result["first_seq"].as_u64(),
-                    last_seq: result["last_seq"].as_u64(),
-                    first_bad: result["first_bad"]
-                        .as_array()
-                        .and_then(|a| Some((a.first()?.as_u64()?, a.get(1)?.as_str()?.to_string()))),
-                })
-            }
-            Source::Local { journal, .. } => journal.verify().map_err(|e| e.to_string()),
+            Source::Daemon => Ok(ask::<Verification>(settings, &ControlRequest::AuditVerify)?),
+            Source::Local { journal, .. } => Ok(journal.verify()?),
         }
     }
 
-    fn head(&mut self, settings: &Settings) -> Result<u64, String> {
+    fn head(&mut self, settings: &Settings) -> Result<u64, AuditCommandError> {
         match self {
             Source::Daemon => {
-                let status = ask(settings, &ControlRequest::Status).map_err(|e| e.to_string())?;
-                Ok(status["audit"]["last_seq"].as_u64().unwrap_or(0))
+                let status = ask::<StatusReply>(settings, &ControlRequest::Status)?;
+                Ok(status.audit.map_or(0, |audit| audit.last_seq))
             }
             Source::Local { journal, .. } => Ok(journal.meta().last_seq),
         }
@@ -133,7 +144,7 @@ pub fn run(settings: &Settings, command: AuditCommand) -> ExitCode {
     let mut source = match Source::open(settings) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("redtether: {e}");
+            eprintln!("redtether: {}", error_chain(&e));
             return exit::code(exit::FAILURE);
         }
     };
@@ -142,7 +153,7 @@ pub fn run(settings: &Settings, command: AuditCommand) -> ExitCode {
             let parsed = match since.as_deref().map(Since::parse).transpose() {
                 Ok(s) => s,
                 Err(e) => {
-                    eprintln!("redtether: --since: {e}");
+                    eprintln!("redtether: --since: {}", error_chain(&e));
                     return exit::code(exit::FAILURE);
                 }
             };
@@ -155,11 +166,9 @@ pub fn run(settings: &Settings, command: AuditCommand) -> ExitCode {
         AuditCommand::Verify => return verify(&mut source, settings),
     };
     match result {
-        // An empty error is a closed pipe (`| head`): the reader has what it wanted.
-        Ok(()) => exit::code(exit::OK),
-        Err(e) if e.is_empty() => exit::code(exit::OK),
+        Ok(()) | Err(AuditCommandError::OutputClosed) => exit::code(exit::OK),
         Err(e) => {
-            eprintln!("redtether: {e}");
+            eprintln!("redtether: {}", error_chain(&e));
             exit::code(exit::FAILURE)
         }
     }
@@ -172,10 +181,10 @@ fn print_all(
     filter: &Filter,
     raw_since: Option<&str>,
     json: bool,
-) -> Result<(), String> {
+) -> Result<(), AuditCommandError> {
     let mut out = std::io::stdout().lock();
     loop {
-        let (events, next) = source.page(settings, after, filter, raw_since, None)?;
+        let AuditPage { events, next } = source.page(settings, after, filter, raw_since, None)?;
         for e in &events {
             print_event(&mut out, e, json)?;
         }
@@ -186,9 +195,15 @@ fn print_all(
     }
 }
 
-fn tail(source: &mut Source, settings: &Settings, lines: u64, follow: bool, json: bool) -> Result<(), String> {
+fn tail(
+    source: &mut Source,
+    settings: &Settings,
+    lines: u64,
+    follow: bool,
+    json: bool,
+) -> Result<(), AuditCommandError> {
     if follow && matches!(source, Source::Local { .. }) {
-        return Err("audit tail -f needs the running daemon".into());
+        return Err(AuditCommandError::FollowNeedsDaemon);
     }
     let head = source.head(settings)?;
     let mut after = head.saturating_sub(lines);
@@ -197,7 +212,7 @@ fn tail(source: &mut Source, settings: &Settings, lines: u64, follow: bool, json
     let mut out = std::io::stdout().lock();
     if follow {
         loop {
-            let (events, next) = source.page(settings, after, &Filter::default(), None, Some(10_000))?;
+            let AuditPage { events, next } = source.page(settings, after, &Filter::default(), None, Some(10_000))?;
             for e in &events {
                 print_event(&mut out, e, json)?;
             }
@@ -221,21 +236,23 @@ fn verify(source: &mut Source, settings: &Settings) -> ExitCode {
             exit::code(exit::OK)
         }
         Err(e) => {
-            eprintln!("redtether: {e}");
+            eprintln!("redtether: {}", error_chain(&e));
             exit::code(exit::FAILURE)
         }
     }
 }
 
-fn print_event(out: &mut impl Write, e: &StoredEvent, json: bool) -> Result<(), String> {
+fn print_event(out: &mut impl Write, e: &StoredEvent, json: bool) -> Result<(), AuditCommandError> {
     let line = if json {
-        serde_json::to_string(e).map_err(|err| err.to_string())?
+        serde_json::to_string(e)?
     } else {
         let detail =
             if e.detail.is_empty() { String::new() } else { serde_json::Value::Object(e.detail.clone()).to_string() };
         format!("{:>6}  {}  {:<18} {:<26} {}  {detail}", e.seq, e.ts, e.kind, e.actor.to_string(), e.target)
     };
     // A closed pipe (`| head`) ends the listing quietly.
-    writeln!(out, "{line}")
-        .map_err(|err| if err.kind() == std::io::ErrorKind::BrokenPipe { String::new() } else { err.to_string() })
+    writeln!(out, "{line}").map_err(|err| match err.kind() {
+        std::io::ErrorKind::BrokenPipe => AuditCommandError::OutputClosed,
+        _ => AuditCommandError::Write(err),
+    })
 }

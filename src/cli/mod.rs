@@ -10,7 +10,7 @@ mod token;
 pub use args::{Cli, Command};
 
 use crate::config::{self, ConfigError, ProcessContext, Settings};
-use crate::control::{self, ClientError, ControlRequest};
+use crate::control::{self, ClientError, ControlRequest, NodeRedRestarted, TunnelReloaded};
 use crate::daemon::{self, DaemonError};
 pub use redtether_host::{error_chain, exit};
 use std::process::ExitCode;
@@ -41,9 +41,9 @@ pub fn execute(cli: Cli) -> ExitCode {
         Command::Sbom { output, latest } => sbom::run(&settings, output.as_deref(), latest),
         Command::Enroll { hub, token, ca_fingerprint } => enroll(&settings, &hub, &token, &ca_fingerprint),
         Command::Deploy { file } => deploy(&settings, &file),
-        Command::RestartNodeRed => match ask(&settings, &ControlRequest::RestartNodeRed) {
-            Ok(result) => {
-                println!("Node-RED restarted (pid {})", result["pid"]);
+        Command::RestartNodeRed => match ask::<NodeRedRestarted>(&settings, &ControlRequest::RestartNodeRed) {
+            Ok(restarted) => {
+                println!("Node-RED restarted (pid {})", restarted.pid);
                 exit::code(exit::OK)
             }
             Err(e) => client_error(&e),
@@ -92,7 +92,7 @@ fn enroll(settings: &Settings, hub: &str, token: &str, fingerprint: &str) -> Exi
     match runtime.block_on(crate::tunnel::enroll::enroll(hub, token, fingerprint, &dir)) {
         Ok(identity) => {
             println!("enrolled as {} with the hub at {}", identity.info.device_id, identity.info.hub);
-            match ask(settings, &ControlRequest::TunnelReload) {
+            match ask::<TunnelReloaded>(settings, &ControlRequest::TunnelReload) {
                 Ok(_) => println!("the running agent is connecting"),
                 Err(ClientError::NotRunning(_)) => println!("the agent will connect when it starts"),
                 Err(e) => eprintln!("redtether: enrolled, but the running agent did not answer: {e}"),
@@ -136,7 +136,11 @@ fn run(settings: Settings) -> ExitCode {
     }
 }
 
-pub(crate) fn ask(settings: &Settings, request: &ControlRequest) -> Result<serde_json::Value, ClientError> {
+/// Sends `request` to the running daemon and reads the answer as the `T` it promises.
+pub(crate) fn ask<T: serde::de::DeserializeOwned>(
+    settings: &Settings,
+    request: &ControlRequest,
+) -> Result<T, ClientError> {
     let socket = crate::state_dir::StateDir::new(&settings.state_dir).control_socket();
     control::request(&socket, request, CONTROL_TIMEOUT)
 }

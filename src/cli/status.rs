@@ -2,72 +2,108 @@
 
 use super::{ask, client_error, exit};
 use crate::config::Settings;
-use crate::control::ControlRequest;
+use crate::control::{ControlRequest, StatusReply};
+use crate::tunnel::TunnelState;
+use redtether_proto::time::format_seconds;
 use std::process::ExitCode;
 
 pub fn show(settings: &Settings, json: bool) -> ExitCode {
-    let status = match ask(settings, &ControlRequest::Status) {
+    let status = match ask::<StatusReply>(settings, &ControlRequest::Status) {
         Ok(status) => status,
         Err(e) => return client_error(&e),
     };
     if json {
-        println!("{status}");
+        match serde_json::to_string(&status) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("redtether: cannot print the status as JSON: {e}");
+                return exit::code(exit::FAILURE);
+            }
+        }
     } else {
         print!("{}", human(&status));
     }
     exit::code(exit::OK)
 }
 
-fn human(s: &serde_json::Value) -> String {
-    let text = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
-    let nr = &s["node_red"];
+fn human(s: &StatusReply) -> String {
+    let nr = &s.node_red;
     let mut out = format!(
         "redtether {} (pid {}), running since {}\n  gate      listening on {}\n  node-red  {}",
-        text(&s["version"]),
-        s["pid"],
-        text(&s["started"]),
-        text(&s["gate"]["listen"]),
-        text(&nr["state"]).replace('_', " "),
+        s.version,
+        s.pid,
+        format_seconds(s.started),
+        s.gate.listen,
+        nr.state.as_str().replace('_', " "),
     );
-    if let Some(pid) = nr["pid"].as_u64() {
+    if let Some(pid) = nr.pid {
         out.push_str(&format!(" (pid {pid})"));
     }
-    out.push_str(&format!(" since {}, {} restarts\n", text(&nr["since"]), nr["restarts"]));
-    if let Some(detail) = nr["detail"].as_str() {
+    out.push_str(&format!(" since {}, {} restarts\n", format_seconds(nr.since), nr.restarts));
+    if let Some(detail) = &nr.detail {
         out.push_str(&format!("            {detail}\n"));
     }
-    if let Some(last) = nr["last_exit"].as_str() {
+    if let Some(last) = &nr.last_exit {
         out.push_str(&format!("            last run: {last}\n"));
     }
-    let t = &s["tunnel"];
-    if let Some(state) = t["state"].as_str() {
-        out.push_str(&format!("  tunnel    {}", state.replace('_', " ")));
-        if let (Some(hub), Some(device)) = (t["hub"].as_str(), t["device_id"].as_str()) {
-            out.push_str(&format!(" (hub {hub}, device {device})"));
-        }
-        out.push('\n');
-        if let Some(e) = t["last_error"].as_str() {
-            out.push_str(&format!("            {e}\n"));
-        }
+    let t = &s.tunnel;
+    out.push_str(&format!("  tunnel    {}", tunnel_state(t.state)));
+    if let (Some(hub), Some(device)) = (&t.hub, &t.device_id) {
+        out.push_str(&format!(" (hub {hub}, device {device})"));
     }
-    if let Some(backlog) = s["audit"]["backlog"].as_u64() {
-        out.push_str(&format!("  audit     {} events, {backlog} not yet at the hub\n", s["audit"]["last_seq"]));
+    out.push('\n');
+    if let Some(e) = &t.last_error {
+        out.push_str(&format!("            {e}\n"));
+    }
+    if let Some(audit) = &s.audit {
+        out.push_str(&format!("  audit     {} events, {} not yet at the hub\n", audit.last_seq, audit.backlog));
     }
     out
+}
+
+fn tunnel_state(state: TunnelState) -> &'static str {
+    match state {
+        TunnelState::Offline => "offline",
+        TunnelState::Connecting => "connecting",
+        TunnelState::Online => "online",
+        TunnelState::AuthFailed => "auth failed",
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::GateStatus;
+    use crate::tunnel::TunnelStatus;
+    use redtether_proto::wire::{NodeRedState, NodeRedStatus};
+    use std::time::SystemTime;
+
+    fn at(rfc3339: &str) -> SystemTime {
+        humantime::parse_rfc3339(rfc3339).unwrap()
+    }
 
     #[test]
     fn summary_shows_state_pid_and_restarts() {
-        let s = serde_json::json!({
-            "version": "0.1.0", "pid": 10, "started": "2026-11-27T07:00:00Z",
-            "gate": {"listen": "0.0.0.0:1880"},
-            "node_red": {"state": "crash_loop", "pid": null, "restarts": 6, "since": "2026-11-27T07:05:00Z",
-                          "detail": "exited with code 1; restarting in 1m", "last_exit": "exited with code 1"}
-        });
+        let s = StatusReply {
+            audit: None,
+            tunnel: TunnelStatus::initial(),
+            version: "0.1.0".into(),
+            pid: 10,
+            started: at("2026-11-27T07:00:00Z"),
+            config: "built-in defaults".into(),
+            state_dir: "/var/lib/redtether".into(),
+            node_red: NodeRedStatus {
+                state: NodeRedState::CrashLoop,
+                pid: None,
+                restarts: 6,
+                since: at("2026-11-27T07:05:00Z"),
+                port: None,
+                detail: Some("exited with code 1; restarting in 1m".into()),
+                last_exit: Some("exited with code 1".into()),
+            },
+            deployment: None,
+            gate: GateStatus { listen: "0.0.0.0:1880".parse().unwrap(), protection: false, tls: false },
+        };
         let text = human(&s);
         assert!(text.contains("node-red  crash loop since 2026-11-27T07:05:00Z, 6 restarts"), "{text}");
         assert!(text.contains("listening on 0.0.0.0:1880"), "{text}");

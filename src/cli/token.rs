@@ -3,98 +3,128 @@
 //! Token commands go through the control socket while the daemon runs; when it does not, they
 //! take the state directory's lock and edit the token file directly.
 
-use super::{ask, exit};
-use crate::audit::store::SledStore;
+use super::{ask, error_chain, exit};
+use crate::audit::store::{SledStore, StoreError};
 use crate::audit::{Actor, AuditEvent, AuditKind, Journal};
 use crate::cli::args::TokenCommand;
 use crate::config::Settings;
-use crate::control::{ClientError, ControlRequest};
-use crate::gate::auth::tokens::TokenStore;
-use crate::state_dir::StateDir;
+use crate::control::{ClientError, ControlRequest, TokenCreated, TokenRevoked};
+use crate::gate::TokenInfo;
+use crate::gate::auth::tokens::{TokenError, TokenStore};
+use crate::state_dir::{StateDir, StateDirError};
+use redtether_proto::time::format_seconds;
+use serde::de::DeserializeOwned;
 use std::io::Read;
 use std::process::ExitCode;
 
-pub fn run(settings: &Settings, command: TokenCommand) -> ExitCode {
-    let request = match &command {
-        TokenCommand::Create { name, expires, scope } => {
-            ControlRequest::TokenCreate { name: name.clone(), lifetime_secs: expires.as_secs(), scope: scope.clone() }
-        }
-        TokenCommand::List { .. } => ControlRequest::TokenList,
-        TokenCommand::Revoke { name } => ControlRequest::TokenRevoke { name: name.clone() },
-    };
-    let result = match ask(settings, &request) {
-        Err(ClientError::NotRunning(_)) => offline(settings, &request),
-        other => other.map_err(|e| e.to_string()),
-    };
-    let result = match result {
-        Ok(r) => r,
-        Err(message) => {
-            eprintln!("redtether: {message}");
-            return exit::code(exit::FAILURE);
-        }
-    };
-    match command {
-        TokenCommand::Create { .. } => println!("{}", result["token"].as_str().unwrap_or_default()),
-        TokenCommand::List { json: true } => println!("{result}"),
-        TokenCommand::List { json: false } => {
-            let tokens = result.as_array().cloned().unwrap_or_default();
-            if tokens.is_empty() {
-                println!("no tokens");
-            }
-            for t in tokens {
-                let expired = if t["expired"].as_bool() == Some(true) { " (expired)" } else { "" };
-                let scope = t["scope"].as_str().map(|s| format!(", scope {s}")).unwrap_or_default();
-                println!(
-                    "{}  expires {}{expired}{scope}",
-                    t["name"].as_str().unwrap_or("?"),
-                    t["expires"].as_str().unwrap_or("?")
-                );
-            }
-        }
-        TokenCommand::Revoke { .. } => {
-            println!("revoked {}", result["revoked"].as_str().unwrap_or_default())
-        }
-    }
-    exit::code(exit::OK)
+/// Why a token command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenCommandError {
+    #[error(transparent)]
+    Daemon(#[from] ClientError),
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The change is made, but the journal could not record it.
+    #[error(transparent)]
+    Journal(#[from] StoreError),
+    #[error(transparent)]
+    Encode(#[from] serde_json::Error),
 }
 
-/// The daemon is not running: edit the store under the state directory's lock.
-fn offline(settings: &Settings, request: &ControlRequest) -> Result<serde_json::Value, String> {
-    let dir = StateDir::new(&settings.state_dir);
-    dir.create().map_err(|e| e.to_string())?;
-    let _lock = dir.lock().map_err(|e| e.to_string())?;
-    let store = TokenStore::open(&dir.tokens_file());
-    let now = redtether_proto::time::unix_now();
-    match request {
-        ControlRequest::TokenCreate { name, lifetime_secs, scope } => {
-            let (token, record) =
-                store.create(name, *lifetime_secs, scope.as_deref(), now).map_err(|e| e.to_string())?;
-            let event = AuditEvent::new(AuditKind::TokenCreated, Actor::System, record.name.as_str())
-                .with("expires", record.expires)
-                .with("scope", record.scope.clone())
-                .with("via", "cli, agent stopped");
-            record_offline(&dir, event)?;
-            Ok(serde_json::json!({ "token": token }))
+pub fn run(settings: &Settings, command: TokenCommand) -> ExitCode {
+    let result = match command {
+        TokenCommand::Create { name, expires, scope } => {
+            create(settings, &name, expires.as_secs(), scope.as_deref()).map(|created| println!("{}", created.token))
         }
-        ControlRequest::TokenList => {
-            Ok(serde_json::json!(store.list().iter().map(crate::gate::token_json).collect::<Vec<_>>()))
+        TokenCommand::List { json } => list(settings).and_then(|tokens| print_list(&tokens, json)),
+        TokenCommand::Revoke { name } => revoke(settings, &name).map(|revoked| println!("revoked {}", revoked.revoked)),
+    };
+    match result {
+        Ok(()) => exit::code(exit::OK),
+        Err(e) => {
+            eprintln!("redtether: {}", error_chain(&e));
+            exit::code(exit::FAILURE)
         }
-        ControlRequest::TokenRevoke { name } => {
-            let record = store.revoke(name).map_err(|e| e.to_string())?;
-            let event = AuditEvent::new(AuditKind::TokenRevoked, Actor::System, record.name.as_str())
-                .with("via", "cli, agent stopped");
-            record_offline(&dir, event)?;
-            Ok(serde_json::json!({ "revoked": record.name }))
-        }
-        _ => Err("not a token command".into()),
     }
+}
+
+fn create(
+    settings: &Settings,
+    name: &str,
+    lifetime_secs: u64,
+    scope: Option<&str>,
+) -> Result<TokenCreated, TokenCommandError> {
+    let request =
+        ControlRequest::TokenCreate { name: name.to_string(), lifetime_secs, scope: scope.map(str::to_string) };
+    through_daemon_or_offline(settings, &request, |dir, store| {
+        let now = redtether_proto::time::unix_now();
+        let (token, record) = store.create(name, lifetime_secs, scope, now)?;
+        let event = AuditEvent::new(AuditKind::TokenCreated, Actor::System, record.name.as_str())
+            .with("expires", record.expires)
+            .with("scope", record.scope.clone())
+            .with("via", "cli, agent stopped");
+        record_offline(dir, event)?;
+        Ok(TokenCreated { token, record: TokenInfo::of(&record, now) })
+    })
+}
+
+fn list(settings: &Settings) -> Result<Vec<TokenInfo>, TokenCommandError> {
+    through_daemon_or_offline(settings, &ControlRequest::TokenList, |_, store| {
+        let now = redtether_proto::time::unix_now();
+        Ok(store.list().iter().map(|t| TokenInfo::of(t, now)).collect())
+    })
+}
+
+fn revoke(settings: &Settings, name: &str) -> Result<TokenRevoked, TokenCommandError> {
+    let request = ControlRequest::TokenRevoke { name: name.to_string() };
+    through_daemon_or_offline(settings, &request, |dir, store| {
+        let record = store.revoke(name)?;
+        let event = AuditEvent::new(AuditKind::TokenRevoked, Actor::System, record.name.as_str())
+            .with("via", "cli, agent stopped");
+        record_offline(dir, event)?;
+        Ok(TokenRevoked { revoked: record.name })
+    })
+}
+
+fn print_list(tokens: &[TokenInfo], json: bool) -> Result<(), TokenCommandError> {
+    if json {
+        println!("{}", serde_json::to_string(tokens)?);
+        return Ok(());
+    }
+    if tokens.is_empty() {
+        println!("no tokens");
+    }
+    for t in tokens {
+        let expired = if t.expired { " (expired)" } else { "" };
+        let scope = t.scope.as_deref().map(|s| format!(", scope {s}")).unwrap_or_default();
+        println!("{}  expires {}{expired}{scope}", t.name, format_seconds(t.expires));
+    }
+    Ok(())
+}
+
+/// Asks the running daemon; when none runs, does `offline` on the token store under the state
+/// directory's lock, so that no daemon starts and reads the file halfway.
+fn through_daemon_or_offline<T: DeserializeOwned>(
+    settings: &Settings,
+    request: &ControlRequest,
+    offline: impl FnOnce(&StateDir, &TokenStore) -> Result<T, TokenCommandError>,
+) -> Result<T, TokenCommandError> {
+    match ask::<T>(settings, request) {
+        Err(ClientError::NotRunning(_)) => {}
+        answered => return Ok(answered?),
+    }
+    let dir = StateDir::new(&settings.state_dir);
+    dir.create()?;
+    let _lock = dir.lock()?;
+    offline(&dir, &TokenStore::open(&dir.tokens_file()))
 }
 
 /// Appends to the journal directly (the caller holds the state lock, so no daemon has it open).
-fn record_offline(dir: &StateDir, event: AuditEvent) -> Result<(), String> {
-    let store = SledStore::open(&dir.audit_dir()).map_err(|e| e.to_string())?;
-    let mut journal = Journal::open(store, u64::MAX).map_err(|e| e.to_string())?;
-    journal.append(vec![event], std::time::SystemTime::now()).map_err(|e| e.to_string())?;
+fn record_offline(dir: &StateDir, event: AuditEvent) -> Result<(), StoreError> {
+    let mut journal = Journal::open(SledStore::open(&dir.audit_dir())?, u64::MAX)?;
+    journal.append(vec![event], std::time::SystemTime::now())?;
     Ok(())
 }
 

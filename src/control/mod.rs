@@ -7,5 +7,8 @@
 
 mod protocol;
 
-pub use protocol::ControlRequest;
+pub use protocol::{
+    AuditPage, ControlRequest, EditorPermissions, EditorSession, GateStatus, NodeRedRestarted, StatusReply,
+    TokenCreated, TokenRevoked, TunnelReloaded,
+};
 pub use redtether_host::control::{ClientError, ControlError, ControlResponse, ControlServer, Handler, request};

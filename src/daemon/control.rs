@@ -1,17 +1,44 @@
 //! The daemon's answers on the control socket.
 
-use crate::audit::query::{Filter, Since};
-use crate::audit::{Actor, AuditEvent, AuditKind, Auditor};
+use crate::audit::query::{Filter, Since, SinceError};
+use crate::audit::{Actor, AuditError, AuditEvent, AuditKind, Auditor};
 use crate::config::{Role, Settings};
-use crate::control::{ControlRequest, ControlResponse, Handler};
+use crate::control::{
+    AuditPage, ControlRequest, ControlResponse, EditorPermissions, EditorSession, GateStatus, Handler,
+    NodeRedRestarted, StatusReply, TokenCreated, TokenRevoked, TunnelReloaded,
+};
+use crate::deploy::DeployError;
+use crate::gate::TokenInfo;
 use crate::gate::auth::sessions::SessionStore;
-use crate::gate::auth::tokens::TokenStore;
-use crate::supervisor::SupervisorHandle;
+use crate::gate::auth::tokens::{TokenError, TokenStore};
+use crate::supervisor::{SupervisorError, SupervisorHandle};
 use crate::tunnel::TunnelHandle;
-use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
+
+/// Why the daemon refused a control request. The CLI shows the text, so it is the whole chain.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Since(#[from] SinceError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error("cannot read {path}: {source}")]
+    ReadEnvelope {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
+    #[error(transparent)]
+    Restart(#[from] SupervisorError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("unknown or expired session")]
+    UnknownSession,
+}
 
 pub struct DaemonControl {
     pub supervisor: SupervisorHandle,
@@ -26,24 +53,23 @@ pub struct DaemonControl {
 }
 
 impl DaemonControl {
-    async fn status(&self) -> serde_json::Value {
-        let audit = self.audit.status().await.ok();
-        json!({
-            "audit": audit,
-            "tunnel": self.tunnel.status(),
-            "version": crate::VERSION,
-            "pid": std::process::id(),
-            "started": redtether_proto::time::format_seconds(self.started),
-            "config": self.settings.source.describe(),
-            "state_dir": self.settings.state_dir.display().to_string(),
-            "node_red": self.supervisor.status(),
-            "deployment": self.deploy.reports().borrow().clone(),
-            "gate": {
-                "listen": self.gate_listen.to_string(),
-                "protection": self.settings.gate.protection,
-                "tls": self.settings.gate.tls.is_some(),
+    async fn status(&self) -> StatusReply {
+        StatusReply {
+            audit: self.audit.status().await.ok(),
+            tunnel: self.tunnel.status(),
+            version: crate::VERSION.to_string(),
+            pid: std::process::id(),
+            started: self.started,
+            config: self.settings.source.describe(),
+            state_dir: self.settings.state_dir.display().to_string(),
+            node_red: self.supervisor.status(),
+            deployment: self.deploy.reports().borrow().clone(),
+            gate: GateStatus {
+                listen: self.gate_listen,
+                protection: self.settings.gate.protection,
+                tls: self.settings.gate.tls.is_some(),
             },
-        })
+        }
     }
 
     /// A page of journal events after `after`, filtered; with `wait_ms`, waits that long for
@@ -55,41 +81,65 @@ impl DaemonControl {
         kind: Option<String>,
         since: Option<String>,
         wait_ms: Option<u64>,
-    ) -> ControlResponse {
-        let since = match since.as_deref().map(Since::parse).transpose() {
-            Ok(s) => s,
-            Err(e) => return ControlResponse::error(e),
-        };
+    ) -> Result<AuditPage, RequestError> {
+        let since = since.as_deref().map(Since::parse).transpose()?;
         let filter = Filter { kind, since };
         let limit = limit.clamp(1, 10_000) as usize;
         let mut committed = self.audit.subscribe();
-        let mut page = match self.audit.read(after, limit).await {
-            Ok(p) => p,
-            Err(e) => return ControlResponse::error(e.to_string()),
-        };
+        let mut page = self.audit.read(after, limit).await?;
         if page.is_empty()
             && let Some(wait) = wait_ms
         {
             let _ = tokio::time::timeout(std::time::Duration::from_millis(wait.min(30_000)), committed.recv()).await;
-            page = match self.audit.read(after, limit).await {
-                Ok(p) => p,
-                Err(e) => return ControlResponse::error(e.to_string()),
-            };
+            page = self.audit.read(after, limit).await?;
         }
         let next = page.last().map_or(after, |e| e.seq);
-        let events: Vec<_> = page.into_iter().filter(|e| filter.matches(e)).collect();
-        ControlResponse::ok(json!({ "events": events, "next": next }))
+        let events = page.into_iter().filter(|e| filter.matches(e)).collect();
+        Ok(AuditPage { events, next })
     }
 
     /// Node-RED's question about an editor session: who, and with which Node-RED permissions.
-    fn check_session(&self, token: &str) -> ControlResponse {
+    fn check_session(&self, token: &str) -> Result<EditorSession, RequestError> {
         match self.sessions.check(token, SystemTime::now()) {
             Some(s) if s.role != Role::Dashboard => {
                 let read_only = s.role == Role::Viewer || self.settings.gate.protection;
-                ControlResponse::ok(json!({ "username": s.user, "permissions": if read_only { "read" } else { "*" } }))
+                let permissions = if read_only { EditorPermissions::Read } else { EditorPermissions::Full };
+                Ok(EditorSession { username: s.user, permissions })
             }
-            _ => ControlResponse::error("unknown or expired session"),
+            _ => Err(RequestError::UnknownSession),
         }
+    }
+
+    /// Reads the envelope at `path` (it may be larger than a request line) and applies it.
+    async fn deploy(&self, path: String) -> Result<crate::deploy::Report, RequestError> {
+        let envelope = match std::fs::read_to_string(&path) {
+            Ok(envelope) => envelope,
+            Err(source) => return Err(RequestError::ReadEnvelope { path, source }),
+        };
+        Ok(self.deploy.apply_local(envelope.trim().to_string()).await?)
+    }
+
+    async fn token_create(
+        &self,
+        name: &str,
+        lifetime_secs: u64,
+        scope: Option<&str>,
+    ) -> Result<TokenCreated, RequestError> {
+        let now = redtether_proto::time::unix_now();
+        let (token, record) = self.tokens.create(name, lifetime_secs, scope, now)?;
+        let event = AuditEvent::new(AuditKind::TokenCreated, Actor::System, record.name.as_str())
+            .with("expires", record.expires)
+            .with("scope", record.scope.clone())
+            .with("via", "cli");
+        self.audit.record_or_log(event).await;
+        Ok(TokenCreated { token, record: TokenInfo::of(&record, now) })
+    }
+
+    async fn token_revoke(&self, name: &str) -> Result<TokenRevoked, RequestError> {
+        let record = self.tokens.revoke(name)?;
+        let event = AuditEvent::new(AuditKind::TokenRevoked, Actor::System, record.name.as_str()).with("via", "cli");
+        self.audit.record_or_log(event).await;
+        Ok(TokenRevoked { revoked: record.name })
     }
 }
 
@@ -100,52 +150,32 @@ impl Handler for DaemonControl {
             ControlRequest::Status => ControlResponse::ok(self.status().await),
             ControlRequest::TunnelReload => {
                 self.tunnel.reload();
-                ControlResponse::ok(json!({ "reloaded": true }))
+                ControlResponse::ok(TunnelReloaded { reloaded: true })
             }
             ControlRequest::AuditRead { after, limit, kind, since, wait_ms } => {
-                self.audit_read(after, limit, kind, since, wait_ms).await
+                answer(self.audit_read(after, limit, kind, since, wait_ms).await)
             }
-            ControlRequest::AuditVerify => match self.audit.verify().await {
-                Ok(report) => ControlResponse::ok(json!(report)),
-                Err(e) => ControlResponse::error(e.to_string()),
-            },
-            ControlRequest::Deploy { path } => match std::fs::read_to_string(&path) {
-                Ok(envelope) => match self.deploy.apply_local(envelope.trim().to_string()).await {
-                    Ok(report) => ControlResponse::ok(json!(report)),
-                    Err(e) => ControlResponse::error(e.to_string()),
-                },
-                Err(e) => ControlResponse::error(format!("cannot read {path}: {e}")),
-            },
-            ControlRequest::RestartNodeRed => match self.supervisor.restart().await {
-                Ok(pid) => ControlResponse::ok(json!({ "pid": pid })),
-                Err(e) => ControlResponse::error(e.to_string()),
-            },
-            ControlRequest::CheckSession { token } => self.check_session(&token),
+            ControlRequest::AuditVerify => answer(self.audit.verify().await.map_err(RequestError::from)),
+            ControlRequest::Deploy { path } => answer(self.deploy(path).await),
+            ControlRequest::RestartNodeRed => {
+                answer(self.supervisor.restart().await.map(|pid| NodeRedRestarted { pid }).map_err(RequestError::from))
+            }
+            ControlRequest::CheckSession { token } => answer(self.check_session(&token)),
             ControlRequest::TokenCreate { name, lifetime_secs, scope } => {
-                match self.tokens.create(&name, lifetime_secs, scope.as_deref(), redtether_proto::time::unix_now()) {
-                    Ok((token, record)) => {
-                        let event = AuditEvent::new(AuditKind::TokenCreated, Actor::System, record.name.as_str())
-                            .with("expires", record.expires)
-                            .with("scope", record.scope.clone())
-                            .with("via", "cli");
-                        self.audit.record_or_log(event).await;
-                        ControlResponse::ok(json!({ "token": token, "record": crate::gate::token_json(&record) }))
-                    }
-                    Err(e) => ControlResponse::error(e.to_string()),
-                }
+                answer(self.token_create(&name, lifetime_secs, scope.as_deref()).await)
             }
             ControlRequest::TokenList => {
-                ControlResponse::ok(json!(self.tokens.list().iter().map(crate::gate::token_json).collect::<Vec<_>>()))
+                let now = redtether_proto::time::unix_now();
+                ControlResponse::ok(self.tokens.list().iter().map(|t| TokenInfo::of(t, now)).collect::<Vec<_>>())
             }
-            ControlRequest::TokenRevoke { name } => match self.tokens.revoke(&name) {
-                Ok(record) => {
-                    let event = AuditEvent::new(AuditKind::TokenRevoked, Actor::System, record.name.as_str())
-                        .with("via", "cli");
-                    self.audit.record_or_log(event).await;
-                    ControlResponse::ok(json!({ "revoked": record.name }))
-                }
-                Err(e) => ControlResponse::error(e.to_string()),
-            },
+            ControlRequest::TokenRevoke { name } => answer(self.token_revoke(&name).await),
         }
+    }
+}
+
+fn answer(result: Result<impl serde::Serialize, RequestError>) -> ControlResponse {
+    match result {
+        Ok(reply) => ControlResponse::ok(reply),
+        Err(e) => ControlResponse::error(redtether_host::error_chain(&e)),
     }
 }

@@ -3,6 +3,7 @@
 //!   the gate's users (Node-RED never sees a password);
 //! - `redtether/tokens[/NAME]`: bearer-token management for owners.
 
+use super::auth::tokens::{TokenRecord, is_live};
 use super::auth::{Presented, Realm, Who};
 use super::decision::Local;
 use super::pipeline::{Pipeline, actor_of};
@@ -13,6 +14,7 @@ use crate::config::Role;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
@@ -139,7 +141,7 @@ async fn tokens(pipeline: &Pipeline, req: Request<Incoming>, who: &Who, ip: IpAd
     match (req.method().clone(), name_in_path) {
         (Method::GET, None) => responses::json(
             StatusCode::OK,
-            &json!(store.list().into_iter().map(|t| token_json(&t)).collect::<Vec<_>>()),
+            &json!(store.list().iter().map(|t| TokenInfo::of(t, unix_now())).collect::<Vec<_>>()),
         ),
         (Method::POST, None) => {
             let fields = match read_fields(req).await {
@@ -184,14 +186,32 @@ async fn tokens(pipeline: &Pipeline, req: Request<Incoming>, who: &Who, ip: IpAd
     }
 }
 
-pub fn token_json(t: &super::auth::tokens::TokenRecord) -> serde_json::Value {
-    json!({
-        "name": t.name,
-        "created": redtether_proto::time::format_seconds(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.created)),
-        "expires": redtether_proto::time::format_seconds(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.expires)),
-        "expired": !super::auth::tokens::is_live(t.expires, unix_now()),
-        "scope": t.scope,
-    })
+/// A token as owners see it, never its secret: the gate's token list, and the control
+/// socket's `token_list` (and `redtether token list` with the agent stopped).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub name: String,
+    #[serde(with = "redtether_proto::time::rfc3339")]
+    pub created: SystemTime,
+    #[serde(with = "redtether_proto::time::rfc3339")]
+    pub expires: SystemTime,
+    pub expired: bool,
+    /// The path prefix the token is limited to.
+    pub scope: Option<String>,
+}
+
+impl TokenInfo {
+    /// `record` as of `now` (Unix seconds), which decides `expired`.
+    pub fn of(record: &TokenRecord, now: u64) -> TokenInfo {
+        let at = |secs| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        TokenInfo {
+            name: record.name.clone(),
+            created: at(record.created),
+            expires: at(record.expires),
+            expired: !is_live(record.expires, now),
+            scope: record.scope.clone(),
+        }
+    }
 }
 
 pub fn unix_now() -> u64 {

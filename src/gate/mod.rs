@@ -26,7 +26,7 @@ mod server;
 pub mod space;
 
 pub use decision::{NodeMode, Policy};
-pub use local::{token_json, unix_now};
+pub use local::{TokenInfo, unix_now};
 pub use pipeline::{Caller, Pipeline, platform_user};
 pub use proxy::Proxy;
 pub use server::{Gate, serve_platform_stream};

@@ -134,7 +134,10 @@ impl Api {
                 let query = match AuditQuery::parse(req.uri().query()) {
                     Ok(q) => q,
                     Err(why) => {
-                        return json_response(StatusCode::BAD_REQUEST, json!({ "error": "bad_query", "detail": why }));
+                        return json_response(
+                            StatusCode::BAD_REQUEST,
+                            json!({ "error": "bad_query", "detail": why.to_string() }),
+                        );
                     }
                 };
                 self.with_device(id, |_| {

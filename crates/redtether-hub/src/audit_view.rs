@@ -22,17 +22,37 @@ pub enum Source {
     Hub,
 }
 
+/// What is wrong with a query; the API answers it as the `detail` of a `bad_query`.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditQueryError {
+    #[error("after={value:?} is not a sequence number")]
+    After {
+        value: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error("kind={0:?} is not an event kind")]
+    Kind(String),
+    #[error("source={0:?} is not device or hub")]
+    Source(String),
+    #[error("unknown parameter {0:?}")]
+    Unknown(String),
+}
+
 impl AuditQuery {
-    pub fn parse(query: Option<&str>) -> Result<AuditQuery, String> {
+    pub fn parse(query: Option<&str>) -> Result<AuditQuery, AuditQueryError> {
         let mut q = AuditQuery::default();
         for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
-                "after" => q.after = value.parse().map_err(|_| format!("after={value:?} is not a sequence number"))?,
+                "after" => {
+                    q.after =
+                        value.parse().map_err(|source| AuditQueryError::After { value: value.to_string(), source })?
+                }
                 "kind" => {
                     let ok = !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
                     if !ok {
-                        return Err(format!("kind={value:?} is not an event kind"));
+                        return Err(AuditQueryError::Kind(value.to_string()));
                     }
                     q.kind = Some(value.to_string());
                 }
@@ -40,10 +60,10 @@ impl AuditQuery {
                     q.source = Some(match value {
                         "device" => Source::Device,
                         "hub" => Source::Hub,
-                        _ => return Err(format!("source={value:?} is not device or hub")),
+                        _ => return Err(AuditQueryError::Source(value.to_string())),
                     })
                 }
-                _ => return Err(format!("unknown parameter {key:?}")),
+                _ => return Err(AuditQueryError::Unknown(key.to_string())),
             }
         }
         Ok(q)

@@ -1,16 +1,41 @@
 //! The `redtether-hub` command line. Subcommands that read or change the registry go through
 //! the hub's control socket while it runs, and open the registry directly when it does not.
 
-use crate::control::{HubRequest, apply};
-use crate::store::HubStore;
+use crate::control::{HubRequest, RequestError, apply};
+use crate::store::{HubStore, StoreError};
 use clap::{Parser, Subcommand};
 use redtether_host::config_file::ProcessContext;
 use redtether_host::control::{ClientError, request};
 use redtether_host::exit;
-use redtether_host::state_dir::StateDir;
+use redtether_host::state_dir::{StateDir, StateDirError};
+use redtether_pki::PkiError;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+
+/// Why a subcommand failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The running hub did not answer, or refused.
+    #[error(transparent)]
+    Hub(#[from] ClientError),
+    #[error("{}: {source}", path.display())]
+    CreateStateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    ReadCa(std::io::Error),
+    #[error(transparent)]
+    Ca(#[from] PkiError),
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -95,7 +120,7 @@ pub fn execute(cli: HubCli) -> ExitCode {
     };
     let result = match request_hub(&dir, &request) {
         Err(ClientError::NotRunning(_)) => offline(&dir, &request),
-        other => other.map_err(|e| e.to_string()),
+        answered => answered.map_err(CliError::from),
     };
     match result {
         Ok(value) => {
@@ -108,7 +133,7 @@ pub fn execute(cli: HubCli) -> ExitCode {
             exit::code(exit::OK)
         }
         Err(e) => {
-            eprintln!("redtether-hub: {e}");
+            eprintln!("redtether-hub: {}", redtether_host::error_chain(&e));
             exit::code(exit::FAILURE)
         }
     }
@@ -118,27 +143,36 @@ fn request_hub(dir: &StateDir, req: &HubRequest) -> Result<serde_json::Value, Cl
     request(&dir.control_socket(), req, Duration::from_secs(30))
 }
 
-fn offline(dir: &StateDir, req: &HubRequest) -> Result<serde_json::Value, String> {
-    std::fs::create_dir_all(dir.root()).map_err(|e| format!("{}: {e}", dir.root().display()))?;
-    let _lock = dir.lock().map_err(|e| e.to_string())?;
-    let store = HubStore::open(&dir.root().join("db")).map_err(|e| e.to_string())?;
-    apply(&store, req)
+/// With the hub stopped: the registry opened here, under the state directory's lock.
+fn offline(dir: &StateDir, req: &HubRequest) -> Result<serde_json::Value, CliError> {
+    std::fs::create_dir_all(dir.root())
+        .map_err(|source| CliError::CreateStateDir { path: dir.root().to_path_buf(), source })?;
+    let _lock = dir.lock()?;
+    let store = HubStore::open(&dir.root().join("db"))?;
+    Ok(apply(&store, req)?)
 }
 
 fn ca_fingerprint(dir: &StateDir) -> ExitCode {
-    match std::fs::read_to_string(dir.root().join("ca.pem"))
-        .map_err(|e| e.to_string())
-        .and_then(|pem| redtether_pki::pem_to_der(&pem).map_err(|e| e.to_string()))
-    {
+    match read_ca(dir) {
         Ok(der) => {
             println!("{}", redtether_pki::fingerprint(&der));
             exit::code(exit::OK)
         }
         Err(e) => {
-            eprintln!("redtether-hub: no CA yet in {} ({e}); start the hub once to make it", dir.root().display());
+            eprintln!(
+                "redtether-hub: no CA yet in {} ({}); start the hub once to make it",
+                dir.root().display(),
+                redtether_host::error_chain(&e)
+            );
             exit::code(exit::FAILURE)
         }
     }
+}
+
+/// The CA certificate, DER.
+fn read_ca(dir: &StateDir) -> Result<Vec<u8>, CliError> {
+    let pem = std::fs::read_to_string(dir.root().join("ca.pem")).map_err(CliError::ReadCa)?;
+    Ok(redtether_pki::pem_to_der(&pem)?)
 }
 
 fn run(settings: crate::config::HubSettings) -> ExitCode {

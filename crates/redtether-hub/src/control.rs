@@ -1,7 +1,7 @@
 //! The hub's control socket: the `redtether-hub` subcommands talk to the running hub here.
 
 use crate::api::Api;
-use crate::store::{HubStore, OperatorRole};
+use crate::store::{HubStore, OperatorRole, StoreError};
 use redtether_host::control::{ControlResponse, Handler};
 use redtether_pki::tls::Revoked;
 use redtether_proto::audit::HubEventKind;
@@ -32,46 +32,72 @@ pub struct HubControl {
     pub api_listen: String,
 }
 
+/// Why the hub (or the CLI, with the hub stopped) refused a request.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("{0:?} is not a device id (1-64 of A-Z a-z 0-9 . _ @ -)")]
+    DeviceId(String),
+    #[error("{0:?} is not one of owner, member, viewer")]
+    Role(String),
+    #[error("{0:?} is not an operator name")]
+    OperatorName(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The request is about the running hub itself.
+    #[error("needs the running hub")]
+    NeedsRunningHub,
+}
+
 /// What both the running hub and the CLI (with the hub stopped) do for a request.
-pub fn apply(store: &HubStore, request: &HubRequest) -> Result<serde_json::Value, String> {
+pub fn apply(store: &HubStore, request: &HubRequest) -> Result<serde_json::Value, RequestError> {
     let now = redtether_proto::time::unix_now();
     match request {
         HubRequest::EnrollToken { device, lifetime_secs } => {
             if !redtether_proto::names::valid_name(device) {
-                return Err(format!("{device:?} is not a device id (1-64 of A-Z a-z 0-9 . _ @ -)"));
+                return Err(RequestError::DeviceId(device.clone()));
             }
-            let token = store.create_enroll_token(device, *lifetime_secs, now).map_err(|e| e.to_string())?;
+            let token = store.create_enroll_token(device, *lifetime_secs, now)?;
             let _ =
                 store.record_event(device, HubEventKind::EnrollTokenCreated, json!({ "expires_in": lifetime_secs }));
             Ok(json!({ "token": token }))
         }
         HubRequest::OperatorAdd { name, role } => {
-            let role =
-                OperatorRole::parse(role).ok_or_else(|| format!("{role:?} is not one of owner, member, viewer"))?;
+            let role = OperatorRole::parse(role).ok_or_else(|| RequestError::Role(role.clone()))?;
             if !redtether_proto::names::valid_name(name) {
-                return Err(format!("{name:?} is not an operator name"));
+                return Err(RequestError::OperatorName(name.clone()));
             }
-            let token = store.add_operator(name, role, now).map_err(|e| e.to_string())?;
+            let token = store.add_operator(name, role, now)?;
             Ok(json!({ "token": token }))
         }
         HubRequest::OperatorList => {
-            let ops = store.operators().map_err(|e| e.to_string())?;
+            let ops = store.operators()?;
             Ok(json!(ops.iter().map(|o| json!({ "name": o.name, "role": o.role, "created": redtether_proto::time::format_seconds(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(o.created)) })).collect::<Vec<_>>()))
         }
         HubRequest::OperatorRemove { name } => {
-            store.remove_operator(name).map(|()| json!({ "removed": name })).map_err(|e| e.to_string())
+            store.remove_operator(name)?;
+            Ok(json!({ "removed": name }))
         }
         HubRequest::Devices => {
-            let devices = store.devices().map_err(|e| e.to_string())?;
+            let devices = store.devices()?;
             Ok(json!(devices.iter().map(|d| json!({ "id": d.id, "revoked": d.revoked, "agent_version": d.agent_version, "last_seen": d.last_seen })).collect::<Vec<_>>()))
         }
         HubRequest::DeviceRevoke { device } => {
-            let serial = store.revoke_device(device).map_err(|e| e.to_string())?;
-            let _ = store.record_event(device, HubEventKind::DeviceRevoked, json!({ "serial": serial }));
-            Ok(json!({ "revoked": device, "serial": serial }))
+            let serial = revoke_device(store, device)?;
+            Ok(revoked_json(device, &serial))
         }
-        HubRequest::Status | HubRequest::CaFingerprint => Err("needs the running hub".into()),
+        HubRequest::Status | HubRequest::CaFingerprint => Err(RequestError::NeedsRunningHub),
     }
+}
+
+/// Marks the device revoked in the registry and records it; returns its certificate's serial.
+fn revoke_device(store: &HubStore, device: &str) -> Result<String, StoreError> {
+    let serial = store.revoke_device(device)?;
+    let _ = store.record_event(device, HubEventKind::DeviceRevoked, json!({ "serial": serial }));
+    Ok(serial)
+}
+
+fn revoked_json(device: &str, serial: &str) -> serde_json::Value {
+    json!({ "revoked": device, "serial": serial })
 }
 
 impl Handler for HubControl {
@@ -91,25 +117,24 @@ impl Handler for HubControl {
                 Ok(devices) => ControlResponse::ok(json!(
                     devices.iter().map(|d| self.api.device_json(d, false)).collect::<Vec<_>>()
                 )),
-                Err(e) => ControlResponse::error(e.to_string()),
+                Err(e) => ControlResponse::error(redtether_host::error_chain(&e)),
             },
-            HubRequest::DeviceRevoke { device } => match apply(&self.store, &request) {
-                Ok(result) => {
-                    if let Some(serial) = result["serial"].as_str()
-                        && let Ok(mut revoked) = self.revoked.write()
-                    {
-                        revoked.insert(serial.to_string());
+            HubRequest::DeviceRevoke { device } => match revoke_device(&self.store, device) {
+                Ok(serial) => {
+                    // Refused from the next handshake on, and the tunnel it has now is closed.
+                    if let Ok(mut revoked) = self.revoked.write() {
+                        revoked.insert(serial.clone());
                     }
                     if let Some(online) = self.api.registry.get(device) {
                         online.connection.close(codes::REVOKED.into(), b"device revoked");
                     }
-                    ControlResponse::ok(result)
+                    ControlResponse::ok(revoked_json(device, &serial))
                 }
-                Err(e) => ControlResponse::error(e),
+                Err(e) => ControlResponse::error(redtether_host::error_chain(&e)),
             },
             _ => match apply(&self.store, &request) {
                 Ok(result) => ControlResponse::ok(result),
-                Err(e) => ControlResponse::error(e),
+                Err(e) => ControlResponse::error(redtether_host::error_chain(&e)),
             },
         }
     }
