@@ -84,7 +84,7 @@ fn main() {
     let hub = Hub::start_logging("info");
     let agent = online_agent(&hub, DEVICE, "");
     let token = hub.operator("bench", "owner");
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let client = common::http::blocking_client_builder().timeout(Duration::from_secs(10)).build().unwrap();
     let bench = Bench { gate: agent.gate_url(), hub, token, client };
 
     let first = bench.deploy(json!({"flows": flows("round 0", 0)}));

@@ -14,6 +14,7 @@ pub mod control;
 pub mod daemon;
 pub mod deploy;
 pub mod gate;
+pub mod http_client;
 pub mod identity;
 pub mod sbom;
 pub mod state_dir;

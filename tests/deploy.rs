@@ -28,7 +28,7 @@ fn endpoint_flows(path: &str, text: &str) -> Value {
 }
 
 async fn call(hub: &Hub, method: reqwest::Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().request(method, format!("{}{path}", hub.api())).bearer_auth(token);
+    let mut req = common::http::client().request(method, format!("{}{path}", hub.api())).bearer_auth(token);
     if let Some(body) = body {
         req = req.json(&body);
     }
@@ -57,7 +57,7 @@ async fn finished(hub: &Hub, token: &str, device: &str, id: &str) -> Value {
 }
 
 async fn get(agent: &Agent, path: &str) -> (u16, String) {
-    let r = reqwest::get(format!("{}{path}", agent.gate_url())).await.unwrap();
+    let r = common::http::client().get(format!("{}{path}", agent.gate_url())).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
@@ -149,7 +149,7 @@ async fn a_deployment_adds_an_endpoint_with_sealed_credentials_and_protection_st
     assert_eq!(applied[0]["detail"]["flows_hash"], done["flows_hash"]);
 
     // Protection mode stayed on: the local admin API still refuses writes.
-    let write = reqwest::Client::new()
+    let write = common::http::client()
         .post(format!("{gate}/device-editor/flows"))
         .basic_auth("owner", Some(common::agent::USERS[0].1))
         .header("node-red-api-version", "v2")
@@ -441,7 +441,7 @@ async fn a_snapshot_from_the_device_deploys_back_after_a_bad_local_change() {
     assert_eq!(list[0]["nodes"], 4);
 
     // A bad local change through the LAN editor (protection mode is off on this device).
-    let client = reqwest::Client::new();
+    let client = common::http::client();
     let owner = common::agent::USERS[0];
     let rev = client
         .get(format!("{gate}/device-editor/flows"))

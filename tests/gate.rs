@@ -60,7 +60,7 @@ async fn roles_decide_what_reaches_the_admin_api() {
     let agent = agent_with_flows("", None);
     let gate = agent.gate_url();
     let flows_file = agent.state_dir().join("node-red/flows.json");
-    let client = reqwest::Client::new();
+    let client = common::http::client();
     let get = |cred| with(client.get(format!("{gate}/device-editor/flows")), cred).send();
 
     assert_eq!(get(Cred::None).await.unwrap().status(), 401, "anonymous");
@@ -112,7 +112,7 @@ async fn the_editor_login_runs_through_the_gate() {
     let agent = Agent::start("");
     agent.wait_running();
     let gate = agent.gate_url();
-    let client = reqwest::Client::new();
+    let client = common::http::client();
 
     let scheme: serde_json::Value =
         client.get(format!("{gate}/device-editor/auth/login")).send().await.unwrap().json().await.unwrap();
@@ -163,7 +163,7 @@ async fn node_space_basic_mode_takes_its_one_user() {
     );
     let agent = agent_with_flows("", Some(&tables));
     let gate = agent.gate_url();
-    let client = reqwest::Client::new();
+    let client = common::http::client();
     wait_route(&client, &format!("{gate}/api/data"), Cred::Basic("hmi", "hmi-pw")).await;
 
     let none = client.get(format!("{gate}/api/data")).send().await.unwrap();
@@ -206,7 +206,7 @@ async fn bearer_tokens_work_offline_expire_to_the_second_and_respect_scope() {
     let tables = format!("[gate.http_auth]\nmode = \"users\"\n{}", default_users());
     let agent = agent_with_flows("", Some(&tables));
     let gate = agent.gate_url();
-    let client = reqwest::Client::new();
+    let client = common::http::client();
     wait_route(&client, &format!("{gate}/api/data"), OWNER).await;
 
     let out = token_cli(&agent, &["create", "--name", "hmi", "--expires", "1h", "--scope", "/api"]);
@@ -288,7 +288,7 @@ async fn tokens_made_while_the_agent_is_stopped_work_when_it_starts() {
     agent.spawn(&[]);
     agent.wait_running();
     let gate = agent.gate_url();
-    let client = reqwest::Client::new();
+    let client = common::http::client();
     wait_route(&client, &format!("{gate}/api/data"), Cred::Bearer(&token)).await;
     assert_eq!(client.get(format!("{gate}/api/data")).bearer_auth(&token).send().await.unwrap().status(), 200);
 }
@@ -298,7 +298,7 @@ async fn failed_logins_are_rate_limited_before_hashing_and_reported_once() {
     let agent = Agent::start("");
     agent.wait_running();
     let gate = agent.gate_url();
-    let client = reqwest::Client::new();
+    let client = common::http::client();
     // A good credential used before the attack stays usable (it is cached, no hashing).
     assert_eq!(with(client.get(format!("{gate}/device-editor/settings")), OWNER).send().await.unwrap().status(), 200);
     let mut statuses = Vec::new();
@@ -333,7 +333,7 @@ async fn request_rate_limit_per_source() {
     let agent = Agent::start_gate("[gate.rate_limit]\nrequests_per_second = 2.0\nburst = 3", None);
     agent.wait_running();
     let gate = agent.gate_url();
-    let client = reqwest::Client::new();
+    let client = common::http::client();
     let mut statuses = Vec::new();
     for _ in 0..6 {
         statuses.push(client.get(format!("{gate}/device-editor/")).send().await.unwrap().status().as_u16());
@@ -352,7 +352,7 @@ async fn requests_beyond_the_upstream_cap_are_refused_not_queued() {
         )),
     );
     let gate = agent.gate_url();
-    let client = reqwest::Client::new();
+    let client = common::http::client();
     wait_route(&client, &format!("{gate}/hits"), Cred::None).await;
     // A request whose body is only half sent holds the only slot: Node-RED is still reading it.
     // Meanwhile others are turned away at once rather than queued behind it. (Should a probe
@@ -432,7 +432,7 @@ async fn bad_requests_get_their_status_and_never_reach_node_red() {
     let agent = agent_with_flows("", None);
     let addr = gate_addr(&agent);
     let gate = agent.gate_url();
-    let client = reqwest::Client::new();
+    let client = common::http::client();
     wait_route(&client, &format!("{gate}/hits"), Cred::None).await;
     let hits = || async { client.get(format!("{gate}/hits")).send().await.unwrap().text().await.unwrap() };
     assert_eq!(
@@ -593,7 +593,7 @@ async fn protection_mode_withstands_the_attack_list_with_flows_unchanged() {
     let agent = agent_with_flows("protection = true", None);
     let addr = gate_addr(&agent);
     let gate = agent.gate_url();
-    let client = reqwest::Client::new();
+    let client = common::http::client();
     let flows_file = agent.state_dir().join("node-red/flows.json");
     let before = std::fs::read(&flows_file).unwrap();
     let rev = |cred| {
@@ -671,7 +671,7 @@ async fn cors_and_cross_site_requests() {
     let agent = Agent::start_gate("cors_origins = [\"https://hmi.example\"]", None);
     agent.wait_running();
     let gate = agent.gate_url();
-    let client = reqwest::Client::new();
+    let client = common::http::client();
     let preflight = |origin: &'static str| {
         client
             .request(reqwest::Method::OPTIONS, format!("{gate}/device-editor/flows"))
@@ -729,7 +729,7 @@ async fn first_run_makes_a_locked_editor_with_an_owner() {
     assert!(agent.log().contains(&password_file.display().to_string()), "the log says where the password is");
     assert!(!agent.log().contains(&password), "but never the password");
     let gate = agent.gate_url();
-    let client = reqwest::Client::new();
+    let client = common::http::client();
     assert_eq!(client.get(format!("{gate}/device-editor/flows")).send().await.unwrap().status(), 401, "locked");
     let token = login(&client, &gate, "admin", &password).await.expect("the admin logs in");
     assert_eq!(deploy(&client, &gate, &echo_flow(), Cred::Bearer(&token)).await.status(), 200, "as an owner");

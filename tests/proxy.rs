@@ -17,7 +17,7 @@ async fn editor_admin_api_and_http_in_nodes_answer_through_the_gate() {
     let agent = Agent::start("");
     agent.wait_running();
     let gate = agent.gate_url();
-    let client = reqwest::Client::new();
+    let client = common::http::client();
 
     let editor = client.get(format!("{gate}/device-editor/")).send().await.unwrap();
     assert_eq!(editor.status(), 200, "the editor page needs no login (its login dialog is in it)");
@@ -63,7 +63,7 @@ async fn editor_websocket_authenticates_with_the_session_and_carries_deploys() {
     let agent = Agent::start("");
     agent.wait_running();
     let gate = agent.gate_url();
-    let client = reqwest::Client::new();
+    let client = common::http::client();
     let token = login(&client, &gate, "member", "member-pw").await.expect("editor login");
 
     let ws_url = format!("{}/device-editor/comms", gate.replace("http://", "ws://"));
@@ -123,7 +123,7 @@ async fn a_client_cannot_smuggle_the_gates_own_credential() {
     agent.wait_running();
     let status = agent.status();
     let port = status["node_red"]["port"].as_u64().unwrap();
-    let client = reqwest::Client::new();
+    let client = common::http::client();
 
     // Node-RED itself listens on loopback and refuses requests without the gate's credential.
     let direct = client.get(format!("http://127.0.0.1:{port}/device-editor/settings")).send().await.unwrap();

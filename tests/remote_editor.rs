@@ -35,7 +35,7 @@ async fn the_editor_and_its_websocket_work_through_the_hub_with_roles() {
     let agent = online_agent(&hub, "pump-e", "");
     let owner = hub.operator("ops", "owner");
     let viewer = hub.operator("watcher", "viewer");
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let client = common::http::client_builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let editor = format!("{}/devices/pump-e/editor", hub.api());
 
     let page = client.get(format!("{editor}/")).bearer_auth(&owner).send().await.unwrap();
@@ -107,7 +107,7 @@ async fn protection_mode_refuses_the_owner_through_the_tunnel_too() {
     let hub = Hub::start();
     let agent = online_agent(&hub, "pump-p", "protection = true");
     let owner = hub.operator("ops", "owner");
-    let client = reqwest::Client::new();
+    let client = common::http::client();
     let editor = format!("{}/devices/pump-p/editor", hub.api());
     let before = std::fs::read(agent.state_dir().join("node-red/flows.json")).ok();
     let refused = deploy(&client, &editor, &owner).await;
@@ -246,7 +246,7 @@ async fn a_stalled_large_download_does_not_hold_up_other_requests_and_bytes_pass
 
     // A reader that takes the head of a large answer and then does not read: its stream fills
     // up and stops (flow control), and nothing else may wait for it.
-    let client = reqwest::Client::new();
+    let client = common::http::client();
     let mut stalled = client.get(format!("{editor}/{big}")).bearer_auth(&owner).send().await.unwrap();
     assert_eq!(stalled.status(), 200);
     let first = stalled.chunk().await.unwrap().unwrap();
@@ -275,7 +275,7 @@ async fn a_browser_logs_in_with_the_token_and_opens_the_editor_with_a_strict_coo
     let hub = Hub::start();
     let agent = online_agent(&hub, "pump-b", "");
     let viewer = hub.operator("watcher", "viewer");
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let client = common::http::client_builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let api = hub.api();
 
     // A browser without a session is sent to the form, and comes back where it wanted to go.

@@ -40,7 +40,7 @@ async fn the_certificate_is_renewed_during_a_busy_stream_without_dropping_the_tu
         let (ok, failed, stop, editor, owner) =
             (ok.clone(), failed.clone(), stop.clone(), editor.clone(), owner.clone());
         tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = common::http::client();
             while !stop.is_cancelled() {
                 match client.get(format!("{editor}/settings")).bearer_auth(&owner).send().await {
                     Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::SeqCst),
@@ -68,7 +68,7 @@ async fn the_certificate_is_renewed_during_a_busy_stream_without_dropping_the_tu
     // The websocket opened before the renewal is still live.
     use futures_util::{SinkExt, StreamExt};
     ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"subscribe":"notification/#"}"#)).await.unwrap();
-    reqwest::Client::new()
+    common::http::client()
         .post(format!("{editor}/flows"))
         .bearer_auth(&owner)
         .header("node-red-api-version", "v2")

@@ -5,7 +5,7 @@
 //! purls parsed by `packageurl-js`. `--latest` is checked against a stand-in npm registry on
 //! loopback (never the internet).
 
-use common::npm_registry;
+use common::{npm_registry, tinyproxy};
 use redtether_testkit as common;
 
 use base64::Engine;
@@ -59,24 +59,38 @@ impl Device {
         Command::new(BIN).arg("sbom").args(extra).arg("--config").arg(&self.config).output().unwrap()
     }
 
-    /// `redtether sbom ARGS` with `npm_config_registry` = `registry` (and only that).
+    /// `redtether sbom ARGS` with `npm_config_registry` = `registry` (and only that: no proxy
+    /// from the test's own environment either).
     fn sbom_with_registry(&self, extra: &[&str], registry: &str) -> Output {
-        Command::new(BIN)
+        self.sbom_with_env(extra, registry, &[])
+    }
+
+    /// [`Device::sbom_with_registry`] with the variables `env` set in its environment.
+    fn sbom_with_env(&self, extra: &[&str], registry: &str, env: &[(&str, &str)]) -> Output {
+        let mut command = Command::new(BIN);
+        command
             .arg("sbom")
             .args(extra)
             .arg("--config")
             .arg(&self.config)
             .env("npm_config_registry", registry)
-            .env_remove("NPM_CONFIG_REGISTRY")
-            .output()
-            .unwrap()
+            .env_remove("NPM_CONFIG_REGISTRY");
+        for name in PROXY_VARIABLES {
+            command.env_remove(name);
+        }
+        command.envs(env.iter().copied()).output().unwrap()
     }
 
     /// `redtether sbom --latest --output F` against `registry`, which must exit 0; the
     /// document, its file and stderr.
     fn sbom_latest(&self, registry: &str) -> (Value, PathBuf, String) {
+        self.sbom_latest_with_env(registry, &[])
+    }
+
+    /// [`Device::sbom_latest`] with the variables `env` set in its environment.
+    fn sbom_latest_with_env(&self, registry: &str, env: &[(&str, &str)]) -> (Value, PathBuf, String) {
         let file = self.dir.path().join("latest.json");
-        let out = self.sbom_with_registry(&["--latest", "--output", file.to_str().unwrap()], registry);
+        let out = self.sbom_with_env(&["--latest", "--output", file.to_str().unwrap()], registry, env);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(0), "{stderr}");
         (serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap(), file, stderr)
@@ -97,6 +111,10 @@ impl Device {
         (file, doc)
     }
 }
+
+/// What names a proxy to curl, npm and reqwest (lower case first where both are read).
+const PROXY_VARIABLES: [&str; 8] =
+    ["http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"];
 
 /// The value of the property `name` of a component or of the metadata.
 fn prop<'a>(object: &'a Value, name: &str) -> Option<&'a str> {
@@ -650,4 +668,103 @@ fn a_registry_that_never_answers_ends_all_lookups_at_its_first_timeout() {
     let connections = silent.connections();
     assert!((1..=8).contains(&connections), "{connections} connections: lookups went on after the first failure");
     assert_eq!(cyclonedx::validate(&file), json!({"valid": true}));
+}
+
+/// `--latest` honours the proxy the environment names, as npm and curl do: a real forward proxy
+/// (Debian's tinyproxy) in front of the stand-in registry carries every lookup (its log has the
+/// requests, the registry sees its `Via` header), and `NO_PROXY` naming the registry's host
+/// sends them past it.
+#[test]
+fn latest_goes_through_the_environments_proxy_and_no_proxy_bypasses_it() {
+    let proxy = tinyproxy::Tinyproxy::start();
+    let registry = npm_registry::Registry::start(&SERVED);
+    let device = Device::with_fixture_node_red();
+    let origin = registry.url.strip_suffix(npm_registry::PREFIX).unwrap();
+
+    let (doc, _, stderr) = device.sbom_latest_with_env(&registry.url, &[("HTTP_PROXY", &proxy.url)]);
+    assert!(!stderr.contains("npm registry"), "{stderr}");
+    assert_eq!(prop(&doc["metadata"], "redtether:npm:latest_source"), Some("live"));
+    for (name, version) in SERVED {
+        assert_eq!(prop(npm_component(&doc, name), "redtether:npm:latest"), Some(version));
+    }
+    let seen = registry.seen();
+    assert!(seen.len() > 300, "{}", seen.len());
+    for s in &seen {
+        assert!(s.via.as_deref().is_some_and(|via| via.contains(tinyproxy::VIA_NAME)), "not through the proxy: {s:?}");
+    }
+    // The proxy's own log: one forwarded request per lookup, in absolute form.
+    let carried = proxy.requests();
+    assert_eq!(carried.len(), seen.len(), "{:?}", &carried[..carried.len().min(5)]);
+    for request in &carried {
+        assert!(request.starts_with(&format!("GET {origin}/npm/")) && request.ends_with(" HTTP/1.1"), "{request}");
+    }
+
+    // NO_PROXY names the registry's host: straight there, the proxy sees nothing more.
+    std::fs::remove_file(device.latest_cache()).unwrap();
+    registry.forget();
+    let (doc, _, stderr) =
+        device.sbom_latest_with_env(&registry.url, &[("HTTP_PROXY", &proxy.url), ("NO_PROXY", "localhost,127.0.0.1")]);
+    assert!(!stderr.contains("npm registry"), "{stderr}");
+    assert_eq!(prop(&doc["metadata"], "redtether:npm:latest_source"), Some("live"));
+    let seen = registry.seen();
+    assert_eq!(seen.len(), carried.len(), "the same lookups again");
+    assert!(seen.iter().all(|s| s.via.is_none()), "{:?}", seen.iter().find(|s| s.via.is_some()));
+    assert_eq!(proxy.requests().len(), carried.len(), "NO_PROXY: the proxy carried nothing more");
+
+    // A proxy that cannot be reached is a failed lookup like a registry that cannot be: the
+    // command still succeeds, and says why.
+    std::fs::remove_file(device.latest_cache()).unwrap();
+    let closed = npm_registry::closed_port_url();
+    let (doc, _, stderr) = device.sbom_latest_with_env(&registry.url, &[("http_proxy", &closed)]);
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+    assert_eq!(prop(&doc["metadata"], "redtether:npm:latest_source"), Some("unavailable"));
+}
+
+/// An https registry through `HTTPS_PROXY` (a CONNECT tunnel through tinyproxy), its
+/// certificate checked against the system's CA certificates: a test CA the system's CA loader
+/// is pointed at with `SSL_CERT_FILE` is trusted; without it the same registry is refused.
+#[test]
+fn latest_reaches_an_https_registry_through_the_proxy_and_checks_its_certificate() {
+    let now = std::time::SystemTime::now();
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let ca = redtether_pki::Ca::create(now, day).unwrap();
+    let (cert, key) = ca.issue_server(&["127.0.0.1".to_string(), "localhost".to_string()], now, day).unwrap();
+    let registry = npm_registry::Registry::start_tls(&SERVED, &format!("{cert}{}", ca.cert_pem), &key);
+    assert!(registry.url.starts_with("https://127.0.0.1:"), "{}", registry.url);
+    let proxy = tinyproxy::Tinyproxy::start();
+    let device = Device::with_fixture_node_red();
+
+    // The system's own CA certificates do not know the test CA: refused, nothing asked.
+    let (doc, _, stderr) = device.sbom_latest_with_env(&registry.url, &[("HTTPS_PROXY", &proxy.url)]);
+    assert!(stderr.contains("certificate"), "{stderr}");
+    assert_eq!(prop(&doc["metadata"], "redtether:npm:latest_source"), Some("unavailable"));
+    assert!(
+        prop(&doc["metadata"], "redtether:npm:latest_error").unwrap().contains("UnknownIssuer"),
+        "{}",
+        doc["metadata"]
+    );
+    assert!(registry.seen().is_empty());
+    let refused = proxy.requests().len();
+    assert!(refused > 0, "the refused attempt went through the proxy too");
+
+    let ca_file = device.dir.path().join("test-ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    let (doc, _, stderr) = device.sbom_latest_with_env(
+        &registry.url,
+        &[("HTTPS_PROXY", &proxy.url), ("SSL_CERT_FILE", ca_file.to_str().unwrap())],
+    );
+    assert!(!stderr.contains("npm registry"), "{stderr}");
+    assert_eq!(prop(&doc["metadata"], "redtether:npm:latest_source"), Some("live"));
+    for (name, version) in SERVED {
+        assert_eq!(prop(npm_component(&doc, name), "redtether:npm:latest"), Some(version));
+    }
+    assert!(registry.seen().len() > 300);
+    assert!(registry.seen().iter().all(|s| s.via.is_none()), "a tunnel: the proxy does not see inside");
+    // The tunnels, all to the registry, each kept open for many lookups.
+    let authority = registry.url.trim_start_matches("https://").split('/').next().unwrap().to_string();
+    let tunnels = proxy.requests();
+    assert!((refused + 1..refused + 50).contains(&tunnels.len()), "{tunnels:?}");
+    for request in &tunnels {
+        assert_eq!(request, &format!("CONNECT {authority} HTTP/1.1"), "{tunnels:?}");
+    }
 }

@@ -203,7 +203,7 @@ fn missing_npm_is_a_clear_error_and_the_agent_stays_up() {
     assert!(agent.try_status().is_some(), "daemon still answers");
     let gate = agent.gate_url();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let code = rt.block_on(async { reqwest::get(format!("{gate}/")).await.unwrap().status() });
+    let code = rt.block_on(async { common::http::client().get(format!("{gate}/")).send().await.unwrap().status() });
     assert_eq!(code, 503, "the gate says Node-RED is not running");
 }
 

@@ -299,7 +299,7 @@ async fn a_revoked_device_falls_to_auth_failed_and_its_tunnel_is_closed() {
     assert!(!journal.stdout.is_empty(), "audited");
     // The gate keeps working.
     let gate = agent.gate_url();
-    let code = reqwest::get(format!("{gate}/device-editor/")).await.unwrap().status();
+    let code = common::http::client().get(format!("{gate}/device-editor/")).send().await.unwrap().status();
     assert_ne!(code, 502);
 }
 
@@ -313,7 +313,7 @@ async fn a_killed_hub_is_found_again_after_it_restarts_and_the_gate_serves_meanw
     hub.kill9();
     // Without the hub the device is still fully itself.
     let gate = agent.gate_url();
-    assert_eq!(reqwest::get(format!("{gate}/device-editor/")).await.unwrap().status(), 200);
+    assert_eq!(common::http::client().get(format!("{gate}/device-editor/")).send().await.unwrap().status(), 200);
     hub.spawn();
     wait_online(&agent, 2);
     let journal = Command::new(BIN)

@@ -3,6 +3,7 @@
 
 use super::raw::RawGate;
 use super::{ConfigError, TlsSettings};
+use redtether_host::error_chain;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -112,7 +113,7 @@ pub(super) fn validate(
                     "is required when mode = \"basic\" (make one with `redtether passwd`)".into(),
                 )
             })?;
-            check_hash(&hash).map_err(|e| invalid("gate.http_auth.password_hash", e))?;
+            check_hash(&hash).map_err(|e| invalid("gate.http_auth.password_hash", error_chain(&e)))?;
             NodeAuth::Basic { user, password_hash: hash }
         }
         other => {
@@ -132,7 +133,7 @@ pub(super) fn validate(
         if users.iter().any(|other| other.name == u.name) {
             return Err(invalid(&key("name"), format!("user {:?} is configured twice", u.name)));
         }
-        check_hash(&u.password_hash).map_err(|e| invalid(&key("password_hash"), e))?;
+        check_hash(&u.password_hash).map_err(|e| invalid(&key("password_hash"), error_chain(&e)))?;
         let role = Role::parse(&u.role).ok_or_else(|| {
             invalid(&key("role"), format!("{:?} is not one of owner, member, viewer, dashboard", u.role))
         })?;
@@ -228,13 +229,22 @@ fn positive_u32(
 
 pub use redtether_proto::names::valid_name as valid_user_name;
 
+/// Why a configured password hash is refused; said after the key, as in
+/// "gate.users[0].password_hash is not a PHC password hash (...)".
+#[derive(Debug, thiserror::Error)]
+enum HashError {
+    #[error("is not a PHC password hash ({0}); make one with `redtether passwd`")]
+    NotPhc(#[source] argon2::password_hash::phc::Error),
+    #[error("uses {0}; only argon2 hashes are accepted (make one with `redtether passwd`)")]
+    NotArgon2(String),
+}
+
 /// Accepts argon2 PHC strings only (what `redtether passwd` prints).
-fn check_hash(hash: &str) -> Result<(), String> {
-    let parsed = argon2::password_hash::phc::PasswordHash::new(hash)
-        .map_err(|e| format!("is not a PHC password hash ({e}); make one with `redtether passwd`"))?;
+fn check_hash(hash: &str) -> Result<(), HashError> {
+    let parsed = argon2::password_hash::phc::PasswordHash::new(hash).map_err(HashError::NotPhc)?;
     let algorithm = parsed.algorithm.as_str();
     if !algorithm.starts_with("argon2") {
-        return Err(format!("uses {algorithm}; only argon2 hashes are accepted (make one with `redtether passwd`)"));
+        return Err(HashError::NotArgon2(algorithm.to_string()));
     }
     Ok(())
 }

@@ -5,17 +5,20 @@
 use super::flows::{flows_hash, types_needed};
 use super::layout::{carry_over, sync_tree};
 use super::node_red_credentials::node_red_encrypt;
-use super::nodered::{ids, module_types, npm_install};
+use super::nodered::{NodeRedError, ids, module_types, npm_install};
 use super::state::{Applying, DeployRecord, Report};
 use super::{Deployer, Origin, SNAPSHOT_FILE};
 use crate::audit::{Actor, AuditEvent, AuditKind};
 use crate::config::NodeRedLaunch;
 use crate::identity::Identity;
-use crate::supervisor::NodeRedState;
+use crate::state_dir::StateDirError;
+use crate::supervisor::{NodeRedState, SupervisorError};
+use redtether_host::error_chain;
 use redtether_proto::deployment::{Credentials, DeployRefusal, Deployment, verify};
-use redtether_proto::seal::unseal;
+use redtether_proto::seal::{SealError, unseal};
 use redtether_proto::wire::DeployState;
 use serde_json::json;
+use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -33,14 +36,72 @@ enum Id {
     Claimed(String),
 }
 
-/// Why an apply failed: at which stage, and what happened.
-struct Failure {
-    stage: &'static str,
-    reason: String,
+/// Why an apply failed. The hub is told the stage it failed at ([`ApplyError::stage`]) and the
+/// error's text as the reason.
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    /// The new generation's folder could not be made.
+    #[error("{0}")]
+    Generation(#[source] io::Error),
+    #[error("{0}")]
+    Write(#[source] StateDirError),
+    #[error("{0}")]
+    Unseal(#[source] SealError),
+    #[error("the sealed credentials are not JSON")]
+    CredentialsNotJson(#[source] serde_json::Error),
+    #[error("credentials from a snapshot must be Node-RED's encrypted file")]
+    NotNodeRedCredentials,
+    /// What belongs to the device could not be carried over into the new generation.
+    #[error("{0}")]
+    CarryOver(#[source] io::Error),
+    /// The new generation could not be made durable.
+    #[error("{0}")]
+    Sync(#[source] io::Error),
+    #[error("{0}")]
+    Modules(#[source] NodeRedError),
+    #[error("unknown node types: {0}")]
+    UnknownTypes(String),
+    #[error("{0}")]
+    Switch(#[source] io::Error),
+    #[error("{0}")]
+    Restart(#[source] SupervisorError),
+    #[error("Node-RED did not stay up: {0}")]
+    DidNotStayUp(String),
+    #[error("the supervisor stopped")]
+    SupervisorStopped,
+    #[error("Node-RED was not healthy within {0} s")]
+    NotHealthy(u64),
+    #[error("{0}")]
+    Health(#[source] NodeRedError),
+    #[error("Node-RED is missing node types: {0}")]
+    MissingTypes(String),
+    #[error("Node-RED did not load the deployed flows")]
+    FlowsNotLoaded,
+    /// Rolling back: `node-red` could not be pointed at the last good generation again.
+    #[error("cannot switch back: {0}")]
+    SwitchBack(#[source] io::Error),
 }
 
-fn fail(stage: &'static str) -> impl Fn(String) -> Failure {
-    move |reason| Failure { stage, reason }
+impl ApplyError {
+    /// The stage of the apply this error ends, as the hub is told it.
+    fn stage(&self) -> &'static str {
+        use ApplyError::*;
+        match self {
+            Generation(_)
+            | Write(_)
+            | Unseal(_)
+            | CredentialsNotJson(_)
+            | NotNodeRedCredentials
+            | CarryOver(_)
+            | Sync(_) => "stage",
+            Modules(_) => "modules",
+            UnknownTypes(_) => "validate",
+            Switch(_) => "switch",
+            Restart(_) | DidNotStayUp(_) | SupervisorStopped | NotHealthy(_) => "start",
+            Health(_) | MissingTypes(_) | FlowsNotLoaded => "health",
+            SwitchBack(_) => "restore",
+        }
+    }
 }
 
 impl Deployer {
@@ -178,21 +239,22 @@ impl Deployer {
                 report
             }
             Err(failure) => {
+                let (stage, reason) = (failure.stage(), error_chain(&failure));
                 let restored = self.restore(&current, &generation).await;
                 let state = if restored.is_ok() { DeployState::RolledBack } else { DeployState::Failed };
-                let mut detail = json!({ "flows_hash": hash, "stage": failure.stage, "reason": failure.reason });
+                let mut detail = json!({ "flows_hash": hash, "stage": stage, "reason": reason });
                 if let Err(why) = &restored {
-                    detail["restore_error"] = json!(why);
+                    detail["restore_error"] = json!(error_chain(why));
                 }
                 let event = AuditEvent::new(AuditKind::DeployRolledBack, Actor::System, "node-red")
                     .with("deployment", d.id.clone())
                     .with("number", d.number)
                     .with("flows_hash", hash.clone())
-                    .with("stage", failure.stage)
-                    .with("reason", failure.reason.clone())
+                    .with("stage", stage)
+                    .with("reason", reason.clone())
                     .with("restored", restored.is_ok());
                 self.audit.record_or_log(event).await;
-                tracing::warn!(deployment = %d.id, stage = failure.stage, reason = %failure.reason, "deployment rolled back");
+                tracing::warn!(deployment = %d.id, stage, %reason, "deployment rolled back");
                 Report { id: d.id.clone(), state, detail }
             }
         };
@@ -215,13 +277,15 @@ impl Deployer {
         identity: &Identity,
         current: &str,
         generation: &str,
-    ) -> Result<(), Failure> {
-        let dir = self.layout.fresh_generation(generation).map_err(|e| fail("stage")(e.to_string()))?;
-        self.write_generation(d, identity, &dir).map_err(fail("stage"))?;
-        carry_over(&self.layout.generation(current), &dir, CARRIED_OVER).map_err(|e| fail("stage")(e.to_string()))?;
+    ) -> Result<(), ApplyError> {
+        let dir = self.layout.fresh_generation(generation).map_err(ApplyError::Generation)?;
+        self.write_generation(d, identity, &dir)?;
+        carry_over(&self.layout.generation(current), &dir, CARRIED_OVER).map_err(ApplyError::CarryOver)?;
         if !d.snapshot.modules.is_empty() {
             let cache = self.dir.root().join("npm-cache");
-            npm_install(self.npm(), &dir, cache.is_dir().then_some(cache.as_path())).await.map_err(fail("modules"))?;
+            npm_install(self.npm(), &dir, cache.is_dir().then_some(cache.as_path()))
+                .await
+                .map_err(ApplyError::Modules)?;
         }
 
         // Checked before the switch against the running Node-RED's own nodes, so a snapshot
@@ -235,44 +299,47 @@ impl Deployer {
                     .filter(|t| !provided.contains(*t) && registered.get(*t).is_none_or(|m| m != "node-red"))
                     .collect();
                 if !missing.is_empty() {
-                    return Err(fail("validate")(format!("unknown node types: {}", join(&missing))));
+                    return Err(ApplyError::UnknownTypes(join(&missing)));
                 }
             }
-            Err(why) => tracing::warn!(%why, "cannot ask Node-RED for its node types; checking after the switch only"),
+            Err(why) => tracing::warn!(
+                why = %error_chain(&why),
+                "cannot ask Node-RED for its node types; checking after the switch only"
+            ),
         }
 
-        sync_tree(&dir).map_err(|e| fail("stage")(e.to_string()))?;
-        self.layout.point_at(generation).map_err(|e| fail("switch")(e.to_string()))?;
-        self.restart_healthy().await.map_err(fail("start"))?;
+        sync_tree(&dir).map_err(ApplyError::Sync)?;
+        self.layout.point_at(generation).map_err(ApplyError::Switch)?;
+        self.restart_healthy().await?;
 
-        let registered = self.admin.registered_types().await.map_err(fail("health"))?;
+        let registered = self.admin.registered_types().await.map_err(ApplyError::Health)?;
         let missing: Vec<&String> = needed.iter().filter(|t| !registered.contains_key(*t)).collect();
         if !missing.is_empty() {
-            return Err(fail("health")(format!("Node-RED is missing node types: {}", join(&missing))));
+            return Err(ApplyError::MissingTypes(join(&missing)));
         }
-        let loaded = self.admin.loaded_flow_ids().await.map_err(fail("health"))?;
+        let loaded = self.admin.loaded_flow_ids().await.map_err(ApplyError::Health)?;
         if loaded != ids(&d.snapshot.flows) {
-            return Err(fail("health")("Node-RED did not load the deployed flows".into()));
+            return Err(ApplyError::FlowsNotLoaded);
         }
         Ok(())
     }
 
-    fn write_generation(&self, d: &Deployment, identity: &Identity, dir: &Path) -> Result<(), String> {
+    fn write_generation(&self, d: &Deployment, identity: &Identity, dir: &Path) -> Result<(), ApplyError> {
         let write = |name: &str, value: &serde_json::Value| {
             let bytes = serde_json::to_vec_pretty(value).expect("JSON values always encode");
-            crate::state_dir::write_private(&dir.join(name), &bytes).map_err(|e| e.to_string())
+            crate::state_dir::write_private(&dir.join(name), &bytes).map_err(ApplyError::Write)
         };
         write("flows.json", &json!(d.snapshot.flows))?;
         match &d.snapshot.credentials {
             Some(Credentials::Sealed(sealed)) => {
-                let plain = unseal(&identity.key_pem, &identity.info.device_id, sealed).map_err(|e| e.to_string())?;
+                let plain = unseal(&identity.key_pem, &identity.info.device_id, sealed).map_err(ApplyError::Unseal)?;
                 let credentials: serde_json::Value =
-                    serde_json::from_slice(&plain).map_err(|_| "the sealed credentials are not JSON".to_string())?;
+                    serde_json::from_slice(&plain).map_err(ApplyError::CredentialsNotJson)?;
                 write("flows_cred.json", &node_red_encrypt(&self.credential_secret, &credentials))?;
             }
             Some(Credentials::NodeRed(file)) => {
                 if file.get("$").and_then(|v| v.as_str()).is_none() {
-                    return Err("credentials from a snapshot must be Node-RED's encrypted file".into());
+                    return Err(ApplyError::NotNodeRedCredentials);
                 }
                 write("flows_cred.json", file)?;
             }
@@ -296,8 +363,8 @@ impl Deployer {
     }
 
     /// Restarts Node-RED and waits until that run answers its health check.
-    async fn restart_healthy(&self) -> Result<(), String> {
-        let pid = self.supervisor.restart().await.map_err(|e| e.to_string())?;
+    async fn restart_healthy(&self) -> Result<(), ApplyError> {
+        let pid = self.supervisor.restart().await.map_err(ApplyError::Restart)?;
         let mut status = self.supervisor.subscribe();
         let limit = self.settings.node_red.startup_timeout + LOAD_GRACE;
         let wait = async {
@@ -307,32 +374,29 @@ impl Deployer {
                     match s.state {
                         NodeRedState::Running if s.pid == Some(pid) => return Ok(()),
                         NodeRedState::Backoff | NodeRedState::CrashLoop | NodeRedState::Stopped => {
-                            return Err(format!(
-                                "Node-RED did not stay up: {}",
-                                s.last_exit.clone().unwrap_or_else(|| s.state.as_str().into())
+                            return Err(ApplyError::DidNotStayUp(
+                                s.last_exit.clone().unwrap_or_else(|| s.state.as_str().into()),
                             ));
                         }
                         _ => {}
                     }
                 }
                 if status.changed().await.is_err() {
-                    return Err("the supervisor stopped".into());
+                    return Err(ApplyError::SupervisorStopped);
                 }
             }
         };
-        tokio::time::timeout(limit, wait)
-            .await
-            .map_err(|_| format!("Node-RED was not healthy within {} s", limit.as_secs()))?
+        tokio::time::timeout(limit, wait).await.map_err(|_| ApplyError::NotHealthy(limit.as_secs()))?
     }
 
     /// Points `node-red` back at `current` (if it moved), brings Node-RED up on it, and removes
     /// the failed generation.
-    async fn restore(&self, current: &str, failed: &str) -> Result<(), String> {
+    async fn restore(&self, current: &str, failed: &str) -> Result<(), ApplyError> {
         let switched = self.layout.current().ok().flatten().as_deref() == Some(failed);
         let result = if switched {
             match self.layout.point_at(current) {
                 Ok(()) => self.restart_healthy().await,
-                Err(e) => Err(format!("cannot switch back: {e}")),
+                Err(e) => Err(ApplyError::SwitchBack(e)),
             }
         } else {
             Ok(())

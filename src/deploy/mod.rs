@@ -21,6 +21,7 @@ pub mod node_red_credentials;
 mod nodered;
 mod state;
 
+pub use capture::CaptureError;
 pub use layout::Layout;
 pub use state::{DeployRecord, Report};
 
@@ -43,6 +44,14 @@ pub enum DeployError {
     Gone,
     #[error("a deployment is already queued; try again when it is done")]
     Busy,
+    /// The running snapshot could not be read.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error(transparent)]
+    Sbom(#[from] crate::sbom::SbomError),
+    /// The blocking task that did the work panicked or was cancelled.
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Where a deployment came from, for the audit trail.
@@ -71,19 +80,16 @@ pub struct DeployHandle {
 
 impl DeployHandle {
     /// What the device runs now, as a deployable snapshot (JSON).
-    pub async fn capture(&self) -> Result<serde_json::Value, String> {
+    pub async fn capture(&self) -> Result<serde_json::Value, DeployError> {
         let user_dir = self.layout.user_dir();
-        let snapshot =
-            tokio::task::spawn_blocking(move || capture::capture(&user_dir)).await.map_err(|e| e.to_string())?;
-        snapshot.map(|s| serde_json::to_value(s).unwrap_or_default()).map_err(|e| e.to_string())
+        let snapshot = tokio::task::spawn_blocking(move || capture::capture(&user_dir)).await??;
+        Ok(serde_json::to_value(snapshot).unwrap_or_default())
     }
 
     /// The device's SBOM now.
-    pub async fn make_sbom(&self) -> Result<serde_json::Value, String> {
+    pub async fn make_sbom(&self) -> Result<serde_json::Value, DeployError> {
         let settings = Arc::clone(&self.settings);
-        let sbom =
-            tokio::task::spawn_blocking(move || crate::sbom::generate(&settings)).await.map_err(|e| e.to_string())?;
-        sbom.map_err(|e| e.to_string())
+        Ok(tokio::task::spawn_blocking(move || crate::sbom::generate(&settings)).await??)
     }
 
     /// Queues a deployment from the hub; its progress shows in [`DeployHandle::reports`].

@@ -13,6 +13,39 @@ use tokio::sync::watch;
 /// How long npm may take to install a snapshot's modules.
 const NPM_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// What went wrong asking Node-RED or npm.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeRedError {
+    #[error("Node-RED is not running")]
+    NotRunning,
+    /// No answer: refused, cut off or timed out.
+    #[error("{0}")]
+    Request(#[source] reqwest::Error),
+    #[error("Node-RED answered {path} with {status}")]
+    Status { path: String, status: reqwest::StatusCode },
+    #[error("{0}")]
+    Body(#[source] reqwest::Error),
+    #[error("{path}: {source}")]
+    Json {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("/nodes is not a list")]
+    NodesNotAList,
+    #[error("cannot run {npm}: {source}")]
+    NpmMissing {
+        npm: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("npm did not finish within {} s", NPM_TIMEOUT.as_secs())]
+    NpmTimeout,
+    /// npm ran and failed; `said` is the end of what it wrote to stderr.
+    #[error("npm install failed ({status}): {said}")]
+    NpmFailed { status: std::process::ExitStatus, said: String },
+}
+
 #[derive(Clone)]
 pub struct AdminApi {
     client: reqwest::Client,
@@ -22,16 +55,12 @@ pub struct AdminApi {
 
 impl AdminApi {
     pub fn new(tokens: &UpstreamTokens, upstream: watch::Receiver<Option<SocketAddr>>) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .no_proxy()
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+        let client = crate::http_client::loopback(Duration::from_secs(10));
         AdminApi { client, token: tokens.token("redtether-deploy", Perm::Full), upstream }
     }
 
-    async fn get(&self, path: &str) -> Result<serde_json::Value, String> {
-        let addr = (*self.upstream.borrow()).ok_or("Node-RED is not running")?;
+    async fn get(&self, path: &str) -> Result<serde_json::Value, NodeRedError> {
+        let addr = (*self.upstream.borrow()).ok_or(NodeRedError::NotRunning)?;
         let response = self
             .client
             .get(format!("http://{addr}{ADMIN_ROOT}{path}"))
@@ -39,19 +68,19 @@ impl AdminApi {
             .header("Accept", "application/json")
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(NodeRedError::Request)?;
         if !response.status().is_success() {
-            return Err(format!("Node-RED answered {path} with {}", response.status()));
+            return Err(NodeRedError::Status { path: path.to_string(), status: response.status() });
         }
-        let body = response.bytes().await.map_err(|e| e.to_string())?;
-        serde_json::from_slice(&body).map_err(|e| format!("{path}: {e}"))
+        let body = response.bytes().await.map_err(NodeRedError::Body)?;
+        serde_json::from_slice(&body).map_err(|source| NodeRedError::Json { path: path.to_string(), source })
     }
 
     /// Every node type the running Node-RED has registered, by the module providing it.
-    pub async fn registered_types(&self) -> Result<BTreeMap<String, String>, String> {
+    pub async fn registered_types(&self) -> Result<BTreeMap<String, String>, NodeRedError> {
         let sets = self.get("/nodes").await?;
         let mut types = BTreeMap::new();
-        for set in sets.as_array().ok_or("/nodes is not a list")? {
+        for set in sets.as_array().ok_or(NodeRedError::NodesNotAList)? {
             let module = set.get("module").and_then(|m| m.as_str()).unwrap_or_default();
             let enabled = set.get("enabled").and_then(|e| e.as_bool()).unwrap_or(true);
             for t in set.get("types").and_then(|t| t.as_array()).into_iter().flatten() {
@@ -64,7 +93,7 @@ impl AdminApi {
     }
 
     /// The ids of the flows Node-RED has loaded.
-    pub async fn loaded_flow_ids(&self) -> Result<BTreeSet<String>, String> {
+    pub async fn loaded_flow_ids(&self) -> Result<BTreeSet<String>, NodeRedError> {
         let flows = self.get("/flows").await?;
         let list = flows.get("flows").unwrap_or(&flows);
         Ok(ids(list.as_array().map(Vec::as_slice).unwrap_or_default()))
@@ -77,7 +106,7 @@ pub fn ids(flows: &[serde_json::Value]) -> BTreeSet<String> {
 
 /// Installs `modules` into `dir` (which holds their package.json) with npm, preferring its
 /// offline cache; on failure the error ends with what npm said.
-pub async fn npm_install(npm: &str, dir: &Path, cache: Option<&Path>) -> Result<(), String> {
+pub async fn npm_install(npm: &str, dir: &Path, cache: Option<&Path>) -> Result<(), NodeRedError> {
     let mut command = tokio::process::Command::new(npm);
     command
         .args(["install", "--no-audit", "--no-fund", "--omit=dev", "--prefer-offline", "--loglevel=error"])
@@ -90,15 +119,16 @@ pub async fn npm_install(npm: &str, dir: &Path, cache: Option<&Path>) -> Result<
     tracing::info!(dir = %dir.display(), "installing the snapshot's modules with npm");
     let output = match tokio::time::timeout(NPM_TIMEOUT, command.output()).await {
         Ok(Ok(output)) => output,
-        Ok(Err(e)) => return Err(format!("cannot run {npm}: {e}")),
-        Err(_) => return Err(format!("npm did not finish within {} s", NPM_TIMEOUT.as_secs())),
+        Ok(Err(source)) => return Err(NodeRedError::NpmMissing { npm: npm.to_string(), source }),
+        Err(_) => return Err(NodeRedError::NpmTimeout),
     };
     if output.status.success() {
         return Ok(());
     }
     let said = String::from_utf8_lossy(&output.stderr);
     let tail: Vec<&str> = said.lines().filter(|l| !l.trim().is_empty()).rev().take(6).collect();
-    Err(format!("npm install failed ({}): {}", output.status, tail.into_iter().rev().collect::<Vec<_>>().join(" | ")))
+    let said = tail.into_iter().rev().collect::<Vec<_>>().join(" | ");
+    Err(NodeRedError::NpmFailed { status: output.status, said })
 }
 
 /// The node types the modules installed in `dir/node_modules` register, read from the HTML

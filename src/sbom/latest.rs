@@ -20,6 +20,17 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+/// Why a registry's answer or the cache file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LatestError {
+    /// The registry's answer is no metadata document (an HTML page from a captive portal, say).
+    #[error("the answer is not a package document: {0}")]
+    NotADocument(#[source] serde_json::Error),
+    /// The cache file holds something else.
+    #[error("{0}")]
+    NoCache(#[source] serde_json::Error),
+}
+
 /// The cache, in the state directory.
 pub const CACHE_FILE: &str = "sbom-latest.json";
 /// How long a cached answer is used without asking the registry again.
@@ -67,14 +78,13 @@ pub fn package_url(registry: &str, name: &str) -> String {
 /// `dist-tags.latest` of a registry's metadata document (abbreviated or full): `Ok(None)` when
 /// it has none (or one that is no version string), `Err` when the body is not such a document
 /// at all (an HTML page from a captive portal, say).
-pub fn latest_of(body: &[u8]) -> Result<Option<String>, String> {
+pub fn latest_of(body: &[u8]) -> Result<Option<String>, LatestError> {
     #[derive(Deserialize)]
     struct Document {
         #[serde(rename = "dist-tags", default)]
         dist_tags: BTreeMap<String, Value>,
     }
-    let document: Document =
-        serde_json::from_slice(body).map_err(|e| format!("the answer is not a package document: {e}"))?;
+    let document: Document = serde_json::from_slice(body).map_err(LatestError::NotADocument)?;
     let latest = document.dist_tags.get("latest").and_then(Value::as_str);
     Ok(latest
         .filter(|v| !v.is_empty() && v.len() <= 256 && !v.chars().any(|c| c.is_control() || c.is_whitespace()))
@@ -107,8 +117,8 @@ pub struct Cache {
 impl Cache {
     /// The cache file's contents as far as they are about `registry`: answers of another
     /// registry are of no use (an empty cache). `Err` when the file is no cache.
-    pub fn parse(bytes: &[u8], registry: &str) -> Result<Cache, String> {
-        let cache: Cache = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    pub fn parse(bytes: &[u8], registry: &str) -> Result<Cache, LatestError> {
+        let cache: Cache = serde_json::from_slice(bytes).map_err(LatestError::NoCache)?;
         if cache.registry == registry {
             Ok(cache)
         } else {
@@ -144,6 +154,7 @@ pub struct Answers {
     /// The registry's answers, by name (`None`: it does not know the package).
     pub found: BTreeMap<String, Option<String>>,
     /// Why the lookups stopped early: the registry could not be reached or answered wrongly.
+    /// The whole error chain as text, as it goes into the document.
     pub failure: Option<String>,
     /// The overall deadline ended the lookups before every name was asked about.
     pub out_of_time: bool,
@@ -371,11 +382,11 @@ mod tests {
     fn latest_from_an_abbreviated_or_full_document() {
         let abbreviated = br#"{"name":"node-red","dist-tags":{"latest":"4.1.2","next":"5.0.0-beta.1"},
             "versions":{"4.1.2":{"name":"node-red","version":"4.1.2"}},"modified":"2026-01-01T00:00:00Z"}"#;
-        assert_eq!(latest_of(abbreviated), Ok(Some("4.1.2".to_string())));
-        assert_eq!(latest_of(br#"{"name":"x","versions":{}}"#), Ok(None), "no dist-tags");
-        assert_eq!(latest_of(br#"{"dist-tags":{"next":"1.0.0"}}"#), Ok(None), "no latest tag");
-        assert_eq!(latest_of(br#"{"dist-tags":{"latest":7}}"#), Ok(None), "not a string");
-        assert_eq!(latest_of(br#"{"dist-tags":{"latest":"1.0.0\n<script>"}}"#), Ok(None));
+        assert_eq!(latest_of(abbreviated).unwrap(), Some("4.1.2".to_string()));
+        assert_eq!(latest_of(br#"{"name":"x","versions":{}}"#).unwrap(), None, "no dist-tags");
+        assert_eq!(latest_of(br#"{"dist-tags":{"next":"1.0.0"}}"#).unwrap(), None, "no latest tag");
+        assert_eq!(latest_of(br#"{"dist-tags":{"latest":7}}"#).unwrap(), None, "not a string");
+        assert_eq!(latest_of(br#"{"dist-tags":{"latest":"1.0.0\n<script>"}}"#).unwrap(), None);
         assert!(latest_of(b"<html>Sign in to the Wi-Fi</html>").is_err());
         assert!(latest_of(b"[1, 2]").is_err());
     }
@@ -405,7 +416,7 @@ mod tests {
     fn a_cache_of_another_registry_or_garbage_is_not_used() {
         let c = cache(&[("a", entry(Some("1.0.0"), NOW))]);
         let text = serde_json::to_vec(&c).unwrap();
-        assert_eq!(Cache::parse(&text, REG), Ok(c.clone()));
+        assert_eq!(Cache::parse(&text, REG).unwrap(), c.clone());
         let other = Cache::parse(&text, "http://other").unwrap();
         assert!(other.packages.is_empty());
         assert_eq!(other.registry, "http://other");

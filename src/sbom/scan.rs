@@ -3,7 +3,8 @@
 //! for each. Never fails: what cannot be read is skipped and said in a warning.
 
 use super::lockfile::{self, LockEntry};
-use super::tree::{Package, Tree, child_location};
+use super::tree::{ManifestError, Package, Tree, child_location};
+use redtether_host::error_chain;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -56,6 +57,23 @@ fn read_lockfiles(root: &Path, warnings: &mut Vec<String>) -> Vec<BTreeMap<Strin
         }
     }
     locks
+}
+
+/// Why a package folder's package.json gives no package.
+#[derive(Debug, thiserror::Error)]
+enum PackageJsonError {
+    #[error("{0}")]
+    Read(#[source] std::io::Error),
+    #[error("not valid JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+fn read_package(manifest_path: &Path, dir_name: &str) -> Result<Package, PackageJsonError> {
+    let bytes = std::fs::read(manifest_path).map_err(PackageJsonError::Read)?;
+    let manifest = serde_json::from_slice(&bytes).map_err(PackageJsonError::Json)?;
+    Ok(Package::from_manifest(dir_name, &manifest)?)
 }
 
 struct Walk<'a> {
@@ -119,13 +137,9 @@ impl Walk<'_> {
         };
         let manifest_path = path.join("package.json");
         let dir_name = location.rsplit_once("node_modules/").map_or(location, |(_, name)| name);
-        let manifest = std::fs::read(&manifest_path)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| format!("not valid JSON: {e}")))
-            .and_then(|manifest| Package::from_manifest(dir_name, &manifest));
-        match manifest {
+        match read_package(&manifest_path, dir_name) {
             Ok(package) => self.scan.tree.insert(location, package),
-            Err(reason) => self.warn(format!("skipping {}: {reason}", manifest_path.display())),
+            Err(e) => self.warn(format!("skipping {}: {}", manifest_path.display(), error_chain(&e))),
         }
         // A second link to a folder already read is recorded, not read again.
         if self.visited.insert(canonical) {

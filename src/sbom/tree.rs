@@ -8,6 +8,17 @@
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// Why a package.json describes no package.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    #[error("package.json is not a JSON object")]
+    NotAnObject,
+    #[error("package.json has a \"name\" that is not a string")]
+    NameNotAString,
+    #[error("package.json has no \"version\"")]
+    NoVersion,
+}
+
 /// One installed package, from its package.json.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Package {
@@ -29,18 +40,18 @@ pub struct Package {
 impl Package {
     /// Reads a parsed package.json. `dir_name` is the folder's name below `node_modules`, used
     /// when the manifest has no name. Errors say what is missing.
-    pub fn from_manifest(dir_name: &str, manifest: &Value) -> Result<Package, String> {
+    pub fn from_manifest(dir_name: &str, manifest: &Value) -> Result<Package, ManifestError> {
         if !manifest.is_object() {
-            return Err("package.json is not a JSON object".into());
+            return Err(ManifestError::NotAnObject);
         }
         let name = match &manifest["name"] {
             Value::String(s) if !s.trim().is_empty() => s.trim().to_string(),
             Value::Null => dir_name.to_string(),
-            _ => return Err("package.json has a \"name\" that is not a string".into()),
+            _ => return Err(ManifestError::NameNotAString),
         };
         let version = match &manifest["version"] {
             Value::String(s) if !s.trim().is_empty() => s.trim().to_string(),
-            _ => return Err("package.json has no \"version\"".into()),
+            _ => return Err(ManifestError::NoVersion),
         };
         let names = |key: &str| -> BTreeSet<String> {
             manifest[key].as_object().map(|deps| deps.keys().cloned().collect()).unwrap_or_default()
@@ -247,10 +258,12 @@ mod tests {
 
     #[test]
     fn odd_manifests_are_refused_with_a_reason() {
-        assert!(Package::from_manifest("x", &json!([])).unwrap_err().contains("not a JSON object"));
-        assert!(Package::from_manifest("x", &json!({"name": "x"})).unwrap_err().contains("version"));
-        assert!(Package::from_manifest("x", &json!({"name": 5, "version": "1"})).unwrap_err().contains("name"));
-        assert!(Package::from_manifest("x", &json!({"version": 1})).unwrap_err().contains("version"));
+        assert!(Package::from_manifest("x", &json!([])).unwrap_err().to_string().contains("not a JSON object"));
+        assert!(Package::from_manifest("x", &json!({"name": "x"})).unwrap_err().to_string().contains("version"));
+        assert!(
+            Package::from_manifest("x", &json!({"name": 5, "version": "1"})).unwrap_err().to_string().contains("name")
+        );
+        assert!(Package::from_manifest("x", &json!({"version": 1})).unwrap_err().to_string().contains("version"));
         // Dependencies that are not an object are no dependencies, not an error.
         let p = Package::from_manifest("x", &json!({"version": "1", "dependencies": ["a"]})).unwrap();
         assert!(p.dependencies.is_empty());

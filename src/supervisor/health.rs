@@ -38,6 +38,16 @@ pub fn verdict(
     }
 }
 
+/// Why a probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HealthError {
+    /// No answer: refused, cut off or timed out.
+    #[error("{0}")]
+    Request(#[source] reqwest::Error),
+    #[error("HTTP {0}")]
+    Status(reqwest::StatusCode),
+}
+
 /// Probes Node-RED's admin API on loopback with the gate's own credential.
 #[derive(Debug, Clone)]
 pub struct Probe {
@@ -47,18 +57,16 @@ pub struct Probe {
 
 impl Probe {
     pub fn new(header_name: &'static str, header_value: String, timeout: Duration) -> Self {
-        let client =
-            reqwest::Client::builder().timeout(timeout).no_proxy().build().unwrap_or_else(|_| reqwest::Client::new());
-        Probe { client, header: (header_name, header_value) }
+        Probe { client: crate::http_client::loopback(timeout), header: (header_name, header_value) }
     }
 
     /// `Ok` when Node-RED answers `GET <admin>/settings` with 200: the HTTP server is up, the
     /// admin API is mounted and our credential is accepted.
-    pub async fn check(&self, port: u16) -> Result<(), String> {
+    pub async fn check(&self, port: u16) -> Result<(), HealthError> {
         let url = format!("http://127.0.0.1:{port}{}/settings", super::settings_js::ADMIN_ROOT);
         let resp =
-            self.client.get(url).header(self.header.0, &self.header.1).send().await.map_err(|e| e.to_string())?;
-        if resp.status().is_success() { Ok(()) } else { Err(format!("HTTP {}", resp.status())) }
+            self.client.get(url).header(self.header.0, &self.header.1).send().await.map_err(HealthError::Request)?;
+        if resp.status().is_success() { Ok(()) } else { Err(HealthError::Status(resp.status())) }
     }
 }
 

@@ -12,6 +12,7 @@ use crate::audit::{Actor, AuditEvent, AuditKind, Auditor};
 use crate::config::{NodeRedLaunch, NodeRedSettings};
 use crate::state_dir::DeployedSnapshot;
 use crate::state_dir::{StateDir, write_private};
+use redtether_host::error_chain;
 use redtether_proto::backoff::{Backoff, jitter};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +22,22 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// Why one run of Node-RED could not be started.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("no free loopback port: {0}")]
+    NoPort(#[source] std::io::Error),
+    /// The settings file or the run's instance marker could not be written.
+    #[error("{0}")]
+    Write(#[source] crate::state_dir::StateDirError),
+    #[error("cannot run `{program}`: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
 
 /// How often to probe a Node-RED that has not answered yet.
 const STARTUP_PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -139,7 +156,8 @@ impl Supervisor {
             let red_js = match self.entry_point(&cancel).await {
                 Ok(red_js) => red_js,
                 Err(None) => break,
-                Err(Some(reason)) => {
+                Err(Some(e)) => {
+                    let reason = error_chain(&e);
                     let delay = install_backoff.delay(install_attempt, jitter());
                     install_attempt = install_attempt.saturating_add(1);
                     tracing::error!(error = %reason, retry_in = %fmt(delay), "cannot install Node-RED");
@@ -169,8 +187,8 @@ impl Supervisor {
                     }
                     end
                 }
-                Err(reason) => {
-                    tracing::error!(error = %reason, "cannot start Node-RED");
+                Err(e) => {
+                    tracing::error!(error = %error_chain(&e), "cannot start Node-RED");
                     RunEnd::Hung("could not be started")
                 }
             };
@@ -227,8 +245,11 @@ impl Supervisor {
     }
 
     /// The installed `red.js` (managed mode, installing it first when missing) or `None` when a
-    /// command is configured. `Err(None)` means cancelled; `Err(Some(reason))` a failed install.
-    async fn entry_point(&mut self, cancel: &CancellationToken) -> Result<Option<PathBuf>, Option<String>> {
+    /// command is configured. `Err(None)` means cancelled; `Err(Some(error))` a failed install.
+    async fn entry_point(
+        &mut self,
+        cancel: &CancellationToken,
+    ) -> Result<Option<PathBuf>, Option<install::InstallError>> {
         let settings = Arc::clone(&self.settings);
         let NodeRedLaunch::Managed { node, npm, package } = &settings.launch else {
             return Ok(None);
@@ -244,7 +265,7 @@ impl Supervisor {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return Err(None),
-                result = &mut installing => return result.map(Some).map_err(|e| Some(e.to_string())),
+                result = &mut installing => return result.map(Some).map_err(Some),
                 cmd = self.commands.recv(), if self.commands_open => match cmd {
                     Some(Command::Restart { reply }) => {
                         let _ = reply.send(Err(SupervisorError::Busy(format!("{package} is being installed"))));
@@ -257,8 +278,8 @@ impl Supervisor {
 
     /// Writes the settings file and spawns one run. Returns the process, its port and the
     /// instance marker of the run.
-    fn start(&mut self, red_js: Option<PathBuf>) -> Result<(NodeRedProcess, u16, String), String> {
-        let port = pick_port(self.settings.port).map_err(|e| format!("no free loopback port: {e}"))?;
+    fn start(&mut self, red_js: Option<PathBuf>) -> Result<(NodeRedProcess, u16, String), StartError> {
+        let port = pick_port(self.settings.port).map_err(StartError::NoPort)?;
         let settings_file = self.dir.node_red_settings();
         let (deployed_env, overrides) = deployed_overrides(&self.dir.node_red_user_dir());
         let rendered = SettingsJs {
@@ -269,7 +290,7 @@ impl Supervisor {
             overrides: &overrides,
         }
         .render();
-        write_private(&settings_file, rendered.as_bytes()).map_err(|e| e.to_string())?;
+        write_private(&settings_file, rendered.as_bytes()).map_err(StartError::Write)?;
 
         let instance = format!("{}-{}", self.run_id, self.spawns);
         let inherited = std::env::var("NODE_OPTIONS").ok();
@@ -284,9 +305,9 @@ impl Supervisor {
         // First, so the agent's own configuration and the run marker win over a deployment.
         spec.env.splice(0..0, deployed_env);
         // Recorded before the spawn, so an agent killed right after it still finds the run.
-        write_private(&self.dir.node_red_instance_file(), instance.as_bytes()).map_err(|e| e.to_string())?;
-        let (process, pipes) =
-            NodeRedProcess::spawn(&spec).map_err(|e| format!("cannot run `{}`: {e}", spec.program))?;
+        write_private(&self.dir.node_red_instance_file(), instance.as_bytes()).map_err(StartError::Write)?;
+        let (process, pipes) = NodeRedProcess::spawn(&spec)
+            .map_err(|source| StartError::Spawn { program: spec.program.clone(), source })?;
         let pid = process.pid();
         if let Some(stdout) = pipes.stdout {
             self.tasks.spawn(logs::forward(stdout, "stdout", pid));
@@ -351,7 +372,8 @@ impl Supervisor {
                         Verdict::Starting => {}
                         Verdict::Degraded => {
                             if !warned {
-                                tracing::warn!(pid = process.pid(), error = %result.err().unwrap_or_default(), "Node-RED is not answering its health check");
+                                let error = result.as_ref().err().map(|e| error_chain(e)).unwrap_or_default();
+                                tracing::warn!(pid = process.pid(), %error, "Node-RED is not answering its health check");
                                 warned = true;
                             }
                         }

@@ -286,11 +286,11 @@ impl Session<'_> {
             },
             Command::Snapshot => match self.parts.deploy.capture().await {
                 Ok(snapshot) => (true, json!(snapshot)),
-                Err(e) => (false, json!({ "error": e.to_string() })),
+                Err(e) => (false, json!({ "error": redtether_host::error_chain(&e) })),
             },
             Command::Sbom => match self.parts.deploy.make_sbom().await {
                 Ok(sbom) => (true, sbom),
-                Err(e) => (false, json!({ "error": e.to_string() })),
+                Err(e) => (false, json!({ "error": redtether_host::error_chain(&e) })),
             },
         }
     }

@@ -4,6 +4,32 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
+/// A client for the agent and hub under test. The workspace's reqwest has no crypto provider
+/// of its own (the agent hands each of its clients a ring-backed rustls configuration, so that
+/// ring stays its only provider), so `reqwest::Client::new()` would panic: test clients are made
+/// here. They speak plain HTTP on loopback, so no CA is trusted.
+pub fn client() -> reqwest::Client {
+    client_builder().build().unwrap()
+}
+
+/// [`client`]'s builder, for a client with settings of its own.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().tls_backend_preconfigured(plain_http_only())
+}
+
+/// [`client_builder`] for a blocking client.
+pub fn blocking_client_builder() -> reqwest::blocking::ClientBuilder {
+    reqwest::blocking::Client::builder().tls_backend_preconfigured(plain_http_only())
+}
+
+fn plain_http_only() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(redtether_pki::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+}
+
 #[derive(Debug, Clone, Copy)]
 pub enum Cred<'a> {
     None,

@@ -199,7 +199,7 @@ pub fn wait_online(agent: &crate::agent::Agent, connects: u64) {
 }
 
 pub async fn api(hub: &Hub, method: reqwest::Method, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
-    let mut req = reqwest::Client::new().request(method, format!("{}{path}", hub.api()));
+    let mut req = crate::http::client().request(method, format!("{}{path}", hub.api()));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }

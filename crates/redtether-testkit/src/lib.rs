@@ -1,8 +1,8 @@
 //! `redtether-testkit`: what the integration tests share, compiled once for all of them — the
 //! real Node-RED and the CycloneDX validator from their committed lockfiles, launchers for a
 //! real agent and a real hub with their own state directories, test CAs, aioquic as a foreign
-//! QUIC peer, a stand-in npm registry, the forgetful filesystem for power cuts, and small helpers
-//! to wait for conditions.
+//! QUIC peer, a stand-in npm registry, a real forward proxy (tinyproxy), the forgetful
+//! filesystem for power cuts, HTTP clients, and small helpers to wait for conditions.
 
 pub mod agent;
 pub mod aioquic;
@@ -14,6 +14,7 @@ pub mod login_load;
 pub mod node_red;
 pub mod npm_fixture;
 pub mod npm_registry;
+pub mod tinyproxy;
 pub mod tls;
 
 use std::path::{Path, PathBuf};

@@ -1,7 +1,8 @@
 //! Stand-ins for the npm registry, so tests never depend on the internet: a real HTTP server on
-//! an ephemeral loopback port that serves metadata documents the way registry.npmjs.org does
-//! (under a path prefix, scoped names as `@scope%2fname`, 404 for unknown packages) and
-//! records every request; and a listener that accepts connections and never answers.
+//! an ephemeral loopback port (or HTTPS, with a certificate the test gives it) that serves
+//! metadata documents the way registry.npmjs.org does (under a path prefix, scoped names as
+//! `@scope%2fname`, 404 for unknown packages) and records every request; and a listener that
+//! accepts connections and never answers.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -19,10 +20,13 @@ pub struct Seen {
     /// As sent, not decoded: `/npm/@node-red%2fruntime`.
     pub path: String,
     pub accept: Option<String>,
+    /// The `Via` header: a proxy that forwarded the request names itself there.
+    pub via: Option<String>,
 }
 
 pub struct Registry {
-    /// `http://127.0.0.1:PORT/npm/`, with a trailing slash as people write it in `.npmrc`.
+    /// `http://127.0.0.1:PORT/npm/` (`https://` when started with a certificate), with a
+    /// trailing slash as people write it in `.npmrc`.
     pub url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
     _runtime: tokio::runtime::Runtime,
@@ -31,6 +35,25 @@ pub struct Registry {
 impl Registry {
     /// Serves `dist-tags.latest` = the version given for each name; every other name is unknown.
     pub fn start(latest: &[(&str, &str)]) -> Registry {
+        Registry::serve(latest, None)
+    }
+
+    /// [`Registry::start`] over TLS, with the certificate chain and key given (PEM).
+    pub fn start_tls(latest: &[(&str, &str)], cert_pem: &str, key_pem: &str) -> Registry {
+        use rustls_pki_types::pem::PemObject;
+        let certs = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes()).map(Result::unwrap).collect();
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(redtether_pki::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Registry::serve(latest, Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
+
+    fn serve(latest: &[(&str, &str)], tls: Option<tokio_rustls::TlsAcceptor>) -> Registry {
         let latest: Arc<BTreeMap<String, String>> =
             Arc::new(latest.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect());
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -38,22 +61,28 @@ impl Registry {
         let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap();
         let log = seen.clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         runtime.spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let (latest, log) = (latest.clone(), log.clone());
+                let (latest, log, tls) = (latest.clone(), log.clone(), tls.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         let response = answer(&latest, &log, &request);
                         async move { Ok::<_, Infallible>(response) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        None => http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await,
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else { return };
+                            http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).await
+                        }
+                    };
                 });
             }
         });
-        Registry { url: format!("http://{addr}{PREFIX}"), seen, _runtime: runtime }
+        Registry { url: format!("{scheme}://{addr}{PREFIX}"), seen, _runtime: runtime }
     }
 
     /// The requests seen so far.
@@ -72,8 +101,9 @@ fn answer(
     request: &hyper::Request<hyper::body::Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
     let path = request.uri().path().to_string();
-    let accept = request.headers().get(hyper::header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_string);
-    log.lock().unwrap().push(Seen { path: path.clone(), accept });
+    let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let (accept, via) = (header(hyper::header::ACCEPT), header(hyper::header::VIA));
+    log.lock().unwrap().push(Seen { path: path.clone(), accept, via });
     let name = path.strip_prefix(PREFIX).map(percent_decode);
     let Some((name, version)) = name.and_then(|name| latest.get(&name).map(|v| (name, v))) else {
         return respond(404, serde_json::json!({"error": "Not found"}));

@@ -18,20 +18,29 @@ use tokio::sync::Semaphore;
 pub const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$KjR7n9y0DC0T8hK1IuvWz9P2qgT8Lw0nJa6W5mR1aF8";
 
+/// Why a password could not be hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordError {
+    #[error("{0}")]
+    Hash(#[source] argon2::password_hash::Error),
+    #[error("{0}")]
+    Params(#[source] argon2::Error),
+}
+
 /// Hashes a password for the config file (`redtether passwd`).
-pub fn hash_password(password: &str) -> Result<String, String> {
-    Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|e| e.to_string())
+pub fn hash_password(password: &str) -> Result<String, PasswordError> {
+    Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(PasswordError::Hash)
 }
 
 /// Hashes a machine-made random secret (the first-run admin password): argon2id still, so it
 /// verifies like any other hash, but with light parameters, as a 96-bit random secret cannot be
 /// guessed however cheap each guess is.
-pub fn hash_random_secret(secret: &str) -> Result<String, String> {
-    let params = argon2::Params::new(256, 1, 1, None).map_err(|e| e.to_string())?;
+pub fn hash_random_secret(secret: &str) -> Result<String, PasswordError> {
+    let params = argon2::Params::new(256, 1, 1, None).map_err(PasswordError::Params)?;
     Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
         .hash_password(secret.as_bytes())
         .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+        .map_err(PasswordError::Hash)
 }
 
 /// Verifies passwords on blocking threads, a few at a time: argon2 takes tens of milliseconds

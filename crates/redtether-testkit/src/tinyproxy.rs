@@ -1,0 +1,128 @@
+//! A real forward HTTP proxy for the tests of clients that must use the proxy the environment
+//! names: Debian's tinyproxy (`tinyproxy-bin`, the program without the system service),
+//! installed with apt-get when it is missing. Each instance runs in the foreground on a free
+//! loopback port, with its configuration and log in a temporary folder of its own, and is
+//! stopped when dropped.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PROGRAM: &str = "/usr/bin/tinyproxy";
+/// The name the proxy gives itself in the `Via` header of what it forwards.
+pub const VIA_NAME: &str = "redtether-test-proxy";
+
+pub struct Tinyproxy {
+    /// `http://127.0.0.1:PORT`, as `HTTP_PROXY` and `HTTPS_PROXY` take it.
+    pub url: String,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Tinyproxy {
+    pub fn start() -> Tinyproxy {
+        install();
+        // The port is picked by binding and releasing it; should another process take it in
+        // between, tinyproxy exits at once and another port is tried.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            if let Some(proxy) = Tinyproxy::start_on(port) {
+                return proxy;
+            }
+        }
+        panic!("tinyproxy did not start on any of 5 free ports");
+    }
+
+    fn start_on(port: u16) -> Option<Tinyproxy> {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("tinyproxy.conf");
+        let log = dir.path().join("tinyproxy.log");
+        let mut file = std::fs::File::create(&config).unwrap();
+        // LogLevel Connect logs each request line (and each CONNECT), which is what the tests
+        // read to see what the proxy carried.
+        write!(
+            file,
+            "Port {port}\nListen 127.0.0.1\nTimeout 30\nLogFile \"{}\"\nLogLevel Connect\nMaxClients 64\n\
+             Allow 127.0.0.1\nViaProxyName \"{VIA_NAME}\"\n",
+            log.display()
+        )
+        .unwrap();
+        drop(file);
+        let mut child = Command::new(PROGRAM)
+            .arg("-d")
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tinyproxy runs");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(Tinyproxy { url: format!("http://127.0.0.1:{port}"), dir, child });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("tinyproxy did not listen on 127.0.0.1:{port} within 10 s; its log: {}", read(&log));
+    }
+
+    /// The proxy's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        read(&self.dir.path().join("tinyproxy.log"))
+    }
+
+    /// The request lines the proxy received so far, in order, as its log has them:
+    /// `GET http://host:port/path HTTP/1.1` for a forwarded request, `CONNECT host:port HTTP/1.1`
+    /// for a tunnel.
+    pub fn requests(&self) -> Vec<String> {
+        read(&self.dir.path().join("tinyproxy.log"))
+            .lines()
+            .filter_map(|line| line.split_once("Request (file descriptor ")?.1.split_once("): "))
+            .map(|(_, request)| request.trim().to_string())
+            .collect()
+    }
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Installs `tinyproxy-bin` with apt-get if it is missing, serialised across test processes.
+fn install() {
+    let lock_dir = Path::new(env!("REDTETHER_TARGET_TMPDIR")).join("test-deps");
+    std::fs::create_dir_all(&lock_dir).unwrap();
+    let lock_file = std::fs::File::create(lock_dir.join("tinyproxy.lock")).unwrap();
+    let _guard = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
+    if Path::new(PROGRAM).is_file() {
+        return;
+    }
+    let apt_get = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    // The package lists may be missing or stale: fetched once more if the first try fails.
+    let installed = apt_get(&["install", "-y", "-qq", "tinyproxy-bin"])
+        || (apt_get(&["update", "-qq"]) && apt_get(&["install", "-y", "-qq", "tinyproxy-bin"]));
+    assert!(
+        installed && Path::new(PROGRAM).is_file(),
+        "cannot install tinyproxy (apt-get install tinyproxy-bin, as root on Debian) for the proxy tests"
+    );
+}
