@@ -4,8 +4,11 @@
 # What the tests need beyond that is installed by the tests themselves, once, into target/:
 # Node-RED from tests/fixtures/node-red/package-lock.json (npm ci, reused while the lockfile is
 # unchanged), the CycloneDX validator the SBOM test runs from tests/fixtures/cyclonedx/package-lock.json
-# (the same way) and Python's aioquic from tests/fixtures/aioquic/requirements.txt (pip --target).
-# Extra arguments go to `cargo test` (for example a test name filter).
+# (the same way) and Python's aioquic from tests/fixtures/aioquic/requirements.txt (pip --target);
+# the proxy tests install Debian's tinyproxy-bin with apt-get (as root) when it is missing.
+# Every crate of the workspace is tested; the integration tests in tests/ run the agent and hub
+# binaries cargo builds for them. Extra arguments go to `cargo test` (for example a test name
+# filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
