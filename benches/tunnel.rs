@@ -9,7 +9,8 @@
 //!    own QUIC configuration and control-stream cadence), against the same hub with none.
 //!
 //! `cargo bench --bench tunnel` (figures and the command are kept in BENCHMARKS.md).
-//! `AGENTS=500 cargo bench --bench tunnel` for a smaller fleet; `ONLY=fleet` (or `handshake`,
+//! `AGENTS=500 cargo bench --bench tunnel` for a smaller fleet, `RECONNECTS=25` for more hub
+//! restarts; `ONLY=fleet` (or `handshake`,
 //! `agent`, `reconnect`, `bulk`) runs one part; `KEEPALIVE=4s` gives the simulated agents another
 //! `[tunnel] keepalive` than the default. `bulk` is the raw-quinn baseline of
 //! benches/remote_editor.sh.
@@ -98,7 +99,8 @@ fn agent_part(hub: &mut Hub, rss: bool, reconnect: bool) {
         return;
     }
     let mut connects = 1;
-    for (outage, rounds) in [(Duration::from_secs(1), RECONNECTS), (Duration::from_secs(10), 3)] {
+    let reconnects = std::env::var("RECONNECTS").ok().and_then(|n| n.parse().ok()).unwrap_or(RECONNECTS);
+    for (outage, rounds) in [(Duration::from_secs(1), reconnects), (Duration::from_secs(10), 3)] {
         println!("\n## reconnect after hub SIGKILL + restart ({rounds} rounds, hub down {outage:?})");
         let mut back = Vec::new();
         let mut hub_start = Vec::new();

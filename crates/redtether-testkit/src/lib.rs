@@ -42,7 +42,8 @@ pub fn fresh_hub_bin() -> &'static str {
             ["redtether-hub", "redtether-proto", "redtether-pki", "redtether-host"].map(|c| crates.join(c).join("src"));
         if let Some(newer) = sources.iter().filter_map(|dir| newest(dir)).find(|(_, t)| *t > built) {
             panic!(
-                "{} is older than {}: rebuild it (`cargo build --workspace`; tests/run.sh does)",
+                "{} is older than {}: rebuild it (`cargo build --workspace`, which tests/run.sh does; \
+                 `cargo build --release` before a benchmark)",
                 hub::HUB_BIN,
                 newer.0.display()
             );
