@@ -7,11 +7,11 @@ use super::layout::{carry_over, sync_tree};
 use super::node_red_credentials::node_red_encrypt;
 use super::nodered::{NodeRedError, ids, module_types, npm_install};
 use super::state::{Applying, DeployRecord, Report};
-use super::{Deployer, Origin, SNAPSHOT_FILE};
+use super::{Deployer, Origin};
 use crate::audit::{Actor, AuditEvent, AuditKind};
 use crate::config::NodeRedLaunch;
 use crate::identity::Identity;
-use crate::state_dir::StateDirError;
+use crate::state_dir::{DeployedSnapshot, StateDirError};
 use crate::supervisor::{NodeRedState, SupervisorError};
 use redtether_host::error_chain;
 use redtether_proto::deployment::{Credentials, DeployRefusal, Deployment, verify};
@@ -349,10 +349,13 @@ impl Deployer {
             "package.json",
             &json!({ "name": "redtether-snapshot", "version": "0.0.0", "private": true, "description": d.id, "dependencies": d.snapshot.modules }),
         )?;
-        write(
-            SNAPSHOT_FILE,
-            &json!({ "deployment": d.id, "number": d.number, "env": d.snapshot.env, "settings": d.snapshot.settings }),
-        )
+        let deployed = DeployedSnapshot {
+            deployment: Some(d.id.clone()),
+            number: Some(d.number),
+            env: d.snapshot.env.clone(),
+            settings: d.snapshot.settings.clone(),
+        };
+        crate::state_dir::write_private(&DeployedSnapshot::path(dir), &deployed.to_json()).map_err(ApplyError::Write)
     }
 
     fn npm(&self) -> &str {

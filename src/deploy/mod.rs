@@ -34,10 +34,6 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-/// The file in a generation that carries its environment and settings overrides for the
-/// supervisor.
-pub const SNAPSHOT_FILE: &str = "redtether-snapshot.json";
-
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
     #[error("the deployer is not running")]

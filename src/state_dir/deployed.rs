@@ -43,6 +43,11 @@ impl DeployedSnapshot {
         user_dir.join(super::SNAPSHOT_FILE)
     }
 
+    /// The file's bytes (pretty JSON, like the other files of a generation).
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("a deployed snapshot's description always encodes")
+    }
+
     /// The description in `user_dir`; none before the first deployment.
     pub fn read(user_dir: &Path) -> Result<Option<DeployedSnapshot>, DeployedSnapshotError> {
         let path = Self::path(user_dir);
@@ -70,7 +75,7 @@ mod tests {
             env: BTreeMap::from([("SITE".into(), "north".into())]),
             settings: serde_json::Map::from_iter([("functionTimeout".into(), serde_json::json!(5))]),
         };
-        std::fs::write(DeployedSnapshot::path(dir.path()), serde_json::to_vec(&d).unwrap()).unwrap();
+        std::fs::write(DeployedSnapshot::path(dir.path()), d.to_json()).unwrap();
         assert_eq!(DeployedSnapshot::read(dir.path()).unwrap(), Some(d));
         std::fs::write(DeployedSnapshot::path(dir.path()), br#"{"env":{"A":1}}"#).unwrap();
         assert!(matches!(DeployedSnapshot::read(dir.path()), Err(DeployedSnapshotError::Shape { .. })));
