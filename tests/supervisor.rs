@@ -231,3 +231,22 @@ fn installs_the_pinned_node_red_with_npm_when_missing() {
     );
     assert!(log.contains(&format!("Node-RED version: v{version}")), "the installed version runs");
 }
+
+#[test]
+fn node_red_sends_no_telemetry_and_asks_no_editor_user_about_it() {
+    let agent = Agent::start("");
+    agent.wait_running();
+    let client = common::http::blocking_client_builder().build().unwrap();
+    let settings: serde_json::Value = client
+        .get(format!("{}/device-editor/settings", agent.gate_url()))
+        .basic_auth("owner", Some("owner-pw"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    // `false`, not absent: Node-RED's editor asks every new user for consent (and then about
+    // update notifications) while the setting is undecided.
+    assert_eq!(settings["telemetryEnabled"], serde_json::Value::Bool(false), "{settings}");
+    let written = std::fs::read_to_string(agent.state_dir().join("node-red/settings.js")).unwrap();
+    assert!(written.contains("\"updateNotification\": false"), "{written}");
+}

@@ -126,7 +126,7 @@ fn run(settings: Settings) -> ExitCode {
             tracing::error!(error = %error_chain(&e), "redtether cannot run");
             eprintln!("redtether: error: {}", error_chain(&e));
             exit::code(match e {
-                DaemonError::StateDir(crate::state_dir::StateDirError::Locked(_)) => exit::TEMP_FAIL,
+                DaemonError::StateDir(crate::state_dir::StateDirError::Locked { .. }) => exit::TEMP_FAIL,
                 DaemonError::StateDir(_) | DaemonError::Control(_) => exit::CANT_CREATE,
                 DaemonError::Gate(crate::gate::GateError::Tls(_)) => exit::CONFIG,
                 DaemonError::Gate(_) => exit::UNAVAILABLE,

@@ -20,7 +20,7 @@ mod headers;
 mod local;
 mod pipeline;
 mod proxy;
-pub mod ratelimit;
+pub use redtether_host::ratelimit;
 mod responses;
 mod server;
 pub mod space;

@@ -46,7 +46,7 @@ impl Deref for StateDir {
 
 impl StateDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        StateDir(redtether_host::state_dir::StateDir::new(root))
+        StateDir(redtether_host::state_dir::StateDir::new(root).owned_by("redtether agent"))
     }
 
     pub fn credential_secret(&self) -> PathBuf {

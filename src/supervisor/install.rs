@@ -142,28 +142,56 @@ async fn check_runs(program: &str, arg: &str) -> std::io::Result<String> {
     }
 }
 
+/// How one line of npm's output is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NpmLine {
+    /// One package fetched or found in the cache (`npm http fetch …`, `npm http cache …`):
+    /// counted for the progress summary, logged at debug. A fresh install prints hundreds.
+    Package,
+    /// npm's own warnings and errors.
+    Warning,
+    /// Blank lines and npm's other notices: debug.
+    Noise,
+    /// What npm says about the result (`added 279 packages in 12s`): info.
+    Outcome,
+}
+
+fn classify_npm_line(line: &str) -> NpmLine {
+    let lower = line.trim().to_ascii_lowercase();
+    if lower.starts_with("npm http ") {
+        NpmLine::Package
+    } else if lower.starts_with("npm warn") || lower.starts_with("npm err") || lower.starts_with("npm error") {
+        NpmLine::Warning
+    } else if lower.is_empty() || lower.starts_with("npm ") {
+        NpmLine::Noise
+    } else {
+        NpmLine::Outcome
+    }
+}
+
 /// Logs npm's output as progress: a summary line every few seconds instead of one line per
-/// fetched tarball. Returns the last lines of stderr for the error message.
+/// package, npm's warnings as warnings, its result at info, the rest at debug. Returns the last
+/// lines of stderr for the error message.
 async fn log_progress<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>, is_stderr: bool) -> Vec<String> {
     let Some(pipe) = pipe else { return Vec::new() };
     let mut lines = BufReader::new(pipe).lines();
     let mut tail: Vec<String> = Vec::new();
-    let mut fetched = 0u32;
+    let mut packages = 0u32;
     let mut last_report = Instant::now();
     while let Ok(Some(line)) = lines.next_line().await {
-        if line.contains("http fetch") {
-            fetched += 1;
-            tracing::debug!(target: "npm", "{line}");
-            if last_report.elapsed() >= Duration::from_secs(5) {
-                tracing::info!(target: "npm", fetched, "npm install in progress");
-                last_report = Instant::now();
+        match classify_npm_line(&line) {
+            NpmLine::Package => {
+                packages += 1;
+                tracing::debug!(target: "npm", "{line}");
+                if last_report.elapsed() >= Duration::from_secs(5) {
+                    tracing::info!(target: "npm", packages, "npm install in progress");
+                    last_report = Instant::now();
+                }
+                continue;
             }
-            continue;
-        }
-        if is_stderr && (line.contains("ERR") || line.contains("WARN")) {
-            tracing::warn!(target: "npm", "{line}");
-        } else {
-            tracing::info!(target: "npm", "{line}");
+            NpmLine::Warning => tracing::warn!(target: "npm", "{line}"),
+            NpmLine::Noise => tracing::debug!(target: "npm", "{line}"),
+            NpmLine::Outcome => tracing::info!(target: "npm", "{line}"),
         }
         if is_stderr {
             tail.push(line);
@@ -190,6 +218,25 @@ mod tests {
         std::fs::write(rt.join("node_modules/node-red/red.js"), "").unwrap();
         assert_eq!(installed_red_js(&rt, "node-red@4.1"), Some(red_js_in(&rt)));
         assert_eq!(installed_red_js(&rt, "node-red@4.0"), None, "another spec reinstalls");
+    }
+
+    #[test]
+    fn npm_per_package_lines_are_progress_not_info() {
+        // Lines as npm 11 prints them with `--loglevel=http`, a fresh install and a cached one.
+        let package = [
+            "npm http fetch GET 200 https://registry.npmjs.org/is-number 67ms (cache miss)",
+            "npm http cache is-number@https://registry.npmjs.org/is-number/-/is-number-7.0.0.tgz 0ms (cache hit)",
+            "npm http fetch GET 200 https://registry.npmjs.org/is-number 9ms (cache stale)",
+        ];
+        for line in package {
+            assert_eq!(classify_npm_line(line), NpmLine::Package, "{line}");
+        }
+        assert_eq!(classify_npm_line("npm warn deprecated inflight@1.0.6: leaks memory"), NpmLine::Warning);
+        assert_eq!(classify_npm_line("npm WARN old style"), NpmLine::Warning);
+        assert_eq!(classify_npm_line("npm error code E404"), NpmLine::Warning);
+        assert_eq!(classify_npm_line("npm ERR! 404 Not Found"), NpmLine::Warning);
+        assert_eq!(classify_npm_line(""), NpmLine::Noise);
+        assert_eq!(classify_npm_line("added 279 packages in 12s"), NpmLine::Outcome);
     }
 
     #[tokio::test]

@@ -46,6 +46,10 @@ impl SettingsJs<'_> {
             "logging": { "console": { "level": "info", "metrics": false, "audit": false } },
             "editorTheme": { "projects": { "enabled": false }, "tours": false },
             "runtimeState": { "enabled": false },
+            // A device in the field sends nothing home on its own, and its editor users are not
+            // asked for consent or told about new Node-RED versions: the version is the
+            // agent's (`node_red.package`) and changes by a deployment or a package update.
+            "telemetry": { "enabled": false, "updateNotification": false },
         });
         for (key, value) in self.overrides {
             // Checked when the deployment was accepted; checked again because this file is

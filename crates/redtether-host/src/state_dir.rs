@@ -18,8 +18,8 @@ pub enum StateDirError {
         source: io::Error,
     },
     /// Another daemon holds the lock on this state directory.
-    #[error("another redtether agent is already running with state directory {}", .0.display())]
-    Locked(PathBuf),
+    #[error("another {owner} is already running with state directory {}", path.display())]
+    Locked { path: PathBuf, owner: &'static str },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateDirError + '_ {
@@ -30,11 +30,20 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateDirError + '_ {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    /// Who keeps its state here, for the message when the lock is taken.
+    owner: &'static str,
 }
 
 impl StateDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        StateDir { root: root.into() }
+        StateDir { root: root.into(), owner: "redtether daemon" }
+    }
+
+    /// Names the daemon whose directory this is (`redtether agent`, `redtether hub`), for the
+    /// message a second one gets.
+    pub fn owned_by(mut self, owner: &'static str) -> Self {
+        self.owner = owner;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -63,7 +72,9 @@ impl StateDir {
             .map_err(io_err(&path))?;
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(lock) => Ok(StateLock { _lock: lock }),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StateDirError::Locked(self.root.clone())),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                Err(StateDirError::Locked { path: self.root.clone(), owner: self.owner })
+            }
             Err((_, errno)) => Err(StateDirError::Io { path, source: errno.into() }),
         }
     }
@@ -144,10 +155,12 @@ mod tests {
     #[test]
     fn second_lock_is_refused_while_first_is_held() {
         let dir = tempfile::tempdir().unwrap();
-        let sd = StateDir::new(dir.path());
+        let sd = StateDir::new(dir.path()).owned_by("redtether hub");
         sd.create().unwrap();
         let held = sd.lock().unwrap();
-        assert!(matches!(sd.lock(), Err(StateDirError::Locked(_))));
+        let second = sd.lock().unwrap_err();
+        assert!(matches!(second, StateDirError::Locked { .. }));
+        assert!(second.to_string().starts_with("another redtether hub is already running"), "{second}");
         drop(held);
         sd.lock().unwrap();
     }

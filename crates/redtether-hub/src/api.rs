@@ -16,10 +16,12 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use redtether_host::ratelimit::Limiter;
 use redtether_proto::audit::HubEventKind;
 use redtether_proto::wire::Command;
 use serde_json::json;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -35,6 +37,30 @@ pub struct Api {
     pub tasks: tokio_util::task::TaskTracker,
     /// The API is HTTPS: the editor login cookie is `Secure`.
     pub secure_cookies: bool,
+    /// Failed operator-token checks per source address, checked before a token is looked up.
+    pub failed_auth: Limiter,
+}
+
+/// Failed token checks allowed from one address at once, then one per second: enough for a
+/// person who mistyped, nothing for someone guessing.
+pub const FAILED_AUTH_BURST: u32 = 10;
+pub const FAILED_AUTH_PER_SECOND: f64 = 1.0;
+
+/// What a presented operator token comes to.
+pub(crate) enum Checked {
+    Operator(OperatorRecord),
+    /// No such operator (the failure is counted against the address).
+    Refused,
+    /// The address failed too often: not even looked up; try again after this.
+    Limited(Duration),
+}
+
+/// 429 with the time to wait, in whole seconds (rounded up) as `Retry-After` wants.
+pub(crate) fn rate_limited(retry: Duration) -> Response<Full<Bytes>> {
+    let mut r = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let secs = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
+    r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs.max(1)));
+    r
 }
 
 /// Bodies of the API's answers: its own JSON, or a device's answer streamed through.
@@ -57,6 +83,11 @@ pub(super) fn error(status: StatusCode, code: &str) -> Response<Full<Bytes>> {
     json_response(status, json!({ "error": code }))
 }
 
+/// The token of `Authorization: Bearer <token>`, if the request has one.
+fn bearer(req: &Request<Incoming>) -> Option<&str> {
+    req.headers().get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
+}
+
 fn accepts_html(headers: &http::HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
 }
@@ -67,14 +98,22 @@ fn time(unix: Option<u64>) -> serde_json::Value {
 }
 
 impl Api {
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<ApiBody>, Infallible> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: IpAddr,
+    ) -> Result<Response<ApiBody>, Infallible> {
         if req.uri().path() == "/login" {
-            return Ok(self.login(req).await);
+            return Ok(self.login(req, peer).await);
         }
         if let Some((device, path)) = crate::editor::target(req.uri().path()) {
             // The header, or for a browser the login cookie (editor routes only).
-            let cookie = crate::login::token_from_cookie(req.headers()).and_then(|t| self.operator_by_token(t));
-            let Some(operator) = self.operator(&req).or(cookie) else {
+            let token = bearer(&req).or_else(|| crate::login::token_from_cookie(req.headers()));
+            let checked = token.map(|t| self.check_token(t, peer));
+            if let Some(Checked::Limited(retry)) = checked {
+                return Ok(boxed(rate_limited(retry)));
+            }
+            let Some(Checked::Operator(operator)) = checked else {
                 let mut r = boxed(error(StatusCode::UNAUTHORIZED, "unauthorized"));
                 if req.method() == http::Method::GET
                     && accepts_html(req.headers())
@@ -89,20 +128,32 @@ impl Api {
             let device = device.to_string();
             return Ok(self.editor(req, operator, &device, path).await);
         }
-        Ok(boxed(self.serve(req).await))
+        Ok(boxed(self.serve(req, peer).await))
     }
 
-    fn operator(&self, req: &Request<Incoming>) -> Option<OperatorRecord> {
-        let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
-        self.operator_by_token(value.strip_prefix("Bearer ")?)
+    /// The operator whose token this is. An address that failed too often is refused before
+    /// the token is even hashed; every unknown token counts as a failure of its address.
+    pub(crate) fn check_token(&self, token: &str, peer: IpAddr) -> Checked {
+        let now = std::time::Instant::now();
+        if let Err(retry) = self.failed_auth.check(peer, now) {
+            tracing::debug!(%peer, "operator token checks rate-limited");
+            return Checked::Limited(retry);
+        }
+        match self.store.operator_by_token(token).ok().flatten() {
+            Some(operator) => Checked::Operator(operator),
+            None => {
+                self.failed_auth.charge(peer, now);
+                Checked::Refused
+            }
+        }
     }
 
-    pub(super) fn operator_by_token(&self, token: &str) -> Option<OperatorRecord> {
-        self.store.operator_by_token(token).ok().flatten()
-    }
-
-    async fn serve(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let Some(operator) = self.operator(&req) else { return error(StatusCode::UNAUTHORIZED, "unauthorized") };
+    async fn serve(&self, req: Request<Incoming>, peer: IpAddr) -> Response<Full<Bytes>> {
+        let operator = match bearer(&req).map(|t| self.check_token(t, peer)) {
+            Some(Checked::Operator(operator)) => operator,
+            Some(Checked::Limited(retry)) => return rate_limited(retry),
+            Some(Checked::Refused) | None => return error(StatusCode::UNAUTHORIZED, "unauthorized"),
+        };
         let path = req.uri().path().trim_end_matches('/').to_string();
         let segments: Vec<&str> = path.split('/').skip(1).collect();
         let method = req.method().clone();

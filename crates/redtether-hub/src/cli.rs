@@ -104,7 +104,7 @@ pub fn execute(cli: HubCli) -> ExitCode {
             return exit::code(exit::CONFIG);
         }
     };
-    let dir = StateDir::new(&settings.state_dir);
+    let dir = StateDir::new(&settings.state_dir).owned_by("redtether hub");
     let request = match cli.command {
         HubCommand::Run => return run(settings),
         HubCommand::CaFingerprint => return ca_fingerprint(&dir),
@@ -192,7 +192,7 @@ fn run(settings: crate::config::HubSettings) -> ExitCode {
         Err(e) => {
             eprintln!("redtether-hub: error: {}", redtether_host::error_chain(&e));
             exit::code(match e {
-                crate::HubError::StateDir(redtether_host::state_dir::StateDirError::Locked(_)) => exit::TEMP_FAIL,
+                crate::HubError::StateDir(redtether_host::state_dir::StateDirError::Locked { .. }) => exit::TEMP_FAIL,
                 crate::HubError::Tls(_) => exit::CONFIG,
                 crate::HubError::Endpoint(_) | crate::HubError::Api { .. } => exit::UNAVAILABLE,
                 _ => exit::FAILURE,

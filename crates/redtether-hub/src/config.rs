@@ -15,6 +15,7 @@ struct RawHub {
     log_level: Option<String>,
     listen: Option<String>,
     api_listen: Option<String>,
+    allow_plaintext_api: Option<bool>,
     names: Option<Vec<String>>,
     #[serde(default, deserialize_with = "redtether_host::config_file::duration::deserialize_opt")]
     device_cert_lifetime: Option<Duration>,
@@ -117,6 +118,18 @@ fn validate(raw: RawHub, source: ConfigSource, ctx: &ProcessContext) -> Result<H
             _ => return Err(invalid("api.tls", "give either cert and key, or self_signed = true".into())),
         },
     };
+    // Operator tokens and login cookies in clear text are only acceptable on loopback: off the
+    // machine they are one packet capture away from owning the fleet.
+    if api_tls.is_none() && !api_listen.ip().is_loopback() && !raw.allow_plaintext_api.unwrap_or(false) {
+        return Err(invalid(
+            "api_listen",
+            format!(
+                "{api_listen} is reachable from other machines but the API has no TLS: add [api.tls] \
+                 (cert and key, or self_signed = true), or set allow_plaintext_api = true behind a \
+                 TLS-terminating proxy"
+            ),
+        ));
+    }
     Ok(HubSettings {
         source,
         state_dir,
@@ -168,5 +181,16 @@ mod tests {
         assert_eq!(key("device_cert_lifetime = \"0s\"\n"), "device_cert_lifetime");
         assert_eq!(key("colour = 1\n"), "colour");
         assert_eq!(key("[api.tls]\ncert = \"c\"\n"), "api.tls");
+    }
+
+    #[test]
+    fn a_plaintext_api_off_loopback_is_refused_unless_asked_for() {
+        let err = load_text("api_listen = \"0.0.0.0:8443\"\n").unwrap_err();
+        assert_eq!(err.key(), Some("api_listen"));
+        assert!(err.to_string().contains("[api.tls]"), "{err}");
+        assert!(load_text("api_listen = \"[::]:8443\"\n").is_err());
+        assert!(load_text("api_listen = \"0.0.0.0:8443\"\nallow_plaintext_api = true\n").is_ok());
+        assert!(load_text("api_listen = \"0.0.0.0:8443\"\n[api.tls]\nself_signed = true\n").is_ok());
+        assert!(load_text("api_listen = \"[::1]:8443\"\n").is_ok(), "loopback needs no TLS");
     }
 }

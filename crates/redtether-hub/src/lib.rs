@@ -64,11 +64,14 @@ pub enum HubError {
     Signals(std::io::Error),
 }
 
+/// Source addresses whose failed token checks are remembered at once (the oldest are forgotten).
+const FAILED_AUTH_ADDRESSES: usize = 4096;
+
 /// Runs the hub until SIGTERM or SIGINT.
 pub async fn run(settings: HubSettings) -> Result<(), HubError> {
     let notifier = Notifier::from_env();
     let mut signals = Signals::install().map_err(HubError::Signals)?;
-    let dir = StateDir::new(&settings.state_dir);
+    let dir = StateDir::new(&settings.state_dir).owned_by("redtether hub");
     std::fs::create_dir_all(dir.root())
         .map_err(|source| StateDirError::Io { path: dir.root().to_path_buf(), source })?;
     let _lock = dir.lock()?;
@@ -101,6 +104,11 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
         signer: Arc::new(signer),
         tasks: tasks.clone(),
         secure_cookies: api_tls.is_some(),
+        failed_auth: redtether_host::ratelimit::Limiter::new(
+            api::FAILED_AUTH_PER_SECOND,
+            api::FAILED_AUTH_BURST,
+            FAILED_AUTH_ADDRESSES,
+        ),
     });
     let accepting = endpoint::Accepting {
         store: Arc::clone(&store),
@@ -167,7 +175,7 @@ async fn serve_api(
         let _ = stream.set_nodelay(true);
         let (api, tls, cancel) = (Arc::clone(&api), tls.clone(), cancel.clone());
         tasks.spawn(async move {
-            let service = service_fn(move |req| Arc::clone(&api).handle(req));
+            let service = service_fn(move |req| Arc::clone(&api).handle(req, peer.ip()));
             let builder =
                 http1::Builder::new().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).clone();
             let served = async {

@@ -6,7 +6,7 @@
 //! keeps requiring the header), `Secure` when the API is HTTPS, and lasts 12 hours. The hub
 //! never forwards it to a device.
 
-use crate::api::{Api, ApiBody, boxed, error};
+use crate::api::{Api, ApiBody, Checked, boxed, error, rate_limited};
 use crate::store::OperatorRecord;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -61,7 +61,7 @@ fn form(next: &str) -> String {
 }
 
 impl Api {
-    pub(super) async fn login(&self, req: Request<Incoming>) -> Response<ApiBody> {
+    pub(super) async fn login(&self, req: Request<Incoming>, peer: std::net::IpAddr) -> Response<ApiBody> {
         match *req.method() {
             http::Method::GET => {
                 let next = req.uri().query().and_then(|q| {
@@ -76,9 +76,13 @@ impl Api {
                 let fields: Vec<(String, String)> = form_urlencoded::parse(&body.to_bytes()).into_owned().collect();
                 let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
                 let next = safe_next(field("next").unwrap_or("/")).to_string();
-                let Some(operator) = field("token").and_then(|t| self.operator_by_token(t)) else {
-                    tracing::warn!("operator login refused");
-                    return html(StatusCode::UNAUTHORIZED, form(&next));
+                let operator = match field("token").map(|t| self.check_token(t, peer)) {
+                    Some(Checked::Operator(operator)) => operator,
+                    Some(Checked::Limited(retry)) => return boxed(rate_limited(retry)),
+                    Some(Checked::Refused) | None => {
+                        tracing::warn!(%peer, "operator login refused");
+                        return html(StatusCode::UNAUTHORIZED, form(&next));
+                    }
                 };
                 self.logged_in(&operator, field("token").unwrap_or_default(), &next)
             }

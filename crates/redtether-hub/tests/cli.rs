@@ -31,3 +31,42 @@ fn hub_config_errors_name_the_key_and_the_cli_works_without_the_hub() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn a_plaintext_api_on_the_network_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.toml");
+    let state = dir.path().join("state").display().to_string();
+    std::fs::write(&config, format!("state_dir = {state:?}\nlisten = \"127.0.0.1:0\"\napi_listen = \"0.0.0.0:0\"\n"))
+        .unwrap();
+    let out = Command::new(HUB).args(["run", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`api_listen`") && stderr.contains("hub.toml"), "{stderr}");
+    assert!(!dir.path().join("state").exists(), "refused before anything is made");
+}
+
+#[test]
+fn a_second_hub_on_the_same_state_dir_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hub.toml");
+    let state = dir.path().join("state");
+    let text = format!(
+        "state_dir = {:?}\nlisten = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\n",
+        state.display().to_string()
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut first =
+        Command::new(HUB).args(["run", "--config"]).arg(&config).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !state.join("control.sock").exists() {
+        assert!(std::time::Instant::now() < deadline, "the first hub never came up");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = Command::new(HUB).args(["run", "--config"]).arg(&config).output().unwrap();
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(second.status.code(), Some(75), "temporary failure: try again later");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another redtether hub is already running"), "{stderr}");
+}
