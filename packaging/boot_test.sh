@@ -47,6 +47,9 @@ fi
 # A short watchdog, so that the test does not wait 30 s for it.
 mkdir -p "$ROOT/etc/systemd/system/redtether.service.d"
 printf '[Service]\nWatchdogSec=6s\n' > "$ROOT/etc/systemd/system/redtether.service.d/boot-test.conf"
+# The documented drop-in for gateways with serial ports, GPIO, I2C, CAN and Bluetooth, applied as
+# the example says: the agent must still start and run Node-RED with it.
+cp "$ROOT/usr/share/doc/redtether/examples/devices.conf" "$ROOT/etc/systemd/system/redtether.service.d/devices.conf"
 
 cat > "$ROOT/usr/local/sbin/boot-report" <<'EOF'
 #!/bin/bash
@@ -59,6 +62,8 @@ running() { [ "$(prop ActiveState)/$(prop SubState)" = active/running ]; }
 node_red_running() { prop StatusText | grep -q "Node-RED running"; }
 restarted() { [ "$(prop NRestarts)" -gt "$before" ]; }
 
+check "the unit verifies with the devices drop-in" 'systemd-analyze verify redtether.service'
+echo "exposure with the devices drop-in: $(systemd-analyze security redtether.service 2>/dev/null | awk '/Overall exposure level/ {print $(NF-2), $(NF-1)}')"
 check "active (running) through Type=notify" 'wait_for running 60'
 check "Node-RED running, as the status text says" 'wait_for node_red_running 400'
 echo "status text: $(prop StatusText)"
@@ -66,7 +71,15 @@ node_pid=$(prop StatusText | sed -n 's/.*(pid \([0-9]*\)).*/\1/p')
 check "Node-RED runs inside the unit" 'grep -q "redtether.service" /proc/$node_pid/cgroup && grep -q "^node" /proc/$node_pid/comm'
 check "the gate serves the editor" 'node -e "require(\"http\").get(\"http://127.0.0.1:1880/device-editor/\", r => process.exit(r.statusCode === 200 ? 0 : 1)).on(\"error\", () => process.exit(1))"'
 check "journald has the structured fields" 'journalctl -u redtether -o json | grep -q "\"GATE\""'
-check "the agent runs as the redtether user" '[ "$(stat -c %U /proc/$(prop MainPID))" = redtether ]'
+check "the agent user, which Node-RED runs as, cannot read the hub CA key" '! runuser -u redtether -- cat /var/lib/redtether-hub/ca.key >/dev/null 2>&1'
+hub_up() { [ "$(systemctl show -p SubState --value redtether-hub)" = running ]; }
+has_ca_key() { [ -s /var/lib/redtether-hub/ca.key ]; }
+systemctl start redtether-hub
+check "the hub starts" 'wait_for hub_up 30'
+check "the hub runs as its own user" '[ "$(stat -c %U /proc/$(systemctl show -p MainPID --value redtether-hub))" = redtether-hub ]'
+check "the hub has made its CA key" 'wait_for has_ca_key 30'
+check "the agent'"'"'s user (Node-RED'"'"'s) cannot read the hub'"'"'s CA key" '! runuser -u redtether -- cat /var/lib/redtether-hub/ca.key >/dev/null 2>&1'
+systemctl stop redtether-hub
 before=$(prop NRestarts)
 kill -STOP "$(prop MainPID)"
 check "a stopped main process trips the watchdog and is restarted" 'wait_for restarted 40'

@@ -15,8 +15,11 @@ command -v cargo-deb >/dev/null || cargo install --locked cargo-deb@3.8.0
 command -v cargo-generate-rpm >/dev/null || cargo install --locked cargo-generate-rpm@0.21.1
 
 mkdir -p target/man target/packages
+# The man pages, from the binaries' clap definitions (so they list every command), on the host.
+cargo run --quiet --locked -p redtether --example man -- target/man
+cargo run --quiet --locked -p redtether-hub --example man -- target/man
 for page in redtether redtether-hub; do
-    gzip -9n -c "packaging/man/$page.1" > "target/man/$page.1.gz"
+    gzip -9n -c "target/man/$page.1" > "target/man/$page.1.gz"
 done
 
 cross/build.sh "$TARGET"

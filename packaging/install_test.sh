@@ -16,6 +16,11 @@ version=$(dpkg-query -W -f='${Version}' redtether)
 /usr/bin/redtether --version | grep -q "$version" || fail "redtether --version does not say $version"
 /usr/bin/redtether-hub --version >/dev/null || fail "redtether-hub does not run"
 getent passwd redtether >/dev/null || fail "no redtether user"
+# The hub has its own user, in redtether's group (for /etc/redtether), made from sysusers.d.
+[ -f /usr/lib/sysusers.d/redtether.conf ] || fail "no sysusers.d file"
+[ "$(id -gn redtether-hub 2>/dev/null)" = redtether ] || fail "no redtether-hub user in group redtether"
+[ "$(id -un redtether-hub)" != "$(id -un redtether)" ] || fail "the hub shares the agent's user"
+grep -q '^User=redtether-hub$' /lib/systemd/system/redtether-hub.service || fail "the hub unit does not run as redtether-hub"
 dpkg-query -W -f='${Conffiles}\n' redtether | grep -q "/etc/redtether/agent.toml" || fail "agent.toml is not a conffile"
 [ "$(stat -c '%U:%G %a' /etc/redtether/agent.toml)" = "root:redtether 640" ] || fail "agent.toml: $(stat -c '%U:%G %a' /etc/redtether/agent.toml)"
 for unit in redtether redtether-hub; do
@@ -30,7 +35,18 @@ done
 [ ! -e /etc/systemd/system/multi-user.target.wants/redtether-hub.service ] || fail "the hub should not be enabled by default"
 # The service user can read its configuration and the agent accepts it.
 runuser -u redtether -- /usr/bin/redtether check-config --config /etc/redtether/agent.toml >/dev/null || fail "check-config as redtether"
-man -w redtether >/dev/null 2>&1 || [ -f /usr/share/man/man1/redtether.1.gz ] || fail "no man page"
+# The man pages come from the clap definitions: every command is there (read without roff's
+# escapes and font changes).
+page() { zcat "/usr/share/man/man1/$1.1.gz" | sed 's/\\-/-/g; s/\\f[BIR]//g'; }
+for cmd in run check-config status restart-node-red passwd "token create" "token list" "token revoke" \
+    enroll deploy "audit list" "audit tail" "audit verify" "audit export" sbom; do
+    page redtether | grep -E "^$cmd( |\$)" >/dev/null || fail "redtether(1) lacks '$cmd'"
+done
+for cmd in run ca-fingerprint enroll-token "operator add" "operator list" "operator remove" devices "device revoke"; do
+    page redtether-hub | grep -E "^$cmd( |\$)" >/dev/null || fail "redtether-hub(1) lacks '$cmd'"
+done
+[ -f /usr/share/doc/redtether/examples/devices.conf ] || fail "no devices.conf example"
+[ -f /usr/lib/systemd/system-preset/80-redtether.preset ] || fail "no preset"
 
 # State the service would have made, to see what removal keeps.
 mkdir -p /var/lib/redtether && touch /var/lib/redtether/marker

@@ -1,4 +1,3 @@
-# The system user both services run as (state directories are made by systemd).
-getent group redtether >/dev/null || groupadd --system redtether
-getent passwd redtether >/dev/null || useradd --system --gid redtether --home-dir /nonexistent --no-create-home --shell /sbin/nologin --comment "redtether agent and hub" redtether
+# The users are made in %post, from the package's sysusers.d file (installed by then); the files
+# this package installs are root's, so nothing needs them earlier.
 exit 0

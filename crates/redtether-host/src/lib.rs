@@ -8,6 +8,7 @@
 //! - [`notify`], [`logging`]: living under systemd (sd_notify, watchdog, journald fields).
 //! - [`signals`], [`exit`], [`heap`]: stop signals, exit codes, the allocator's settings.
 //! - [`deadline`]: waiting for a state machine's next deadline.
+//! - [`manpage`]: man pages from the clap definitions.
 //! - [`ratelimit`]: token buckets per source address (the gate's and the hub API's limits).
 //!
 //! It knows nothing of Node-RED, devices or the tunnel's protocol.
@@ -18,6 +19,7 @@ pub mod deadline;
 pub mod exit;
 pub mod heap;
 pub mod logging;
+pub mod manpage;
 pub mod notify;
 pub mod ratelimit;
 pub mod signals;
