@@ -50,6 +50,7 @@ pub fn pipeline(parts: GateParts) -> Pipeline {
         requests: (r.requests_per_second > 0.0).then(|| Limiter::new(r.requests_per_second, r.burst, LIMITER_CAPACITY)),
         failed_auth: Limiter::new(r.failed_auth_per_second, r.failed_auth_burst, LIMITER_CAPACITY),
         upstream_slots: Arc::new(Semaphore::new(r.max_upstream_connections as usize)),
+        chunked_budget: Arc::new(Semaphore::new(crate::gate::CHUNKED_BUDGET)),
         audit: parts.audit,
         scheme: if g.tls.is_some() { "https" } else { "http" },
     }

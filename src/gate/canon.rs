@@ -6,8 +6,6 @@
 //! The classification key is that path lower-cased without a trailing slash, because Node-RED's
 //! (Express's) router matches case-insensitively and ignores one trailing slash.
 
-use std::fmt;
-
 /// The one form of a request target that is decided on and forwarded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Canonical {
@@ -30,51 +28,109 @@ impl Canonical {
 }
 
 /// Why a target was refused; every one is a 400.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CanonError {
+    /// HTTP/1.1 without a Host header (RFC 9112 §3.2).
+    #[error("the request has no Host header")]
+    MissingHost,
+    /// More than one Host field line (RFC 9112 §3.2).
+    #[error("the request has more than one Host header")]
+    DuplicateHost,
+    /// A Host that is not `uri-host [ ":" port ]` (RFC 9112 §3.2, RFC 3986 §3.2.2).
+    #[error("the Host header is not host[:port]")]
+    InvalidHost,
     /// Not `/...`: asterisk-form, authority-form, or a relative path.
+    #[error("the request target must be an absolute path")]
     NotOriginForm,
     /// Absolute-form whose authority is not the Host header.
+    #[error("absolute-form target does not match the Host header")]
     AuthorityMismatch,
+    /// `%2F`: one segment or two?
+    #[error("encoded slash in path")]
     EncodedSlash,
+    /// `%5C`: a separator on some servers.
+    #[error("encoded backslash in path")]
     EncodedBackslash,
+    /// `%00`: ends a string on some servers.
+    #[error("encoded NUL")]
     EncodedNul,
+    /// `%25`: decoded twice, it is another escape.
+    #[error("encoded percent sign in path")]
     EncodedPercent,
+    /// `%2E`: a dot segment after one decoding more.
+    #[error("encoded dot in path")]
     EncodedDot,
     /// An encoded control character.
+    #[error("encoded control character")]
     EncodedControl,
+    /// A raw backslash: a separator on some servers.
+    #[error("backslash in path")]
     Backslash,
     /// A raw control character, space, or non-ASCII byte.
+    #[error("control, space or non-ASCII character in target")]
     ControlOrNonAscii,
     /// `%` not followed by two hex digits.
+    #[error("malformed percent-escape")]
     BadEscape,
     /// `..` above the root.
+    #[error("dot segments above the root")]
     AboveRoot,
     /// `;` path parameters: some servers cut the path there, Express does not.
+    #[error("semicolon in path")]
     Semicolon,
     /// A `#` fragment: never part of a request target.
+    #[error("fragment in target")]
     Fragment,
 }
 
-impl fmt::Display for CanonError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CanonError::NotOriginForm => "the request target must be an absolute path",
-            CanonError::AuthorityMismatch => "absolute-form target does not match the Host header",
-            CanonError::EncodedSlash => "encoded slash in path",
-            CanonError::EncodedBackslash => "encoded backslash in path",
-            CanonError::EncodedNul => "encoded NUL",
-            CanonError::EncodedPercent => "encoded percent sign in path",
-            CanonError::EncodedDot => "encoded dot in path",
-            CanonError::EncodedControl => "encoded control character",
-            CanonError::Backslash => "backslash in path",
-            CanonError::ControlOrNonAscii => "control, space or non-ASCII character in target",
-            CanonError::BadEscape => "malformed percent-escape",
-            CanonError::AboveRoot => "dot segments above the root",
-            CanonError::Semicolon => "semicolon in path",
-            CanonError::Fragment => "fragment in target",
-        })
+/// The request's one Host (RFC 9112 §3.2): an HTTP/1.1 request (`required`) has exactly one
+/// Host field line, an HTTP/1.0 request at most one, and its value is `uri-host [ ":" port ]`.
+/// `None`: an HTTP/1.0 request without one. Checked before anything else is decided, so a
+/// request that names its host twice is never routed by one copy and read by Node-RED by the
+/// other.
+pub fn host<'a>(lines: &[&'a [u8]], required: bool) -> Result<Option<&'a str>, CanonError> {
+    match lines {
+        [] if required => Err(CanonError::MissingHost),
+        [] => Ok(None),
+        [value] => {
+            let value = std::str::from_utf8(value).map_err(|_| CanonError::InvalidHost)?;
+            if valid_host(value) { Ok(Some(value)) } else { Err(CanonError::InvalidHost) }
+        }
+        _ => Err(CanonError::DuplicateHost),
     }
+}
+
+/// `uri-host [ ":" port ]` (RFC 3986 §3.2.2-§3.2.3): an IPv6 literal in brackets, or a
+/// reg-name / IPv4 address (unreserved, sub-delims, escapes; may be empty), then digits.
+fn valid_host(value: &str) -> bool {
+    let (host_ok, rest) = match value.strip_prefix('[') {
+        Some(literal) => match literal.split_once(']') {
+            Some((ip, rest)) => (ip.parse::<std::net::Ipv6Addr>().is_ok(), rest),
+            None => return false,
+        },
+        None => {
+            let (name, rest) = value.find(':').map_or((value, ""), |i| value.split_at(i));
+            (valid_reg_name(name), rest)
+        }
+    };
+    let port_ok = match rest.strip_prefix(':') {
+        Some(port) => port.bytes().all(|b| b.is_ascii_digit()),
+        None => rest.is_empty(),
+    };
+    host_ok && port_ok
+}
+
+fn valid_reg_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if escape_at(bytes, i).is_ok() => i += 3,
+            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) => i += 1,
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// The parts of a request the canonicaliser needs.
@@ -293,6 +349,39 @@ mod tests {
         assert!(t("gw.local:1880", Some("GW.local:1880")).is_ok());
         assert_eq!(t("evil.example", Some("gw.local:1880")), Err(CanonError::AuthorityMismatch));
         assert_eq!(t("gw.local:1880", None), Err(CanonError::AuthorityMismatch));
+    }
+
+    #[test]
+    fn exactly_one_valid_host() {
+        fn h<'a>(lines: &[&'a str], required: bool) -> Result<Option<&'a str>, CanonError> {
+            host(&lines.iter().map(|l| l.as_bytes()).collect::<Vec<_>>(), required)
+        }
+        assert_eq!(h(&["gw.local:1880"], true), Ok(Some("gw.local:1880")));
+        assert_eq!(h(&[], true), Err(CanonError::MissingHost), "HTTP/1.1 needs a Host");
+        assert_eq!(h(&[], false), Ok(None), "HTTP/1.0 may leave it out");
+        assert_eq!(h(&["gw", "gw"], true), Err(CanonError::DuplicateHost), "even the same twice");
+        assert_eq!(h(&["gw", "gw"], false), Err(CanonError::DuplicateHost), "in HTTP/1.0 too");
+        for valid in ["", "gw", "GW.local", "10.0.0.1:80", "[::1]:1880", "[fe80::1]", "h:", "a%41b", "x-y_z~1", "a,b"] {
+            assert_eq!(h(&[valid], true), Ok(Some(valid)), "{valid:?}");
+        }
+        for invalid in [
+            "gw, gw",
+            "gw:1880, gw:1880",
+            "user@gw",
+            "gw/x",
+            "gw x",
+            "gw:80x",
+            "gw:80:81",
+            "[::1",
+            "[gw]:80",
+            "[::1]x",
+            "a%4",
+            "gw\\x",
+            "é",
+        ] {
+            assert_eq!(h(&[invalid], true), Err(CanonError::InvalidHost), "{invalid:?}");
+        }
+        assert_eq!(host(&[b"gw\xff"], true), Err(CanonError::InvalidHost), "not UTF-8");
     }
 
     #[test]

@@ -113,6 +113,11 @@ fn admin_space(policy: Policy, facts: Facts<'_>, who: &Who, route: AdminRoute) -
     if facts.access_token_param {
         return Decision::Deny(Denial::BadRequest("credentials in the query are not accepted"));
     }
+    // Node-RED takes a websocket in admin space only at /comms; anywhere else nothing answers
+    // the upgrade until Node-RED drops it seconds later, so it is refused here at once.
+    if facts.upgrade && route != AdminRoute::Comms {
+        return Decision::Deny(Denial::BadRequest("websocket upgrades are accepted only at /comms"));
+    }
     let read = is_read(facts.method);
     match route {
         AdminRoute::Login => return local_if(facts.method == Method::GET, Local::LoginScheme),
@@ -295,6 +300,21 @@ mod tests {
         assert_eq!(decide(OPEN, ws, &Who::Anonymous), Decision::Forward(Upstream::Anonymous));
         ws.cross_site = true;
         assert_eq!(decide(OPEN, ws, &Who::Anonymous), Decision::Deny(Denial::CrossSite));
+    }
+
+    #[test]
+    fn websockets_in_admin_space_only_at_comms() {
+        let get = Method::GET;
+        for key in ["/device-editor/flows", "/device-editor", "/device-editor/comms/x", "/device-editor/red/main.js"] {
+            let mut f = facts(&get, key);
+            f.upgrade = true;
+            for who in [Who::Anonymous, user(Role::Owner)] {
+                assert!(matches!(decide(OPEN, f, &who), Decision::Deny(Denial::BadRequest(_))), "{key} {who:?}");
+            }
+        }
+        let mut comms = facts(&get, "/device-editor/comms");
+        comms.upgrade = true;
+        assert_eq!(decide(OPEN, comms, &Who::Anonymous), Decision::Forward(Upstream::Anonymous));
     }
 
     #[test]

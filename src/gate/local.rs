@@ -54,9 +54,11 @@ async fn read_fields(req: Request<Incoming>) -> Result<Vec<(String, String)>, Re
         .is_some_and(|v| v.starts_with("application/json"));
     let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => {
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return Err(responses::error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
         }
+        // The body's framing broke (the framing guard cut it) or the client went away.
+        Err(_) => return Err(responses::bad_request("malformed request body")),
     };
     if is_json {
         let value: serde_json::Value =

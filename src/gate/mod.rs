@@ -27,7 +27,7 @@ pub mod space;
 
 pub use decision::{NodeMode, Policy};
 pub use local::{TokenInfo, unix_now};
-pub use pipeline::{Caller, Pipeline, platform_user};
+pub use pipeline::{CHUNKED_BUDGET, Caller, MAX_CHUNKED_BODY, Pipeline, platform_user};
 pub use proxy::Proxy;
 pub use server::{Gate, serve_platform_stream};
 

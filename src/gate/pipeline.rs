@@ -2,18 +2,19 @@
 //! forward the canonical request — or answer it here. Every request passes [`Pipeline::handle`].
 
 use super::auth::{AuthFailure, Authenticator, Presented, Realm, Via, Who, presented};
-use super::canon::{Canonical, Target, canonicalize, query_has_param};
+use super::canon::{self, Canonical, Target, canonicalize, query_has_param};
 use super::cors::Cors;
 use super::decision::{Decision, Denial, Facts, Local, NodeMode, Policy, Upstream, decide, is_read};
 use super::headers::upgrade_protocol;
 use super::proxy::{GateBody, Proxy};
-use super::space::{Space, space_of};
+use super::space::{Space, space_of, upstream_target};
 use super::{local, responses};
 use crate::audit::{Actor, AuditEvent, AuditKind, Auditor};
 use crate::config::Role;
 use crate::supervisor::{GATE_TOKEN_HEADER, Perm, UpstreamTokens};
 use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use redtether_host::ratelimit::Limiter;
 use redtether_proto::assertion::{Assertion, AssertionError};
@@ -21,7 +22,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Methods the gate passes at all; anything else is 405.
 const ALLOW: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
@@ -32,6 +33,12 @@ const FLOWS_KEY: &str = "/device-editor/flows";
 /// Headers the gate sets for Node-RED; a client's copies never pass.
 const USER_HEADER: &str = "x-redtether-user";
 const AUTH_HEADER: &str = "x-redtether-auth";
+/// The largest chunked request body the gate forwards: Node-RED's own limit on the bodies it
+/// parses (`apiMaxLength`, default "5mb"). Bodies with a Content-Length stream and have none.
+pub const MAX_CHUNKED_BODY: usize = 5 * 1024 * 1024;
+/// How many bytes of chunked bodies the gate holds at once, over all requests, so that many slow
+/// uploads cannot make it buffer without bound (a small device has little memory).
+pub const CHUNKED_BUDGET: usize = 32 * 1024 * 1024;
 
 pub struct Pipeline {
     pub proxy: Proxy,
@@ -45,6 +52,8 @@ pub struct Pipeline {
     pub failed_auth: Limiter,
     /// Requests in flight to Node-RED.
     pub upstream_slots: Arc<Semaphore>,
+    /// Bytes of chunked bodies being read whole ([`CHUNKED_BUDGET`] permits).
+    pub chunked_budget: Arc<Semaphore>,
     pub audit: Auditor,
     /// `http` or `https`, as clients see the gate.
     pub scheme: &'static str,
@@ -73,10 +82,18 @@ impl Pipeline {
         req: Request<Incoming>,
         caller: Caller,
     ) -> Result<Response<GateBody>, Infallible> {
-        Ok(match caller {
+        let switching = req.headers().contains_key(header::UPGRADE) || req.method() == Method::CONNECT;
+        let mut response = match caller {
             Caller::Network(peer) => self.serve(req, peer, None).await,
             Caller::Platform { hub, user } => self.serve(req, hub, Some(&user)).await,
-        })
+        };
+        // The framing guard stops following a connection at a request that asks to switch
+        // protocols, as it cannot know whether the switch happens. When it does not, the
+        // connection ends with this answer, so nothing after it is read unjudged.
+        if switching && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        Ok(response)
     }
 
     async fn serve(
@@ -85,6 +102,13 @@ impl Pipeline {
         peer: SocketAddr,
         platform: Option<&Result<Who, AssertionError>>,
     ) -> Response<GateBody> {
+        // Which host is meant comes first: a request that names it twice, or not at all, is
+        // refused before it is routed or authenticated by any reading of it.
+        let hosts: Vec<&[u8]> = req.headers().get_all(header::HOST).iter().map(HeaderValue::as_bytes).collect();
+        let host = match canon::host(&hosts, req.version() >= Version::HTTP_11) {
+            Ok(host) => host,
+            Err(e) => return responses::bad_request(&e.to_string()),
+        };
         let method = req.method().clone();
         if !matches!(
             method,
@@ -92,7 +116,6 @@ impl Pipeline {
         ) {
             return responses::method_not_allowed(ALLOW);
         }
-        let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
         let canonical = match canonicalize(Target {
             path: req.uri().path(),
             query: req.uri().query(),
@@ -269,7 +292,7 @@ impl Pipeline {
 
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         canonical: &Canonical,
         space: Space<'_>,
         who: &Who,
@@ -279,6 +302,10 @@ impl Pipeline {
         let Ok(_slot) = Arc::clone(&self.upstream_slots).try_acquire_owned() else {
             return responses::unavailable("gate_busy", 1);
         };
+        let (mut req, _held) = match self.whole_chunked_body(req).await {
+            Ok(whole) => whole,
+            Err(refusal) => return refusal,
+        };
         let method = req.method().clone();
         let request_origin = req.headers().get(header::ORIGIN).cloned();
         self.prepare_headers(req.headers_mut(), space, who, &upstream, peer);
@@ -287,7 +314,7 @@ impl Pipeline {
         let deploy = admin_write && method == Method::POST && canonical.key == FLOWS_KEY;
         let rev_before = if deploy { self.flows_revision().await } else { None };
 
-        let mut response = self.proxy.forward(req, &canonical.path_and_query(), peer).await;
+        let mut response = self.proxy.forward(req, &upstream_target(canonical), peer).await;
 
         if admin_write && response.status().is_success() {
             let mut event = AuditEvent::new(AuditKind::AdminWrite, actor_of(who, peer.ip()), canonical.path.as_str())
@@ -300,6 +327,44 @@ impl Pipeline {
         }
         self.cors.apply(request_origin.as_ref(), response.headers_mut());
         response
+    }
+
+    /// A chunked body is read whole, and checked, before anything of its request goes to
+    /// Node-RED, which then gets it with a Content-Length (and without trailers, which Node-RED
+    /// does not read). Streamed instead, a body whose framing breaks halfway (the framing guard
+    /// cuts it there) would reach Node-RED as a request cut short, and its client would get 503
+    /// instead of 400. Bodies with a Content-Length cannot break that way and stream as they
+    /// come. Returns the request to forward and the budget its body holds.
+    async fn whole_chunked_body(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<(Request<GateBody>, Option<OwnedSemaphorePermit>), Response<GateBody>> {
+        if !req.headers().contains_key(header::TRANSFER_ENCODING) {
+            return Ok((req.map(Either::Left), None));
+        }
+        let (mut parts, mut body) = req.into_parts();
+        let mut whole = bytes::BytesMut::new();
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Err(responses::bad_request("malformed chunked body"));
+            };
+            let Ok(data) = frame.into_data() else { continue };
+            if whole.len() + data.len() > MAX_CHUNKED_BODY {
+                return Err(responses::error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
+            }
+            let Ok(more) = Arc::clone(&self.chunked_budget).try_acquire_many_owned(data.len() as u32) else {
+                return Err(responses::unavailable("gate_busy", 1));
+            };
+            match held.as_mut() {
+                Some(permit) => permit.merge(more),
+                None => held = Some(more),
+            }
+            whole.extend_from_slice(&data);
+        }
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
+        Ok((Request::from_parts(parts, Either::Right(Full::new(whole.freeze()))), held))
     }
 
     /// Makes the headers what Node-RED is to see: the client's credentials and look-alikes of

@@ -24,8 +24,8 @@ pub type GateBody = Either<Incoming, Full<Bytes>>;
 const UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Proxy {
-    client: Client<HttpConnector, Incoming>,
-    empty_client: Client<HttpConnector, Full<Bytes>>,
+    /// Requests go up as they came (a streamed body) or as the gate made them (a whole one).
+    client: Client<HttpConnector, GateBody>,
     upstream: watch::Receiver<Option<SocketAddr>>,
     tasks: TaskTracker,
     cancel: CancellationToken,
@@ -36,18 +36,9 @@ impl Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let builder = || {
-            let mut b = Client::builder(TokioExecutor::new());
-            b.pool_idle_timeout(Duration::from_secs(30)).pool_max_idle_per_host(64);
-            b
-        };
-        Proxy {
-            client: builder().build(connector.clone()),
-            empty_client: builder().build(connector),
-            upstream,
-            tasks,
-            cancel,
-        }
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_idle_timeout(Duration::from_secs(30)).pool_max_idle_per_host(64);
+        Proxy { client: builder.build(connector), upstream, tasks, cancel }
     }
 
     /// Node-RED's address while it runs.
@@ -59,7 +50,7 @@ impl Proxy {
     /// be what Node-RED is to see (hop-by-hop ones are dropped here).
     pub async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<GateBody>,
         path_and_query: &str,
         peer: SocketAddr,
     ) -> Response<GateBody> {
@@ -133,11 +124,11 @@ impl Proxy {
     pub async fn fetch(&self, path: &str, headers: http::HeaderMap) -> Option<(StatusCode, Bytes)> {
         use http_body_util::BodyExt;
         let upstream = self.upstream()?;
-        let mut request = Request::new(Full::new(Bytes::new()));
+        let mut request = Request::new(Either::Right(Full::new(Bytes::new())));
         *request.uri_mut() = upstream_uri(upstream, path)?;
         *request.headers_mut() = headers;
         let response =
-            tokio::time::timeout(UPSTREAM_RESPONSE_TIMEOUT, self.empty_client.request(request)).await.ok()?.ok()?;
+            tokio::time::timeout(UPSTREAM_RESPONSE_TIMEOUT, self.client.request(request)).await.ok()?.ok()?;
         let status = response.status();
         let body =
             http_body_util::Limited::new(response.into_body(), 64 * 1024 * 1024).collect().await.ok()?.to_bytes();

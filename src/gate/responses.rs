@@ -25,14 +25,14 @@ pub fn bad_request(detail: &str) -> Response<GateBody> {
     json(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": "bad_request", "detail": detail }))
 }
 
-/// The 401 answer. Node space asks browsers for Basic credentials; admin space does not, as the
-/// editor has its own login and a browser dialog would get in its way.
+/// The 401 answer, with the challenge RFC 9110 §11.6.1 requires. Node space asks browsers for
+/// Basic credentials; admin space challenges for Bearer (the editor's session), which browsers
+/// answer with no dialog: the editor has its own login, and a dialog would get in its way.
 pub fn unauthorized(ask_for_basic: bool) -> Response<GateBody> {
     let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized");
-    if ask_for_basic {
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"redtether\", charset=\"UTF-8\""));
-    }
+    let challenge =
+        if ask_for_basic { "Basic realm=\"redtether\", charset=\"UTF-8\"" } else { "Bearer realm=\"redtether\"" };
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     r
 }
 

@@ -124,6 +124,9 @@ async fn serve_connection<IO>(
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES)
         .max_headers(100)
+        // A request whose client has finished sending (or whose stream the framing guard ended
+        // at a refused request or a broken body) is still answered, instead of dropped unanswered.
+        .half_close(true)
         .serve_connection(TokioIo::new(Guarded::new(io)), service)
         .with_upgrades();
     tokio::pin!(conn);

@@ -1,6 +1,7 @@
 //! Where a canonical request lands: node space, or which part of admin space. Works on the
 //! classification key (lower case, no trailing slash), as Node-RED's router matches.
 
+use super::canon::Canonical;
 use crate::supervisor::ADMIN_ROOT;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,20 @@ pub fn admin_route(rest: &str) -> AdminRoute {
         ["nodes", ..] | ["plugins", ..] | ["icons"] => AdminRoute::EditorRead,
         ["credentials", _, _] => AdminRoute::EditorRead,
         _ => AdminRoute::Other,
+    }
+}
+
+/// What Node-RED is sent for a canonical request: its path and query, except for the editor's
+/// websocket. Node-RED's upgrade listener compares the path with its own spelling byte for byte
+/// (`/device-editor/comms`), while the gate decides, as Express routes, case-insensitively and
+/// without a trailing slash; any other spelling would be left unanswered until Node-RED drops it.
+pub fn upstream_target(canonical: &Canonical) -> String {
+    match space_of(&canonical.key) {
+        Space::Admin(rest) if admin_route(rest) == AdminRoute::Comms => match &canonical.query {
+            Some(q) => format!("{ADMIN_ROOT}/comms?{q}"),
+            None => format!("{ADMIN_ROOT}/comms"),
+        },
+        _ => canonical.path_and_query(),
     }
 }
 
@@ -135,6 +150,19 @@ mod tests {
         ] {
             assert_eq!(admin_route(p), AdminRoute::Other, "{p}");
         }
+    }
+
+    #[test]
+    fn the_editor_websocket_goes_to_node_reds_spelling_and_nothing_else_is_respelled() {
+        use crate::gate::canon::{Target, canonicalize};
+        let upstream = |path, query| {
+            upstream_target(&canonicalize(Target { path, query, authority: None, host_header: None }).unwrap())
+        };
+        assert_eq!(upstream("/device-editor/comms", None), "/device-editor/comms");
+        assert_eq!(upstream("/Device-Editor/COMMS/", Some("x=1")), "/device-editor/comms?x=1");
+        assert_eq!(upstream("//device-editor//Comms", None), "/device-editor/comms");
+        assert_eq!(upstream("/device-editor/flow/AbC", None), "/device-editor/flow/AbC", "ids keep their case");
+        assert_eq!(upstream("/API/Comms/", Some("q")), "/API/Comms/?q", "node space as sent (canonical)");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Reading the `Authorization` header, strictly: one header, `Basic` or `Bearer` exactly as
-//! written in RFC 7617/6750, one space, well-formed payload. Anything else is malformed and is
-//! answered exactly like a wrong password.
+//! Reading the `Authorization` header, strictly: one header, the scheme `Basic` or `Bearer` in
+//! any case (RFC 9110 §11.1), one or more spaces (§11.4: `auth-scheme 1*SP token68`), and a
+//! well-formed payload (RFC 7617, RFC 6750). Anything else is malformed and is answered exactly
+//! like a wrong password.
 
 use base64::Engine;
 use http::HeaderMap;
@@ -38,10 +39,15 @@ pub fn presented(headers: &HeaderMap) -> Presented {
     let Ok(text) = value.to_str() else {
         return Presented::Malformed;
     };
-    if let Some(encoded) = text.strip_prefix("Basic ") {
-        return basic(encoded).unwrap_or(Presented::Malformed);
+    let Some((scheme, credentials)) = text.split_once(' ') else {
+        return Presented::Malformed;
+    };
+    let credentials = credentials.trim_start_matches(' ');
+    if scheme.eq_ignore_ascii_case("basic") {
+        return basic(credentials).unwrap_or(Presented::Malformed);
     }
-    if let Some(token) = text.strip_prefix("Bearer ") {
+    if scheme.eq_ignore_ascii_case("bearer") {
+        let token = credentials;
         let b64token = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
         let body = token.trim_end_matches('=');
         if !body.is_empty() && body.bytes().all(b64token) && token.len() <= 512 {
@@ -92,18 +98,20 @@ mod tests {
     fn everything_slightly_off_is_malformed() {
         let good = b64("ann:pw");
         let cases: Vec<Vec<u8>> = vec![
-            format!("basic {good}").into(),
-            format!("BASIC {good}").into(),
-            format!("Basic  {good}").into(),
             format!("Basic {good} ").into(),
+            format!(" Basic {good}").into(),
+            format!("Basic{good}").into(),
+            format!("Basi {good}").into(),
+            format!("Basic\t {good}").into(),
             format!("Basic\t{good}").into(),
             b"Basic".to_vec(),
             b"Basic !!!!".to_vec(),
             format!("Basic {}", b64("no-colon")).into(),
             format!("Basic {}", b64(":empty-user")).into(),
             format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(b"ann:\xff\xfe")).into(),
-            b"bearer abc".to_vec(),
             b"Bearer ".to_vec(),
+            b"Bearer    ".to_vec(),
+            b"Bearerabc".to_vec(),
             b"Bearer a b".to_vec(),
             b"Bearer ab\"c".to_vec(),
             b"Digest username=x".to_vec(),
@@ -117,6 +125,21 @@ mod tests {
             Presented::Malformed,
             "two headers"
         );
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive_and_spaces_may_repeat() {
+        let ann = Presented::Basic { user: "ann".into(), password: "pw".into() };
+        for scheme in ["Basic", "basic", "BASIC", "bAsIc"] {
+            for spaces in [" ", "  ", "    "] {
+                let value = format!("{scheme}{spaces}{}", b64("ann:pw"));
+                assert_eq!(with(&[value.as_bytes()]), ann, "{value:?}");
+            }
+        }
+        for scheme in ["Bearer", "bearer", "BEARER"] {
+            let value = format!("{scheme}  rtt_abc");
+            assert_eq!(with(&[value.as_bytes()]), Presented::Bearer("rtt_abc".into()), "{value:?}");
+        }
     }
 
     #[test]
