@@ -5,7 +5,7 @@
 //! `cargo bench --bench audit_journal` (figures and the command are kept in BENCHMARKS.md).
 //! Run on the filesystem that holds the target directory.
 
-use redtether::audit::{Actor, AuditEvent, AuditKind, Auditor};
+use redtether::audit::{Actor, AuditEvent, AuditKind, Auditor, OnFailure};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,7 +39,7 @@ fn scratch_dir() -> tempfile::TempDir {
 /// Events/s through the journal with `producers` tasks each waiting for durability.
 async fn journal_rate(producers: usize) -> f64 {
     let dir = scratch_dir();
-    let (auditor, thread) = Auditor::start(&dir.path().join("audit"), u64::MAX);
+    let (auditor, thread) = Auditor::start(&dir.path().join("audit"), u64::MAX, OnFailure::Deny);
     let count = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
@@ -144,7 +144,7 @@ async fn fill(auditor: &Auditor, count: u64) -> f64 {
 /// difference is what a million more costs in memory.
 async fn memory_with_a_million(max_bytes: u64) -> (u64, u64, f64) {
     let dir = scratch_dir();
-    let (auditor, thread) = Auditor::start(&dir.path().join("audit"), max_bytes);
+    let (auditor, thread) = Auditor::start(&dir.path().join("audit"), max_bytes, OnFailure::Deny);
     fill(&auditor, MILLION / 10).await;
     redtether_host::heap::trim();
     let before = rss_kib();

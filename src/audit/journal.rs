@@ -6,6 +6,11 @@
 //! it. Records the platform acknowledged are always the oldest, so they go before unforwarded
 //! ones; if unforwarded ones must go too, an `audit.dropped` event records how many and which
 //! sequence numbers, in the same commit. Records of the append being made are never pruned by it.
+//!
+//! A failed write changes nothing in memory: the bookkeeping (sequence number, head hash, bytes,
+//! cursor) moves only once a batch is durable. After a failure the store is opened again and its
+//! bookkeeping taken as the truth, so the next record follows what the disk holds, never a batch
+//! that is not there (see `store` for why a failed sled handle cannot be trusted).
 
 use super::store::{Batch, Meta, Store, StoreError};
 use redtether_proto::audit::{Actor, AuditEvent, AuditKind, GENESIS, RecordFault, StoredEvent};
@@ -20,6 +25,9 @@ pub struct Journal<S: Store> {
     store: S,
     meta: Meta,
     max_bytes: u64,
+    /// The store must be opened again (and `meta` read from it) before it is written: a write
+    /// failed and opening it again failed too, or it was never opened.
+    stale: bool,
 }
 
 /// The result of checking the chain; also the control socket's answer to `audit_verify`.
@@ -36,12 +44,28 @@ pub struct Verification {
 
 impl<S: Store> Journal<S> {
     pub fn open(store: S, max_bytes: u64) -> Result<Self, StoreError> {
-        let meta = store.load_meta()?.unwrap_or_else(|| Meta {
-            last_hash: hex::encode(GENESIS),
-            checkpoint_hash: hex::encode(GENESIS),
-            ..Meta::default()
-        });
-        Ok(Journal { store, meta, max_bytes })
+        let meta = store.load_meta()?.unwrap_or_else(empty_meta);
+        Ok(Journal { store, meta, max_bytes, stale: false })
+    }
+
+    /// A journal on a store that could not be opened yet (a full disk at start): its first write
+    /// opens the store and reads its bookkeeping first.
+    pub fn unopened(store: S, max_bytes: u64) -> Self {
+        Journal { store, meta: empty_meta(), max_bytes, stale: true }
+    }
+
+    /// Opens the store again and takes its bookkeeping as the truth.
+    fn reload(&mut self) -> Result<(), StoreError> {
+        self.stale = true;
+        self.store.reopen()?;
+        self.meta = self.store.load_meta()?.unwrap_or_else(empty_meta);
+        self.stale = false;
+        Ok(())
+    }
+
+    /// Opens the store if a failure left it closed or unread (before reading through it).
+    pub fn ensure_open(&mut self) -> Result<(), StoreError> {
+        if self.stale { self.reload() } else { Ok(()) }
     }
 
     pub fn meta(&self) -> &Meta {
@@ -69,6 +93,7 @@ impl<S: Store> Journal<S> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        self.ensure_open()?;
         let mut meta = self.meta.clone();
         let mut put = Vec::with_capacity(events.len() + 1);
         let mut stored = Vec::with_capacity(events.len() + 1);
@@ -78,7 +103,7 @@ impl<S: Store> Journal<S> {
         }
         let mut remove = Vec::new();
         if meta.bytes > self.max_bytes {
-            let dropped = self.prune(&mut meta, first_new, &mut remove)?;
+            let dropped = self.prune(&mut meta, first_new, &mut remove).inspect_err(|_| self.stale = true)?;
             if let Some((first, last)) = dropped {
                 let marker = AuditEvent::new(AuditKind::AuditDropped, Actor::System, "audit")
                     .with("count", last - first + 1)
@@ -92,24 +117,28 @@ impl<S: Store> Journal<S> {
         Ok(stored)
     }
 
-    /// Commits and syncs `batch`. If that fails half way, the journal takes the store's own
-    /// bookkeeping as the truth, so sequence numbers and the chain stay consistent with what is
-    /// stored (the failed records may or may not be there; their callers were told they are not
-    /// durable).
+    /// Commits and syncs `batch`; only then does the journal take its bookkeeping. If that
+    /// fails, the store is opened again and what it holds is the truth: usually the state before
+    /// the batch (sled writes a batch whole or not at all). A batch that did reach the disk before
+    /// the failure is made durable by syncing the new handle; if that fails too, it stays in the
+    /// journal but is reported as not durable (it becomes durable with the next successful sync).
     fn write(&mut self, batch: Batch) -> Result<(), StoreError> {
         let meta = batch.meta.clone();
-        match self.store.commit(batch).and_then(|()| self.store.sync()) {
+        let error = match self.store.commit(batch).and_then(|()| self.store.sync()) {
             Ok(()) => {
                 self.meta = meta;
-                Ok(())
+                return Ok(());
             }
-            Err(e) => {
-                if let Ok(Some(stored)) = self.store.load_meta() {
-                    self.meta = stored;
-                }
-                Err(e)
+            Err(e) => e,
+        };
+        if self.reload().is_ok() && self.meta == meta {
+            if self.store.sync().is_ok() {
+                return Ok(());
             }
+            // The new handle failed to write as well: it is poisoned in turn.
+            self.stale = true;
         }
+        Err(error)
     }
 
     /// Removes the oldest records older than `first_new` until under 90 % of the bound. Returns
@@ -142,6 +171,7 @@ impl<S: Store> Journal<S> {
 
     /// Records the platform's acknowledgement of everything up to `seq`.
     pub fn ack(&mut self, seq: u64) -> Result<u64, StoreError> {
+        self.ensure_open()?;
         let seq = seq.min(self.meta.last_seq);
         if seq <= self.meta.cursor {
             return Ok(self.meta.cursor);
@@ -202,6 +232,11 @@ impl<S: Store> Journal<S> {
         }
         Ok(report)
     }
+}
+
+/// The bookkeeping of a journal with no records yet.
+fn empty_meta() -> Meta {
+    Meta { last_hash: hex::encode(GENESIS), checkpoint_hash: hex::encode(GENESIS), ..Meta::default() }
 }
 
 fn seal_into(
@@ -358,6 +393,86 @@ mod tests {
         assert_eq!(j.backlog(), 0);
         j.append(vec![ev(4)], SystemTime::now()).unwrap();
         assert_eq!(j.unforwarded(10).unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), [4]);
+    }
+}
+
+/// The journal on a disk that fills up, modelled on what sled 0.34 does (see `store`).
+#[cfg(test)]
+mod full_disk_tests {
+    use super::super::store::full_disk::{Disk, Switches};
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    fn journal() -> (Journal<Disk>, Switches) {
+        let (disk, switches) = Disk::new();
+        (Journal::open(disk, u64::MAX).unwrap(), switches)
+    }
+
+    fn ev(n: u64) -> AuditEvent {
+        AuditEvent::new(AuditKind::AuthFailed, Actor::System, format!("t{n}")).with("n", n)
+    }
+
+    #[test]
+    fn a_failed_commit_advances_nothing_and_the_next_one_follows_the_disk() {
+        let (mut j, disk) = journal();
+        let kept = j.append((1..=3).map(ev).collect(), SystemTime::now()).unwrap();
+        let before = j.meta().clone();
+        disk.full.store(true, Ordering::SeqCst);
+        assert!(j.append(vec![ev(4), ev(5)], SystemTime::now()).is_err());
+        assert_eq!(j.meta(), &before, "no sequence number, hash or byte count of the failed batch");
+        assert!(matches!(j.read(0, 10), Err(StoreError::NotOpen)), "the poisoned handle is gone, not read");
+        assert!(j.append(vec![ev(6)], SystemTime::now()).is_err(), "still full");
+        assert_eq!(j.meta(), &before);
+
+        disk.full.store(false, Ordering::SeqCst);
+        let next = j.append(vec![ev(7)], SystemTime::now()).unwrap();
+        assert_eq!(next[0].seq, 4, "numbered after what the disk holds");
+        assert_eq!(next[0].prev_hash, kept[2].hash, "chained to the last durable record");
+        let ns: Vec<u64> = j.read(0, 10).unwrap().iter().map(|e| e.detail["n"].as_u64().unwrap()).collect();
+        assert_eq!(ns, [1, 2, 3, 7], "nothing of the failed batches, nothing half");
+        assert_eq!(j.verify().unwrap().first_bad, None);
+        let after_cut = Journal::open(j.into_store().after_power_cut(), u64::MAX).unwrap();
+        assert_eq!(after_cut.read(0, 10).unwrap().len(), 4, "all of it durable");
+    }
+
+    #[test]
+    fn a_batch_that_reached_the_disk_before_the_error_is_synced_and_reported_durable() {
+        let (mut j, disk) = journal();
+        j.append(vec![ev(1)], SystemTime::now()).unwrap();
+        disk.sync_fails_after_writing.store(true, Ordering::SeqCst);
+        let stored = j.append(vec![ev(2), ev(3)], SystemTime::now()).expect("durable after the second sync");
+        assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(j.meta().last_seq, 3);
+        assert_eq!(j.append(vec![ev(4)], SystemTime::now()).unwrap()[0].seq, 4);
+        assert_eq!(j.verify().unwrap().first_bad, None);
+    }
+
+    #[test]
+    fn a_failed_acknowledgement_moves_no_cursor() {
+        let (mut j, disk) = journal();
+        j.append((1..=3).map(ev).collect(), SystemTime::now()).unwrap();
+        j.ack(1).unwrap();
+        disk.full.store(true, Ordering::SeqCst);
+        assert!(j.ack(3).is_err());
+        assert_eq!(j.meta().cursor, 1);
+        disk.full.store(false, Ordering::SeqCst);
+        assert_eq!(j.ack(3).unwrap(), 3);
+        assert_eq!(j.backlog(), 0);
+    }
+
+    #[test]
+    fn a_journal_that_could_not_be_opened_starts_from_what_the_disk_holds() {
+        let (mut first, disk) = journal();
+        first.append((1..=2).map(ev).collect(), SystemTime::now()).unwrap();
+        let mut store = first.into_store();
+        store.close();
+        disk.full.store(true, Ordering::SeqCst);
+        let mut j = Journal::unopened(store, u64::MAX);
+        assert!(j.append(vec![ev(3)], SystemTime::now()).is_err());
+        assert!(j.ensure_open().is_err());
+        disk.full.store(false, Ordering::SeqCst);
+        assert_eq!(j.append(vec![ev(4)], SystemTime::now()).unwrap()[0].seq, 3);
+        assert_eq!(j.verify().unwrap().first_bad, None);
     }
 }
 

@@ -4,6 +4,15 @@
 //! [`SledStore::sync`] follows sled's flush with `fdatasync` of its log file
 //! (`redtether_host::sled_open::LogFile`): sled's flush alone does not survive a power cut.
 //!
+//! A failed write poisons a sled handle. sled 0.34 applies a batch to its tree in memory first
+//! and writes its log later (at the flush); when that write fails (`ENOSPC` on a full disk), the
+//! handle still shows the batch that is not on disk, and it keeps the error: every later write
+//! fails with it, even once space is free again (reads still work). So after a failed write the
+//! handle is thrown away and the store opened again ([`Store::reopen`]): the new handle sees
+//! exactly what the disk holds, and a batch is on disk whole or not at all (sled recovers batches
+//! atomically). Opening needs free space too (sled writes as it opens), so a reopen on a full disk
+//! fails and the store stays closed until a later one succeeds.
+//!
 //! sled also keeps memory for every key it holds (about 40 bytes each at rest, more while keys
 //! churn), so records are stored [`CHUNK_RECORDS`] to a key: a million buffered events cost
 //! about thirty thousand keys.
@@ -59,6 +68,23 @@ pub enum StoreError {
     /// Syncing to disk failed.
     #[error("audit store: {0}")]
     Sync(#[from] sled_open::SyncError),
+    /// The store is closed: a failed write threw its handle away, and opening it again has not
+    /// succeeded yet.
+    #[error("audit store: not open (a write failed; it is opened again when the disk allows)")]
+    NotOpen,
+}
+
+impl StoreError {
+    /// The disk (or the user's quota) is full: nothing is wrong with the journal itself, and it
+    /// can be opened once there is room again.
+    pub fn is_disk_full(&self) -> bool {
+        let io = match self {
+            StoreError::Db(sled::Error::Io(e)) | StoreError::Sync(sled_open::SyncError::Flush(sled::Error::Io(e))) => e,
+            StoreError::Sync(sled_open::SyncError::Sync { source, .. }) => source,
+            _ => return false,
+        };
+        matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+    }
 }
 
 pub trait Store: Send {
@@ -70,6 +96,10 @@ pub trait Store: Send {
     fn sync(&mut self) -> Result<(), StoreError>;
     /// Up to `limit` records with sequence numbers from `from` on, in order.
     fn range(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// Throws away what this handle holds in memory and opens the store again, so that it shows
+    /// what the disk holds: after a failed write the handle may show more. On failure the store
+    /// is closed ([`StoreError::NotOpen`]) until a reopen succeeds.
+    fn reopen(&mut self) -> Result<(), StoreError>;
 }
 
 /// sled's page cache: the journal is written far more than it is read.
@@ -110,12 +140,34 @@ fn decode_chunk(mut bytes: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
 }
 
 pub struct SledStore {
+    dir: PathBuf,
+    /// `None` while closed after a failed write.
+    open: Option<SledHandle>,
+}
+
+struct SledHandle {
     db: sled::Db,
     log: sled_open::LogFile,
 }
 
 impl SledStore {
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        Ok(SledStore { dir: dir.to_path_buf(), open: Some(SledHandle::open(dir)?) })
+    }
+
+    /// A store that could not be opened (the disk is full): closed until [`Store::reopen`]
+    /// succeeds.
+    pub fn closed(dir: &Path) -> SledStore {
+        SledStore { dir: dir.to_path_buf(), open: None }
+    }
+
+    fn handle(&self) -> Result<&SledHandle, StoreError> {
+        self.open.as_ref().ok_or(StoreError::NotOpen)
+    }
+}
+
+impl SledHandle {
+    fn open(dir: &Path) -> Result<SledHandle, StoreError> {
         // sled panics on some damaged files instead of returning an error; either way the
         // journal is unusable and the caller moves it aside.
         // sled caches up to 1 GiB of pages by default; a gateway has less memory than that.
@@ -138,24 +190,25 @@ impl SledStore {
         {
             let _ = d.sync_all();
         }
-        Ok(SledStore { db, log })
+        Ok(SledHandle { db, log })
     }
 }
 
 impl Store for SledStore {
     fn load_meta(&self) -> Result<Option<Meta>, StoreError> {
-        match self.db.get(META_KEY)? {
+        match self.handle()?.db.get(META_KEY)? {
             Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(StoreError::Meta),
             None => Ok(None),
         }
     }
 
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
+        let db = &self.handle()?.db;
         let mut chunks: BTreeMap<u64, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
         let touched = batch.put.iter().map(|(seq, _)| *seq).chain(batch.remove.iter().copied());
         for chunk in touched.map(|seq| seq / CHUNK_RECORDS) {
             if let std::collections::btree_map::Entry::Vacant(slot) = chunks.entry(chunk) {
-                let existing = self.db.get(chunk_key(chunk))?;
+                let existing = db.get(chunk_key(chunk))?;
                 slot.insert(existing.map(|v| decode_chunk(&v)).transpose()?.unwrap_or_default());
             }
         }
@@ -180,16 +233,17 @@ impl Store for SledStore {
             }
         }
         b.insert(META_KEY, serde_json::to_vec(&batch.meta).expect("bookkeeping always encodes"));
-        Ok(self.db.apply_batch(b)?)
+        Ok(db.apply_batch(b)?)
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
-        Ok(self.log.sync(&self.db)?)
+        let handle = self.handle()?;
+        Ok(handle.log.sync(&handle.db)?)
     }
 
     fn range(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.range(chunk_key(from / CHUNK_RECORDS)..=chunk_key(u64::MAX)) {
+        for item in self.handle()?.db.range(chunk_key(from / CHUNK_RECORDS)..=chunk_key(u64::MAX)) {
             let (_, value) = item?;
             for record in decode_chunk(&value)? {
                 if record.0 >= from {
@@ -201,6 +255,17 @@ impl Store for SledStore {
             }
         }
         Ok(out)
+    }
+
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        // The old handle goes first: it holds sled's lock, and `SledHandle::open` waits for that
+        // lock to be let go. sled's drop flushes and unwraps an fsync when the handle is not
+        // poisoned, which panics on a failing disk; a handle is thrown away only because writing
+        // failed, so that panic must not end the journal.
+        let old = self.open.take();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(old)));
+        self.open = Some(SledHandle::open(&self.dir)?);
+        Ok(())
     }
 }
 
@@ -246,6 +311,10 @@ impl Store for MemStore {
     }
     fn range(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         Ok(self.events.range(from..).take(limit).map(|(k, v)| (*k, v.clone())).collect())
+    }
+    /// Memory is never behind itself: nothing to do.
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 
@@ -302,6 +371,39 @@ mod tests {
     }
 
     #[test]
+    fn a_closed_store_answers_not_open_until_a_reopen_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit");
+        {
+            let mut s = SledStore::open(&path).unwrap();
+            let meta = Meta { last_seq: 1, ..Meta::default() };
+            s.commit(Batch { put: vec![(1, b"a".to_vec())], remove: vec![], meta }).unwrap();
+            s.sync().unwrap();
+        }
+        let mut s = SledStore::closed(&path);
+        assert!(matches!(s.load_meta(), Err(StoreError::NotOpen)));
+        assert!(matches!(s.range(0, 10), Err(StoreError::NotOpen)));
+        assert!(matches!(s.commit(Batch::default()), Err(StoreError::NotOpen)));
+        s.reopen().unwrap();
+        assert_eq!(s.load_meta().unwrap().unwrap().last_seq, 1);
+        // Reopening an open store lets go of its own lock first.
+        s.reopen().unwrap();
+        assert_eq!(s.range(0, 10).unwrap(), vec![(1, b"a".to_vec())]);
+    }
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_a_damaged_journal() {
+        let io = |errno| std::io::Error::from_raw_os_error(errno);
+        assert!(StoreError::Db(sled::Error::Io(io(libc::ENOSPC))).is_disk_full());
+        assert!(StoreError::Db(sled::Error::Io(io(libc::EDQUOT))).is_disk_full());
+        let sync = sled_open::SyncError::Sync { path: "db".into(), source: io(libc::ENOSPC) };
+        assert!(StoreError::Sync(sync).is_disk_full());
+        assert!(!StoreError::Db(sled::Error::Io(io(libc::EIO))).is_disk_full());
+        assert!(!StoreError::Db(sled::Error::Unsupported("x".into())).is_disk_full());
+        assert!(!StoreError::Panicked.is_disk_full());
+    }
+
+    #[test]
     fn mem_store_forgets_what_was_not_synced() {
         let mut s = MemStore::default();
         s.commit(Batch { put: vec![(1, vec![1])], remove: vec![], meta: Meta { last_seq: 1, ..Meta::default() } })
@@ -312,5 +414,95 @@ mod tests {
         let cut = s.after_power_cut();
         assert_eq!(cut.events.len(), 1);
         assert_eq!(cut.meta.unwrap().last_seq, 1);
+    }
+}
+
+/// A disk that fills up, modelled on what sled 0.34 does (see the module documentation), for the
+/// journal's and the journal thread's tests: a commit lands in the handle's memory; the sync is
+/// what meets the full disk, and it poisons the handle (every later commit and sync fails, free
+/// space or not); a reopen shows what was last synced, and fails while the disk is full.
+#[cfg(test)]
+pub(crate) mod full_disk {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    pub(crate) struct Disk {
+        mem: MemStore,
+        switches: Switches,
+        poisoned: bool,
+        open: bool,
+    }
+
+    /// Turned from the test while the store is in a journal.
+    #[derive(Clone, Default)]
+    pub(crate) struct Switches {
+        pub full: Arc<AtomicBool>,
+        /// The next sync writes, then reports an error anyway (a write that got through before
+        /// the device failed).
+        pub sync_fails_after_writing: Arc<AtomicBool>,
+    }
+
+    impl Disk {
+        pub(crate) fn new() -> (Disk, Switches) {
+            let switches = Switches::default();
+            (Disk { mem: MemStore::default(), switches: switches.clone(), poisoned: false, open: true }, switches)
+        }
+
+        /// As after a failed reopen.
+        pub(crate) fn close(&mut self) {
+            self.open = false;
+        }
+
+        /// What a power cut now would leave.
+        pub(crate) fn after_power_cut(&self) -> MemStore {
+            self.mem.after_power_cut()
+        }
+    }
+
+    fn enospc() -> StoreError {
+        StoreError::Db(sled::Error::Io(std::io::Error::from_raw_os_error(libc::ENOSPC)))
+    }
+
+    impl Store for Disk {
+        fn load_meta(&self) -> Result<Option<Meta>, StoreError> {
+            if !self.open {
+                return Err(StoreError::NotOpen);
+            }
+            self.mem.load_meta()
+        }
+        fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
+            if !self.open || self.poisoned {
+                return Err(enospc());
+            }
+            self.mem.commit(batch)
+        }
+        fn sync(&mut self) -> Result<(), StoreError> {
+            if !self.open || self.poisoned || self.switches.full.load(Ordering::SeqCst) {
+                self.poisoned = true;
+                return Err(enospc());
+            }
+            self.mem.sync()?;
+            if self.switches.sync_fails_after_writing.swap(false, Ordering::SeqCst) {
+                self.poisoned = true;
+                return Err(enospc());
+            }
+            Ok(())
+        }
+        fn range(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+            if !self.open {
+                return Err(StoreError::NotOpen);
+            }
+            self.mem.range(from, limit)
+        }
+        fn reopen(&mut self) -> Result<(), StoreError> {
+            self.open = false;
+            if self.switches.full.load(Ordering::SeqCst) {
+                return Err(enospc());
+            }
+            self.mem = self.mem.after_power_cut();
+            (self.open, self.poisoned) = (true, false);
+            Ok(())
+        }
     }
 }

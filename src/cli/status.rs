@@ -1,6 +1,7 @@
 //! `redtether status`: the running daemon's status, as JSON or a short summary.
 
 use super::{ask, client_error, exit};
+use crate::audit::{JournalState, JournalStatus, OnFailure};
 use crate::config::Settings;
 use crate::control::{ControlRequest, StatusReply};
 use crate::tunnel::TunnelState;
@@ -57,8 +58,27 @@ fn human(s: &StatusReply) -> String {
     }
     if let Some(audit) = &s.audit {
         out.push_str(&format!("  audit     {} events, {} not yet at the hub\n", audit.last_seq, audit.backlog));
+        out.push_str(&journal_health(audit));
     }
     out
+}
+
+/// Nothing while the journal persists; while it fails, since when, why and what that costs.
+fn journal_health(audit: &JournalStatus) -> String {
+    if audit.state == JournalState::Ok {
+        return String::new();
+    }
+    let effect = match audit.on_failure {
+        OnFailure::Deny => "admin writes, logins, token changes and deployments are refused (on_failure = deny)",
+        OnFailure::Allow => "actions go ahead unrecorded (on_failure = allow)",
+    };
+    format!(
+        "            FAILING since {}: {}\n            {effect}; {} failed logins and {} refused actions so far (audit.gap will count them)\n",
+        audit.failing_since.as_deref().unwrap_or("?"),
+        audit.last_error.as_deref().unwrap_or("?"),
+        audit.failed_logins,
+        audit.refused,
+    )
 }
 
 fn tunnel_state(state: TunnelState) -> &'static str {
@@ -108,5 +128,34 @@ mod tests {
         assert!(text.contains("node-red  crash loop since 2026-11-27T07:05:00Z, 6 restarts"), "{text}");
         assert!(text.contains("listening on 0.0.0.0:1880"), "{text}");
         assert!(text.contains("restarting in 1m"), "{text}");
+    }
+
+    #[test]
+    fn a_failing_journal_shows_since_when_why_and_what_is_refused() {
+        let mut audit = JournalStatus {
+            last_seq: 40,
+            acked: 0,
+            backlog: 40,
+            bytes: 9000,
+            in_memory: false,
+            state: JournalState::Ok,
+            failing_since: None,
+            last_error: None,
+            failed_logins: 0,
+            refused: 0,
+            on_failure: OnFailure::Deny,
+        };
+        assert_eq!(journal_health(&audit), "", "a healthy journal needs no line");
+        audit.state = JournalState::Failing;
+        audit.failing_since = Some("2026-11-27T07:05:00Z".into());
+        audit.last_error = Some("audit store: No space left on device (os error 28)".into());
+        audit.failed_logins = 3;
+        audit.refused = 2;
+        let text = journal_health(&audit);
+        assert!(text.contains("FAILING since 2026-11-27T07:05:00Z: audit store: No space left"), "{text}");
+        assert!(
+            text.contains("refused (on_failure = deny)") && text.contains("3 failed logins and 2 refused"),
+            "{text}"
+        );
     }
 }

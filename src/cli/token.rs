@@ -26,9 +26,17 @@ pub enum TokenCommandError {
     StateDir(#[from] StateDirError),
     #[error(transparent)]
     Token(#[from] TokenError),
-    /// The change is made, but the journal could not record it.
-    #[error(transparent)]
-    Journal(#[from] StoreError),
+    /// The journal cannot be opened (a full disk, for one): nothing was changed.
+    #[error("refused: the audit journal cannot record it: {0}")]
+    JournalUnavailable(#[source] StoreError),
+    /// The journal failed between the change and its event. A creation is undone; a
+    /// revocation stands.
+    #[error("the audit journal could not record it ({undone}): {source}")]
+    Journal {
+        undone: &'static str,
+        #[source]
+        source: StoreError,
+    },
     #[error(transparent)]
     Encode(#[from] serde_json::Error),
 }
@@ -59,13 +67,18 @@ fn create(
     let request =
         ControlRequest::TokenCreate { name: name.to_string(), lifetime_secs, scope: scope.map(str::to_string) };
     through_daemon_or_offline(settings, &request, |dir, store| {
+        let mut journal = open_journal(dir)?;
         let now = redtether_proto::time::unix_now();
         let (token, record) = store.create(name, lifetime_secs, scope, now)?;
         let event = AuditEvent::new(AuditKind::TokenCreated, Actor::System, record.name.as_str())
             .with("expires", record.expires)
             .with("scope", record.scope.clone())
             .with("via", "cli, agent stopped");
-        record_offline(dir, event)?;
+        if let Err(source) = journal.append(vec![event], std::time::SystemTime::now()) {
+            // No token that the journal does not know of.
+            let _ = store.revoke(&record.name);
+            return Err(TokenCommandError::Journal { undone: "the token was not made", source });
+        }
         Ok(TokenCreated { token, record: TokenInfo::of(&record, now) })
     })
 }
@@ -80,10 +93,13 @@ fn list(settings: &Settings) -> Result<Vec<TokenInfo>, TokenCommandError> {
 fn revoke(settings: &Settings, name: &str) -> Result<TokenRevoked, TokenCommandError> {
     let request = ControlRequest::TokenRevoke { name: name.to_string() };
     through_daemon_or_offline(settings, &request, |dir, store| {
+        let mut journal = open_journal(dir)?;
         let record = store.revoke(name)?;
         let event = AuditEvent::new(AuditKind::TokenRevoked, Actor::System, record.name.as_str())
             .with("via", "cli, agent stopped");
-        record_offline(dir, event)?;
+        journal
+            .append(vec![event], std::time::SystemTime::now())
+            .map_err(|source| TokenCommandError::Journal { undone: "the token stays revoked", source })?;
         Ok(TokenRevoked { revoked: record.name })
     })
 }
@@ -121,11 +137,12 @@ fn through_daemon_or_offline<T: DeserializeOwned>(
     offline(&dir, &TokenStore::open(&dir.tokens_file()))
 }
 
-/// Appends to the journal directly (the caller holds the state lock, so no daemon has it open).
-fn record_offline(dir: &StateDir, event: AuditEvent) -> Result<(), StoreError> {
-    let mut journal = Journal::open(SledStore::open(&dir.audit_dir())?, u64::MAX)?;
-    journal.append(vec![event], std::time::SystemTime::now())?;
-    Ok(())
+/// The journal, opened directly (the caller holds the state lock, so no daemon has it open)
+/// before anything is changed: a journal that cannot even be opened refuses the change.
+fn open_journal(dir: &StateDir) -> Result<Journal<SledStore>, TokenCommandError> {
+    SledStore::open(&dir.audit_dir())
+        .and_then(|store| Journal::open(store, u64::MAX))
+        .map_err(TokenCommandError::JournalUnavailable)
 }
 
 /// `redtether passwd`: the password is the first line of stdin.

@@ -12,7 +12,7 @@ mod settings;
 pub use gate::{GateSettings, NodeAuth, RateLimitSettings, Role, UserSettings, valid_user_name};
 pub use redtether_host::config_file::{ConfigError, ConfigSource, InvalidKey, ProcessContext};
 pub use redtether_host::tls_server::TlsSettings;
-pub use settings::{AuditSettings, NodeRedLaunch, NodeRedSettings, Settings, TunnelSettings};
+pub use settings::{AuditFailurePolicy, AuditSettings, NodeRedLaunch, NodeRedSettings, Settings, TunnelSettings};
 
 use std::path::Path;
 

@@ -33,6 +33,7 @@ pub(super) struct RawTunnel {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAudit {
     pub max_bytes: Option<u64>,
+    pub on_failure: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

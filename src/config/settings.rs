@@ -39,6 +39,18 @@ pub struct TunnelSettings {
 pub struct AuditSettings {
     /// Bound on the journal's records; beyond it the oldest go (forwarded ones first).
     pub max_bytes: u64,
+    /// What actions that must leave an audit event do while the journal cannot persist.
+    pub on_failure: AuditFailurePolicy,
+}
+
+/// `audit.on_failure`. (The audit module has its own copy of these two values: configuration and
+/// the journal use nothing of each other; the daemon hands one to the other.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditFailurePolicy {
+    /// `"deny"`, the default: refused while their event cannot be made durable.
+    Deny,
+    /// `"allow"`: answered anyway; the journal only counts them.
+    Allow,
 }
 
 #[derive(Debug, Clone)]
@@ -162,6 +174,12 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
         ));
     }
 
+    let on_failure = match raw.audit.on_failure.as_deref() {
+        None | Some("deny") => AuditFailurePolicy::Deny,
+        Some("allow") => AuditFailurePolicy::Allow,
+        Some(other) => return Err(invalid("audit.on_failure", format!("{other:?} is not one of deny, allow"))),
+    };
+
     let keepalive = raw.tunnel.keepalive.unwrap_or(Duration::from_secs(2));
     if keepalive < Duration::from_millis(200) || keepalive > Duration::from_secs(25) {
         return Err(invalid(
@@ -171,7 +189,7 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
     }
     Ok(Settings {
         source,
-        audit: AuditSettings { max_bytes },
+        audit: AuditSettings { max_bytes, on_failure },
         tunnel: TunnelSettings { keepalive },
         state_dir,
         log_level,
@@ -263,6 +281,16 @@ mod tests {
         let e = load("[node_red]\nrestart_backoff_min = \"10s\"\nrestart_backoff_max = \"5s\"\n").unwrap_err();
         assert_eq!(e.key(), Some("node_red.restart_backoff_max"));
         assert!(e.to_string().contains("/etc/redtether/agent.toml"), "{e}");
+    }
+
+    #[test]
+    fn audit_on_failure_is_deny_unless_allow_is_written() {
+        assert_eq!(load("").unwrap().audit.on_failure, AuditFailurePolicy::Deny);
+        assert_eq!(load("[audit]\non_failure = \"deny\"\n").unwrap().audit.on_failure, AuditFailurePolicy::Deny);
+        assert_eq!(load("[audit]\non_failure = \"allow\"\n").unwrap().audit.on_failure, AuditFailurePolicy::Allow);
+        let e = load("[audit]\non_failure = \"ignore\"\n").unwrap_err();
+        assert_eq!(e.key(), Some("audit.on_failure"));
+        assert!(e.to_string().contains("/etc/redtether/agent.toml") && e.to_string().contains("deny, allow"), "{e}");
     }
 
     #[test]

@@ -38,6 +38,13 @@ pub enum RequestError {
     Token(#[from] TokenError),
     #[error("unknown or expired session")]
     UnknownSession,
+    /// The action must leave an audit event and the journal cannot make one durable
+    /// (`[audit] on_failure = "deny"`); nothing was changed.
+    #[error("refused, as the audit journal cannot record it: {0}")]
+    Refused(#[source] AuditError),
+    /// The journal failed between the revocation and its event: the token stays revoked.
+    #[error("token {0:?} is revoked, but the audit journal could not record it: {1}")]
+    RevokedUnrecorded(String, #[source] AuditError),
 }
 
 pub struct DaemonControl {
@@ -125,20 +132,29 @@ impl DaemonControl {
         lifetime_secs: u64,
         scope: Option<&str>,
     ) -> Result<TokenCreated, RequestError> {
+        self.audit.admit(AuditKind::TokenCreated).map_err(RequestError::Refused)?;
         let now = redtether_proto::time::unix_now();
         let (token, record) = self.tokens.create(name, lifetime_secs, scope, now)?;
         let event = AuditEvent::new(AuditKind::TokenCreated, Actor::System, record.name.as_str())
             .with("expires", record.expires)
             .with("scope", record.scope.clone())
             .with("via", "cli");
-        self.audit.record_or_log(event).await;
+        if let Err(e) = self.audit.record_or_refuse(event).await {
+            // No token that the journal does not know of.
+            let _ = self.tokens.revoke(&record.name);
+            return Err(RequestError::Refused(e));
+        }
         Ok(TokenCreated { token, record: TokenInfo::of(&record, now) })
     }
 
     async fn token_revoke(&self, name: &str) -> Result<TokenRevoked, RequestError> {
+        self.audit.admit(AuditKind::TokenRevoked).map_err(RequestError::Refused)?;
         let record = self.tokens.revoke(name)?;
         let event = AuditEvent::new(AuditKind::TokenRevoked, Actor::System, record.name.as_str()).with("via", "cli");
-        self.audit.record_or_log(event).await;
+        self.audit
+            .record_or_refuse(event)
+            .await
+            .map_err(|e| RequestError::RevokedUnrecorded(record.name.clone(), e))?;
         Ok(TokenRevoked { revoked: record.name })
     }
 }

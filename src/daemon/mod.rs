@@ -10,7 +10,7 @@ mod control;
 mod gate;
 mod users;
 
-use crate::audit::{Actor, AuditEvent, AuditKind, Auditor};
+use crate::audit::{Actor, AuditEvent, AuditKind, Auditor, OnFailure};
 use crate::config::Settings;
 use crate::control::ControlServer;
 use crate::gate::Gate;
@@ -64,7 +64,11 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
 
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
-    let (audit, journal) = Auditor::start(&dir.audit_dir(), settings.audit.max_bytes);
+    let on_failure = match settings.audit.on_failure {
+        crate::config::AuditFailurePolicy::Deny => OnFailure::Deny,
+        crate::config::AuditFailurePolicy::Allow => OnFailure::Allow,
+    };
+    let (audit, journal) = Auditor::start(&dir.audit_dir(), settings.audit.max_bytes, on_failure);
     // Queued, not awaited: they answer no request, and READY should not wait for two fsyncs.
     audit.enqueue(
         AuditEvent::new(AuditKind::AgentStarted, Actor::System, "agent")

@@ -175,14 +175,33 @@ impl Deployer {
         report
     }
 
+    /// A deployment not applied because its `deploy.received` cannot be made durable
+    /// (`[audit] on_failure = "deny"`). Nothing was changed and its number is not taken, so the
+    /// same envelope applies once the journal has recovered.
+    fn audit_unavailable(&self, d: &Deployment, error: &crate::audit::AuditError) -> Report {
+        tracing::warn!(deployment = %d.id, %error, "deployment refused: the audit journal cannot record it");
+        let report = Report {
+            id: d.id.clone(),
+            state: DeployState::Failed,
+            detail: json!({ "reason": "audit_unavailable", "message": error.to_string() }),
+        };
+        self.publish(&report);
+        report
+    }
+
     async fn apply(&mut self, d: Deployment, mut record: DeployRecord, identity: &Identity, origin: Origin) -> Report {
+        if let Err(e) = self.audit.admit(AuditKind::DeployReceived) {
+            return self.audit_unavailable(&d, &e);
+        }
         let hash = flows_hash(&d.snapshot.flows);
         let received = AuditEvent::new(AuditKind::DeployReceived, Actor::System, "node-red")
             .with("deployment", d.id.clone())
             .with("number", d.number)
             .with("flows_hash", hash.clone())
             .with("origin", origin_name(origin));
-        self.audit.record_or_log(received).await;
+        if let Err(e) = self.audit.record_or_refuse(received).await {
+            return self.audit_unavailable(&d, &e);
+        }
         tracing::info!(deployment = %d.id, number = d.number, flows_hash = %hash, "applying a deployment");
 
         let path = self.layout.state_file();

@@ -96,7 +96,11 @@ async fn login(pipeline: &Pipeline, req: Request<Incoming>, ip: IpAddr) -> Respo
         Ok(who) => who,
         Err(failure) => {
             pipeline.failed_auth.charge(ip, Instant::now());
-            pipeline.audit_auth_failure(&failure, ip, &Method::POST, &path).await;
+            // While the journal cannot record it, a failed login gets the same 503 as a good
+            // one, so that nobody can try passwords here unaudited.
+            if let Err(refused) = pipeline.audit_auth_failure(&failure, ip, &Method::POST, &path).await {
+                return refused;
+            }
             return responses::unauthorized(false);
         }
     };
@@ -108,15 +112,24 @@ async fn login(pipeline: &Pipeline, req: Request<Incoming>, ip: IpAddr) -> Respo
             .with("reason", "role")
             .with("role", role.as_str())
             .with("method", "POST");
-        pipeline.audit.record_or_log(event).await;
+        if let Err(refused) = pipeline.audited(event).await {
+            return refused;
+        }
         return responses::error(StatusCode::FORBIDDEN, "forbidden");
+    }
+    if let Some(refused) = pipeline.unaudited(AuditKind::AuthLogin) {
+        return refused;
     }
     let sessions = &pipeline.auth.sessions;
     let token = sessions.create(&name, role, SystemTime::now());
     let event = AuditEvent::new(AuditKind::AuthLogin, crate::audit::Actor::user(name.as_str()), path.as_str())
         .with("role", role.as_str())
         .with("addr", ip.to_string());
-    pipeline.audit.record_or_log(event).await;
+    if let Err(refused) = pipeline.audited(event).await {
+        // No session that the journal does not know of.
+        sessions.revoke(&token);
+        return refused;
+    }
     responses::json(
         StatusCode::OK,
         &json!({ "access_token": token, "expires_in": sessions.ttl().as_secs(), "token_type": "Bearer" }),
@@ -156,13 +169,20 @@ async fn tokens(pipeline: &Pipeline, req: Request<Incoming>, who: &Who, ip: IpAd
             let Ok(lifetime) = humantime::parse_duration(expires) else {
                 return responses::bad_request("expires must be a duration such as 1h");
             };
+            if let Some(refused) = pipeline.unaudited(AuditKind::TokenCreated) {
+                return refused;
+            }
             let now = unix_now();
             match store.create(name, lifetime.as_secs(), field(&fields, "scope"), now) {
                 Ok((token, record)) => {
                     let event = AuditEvent::new(AuditKind::TokenCreated, actor, record.name.as_str())
                         .with("expires", record.expires)
                         .with("scope", record.scope.clone());
-                    pipeline.audit.record_or_log(event).await;
+                    if let Err(refused) = pipeline.audited(event).await {
+                        // No token that the journal does not know of.
+                        let _ = store.revoke(&record.name);
+                        return refused;
+                    }
                     responses::json(
                         StatusCode::CREATED,
                         &json!({ "token": token, "name": record.name, "expires": record.expires }),
@@ -174,16 +194,26 @@ async fn tokens(pipeline: &Pipeline, req: Request<Incoming>, who: &Who, ip: IpAd
                 ),
             }
         }
-        (Method::DELETE, Some(name)) => match store.revoke(&name) {
-            Ok(record) => {
-                pipeline
-                    .audit
-                    .record_or_log(AuditEvent::new(AuditKind::TokenRevoked, actor, record.name.as_str()))
-                    .await;
-                responses::json(StatusCode::OK, &json!({ "revoked": record.name }))
+        (Method::DELETE, Some(name)) => {
+            if let Some(refused) = pipeline.unaudited(AuditKind::TokenRevoked) {
+                return refused;
             }
-            Err(e) => responses::json(StatusCode::NOT_FOUND, &json!({ "error": "not_found", "detail": e.to_string() })),
-        },
+            match store.revoke(&name) {
+                Ok(record) => {
+                    // A revocation the journal failed to record meanwhile stands (it only takes a
+                    // right away); it is answered as refused all the same.
+                    if let Err(refused) =
+                        pipeline.audited(AuditEvent::new(AuditKind::TokenRevoked, actor, record.name.as_str())).await
+                    {
+                        return refused;
+                    }
+                    responses::json(StatusCode::OK, &json!({ "revoked": record.name }))
+                }
+                Err(e) => {
+                    responses::json(StatusCode::NOT_FOUND, &json!({ "error": "not_found", "detail": e.to_string() }))
+                }
+            }
+        }
         _ => responses::method_not_allowed("GET, POST, DELETE"),
     }
 }

@@ -214,7 +214,7 @@ impl Pipeline {
             Ok(who) => Ok(who),
             Err(failure) => {
                 self.failed_auth.charge(ip, Instant::now());
-                self.audit_auth_failure(&failure, ip, method, &canonical.path).await;
+                self.audit_auth_failure(&failure, ip, method, &canonical.path).await?;
                 Err(responses::unauthorized(realm != Realm::Admin))
             }
         }
@@ -238,17 +238,32 @@ impl Pipeline {
             .with("method", method.as_str())
             .with("via", "tunnel")
             .with("addr", ip.to_string());
-        self.audit.record_or_log(event).await;
+        if let Err(refused) = self.audited(event).await {
+            return refused;
+        }
         responses::error(status, refusal.reason())
     }
 
+    /// Before an action that must leave an event of `kind`: the 503 to answer instead while the
+    /// journal cannot persist (`on_failure = "deny"`), if so.
+    pub(super) fn unaudited(&self, kind: AuditKind) -> Option<Response<GateBody>> {
+        self.audit.admit(kind).err().map(|_| responses::audit_unavailable())
+    }
+
+    /// Records the event a response waits for: `Err` is the 503 to answer instead of it when the
+    /// event could not be made durable (`on_failure = "deny"`).
+    pub(super) async fn audited(&self, event: AuditEvent) -> Result<(), Response<GateBody>> {
+        self.audit.record_or_refuse(event).await.map_err(|_| responses::audit_unavailable())
+    }
+
+    /// `auth.failed`; `Err` is the 503 to answer instead of the 401.
     pub(super) async fn audit_auth_failure(
         &self,
         failure: &AuthFailure,
         ip: std::net::IpAddr,
         method: &Method,
         path: &str,
-    ) {
+    ) -> Result<(), Response<GateBody>> {
         let mut event = AuditEvent::new(AuditKind::AuthFailed, Actor::anonymous(ip), path)
             .with("reason", failure.reason)
             .with("method", method.as_str())
@@ -256,7 +271,7 @@ impl Pipeline {
         if let Some(claimed) = &failure.claimed {
             event = event.with("claimed", claimed.as_str());
         }
-        self.audit.record_or_log(event).await;
+        self.audited(event).await
     }
 
     async fn deny(
@@ -286,7 +301,9 @@ impl Pipeline {
         if let Who::User { role, .. } = who {
             event = event.with("role", role.as_str());
         }
-        self.audit.record_or_log(event).await;
+        if let Err(refused) = self.audited(event).await {
+            return refused;
+        }
         responses::error(status, code)
     }
 
@@ -299,6 +316,13 @@ impl Pipeline {
         upstream: Upstream,
         peer: SocketAddr,
     ) -> Response<GateBody> {
+        let method = req.method().clone();
+        let admin_write = matches!(space, Space::Admin(_)) && !is_read(&method);
+        // A write whose admin.write could not be recorded is not made at all; reads and node
+        // space go on whatever the journal says (the plant keeps running).
+        if admin_write && let Some(refused) = self.unaudited(AuditKind::AdminWrite) {
+            return refused;
+        }
         let Ok(_slot) = Arc::clone(&self.upstream_slots).try_acquire_owned() else {
             return responses::unavailable("gate_busy", 1);
         };
@@ -306,11 +330,9 @@ impl Pipeline {
             Ok(whole) => whole,
             Err(refusal) => return refusal,
         };
-        let method = req.method().clone();
         let request_origin = req.headers().get(header::ORIGIN).cloned();
         self.prepare_headers(req.headers_mut(), space, who, &upstream, peer);
 
-        let admin_write = matches!(space, Space::Admin(_)) && !is_read(&method);
         let deploy = admin_write && method == Method::POST && canonical.key == FLOWS_KEY;
         let rev_before = if deploy { self.flows_revision().await } else { None };
 
@@ -323,7 +345,11 @@ impl Pipeline {
             if deploy {
                 event = event.with("rev_before", rev_before).with("rev_after", self.flows_revision().await);
             }
-            self.audit.record_or_log(event).await;
+            // Node-RED has made the write; if the journal failed meanwhile it is still not
+            // answered as done (the audit.gap event counts it as unrecorded).
+            if let Err(refused) = self.audited(event).await {
+                return refused;
+            }
         }
         self.cors.apply(request_origin.as_ref(), response.headers_mut());
         response

@@ -53,6 +53,16 @@ pub fn unavailable(code: &str, retry_after_secs: u64) -> Response<GateBody> {
     r
 }
 
+/// How long a client refused for want of an audit journal is asked to wait: the journal retries
+/// every two seconds at most, but only freeing space ends the outage.
+const AUDIT_RETRY_AFTER_SECS: u64 = 10;
+
+/// 503 `{"error":"audit_unavailable"}`: the action must leave an audit event and the journal
+/// cannot make one durable now (`[audit] on_failure = "deny"`).
+pub fn audit_unavailable() -> Response<GateBody> {
+    unavailable("audit_unavailable", AUDIT_RETRY_AFTER_SECS)
+}
+
 pub fn method_not_allowed(allow: &'static str) -> Response<GateBody> {
     let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));

@@ -9,7 +9,6 @@
 use super::client::TunnelParts;
 use super::forwarded::Forwarding;
 use super::renew::{RenewalKeys, due_in};
-use crate::audit::JournalStatus;
 use crate::identity::Identity;
 use redtether_proto::session::{
     AgentAction, AgentConfig, AgentEvent, AgentSession, Closed, Ending, Instant, classify, feed,
@@ -261,13 +260,7 @@ impl Session<'_> {
     }
 
     async fn status(&self) -> DeviceStatus {
-        let audit = self.parts.audit.status().await.unwrap_or(JournalStatus {
-            last_seq: 0,
-            acked: 0,
-            backlog: 0,
-            bytes: 0,
-            in_memory: false,
-        });
+        let audit = self.parts.audit.status().await.unwrap_or_default();
         DeviceStatus {
             agent_version: crate::VERSION.to_string(),
             node_red: self.parts.supervisor.status(),

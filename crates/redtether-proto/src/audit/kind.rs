@@ -87,6 +87,9 @@ kinds! {
         AuditDropped => "audit.dropped",
         /// The journal was set aside or could not be kept on disk; a new one begins here.
         AuditReset => "audit.reset",
+        /// The journal could not persist for a while and is back: what it could not record
+        /// meanwhile (failed logins with first and last time, refused actions, other events by kind).
+        AuditGap => "audit.gap",
         /// The tunnel to the hub came up.
         TunnelConnected => "tunnel.connected",
         /// The tunnel to the hub went down. Detail: `reason`.
