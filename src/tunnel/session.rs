@@ -233,6 +233,8 @@ impl Session<'_> {
                     tracing::warn!(error = %e, "deployment not queued; the hub will send it again");
                 }
             }
+            // Placeholder until the agent enforces policies (issue 14, agent part).
+            AgentAction::ApplyPolicy(_) => {}
             AgentAction::StartRenewal => {
                 let started = keys.as_mut().map(RenewalKeys::start);
                 let event = match started {

@@ -243,6 +243,9 @@ impl Session {
                 }
                 tracing::info!(device = %self.device, deployment = %id, "deployment sent");
             }
+            // Placeholder until the hub keeps policies (issue 14, hub part).
+            HubAction::CheckPolicy => session.on_event(HubEvent::PolicyWaiting(None)),
+            HubAction::UpdatePolicy(_) => {}
         }
         None
     }

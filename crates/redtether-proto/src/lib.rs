@@ -6,8 +6,8 @@
 //! - [`audit`]: audit events as the device records and seals them ([`audit::AuditKind`] is the
 //!   only way to name one), the hash chain's canonical encoding, and the rule a delivered batch
 //!   must follow.
-//! - [`assertion`], [`deployment`], [`signed`], [`seal`]: what the hub signs for a device
-//!   (operator assertions, deployment envelopes) and what it seals to a device's key.
+//! - [`assertion`], [`deployment`], [`policy`], [`signed`], [`seal`]: what the hub signs for a
+//!   device (operator assertions, deployment envelopes, security policies) and what it seals to a device's key.
 //! - [`session`]: both ends of the control stream as state machines — frames, events and
 //!   timer ticks in, actions out — plus how a connection's end is classified and when the agent
 //!   reconnects. The binaries run them over quinn; the tests here run them on virtual time.
@@ -21,6 +21,7 @@ pub mod audit;
 pub mod backoff;
 pub mod deployment;
 pub mod names;
+pub mod policy;
 pub mod seal;
 pub mod session;
 pub mod signed;

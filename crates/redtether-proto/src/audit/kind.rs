@@ -112,6 +112,14 @@ kinds! {
         DeployRolledBack => "deploy.rolled_back",
         /// A deployment envelope was refused (signature, device, replay, expiry, content).
         DeployRefused => "deploy.refused",
+        /// A platform policy is enforced from now on. Detail: `number`, `hash`, `changes`.
+        PolicyApplied => "policy.applied",
+        /// A platform policy was refused; the running settings stay. Detail: `number`, `hash`, `reason`.
+        PolicyRefused => "policy.refused",
+        /// `agent.toml` was read again (SIGHUP, `redtether reload`) and applied. Detail: `file`, `changes`, `needs_restart`.
+        ConfigReloaded => "config.reloaded",
+        /// A reload found `agent.toml` invalid; the running settings stay. Detail: `file`, `key`, `error`.
+        ConfigReloadFailed => "config.reload_failed",
     }
 }
 
@@ -150,6 +158,16 @@ kinds! {
         DeviceRevoked => "device.revoked",
         /// An enrollment token was made for the device. Detail: `expires_in`.
         EnrollTokenCreated => "enroll_token.created",
+        /// An operator set the device's policy. Detail: `number`, `operator`, `changes` (names and values, never hashes).
+        PolicyChanged => "policy.changed",
+        /// A policy went to the device on its control stream. Detail: `number`.
+        PolicySent => "policy.sent",
+        /// The device answered a policy. Detail: `number`, `state`, `reason`.
+        PolicyStatus => "policy.status",
+        /// An operator made a bearer token for the device. Detail: `name`, `expires`, `scope`, `operator`.
+        TokenCreated => "token.created",
+        /// An operator revoked a bearer token of the device. Detail: `name`, `operator`.
+        TokenRevoked => "token.revoked",
     }
 }
 

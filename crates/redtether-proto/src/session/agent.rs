@@ -18,7 +18,9 @@ use super::ControlEnd;
 use super::clock::{Instant, Timer, earliest};
 use super::renewal;
 use crate::audit::{Actor, AuditEvent, AuditKind, StoredEvent};
-use crate::wire::{AgentFrame, Command, DeployReport, DeviceStatus, FrameError, HubFrame, Message, VERSION, codes};
+use crate::wire::{
+    AgentFrame, Command, DeployReport, DeviceStatus, FrameError, HubFrame, Message, PolicyReport, VERSION, codes,
+};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -71,6 +73,8 @@ pub enum AgentEvent {
     AuditUnreadable,
     /// A deployment's state changed.
     Deployment(DeployReport),
+    /// The answer to [`AgentAction::ApplyPolicy`]: what became of the policy.
+    Policy(PolicyReport),
     /// A new SBOM was made (after a deployment).
     Sbom(serde_json::Value),
     /// The answer to [`AgentAction::Execute`].
@@ -112,6 +116,9 @@ pub enum AgentAction {
     },
     /// Hand a signed deployment envelope to the deployer (it verifies it).
     SubmitDeployment(String),
+    /// Verify a signed policy envelope and, if it is to be enforced, enforce it:
+    /// [`AgentEvent::Policy`].
+    ApplyPolicy(String),
     /// Make a new key and its CSR: [`AgentEvent::RenewalCsr`] or [`AgentEvent::RenewalFailed`].
     StartRenewal,
     /// Check the hub's certificate against the pending key and store it:
@@ -145,6 +152,8 @@ pub struct AgentSession {
     reading: bool,
     /// The deployer's last outcome: sent at welcome and on every change after it.
     report: Option<DeployReport>,
+    /// What became of the last policy the hub sent: sent again at every welcome.
+    policy_report: Option<PolicyReport>,
     /// An SBOM made before the welcome.
     pending_sbom: Option<serde_json::Value>,
     renewal: Option<Renewal>,
@@ -173,9 +182,17 @@ impl AgentSession {
             in_flight: None,
             reading: false,
             report: last_report,
+            policy_report: None,
             pending_sbom: None,
             renewal: renewal_due_in.map(|d| Renewal { next: Timer::at(now + d), waiting: false, failures: 0 }),
         }
+    }
+
+    /// With the answer to the last policy the hub sent (on an earlier stream), to be sent again
+    /// at the welcome.
+    pub fn with_policy_report(mut self, report: Option<PolicyReport>) -> AgentSession {
+        self.policy_report = report;
+        self
     }
 
     /// The next thing to do.
@@ -232,6 +249,8 @@ impl AgentSession {
             HubFrame::Deploy { deployment } if self.welcomed => {
                 self.outbox.push_back(AgentAction::SubmitDeployment(deployment))
             }
+            // Applied off the stream too: checking it and making it durable is I/O.
+            HubFrame::Policy { policy } if self.welcomed => self.outbox.push_back(AgentAction::ApplyPolicy(policy)),
             HubFrame::Command { id, command } if self.welcomed => {
                 if command != Command::Sbom {
                     let event = AuditEvent::new(AuditKind::TunnelCommand, Actor::System, "node-red")
@@ -279,6 +298,12 @@ impl AgentSession {
                     self.send(report.clone().frame());
                 }
                 self.report = Some(report);
+            }
+            AgentEvent::Policy(report) => {
+                if self.welcomed {
+                    self.send(report.clone().frame());
+                }
+                self.policy_report = Some(report);
             }
             AgentEvent::Sbom(sbom) if self.welcomed => self.send(AgentFrame::Sbom { sbom }),
             AgentEvent::Sbom(sbom) => self.pending_sbom = Some(sbom),
@@ -345,6 +370,9 @@ impl AgentSession {
         self.outbox.push_back(AgentAction::PollStatus);
         self.forward();
         if let Some(report) = self.report.clone() {
+            self.send(report.frame());
+        }
+        if let Some(report) = self.policy_report.clone() {
             self.send(report.frame());
         }
         if let Some(sbom) = self.pending_sbom.take() {

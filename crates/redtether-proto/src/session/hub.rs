@@ -14,7 +14,9 @@
 use super::ControlEnd;
 use super::clock::{Instant, Timer};
 use crate::audit::{HubEventKind, StoredEvent, check_batch};
-use crate::wire::{AgentFrame, Command, DeployState, DeviceStatus, FrameError, HubFrame, Message, VERSION, codes};
+use crate::wire::{
+    AgentFrame, Command, DeployState, DeviceStatus, FrameError, HubFrame, Message, PolicyReport, VERSION, codes,
+};
 use serde_json::json;
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
@@ -31,6 +33,14 @@ pub struct WaitingDeployment {
     pub state: DeployState,
 }
 
+/// The newest policy made for a device: sent after every welcome (the device answers a policy
+/// it already enforces with `applied` again) and whenever a newer one is made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitingPolicy {
+    pub number: u64,
+    pub envelope: String,
+}
+
 /// What happened outside the stream.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HubEvent {
@@ -38,6 +48,10 @@ pub enum HubEvent {
     DeploymentWaiting(Option<WaitingDeployment>),
     /// A deployment was made for the device: look again.
     DeploymentsChanged,
+    /// The answer to [`HubAction::CheckPolicy`].
+    PolicyWaiting(Option<WaitingPolicy>),
+    /// A policy was made for the device: look again.
+    PoliciesChanged,
     /// The answer to [`HubAction::StoreAudit`]: the batch is durable up to `ack`. (A batch that
     /// could not be stored gets no answer: the device sends it again.)
     AuditStored {
@@ -93,6 +107,11 @@ pub enum HubAction {
         id: String,
         was_pending: bool,
     },
+    /// Look up the device's newest policy: [`HubEvent::PolicyWaiting`].
+    CheckPolicy,
+    /// What the device says about a policy; the shell keeps it (and records `policy.status`
+    /// when it changed anything).
+    UpdatePolicy(PolicyReport),
 }
 
 #[derive(Debug)]
@@ -105,6 +124,8 @@ pub struct HubSession {
     last_status: Option<DeviceStatus>,
     /// The deployment last sent on this stream: sent once per stream, again on the next.
     deployment_sent: Option<String>,
+    /// The policy number last sent on this stream.
+    policy_sent: Option<u64>,
     next_command: u64,
     commands_waiting: BTreeSet<u64>,
 }
@@ -119,6 +140,7 @@ impl HubSession {
             hello_deadline: Timer::at(now + HELLO_TIMEOUT),
             last_status: None,
             deployment_sent: None,
+            policy_sent: None,
             next_command: 1,
             commands_waiting: BTreeSet::new(),
         }
@@ -162,6 +184,7 @@ impl HubSession {
                     let welcome = HubFrame::Welcome { protocol: VERSION, hub_version: self.hub_version.clone() };
                     self.outbox.push_back(HubAction::Send(welcome));
                     self.outbox.push_back(HubAction::CheckDeployment);
+                    self.outbox.push_back(HubAction::CheckPolicy);
                 }
                 other => self.fault(codes::UNEXPECTED_FRAME, format!("{} before hello", other.kind())),
             };
@@ -188,6 +211,9 @@ impl HubSession {
                 self.outbox.push_back(HubAction::UpdateDeployment { id, state, detail })
             }
             AgentFrame::Sbom { sbom } => self.outbox.push_back(HubAction::StoreSbom(sbom)),
+            AgentFrame::PolicyStatus { number, state, reason, hash } => {
+                self.outbox.push_back(HubAction::UpdatePolicy(PolicyReport { number, state, reason, hash }))
+            }
             AgentFrame::CommandResult { id, ok, detail } => {
                 self.commands_waiting.remove(&id);
                 let record = json!({ "id": id, "ok": ok, "detail": detail });
@@ -222,6 +248,22 @@ impl HubSession {
                 self.outbox.push_back(HubAction::Record { kind: HubEventKind::DeploymentSent, detail });
             }
             HubEvent::DeploymentWaiting(_) => {}
+            HubEvent::PoliciesChanged if self.greeted => self.outbox.push_back(HubAction::CheckPolicy),
+            HubEvent::PoliciesChanged => {}
+            HubEvent::PolicyWaiting(Some(waiting)) if self.greeted => {
+                // Numbers only grow: one already sent on this stream (or an older one, from a
+                // lookup that raced a newer policy) is not sent again.
+                if self.policy_sent.is_some_and(|sent| sent >= waiting.number) {
+                    return;
+                }
+                self.policy_sent = Some(waiting.number);
+                self.outbox.push_back(HubAction::Send(HubFrame::Policy { policy: waiting.envelope }));
+                self.outbox.push_back(HubAction::Record {
+                    kind: HubEventKind::PolicySent,
+                    detail: json!({ "number": waiting.number }),
+                });
+            }
+            HubEvent::PolicyWaiting(_) => {}
             HubEvent::AuditStored { ack } => self.outbox.push_back(HubAction::Send(HubFrame::AuditAck { seq: ack })),
             HubEvent::Renewed(cert_pem) => self.outbox.push_back(HubAction::Send(HubFrame::RenewResponse { cert_pem })),
             HubEvent::RenewRefused(message) => {

@@ -4,11 +4,12 @@
 
 use super::agent::{AgentAction, AgentConfig, AgentEvent, AgentSession};
 use super::clock::Instant;
-use super::hub::{HubAction, HubEvent, HubSession, WaitingDeployment};
+use super::hub::{HubAction, HubEvent, HubSession, WaitingDeployment, WaitingPolicy};
 use super::{ControlEnd, feed};
 use crate::audit::{Actor, AuditEvent, AuditKind, GENESIS, HubEventKind, StoredEvent, new_events};
 use crate::wire::{
-    AgentFrame, Command, DeployReport, DeployState, DeviceStatus, FrameDecoder, HubFrame, NodeRedState, codes, encode,
+    AgentFrame, Command, DeployReport, DeployState, DeviceStatus, FrameDecoder, HubFrame, NodeRedState, PolicyReport,
+    PolicyState, codes, encode,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -59,6 +60,12 @@ struct World {
     marked_sent: Vec<String>,
     renews: HubRenews,
     hub_closed_with: Option<u32>,
+    /// The hub store's newest policy for the device.
+    policy_waiting: Option<WaitingPolicy>,
+    /// Envelopes handed to the agent's policy applier, and the model device's last number.
+    policies_applied: Vec<String>,
+    device_policy: u64,
+    policy_updates: Vec<PolicyReport>,
 }
 
 impl World {
@@ -96,6 +103,10 @@ impl World {
             marked_sent: Vec::new(),
             renews: HubRenews::Yes,
             hub_closed_with: None,
+            policy_waiting: None,
+            policies_applied: Vec::new(),
+            device_policy: 0,
+            policy_updates: Vec::new(),
         }
     }
 
@@ -174,6 +185,20 @@ impl World {
                     .on_event(AgentEvent::CommandDone { id, ok: true, detail: serde_json::json!({"pid": 7}) }, now);
             }
             AgentAction::SubmitDeployment(envelope) => self.submitted.push(envelope),
+            AgentAction::ApplyPolicy(envelope) => {
+                // The model envelope is "policy-<number>"; the model device keeps numbers rising.
+                let number: u64 = envelope.trim_start_matches("policy-").parse().unwrap();
+                self.policies_applied.push(envelope);
+                let report = if number > self.device_policy {
+                    self.device_policy = number;
+                    PolicyReport { number, state: PolicyState::Applied, reason: None, hash: Some("h".into()) }
+                } else if number == self.device_policy {
+                    PolicyReport { number, state: PolicyState::Applied, reason: None, hash: Some("h".into()) }
+                } else {
+                    PolicyReport { number, state: PolicyState::Refused, reason: Some("replayed".into()), hash: None }
+                };
+                self.agent.on_event(AgentEvent::Policy(report), now);
+            }
             AgentAction::StartRenewal if self.csr_fails => {
                 self.agent.on_event(AgentEvent::RenewalFailed("no entropy".into()), now)
             }
@@ -219,6 +244,8 @@ impl World {
                 HubRenews::Silent => {}
             },
             HubAction::CheckDeployment => self.hub.on_event(HubEvent::DeploymentWaiting(self.waiting.clone())),
+            HubAction::CheckPolicy => self.hub.on_event(HubEvent::PolicyWaiting(self.policy_waiting.clone())),
+            HubAction::UpdatePolicy(report) => self.policy_updates.push(report),
             HubAction::DeploymentSent { id, was_pending } => {
                 if was_pending {
                     self.marked_sent.push(id.clone());
@@ -618,4 +645,62 @@ fn a_bad_frame_closes_the_stream_and_is_audited_on_either_end() {
         std::iter::from_fn(|| agent.poll_action())
             .any(|a| matches!(a, AgentAction::Close { code: codes::UNEXPECTED_FRAME, .. }))
     );
+}
+
+fn waiting_policy(number: u64) -> Option<WaitingPolicy> {
+    Some(WaitingPolicy { number, envelope: format!("policy-{number}") })
+}
+
+#[test]
+fn the_newest_policy_goes_out_after_each_welcome_and_each_change_and_its_answer_comes_back() {
+    let mut w = World::new();
+    w.policy_waiting = waiting_policy(3);
+    w.pump();
+    assert_eq!(w.policies_applied, ["policy-3"], "sent after the welcome");
+    assert_eq!(w.policy_updates.last().map(|r| (r.number, r.state)), Some((3, PolicyState::Applied)));
+    assert!(w.hub_records.iter().any(|(k, d)| *k == HubEventKind::PolicySent && d["number"] == 3));
+
+    // Looked up again with nothing newer: not sent twice on one stream.
+    w.hub.on_event(HubEvent::PoliciesChanged);
+    w.pump();
+    assert_eq!(w.policies_applied.len(), 1);
+
+    // A newer one is sent at once.
+    w.policy_waiting = waiting_policy(4);
+    w.hub.on_event(HubEvent::PoliciesChanged);
+    w.pump();
+    assert_eq!(w.policies_applied, ["policy-3", "policy-4"]);
+
+    // A lookup that raced a newer policy and answers with an older one sends nothing.
+    w.hub.on_event(HubEvent::PolicyWaiting(waiting_policy(2)));
+    w.pump();
+    assert_eq!(w.policies_applied.len(), 2);
+
+    // A new stream: the newest is sent again (the device answers `applied` again), and the
+    // agent repeats its last answer at the welcome, so one reached offline arrives.
+    let last = w.policy_updates.last().cloned();
+    w.reconnect(None);
+    w.agent =
+        AgentSession::new(AgentConfig::new("1.0.0", "hub.example:7443"), w.now, None, None).with_policy_report(last);
+    w.policy_updates.clear();
+    w.pump();
+    assert_eq!(w.policies_applied.len(), 3);
+    assert_eq!(w.sent_by_agent("policy_status"), 2, "the repeat at welcome and the answer to the resend");
+    assert!(w.policy_updates.iter().all(|r| r.number == 4 && r.state == PolicyState::Applied));
+}
+
+#[test]
+fn a_policy_is_neither_sent_before_hello_nor_taken_before_welcome() {
+    let mut w = World::new();
+    w.policy_waiting = waiting_policy(1);
+    w.hub.on_event(HubEvent::PoliciesChanged);
+    w.hub.on_event(HubEvent::PolicyWaiting(waiting_policy(1)));
+    assert!(w.hub.poll_action().is_none(), "nothing before the device said hello");
+
+    let mut agent = AgentSession::new(AgentConfig::new("1.0.0", "hub"), Instant::ZERO, None, None);
+    let _hello = agent.poll_action();
+    agent.on_frame(HubFrame::Policy { policy: "policy-1".into() }, Instant::ZERO);
+    let actions: Vec<AgentAction> = std::iter::from_fn(|| agent.poll_action()).collect();
+    assert!(!actions.iter().any(|a| matches!(a, AgentAction::ApplyPolicy(_))), "{actions:?}");
+    assert!(actions.iter().any(|a| matches!(a, AgentAction::Close { code, .. } if *code == codes::UNEXPECTED_FRAME)));
 }

@@ -52,6 +52,16 @@ pub enum AgentFrame {
     RenewRequest {
         csr_pem: String,
     },
+    /// What became of a policy: sent when one arrives and again on every new control stream for
+    /// the last one, so an answer reached while offline arrives.
+    PolicyStatus {
+        number: u64,
+        state: PolicyState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hash: Option<String>,
+    },
     /// What went wrong, before the stream is closed.
     Error {
         code: u32,
@@ -89,6 +99,10 @@ pub enum HubFrame {
     RenewResponse {
         cert_pem: String,
     },
+    /// A signed policy envelope (see [`crate::policy`]): the device's security settings.
+    Policy {
+        policy: String,
+    },
     /// What went wrong: before the stream is closed, or (code `RENEW_REFUSED`) a refused renewal.
     Error {
         code: u32,
@@ -98,7 +112,7 @@ pub enum HubFrame {
 
 impl Message for AgentFrame {
     const OTHER_DIRECTION: &'static [&'static str] =
-        &["welcome", "command", "audit_ack", "deploy", "renew_response", "enrolled", "enroll_refused"];
+        &["welcome", "command", "audit_ack", "deploy", "renew_response", "policy", "enrolled", "enroll_refused"];
 
     fn kind(&self) -> &'static str {
         match self {
@@ -111,14 +125,24 @@ impl Message for AgentFrame {
             AgentFrame::DeployStatus { .. } => "deploy_status",
             AgentFrame::Sbom { .. } => "sbom",
             AgentFrame::RenewRequest { .. } => "renew_request",
+            AgentFrame::PolicyStatus { .. } => "policy_status",
             AgentFrame::Error { .. } => "error",
         }
     }
 }
 
 impl Message for HubFrame {
-    const OTHER_DIRECTION: &'static [&'static str] =
-        &["hello", "status", "command_result", "audit_batch", "deploy_status", "sbom", "renew_request", "enroll"];
+    const OTHER_DIRECTION: &'static [&'static str] = &[
+        "hello",
+        "status",
+        "command_result",
+        "audit_batch",
+        "deploy_status",
+        "sbom",
+        "renew_request",
+        "policy_status",
+        "enroll",
+    ];
 
     fn kind(&self) -> &'static str {
         match self {
@@ -129,6 +153,7 @@ impl Message for HubFrame {
             HubFrame::AuditAck { .. } => "audit_ack",
             HubFrame::Deploy { .. } => "deploy",
             HubFrame::RenewResponse { .. } => "renew_response",
+            HubFrame::Policy { .. } => "policy",
             HubFrame::Error { .. } => "error",
         }
     }
@@ -188,6 +213,48 @@ impl DeployState {
     /// Whether the deployment is over, one way or the other.
     pub fn is_final(self) -> bool {
         matches!(self, DeployState::Applied | DeployState::RolledBack | DeployState::Failed)
+    }
+}
+
+/// What a device says about a policy it was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyReport {
+    /// The policy's number (0 when the envelope was too broken to read one).
+    pub number: u64,
+    pub state: PolicyState,
+    /// Why it was refused: `locally_managed`, `replayed`, `other_device`, `bad_signature`,
+    /// `malformed`, `invalid`, `not_stored`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The SHA-256 of the document the device enforces (applied) or was sent (refused, when readable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+}
+
+impl PolicyReport {
+    /// The frame that carries it.
+    pub fn frame(self) -> AgentFrame {
+        AgentFrame::PolicyStatus { number: self.number, state: self.state, reason: self.reason, hash: self.hash }
+    }
+}
+
+/// Where a policy stands (the hub adds `pending` before the device answered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyState {
+    Pending,
+    Applied,
+    Refused,
+}
+
+impl PolicyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyState::Pending => "pending",
+            PolicyState::Applied => "applied",
+            PolicyState::Refused => "refused",
+        }
     }
 }
 

@@ -138,6 +138,13 @@ mod tests {
             AgentFrame::CommandResult { id: 1, ok: true, detail: serde_json::json!({"pid": 5}) },
             AgentFrame::AuditBatch { events: vec![event] },
             AgentFrame::RenewRequest { csr_pem: "x".into() },
+            AgentFrame::PolicyStatus { number: 4, state: PolicyState::Applied, reason: None, hash: Some("h".into()) },
+            AgentFrame::PolicyStatus {
+                number: 5,
+                state: PolicyState::Refused,
+                reason: Some("locally_managed".into()),
+                hash: None,
+            },
             AgentFrame::Error { code: 16, message: "m".into() },
         ]
     }
@@ -153,6 +160,7 @@ mod tests {
             HubFrame::Deploy { deployment: "v1.e30.AA".into() },
             HubFrame::AuditAck { seq: 1 },
             HubFrame::RenewResponse { cert_pem: "y".into() },
+            HubFrame::Policy { policy: "v1.e30.AA".into() },
             HubFrame::Error { code: 16, message: "m".into() },
         ]
     }

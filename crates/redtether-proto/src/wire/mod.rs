@@ -14,7 +14,7 @@ mod frame;
 mod status;
 mod stream;
 
-pub use control::{AgentFrame, Command, DeployReport, DeployState, HubFrame};
+pub use control::{AgentFrame, Command, DeployReport, DeployState, HubFrame, PolicyReport, PolicyState};
 pub use enroll::{EnrollRefusal, EnrollRequest, EnrollResponse};
 pub use frame::{FrameDecoder, FrameError, Message, encode};
 pub use status::{DeviceStatus, NodeRedState, NodeRedStatus};
