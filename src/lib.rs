@@ -17,6 +17,7 @@ pub mod gate;
 pub mod http_client;
 pub mod identity;
 pub mod sbom;
+pub mod security;
 pub mod state_dir;
 pub mod supervisor;
 pub mod tunnel;

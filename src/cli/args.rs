@@ -32,6 +32,9 @@ pub enum Command {
     },
     /// Restart Node-RED in the running agent
     RestartNodeRed,
+    /// Have the running agent read its configuration again and apply the security settings
+    /// live (as SIGHUP does); exit 78 naming file and key when the file is invalid
+    Reload,
     /// Read a password on stdin and print its argon2id hash for `password_hash` keys
     Passwd,
     /// Manage bearer tokens for node space (HTTP-In endpoints, dashboards)

@@ -22,6 +22,9 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 pub fn execute(cli: Cli) -> ExitCode {
+    if let Command::Reload = cli.command {
+        return reload(cli.config.as_deref());
+    }
     let settings = match config::load(cli.config.as_deref(), &ProcessContext::from_process()) {
         Ok(settings) => settings,
         Err(e) => return config_error(&e),
@@ -41,6 +44,7 @@ pub fn execute(cli: Cli) -> ExitCode {
         Command::Sbom { output, latest } => sbom::run(&settings, output.as_deref(), latest),
         Command::Enroll { hub, token, ca_fingerprint } => enroll(&settings, &hub, &token, &ca_fingerprint),
         Command::Deploy { file } => deploy(&settings, &file),
+        Command::Reload => unreachable!("handled before the configuration is loaded"),
         Command::RestartNodeRed => match ask::<NodeRedRestarted>(&settings, &ControlRequest::RestartNodeRed) {
             Ok(restarted) => {
                 println!("Node-RED restarted (pid {})", restarted.pid);
@@ -48,6 +52,43 @@ pub fn execute(cli: Cli) -> ExitCode {
             }
             Err(e) => client_error(&e),
         },
+    }
+}
+
+/// `redtether reload`: the running daemon reads its configuration again and applies what can
+/// change live. Exit 0 when it did, 78 (naming file and key) when the file is invalid — the
+/// daemon then keeps its running settings — or the daemon's own exit codes when it is not there.
+fn reload(explicit: Option<&std::path::Path>) -> ExitCode {
+    let ctx = ProcessContext::from_process();
+    // A broken file is still reported to the daemon (which records `config.reload_failed`), so
+    // its state directory is found without the file validating.
+    let (state_dir, local_error) = match config::load(explicit, &ctx) {
+        Ok(settings) => (settings.state_dir, None),
+        Err(e) => (config::state_dir_hint(explicit, &ctx), Some(e)),
+    };
+    let socket = crate::state_dir::StateDir::new(&state_dir).control_socket();
+    let reply = control::request::<control::ReloadReply>(&socket, &ControlRequest::Reload, CONTROL_TIMEOUT);
+    match (reply, local_error) {
+        (Ok(reply), _) if reply.reloaded => {
+            println!("reloaded {} (security settings from {})", reply.file, reply.source.as_str());
+            if reply.changes.as_object().is_some_and(|c| !c.is_empty()) {
+                println!("  changed: {}", reply.changes);
+            }
+            for key in &reply.needs_restart {
+                println!("  {key} changed: takes effect when the agent restarts");
+            }
+            exit::code(exit::OK)
+        }
+        (Ok(reply), _) => {
+            let key = reply.key.map(|k| format!(" (key {k})")).unwrap_or_default();
+            eprintln!("redtether: error: {}{key}; the running settings stay", reply.error.unwrap_or_default());
+            exit::code(exit::CONFIG)
+        }
+        (Err(e), Some(local)) => {
+            eprintln!("redtether: ({e})");
+            config_error(&local)
+        }
+        (Err(e), None) => client_error(&e),
     }
 }
 

@@ -3,7 +3,7 @@
 use super::{ask, client_error, exit};
 use crate::audit::{JournalState, JournalStatus, OnFailure};
 use crate::config::Settings;
-use crate::control::{ControlRequest, StatusReply};
+use crate::control::{ControlRequest, PolicyInfo, PolicySource, StatusReply};
 use crate::tunnel::TunnelState;
 use redtether_proto::time::format_seconds;
 use std::process::ExitCode;
@@ -47,6 +47,7 @@ fn human(s: &StatusReply) -> String {
     if let Some(last) = &nr.last_exit {
         out.push_str(&format!("            last run: {last}\n"));
     }
+    out.push_str(&policy_line(&s.policy, s.gate.protection));
     let t = &s.tunnel;
     out.push_str(&format!("  tunnel    {}", tunnel_state(t.state)));
     if let (Some(hub), Some(device)) = (&t.hub, &t.device_id) {
@@ -59,6 +60,25 @@ fn human(s: &StatusReply) -> String {
     if let Some(audit) = &s.audit {
         out.push_str(&format!("  audit     {} events, {} not yet at the hub\n", audit.last_seq, audit.backlog));
         out.push_str(&journal_health(audit));
+    }
+    out
+}
+
+/// Which security settings are in force: the file's or a platform policy's (with its number).
+fn policy_line(p: &PolicyInfo, protection: bool) -> String {
+    let protection = if protection { ", protection mode on" } else { "" };
+    let mut out = match (p.source, p.number) {
+        (PolicySource::Platform, Some(number)) => format!(
+            "  security  platform policy {number} (applied {}){protection}\n",
+            p.applied_at.as_deref().unwrap_or("?")
+        ),
+        _ if !p.managed => {
+            format!("  security  agent.toml (locally managed: platform policies are refused){protection}\n")
+        }
+        _ => format!("  security  agent.toml (no platform policy yet){protection}\n"),
+    };
+    if let Some(refused) = &p.last_refused {
+        out.push_str(&format!("            refused policy {} at {}: {}\n", refused.number, refused.at, refused.reason));
     }
     out
 }
@@ -123,11 +143,20 @@ mod tests {
             },
             deployment: None,
             gate: GateStatus { listen: "0.0.0.0:1880".parse().unwrap(), protection: false, tls: false },
+            policy: PolicyInfo {
+                managed: true,
+                source: PolicySource::Platform,
+                number: Some(7),
+                hash: Some("ab".into()),
+                applied_at: Some("2026-11-27T07:01:00Z".into()),
+                last_refused: None,
+            },
         };
         let text = human(&s);
         assert!(text.contains("node-red  crash loop since 2026-11-27T07:05:00Z, 6 restarts"), "{text}");
         assert!(text.contains("listening on 0.0.0.0:1880"), "{text}");
         assert!(text.contains("restarting in 1m"), "{text}");
+        assert!(text.contains("security  platform policy 7 (applied 2026-11-27T07:01:00Z)"), "{text}");
     }
 
     #[test]

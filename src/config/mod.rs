@@ -12,7 +12,9 @@ mod settings;
 pub use gate::{GateSettings, NodeAuth, RateLimitSettings, Role, UserSettings, valid_user_name};
 pub use redtether_host::config_file::{ConfigError, ConfigSource, InvalidKey, ProcessContext};
 pub use redtether_host::tls_server::TlsSettings;
-pub use settings::{AuditFailurePolicy, AuditSettings, NodeRedLaunch, NodeRedSettings, Settings, TunnelSettings};
+pub use settings::{
+    AuditFailurePolicy, AuditSettings, NodeRedLaunch, NodeRedSettings, PolicySettings, Settings, TunnelSettings,
+};
 
 use std::path::Path;
 
@@ -32,4 +34,25 @@ pub fn load(explicit: Option<&Path>, ctx: &ProcessContext) -> Result<Settings, C
 pub fn from_toml(text: &str, path: &Path, ctx: &ProcessContext) -> Result<Settings, ConfigError> {
     let raw = raw::parse(text, path)?;
     settings::validate(raw, ConfigSource::File(path.to_path_buf()), ctx)
+}
+
+/// Where the state directory is when the configuration does not validate: the file's own
+/// `state_dir` if that key can be read at all, else the default. For `redtether reload`, which
+/// must still reach the running daemon to have it report the broken file.
+pub fn state_dir_hint(explicit: Option<&Path>, ctx: &ProcessContext) -> std::path::PathBuf {
+    #[derive(serde::Deserialize)]
+    struct Hint {
+        state_dir: Option<std::path::PathBuf>,
+    }
+    let path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
+    let hinted = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| redtether_host::config_file::parse_toml::<Hint>(&text, path).ok())
+        .and_then(|hint| hint.state_dir)
+        .filter(|dir| !dir.as_os_str().is_empty());
+    match hinted {
+        Some(dir) if dir.is_relative() => path.parent().unwrap_or(Path::new("/")).join(dir),
+        Some(dir) => dir,
+        None => ctx.default_state_dir("redtether"),
+    }
 }

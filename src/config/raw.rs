@@ -20,6 +20,14 @@ pub(super) struct RawConfig {
     pub audit: RawAudit,
     #[serde(default)]
     pub tunnel: RawTunnel,
+    #[serde(default)]
+    pub policy: RawPolicy,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    pub managed: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

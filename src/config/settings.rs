@@ -16,6 +16,16 @@ pub struct Settings {
     pub log_level: String,
     pub node_red: NodeRedSettings,
     pub gate: GateSettings,
+    pub policy: PolicySettings,
+}
+
+/// `[policy]`: whether the platform governs the security settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicySettings {
+    /// `true` (the default): once the platform sent a policy, it replaces the `[gate]` security
+    /// settings of this file. `false`: this file's settings always apply, and platform policies
+    /// are refused (`locally_managed`).
+    pub managed: bool,
 }
 
 /// How Node-RED is started.
@@ -27,7 +37,7 @@ pub enum NodeRedLaunch {
     Command(Vec<String>),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TunnelSettings {
     /// How often the tunnel proves it is alive when idle. Shorter finds a restarted hub sooner
     /// (it answers the first packet with a stateless reset); longer spends less on metered
@@ -35,7 +45,7 @@ pub struct TunnelSettings {
     pub keepalive: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuditSettings {
     /// Bound on the journal's records; beyond it the oldest go (forwarded ones first).
     pub max_bytes: u64,
@@ -53,7 +63,7 @@ pub enum AuditFailurePolicy {
     Allow,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NodeRedSettings {
     pub launch: NodeRedLaunch,
     /// Heap limit in MiB for Node.js; 0 leaves node's default.
@@ -195,6 +205,7 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
         log_level,
         node_red,
         gate,
+        policy: PolicySettings { managed: raw.policy.managed.unwrap_or(true) },
     })
 }
 
@@ -291,6 +302,14 @@ mod tests {
         let e = load("[audit]\non_failure = \"ignore\"\n").unwrap_err();
         assert_eq!(e.key(), Some("audit.on_failure"));
         assert!(e.to_string().contains("/etc/redtether/agent.toml") && e.to_string().contains("deny, allow"), "{e}");
+    }
+
+    #[test]
+    fn the_platform_manages_security_unless_the_file_says_not() {
+        assert!(load("").unwrap().policy.managed);
+        assert!(!load("[policy]\nmanaged = false\n").unwrap().policy.managed);
+        assert_eq!(key_of("[policy]\nmanaged = \"no\"\n"), "policy.managed");
+        assert_eq!(key_of("[policy]\nmanged = true\n"), "policy.manged");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 mod protocol;
 
 pub use protocol::{
-    AuditPage, ControlRequest, EditorPermissions, EditorSession, GateStatus, NodeRedRestarted, StatusReply,
-    TokenCreated, TokenRevoked, TunnelReloaded,
+    AuditPage, ControlRequest, EditorPermissions, EditorSession, GateStatus, NodeRedRestarted, PolicyInfo,
+    PolicySource, RefusedPolicy, ReloadReply, StatusReply, TokenCreated, TokenRevoked, TunnelReloaded,
 };
 pub use redtether_host::control::{ClientError, ControlError, ControlResponse, ControlServer, Handler, request};

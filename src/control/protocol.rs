@@ -4,6 +4,7 @@
 use crate::audit::{JournalStatus, StoredEvent};
 use crate::deploy::Report;
 use crate::gate::TokenInfo;
+pub use crate::security::{PolicyInfo, PolicySource, RefusedPolicy, ReloadReply};
 use crate::tunnel::TunnelStatus;
 use redtether_proto::wire::NodeRedStatus;
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,8 @@ pub enum ControlRequest {
     Deploy {
         path: String,
     },
+    /// Read `agent.toml` again and apply what can change live (as SIGHUP does): [`ReloadReply`].
+    Reload,
 }
 
 /// The answer to `status`; `redtether status --json` prints it as it is.
@@ -71,6 +74,7 @@ pub struct StatusReply {
     /// The last deployment's outcome, if there was one.
     pub deployment: Option<Report>,
     pub gate: GateStatus,
+    pub policy: PolicyInfo,
 }
 
 /// The gate as `status` shows it.

@@ -57,6 +57,8 @@ pub struct DaemonControl {
     pub tokens: Arc<TokenStore>,
     pub audit: Auditor,
     pub started: SystemTime,
+    pub gate: Arc<crate::gate::Pipeline>,
+    pub security: Arc<crate::security::SecurityControl>,
 }
 
 impl DaemonControl {
@@ -73,9 +75,10 @@ impl DaemonControl {
             deployment: self.deploy.reports().borrow().clone(),
             gate: GateStatus {
                 listen: self.gate_listen,
-                protection: self.settings.gate.protection,
+                protection: self.gate.rules().security.protection,
                 tls: self.settings.gate.tls.is_some(),
             },
+            policy: self.security.info(),
         }
     }
 
@@ -109,7 +112,7 @@ impl DaemonControl {
     fn check_session(&self, token: &str) -> Result<EditorSession, RequestError> {
         match self.sessions.check(token, SystemTime::now()) {
             Some(s) if s.role != Role::Dashboard => {
-                let read_only = s.role == Role::Viewer || self.settings.gate.protection;
+                let read_only = s.role == Role::Viewer || self.gate.rules().security.protection;
                 let permissions = if read_only { EditorPermissions::Read } else { EditorPermissions::Full };
                 Ok(EditorSession { username: s.user, permissions })
             }
@@ -185,6 +188,7 @@ impl Handler for DaemonControl {
                 ControlResponse::ok(self.tokens.list().iter().map(|t| TokenInfo::of(t, now)).collect::<Vec<_>>())
             }
             ControlRequest::TokenRevoke { name } => answer(self.token_revoke(&name).await),
+            ControlRequest::Reload => ControlResponse::ok(self.security.reload().await),
         }
     }
 }

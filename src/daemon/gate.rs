@@ -1,13 +1,13 @@
 //! Builds the gate's request pipeline from the settings.
 
 use crate::audit::{AuditEvent, AuditKind, Auditor};
-use crate::config::{NodeAuth, Settings, UserSettings};
+use crate::config::Settings;
 use crate::gate::auth::Authenticator;
 use crate::gate::auth::sessions::SessionStore;
 use crate::gate::auth::tokens::TokenStore;
-use crate::gate::cors::Cors;
 use crate::gate::ratelimit::Limiter;
-use crate::gate::{NodeMode, Pipeline, Policy, Proxy};
+use crate::gate::rules::{LIMITER_CAPACITY, Security};
+use crate::gate::{Pipeline, PipelineParts, Proxy};
 use crate::supervisor::UpstreamTokens;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,14 +16,13 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Addresses tracked per limiter; beyond this idle ones are forgotten first.
-const LIMITER_CAPACITY: usize = 16 * 1024;
 /// How often refusals by the limiters are reported (one event per address per window).
 pub const RATE_LIMIT_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 pub struct GateParts {
     pub settings: Arc<Settings>,
-    pub users: Vec<UserSettings>,
+    /// The security settings to start with (the file's, or a stored platform policy's).
+    pub security: Security,
     pub tokens: Arc<TokenStore>,
     pub sessions: Arc<SessionStore>,
     pub upstream_tokens: UpstreamTokens,
@@ -36,24 +35,17 @@ pub struct GateParts {
 pub fn pipeline(parts: GateParts) -> Pipeline {
     let g = &parts.settings.gate;
     let r = &g.rate_limit;
-    let node_auth = match g.http_auth {
-        NodeAuth::None => NodeMode::None,
-        NodeAuth::Basic { .. } => NodeMode::Basic,
-        NodeAuth::Users => NodeMode::Users,
-    };
-    Pipeline {
+    let fixed = PipelineParts {
         proxy: Proxy::new(parts.upstream, parts.tasks, parts.cancel),
-        auth: Authenticator::new(&parts.users, &g.http_auth, parts.tokens, parts.sessions),
-        policy: Policy { node_auth, protection: g.protection },
-        cors: Cors::new(g.cors_origins.clone()),
+        auth: Authenticator::new(parts.tokens, parts.sessions),
         upstream_tokens: parts.upstream_tokens,
-        requests: (r.requests_per_second > 0.0).then(|| Limiter::new(r.requests_per_second, r.burst, LIMITER_CAPACITY)),
         failed_auth: Limiter::new(r.failed_auth_per_second, r.failed_auth_burst, LIMITER_CAPACITY),
         upstream_slots: Arc::new(Semaphore::new(r.max_upstream_connections as usize)),
         chunked_budget: Arc::new(Semaphore::new(crate::gate::CHUNKED_BUDGET)),
         audit: parts.audit,
         scheme: if g.tls.is_some() { "https" } else { "http" },
-    }
+    };
+    Pipeline::new(fixed, parts.security)
 }
 
 /// Reports what the limiters refused, one log line and one `auth.rate_limited` event per
@@ -66,7 +58,8 @@ pub async fn report_rate_limits(pipeline: Arc<Pipeline>, cancel: CancellationTok
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let limiters = [("failed_auth", Some(&pipeline.failed_auth)), ("requests", pipeline.requests.as_ref())];
+        let rules = pipeline.rules();
+        let limiters = [("failed_auth", Some(&pipeline.failed_auth)), ("requests", rules.requests.as_deref())];
         for (limiter, refusals) in limiters.into_iter().filter_map(|(n, l)| l.map(|l| (n, l.drain_refusals()))) {
             for (addr, count) in refusals {
                 tracing::warn!(%addr, count, limiter, window_seconds = RATE_LIMIT_REPORT_EVERY.as_secs(), "gate: rate limited");

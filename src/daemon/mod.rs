@@ -51,6 +51,10 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let settings = Arc::new(settings);
     let notifier = Arc::new(Notifier::from_env());
     let mut signals = redtether_host::signals::Signals::install().map_err(DaemonError::Signals)?;
+    // Installed first thing: from here on a SIGHUP reloads the configuration instead of ending
+    // the process.
+    let hangup =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(DaemonError::Signals)?;
 
     let dir = StateDir::new(&settings.state_dir);
     dir.create()?;
@@ -106,9 +110,10 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         ),
         None => None,
     };
+    let initial = crate::security::initial(&settings, users, &dir);
     let pipeline = Arc::new(gate::pipeline(gate::GateParts {
         settings: Arc::clone(&settings),
-        users,
+        security: initial.security.clone(),
         tokens: Arc::clone(&tokens),
         sessions: Arc::clone(&sessions),
         upstream_tokens,
@@ -117,6 +122,15 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         tasks: TaskTracker::new(),
         cancel: cancel.child_token(),
     }));
+    let users_dir = dir.clone();
+    let security = Arc::new(crate::security::SecurityControl::new(
+        initial,
+        Arc::clone(&settings),
+        Arc::clone(&pipeline),
+        audit.clone(),
+        dir.clone(),
+        Box::new(move |configured| users::effective_users(configured, &users_dir)),
+    ));
     let gate = Gate::bind(settings.gate.listen, tls, Arc::clone(&pipeline), TaskTracker::new()).await?;
     let gate_addr = gate.local_addr().unwrap_or(settings.gate.listen);
     let control = ControlServer::bind(&dir.control_socket())?;
@@ -125,7 +139,8 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         config = %settings.source.describe(),
         state_dir = %dir.root().display(),
         gate = %gate_addr,
-        protection = settings.gate.protection,
+        protection = pipeline.rules().security.protection,
+        policy = security.info().source.as_str(),
         "redtether agent starting"
     );
 
@@ -139,7 +154,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         deploy: deploy.clone(),
         audit: audit.clone(),
         gate_listen: gate_addr.to_string(),
-        protection: settings.gate.protection,
+        security: Arc::clone(&security),
         keepalive: settings.tunnel.keepalive,
         gate: Arc::clone(&pipeline),
     });
@@ -154,7 +169,10 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         tokens,
         audit: audit.clone(),
         started: SystemTime::now(),
+        gate: Arc::clone(&pipeline),
+        security: Arc::clone(&security),
     });
+    tasks.spawn(reload_on_hangup(hangup, Arc::clone(&security), cancel.child_token()));
     tasks.spawn(control.serve(control_handler, cancel.child_token()));
     tasks.spawn(publish_status(handle.subscribe(), Arc::clone(&notifier), cancel.child_token()));
     if let Some(interval) = watchdog_interval() {
@@ -194,6 +212,22 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         tracing::warn!("the audit journal did not close in time");
     }
     Ok(())
+}
+
+/// SIGHUP: read `agent.toml` again, as `redtether reload` does.
+async fn reload_on_hangup(
+    mut hangup: tokio::signal::unix::Signal,
+    security: Arc<crate::security::SecurityControl>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            received = hangup.recv() => if received.is_none() { return },
+        }
+        tracing::info!("SIGHUP: reloading the configuration");
+        let _ = security.reload().await;
+    }
 }
 
 /// Sends systemd a STATUS line on every supervisor state change.

@@ -87,12 +87,13 @@ async fn login(pipeline: &Pipeline, req: Request<Incoming>, ip: IpAddr) -> Respo
         }
         _ => Presented::Malformed,
     };
-    if pipeline.auth.cached(&presented, Realm::Admin).is_none()
+    let rules = pipeline.rules();
+    if pipeline.auth.cached(&rules.credentials, &presented, Realm::Admin).is_none()
         && let Err(wait) = pipeline.failed_auth.check(ip, Instant::now())
     {
         return responses::too_many(wait);
     }
-    let who = match pipeline.auth.authenticate(&presented, Realm::Admin, SystemTime::now()).await {
+    let who = match pipeline.auth.authenticate(&rules.credentials, &presented, Realm::Admin, SystemTime::now()).await {
         Ok(who) => who,
         Err(failure) => {
             pipeline.failed_auth.charge(ip, Instant::now());
@@ -122,6 +123,13 @@ async fn login(pipeline: &Pipeline, req: Request<Incoming>, ip: IpAddr) -> Respo
     }
     let sessions = &pipeline.auth.sessions;
     let token = sessions.create(&name, role, SystemTime::now());
+    // The settings may have changed while the password was checked: a session is kept only if
+    // the user is still there, with the same role, under the settings in force now.
+    let still = pipeline.rules().credentials.user(&name).is_some_and(|u| u.role == role);
+    if !still {
+        sessions.revoke(&token);
+        return responses::unauthorized(false);
+    }
     let event = AuditEvent::new(AuditKind::AuthLogin, crate::audit::Actor::user(name.as_str()), path.as_str())
         .with("role", role.as_str())
         .with("addr", ip.to_string());

@@ -22,12 +22,13 @@ mod pipeline;
 mod proxy;
 pub use redtether_host::ratelimit;
 mod responses;
+pub mod rules;
 mod server;
 pub mod space;
 
 pub use decision::{NodeMode, Policy};
 pub use local::{TokenInfo, unix_now};
-pub use pipeline::{CHUNKED_BUDGET, Caller, MAX_CHUNKED_BODY, Pipeline, platform_user};
+pub use pipeline::{CHUNKED_BUDGET, Caller, MAX_CHUNKED_BODY, Pipeline, PipelineParts, platform_user};
 pub use proxy::Proxy;
 pub use server::{Gate, serve_platform_stream};
 

@@ -4,9 +4,10 @@
 use super::auth::{AuthFailure, Authenticator, Presented, Realm, Via, Who, presented};
 use super::canon::{self, Canonical, Target, canonicalize, query_has_param};
 use super::cors::Cors;
-use super::decision::{Decision, Denial, Facts, Local, NodeMode, Policy, Upstream, decide, is_read};
+use super::decision::{Decision, Denial, Facts, Local, NodeMode, Upstream, decide, is_read};
 use super::headers::upgrade_protocol;
-use super::proxy::{GateBody, Proxy};
+use super::proxy::{GateBody, Proxy, WebsocketSpace};
+use super::rules::{Consequences, Rules, Security, consequences};
 use super::space::{Space, space_of, upstream_target};
 use super::{local, responses};
 use crate::audit::{Actor, AuditEvent, AuditKind, Auditor};
@@ -20,7 +21,8 @@ use redtether_host::ratelimit::Limiter;
 use redtether_proto::assertion::{Assertion, AssertionError};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -43,11 +45,12 @@ pub const CHUNKED_BUDGET: usize = 32 * 1024 * 1024;
 pub struct Pipeline {
     pub proxy: Proxy,
     pub auth: Authenticator,
-    pub policy: Policy,
-    pub cors: Cors,
+    /// The settings in force; swapped whole by [`Pipeline::enforce`].
+    rules: RwLock<Arc<Rules>>,
+    generation: AtomicU64,
+    /// Makes swaps one at a time (each starts from the one before).
+    swapping: Mutex<()>,
     pub upstream_tokens: UpstreamTokens,
-    /// Per-source request limit, when configured.
-    pub requests: Option<Limiter>,
     /// Per-source failed-authentication limit (always on).
     pub failed_auth: Limiter,
     /// Requests in flight to Node-RED.
@@ -76,7 +79,64 @@ pub fn platform_user(assertion: &Assertion) -> Option<Who> {
     Some(Who::User { name: format!("{}@platform", assertion.user), role, via: Via::Session })
 }
 
+/// The parts of a pipeline that do not change with the settings.
+pub struct PipelineParts {
+    pub proxy: Proxy,
+    pub auth: Authenticator,
+    pub upstream_tokens: UpstreamTokens,
+    pub failed_auth: Limiter,
+    pub upstream_slots: Arc<Semaphore>,
+    pub chunked_budget: Arc<Semaphore>,
+    pub audit: Auditor,
+    pub scheme: &'static str,
+}
+
 impl Pipeline {
+    pub fn new(parts: PipelineParts, security: Security) -> Pipeline {
+        Pipeline {
+            proxy: parts.proxy,
+            auth: parts.auth,
+            rules: RwLock::new(Arc::new(Rules::new(security, 1, None))),
+            generation: AtomicU64::new(1),
+            swapping: Mutex::new(()),
+            upstream_tokens: parts.upstream_tokens,
+            failed_auth: parts.failed_auth,
+            upstream_slots: parts.upstream_slots,
+            chunked_budget: parts.chunked_budget,
+            audit: parts.audit,
+            scheme: parts.scheme,
+        }
+    }
+
+    /// The settings in force now. A request takes them once and keeps them to its end.
+    pub fn rules(&self) -> Arc<Rules> {
+        Arc::clone(&self.rules.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Enforces `security` from the next request on, and ends at once what it no longer allows:
+    /// the editor sessions of removed or changed users, and the websockets whose access changed
+    /// (see [`consequences`]). Returns what was ended.
+    pub fn enforce(&self, security: Security) -> Consequences {
+        let _one_at_a_time = self.swapping.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.rules();
+        let ended = consequences(&old.security, &security);
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let next = Arc::new(Rules::new(security, generation, Some(&old)));
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = next;
+        self.auth.forget_verified();
+        if !ended.end_sessions_of.is_empty() {
+            let count = self.auth.sessions.end_sessions_of(&ended.end_sessions_of);
+            tracing::info!(users = ?ended.end_sessions_of, sessions = count, "gate: ended the editor sessions of changed users");
+        }
+        if ended.close_editor_websockets {
+            self.proxy.close_websockets(WebsocketSpace::Editor);
+        }
+        if ended.close_node_websockets {
+            self.proxy.close_websockets(WebsocketSpace::Node);
+        }
+        ended
+    }
+
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
@@ -125,14 +185,15 @@ impl Pipeline {
             Ok(c) => c,
             Err(e) => return responses::bad_request(&e.to_string()),
         };
+        let rules = self.rules();
         let ip = peer.ip();
-        if let Some(limiter) = &self.requests
+        if let Some(limiter) = &rules.requests
             && let Err(wait) = limiter.take(ip, Instant::now())
         {
             return responses::too_many(wait);
         }
         if Cors::is_preflight(&method, req.headers()) {
-            return match self.cors.allowed(req.headers()) {
+            return match rules.cors.allowed(req.headers()) {
                 Some(origin) => {
                     let mut r = responses::json(StatusCode::NO_CONTENT, &serde_json::Value::Null);
                     *r.body_mut() = http_body_util::Either::Right(http_body_util::Full::new(bytes::Bytes::new()));
@@ -151,10 +212,10 @@ impl Pipeline {
             method_override: METHOD_OVERRIDE_HEADERS.iter().any(|h| headers.contains_key(*h))
                 || query_has_param(canonical.query.as_deref(), "_method"),
             access_token_param: query_has_param(canonical.query.as_deref(), "access_token"),
-            cross_site: self.cors.is_cross_site(headers, self.scheme),
+            cross_site: rules.cors.is_cross_site(headers, self.scheme),
         };
         let space = space_of(&canonical.key);
-        let realm = match (space, self.policy.node_auth) {
+        let realm = match (space, rules.policy.node_auth) {
             (Space::Admin(_), _) => Realm::Admin,
             (Space::Node, NodeMode::Basic) => Realm::NodeBasic,
             (Space::Node, _) => Realm::NodeUsers,
@@ -162,17 +223,17 @@ impl Pipeline {
 
         // What needs no identity (editor assets, the login endpoints, open node space) is not
         // authenticated at all: no hashing, no failures to count.
-        let anonymous = decide(self.policy, facts, &Who::Anonymous);
+        let anonymous = decide(rules.policy, facts, &Who::Anonymous);
         let needs_identity = !matches!(anonymous, Decision::Forward(Upstream::Anonymous) | Decision::Local(_));
         let (who, decision) = if let Some(platform) = platform {
             match platform {
-                Ok(who) => (who.clone(), decide(self.policy, facts, who)),
+                Ok(who) => (who.clone(), decide(rules.policy, facts, who)),
                 Err(refusal) => return self.refuse_platform(*refusal, ip, &method, &canonical).await,
             }
         } else if needs_identity {
-            match self.identify(&presented(headers), realm, ip, &method, &canonical).await {
+            match self.identify(&rules, &presented(headers), realm, ip, &method, &canonical).await {
                 Ok(who) => {
-                    let decision = decide(self.policy, facts, &who);
+                    let decision = decide(rules.policy, facts, &who);
                     (who, decision)
                 }
                 Err(response) => return response,
@@ -189,20 +250,21 @@ impl Pipeline {
                 responses::json(StatusCode::OK, &serde_json::json!({}))
             }
             Decision::Local(endpoint) => local::serve(self, endpoint, req, &who, ip).await,
-            Decision::Forward(upstream) => self.forward(req, &canonical, space, &who, upstream, peer).await,
+            Decision::Forward(upstream) => self.forward(&rules, req, &canonical, space, &who, upstream, peer).await,
         }
     }
 
     /// Authenticates, behind the failed-authentication limiter. `Err` is the response to send.
     async fn identify(
         &self,
+        rules: &Rules,
         presented: &Presented,
         realm: Realm,
         ip: std::net::IpAddr,
         method: &Method,
         canonical: &Canonical,
     ) -> Result<Who, Response<GateBody>> {
-        if let Some(who) = self.auth.cached(presented, realm) {
+        if let Some(who) = self.auth.cached(&rules.credentials, presented, realm) {
             return Ok(who);
         }
         if *presented != Presented::Nothing
@@ -210,7 +272,7 @@ impl Pipeline {
         {
             return Err(responses::too_many(wait));
         }
-        match self.auth.authenticate(presented, realm, SystemTime::now()).await {
+        match self.auth.authenticate(&rules.credentials, presented, realm, SystemTime::now()).await {
             Ok(who) => Ok(who),
             Err(failure) => {
                 self.failed_auth.charge(ip, Instant::now());
@@ -307,8 +369,10 @@ impl Pipeline {
         responses::error(status, code)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
+        rules: &Rules,
         req: Request<Incoming>,
         canonical: &Canonical,
         space: Space<'_>,
@@ -331,12 +395,16 @@ impl Pipeline {
             Err(refusal) => return refusal,
         };
         let request_origin = req.headers().get(header::ORIGIN).cloned();
-        self.prepare_headers(req.headers_mut(), space, who, &upstream, peer);
+        self.prepare_headers(rules, req.headers_mut(), space, who, &upstream, peer);
 
         let deploy = admin_write && method == Method::POST && canonical.key == FLOWS_KEY;
         let rev_before = if deploy { self.flows_revision().await } else { None };
 
-        let mut response = self.proxy.forward(req, &upstream_target(canonical), peer).await;
+        let websockets = match space {
+            Space::Admin(_) => WebsocketSpace::Editor,
+            Space::Node => WebsocketSpace::Node,
+        };
+        let mut response = self.proxy.forward(req, &upstream_target(canonical), peer, websockets).await;
 
         if admin_write && response.status().is_success() {
             let mut event = AuditEvent::new(AuditKind::AdminWrite, actor_of(who, peer.ip()), canonical.path.as_str())
@@ -351,7 +419,7 @@ impl Pipeline {
                 return refused;
             }
         }
-        self.cors.apply(request_origin.as_ref(), response.headers_mut());
+        rules.cors.apply(request_origin.as_ref(), response.headers_mut());
         response
     }
 
@@ -397,6 +465,7 @@ impl Pipeline {
     /// the gate's own headers removed, the gate's credential and the requester added.
     fn prepare_headers(
         &self,
+        rules: &Rules,
         headers: &mut HeaderMap,
         space: Space<'_>,
         who: &Who,
@@ -428,7 +497,7 @@ impl Pipeline {
             Space::Node => {
                 // With node-space auth the credential was the gate's to check; without it, it
                 // belongs to the flows.
-                if self.policy.node_auth != NodeMode::None {
+                if rules.policy.node_auth != NodeMode::None {
                     headers.remove(header::AUTHORIZATION);
                 }
                 let (user, via) = match who {

@@ -12,6 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -23,12 +24,24 @@ pub type GateBody = Either<Incoming, Full<Bytes>>;
 /// How long Node-RED may take to start answering a request (nginx's `proxy_read_timeout`).
 const UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Which websockets a change of settings can close together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebsocketSpace {
+    /// The editor's `/comms`.
+    Editor,
+    /// Node space (dashboards, websocket nodes).
+    Node,
+}
+
 pub struct Proxy {
     /// Requests go up as they came (a streamed body) or as the gate made them (a whole one).
     client: Client<HttpConnector, GateBody>,
     upstream: watch::Receiver<Option<SocketAddr>>,
     tasks: TaskTracker,
     cancel: CancellationToken,
+    /// Ends the open websockets of each space ([`Proxy::close_websockets`]); replaced by a fresh
+    /// one each time, so later websockets are not ended with them.
+    websockets: Mutex<[CancellationToken; 2]>,
 }
 
 impl Proxy {
@@ -38,7 +51,21 @@ impl Proxy {
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let mut builder = Client::builder(TokioExecutor::new());
         builder.pool_idle_timeout(Duration::from_secs(30)).pool_max_idle_per_host(64);
-        Proxy { client: builder.build(connector), upstream, tasks, cancel }
+        let websockets = Mutex::new([cancel.child_token(), cancel.child_token()]);
+        Proxy { client: builder.build(connector), upstream, tasks, cancel, websockets }
+    }
+
+    /// Closes every open websocket of `space` (their clients see the connection end and may
+    /// reconnect, under the settings in force then).
+    pub fn close_websockets(&self, space: WebsocketSpace) {
+        let mut tokens = self.websockets.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &mut tokens[space as usize];
+        slot.cancel();
+        *slot = self.cancel.child_token();
+    }
+
+    fn websocket_token(&self, space: WebsocketSpace) -> CancellationToken {
+        self.websockets.lock().unwrap_or_else(|e| e.into_inner())[space as usize].clone()
     }
 
     /// Node-RED's address while it runs.
@@ -53,6 +80,7 @@ impl Proxy {
         mut req: Request<GateBody>,
         path_and_query: &str,
         peer: SocketAddr,
+        space: WebsocketSpace,
     ) -> Response<GateBody> {
         let Some(upstream) = self.upstream() else {
             return responses::unavailable("node_red_not_running", 5);
@@ -81,7 +109,7 @@ impl Proxy {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client_upgrade) = client_upgrade
         {
-            self.splice(client_upgrade, hyper::upgrade::on(&mut response), peer);
+            self.splice(client_upgrade, hyper::upgrade::on(&mut response), peer, self.websocket_token(space));
             let protocol = response.headers().get(header::UPGRADE).cloned();
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
@@ -95,10 +123,16 @@ impl Proxy {
         Response::from_parts(parts, Either::Left(body))
     }
 
-    /// Copies bytes both ways between an upgraded client and Node-RED until either side closes
-    /// or the gate stops.
-    fn splice(&self, client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade, peer: SocketAddr) {
-        let cancel = self.cancel.clone();
+    /// Copies bytes both ways between an upgraded client and Node-RED until either side closes,
+    /// the gate stops, or the websockets of its space are closed (`cancel`, a child of the
+    /// gate's own token).
+    fn splice(
+        &self,
+        client: hyper::upgrade::OnUpgrade,
+        upstream: hyper::upgrade::OnUpgrade,
+        peer: SocketAddr,
+        cancel: CancellationToken,
+    ) {
         self.tasks.spawn(async move {
             let (client, upstream) = match tokio::try_join!(client, upstream) {
                 Ok(pair) => pair,

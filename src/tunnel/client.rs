@@ -46,7 +46,8 @@ pub struct TunnelParts {
     pub deploy: DeployHandle,
     pub audit: Auditor,
     pub gate_listen: String,
-    pub protection: bool,
+    /// Applies the policies the hub sends.
+    pub security: Arc<crate::security::SecurityControl>,
     pub keepalive: Duration,
     /// Where streams the hub opens are served.
     pub gate: Arc<Pipeline>,

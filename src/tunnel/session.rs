@@ -108,7 +108,8 @@ impl Session<'_> {
         let last_report = reports.borrow_and_update().clone();
         sboms.mark_unchanged();
         let config = AgentConfig::new(crate::VERSION, self.hub.as_str());
-        let mut session = AgentSession::new(config, now(), cert.as_ref().map(due_in), last_report);
+        let mut session = AgentSession::new(config, now(), cert.as_ref().map(due_in), last_report)
+            .with_policy_report(self.parts.security.last_report().await);
         let mut node_red = self.parts.supervisor.subscribe();
         let mut new_events = self.parts.audit.subscribe();
         let mut decoder = FrameDecoder::default();
@@ -233,8 +234,12 @@ impl Session<'_> {
                     tracing::warn!(error = %e, "deployment not queued; the hub will send it again");
                 }
             }
-            // Placeholder until the agent enforces policies (issue 14, agent part).
-            AgentAction::ApplyPolicy(_) => {}
+            // Checked, stored and enforced before the answer goes out (a few milliseconds: one
+            // signature check and one synced write), so the stream waits for it.
+            AgentAction::ApplyPolicy(envelope) => {
+                let report = self.parts.security.apply_platform(&envelope).await;
+                session.on_event(AgentEvent::Policy(report), now);
+            }
             AgentAction::StartRenewal => {
                 let started = keys.as_mut().map(RenewalKeys::start);
                 let event = match started {
@@ -269,7 +274,7 @@ impl Session<'_> {
             audit_backlog: audit.backlog,
             audit_last_seq: audit.last_seq,
             gate_listen: self.parts.gate_listen.clone(),
-            protection: self.parts.protection,
+            protection: self.parts.gate.rules().security.protection,
         }
     }
 

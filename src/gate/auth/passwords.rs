@@ -98,22 +98,22 @@ impl<V: Clone> VerifiedCache<V> {
         VerifiedCache { key, ttl, capacity, entries: Mutex::new(HashMap::new()) }
     }
 
-    fn mac(&self, realm: u8, user: &str, password: &str) -> [u8; 32] {
+    fn mac(&self, realm: u64, user: &str, password: &str) -> [u8; 32] {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("HMAC takes any key length");
-        mac.update(&[realm]);
+        mac.update(&realm.to_be_bytes());
         mac.update(user.as_bytes());
         mac.update(&[0]);
         mac.update(password.as_bytes());
         mac.finalize().into_bytes().into()
     }
 
-    pub fn get(&self, realm: u8, user: &str, password: &str, now: Instant) -> Option<V> {
+    pub fn get(&self, realm: u64, user: &str, password: &str, now: Instant) -> Option<V> {
         let key = self.mac(realm, user, password);
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.get(&key).filter(|(_, at)| now.saturating_duration_since(*at) < self.ttl).map(|(v, _)| v.clone())
     }
 
-    pub fn insert(&self, realm: u8, user: &str, password: &str, value: V, now: Instant) {
+    pub fn insert(&self, realm: u64, user: &str, password: &str, value: V, now: Instant) {
         let key = self.mac(realm, user, password);
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= self.capacity {
@@ -124,6 +124,10 @@ impl<V: Clone> VerifiedCache<V> {
             }
         }
         entries.insert(key, (value, now));
+    }
+
+    pub fn clear(&self) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 

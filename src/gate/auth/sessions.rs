@@ -62,6 +62,14 @@ impl SessionStore {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&digest(token)).is_some()
     }
 
+    /// Ends every session of these users; how many there were.
+    pub fn end_sessions_of(&self, users: &std::collections::BTreeSet<String>) -> usize {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let before = sessions.len();
+        sessions.retain(|_, s| !users.contains(&s.user));
+        before - sessions.len()
+    }
+
     pub fn is_session_token(token: &str) -> bool {
         token.starts_with(PREFIX)
     }
@@ -86,6 +94,20 @@ mod tests {
         assert!(store.revoke(&token));
         assert!(store.check(&token, t0).is_none());
         assert!(store.check("rtt_other", t0).is_none());
+    }
+
+    #[test]
+    fn ending_a_users_sessions_leaves_the_others() {
+        let store = SessionStore::new(Duration::from_secs(60), 10);
+        let t0 = SystemTime::now();
+        let (a1, a2, b) = (
+            store.create("ann", Role::Owner, t0),
+            store.create("ann", Role::Owner, t0),
+            store.create("bob", Role::Viewer, t0),
+        );
+        assert_eq!(store.end_sessions_of(&["ann".to_string()].into()), 2);
+        assert!(store.check(&a1, t0).is_none() && store.check(&a2, t0).is_none());
+        assert!(store.check(&b, t0).is_some());
     }
 
     #[test]

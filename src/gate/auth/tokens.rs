@@ -157,32 +157,38 @@ impl TokenStore {
 
     /// Checks a presented token at `now` (unix seconds).
     pub fn check(&self, token: &str, now: u64) -> Result<TokenRecord, TokenRefusal> {
-        if !token.starts_with(PREFIX) {
-            return Err(TokenRefusal::Unknown);
-        }
-        let presented = digest(token);
-        let tokens = self.lock();
-        // Every record is compared, in constant time each, so timing says nothing about which
-        // digest prefix matched.
-        let mut found: Option<&TokenRecord> = None;
-        for t in tokens.iter() {
-            if bool::from(t.sha256.as_bytes().ct_eq(presented.as_bytes())) {
-                found = Some(t);
-            }
-        }
-        match found {
-            Some(t) if is_live(t.expires, now) => Ok(t.clone()),
-            Some(t) => Err(TokenRefusal::Expired { name: t.name.clone() }),
-            None => Err(TokenRefusal::Unknown),
-        }
+        check_records(&self.lock(), token, now)
     }
 }
 
-fn digest(token: &str) -> String {
+/// Checks a presented token at `now` (unix seconds) against `records`.
+pub fn check_records(records: &[TokenRecord], token: &str, now: u64) -> Result<TokenRecord, TokenRefusal> {
+    if !token.starts_with(PREFIX) {
+        return Err(TokenRefusal::Unknown);
+    }
+    let presented = digest(token);
+    // Every record is compared, in constant time each, so timing says nothing about which
+    // digest prefix matched.
+    let mut found: Option<&TokenRecord> = None;
+    for t in records {
+        if bool::from(t.sha256.as_bytes().ct_eq(presented.as_bytes())) {
+            found = Some(t);
+        }
+    }
+    match found {
+        Some(t) if is_live(t.expires, now) => Ok(t.clone()),
+        Some(t) => Err(TokenRefusal::Expired { name: t.name.clone() }),
+        None => Err(TokenRefusal::Unknown),
+    }
+}
+
+/// The SHA-256 (hex) a token is kept as.
+pub fn digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-fn normalise_scope(scope: &str) -> Result<String, TokenError> {
+/// A scope as the gate compares it: the canonical, lower-case form of the path prefix.
+pub fn normalise_scope(scope: &str) -> Result<String, TokenError> {
     let canonical = super::super::canon::canonicalize(super::super::canon::Target {
         path: scope,
         query: None,
