@@ -36,7 +36,7 @@ pub struct Policy {
 }
 
 /// The security settings themselves. Every field has the default a missing one means.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyDocument {
     /// Flows read-only in the editor and admin API; changes arrive only as signed deployments.
@@ -339,19 +339,6 @@ impl PolicyDocument {
             out.insert("cors_origins".into(), json!(self.cors_origins));
         }
         Value::Object(out)
-    }
-}
-
-impl Default for PolicyDocument {
-    fn default() -> Self {
-        PolicyDocument {
-            protection: false,
-            http_auth: HttpAuth::default(),
-            users: Vec::new(),
-            tokens: Vec::new(),
-            rate_limit: RateLimit::default(),
-            cors_origins: Vec::new(),
-        }
     }
 }
 
