@@ -96,6 +96,11 @@ fn the_cli_lists_filters_exports_and_verifies_with_and_without_the_daemon() {
 fn tail_follows_new_events() {
     let agent = Agent::start_full(PLACEHOLDER, "", Some(&format!("{NO_LIMIT}{}", default_users())), &[]);
     let addr = gate_addr(&agent);
+    // The start-up events (agent, config, Node-RED started) are queued, not awaited: the control
+    // socket can answer before the third is committed.
+    wait_for(Duration::from_secs(10), "the start-up events", || {
+        (agent.status()["audit"]["last_seq"].as_u64() >= Some(3)).then_some(())
+    });
     let mut tail = Command::new(BIN)
         .args(["audit", "tail", "-f", "-n", "1", "--json", "--config"])
         .arg(&agent.config)
