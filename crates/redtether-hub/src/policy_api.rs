@@ -47,6 +47,15 @@ fn new_token() -> (String, String) {
     (token, digest)
 }
 
+/// The operator's document as they PUT it: tokens are shown by the token routes only.
+fn desired_json(desired: &redtether_proto::policy::PolicyDocument) -> serde_json::Value {
+    let mut v = json!(desired);
+    if let Some(fields) = v.as_object_mut() {
+        fields.remove("tokens");
+    }
+    v
+}
+
 fn token_json(t: &HubTokenRecord, now: u64) -> serde_json::Value {
     json!({
         "name": t.name,
@@ -89,7 +98,7 @@ impl Api {
             Ok(Some(p)) => json_response(
                 StatusCode::OK,
                 json!({
-                    "desired": p.desired,
+                    "desired": desired_json(&p.desired),
                     "number": p.number,
                     "state": p.state,
                     "reason": p.reason,
