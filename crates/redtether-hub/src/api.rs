@@ -7,6 +7,7 @@
 //! - `GET /api/devices/{id}/audit[?after=SEQ][&kind=K][&source=device|hub]` — the device's
 //!   delivered audit events and what the hub recorded about it (see `audit_view`)
 //! - deployments, snapshots and SBOMs (see `deploy_api`)
+//! - the device's policy and bearer tokens, owners only (see `policy_api`)
 //! - `ANY /devices/{id}/editor/{path}` — the device's editor through the tunnel (see `editor`)
 
 use crate::audit_view::{AuditQuery, merge};
@@ -92,7 +93,7 @@ fn accepts_html(headers: &http::HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
 }
 
-fn time(unix: Option<u64>) -> serde_json::Value {
+pub(super) fn time(unix: Option<u64>) -> serde_json::Value {
     unix.map(|s| redtether_proto::time::format_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(s)).into())
         .unwrap_or(serde_json::Value::Null)
 }
@@ -169,6 +170,13 @@ impl Api {
             (&Method::POST, ["api", "devices", id, "snapshot"]) => self.take_snapshot(&operator, id).await,
             (&Method::GET, ["api", "devices", id, "snapshots"]) => self.snapshots(id, None),
             (&Method::GET, ["api", "devices", id, "snapshots", sid]) => self.snapshots(id, Some(sid)),
+            (&Method::GET, ["api", "devices", id, "policy"]) => self.get_policy(id),
+            (&Method::PUT, ["api", "devices", id, "policy"]) => self.put_policy(&operator, id, req.into_body()).await,
+            (&Method::GET, ["api", "devices", id, "tokens"]) => self.list_tokens(id),
+            (&Method::POST, ["api", "devices", id, "tokens"]) => {
+                self.create_token(&operator, id, req.into_body()).await
+            }
+            (&Method::DELETE, ["api", "devices", id, "tokens", name]) => self.revoke_token(&operator, id, name).await,
             (&Method::GET, ["api", "devices", id, "sbom"]) => self.sbom(&operator, id, false).await,
             (&Method::POST, ["api", "devices", id, "sbom"]) => self.sbom(&operator, id, true).await,
             (&Method::GET, ["api", "devices"]) => match self.store.devices() {
@@ -266,6 +274,14 @@ impl Api {
             v["certificate_expires"] = time(Some(d.cert_not_after));
             v["connected_since"] = online.map(|o| crate::session::since(&o).into()).unwrap_or(serde_json::Value::Null);
             v["status"] = json!(status);
+            v["policy"] = match self.store.policy(&d.id) {
+                Ok(Some(p)) => json!({ "number": p.number, "state": p.state, "reason": p.reason }),
+                Ok(None) => serde_json::Value::Null,
+                Err(e) => {
+                    tracing::error!(device = %d.id, error = %e, "cannot read the device's policy");
+                    serde_json::Value::Null
+                }
+            };
         }
         v
     }

@@ -18,6 +18,8 @@ mod endpoint;
 mod enroll;
 pub mod keys;
 mod login;
+mod policy_api;
+mod policy_body;
 mod registry;
 mod session;
 pub mod store;

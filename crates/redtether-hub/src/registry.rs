@@ -19,6 +19,8 @@ pub struct Online {
     pub since: SystemTime,
     /// Woken when a deployment for the device is waiting to be sent.
     pub deployments: Arc<tokio::sync::Notify>,
+    /// Woken when a newer policy was made for the device.
+    pub policies: Arc<tokio::sync::Notify>,
     /// Tells this session from a later one of the same device.
     pub generation: u64,
 }
@@ -50,11 +52,12 @@ impl Registry {
         connection: quinn::Connection,
         commands: mpsc::Sender<CommandRequest>,
         deployments: Arc<tokio::sync::Notify>,
+        policies: Arc<tokio::sync::Notify>,
     ) -> (u64, Option<Online>) {
         let mut guard = self.lock();
         guard.0 += 1;
         let generation = guard.0;
-        let online = Online { connection, commands, since: SystemTime::now(), generation, deployments };
+        let online = Online { connection, commands, since: SystemTime::now(), generation, deployments, policies };
         (generation, guard.1.insert(device.to_string(), online))
     }
 

@@ -1,16 +1,18 @@
 //! One connected device, on the hub: its registration, the control streams it opens, and what
 //! the hub records about it. Each control stream is the protocol's state machine
 //! (`redtether_proto::session::HubSession`) driven by this shell: frames are read and fed in,
-//! operators' commands and new deployments are fed in, and the actions that come out are
+//! operators' commands, new deployments and new policies are fed in, and the actions that come out are
 //! carried out against the store, the registry and the CA. A malformed frame closes the stream
 //! it came on with an error code and is recorded; the device may open a new one.
 
 use crate::registry::{CommandRequest, Registry};
 use crate::store::HubStore;
+use crate::store::PolicyUpdate;
 use redtether_proto::audit::HubEventKind;
+use redtether_proto::session::hub::WaitingPolicy;
 use redtether_proto::session::{HubAction, HubEvent, HubSession, Instant, WaitingDeployment, feed};
 use redtether_proto::time::unix_now;
-use redtether_proto::wire::{DeployState, FrameDecoder, HubFrame, codes, encode};
+use redtether_proto::wire::{DeployState, FrameDecoder, HubFrame, PolicyReport, PolicyState, codes, encode};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +39,15 @@ enum StreamEnd {
     Faulted,
 }
 
+/// What the API wakes a session with: a deployment or a policy was made for the device.
+/// (`notify_one` keeps one wake-up for a stream that is not waiting yet, so a change made
+/// between two selects is not lost.)
+#[derive(Clone, Copy)]
+struct Wake<'a> {
+    deployments: &'a tokio::sync::Notify,
+    policies: &'a tokio::sync::Notify,
+}
+
 /// Results waiting for the operators who asked, by command id.
 type Waiting = HashMap<u64, oneshot::Sender<(bool, serde_json::Value)>>;
 
@@ -44,8 +55,14 @@ impl Session {
     pub async fn serve(self, cancel: CancellationToken) {
         let (commands_tx, mut commands) = mpsc::channel::<CommandRequest>(16);
         let deployments = Arc::new(tokio::sync::Notify::new());
-        let (generation, replaced) =
-            self.registry.register(&self.device, self.connection.clone(), commands_tx, Arc::clone(&deployments));
+        let policies = Arc::new(tokio::sync::Notify::new());
+        let (generation, replaced) = self.registry.register(
+            &self.device,
+            self.connection.clone(),
+            commands_tx,
+            Arc::clone(&deployments),
+            Arc::clone(&policies),
+        );
         if let Some(old) = replaced {
             old.connection.close(codes::REPLACED.into(), b"replaced by a newer connection");
         }
@@ -66,7 +83,8 @@ impl Session {
                 Ok(pair) => pair,
                 Err(e) => break e.to_string(),
             };
-            match self.control_stream(send, recv, &mut commands, &deployments, &cancel).await {
+            let wake = Wake { deployments: &deployments, policies: &policies };
+            match self.control_stream(send, recv, &mut commands, wake, &cancel).await {
                 StreamEnd::Closed(reason) => break reason,
                 StreamEnd::Faulted => continue,
             }
@@ -88,7 +106,7 @@ impl Session {
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
         commands: &mut mpsc::Receiver<CommandRequest>,
-        deployments: &tokio::sync::Notify,
+        wake: Wake<'_>,
         cancel: &CancellationToken,
     ) -> StreamEnd {
         let origin = tokio::time::Instant::now();
@@ -117,7 +135,8 @@ impl Session {
                     Ok(None) => return StreamEnd::Faulted,
                     Err(e) => return StreamEnd::Closed(e.to_string()),
                 },
-                _ = deployments.notified(), if greeted => session.on_event(HubEvent::DeploymentsChanged),
+                _ = wake.deployments.notified(), if greeted => session.on_event(HubEvent::DeploymentsChanged),
+                _ = wake.policies.notified(), if greeted => session.on_event(HubEvent::PoliciesChanged),
                 request = commands.recv(), if greeted => {
                     if let Some(request) = request
                         && let Some(id) = session.send_command(request.command)
@@ -243,11 +262,62 @@ impl Session {
                 }
                 tracing::info!(device = %self.device, deployment = %id, "deployment sent");
             }
-            // Placeholder until the hub keeps policies (issue 14, hub part).
-            HubAction::CheckPolicy => session.on_event(HubEvent::PolicyWaiting(None)),
-            HubAction::UpdatePolicy(_) => {}
+            HubAction::CheckPolicy => {
+                // Always the newest, whatever its state: a device answers a resend of the
+                // policy it enforces with `applied` again, which costs nothing.
+                let waiting = match self.store.policy(&self.device) {
+                    Ok(found) => found.map(|p| WaitingPolicy { number: p.number, envelope: p.envelope }),
+                    Err(e) => {
+                        tracing::error!(device = %self.device, error = %e, "cannot read the policy to send");
+                        None
+                    }
+                };
+                session.on_event(HubEvent::PolicyWaiting(waiting));
+            }
+            HubAction::UpdatePolicy(report) => self.update_policy(report).await,
         }
         None
+    }
+}
+
+impl Session {
+    /// Keeps the device's answer about a policy and records `policy.status` when it changed
+    /// the newest policy's state. An answer about an older policy (one that raced a newer
+    /// change) is only logged: the newer one is on its way and will be answered too.
+    async fn update_policy(&self, report: PolicyReport) {
+        let (store, device, kept) = (Arc::clone(&self.store), self.device.clone(), report.clone());
+        let updated = tokio::task::spawn_blocking(move || store.update_policy(&device, &kept, unix_now())).await;
+        let number = report.number;
+        match updated {
+            Ok(Ok(PolicyUpdate::Changed(record))) => {
+                let state = report.state.as_str();
+                tracing::info!(device = %self.device, number, state, reason = ?report.reason, "policy status");
+                if report.state == PolicyState::Applied && report.hash.as_deref().is_some_and(|h| h != record.hash) {
+                    tracing::warn!(
+                        device = %self.device,
+                        number,
+                        device_hash = ?report.hash,
+                        hub_hash = %record.hash,
+                        "the device enforces another document than the hub signed"
+                    );
+                }
+                let detail = json!({ "number": number, "state": state, "reason": report.reason });
+                self.record(HubEventKind::PolicyStatus, detail);
+            }
+            Ok(Ok(PolicyUpdate::Unchanged)) => {
+                tracing::debug!(device = %self.device, number, state = report.state.as_str(), "policy status unchanged")
+            }
+            Ok(Ok(PolicyUpdate::NotNewest(newest))) => tracing::info!(
+                device = %self.device,
+                number,
+                ?newest,
+                state = report.state.as_str(),
+                reason = ?report.reason,
+                "policy status for a policy that is not the newest: ignored"
+            ),
+            Ok(Err(e)) => tracing::error!(device = %self.device, number, error = %e, "policy status not stored"),
+            Err(e) => tracing::error!(device = %self.device, number, error = %e, "policy status not stored"),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The hub's registry on disk (sled): enrolled devices, one-time enrollment tokens, operators,
-//! revoked certificates, the events the hub records about devices, and the audit events devices
-//! deliver (deduplicated by event id). Secrets (tokens) are kept as SHA-256 digests only.
+//! revoked certificates, the events the hub records about devices, the audit events devices
+//! deliver (deduplicated by event id), deployments, and policies with their tokens (`policy`).
+//! Secrets (tokens) are kept as SHA-256 digests only.
 //!
 //! `flush` is durable: sled's own flush does not survive a power cut, so it is followed by
 //! `fdatasync` of sled's log file (`redtether_host::sled_open::LogFile`), as the agent's
@@ -14,6 +15,9 @@ use redtether_proto::wire::{DeployState, DeviceStatus, EnrollRefusal};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::Path;
+
+mod policy;
+pub use policy::{HubTokenRecord, MadePolicy, PolicyChange, PolicyError, PolicyRecord, PolicyUpdate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -165,6 +169,12 @@ pub struct HubStore {
     sboms: sled::Tree,
     /// The last deployment number given to each device.
     deploy_numbers: sled::Tree,
+    /// The newest policy of each device: device → [`PolicyRecord`].
+    policies: sled::Tree,
+    /// Tokens the hub made for devices: device, 0, name → [`HubTokenRecord`].
+    policy_tokens: sled::Tree,
+    /// Held from reading a device's last policy number to storing the next (`make_policy`).
+    policy_lock: std::sync::Mutex<()>,
     log: sled_open::LogFile,
 }
 
@@ -211,6 +221,9 @@ impl HubStore {
             snapshots: db.open_tree("snapshots")?,
             sboms: db.open_tree("sboms")?,
             deploy_numbers: db.open_tree("deploy_numbers")?,
+            policies: db.open_tree("policies")?,
+            policy_tokens: db.open_tree("policy_tokens")?,
+            policy_lock: std::sync::Mutex::new(()),
             db,
         })
     }
