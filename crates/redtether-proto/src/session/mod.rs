@@ -23,7 +23,7 @@ pub mod renewal;
 pub use agent::{AgentAction, AgentConfig, AgentEvent, AgentSession};
 pub use clock::Instant;
 pub use ending::{Closed, Ending, classify};
-pub use hub::{HubAction, HubEvent, HubSession, WaitingDeployment};
+pub use hub::{HubAction, HubEvent, HubSession, WaitingDeployment, WaitingPolicy};
 pub use link::{Decision, Link, Outcome, TunnelState};
 
 use crate::wire::{FrameDecoder, FrameError, Message};
