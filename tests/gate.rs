@@ -38,13 +38,7 @@ fn probe_flows() -> serde_json::Value {
 /// An agent whose Node-RED starts with `probe_flows()` already deployed.
 fn agent_with_flows(gate_keys: &str, gate_tables: Option<&str>) -> Agent {
     let node_red = format!("{}\nhealth_interval = \"500ms\"", fixture_node_red());
-    let mut agent = Agent::prepare(&node_red, gate_keys, gate_tables);
-    let user_dir = agent.state_dir().join("node-red");
-    std::fs::create_dir_all(&user_dir).unwrap();
-    std::fs::write(user_dir.join("flows.json"), serde_json::to_string_pretty(&probe_flows()).unwrap()).unwrap();
-    agent.spawn(&[]);
-    agent.wait_running();
-    agent
+    Agent::start_with_flows(&node_red, gate_keys, gate_tables, &probe_flows())
 }
 
 async fn wait_route(client: &reqwest::Client, url: &str, cred: Cred<'_>) {

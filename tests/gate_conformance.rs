@@ -69,12 +69,7 @@ impl Observed {
             red_js = common::node_red::red_js().display().to_string(),
             log = log.display().to_string(),
         );
-        let mut agent = Agent::prepare(&node_red, "", None);
-        let user_dir = agent.state_dir().join("node-red");
-        std::fs::create_dir_all(&user_dir).unwrap();
-        std::fs::write(user_dir.join("flows.json"), serde_json::to_string_pretty(&probe_flows()).unwrap()).unwrap();
-        agent.spawn(&[]);
-        agent.wait_running();
+        let agent = Agent::start_with_flows(&node_red, "", None, &probe_flows());
         Observed { agent, _scratch: scratch, log }
     }
 

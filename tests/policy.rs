@@ -24,13 +24,7 @@ fn node_red_pid(agent: &Agent) -> u64 {
 /// An agent whose Node-RED starts with the echo flows deployed; `tables` after `[gate]`.
 fn agent_with_flows(tables: &str) -> Agent {
     let node_red = format!("{}\nhealth_interval = \"500ms\"", fixture_node_red());
-    let mut agent = Agent::prepare(&node_red, "", Some(tables));
-    let user_dir = agent.state_dir().join("node-red");
-    std::fs::create_dir_all(&user_dir).unwrap();
-    std::fs::write(user_dir.join("flows.json"), serde_json::to_string_pretty(&echo_flow()).unwrap()).unwrap();
-    agent.spawn(&[]);
-    agent.wait_running();
-    agent
+    Agent::start_with_flows(&node_red, "", Some(tables), &echo_flow())
 }
 
 fn tables(mode: &str, extra: &str) -> String {

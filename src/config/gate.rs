@@ -3,7 +3,7 @@
 
 use super::raw::RawGate;
 use super::{ConfigError, TlsSettings};
-use redtether_host::error_chain;
+use redtether_proto::policy::{check_phc, normalize_origin};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -113,7 +113,7 @@ pub(super) fn validate(
                     "is required when mode = \"basic\" (make one with `redtether passwd`)".into(),
                 )
             })?;
-            check_hash(&hash).map_err(|e| invalid("gate.http_auth.password_hash", error_chain(&e)))?;
+            check_phc(&hash).map_err(|e| invalid("gate.http_auth.password_hash", e.to_string()))?;
             NodeAuth::Basic { user, password_hash: hash }
         }
         other => {
@@ -133,7 +133,7 @@ pub(super) fn validate(
         if users.iter().any(|other| other.name == u.name) {
             return Err(invalid(&key("name"), format!("user {:?} is configured twice", u.name)));
         }
-        check_hash(&u.password_hash).map_err(|e| invalid(&key("password_hash"), error_chain(&e)))?;
+        check_phc(&u.password_hash).map_err(|e| invalid(&key("password_hash"), e.to_string()))?;
         let role = Role::parse(&u.role).ok_or_else(|| {
             invalid(&key("role"), format!("{:?} is not one of owner, member, viewer, dashboard", u.role))
         })?;
@@ -142,17 +142,13 @@ pub(super) fn validate(
 
     let mut cors_origins = Vec::new();
     for origin in raw.cors_origins.unwrap_or_default() {
-        let lower = origin.trim_end_matches('/').to_ascii_lowercase();
-        let ok = (lower.starts_with("http://") || lower.starts_with("https://"))
-            && !lower.contains('*')
-            && lower.matches('/').count() == 2;
-        if !ok {
-            return Err(invalid(
+        let normalized = normalize_origin(&origin).ok_or_else(|| {
+            invalid(
                 "gate.cors_origins",
                 format!("{origin:?} is not an origin such as \"https://hmi.example:8443\" (no wildcards)"),
-            ));
-        }
-        cors_origins.push(lower);
+            )
+        })?;
+        cors_origins.push(normalized);
     }
 
     let r = raw.rate_limit;
@@ -228,26 +224,6 @@ fn positive_u32(
 }
 
 pub use redtether_proto::names::valid_name as valid_user_name;
-
-/// Why a configured password hash is refused; said after the key, as in
-/// "gate.users[0].password_hash is not a PHC password hash (...)".
-#[derive(Debug, thiserror::Error)]
-enum HashError {
-    #[error("is not a PHC password hash ({0}); make one with `redtether passwd`")]
-    NotPhc(#[source] argon2::password_hash::phc::Error),
-    #[error("uses {0}; only argon2 hashes are accepted (make one with `redtether passwd`)")]
-    NotArgon2(String),
-}
-
-/// Accepts argon2 PHC strings only (what `redtether passwd` prints).
-fn check_hash(hash: &str) -> Result<(), HashError> {
-    let parsed = argon2::password_hash::phc::PasswordHash::new(hash).map_err(HashError::NotPhc)?;
-    let algorithm = parsed.algorithm.as_str();
-    if !algorithm.starts_with("argon2") {
-        return Err(HashError::NotArgon2(algorithm.to_string()));
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

@@ -24,7 +24,7 @@ use serde_json::json;
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// How long a command may take on the device.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -94,8 +94,7 @@ fn accepts_html(headers: &http::HeaderMap) -> bool {
 }
 
 pub(super) fn time(unix: Option<u64>) -> serde_json::Value {
-    unix.map(|s| redtether_proto::time::format_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(s)).into())
-        .unwrap_or(serde_json::Value::Null)
+    unix.map(|s| redtether_proto::time::format_unix(s).into()).unwrap_or(serde_json::Value::Null)
 }
 
 impl Api {

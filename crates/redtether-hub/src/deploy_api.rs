@@ -54,7 +54,7 @@ fn bad(code: &str, detail: impl Into<String>) -> Response<Full<Bytes>> {
 }
 
 fn deployment_json(d: &DeploymentRecord) -> serde_json::Value {
-    let time = |s: u64| redtether_proto::time::format_seconds(std::time::UNIX_EPOCH + Duration::from_secs(s));
+    let time = |s: u64| redtether_proto::time::format_unix(s);
     json!({
         "id": d.id,
         "device": d.device,
@@ -74,7 +74,7 @@ fn snapshot_summary(s: &SnapshotRecord) -> serde_json::Value {
     json!({
         "id": s.id,
         "device": s.device,
-        "created": redtether_proto::time::format_seconds(std::time::UNIX_EPOCH + Duration::from_secs(s.created)),
+        "created": redtether_proto::time::format_unix(s.created),
         "operator": s.operator,
         "flows_hash": flows_hash(&s.snapshot.flows),
         "nodes": s.snapshot.flows.len(),

@@ -82,6 +82,29 @@ impl Api {
     }
 
     /// The answer to give instead when the device is unknown (or cannot be looked up).
+    /// The checks every change runs first: an owner, a known device.
+    fn may_change_policy(&self, operator: &OperatorRecord, device: &str) -> Result<(), Response<Full<Bytes>>> {
+        if !Self::may_set_policy(operator) {
+            return Err(error(StatusCode::FORBIDDEN, "forbidden"));
+        }
+        match self.unknown_device(device) {
+            Some(r) => Err(r),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Self::may_change_policy`], then the body (never read for an operator who may not change).
+    async fn change_request(
+        &self,
+        operator: &OperatorRecord,
+        device: &str,
+        body: Incoming,
+        limit: usize,
+    ) -> Result<Bytes, Response<Full<Bytes>>> {
+        self.may_change_policy(operator, device)?;
+        read_body(body, limit).await
+    }
+
     fn unknown_device(&self, device: &str) -> Option<Response<Full<Bytes>>> {
         match self.store.device(device) {
             Ok(Some(_)) => None,
@@ -119,13 +142,7 @@ impl Api {
         device: &str,
         body: Incoming,
     ) -> Response<Full<Bytes>> {
-        if !Self::may_set_policy(operator) {
-            return error(StatusCode::FORBIDDEN, "forbidden");
-        }
-        if let Some(r) = self.unknown_device(device) {
-            return r;
-        }
-        let bytes = match read_body(body, MAX_POLICY_BODY).await {
+        let bytes = match self.change_request(operator, device, body, MAX_POLICY_BODY).await {
             Ok(b) => b,
             Err(r) => return r,
         };
@@ -158,13 +175,7 @@ impl Api {
         device: &str,
         body: Incoming,
     ) -> Response<Full<Bytes>> {
-        if !Self::may_set_policy(operator) {
-            return error(StatusCode::FORBIDDEN, "forbidden");
-        }
-        if let Some(r) = self.unknown_device(device) {
-            return r;
-        }
-        let bytes = match read_body(body, MAX_TOKEN_BODY).await {
+        let bytes = match self.change_request(operator, device, body, MAX_TOKEN_BODY).await {
             Ok(b) => b,
             Err(r) => return r,
         };
@@ -204,10 +215,7 @@ impl Api {
         device: &str,
         name: &str,
     ) -> Response<Full<Bytes>> {
-        if !Self::may_set_policy(operator) {
-            return error(StatusCode::FORBIDDEN, "forbidden");
-        }
-        if let Some(r) = self.unknown_device(device) {
+        if let Err(r) = self.may_change_policy(operator, device) {
             return r;
         }
         let event = json!({ "name": name, "operator": operator.name });

@@ -213,7 +213,7 @@ impl PolicyDocument {
                 let Some(hash) = self.http_auth.password_hash.as_deref() else {
                     return Err(field_error("http_auth.password_hash", "is required when mode is \"basic\""));
                 };
-                check_phc(hash).map_err(|m| field_error("http_auth.password_hash", m))?;
+                check_phc(hash).map_err(|e| field_error("http_auth.password_hash", e.to_string()))?;
             }
             other => {
                 return Err(field_error("http_auth.mode", format!("{other:?} is not one of none, basic, users")));
@@ -233,7 +233,7 @@ impl PolicyDocument {
             if self.users[..i].iter().any(|u| u.name == user.name) {
                 return Err(field_error(field("name"), format!("user {:?} appears twice", user.name)));
             }
-            check_phc(&user.password_hash).map_err(|m| field_error(field("password_hash"), m))?;
+            check_phc(&user.password_hash).map_err(|e| field_error(field("password_hash"), e.to_string()))?;
             if !ROLES.contains(&user.role.as_str()) {
                 return Err(field_error(field("role"), format!("{:?} is not one of {}", user.role, ROLES.join(", "))));
             }
@@ -342,12 +342,23 @@ impl PolicyDocument {
     }
 }
 
-/// An argon2 PHC string (what `redtether passwd` prints), or why not.
-fn check_phc(hash: &str) -> Result<(), String> {
-    let parsed = argon2::password_hash::phc::PasswordHash::new(hash)
-        .map_err(|e| format!("is not a PHC password hash ({e}); make one with `redtether passwd`"))?;
-    if !parsed.algorithm.as_str().starts_with("argon2") {
-        return Err(format!("uses {}; only argon2 hashes are accepted", parsed.algorithm.as_str()));
+/// Why a password hash is refused; said after its field, as in
+/// "users[0].password_hash is not a PHC password hash (...)".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhcError {
+    #[error("is not a PHC password hash ({0}); make one with `redtether passwd`")]
+    NotPhc(String),
+    #[error("uses {0}; only argon2 hashes are accepted (make one with `redtether passwd`)")]
+    NotArgon2(String),
+}
+
+/// Accepts argon2 PHC strings only (what `redtether passwd` prints); the one rule for the
+/// agent's file and the platform's policies.
+pub fn check_phc(hash: &str) -> Result<(), PhcError> {
+    let parsed = argon2::password_hash::phc::PasswordHash::new(hash).map_err(|e| PhcError::NotPhc(e.to_string()))?;
+    let algorithm = parsed.algorithm.as_str();
+    if !algorithm.starts_with("argon2") {
+        return Err(PhcError::NotArgon2(algorithm.to_owned()));
     }
     Ok(())
 }
@@ -365,10 +376,8 @@ fn valid_scope(scope: &str) -> bool {
 /// `scheme://host[:port]` in lower case without a trailing slash, or `None` for anything else.
 pub fn normalize_origin(origin: &str) -> Option<String> {
     let lower = origin.trim_end_matches('/').to_ascii_lowercase();
-    let ok = (lower.starts_with("http://") || lower.starts_with("https://"))
-        && !lower.contains('*')
-        && lower.matches('/').count() == 2
-        && lower.len() > "https://".len();
+    let authority = lower.strip_prefix("https://").or_else(|| lower.strip_prefix("http://"))?;
+    let ok = !authority.is_empty() && !authority.contains(['*', '/']) && !authority.starts_with(':');
     ok.then_some(lower)
 }
 
@@ -481,6 +490,25 @@ mod tests {
         assert_eq!(field(|d| d.rate_limit.requests_per_second = -1.0), "rate_limit.requests_per_second");
         assert_eq!(field(|d| d.cors_origins.push("*".into())), "cors_origins[1]");
         assert!(document().check().is_ok());
+    }
+
+    #[test]
+    fn origins_are_scheme_host_and_port_only() {
+        assert_eq!(normalize_origin("HTTPS://HMI.example:8443/").as_deref(), Some("https://hmi.example:8443"));
+        assert_eq!(normalize_origin("http://a").as_deref(), Some("http://a"));
+        for bad in ["*", "https://*.example", "https://", "http://:80", "https://a/path", "ftp://a", "hmi.example"] {
+            assert_eq!(normalize_origin(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn password_hashes_must_be_argon2_phc_strings() {
+        assert!(check_phc(HASH).is_ok());
+        assert!(matches!(check_phc("plain"), Err(PhcError::NotPhc(_))));
+        assert_eq!(
+            check_phc("$scrypt$ln=15,r=8,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNo"),
+            Err(PhcError::NotArgon2("scrypt".into()))
+        );
     }
 
     #[test]

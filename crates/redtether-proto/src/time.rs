@@ -3,14 +3,19 @@
 
 use std::time::{Duration, SystemTime};
 
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z); later times are written as it, so
+/// a certificate or token valid "forever" shows as the far future instead of failing.
+const LAST_WRITABLE: u64 = 253_402_300_799;
+
 /// `2026-11-27T07:40:00Z`.
 pub fn format_seconds(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+    format_unix(unix_of(t))
 }
 
 /// [`format_seconds`] of a Unix time in seconds.
 pub fn format_unix(secs: u64) -> String {
-    format_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    let clamped = Duration::from_secs(secs.min(LAST_WRITABLE));
+    humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + clamped).to_string()
 }
 
 /// Seconds since the Unix epoch of `t` (0 before it).
@@ -51,6 +56,14 @@ mod tests {
         assert_eq!(format_unix(1_795_762_800), "2026-11-27T07:00:00Z");
         assert_eq!(unix_of(t), 1_795_762_800);
         assert_eq!(unix_of(SystemTime::UNIX_EPOCH - Duration::from_secs(5)), 0);
+    }
+
+    #[test]
+    fn times_past_year_9999_are_written_as_its_last_second() {
+        assert_eq!(format_unix(u64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(format_unix(LAST_WRITABLE), "9999-12-31T23:59:59Z");
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(LAST_WRITABLE + 86_400 * 365);
+        assert_eq!(format_seconds(far), "9999-12-31T23:59:59Z");
     }
 
     #[test]

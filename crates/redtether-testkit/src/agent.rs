@@ -109,6 +109,22 @@ impl Agent {
         agent
     }
 
+    /// Starts with `flows` already in Node-RED's user directory and waits until it runs them.
+    pub fn start_with_flows(
+        node_red: &str,
+        gate_keys: &str,
+        gate_tables: Option<&str>,
+        flows: &serde_json::Value,
+    ) -> Agent {
+        let mut agent = Agent::prepare(node_red, gate_keys, gate_tables);
+        let user_dir = agent.state_dir().join("node-red");
+        std::fs::create_dir_all(&user_dir).unwrap();
+        std::fs::write(user_dir.join("flows.json"), serde_json::to_string_pretty(flows).unwrap()).unwrap();
+        agent.spawn(&[]);
+        agent.wait_running();
+        agent
+    }
+
     /// Writes the config without starting the agent (to put files in place first).
     pub fn prepare(node_red: &str, gate_keys: &str, gate_tables: Option<&str>) -> Agent {
         let dir = tempfile::tempdir().unwrap();
