@@ -30,6 +30,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 const MAX_BODY: usize = 8 * 1024;
+
+/// An answer that ends a request early (boxed: a response is large to move around).
+pub(crate) type Answer = Box<Response<Full<Bytes>>>;
 /// Longest an API token may live.
 const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(366 * 86400);
 /// How long a browser has between its password and its second factor.
@@ -147,14 +150,8 @@ fn lifetime(value: &serde_json::Value) -> Option<Duration> {
 }
 
 impl Api {
-    fn audit(
-        &self,
-        kind: HubEventKind,
-        actor: Actor,
-        target: &str,
-        detail: serde_json::Value,
-    ) -> Result<(), Response<Full<Bytes>>> {
-        self.store.record(kind, actor, target, detail).map(|_| ()).map_err(|e| store_error(&e))
+    fn audit(&self, kind: HubEventKind, actor: Actor, target: &str, detail: serde_json::Value) -> Result<(), Answer> {
+        self.store.record(kind, actor, target, detail).map(|_| ()).map_err(|e| Box::new(store_error(&e)))
     }
 
     fn login_failed(&self, name: &str, peer: IpAddr, reason: &'static str) {
@@ -261,11 +258,11 @@ impl Api {
         method: &str,
         second_factor: &str,
         peer: IpAddr,
-    ) -> Result<(String, SessionRecord), Response<Full<Bytes>>> {
+    ) -> Result<(String, SessionRecord), Answer> {
         let now = redtether_proto::time::unix_now();
         let detail = json!({ "method": method, "second_factor": second_factor, "addr": peer.to_string() });
         self.audit(HubEventKind::OperatorLogin, Actor::user(&operator.name), "hub", detail)?;
-        self.store.create_session(&operator.name, method, now).map_err(|e| store_error(&e))
+        self.store.create_session(&operator.name, method, now).map_err(|e| Box::new(store_error(&e)))
     }
 
     pub(crate) fn session_cookie(&self, id: &str) -> HeaderValue {
@@ -300,7 +297,7 @@ impl Api {
         };
         let (id, session) = match self.start_session(&operator, "password", factor, peer) {
             Ok(s) => s,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let mut r = json_response(
             StatusCode::OK,
@@ -323,7 +320,7 @@ impl Api {
             if let Err(r) =
                 self.audit(HubEventKind::OperatorLogout, Actor::user(&caller.operator.name), "hub", json!({}))
             {
-                return r;
+                return *r;
             }
         }
         let mut r = Response::new(Full::new(Bytes::new()));
@@ -359,18 +356,18 @@ impl Api {
     }
 
     /// Checks a setup code, counting a wrong one against the address.
-    fn setup_account(&self, code: &str, peer: IpAddr) -> Result<OperatorRecord, Response<Full<Bytes>>> {
+    fn setup_account(&self, code: &str, peer: IpAddr) -> Result<OperatorRecord, Answer> {
         if let Some(crate::caller::Checked::Limited(retry)) = self.limited(peer) {
-            return Err(rate_limited(retry));
+            return Err(Box::new(rate_limited(retry)));
         }
         let now = redtether_proto::time::unix_now();
         match self.store.operator_by_setup_code(code, now) {
             Ok(Some(record)) => Ok(record),
             Ok(None) => {
                 self.failed_auth.charge(peer, std::time::Instant::now());
-                Err(refused(StatusCode::UNAUTHORIZED, "invalid_setup_code"))
+                Err(Box::new(refused(StatusCode::UNAUTHORIZED, "invalid_setup_code")))
             }
-            Err(e) => Err(store_error(&e)),
+            Err(e) => Err(Box::new(store_error(&e))),
         }
     }
 
@@ -381,7 +378,7 @@ impl Api {
         };
         let account = match self.setup_account(&body.code, peer) {
             Ok(a) => a,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let hash = match secrets::hash_password(&body.password) {
             Ok(h) => h,
@@ -409,7 +406,7 @@ impl Api {
         if let Err(r) =
             self.audit(HubEventKind::OperatorPasswordSet, actor, "hub", json!({ "second_factor": require_2fa }))
         {
-            return r;
+            return *r;
         }
         let Some(secret) = pending else {
             return json_response(StatusCode::OK, json!({ "operator": account.name, "done": true }));
@@ -435,7 +432,7 @@ impl Api {
         };
         let account = match self.setup_account(&body.code, peer) {
             Ok(a) => a,
-            Err(r) => return r,
+            Err(r) => return *r,
         };
         let (Some(secret), Some(_)) = (account.totp_pending.clone(), account.password_hash.as_ref()) else {
             return refused(StatusCode::CONFLICT, "set_password_first");
@@ -458,7 +455,7 @@ impl Api {
             return store_error(&e);
         }
         if let Err(r) = self.audit(HubEventKind::Operator2faEnrolled, Actor::user(&account.name), "hub", json!({})) {
-            return r;
+            return *r;
         }
         json_response(StatusCode::OK, json!({ "operator": account.name, "recovery_codes": codes }))
     }
@@ -526,7 +523,7 @@ impl Api {
         };
         let detail = json!({ "name": body.name, "scope": scope, "expires": expires });
         if let Err(r) = self.audit(HubEventKind::TokenCreated, Actor::user(name), &format!("operator:{name}"), detail) {
-            return r;
+            return *r;
         }
         json_response(
             StatusCode::CREATED,
@@ -548,7 +545,7 @@ impl Api {
         if let Err(r) =
             self.audit(HubEventKind::TokenRevoked, Actor::user(name), &target, json!({ "name": token_name }))
         {
-            return r;
+            return *r;
         }
         let mut r = Response::new(Full::new(Bytes::new()));
         *r.status_mut() = StatusCode::NO_CONTENT;

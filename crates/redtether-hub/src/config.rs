@@ -183,10 +183,10 @@ fn validate(raw: RawHub, source: ConfigSource, ctx: &ProcessContext) -> Result<H
     })
 }
 
-fn auth(
-    raw: RawAuth,
-    positive: &dyn Fn(Option<Duration>, Duration, &str) -> Result<Duration, ConfigError>,
-) -> Result<AuthSettings, ConfigError> {
+/// Checks a duration key: the value or its default, refused if zero.
+type Positive<'a> = &'a dyn Fn(Option<Duration>, Duration, &str) -> Result<Duration, ConfigError>;
+
+fn auth(raw: RawAuth, positive: Positive<'_>) -> Result<AuthSettings, ConfigError> {
     let default = AuthSettings::default();
     let idle = positive(raw.session_idle, Duration::from_secs(default.session.idle), "auth.session_idle")?;
     let max = positive(raw.session_max, Duration::from_secs(default.session.max), "auth.session_max")?;

@@ -167,7 +167,7 @@ impl Api {
         };
         let (id, _) = match self.start_session(&operator, "password", factor, peer) {
             Ok(s) => s,
-            Err(r) => return boxed(r),
+            Err(r) => return boxed(*r),
         };
         let mut r = boxed(error(StatusCode::SEE_OTHER, "logged_in"));
         r.headers_mut().insert(header::SET_COOKIE, self.session_cookie(&id));

@@ -83,17 +83,14 @@ impl Api {
 
     /// The answer to give instead when the device is unknown (or cannot be looked up).
     /// The checks every change runs first: an owner, a known device.
-    fn may_change_policy(&self, operator: &OperatorRecord, device: &str) -> Result<(), Response<Full<Bytes>>> {
+    fn refuse_change(&self, operator: &OperatorRecord, device: &str) -> Option<Response<Full<Bytes>>> {
         if !Self::may_set_policy(operator) {
-            return Err(error(StatusCode::FORBIDDEN, "forbidden"));
+            return Some(error(StatusCode::FORBIDDEN, "forbidden"));
         }
-        match self.unknown_device(device) {
-            Some(r) => Err(r),
-            None => Ok(()),
-        }
+        self.unknown_device(device)
     }
 
-    /// [`Self::may_change_policy`], then the body (never read for an operator who may not change).
+    /// [`Self::refuse_change`], then the body (never read for an operator who may not change).
     async fn change_request(
         &self,
         operator: &OperatorRecord,
@@ -101,7 +98,9 @@ impl Api {
         body: Incoming,
         limit: usize,
     ) -> Result<Bytes, Response<Full<Bytes>>> {
-        self.may_change_policy(operator, device)?;
+        if let Some(refusal) = self.refuse_change(operator, device) {
+            return Err(refusal);
+        }
         read_body(body, limit).await
     }
 
@@ -215,7 +214,7 @@ impl Api {
         device: &str,
         name: &str,
     ) -> Response<Full<Bytes>> {
-        if let Err(r) = self.may_change_policy(operator, device) {
+        if let Some(r) = self.refuse_change(operator, device) {
             return r;
         }
         let event = json!({ "name": name, "operator": operator.name });

@@ -343,6 +343,6 @@ mod tests {
         assert_eq!(s.end_sessions("ann").unwrap(), 1);
         assert!(s.session(&a).unwrap().is_none());
         assert!(s.session(&b).unwrap().is_some());
-        assert!(s.revoke_api_token("bob", "none").unwrap() == false);
+        assert!(!s.revoke_api_token("bob", "none").unwrap(), "no such token");
     }
 }
