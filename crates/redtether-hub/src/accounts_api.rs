@@ -15,6 +15,7 @@ use crate::caller::{Caller, Credential, SESSION_COOKIE};
 use crate::identity::TokenScope;
 use crate::identity::secrets::{self, digest};
 use crate::identity::totp::{self, TotpRefusal};
+use crate::setup::Offer;
 use crate::store::{AccountSource, OperatorRecord, SessionRecord};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
@@ -355,74 +356,28 @@ impl Api {
         json_response(StatusCode::OK, v)
     }
 
-    /// Checks a setup code, counting a wrong one against the address.
-    fn setup_account(&self, code: &str, peer: IpAddr) -> Result<OperatorRecord, Answer> {
-        if let Some(crate::caller::Checked::Limited(retry)) = self.limited(peer) {
-            return Err(Box::new(rate_limited(retry)));
-        }
-        let now = redtether_proto::time::unix_now();
-        match self.store.operator_by_setup_code(code, now) {
-            Ok(Some(record)) => Ok(record),
-            Ok(None) => {
-                self.failed_auth.charge(peer, std::time::Instant::now());
-                Err(Box::new(refused(StatusCode::UNAUTHORIZED, "invalid_setup_code")))
-            }
-            Err(e) => Err(Box::new(store_error(&e))),
-        }
-    }
-
     pub(super) async fn setup(&self, body: Incoming, peer: IpAddr) -> Response<Full<Bytes>> {
         let body: SetupBody = match read_json(body).await {
             Ok(b) => b,
             Err(r) => return r,
         };
-        let account = match self.setup_account(&body.code, peer) {
-            Ok(a) => a,
-            Err(r) => return *r,
-        };
-        let hash = match secrets::hash_password(&body.password) {
-            Ok(h) => h,
-            Err(e) => {
-                return json_response(
-                    StatusCode::BAD_REQUEST,
-                    json!({ "error": "weak_password", "message": e.to_string() }),
-                );
+        match self.set_password(&body.code, &body.password, peer) {
+            Ok(Offer { operator, totp: None }) => {
+                json_response(StatusCode::OK, json!({ "operator": operator, "done": true }))
             }
-        };
-        let require_2fa = self.auth.require_2fa;
-        let pending = require_2fa.then(totp::new_secret);
-        let stored = self.store.update_operator(&account.name, |r| {
-            r.password_hash = Some(hash.clone());
-            r.totp_pending = pending.clone();
-            if !require_2fa {
-                // Without a second factor to enroll, the password ends the setup.
-                r.setup = None;
-            }
-        });
-        if let Err(e) = stored {
-            return store_error(&e);
+            Ok(Offer { operator, totp: Some((secret, uri)) }) => json_response(
+                StatusCode::OK,
+                json!({
+                    "operator": operator,
+                    "done": false,
+                    "totp_secret": secret,
+                    "qr_svg": totp::qr_svg(&uri),
+                    "otpauth_uri": uri,
+                    "confirm": "/api/setup/confirm",
+                }),
+            ),
+            Err(refusal) => refusal.json(),
         }
-        let actor = Actor::user(&account.name);
-        if let Err(r) =
-            self.audit(HubEventKind::OperatorPasswordSet, actor, "hub", json!({ "second_factor": require_2fa }))
-        {
-            return *r;
-        }
-        let Some(secret) = pending else {
-            return json_response(StatusCode::OK, json!({ "operator": account.name, "done": true }));
-        };
-        let uri = totp::uri(&secret, &account.name).unwrap_or_default();
-        json_response(
-            StatusCode::OK,
-            json!({
-                "operator": account.name,
-                "done": false,
-                "totp_secret": secret,
-                "otpauth_uri": uri,
-                "qr_svg": totp::qr_svg(&uri),
-                "confirm": "/api/setup/confirm",
-            }),
-        )
     }
 
     pub(super) async fn setup_confirm(&self, body: Incoming, peer: IpAddr) -> Response<Full<Bytes>> {
@@ -430,34 +385,12 @@ impl Api {
             Ok(b) => b,
             Err(r) => return r,
         };
-        let account = match self.setup_account(&body.code, peer) {
-            Ok(a) => a,
-            Err(r) => return *r,
-        };
-        let (Some(secret), Some(_)) = (account.totp_pending.clone(), account.password_hash.as_ref()) else {
-            return refused(StatusCode::CONFLICT, "set_password_first");
-        };
-        let now = redtether_proto::time::unix_now();
-        let Ok(step) = totp::check(&secret, &body.totp, now, 0) else {
-            self.failed_auth.charge(peer, std::time::Instant::now());
-            return refused(StatusCode::UNAUTHORIZED, "wrong_totp");
-        };
-        let codes = secrets::recovery_codes();
-        let digests: Vec<String> = codes.iter().map(|c| digest(c)).collect();
-        let stored = self.store.update_operator(&account.name, |r| {
-            r.totp_secret = Some(secret.clone());
-            r.totp_pending = None;
-            r.totp_last_step = step;
-            r.recovery_sha256 = digests.clone();
-            r.setup = None;
-        });
-        if let Err(e) = stored {
-            return store_error(&e);
+        match self.confirm_totp(&body.code, &body.totp, peer) {
+            Ok((operator, codes)) => {
+                json_response(StatusCode::OK, json!({ "operator": operator, "recovery_codes": codes }))
+            }
+            Err(refusal) => refusal.json(),
         }
-        if let Err(r) = self.audit(HubEventKind::Operator2faEnrolled, Actor::user(&account.name), "hub", json!({})) {
-            return *r;
-        }
-        json_response(StatusCode::OK, json!({ "operator": account.name, "recovery_codes": codes }))
     }
 
     /// Tokens are made and revoked by a person (a session) or an `admin` token.

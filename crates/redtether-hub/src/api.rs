@@ -98,8 +98,10 @@ impl Api {
         req: Request<Incoming>,
         peer: IpAddr,
     ) -> Result<Response<ApiBody>, Infallible> {
-        if req.uri().path() == "/login" {
-            return Ok(self.login(req, peer).await);
+        match req.uri().path() {
+            "/login" => return Ok(self.login(req, peer).await),
+            "/setup" | "/setup/confirm" => return Ok(self.setup_page(req, peer).await),
+            _ => {}
         }
         if let Some((device, space, path)) = crate::editor::target(req.uri().path()) {
             let checked = self.authenticate(req.headers(), peer);

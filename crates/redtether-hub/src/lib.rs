@@ -27,6 +27,8 @@ mod policy_api;
 mod policy_body;
 mod registry;
 mod session;
+mod setup;
+mod setup_page;
 pub mod store;
 
 /// The hub's version, as reported by `--version` and the tunnel's `welcome`.

@@ -43,9 +43,11 @@ pub fn esc(text: &str) -> String {
     out
 }
 
-fn page(status: StatusCode, body: &str, set_cookie: Option<HeaderValue>) -> Response<ApiBody> {
+/// A page of the hub's own: `no-store`, a CSP that allows nothing but posting its forms back
+/// here (inline SVG is markup, not a resource, so a QR code needs nothing more), no framing.
+pub(crate) fn page(status: StatusCode, body: &str, set_cookie: Option<HeaderValue>) -> Response<ApiBody> {
     let html = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>redtether hub — log in</title></head>\n<body>{body}</body></html>\n"
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>redtether hub</title></head>\n<body>{body}</body></html>\n"
     );
     let mut r = Response::new(Full::new(Bytes::from(html)));
     *r.status_mut() = status;
@@ -92,19 +94,48 @@ fn code_form(csrf: &str, next: &str, ticket: &str, message: &str) -> String {
 
 const FAILED: &str = "<p role=\"alert\">Login failed.</p>";
 
+/// A form's fields, after checking that its `csrf` field equals cookie `cookie_name` (set with
+/// the form): another site's page can post a form here, but not read or set that cookie.
+pub(crate) async fn read_form(
+    req: Request<Incoming>,
+    cookie_name: &str,
+) -> Result<Vec<(String, String)>, Box<Response<ApiBody>>> {
+    let expected = cookie(req.headers(), cookie_name).map(str::to_string);
+    let Ok(body) = Limited::new(req.into_body(), MAX_FORM).collect().await else {
+        return Err(Box::new(boxed(error(StatusCode::PAYLOAD_TOO_LARGE, "form_too_large"))));
+    };
+    let fields: Vec<(String, String)> = form_urlencoded::parse(&body.to_bytes()).into_owned().collect();
+    let csrf = fields.iter().find(|(k, _)| k == "csrf").map_or("", |(_, v)| v.as_str());
+    let csrf_ok = expected.as_deref().is_some_and(|e| {
+        use subtle::ConstantTimeEq;
+        !e.is_empty() && bool::from(e.as_bytes().ct_eq(csrf.as_bytes()))
+    });
+    if !csrf_ok {
+        let expired = "<p>The form expired; open it again.</p>";
+        return Err(Box::new(page(StatusCode::FORBIDDEN, expired, None)));
+    }
+    Ok(fields)
+}
+
 impl Api {
+    /// A fresh CSRF value for a form and the cookie that carries it (for `path` only).
+    pub(crate) fn form_cookie(&self, name: &str, path: &str) -> (String, Option<HeaderValue>) {
+        let csrf = crate::identity::secrets::random_secret("");
+        let secure = if self.secure_cookies { "; Secure" } else { "" };
+        let cookie = HeaderValue::from_str(&format!(
+            "{name}={csrf}; Path={path}; Max-Age=3600; HttpOnly; SameSite=Strict{secure}"
+        ))
+        .ok();
+        (csrf, cookie)
+    }
+
     pub(super) async fn login(&self, req: Request<Incoming>, peer: std::net::IpAddr) -> Response<ApiBody> {
         match *req.method() {
             http::Method::GET => {
                 let next = req.uri().query().and_then(|q| {
                     form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "next").map(|(_, v)| v.into_owned())
                 });
-                let csrf = crate::identity::secrets::random_secret("");
-                let secure = if self.secure_cookies { "; Secure" } else { "" };
-                let cookie = HeaderValue::from_str(&format!(
-                    "{LOGIN_COOKIE}={csrf}; Path=/login; Max-Age=3600; HttpOnly; SameSite=Strict{secure}"
-                ))
-                .ok();
+                let (csrf, cookie) = self.form_cookie(LOGIN_COOKIE, "/login");
                 page(StatusCode::OK, &password_form(&csrf, safe_next(next.as_deref().unwrap_or("/")), ""), cookie)
             }
             http::Method::POST => self.login_post(req, peer).await,
@@ -113,21 +144,13 @@ impl Api {
     }
 
     async fn login_post(&self, req: Request<Incoming>, peer: std::net::IpAddr) -> Response<ApiBody> {
-        let expected = cookie(req.headers(), LOGIN_COOKIE).map(str::to_string);
-        let Ok(body) = Limited::new(req.into_body(), MAX_FORM).collect().await else {
-            return boxed(error(StatusCode::PAYLOAD_TOO_LARGE, "form_too_large"));
+        let fields = match read_form(req, LOGIN_COOKIE).await {
+            Ok(f) => f,
+            Err(r) => return *r,
         };
-        let fields: Vec<(String, String)> = form_urlencoded::parse(&body.to_bytes()).into_owned().collect();
         let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let next = safe_next(field("next").unwrap_or("/")).to_string();
         let csrf = field("csrf").unwrap_or_default();
-        let csrf_ok = expected.as_deref().is_some_and(|e| {
-            use subtle::ConstantTimeEq;
-            !e.is_empty() && bool::from(e.as_bytes().ct_eq(csrf.as_bytes()))
-        });
-        if !csrf_ok {
-            return page(StatusCode::FORBIDDEN, "<p>The form expired; <a href=\"/login\">log in again</a>.</p>", None);
-        }
         let now = redtether_proto::time::unix_now();
         let (name, outcome, factor) = match field("ticket") {
             Some(ticket) => {

@@ -260,3 +260,76 @@ async fn the_hub_audit_trail_verifies_and_a_changed_byte_is_named_by_its_seq() {
     assert_eq!(code, 1);
     assert!(err.contains("broken at seq 3"), "{err}");
 }
+
+/// The value of hidden field `name` in a page.
+fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.find(&marker).unwrap_or_else(|| panic!("{name} in {page}")) + marker.len();
+    page[start..].split('"').next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_browser_sets_an_account_up_with_the_qr_code_and_gets_its_recovery_codes_once() {
+    let hub = Hub::start();
+    let (code, setup, err) = hub.cli(&["operator", "add", "--name", "eve", "--role", "member"]);
+    assert_eq!(code, 0, "{err}");
+    let c = client();
+    let api = hub.api();
+
+    // What the browser sent comes back escaped.
+    let evil = c.get(format!("{api}/setup?code=%22%3E%3Cscript%3Ealert(1)%3C/script%3E")).send().await.unwrap();
+    assert!(evil.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    let text = evil.text().await.unwrap();
+    assert!(!text.contains("<script") && text.contains("&lt;script&gt;"), "{text}");
+
+    let form = c.get(format!("{api}/setup?code={setup}")).send().await.unwrap();
+    let cookie = form.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let csrf = hidden(&form.text().await.unwrap(), "csrf");
+    let post = |path: &str, fields: Vec<(&str, String)>| {
+        c.post(format!("{api}{path}")).header("cookie", &cookie).form(&fields).send()
+    };
+    let weak = post("/setup", vec![("csrf", csrf.clone()), ("code", setup.clone()), ("password", "short".into())])
+        .await
+        .unwrap();
+    assert_eq!(weak.status(), 400);
+    let password = "eve-has-a-long-password".to_string();
+    let offered = post("/setup", vec![("csrf", csrf.clone()), ("code", setup.clone()), ("password", password.clone())])
+        .await
+        .unwrap();
+    assert_eq!(offered.status(), 200);
+    let page = offered.text().await.unwrap();
+    assert!(page.contains("<svg"), "the QR code is inline");
+    let key = page.split("Key: <code>").nth(1).unwrap().split('<').next().unwrap().to_string();
+    let eve = Account { name: "eve".into(), password: password.clone(), totp_secret: key, recovery_codes: vec![] };
+    let wrong =
+        post("/setup/confirm", vec![("csrf", csrf.clone()), ("code", setup.clone()), ("totp", "000000".into())])
+            .await
+            .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let done = post(
+        "/setup/confirm",
+        vec![("csrf", csrf.clone()), ("code", setup.clone()), ("totp", eve.code_at(unix_now()))],
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.status(), 200);
+    let page = done.text().await.unwrap();
+    let codes: Vec<String> =
+        page.split("<li><code>").skip(1).map(|s| s.split('<').next().unwrap().to_string()).collect();
+    assert_eq!(codes.len(), 10);
+    // The setup code is used up; a recovery code from the page opens the account.
+    let again = post("/setup", vec![("csrf", csrf.clone()), ("code", setup.clone()), ("password", password.clone())])
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 401);
+    let r = login(&c, &hub, json!({"name": "eve", "password": password, "recovery_code": codes[9]})).await;
+    assert_eq!(r.status(), 200);
+    // Without the form's cookie, a post is another site's: refused.
+    let forged = c
+        .post(format!("{api}/setup"))
+        .form(&[("csrf", csrf.as_str()), ("code", "x"), ("password", "whatever-long-enough")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+}
