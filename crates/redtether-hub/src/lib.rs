@@ -22,6 +22,7 @@ mod policy_api;
 mod policy_body;
 mod registry;
 mod session;
+pub mod sso;
 pub mod store;
 
 /// The hub's version, as reported by `--version` and the tunnel's `welcome`.
