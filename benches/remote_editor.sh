@@ -93,7 +93,7 @@ for _ in $(seq 1 100); do status | grep -q '"gate"' && break; sleep 0.1; done
     --token "$("$HUB" enroll-token --device bench --config "$work/hub.toml")" \
     --ca-fingerprint "$("$HUB" ca-fingerprint --config "$work/hub.toml")" >/dev/null
 for _ in $(seq 1 100); do status | grep -q '"state":"online"' && break; sleep 0.1; done
-TOKEN=$("$HUB" operator add --name bench --role owner --config "$work/hub.toml")
+TOKEN=$("$HUB" operator add --name bench --role owner --token --expires 1d --config "$work/hub.toml")
 
 BEARER="Authorization: Bearer $TOKEN"
 BASIC="Authorization: Basic $(printf 'owner:owner-pw' | base64 -w0)"

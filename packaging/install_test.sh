@@ -42,7 +42,8 @@ for cmd in run check-config status restart-node-red passwd "token create" "token
     enroll deploy "audit list" "audit tail" "audit verify" "audit export" sbom; do
     page redtether | grep -E "^$cmd( |\$)" >/dev/null || fail "redtether(1) lacks '$cmd'"
 done
-for cmd in run ca-fingerprint enroll-token "operator add" "operator list" "operator remove" devices "device revoke"; do
+for cmd in run ca-fingerprint enroll-token "operator add" "operator list" "operator remove" "operator role" \
+    "operator reset-2fa" devices "device revoke" "audit list" "audit verify" "audit export"; do
     page redtether-hub | grep -E "^$cmd( |\$)" >/dev/null || fail "redtether-hub(1) lacks '$cmd'"
 done
 [ -f /usr/share/doc/redtether/examples/devices.conf ] || fail "no devices.conf example"

@@ -270,11 +270,18 @@ async fn a_stalled_large_download_does_not_hold_up_other_requests_and_bytes_pass
     assert!(body == on_disk, "bytes pass unchanged");
 }
 
+/// The value of hidden field `name` in a form.
+fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.find(&marker).unwrap_or_else(|| panic!("{name} in {page}")) + marker.len();
+    page[start..].split('"').next().unwrap().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_browser_logs_in_with_the_token_and_opens_the_editor_with_a_strict_cookie() {
+async fn a_browser_logs_in_with_password_and_totp_and_opens_the_editor_with_a_strict_cookie() {
     let hub = Hub::start();
     let agent = online_agent(&hub, "pump-b", "");
-    let viewer = hub.operator("watcher", "viewer");
+    let viewer = hub.account("watcher", "viewer");
     let client = common::http::client_builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let api = hub.api();
 
@@ -282,29 +289,52 @@ async fn a_browser_logs_in_with_the_token_and_opens_the_editor_with_a_strict_coo
     let first = client.get(format!("{api}/devices/pump-b/editor/")).header("accept", "text/html").send().await.unwrap();
     assert_eq!(first.status(), 303);
     assert_eq!(first.headers()["location"], "/login?next=/devices/pump-b/editor/");
-    let page =
-        client.get(format!("{api}/login?next=/devices/pump-b/editor/")).send().await.unwrap().text().await.unwrap();
-    assert!(page.contains("name=\"token\"") && page.contains("value=\"/devices/pump-b/editor/\""));
+    let form = client.get(format!("{api}/login?next=/devices/pump-b/editor/")).send().await.unwrap();
+    let login_cookie = form.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let csp = form.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("default-src 'none'") && csp.contains("form-action 'self'"), "{csp}");
+    let page = form.text().await.unwrap();
+    assert!(page.contains("name=\"password\"") && page.contains("value=\"/devices/pump-b/editor/\""));
+    let csrf = hidden(&page, "csrf");
+    let post = |fields: Vec<(&'static str, String)>, with_cookie: bool| {
+        let mut r = client.post(format!("{api}/login")).form(&fields);
+        if with_cookie {
+            r = r.header("cookie", &login_cookie);
+        }
+        r.send()
+    };
+    let next = || ("next", "/devices/pump-b/editor/".to_string());
 
-    let bad = client
-        .post(format!("{api}/login"))
-        .form(&[("token", "rto_guess"), ("next", "/devices/pump-b/editor/")])
-        .send()
-        .await
-        .unwrap();
+    let forged = post(
+        vec![("name", viewer.name.clone()), ("password", viewer.password.clone()), ("csrf", csrf.clone()), next()],
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(forged.status(), 403, "a form posted without the login cookie (another site's form)");
+    let bad = post(
+        vec![("name", viewer.name.clone()), ("password", "not-the-password".into()), ("csrf", csrf.clone()), next()],
+        true,
+    )
+    .await
+    .unwrap();
     assert_eq!(bad.status(), 401);
     assert!(bad.headers().get("set-cookie").is_none());
-
-    let good = client
-        .post(format!("{api}/login"))
-        .form(&[("token", viewer.as_str()), ("next", "/devices/pump-b/editor/")])
-        .send()
-        .await
-        .unwrap();
+    let second = post(
+        vec![("name", viewer.name.clone()), ("password", viewer.password.clone()), ("csrf", csrf.clone()), next()],
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.status(), 200);
+    assert!(second.headers().get("set-cookie").is_none(), "no session before the second factor");
+    let ticket = hidden(&second.text().await.unwrap(), "ticket");
+    let code = viewer.code_at(common::unix_now() + 30);
+    let good = post(vec![("ticket", ticket), ("code", code), ("csrf", csrf.clone()), next()], true).await.unwrap();
     assert_eq!(good.status(), 303);
     assert_eq!(good.headers()["location"], "/devices/pump-b/editor/");
     let cookie = good.headers()["set-cookie"].to_str().unwrap().to_string();
-    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/devices"] {
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(attribute), "{attribute} in {cookie}");
     }
     let pair = cookie.split(';').next().unwrap().to_string();
@@ -343,17 +373,58 @@ async fn a_browser_logs_in_with_the_token_and_opens_the_editor_with_a_strict_coo
         .unwrap();
     assert_eq!(refused.status(), 403, "a viewer, even logged in by cookie");
     assert!(agent.events("access.denied").iter().any(|e| e["actor"] == "user:watcher@platform"));
-    // The cookie is for the editor only: the JSON API still wants the header.
-    assert_eq!(client.get(format!("{api}/api/devices")).header("cookie", &pair).send().await.unwrap().status(), 401);
-    // And it never reaches the device.
-    assert!(!agent.log().contains(&viewer));
+    // The session reads the JSON API too; its writes need the session's CSRF token.
+    assert_eq!(client.get(format!("{api}/api/devices")).header("cookie", &pair).send().await.unwrap().status(), 200);
+    let write = client.post(format!("{api}/api/logout")).header("cookie", &pair).send().await.unwrap();
+    assert_eq!(write.status(), 403, "a cookie write without X-CSRF-Token");
+    // And the cookie never reaches the device.
+    let session_id = pair.split('=').nth(1).unwrap();
+    assert!(!agent.log().contains(session_id));
 
     // No open redirect.
-    let away = client
-        .post(format!("{api}/login"))
-        .form(&[("token", viewer.as_str()), ("next", "https://evil.example/")])
+    let away =
+        client.get(format!("{api}/login?next=https://evil.example/")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(hidden(&away, "next"), "/");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dashboard_operator_reads_node_space_through_the_hub_and_is_refused_the_editor() {
+    let hub = Hub::start();
+    let node_red = format!("{}\nhealth_interval = \"500ms\"", common::agent::fixture_node_red());
+    let tables = format!("[gate.http_auth]\nmode = \"users\"\n{}", common::agent::default_users());
+    let agent = common::agent::Agent::start_with_flows(&node_red, "", Some(&tables), &common::http::echo_flow());
+    let out = common::hub::enroll(&agent.config, &hub, "pump-d");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    common::hub::wait_online(&agent, 1);
+    let dash = hub.account("dash", "dashboard");
+    let client = common::http::client_builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let api = hub.api();
+    let login = client
+        .post(format!("{api}/api/login"))
+        .json(&json!({"name": "dash", "password": dash.password, "totp": dash.code_at(common::unix_now() + 30)}))
         .send()
         .await
         .unwrap();
-    assert_eq!(away.headers()["location"], "/");
+    assert_eq!(login.status(), 200);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+
+    // On the LAN, node space wants credentials; through the hub the operator is a platform user.
+    let direct = client.get(format!("{}/api/data", agent.gate_url())).send().await.unwrap();
+    assert_eq!(direct.status(), 401);
+    let data = format!("{api}/devices/pump-d/http/api/data");
+    let through = client.get(&data).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(through.status(), 200);
+    let body: Value = through.json().await.unwrap();
+    assert_eq!(body["user"], "dash@platform", "Node-RED is told who it is: {body}");
+    assert_eq!(body["auth"], Value::Null, "the hub's cookie never reaches the device");
+    assert_eq!(client.get(&data).send().await.unwrap().status(), 401, "not without a login");
+
+    // Nothing else: no editor, no device API beyond the list.
+    let editor = client.get(format!("{api}/devices/pump-d/editor/")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(editor.status(), 403);
+    let device = client.get(format!("{api}/api/devices/pump-d")).header("cookie", &cookie).send().await.unwrap();
+    assert_eq!(device.status(), 403);
+    let list: Value =
+        client.get(format!("{api}/api/devices")).header("cookie", &cookie).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list[0]["id"], "pump-d");
 }

@@ -216,7 +216,7 @@ impl<S: Store> Journal<S> {
                 match StoredEvent::open(seq, &value, &prev) {
                     Ok(event) => prev = event.hash_bytes(),
                     Err(fault) => {
-                        report.first_bad = Some((seq, describe(fault).to_string()));
+                        report.first_bad = Some((seq, RecordFault::describe(fault).to_string()));
                         return Ok(report);
                     }
                 }
@@ -273,15 +273,6 @@ fn decode_hash(text: &str) -> [u8; 32] {
         out.copy_from_slice(&bytes);
     }
     out
-}
-
-fn describe(fault: RecordFault) -> &'static str {
-    match fault {
-        RecordFault::Unreadable => "unreadable",
-        RecordFault::WrongSeq => "stored under another sequence number",
-        RecordFault::HashMismatch => "content does not match its hash",
-        RecordFault::BrokenChain => "does not follow the previous record's hash",
-    }
 }
 
 #[cfg(test)]

@@ -66,27 +66,55 @@ pub fn limit_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// What a limiter counts by: an address (grouped as [`limit_key`] says) or a name.
+pub trait LimitKey: std::hash::Hash + Eq + Clone {
+    /// The key the limit applies to.
+    fn grouped(&self) -> Self;
+}
+
+impl LimitKey for IpAddr {
+    fn grouped(&self) -> IpAddr {
+        limit_key(*self)
+    }
+}
+
+impl LimitKey for String {
+    fn grouped(&self) -> String {
+        self.clone()
+    }
+}
+
+/// A refusal by [`Limiter::check_burst`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    /// When the next attempt may go on.
+    pub retry: Duration,
+    /// The first refusal since the key last went on: where a burst is reported, once.
+    pub first: bool,
+}
+
 struct Entry {
     bucket: Bucket,
     refused: u64,
 }
 
-/// Buckets for many addresses, bounded in memory.
-pub struct Limiter {
+/// Buckets for many addresses (or names), bounded in memory.
+pub struct Limiter<K: LimitKey = IpAddr> {
     rate: f64,
     burst: f64,
     capacity: usize,
-    entries: Mutex<HashMap<IpAddr, Entry>>,
+    entries: Mutex<HashMap<K, Entry>>,
 }
 
-impl Limiter {
-    pub fn new(rate: f64, burst: u32, capacity: usize) -> Limiter {
+impl<K: LimitKey> Limiter<K> {
+    pub fn new(rate: f64, burst: u32, capacity: usize) -> Self {
         Limiter { rate, burst: f64::from(burst.max(1)), capacity, entries: Mutex::new(HashMap::new()) }
     }
 
-    fn with_entry<T>(&self, ip: IpAddr, now: Instant, f: impl FnOnce(&mut Entry, f64, f64) -> T) -> T {
+    fn with_entry<T>(&self, ip: K, now: Instant, f: impl FnOnce(&mut Entry, f64, f64) -> T) -> T {
+        let key = ip.grouped();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= self.capacity && !entries.contains_key(&limit_key(ip)) {
+        if entries.len() >= self.capacity && !entries.contains_key(&key) {
             let (rate, burst) = (self.rate, self.burst);
             // Full buckets that reported nothing carry no information; drop them first.
             entries.retain(|_, e| e.refused > 0 || !e.bucket.is_full(rate, burst, now));
@@ -94,30 +122,48 @@ impl Limiter {
                 entries.clear();
             }
         }
-        let entry =
-            entries.entry(limit_key(ip)).or_insert_with(|| Entry { bucket: Bucket::full(self.burst, now), refused: 0 });
+        let entry = entries.entry(key).or_insert_with(|| Entry { bucket: Bucket::full(self.burst, now), refused: 0 });
         f(entry, self.rate, self.burst)
     }
 
     /// Whether `ip` may go on; a refusal is counted for the next report.
-    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+    pub fn check(&self, ip: K, now: Instant) -> Result<(), Duration> {
         self.with_entry(ip, now, |e, rate, burst| e.bucket.peek(rate, burst, now).inspect_err(|_| e.refused += 1))
     }
 
     /// Takes a token for `ip`, or refuses (and counts it).
-    pub fn take(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+    pub fn take(&self, ip: K, now: Instant) -> Result<(), Duration> {
         self.with_entry(ip, now, |e, rate, burst| e.bucket.take(rate, burst, now).inspect_err(|_| e.refused += 1))
     }
 
     /// Charges `ip` for a failure.
-    pub fn charge(&self, ip: IpAddr, now: Instant) {
+    pub fn charge(&self, ip: K, now: Instant) {
         self.with_entry(ip, now, |e, rate, burst| e.bucket.charge(rate, burst, now));
     }
 
     /// The refusals counted since the last call, per address, and resets the counts.
-    pub fn drain_refusals(&self) -> Vec<(IpAddr, u64)> {
+    pub fn drain_refusals(&self) -> Vec<(K, u64)> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.iter_mut().filter(|(_, e)| e.refused > 0).map(|(ip, e)| (*ip, std::mem::take(&mut e.refused))).collect()
+        entries
+            .iter_mut()
+            .filter(|(_, e)| e.refused > 0)
+            .map(|(k, e)| (k.clone(), std::mem::take(&mut e.refused)))
+            .collect()
+    }
+
+    /// As [`Limiter::check`], telling the first refusal of a burst from the ones after it
+    /// (the count starts again once the key goes on).
+    pub fn check_burst(&self, key: K, now: Instant) -> Result<(), Limited> {
+        self.with_entry(key, now, |e, rate, burst| match e.bucket.peek(rate, burst, now) {
+            Ok(()) => {
+                e.refused = 0;
+                Ok(())
+            }
+            Err(retry) => {
+                e.refused += 1;
+                Err(Limited { retry, first: e.refused == 1 })
+            }
+        })
     }
 }
 
@@ -126,6 +172,22 @@ mod tests {
     use super::*;
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn a_burst_of_refusals_is_reported_once_per_name() {
+        let t0 = Instant::now();
+        let l = Limiter::<String>::new(1.0, 2, 16);
+        l.charge("ann".into(), t0);
+        l.charge("ann".into(), t0);
+        let first = l.check_burst("ann".into(), t0).unwrap_err();
+        assert!(first.first);
+        assert!(!l.check_burst("ann".into(), t0 + MS(10)).unwrap_err().first);
+        assert!(l.check_burst("bob".into(), t0).is_ok(), "names are counted apart");
+        assert!(l.check_burst("ann".into(), t0 + MS(1000)).is_ok());
+        l.charge("ann".into(), t0 + MS(1000));
+        l.charge("ann".into(), t0 + MS(1000));
+        assert!(l.check_burst("ann".into(), t0 + MS(1000)).unwrap_err().first, "a new burst");
+    }
 
     #[test]
     fn burst_then_one_per_second() {
@@ -157,7 +219,7 @@ mod tests {
 
     #[test]
     fn limiter_counts_refusals_per_address_for_one_report() {
-        let l = Limiter::new(1.0, 2, 100);
+        let l = Limiter::<IpAddr>::new(1.0, 2, 100);
         let t0 = Instant::now();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
@@ -178,7 +240,7 @@ mod tests {
 
     #[test]
     fn memory_is_bounded() {
-        let l = Limiter::new(1.0, 1, 16);
+        let l = Limiter::<IpAddr>::new(1.0, 1, 16);
         let t0 = Instant::now();
         for i in 0..1000u32 {
             let _ = l.take(IpAddr::from(i.to_be_bytes()), t0);

@@ -9,10 +9,13 @@
 //! - deployments, snapshots and SBOMs (see `deploy_api`)
 //! - the device's policy and bearer tokens, owners only (see `policy_api`)
 //! - `ANY /devices/{id}/editor/{path}` — the device's editor through the tunnel (see `editor`)
+//! - `ANY /devices/{id}/http/{path}` — the device's node space (dashboards, HTTP-In), every role
 
 use crate::audit_view::{AuditQuery, merge};
+use crate::caller::Checked;
+use crate::editor::DeviceSpace;
 use crate::registry::{CommandError, Registry};
-use crate::store::{DeviceRecord, HubStore, OperatorRecord, OperatorRole};
+use crate::store::{DeviceRecord, HubStore, OperatorRole};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -40,21 +43,18 @@ pub struct Api {
     pub secure_cookies: bool,
     /// Failed operator-token checks per source address, checked before a token is looked up.
     pub failed_auth: Limiter,
+    /// Failed logins per account name, checked before a password is hashed.
+    pub failed_logins: Limiter<String>,
+    /// `[auth]`.
+    pub auth: crate::config::AuthSettings,
+    /// Browser logins between their password and their second factor.
+    pub pending_logins: crate::accounts_api::PendingLogins,
 }
 
 /// Failed token checks allowed from one address at once, then one per second: enough for a
 /// person who mistyped, nothing for someone guessing.
 pub const FAILED_AUTH_BURST: u32 = 10;
 pub const FAILED_AUTH_PER_SECOND: f64 = 1.0;
-
-/// What a presented operator token comes to.
-pub(crate) enum Checked {
-    Operator(OperatorRecord),
-    /// No such operator (the failure is counted against the address).
-    Refused,
-    /// The address failed too often: not even looked up; try again after this.
-    Limited(Duration),
-}
 
 /// 429 with the time to wait, in whole seconds (rounded up) as `Retry-After` wants.
 pub(crate) fn rate_limited(retry: Duration) -> Response<Full<Bytes>> {
@@ -84,11 +84,6 @@ pub(super) fn error(status: StatusCode, code: &str) -> Response<Full<Bytes>> {
     json_response(status, json!({ "error": code }))
 }
 
-/// The token of `Authorization: Bearer <token>`, if the request has one.
-fn bearer(req: &Request<Incoming>) -> Option<&str> {
-    req.headers().get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")
-}
-
 fn accepts_html(headers: &http::HeaderMap) -> bool {
     headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/html"))
 }
@@ -106,14 +101,12 @@ impl Api {
         if req.uri().path() == "/login" {
             return Ok(self.login(req, peer).await);
         }
-        if let Some((device, path)) = crate::editor::target(req.uri().path()) {
-            // The header, or for a browser the login cookie (editor routes only).
-            let token = bearer(&req).or_else(|| crate::login::token_from_cookie(req.headers()));
-            let checked = token.map(|t| self.check_token(t, peer));
+        if let Some((device, space, path)) = crate::editor::target(req.uri().path()) {
+            let checked = self.authenticate(req.headers(), peer);
             if let Some(Checked::Limited(retry)) = checked {
                 return Ok(boxed(rate_limited(retry)));
             }
-            let Some(Checked::Operator(operator)) = checked else {
+            let Some(Checked::Operator(caller)) = checked else {
                 let mut r = boxed(error(StatusCode::UNAUTHORIZED, "unauthorized"));
                 if req.method() == http::Method::GET
                     && accepts_html(req.headers())
@@ -125,38 +118,52 @@ impl Api {
                 }
                 return Ok(r);
             };
+            // Node space is every role's (dashboard operators' only one); the editor is not.
+            if space == DeviceSpace::Editor && caller.operator.role < OperatorRole::Viewer {
+                return Ok(boxed(error(StatusCode::FORBIDDEN, "forbidden")));
+            }
             let device = device.to_string();
-            return Ok(self.editor(req, operator, &device, path).await);
+            return Ok(self.editor(req, caller.operator, &device, space, path).await);
         }
         Ok(boxed(self.serve(req, peer).await))
     }
 
-    /// The operator whose token this is. An address that failed too often is refused before
-    /// the token is even hashed; every unknown token counts as a failure of its address.
-    pub(crate) fn check_token(&self, token: &str, peer: IpAddr) -> Checked {
-        let now = std::time::Instant::now();
-        if let Err(retry) = self.failed_auth.check(peer, now) {
-            tracing::debug!(%peer, "operator token checks rate-limited");
-            return Checked::Limited(retry);
-        }
-        match self.store.operator_by_token(token).ok().flatten() {
-            Some(operator) => Checked::Operator(operator),
-            None => {
-                self.failed_auth.charge(peer, now);
-                Checked::Refused
-            }
-        }
-    }
-
     async fn serve(&self, req: Request<Incoming>, peer: IpAddr) -> Response<Full<Bytes>> {
-        let operator = match bearer(&req).map(|t| self.check_token(t, peer)) {
-            Some(Checked::Operator(operator)) => operator,
-            Some(Checked::Limited(retry)) => return rate_limited(retry),
-            Some(Checked::Refused) | None => return error(StatusCode::UNAUTHORIZED, "unauthorized"),
-        };
         let path = req.uri().path().trim_end_matches('/').to_string();
         let segments: Vec<&str> = path.split('/').skip(1).collect();
         let method = req.method().clone();
+        // Routes for those not logged in yet.
+        match (&method, segments.as_slice()) {
+            (&Method::POST, ["api", "login"]) => return self.login_json(req, peer).await,
+            (&Method::POST, ["api", "setup"]) => return self.setup(req.into_body(), peer).await,
+            (&Method::POST, ["api", "setup", "confirm"]) => return self.setup_confirm(req.into_body(), peer).await,
+            _ => {}
+        }
+        let caller = match self.authenticate(req.headers(), peer) {
+            Some(Checked::Operator(caller)) => caller,
+            Some(Checked::Limited(retry)) => return rate_limited(retry),
+            Some(Checked::Refused) | None => return error(StatusCode::UNAUTHORIZED, "unauthorized"),
+        };
+        // A cookie is sent by the browser whoever made the page: writes with it must also
+        // carry the session's CSRF token, which only the hub's own pages and the login answer know.
+        if !method.is_safe()
+            && let Some(expected) = caller.csrf()
+            && !crate::accounts_api::csrf_matches(req.headers(), expected)
+        {
+            return error(StatusCode::FORBIDDEN, "csrf_token_missing");
+        }
+        match (&method, segments.as_slice()) {
+            (&Method::POST, ["api", "logout"]) => return self.logout(&caller),
+            (&Method::GET, ["api", "me"]) => return self.me(&caller),
+            (&Method::GET, ["api", "tokens"]) => return self.list_api_tokens(&caller),
+            (&Method::POST, ["api", "tokens"]) => return self.create_api_token(&caller, req.into_body()).await,
+            (&Method::DELETE, ["api", "tokens", name]) => return self.revoke_api_token(&caller, name),
+            (&Method::GET, ["api", "devices"]) => {}
+            // Dashboard operators open node space and list devices; nothing else.
+            _ if caller.operator.role < OperatorRole::Viewer => return error(StatusCode::FORBIDDEN, "forbidden"),
+            _ => {}
+        }
+        let operator = caller.operator;
         match (&method, segments.as_slice()) {
             (&Method::POST, ["api", "devices", id, "deploy"]) => self.deploy(&operator, id, req.into_body()).await,
             (&Method::GET, ["api", "devices", id, "deployments"]) => self.deployments(id, None, false, &operator),
@@ -216,7 +223,7 @@ impl Api {
                 })
             }
             (&Method::POST, ["api", "devices", id, "restart"]) => {
-                if operator.role == OperatorRole::Viewer {
+                if operator.role < OperatorRole::Member {
                     return error(StatusCode::FORBIDDEN, "forbidden");
                 }
                 if !matches!(self.store.device(id), Ok(Some(_))) {

@@ -73,21 +73,55 @@ pub enum HubCommand {
     /// Manage one device
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Read and check the hub's own audit trail (works while the hub runs)
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Events, oldest first, one JSON object per line
+    List {
+        /// Only events after this sequence number
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Only this kind, or a dotted prefix of kinds (`operator` matches `operator.login`)
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Recompute the hash chain; exit 0, or 1 naming the first bad sequence number
+    Verify,
+    /// The journal as it is stored (JSON Lines, every field), for archiving elsewhere
+    Export,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum OperatorCommand {
-    /// Add an operator; prints their API token, once
+    /// Add an operator; prints their one-time setup code (or, with --token, an API token)
     Add {
         #[arg(long)]
         name: String,
+        /// owner, member, viewer or dashboard
         #[arg(long)]
         role: String,
+        #[arg(long)]
+        email: Option<String>,
+        /// An account for automation: print an `admin` API token instead of a setup code
+        #[arg(long, requires = "expires")]
+        token: bool,
+        /// How long the --token lasts, e.g. 30d (required with --token)
+        #[arg(long, value_parser = humantime::parse_duration, requires = "token")]
+        expires: Option<Duration>,
     },
+    /// The operators, without secrets
     List,
-    Remove {
-        name: String,
-    },
+    /// Remove an operator; their sessions and tokens end at once
+    Remove { name: String },
+    /// Change an operator's role; their sessions end at once
+    Role { name: String, role: String },
+    /// Clear an operator's TOTP and recovery codes; prints a new setup code
+    #[command(name = "reset-2fa")]
+    Reset2fa { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,9 +146,20 @@ pub fn execute(cli: HubCli) -> ExitCode {
             device,
             lifetime_secs: expires.unwrap_or(settings.enroll_token_lifetime).as_secs().max(1),
         },
-        HubCommand::Operator(OperatorCommand::Add { name, role }) => HubRequest::OperatorAdd { name, role },
+        HubCommand::Operator(OperatorCommand::Add { name, role, email, token, expires }) => HubRequest::OperatorAdd {
+            name,
+            role,
+            email,
+            token_expires_secs: expires.filter(|_| token).map(|d| d.as_secs().max(1)),
+            setup_secs: settings.auth.setup_code_lifetime.as_secs(),
+        },
         HubCommand::Operator(OperatorCommand::List) => HubRequest::OperatorList,
         HubCommand::Operator(OperatorCommand::Remove { name }) => HubRequest::OperatorRemove { name },
+        HubCommand::Operator(OperatorCommand::Role { name, role }) => HubRequest::OperatorRole { name, role },
+        HubCommand::Operator(OperatorCommand::Reset2fa { name }) => {
+            HubRequest::OperatorReset2fa { name, setup_secs: settings.auth.setup_code_lifetime.as_secs() }
+        }
+        HubCommand::Audit(command) => return crate::audit_cli::run(dir.root(), command),
         HubCommand::Devices => HubRequest::Devices,
         HubCommand::Device(DeviceCommand::Revoke { id }) => HubRequest::DeviceRevoke { device: id },
     };
@@ -125,8 +170,11 @@ pub fn execute(cli: HubCli) -> ExitCode {
     match result {
         Ok(value) => {
             match &request {
-                HubRequest::EnrollToken { .. } | HubRequest::OperatorAdd { .. } => {
-                    println!("{}", value["token"].as_str().unwrap_or_default())
+                HubRequest::EnrollToken { .. } => println!("{}", value["token"].as_str().unwrap_or_default()),
+                // Only the secret on stdout, so scripts can take it as it is.
+                HubRequest::OperatorAdd { .. } | HubRequest::OperatorReset2fa { .. } => {
+                    let secret = value["token"].as_str().or(value["setup_code"].as_str());
+                    println!("{}", secret.unwrap_or_default())
                 }
                 _ => println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default()),
             }
@@ -148,7 +196,7 @@ fn offline(dir: &StateDir, req: &HubRequest) -> Result<serde_json::Value, CliErr
     std::fs::create_dir_all(dir.root())
         .map_err(|source| CliError::CreateStateDir { path: dir.root().to_path_buf(), source })?;
     let _lock = dir.lock()?;
-    let store = HubStore::open(&dir.root().join("db"))?;
+    let store = HubStore::open(dir.root())?;
     Ok(apply(&store, req)?)
 }
 

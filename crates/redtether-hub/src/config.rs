@@ -23,6 +23,40 @@ struct RawHub {
     enroll_token_lifetime: Option<Duration>,
     #[serde(default)]
     api: RawApi,
+    #[serde(default)]
+    auth: RawAuth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    require_2fa: Option<bool>,
+    #[serde(default, deserialize_with = "redtether_host::config_file::duration::deserialize_opt")]
+    session_idle: Option<Duration>,
+    #[serde(default, deserialize_with = "redtether_host::config_file::duration::deserialize_opt")]
+    session_max: Option<Duration>,
+    #[serde(default, deserialize_with = "redtether_host::config_file::duration::deserialize_opt")]
+    setup_code_lifetime: Option<Duration>,
+}
+
+/// `[auth]`: how operators log in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// Local accounts need TOTP (or a recovery code) after their password.
+    pub require_2fa: bool,
+    pub session: crate::identity::session::Lifetime,
+    /// How long a setup code from `operator add` / `reset-2fa` may be used.
+    pub setup_code_lifetime: Duration,
+}
+
+impl Default for AuthSettings {
+    fn default() -> AuthSettings {
+        AuthSettings {
+            require_2fa: true,
+            session: crate::identity::session::Lifetime { idle: 30 * 60, max: 12 * 3600 },
+            setup_code_lifetime: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +88,7 @@ pub struct HubSettings {
     pub names: Vec<String>,
     pub device_cert_lifetime: Duration,
     pub enroll_token_lifetime: Duration,
+    pub auth: AuthSettings,
 }
 
 pub const DEFAULT_HUB_CONFIG: &str = "/etc/redtether/hub.toml";
@@ -144,6 +179,25 @@ fn validate(raw: RawHub, source: ConfigSource, ctx: &ProcessContext) -> Result<H
             "device_cert_lifetime",
         )?,
         enroll_token_lifetime: positive(raw.enroll_token_lifetime, Duration::from_secs(3600), "enroll_token_lifetime")?,
+        auth: auth(raw.auth, &positive)?,
+    })
+}
+
+fn auth(
+    raw: RawAuth,
+    positive: &dyn Fn(Option<Duration>, Duration, &str) -> Result<Duration, ConfigError>,
+) -> Result<AuthSettings, ConfigError> {
+    let default = AuthSettings::default();
+    let idle = positive(raw.session_idle, Duration::from_secs(default.session.idle), "auth.session_idle")?;
+    let max = positive(raw.session_max, Duration::from_secs(default.session.max), "auth.session_max")?;
+    Ok(AuthSettings {
+        require_2fa: raw.require_2fa.unwrap_or(default.require_2fa),
+        session: crate::identity::session::Lifetime { idle: idle.as_secs().max(1), max: max.as_secs().max(1) },
+        setup_code_lifetime: positive(
+            raw.setup_code_lifetime,
+            default.setup_code_lifetime,
+            "auth.setup_code_lifetime",
+        )?,
     })
 }
 
@@ -171,6 +225,11 @@ mod tests {
         assert_eq!(s.device_cert_lifetime, Duration::from_secs(90 * 86400));
         assert!(s.names.contains(&"localhost".to_string()));
         assert!(s.api_tls.is_none());
+        assert!(s.auth.require_2fa, "2FA is on unless turned off");
+        assert_eq!((s.auth.session.idle, s.auth.session.max), (1800, 43200));
+        let s = load_text("[auth]\nrequire_2fa = false\nsession_idle = \"5m\"\nsession_max = \"1h\"\n").unwrap();
+        assert!(!s.auth.require_2fa);
+        assert_eq!((s.auth.session.idle, s.auth.session.max), (300, 3600));
     }
 
     #[test]
@@ -181,6 +240,9 @@ mod tests {
         assert_eq!(key("device_cert_lifetime = \"0s\"\n"), "device_cert_lifetime");
         assert_eq!(key("colour = 1\n"), "colour");
         assert_eq!(key("[api.tls]\ncert = \"c\"\n"), "api.tls");
+        assert_eq!(key("[auth]\nsession_idle = \"0s\"\n"), "auth.session_idle");
+        assert_eq!(key("[auth]\nsession_max = \"soon\"\n"), "auth.session_max");
+        assert_eq!(key("[auth]\nrequire_2fa = \"yes\"\n"), "auth.require_2fa");
     }
 
     #[test]

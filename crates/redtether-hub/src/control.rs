@@ -1,10 +1,11 @@
 //! The hub's control socket: the `redtether-hub` subcommands talk to the running hub here.
 
 use crate::api::Api;
-use crate::store::{HubStore, OperatorRole, StoreError};
+use crate::identity::TokenScope;
+use crate::store::{AccountSource, HubStore, OperatorRecord, OperatorRole, SetupCode, StoreError};
 use redtether_host::control::{ControlResponse, Handler};
 use redtether_pki::tls::Revoked;
-use redtether_proto::audit::HubEventKind;
+use redtether_proto::audit::{Actor, HubEventKind};
 use redtether_proto::wire::codes;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -15,12 +16,37 @@ use std::sync::Arc;
 pub enum HubRequest {
     Status,
     CaFingerprint,
-    EnrollToken { device: String, lifetime_secs: u64 },
-    OperatorAdd { name: String, role: String },
+    EnrollToken {
+        device: String,
+        lifetime_secs: u64,
+    },
+    /// With `token_expires_secs`, an account for automation: no person, no password, one
+    /// `admin` API token that expires; without it, a setup code for the person.
+    OperatorAdd {
+        name: String,
+        role: String,
+        #[serde(default)]
+        email: Option<String>,
+        #[serde(default)]
+        token_expires_secs: Option<u64>,
+        setup_secs: u64,
+    },
     OperatorList,
-    OperatorRemove { name: String },
+    OperatorRemove {
+        name: String,
+    },
+    OperatorRole {
+        name: String,
+        role: String,
+    },
+    OperatorReset2fa {
+        name: String,
+        setup_secs: u64,
+    },
     Devices,
-    DeviceRevoke { device: String },
+    DeviceRevoke {
+        device: String,
+    },
 }
 
 pub struct HubControl {
@@ -37,8 +63,10 @@ pub struct HubControl {
 pub enum RequestError {
     #[error("{0:?} is not a device id (1-64 of A-Z a-z 0-9 . _ @ -)")]
     DeviceId(String),
-    #[error("{0:?} is not one of owner, member, viewer")]
+    #[error("{0:?} is not one of owner, member, viewer, dashboard")]
     Role(String),
+    #[error("{0:?} is not an e-mail address")]
+    Email(String),
     #[error("{0:?} is not an operator name")]
     OperatorName(String),
     #[error(transparent)]
@@ -61,21 +89,80 @@ pub fn apply(store: &HubStore, request: &HubRequest) -> Result<serde_json::Value
                 store.record_event(device, HubEventKind::EnrollTokenCreated, json!({ "expires_in": lifetime_secs }));
             Ok(json!({ "token": token }))
         }
-        HubRequest::OperatorAdd { name, role } => {
+        HubRequest::OperatorAdd { name, role, email, token_expires_secs, setup_secs } => {
             let role = OperatorRole::parse(role).ok_or_else(|| RequestError::Role(role.clone()))?;
             if !redtether_proto::names::valid_name(name) {
                 return Err(RequestError::OperatorName(name.clone()));
             }
-            let token = store.add_operator(name, role, now)?;
-            Ok(json!({ "token": token }))
+            if let Some(e) = email
+                && (e.len() > 254 || !e.contains('@') || e.chars().any(|c| c.is_whitespace() || c.is_control()))
+            {
+                return Err(RequestError::Email(e.clone()));
+            }
+            let record = OperatorRecord::new(name, role, email.clone(), AccountSource::Local, now);
+            let code = store.add_operator(record, *setup_secs)?;
+            let detail = json!({ "role": role, "email": email, "with_token": token_expires_secs.is_some() });
+            store.record(HubEventKind::OperatorAdded, Actor::System, &format!("operator:{name}"), detail)?;
+            match token_expires_secs {
+                None => Ok(json!({ "setup_code": code, "expires_in": setup_secs })),
+                Some(secs) => {
+                    // An automation account never logs in: its setup code is dropped at once.
+                    store.update_operator(name, |r| r.setup = None)?;
+                    let expires = now.saturating_add(*secs);
+                    let token = store.add_api_token(name, "bootstrap", TokenScope::Admin, now, expires)?;
+                    let detail = json!({ "name": "bootstrap", "scope": TokenScope::Admin, "expires": expires });
+                    store.record(HubEventKind::TokenCreated, Actor::System, &format!("operator:{name}"), detail)?;
+                    Ok(json!({ "token": token, "expires": redtether_proto::time::format_unix(expires) }))
+                }
+            }
         }
         HubRequest::OperatorList => {
             let ops = store.operators()?;
-            Ok(json!(ops.iter().map(|o| json!({ "name": o.name, "role": o.role, "created": redtether_proto::time::format_seconds(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(o.created)) })).collect::<Vec<_>>()))
+            Ok(json!(ops.iter().map(|o| o.public_json()).collect::<Vec<_>>()))
         }
         HubRequest::OperatorRemove { name } => {
-            store.remove_operator(name)?;
+            let old = store.remove_operator(name)?;
+            store.record(
+                HubEventKind::OperatorRemoved,
+                Actor::System,
+                &format!("operator:{name}"),
+                json!({ "role": old.role }),
+            )?;
             Ok(json!({ "removed": name }))
+        }
+        HubRequest::OperatorRole { name, role } => {
+            let role = OperatorRole::parse(role).ok_or_else(|| RequestError::Role(role.clone()))?;
+            let from = store
+                .update_operator(name, |r| std::mem::replace(&mut r.role, role))?
+                .ok_or_else(|| RequestError::Store(StoreError::Conflict(format!("no operator named {name:?}"))))?;
+            // The sessions end; tokens act with the new role from their next use.
+            let ended = store.end_sessions(name)?;
+            let detail = json!({ "from": from, "to": role, "sessions_ended": ended });
+            store.record(HubEventKind::OperatorRoleChanged, Actor::System, &format!("operator:{name}"), detail)?;
+            Ok(json!({ "operator": name, "role": role }))
+        }
+        HubRequest::OperatorReset2fa { name, setup_secs } => {
+            let code =
+                redtether_proto::names::valid_name(name).then(|| crate::identity::secrets::random_secret("rtsetup_"));
+            let code = code.ok_or_else(|| RequestError::OperatorName(name.clone()))?;
+            let setup =
+                SetupCode { sha256: crate::identity::secrets::digest(&code), expires: now.saturating_add(*setup_secs) };
+            store
+                .update_operator(name, |r| {
+                    r.totp_secret = None;
+                    r.totp_pending = None;
+                    r.recovery_sha256.clear();
+                    r.setup = Some(setup.clone());
+                })?
+                .ok_or_else(|| RequestError::Store(StoreError::Conflict(format!("no operator named {name:?}"))))?;
+            let ended = store.end_sessions(name)?;
+            store.record(
+                HubEventKind::Operator2faReset,
+                Actor::System,
+                &format!("operator:{name}"),
+                json!({ "sessions_ended": ended }),
+            )?;
+            Ok(json!({ "setup_code": code, "expires_in": setup_secs }))
         }
         HubRequest::Devices => {
             let devices = store.devices()?;

@@ -85,7 +85,7 @@ fn snapshot_summary(s: &SnapshotRecord) -> serde_json::Value {
 
 impl Api {
     fn may_change(operator: &OperatorRecord) -> bool {
-        operator.role != OperatorRole::Viewer
+        operator.role >= OperatorRole::Member
     }
 
     pub(super) async fn deploy(

@@ -1,5 +1,5 @@
-//! The remote editor: `ANY /devices/{id}/editor/{path}` on the operator API, websocket upgrades
-//! included. Each request goes down a new stream of the device's tunnel: a header frame with the
+//! The remote editor, `ANY /devices/{id}/editor/{path}`, and the device's node space (dashboards,
+//! HTTP-In), `ANY /devices/{id}/http/{path}`, on the operator API, websocket upgrades included. Each request goes down a new stream of the device's tunnel: a header frame with the
 //! hub's signed assertion of who the operator is (`protocol::assertion`, 60 s), then the HTTP/1.1
 //! exchange as raw bytes to the device's gate, which applies roles and protection mode exactly
 //! as for a LAN user. The operator's own credentials never leave the hub.
@@ -8,7 +8,7 @@
 //! each request has its own stream, so a slow download does not hold up anything else.
 
 use crate::api::{Api, ApiBody, boxed, error};
-use crate::store::{OperatorRecord, OperatorRole};
+use crate::store::OperatorRecord;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -17,24 +17,45 @@ use redtether_proto::assertion::{self, Assertion};
 use redtether_proto::audit::HubEventKind;
 use redtether_proto::wire::{StreamHeader, StreamKind, encode};
 
-/// `(device, path on the device)` for a remote-editor path; `Some((device, None))` when the
-/// editor root lacks its trailing slash (redirected, so relative links resolve under it).
-pub fn target(path: &str) -> Option<(&str, Option<String>)> {
-    let rest = path.strip_prefix("/devices/")?;
-    let (device, rest) = rest.split_once('/')?;
-    let after = rest.strip_prefix("editor")?;
-    if device.is_empty() || !(after.is_empty() || after.starts_with('/')) {
-        return None;
-    }
-    Some((device, (!after.is_empty()).then(|| format!("/device-editor{after}"))))
+/// Which of a device's spaces a hub path opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpace {
+    /// `/devices/{id}/editor/…` → the device's `/device-editor/…` (editor and admin API).
+    Editor,
+    /// `/devices/{id}/http/…` → the device's `/…` (dashboards, HTTP-In), for every role.
+    Node,
 }
 
-fn role_name(role: OperatorRole) -> &'static str {
-    match role {
-        OperatorRole::Owner => "owner",
-        OperatorRole::Member => "member",
-        OperatorRole::Viewer => "viewer",
+impl DeviceSpace {
+    fn segment(self) -> &'static str {
+        match self {
+            DeviceSpace::Editor => "editor",
+            DeviceSpace::Node => "http",
+        }
     }
+}
+
+/// `(device, space, path on the device)` for a hub path into a device; the path is `None`
+/// when the space's root lacks its trailing slash (redirected, so relative links resolve
+/// under it).
+pub fn target(path: &str) -> Option<(&str, DeviceSpace, Option<String>)> {
+    let rest = path.strip_prefix("/devices/")?;
+    let (device, rest) = rest.split_once('/')?;
+    if device.is_empty() {
+        return None;
+    }
+    for space in [DeviceSpace::Editor, DeviceSpace::Node] {
+        if let Some(after) = rest.strip_prefix(space.segment())
+            && (after.is_empty() || after.starts_with('/'))
+        {
+            let on_device = match space {
+                DeviceSpace::Editor => format!("/device-editor{after}"),
+                DeviceSpace::Node => after.to_string(),
+            };
+            return Some((device, space, (!after.is_empty()).then_some(on_device)));
+        }
+    }
+    None
 }
 
 /// Headers that stay at the hub: the operator's credentials for the hub, and hop-by-hop ones
@@ -48,11 +69,12 @@ impl Api {
         mut req: Request<Incoming>,
         operator: OperatorRecord,
         device: &str,
+        space: DeviceSpace,
         path: Option<String>,
     ) -> Response<ApiBody> {
         let Some(path) = path else {
             let mut r = boxed(error(StatusCode::PERMANENT_REDIRECT, "moved"));
-            if let Ok(v) = HeaderValue::from_str(&format!("/devices/{device}/editor/")) {
+            if let Ok(v) = HeaderValue::from_str(&format!("/devices/{device}/{}/", space.segment())) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
             return r;
@@ -66,7 +88,7 @@ impl Api {
 
         let claim = Assertion {
             user: operator.name.clone(),
-            role: role_name(operator.role).to_string(),
+            role: operator.role.as_str().to_string(),
             device: device.to_string(),
             exp: redtether_proto::time::unix_now() + assertion::LIFETIME_SECS,
         };
@@ -103,7 +125,7 @@ impl Api {
             forwarded = forwarded.header(name, value);
         }
         let Ok(forwarded) = forwarded.body(body) else { return boxed(error(StatusCode::BAD_REQUEST, "bad_request")) };
-        if !parts.method.is_safe() {
+        if space == DeviceSpace::Editor && !parts.method.is_safe() {
             let _ = self.store.record_event(
                 device,
                 HubEventKind::EditorWrite,
@@ -141,13 +163,22 @@ mod tests {
     use super::target;
 
     #[test]
-    fn editor_paths_map_to_the_device_editor() {
-        assert_eq!(target("/devices/pump-1/editor/"), Some(("pump-1", Some("/device-editor/".into()))));
-        assert_eq!(target("/devices/pump-1/editor/flows"), Some(("pump-1", Some("/device-editor/flows".into()))));
-        assert_eq!(target("/devices/pump-1/editor"), Some(("pump-1", None)), "redirected to the slash");
+    fn editor_and_node_paths_map_to_the_device() {
+        use super::DeviceSpace::{Editor, Node};
+        assert_eq!(target("/devices/pump-1/editor/"), Some(("pump-1", Editor, Some("/device-editor/".into()))));
+        assert_eq!(
+            target("/devices/pump-1/editor/flows"),
+            Some(("pump-1", Editor, Some("/device-editor/flows".into())))
+        );
+        assert_eq!(target("/devices/pump-1/editor"), Some(("pump-1", Editor, None)), "redirected to the slash");
+        assert_eq!(target("/devices/pump-1/http/ui/"), Some(("pump-1", Node, Some("/ui/".into()))));
+        assert_eq!(target("/devices/pump-1/http/"), Some(("pump-1", Node, Some("/".into()))));
+        assert_eq!(target("/devices/pump-1/http"), Some(("pump-1", Node, None)));
         for other in [
             "/devices/pump-1/editors",
+            "/devices/pump-1/https/x",
             "/devices//editor/",
+            "/devices//http/x",
             "/api/devices/pump-1",
             "/devices/pump-1",
             "/devices/pump-1/restart",

@@ -7,8 +7,11 @@
 //!               reset.key, cid.key, signing.key (all keys 0600), db/ (sled registry), api-tls/
 //! ```
 
+mod accounts_api;
 pub mod api;
+mod audit_cli;
 mod audit_view;
+pub mod caller;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -16,6 +19,8 @@ mod deploy_api;
 mod editor;
 mod endpoint;
 mod enroll;
+pub mod identity;
+pub mod journal;
 pub mod keys;
 mod login;
 mod policy_api;
@@ -79,7 +84,7 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
         .map_err(|source| StateDirError::Io { path: dir.root().to_path_buf(), source })?;
     let _lock = dir.lock()?;
     let keys = Arc::new(keys::load_or_create(dir.root(), &settings.names, SystemTime::now())?);
-    let store = Arc::new(store::HubStore::open(&dir.root().join("db"))?);
+    let store = Arc::new(store::HubStore::open(dir.root())?);
     let revoked = Arc::new(RwLock::new(store.revoked_serials()?.into_iter().collect::<HashSet<_>>()));
     let quic = endpoint::bind(settings.listen, &keys, Arc::clone(&revoked))?;
     let quic_addr = quic.endpoint.local_addr().unwrap_or(settings.listen);
@@ -112,6 +117,13 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
             api::FAILED_AUTH_BURST,
             FAILED_AUTH_ADDRESSES,
         ),
+        failed_logins: redtether_host::ratelimit::Limiter::new(
+            api::FAILED_AUTH_PER_SECOND,
+            api::FAILED_AUTH_BURST,
+            FAILED_AUTH_ADDRESSES,
+        ),
+        auth: settings.auth.clone(),
+        pending_logins: Default::default(),
     });
     let accepting = endpoint::Accepting {
         store: Arc::clone(&store),

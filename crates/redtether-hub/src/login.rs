@@ -1,32 +1,24 @@
-//! A browser's way into the remote editor: a browser cannot add `Authorization: Bearer` to the
-//! editor's page loads, so `GET /login` shows a form for the operator token and `POST /login`
-//! turns a valid token into a cookie. The cookie is `HttpOnly`, `SameSite=Strict` (a browser
-//! does not send it with requests another site starts, so no cross-site request forgery or
-//! websocket hijacking through it), `Path=/devices` (only the editor routes see it; the JSON API
-//! keeps requiring the header), `Secure` when the API is HTTPS, and lasts 12 hours. The hub
-//! never forwards it to a device.
+//! The browser's login at `/login`: a form for the name and password, then — for an account
+//! with TOTP — a second form for the code (or a recovery code). A successful login sets the
+//! session cookie (`HttpOnly`, `SameSite=Strict`, `Secure` when the API is HTTPS) and goes back
+//! to where the browser wanted to go (the hub's own paths only: no open redirect).
+//!
+//! The forms carry a CSRF token that must equal the `redtether_login` cookie set with the form
+//! (so another site cannot log a browser in as someone else); pages are `no-store` under a CSP
+//! that allows nothing but the form posting back here.
 
-use crate::api::{Api, ApiBody, Checked, boxed, error, rate_limited};
-use crate::store::OperatorRecord;
+use crate::accounts_api::{LoginOutcome, SecondFactor};
+use crate::api::{Api, ApiBody, boxed, error, rate_limited};
+use crate::caller::cookie;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-pub const COOKIE: &str = "redtether_operator";
+const LOGIN_COOKIE: &str = "redtether_login";
 const MAX_FORM: usize = 4096;
-const COOKIE_SECS: u64 = 12 * 3600;
 
-const FORM: &str = r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>redtether hub</title></head>
-<body><form method="post" action="/login">
-<p><label>Operator token <input name="token" type="password" autocomplete="off" autofocus></label></p>
-<input type="hidden" name="next" value="NEXT">
-<p><button>Open the editor</button></p>
-</form></body></html>
-"#;
-
-/// Where to go after logging in: only the hub's own editor routes (no open redirect).
+/// Where to go after logging in: the hub's editor routes or its root (no open redirect).
 pub fn safe_next(next: &str) -> &str {
     let ok = next.starts_with("/devices/")
         && !next.contains("//")
@@ -35,30 +27,70 @@ pub fn safe_next(next: &str) -> &str {
     if ok { next } else { "/" }
 }
 
-/// The operator token in a `Cookie` header, if any.
-pub fn token_from_cookie(headers: &http::HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+/// Escapes text for an HTML attribute or element.
+pub fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
-fn html(status: StatusCode, body: String) -> Response<ApiBody> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+fn page(status: StatusCode, body: &str, set_cookie: Option<HeaderValue>) -> Response<ApiBody> {
+    let html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>redtether hub — log in</title></head>\n<body>{body}</body></html>\n"
+    );
+    let mut r = Response::new(Full::new(Bytes::from(html)));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r.headers_mut()
-        .insert("content-security-policy", HeaderValue::from_static("default-src 'none'; form-action 'self'"));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    );
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    if let Some(c) = set_cookie {
+        h.insert(header::SET_COOKIE, c);
+    }
     boxed(r)
 }
 
-fn form(next: &str) -> String {
-    // `next` passed `safe_next` (printable ASCII); escaped for the attribute all the same.
-    FORM.replace("NEXT", &next.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;"))
+fn password_form(csrf: &str, next: &str, message: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"/login\">{message}\
+         <p><label>Name <input name=\"name\" autocomplete=\"username\" autofocus></label></p>\
+         <p><label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\"></label></p>\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"next\" value=\"{}\">\
+         <p><button>Log in</button></p></form>",
+        esc(csrf),
+        esc(next)
+    )
 }
+
+fn code_form(csrf: &str, next: &str, ticket: &str, message: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"/login\">{message}\
+         <p><label>Code from your authenticator app, or a recovery code \
+         <input name=\"code\" autocomplete=\"one-time-code\" inputmode=\"numeric\" autofocus></label></p>\
+         <input type=\"hidden\" name=\"ticket\" value=\"{}\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{}\"><input type=\"hidden\" name=\"next\" value=\"{}\">\
+         <p><button>Continue</button></p></form>",
+        esc(ticket),
+        esc(csrf),
+        esc(next)
+    )
+}
+
+const FAILED: &str = "<p role=\"alert\">Login failed.</p>";
 
 impl Api {
     pub(super) async fn login(&self, req: Request<Incoming>, peer: std::net::IpAddr) -> Response<ApiBody> {
@@ -67,37 +99,79 @@ impl Api {
                 let next = req.uri().query().and_then(|q| {
                     form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "next").map(|(_, v)| v.into_owned())
                 });
-                html(StatusCode::OK, form(safe_next(next.as_deref().unwrap_or("/"))))
+                let csrf = crate::identity::secrets::random_secret("");
+                let secure = if self.secure_cookies { "; Secure" } else { "" };
+                let cookie = HeaderValue::from_str(&format!(
+                    "{LOGIN_COOKIE}={csrf}; Path=/login; Max-Age=3600; HttpOnly; SameSite=Strict{secure}"
+                ))
+                .ok();
+                page(StatusCode::OK, &password_form(&csrf, safe_next(next.as_deref().unwrap_or("/")), ""), cookie)
             }
-            http::Method::POST => {
-                let Ok(body) = Limited::new(req.into_body(), MAX_FORM).collect().await else {
-                    return boxed(error(StatusCode::PAYLOAD_TOO_LARGE, "form_too_large"));
-                };
-                let fields: Vec<(String, String)> = form_urlencoded::parse(&body.to_bytes()).into_owned().collect();
-                let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-                let next = safe_next(field("next").unwrap_or("/")).to_string();
-                let operator = match field("token").map(|t| self.check_token(t, peer)) {
-                    Some(Checked::Operator(operator)) => operator,
-                    Some(Checked::Limited(retry)) => return boxed(rate_limited(retry)),
-                    Some(Checked::Refused) | None => {
-                        tracing::warn!(%peer, "operator login refused");
-                        return html(StatusCode::UNAUTHORIZED, form(&next));
-                    }
-                };
-                self.logged_in(&operator, field("token").unwrap_or_default(), &next)
-            }
+            http::Method::POST => self.login_post(req, peer).await,
             _ => boxed(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")),
         }
     }
 
-    fn logged_in(&self, operator: &OperatorRecord, token: &str, next: &str) -> Response<ApiBody> {
-        tracing::info!(operator = %operator.name, "operator logged in for the editor");
-        let secure = if self.secure_cookies { "; Secure" } else { "" };
-        let cookie =
-            format!("{COOKIE}={token}; Path=/devices; Max-Age={COOKIE_SECS}; HttpOnly; SameSite=Strict{secure}");
+    async fn login_post(&self, req: Request<Incoming>, peer: std::net::IpAddr) -> Response<ApiBody> {
+        let expected = cookie(req.headers(), LOGIN_COOKIE).map(str::to_string);
+        let Ok(body) = Limited::new(req.into_body(), MAX_FORM).collect().await else {
+            return boxed(error(StatusCode::PAYLOAD_TOO_LARGE, "form_too_large"));
+        };
+        let fields: Vec<(String, String)> = form_urlencoded::parse(&body.to_bytes()).into_owned().collect();
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let next = safe_next(field("next").unwrap_or("/")).to_string();
+        let csrf = field("csrf").unwrap_or_default();
+        let csrf_ok = expected.as_deref().is_some_and(|e| {
+            use subtle::ConstantTimeEq;
+            !e.is_empty() && bool::from(e.as_bytes().ct_eq(csrf.as_bytes()))
+        });
+        if !csrf_ok {
+            return page(StatusCode::FORBIDDEN, "<p>The form expired; <a href=\"/login\">log in again</a>.</p>", None);
+        }
+        let now = redtether_proto::time::unix_now();
+        let (name, outcome, factor) = match field("ticket") {
+            Some(ticket) => {
+                let Some(name) = self.pending_logins.name(ticket, now) else {
+                    return page(StatusCode::UNAUTHORIZED, &password_form(csrf, &next, FAILED), None);
+                };
+                let code = field("code").unwrap_or_default().trim();
+                let (second, factor) = if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
+                    (SecondFactor::Totp(code.to_string()), "totp")
+                } else {
+                    (SecondFactor::RecoveryCode(code.to_string()), "recovery_code")
+                };
+                let outcome = self.check_login(&name, None, Some(second), peer);
+                if outcome.is_ok() {
+                    self.pending_logins.finish(ticket);
+                } else if let Err(LoginOutcome::Refused(_)) = outcome {
+                    return page(StatusCode::UNAUTHORIZED, &code_form(csrf, &next, ticket, FAILED), None);
+                }
+                (name, outcome, factor)
+            }
+            None => {
+                let name = field("name").unwrap_or_default().to_string();
+                let outcome = self.check_login(&name, Some(field("password").unwrap_or_default()), None, peer);
+                (name, outcome, "none")
+            }
+        };
+        let operator = match outcome {
+            Ok(operator) => operator,
+            Err(LoginOutcome::Limited(retry)) => return boxed(rate_limited(retry)),
+            Err(LoginOutcome::NeedsSecondFactor) => {
+                let ticket = self.pending_logins.start(&name, now);
+                return page(StatusCode::OK, &code_form(csrf, &next, &ticket, ""), None);
+            }
+            Err(LoginOutcome::Refused(_)) => {
+                return page(StatusCode::UNAUTHORIZED, &password_form(csrf, &next, FAILED), None);
+            }
+        };
+        let (id, _) = match self.start_session(&operator, "password", factor, peer) {
+            Ok(s) => s,
+            Err(r) => return boxed(r),
+        };
         let mut r = boxed(error(StatusCode::SEE_OTHER, "logged_in"));
-        if let (Ok(c), Ok(l)) = (HeaderValue::from_str(&cookie), HeaderValue::from_str(next)) {
-            r.headers_mut().insert(header::SET_COOKIE, c);
+        r.headers_mut().insert(header::SET_COOKIE, self.session_cookie(&id));
+        if let Ok(l) = HeaderValue::from_str(&next) {
             r.headers_mut().insert(header::LOCATION, l);
         }
         r
@@ -109,7 +183,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_editor_routes_are_followed_after_login() {
+    fn only_the_hubs_own_paths_are_followed_after_login() {
         assert_eq!(safe_next("/devices/pump-1/editor/"), "/devices/pump-1/editor/");
         for evil in [
             "https://evil.example/",
@@ -124,12 +198,12 @@ mod tests {
     }
 
     #[test]
-    fn the_cookie_is_found_among_others() {
-        let mut h = http::HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; redtether_operator=rto_x; b=2"));
-        assert_eq!(token_from_cookie(&h), Some("rto_x"));
-        let mut h = http::HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("redtether_operator_other=rto_y"));
-        assert_eq!(token_from_cookie(&h), None, "a cookie whose name only starts the same");
+    fn everything_a_user_sent_is_escaped() {
+        assert_eq!(
+            esc("\"><script>alert('x')</script>&"),
+            "&quot;&gt;&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;"
+        );
+        let form = password_form("c\"", "/devices/a\"b/", "");
+        assert!(form.contains("value=\"c&quot;\"") && form.contains("/devices/a&quot;b/"));
     }
 }

@@ -7,16 +7,20 @@
 //! `fdatasync` of sled's log file (`redtether_host::sled_open::LogFile`), as the agent's
 //! journal does. A delivered audit batch is acknowledged only after that.
 
+use crate::journal::{Durability, HubJournal};
 use base64::Engine;
 use redtether_host::sled_open;
-use redtether_proto::audit::{BatchError, HubEventKind, Ingested, StoredEvent, check_batch, new_events};
+use redtether_proto::audit::{Actor, BatchError, HubEventKind, Ingested, StoredEvent, check_batch, new_events};
 use redtether_proto::deployment::Snapshot;
 use redtether_proto::wire::{DeployState, DeviceStatus, EnrollRefusal};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
+mod operators;
 mod policy;
+pub use crate::identity::OperatorRole;
+pub use operators::{AccountSource, ApiTokenRecord, OperatorRecord, SessionRecord, SetupCode};
 pub use policy::{HubTokenRecord, MadePolicy, PolicyChange, PolicyError, PolicyRecord, PolicyUpdate};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,26 +43,9 @@ pub enum StoreError {
     /// What a device sent is not a valid audit batch.
     #[error("invalid audit batch: {0}")]
     InvalidBatch(#[from] BatchError),
-}
-
-/// What an operator may do through the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OperatorRole {
-    Owner,
-    Member,
-    Viewer,
-}
-
-impl OperatorRole {
-    pub fn parse(text: &str) -> Option<OperatorRole> {
-        match text {
-            "owner" => Some(OperatorRole::Owner),
-            "member" => Some(OperatorRole::Member),
-            "viewer" => Some(OperatorRole::Viewer),
-            _ => None,
-        }
-    }
+    /// The hub's audit journal could not record an event.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,14 +82,6 @@ struct EnrollTokenRecord {
     created: u64,
     expires: u64,
     used: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OperatorRecord {
-    pub name: String,
-    pub role: OperatorRole,
-    pub created: u64,
-    token_sha256: String,
 }
 
 /// A deployment the hub signed for a device, and where it stands.
@@ -157,6 +136,10 @@ pub struct HubStore {
     devices: sled::Tree,
     tokens: sled::Tree,
     operators: sled::Tree,
+    /// Operators' API tokens: digest → [`ApiTokenRecord`].
+    api_tokens: sled::Tree,
+    /// Login sessions: id digest → [`SessionRecord`].
+    sessions: sled::Tree,
     revoked: sled::Tree,
     events: sled::Tree,
     /// Delivered device audit events: device, 0, seq (big-endian), id → the event as sent.
@@ -176,6 +159,8 @@ pub struct HubStore {
     /// Held from reading a device's last policy number to storing the next (`make_policy`).
     policy_lock: std::sync::Mutex<()>,
     log: sled_open::LogFile,
+    /// The hash-chained trail of every event recorded here (`crate::journal`).
+    journal: HubJournal,
 }
 
 fn audit_key(device: &str, seq: u64, id: &str) -> Vec<u8> {
@@ -205,7 +190,10 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 impl HubStore {
-    pub fn open(dir: &Path) -> Result<HubStore, StoreError> {
+    /// Opens the registry (`<root>/db`) and the audit journal (`<root>/audit.jsonl`).
+    pub fn open(root: &Path) -> Result<HubStore, StoreError> {
+        let journal = HubJournal::open(root)?;
+        let dir = &root.join("db");
         let config = sled::Config::new().path(dir).cache_capacity(8 * 1024 * 1024);
         let db = sled_open::open(&config, dir, sled_open::LOCK_WAIT)?;
         let log = sled_open::LogFile::open(dir)?;
@@ -215,6 +203,8 @@ impl HubStore {
             devices: db.open_tree("devices")?,
             tokens: db.open_tree("enroll_tokens")?,
             operators: db.open_tree("operators")?,
+            api_tokens: db.open_tree("api_tokens")?,
+            sessions: db.open_tree("sessions")?,
             revoked: db.open_tree("revoked")?,
             events: db.open_tree("events")?,
             deployments: db.open_tree("deployments")?,
@@ -224,13 +214,31 @@ impl HubStore {
             policies: db.open_tree("policies")?,
             policy_tokens: db.open_tree("policy_tokens")?,
             policy_lock: std::sync::Mutex::new(()),
+            journal,
             db,
         })
     }
 
     /// Makes every change so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
+        self.journal.sync()?;
         Ok(self.log.sync(&self.db)?)
+    }
+
+    /// Records an event of an operator's action in the hub's journal, durably: the caller
+    /// answers the action only after this returned.
+    pub fn record(
+        &self,
+        kind: HubEventKind,
+        actor: Actor,
+        target: &str,
+        detail: serde_json::Value,
+    ) -> Result<StoredEvent, StoreError> {
+        Ok(self.journal.record(kind, actor, target, detail, Durability::Sync)?)
+    }
+
+    pub fn journal(&self) -> &HubJournal {
+        &self.journal
     }
 
     /// A one-time enrollment token for `device_id`, valid for `lifetime_secs`.
@@ -368,42 +376,6 @@ impl HubStore {
     }
 
     /// Adds an operator; returns their API token (shown once).
-    pub fn add_operator(&self, name: &str, role: OperatorRole, now: u64) -> Result<String, StoreError> {
-        if self.operators.contains_key(name.as_bytes())? {
-            return Err(StoreError::Conflict(format!("an operator named {name:?} exists (remove it first)")));
-        }
-        let token = secret("rto_");
-        let record =
-            OperatorRecord { name: name.to_string(), role, created: now, token_sha256: hex::encode(digest(&token)) };
-        self.operators.insert(name.as_bytes(), encode(&record))?;
-        self.flush()?;
-        Ok(token)
-    }
-
-    pub fn operators(&self) -> Result<Vec<OperatorRecord>, StoreError> {
-        self.operators.iter().values().map(|v| decode(&v?)).collect()
-    }
-
-    pub fn remove_operator(&self, name: &str) -> Result<(), StoreError> {
-        if self.operators.remove(name.as_bytes())?.is_none() {
-            return Err(StoreError::Conflict(format!("no operator named {name:?}")));
-        }
-        self.flush()
-    }
-
-    /// The operator whose token this is. Every record is compared in constant time.
-    pub fn operator_by_token(&self, token: &str) -> Result<Option<OperatorRecord>, StoreError> {
-        use subtle::ConstantTimeEq;
-        let presented = hex::encode(digest(token));
-        let mut found = None;
-        for record in self.operators()? {
-            if bool::from(record.token_sha256.as_bytes().ct_eq(presented.as_bytes())) {
-                found = Some(record);
-            }
-        }
-        Ok(found)
-    }
-
     /// Records an event about a device.
     pub fn record_event(
         &self,
@@ -411,17 +383,14 @@ impl HubStore {
         kind: HubEventKind,
         detail: serde_json::Value,
     ) -> Result<HubEvent, StoreError> {
-        let seq = self.db.generate_id()? + 1;
-        let event = HubEvent {
-            seq,
-            ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            device: device.to_string(),
-            kind: kind.as_str().to_string(),
-            detail,
-        };
+        // An operator's name in the detail is who did it; otherwise the hub itself.
+        let actor = detail.get("operator").and_then(|o| o.as_str()).map_or(Actor::System, Actor::user);
+        let stored = self.journal.record(kind, actor, device, detail.clone(), Durability::Lazy)?;
+        let event = HubEvent { seq: stored.seq, ts: stored.ts, device: device.to_string(), kind: stored.kind, detail };
+        // The per-device index the device's audit view reads; the journal is the record.
         let mut key = device.as_bytes().to_vec();
         key.push(0);
-        key.extend_from_slice(&seq.to_be_bytes());
+        key.extend_from_slice(&event.seq.to_be_bytes());
         self.events.insert(key, encode(&event))?;
         Ok(event)
     }
@@ -629,17 +598,6 @@ mod tests {
         assert_eq!(s.revoke_device("pump-1").unwrap(), "bb");
         assert!(s.device("pump-1").unwrap().unwrap().revoked);
         assert_eq!(s.revoked_serials().unwrap().len(), 2);
-    }
-
-    #[test]
-    fn operators_are_found_by_token_and_names_are_unique() {
-        let (_d, s) = store();
-        let token = s.add_operator("ops", OperatorRole::Member, 1).unwrap();
-        assert_eq!(s.operator_by_token(&token).unwrap().unwrap().role, OperatorRole::Member);
-        assert!(s.operator_by_token("rto_guess").unwrap().is_none());
-        assert!(s.add_operator("ops", OperatorRole::Owner, 1).is_err());
-        s.remove_operator("ops").unwrap();
-        assert!(s.operator_by_token(&token).unwrap().is_none());
     }
 
     #[test]

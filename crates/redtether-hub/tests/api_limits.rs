@@ -33,12 +33,12 @@ async fn failed_token_checks_are_rate_limited_per_address_before_any_lookup() {
     assert_eq!(get(&client, &devices, Some(&good)).await.status(), 429);
     // A request without a token checks nothing and costs nothing.
     assert_eq!(get(&client, &devices, None).await.status(), 401);
-    // The editor's routes and the login form count the same way.
+    // The editor's routes and the login count the same way.
     let editor = format!("{}/devices/pump-1/editor/", hub.api());
     assert_eq!(get(&client, &editor, Some("rto_guess11")).await.status(), 429);
     let login = client
-        .post(format!("{}/login", hub.api()))
-        .form(&[("token", good.as_str()), ("next", "/devices/pump-1/editor/")])
+        .post(format!("{}/api/login", hub.api()))
+        .json(&serde_json::json!({ "name": "ops", "password": "whatever-it-is-here" }))
         .send()
         .await
         .unwrap();

@@ -21,7 +21,17 @@ fn hub_config_errors_name_the_key_and_the_cli_works_without_the_hub() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("rto_"));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("rtsetup_"), "a person gets a setup code");
+    let out = Command::new(HUB)
+        .args(["operator", "add", "--name", "ci", "--role", "member", "--token", "--expires", "1h", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("rto_"), "automation gets a token");
+    let out = Command::new(HUB).args(["audit", "verify", "--config"]).arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 events"), "added, added, token.created");
     let out = Command::new(HUB).args(["operator", "list", "--config"]).arg(&config).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"ann\""));
     let out = Command::new(HUB)

@@ -10,6 +10,24 @@ use std::time::Duration;
 /// crate's own tests; see [`crate::fresh_hub_bin`]).
 pub const HUB_BIN: &str = concat!(env!("REDTETHER_BIN_DIR"), "/redtether-hub");
 
+/// An operator with a password and TOTP, as set up by [`Hub::account`].
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub password: String,
+    pub totp_secret: String,
+    pub recovery_codes: Vec<String>,
+}
+
+impl Account {
+    /// The TOTP code at Unix second `t` (RFC 6238: SHA-1, 6 digits, 30 s).
+    pub fn code_at(&self, t: u64) -> String {
+        let secret = totp_rs::Secret::try_from_base32(&self.totp_secret).unwrap();
+        let totp = totp_rs::Builder::new().with_secret(secret).with_account_name("test").build().unwrap();
+        totp.generate(t).to_string()
+    }
+}
+
 pub struct Hub {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -127,10 +145,29 @@ impl Hub {
         out
     }
 
+    /// An automation account with an `admin` API token valid for a day; returns the token.
     pub fn operator(&self, name: &str, role: &str) -> String {
-        let (code, out, err) = self.cli(&["operator", "add", "--name", name, "--role", role]);
+        let (code, out, err) =
+            self.cli(&["operator", "add", "--name", name, "--role", role, "--token", "--expires", "1d"]);
         assert_eq!(code, 0, "{err}");
         out
+    }
+
+    /// A person's account, set up through the API as they would: password, TOTP enrolled.
+    pub fn account(&self, name: &str, role: &str) -> Account {
+        let (code, setup, err) = self.cli(&["operator", "add", "--name", name, "--role", role]);
+        assert_eq!(code, 0, "{err}");
+        assert!(setup.starts_with("rtsetup_"), "{setup}");
+        let (api, name) = (self.api(), name.to_string());
+        // On a thread of its own: the blocking client may not run inside a test's runtime.
+        std::thread::spawn(move || set_up(&api, &name, &setup)).join().unwrap()
+    }
+
+    /// The hub's audit trail as `redtether-hub audit list` prints it.
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        let (code, out, err) = self.cli(&["audit", "list"]);
+        assert_eq!(code, 0, "{err}");
+        out.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
     pub fn kill9(&mut self) {
@@ -218,4 +255,28 @@ pub fn online_agent(hub: &Hub, device: &str, gate_keys: &str) -> crate::agent::A
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     wait_online(&agent, 1);
     agent
+}
+
+/// Sets an account up as its person would: password, then the TOTP secret confirmed.
+fn set_up(api: &str, name: &str, setup: &str) -> Account {
+    let client = crate::http::blocking_client_builder().build().unwrap();
+    let password = format!("{name}-correct-horse-battery");
+    let offered: serde_json::Value = client
+        .post(format!("{api}/api/setup"))
+        .json(&serde_json::json!({ "code": setup, "password": password }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let secret = offered["totp_secret"].as_str().unwrap_or_else(|| panic!("{offered}")).to_string();
+    let account = Account { name: name.to_string(), password, totp_secret: secret, recovery_codes: Vec::new() };
+    let confirmed: serde_json::Value = client
+        .post(format!("{api}/api/setup/confirm"))
+        .json(&serde_json::json!({ "code": setup, "totp": account.code_at(crate::unix_now()) }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let codes = confirmed["recovery_codes"].as_array().unwrap_or_else(|| panic!("{confirmed}"));
+    Account { recovery_codes: codes.iter().map(|c| c.as_str().unwrap().to_string()).collect(), ..account }
 }

@@ -164,10 +164,34 @@ kinds! {
         PolicySent => "policy.sent",
         /// The device answered a policy. Detail: `number`, `state`, `reason`.
         PolicyStatus => "policy.status",
-        /// An operator made a bearer token for the device. Detail: `name`, `expires`, `scope`, `operator`.
+        /// An operator made a bearer token: for a device (target: the device; detail `name`,
+        /// `expires`, `scope`, `operator`) or an API token of their own (target `operator:<name>`;
+        /// detail `name`, `expires`, `scope`).
         TokenCreated => "token.created",
-        /// An operator revoked a bearer token of the device. Detail: `name`, `operator`.
+        /// A bearer token was revoked: a device's (detail `name`, `operator`) or an operator's
+        /// API token (target `operator:<name>`; detail `name`).
         TokenRevoked => "token.revoked",
+        /// An operator account was made. Detail: `role`, `email`, `with_token`.
+        OperatorAdded => "operator.added",
+        /// An operator account was removed (its sessions and tokens end with it). Detail: `role`.
+        OperatorRemoved => "operator.removed",
+        /// An operator's role changed (their sessions end). Detail: `from`, `to`.
+        OperatorRoleChanged => "operator.role_changed",
+        /// An operator set their password with their setup code. Detail: `second_factor`.
+        OperatorPasswordSet => "operator.password_set",
+        /// An operator enrolled TOTP (and got new recovery codes).
+        Operator2faEnrolled => "operator.2fa_enrolled",
+        /// An operator's TOTP and recovery codes were cleared; they get a new setup code.
+        Operator2faReset => "operator.2fa_reset",
+        /// A login succeeded. Detail: `method` (`password`, `oidc`, `ldap`), `second_factor`, `addr`.
+        OperatorLogin => "operator.login",
+        /// A login failed. Detail: `reason`, `addr` (never the password or the code).
+        OperatorLoginFailed => "operator.login_failed",
+        /// Failed logins or token checks from one address or for one account were limited:
+        /// one event per burst. Detail: `addr` or `account`, `retry_after_secs`.
+        OperatorLoginLimited => "operator.login_limited",
+        /// An operator logged out.
+        OperatorLogout => "operator.logout",
     }
 }
 

@@ -48,8 +48,18 @@ struct Body<'a> {
     prev_hash: &'a str,
 }
 
+/// An event with its kind as a dotted name, ready to seal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedEvent<'a> {
+    pub kind: &'a str,
+    pub actor: Actor,
+    pub target: String,
+    pub level: Level,
+    pub detail: serde_json::Map<String, serde_json::Value>,
+}
+
 /// Why a stored record does not hold up.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordFault {
     /// Not a record at all (truncated, not JSON).
     Unreadable,
@@ -61,16 +71,47 @@ pub enum RecordFault {
     BrokenChain,
 }
 
+impl RecordFault {
+    /// What the fault means, for `audit verify`'s message.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RecordFault::Unreadable => "unreadable",
+            RecordFault::WrongSeq => "stored under another sequence number",
+            RecordFault::HashMismatch => "content does not match its hash",
+            RecordFault::BrokenChain => "does not follow the previous record's hash",
+        }
+    }
+}
+
 impl StoredEvent {
     /// Seals `event` as number `seq` after `prev_hash`; returns it with its stored bytes.
     pub fn seal(event: AuditEvent, seq: u64, id: String, ts: String, prev_hash: &[u8; 32]) -> (StoredEvent, Vec<u8>) {
+        let named = NamedEvent {
+            kind: event.kind.as_str(),
+            actor: event.actor,
+            target: event.target,
+            level: event.level,
+            detail: event.detail,
+        };
+        StoredEvent::seal_named(named, seq, id, ts, prev_hash)
+    }
+
+    /// [`StoredEvent::seal`] of an event whose kind is given by name (the hub's own journal
+    /// seals [`super::HubEventKind`]s in the same format).
+    pub fn seal_named(
+        event: NamedEvent<'_>,
+        seq: u64,
+        id: String,
+        ts: String,
+        prev_hash: &[u8; 32],
+    ) -> (StoredEvent, Vec<u8>) {
         let detail = bounded_detail(event.detail);
         let prev_hash = hex::encode(prev_hash);
         let body = Body {
             seq,
             id: &id,
             ts: &ts,
-            kind: event.kind.as_str(),
+            kind: event.kind,
             actor: &event.actor,
             target: &event.target,
             level: event.level,
@@ -83,7 +124,7 @@ impl StoredEvent {
             seq,
             id,
             ts,
-            kind: event.kind.as_str().to_string(),
+            kind: event.kind.to_string(),
             actor: event.actor,
             target: event.target,
             level: event.level,
