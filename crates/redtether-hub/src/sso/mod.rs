@@ -25,6 +25,7 @@ mod tls;
 use std::collections::BTreeMap;
 
 pub use dn::normalize_dn;
+pub use http::HttpError;
 pub use tls::TlsError;
 
 /// The hub's roles, highest first: an identity whose groups map to several roles gets the
