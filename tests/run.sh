@@ -4,8 +4,11 @@
 # What the tests need beyond that is installed by the tests themselves, once, into target/:
 # Node-RED from tests/fixtures/node-red/package-lock.json (npm ci, reused while the lockfile is
 # unchanged), the CycloneDX validator the SBOM test runs from tests/fixtures/cyclonedx/package-lock.json
-# (the same way) and Python's aioquic from tests/fixtures/aioquic/requirements.txt (pip --target);
-# the proxy tests install Debian's tinyproxy-bin with apt-get (as root) when it is missing.
+# (the same way), the OpenID provider of the hub's single sign-on tests (panva's oidc-provider)
+# from tests/fixtures/oidc-provider/package-lock.json (the same way) and Python's aioquic from
+# tests/fixtures/aioquic/requirements.txt (pip --target); the proxy tests install Debian's
+# tinyproxy-bin, and the hub's LDAP tests Debian's slapd and ldap-utils, with apt-get (as root)
+# when they are missing (a slapd service the package starts is stopped and disabled again).
 # Every crate of the workspace is tested; the integration tests in tests/ run the agent and hub
 # binaries cargo builds for them. Extra arguments go to `cargo test` (for example a test name
 # filter).

@@ -29,6 +29,7 @@ mod registry;
 mod session;
 mod setup;
 mod setup_page;
+pub mod sso;
 pub mod store;
 
 /// The hub's version, as reported by `--version` and the tunnel's `welcome`.

@@ -1,7 +1,8 @@
 //! `redtether-testkit`: what the integration tests share, compiled once for all of them — the
 //! real Node-RED and the CycloneDX validator from their committed lockfiles, launchers for a
 //! real agent and a real hub with their own state directories, test CAs, aioquic as a foreign
-//! QUIC peer, a stand-in npm registry, a real forward proxy (tinyproxy), the forgetful
+//! QUIC peer, a stand-in npm registry, a real forward proxy (tinyproxy), a real OpenID provider
+//! (oidc-provider) and a real LDAP directory (slapd) for single sign-on, the forgetful
 //! filesystem for power cuts, HTTP clients, and small helpers to wait for conditions.
 
 pub mod agent;
@@ -10,10 +11,12 @@ pub mod cyclonedx;
 pub mod forgetful_fs;
 pub mod http;
 pub mod hub;
+pub mod ldap;
 pub mod login_load;
 pub mod node_red;
 pub mod npm_fixture;
 pub mod npm_registry;
+pub mod oidc;
 pub mod tinyproxy;
 pub mod tls;
 
