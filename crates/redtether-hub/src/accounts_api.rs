@@ -155,7 +155,7 @@ impl Api {
         self.store.record(kind, actor, target, detail).map(|_| ()).map_err(|e| Box::new(store_error(&e)))
     }
 
-    fn login_failed(&self, name: &str, peer: IpAddr, reason: &'static str) {
+    pub(crate) fn login_failed(&self, name: &str, peer: IpAddr, reason: &'static str) {
         let now = std::time::Instant::now();
         self.failed_auth.charge(peer, now);
         self.failed_logins.charge(name.to_string(), now);
@@ -183,7 +183,30 @@ impl Api {
         None
     }
 
-    /// Checks a password login and its second factor; on success the account as it is now.
+    /// A password login from the API or the form: a local account's (with its second factor),
+    /// or — with `[auth.ldap]` — the directory's for any other name. Returns the account and
+    /// how it logged in.
+    pub(crate) async fn password_login(
+        &self,
+        name: &str,
+        password: &str,
+        second: Option<SecondFactor>,
+        peer: IpAddr,
+    ) -> Result<(OperatorRecord, &'static str), LoginOutcome> {
+        if self.is_directory_name(name) {
+            if let Some(retry) = self.login_limits(name, peer) {
+                return Err(LoginOutcome::Limited(retry));
+            }
+            return self.ldap_login(name, password, peer).await.map(|o| (o, "ldap"));
+        }
+        if !self.auth.password_login() {
+            self.login_failed(name, peer, "password_login_disabled");
+            return Err(LoginOutcome::Refused("password_login_disabled"));
+        }
+        self.check_login(name, Some(password), second, peer).map(|o| (o, "password"))
+    }
+
+    /// Checks a local account's password and second factor; on success the account as it is now.
     pub(crate) fn check_login(
         &self,
         name: &str,
@@ -290,13 +313,14 @@ impl Api {
             Some(SecondFactor::RecoveryCode(_)) => "recovery_code",
             None => "none",
         };
-        let operator = match self.check_login(&body.name, Some(&body.password), second, peer) {
-            Ok(operator) => operator,
+        let (operator, method) = match self.password_login(&body.name, &body.password, second, peer).await {
+            Ok(found) => found,
             Err(LoginOutcome::Limited(retry)) => return rate_limited(retry),
             Err(LoginOutcome::NeedsSecondFactor) => return refused(StatusCode::UNAUTHORIZED, "second_factor_required"),
             Err(LoginOutcome::Refused(_)) => return refused(StatusCode::UNAUTHORIZED, "invalid_credentials"),
         };
-        let (id, session) = match self.start_session(&operator, "password", factor, peer) {
+        let factor = if method == "password" { factor } else { "provider" };
+        let (id, session) = match self.start_session(&operator, method, factor, peer) {
             Ok(s) => s,
             Err(r) => return *r,
         };

@@ -49,6 +49,8 @@ pub struct Api {
     pub auth: crate::config::AuthSettings,
     /// Browser logins between their password and their second factor.
     pub pending_logins: crate::accounts_api::PendingLogins,
+    /// Single sign-on with an OpenID provider, and its logins in progress.
+    pub sso: crate::sso_login::Sso,
 }
 
 /// Failed token checks allowed from one address at once, then one per second: enough for a
@@ -101,6 +103,8 @@ impl Api {
         match req.uri().path() {
             "/login" => return Ok(self.login(req, peer).await),
             "/setup" | "/setup/confirm" => return Ok(self.setup_page(req, peer).await),
+            "/auth/oidc/login" => return Ok(self.oidc_begin(req).await),
+            crate::sso::config::CALLBACK_PATH => return Ok(self.oidc_callback(req, peer).await),
             _ => {}
         }
         if let Some((device, space, path)) = crate::editor::target(req.uri().path()) {

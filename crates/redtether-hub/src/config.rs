@@ -37,16 +37,29 @@ struct RawAuth {
     session_max: Option<Duration>,
     #[serde(default, deserialize_with = "redtether_host::config_file::duration::deserialize_opt")]
     setup_code_lifetime: Option<Duration>,
+    oidc: Option<crate::sso::config::RawOidc>,
+    ldap: Option<crate::sso::config::RawLdap>,
 }
 
 /// `[auth]`: how operators log in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AuthSettings {
     /// Local accounts need TOTP (or a recovery code) after their password.
     pub require_2fa: bool,
     pub session: crate::identity::session::Lifetime,
     /// How long a setup code from `operator add` / `reset-2fa` may be used.
     pub setup_code_lifetime: Duration,
+    /// `[auth.oidc]`: single sign-on with an OpenID provider.
+    pub oidc: Option<crate::sso::config::OidcSettings>,
+    /// `[auth.ldap]`: passwords checked by a directory, roles from its groups.
+    pub ldap: Option<crate::sso::config::LdapSettings>,
+}
+
+impl AuthSettings {
+    /// Whether local accounts may log in with their password (`[auth.oidc] password_login`).
+    pub fn password_login(&self) -> bool {
+        self.oidc.as_ref().is_none_or(|o| o.password_login)
+    }
 }
 
 impl Default for AuthSettings {
@@ -55,6 +68,8 @@ impl Default for AuthSettings {
             require_2fa: true,
             session: crate::identity::session::Lifetime { idle: 30 * 60, max: 12 * 3600 },
             setup_code_lifetime: Duration::from_secs(24 * 3600),
+            oidc: None,
+            ldap: None,
         }
     }
 }
@@ -179,14 +194,19 @@ fn validate(raw: RawHub, source: ConfigSource, ctx: &ProcessContext) -> Result<H
             "device_cert_lifetime",
         )?,
         enroll_token_lifetime: positive(raw.enroll_token_lifetime, Duration::from_secs(3600), "enroll_token_lifetime")?,
-        auth: auth(raw.auth, &positive)?,
+        auth: auth(raw.auth, &base, &invalid, &positive)?,
     })
 }
 
 /// Checks a duration key: the value or its default, refused if zero.
 type Positive<'a> = &'a dyn Fn(Option<Duration>, Duration, &str) -> Result<Duration, ConfigError>;
 
-fn auth(raw: RawAuth, positive: Positive<'_>) -> Result<AuthSettings, ConfigError> {
+fn auth(
+    raw: RawAuth,
+    base: &Path,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+    positive: Positive<'_>,
+) -> Result<AuthSettings, ConfigError> {
     let default = AuthSettings::default();
     let idle = positive(raw.session_idle, Duration::from_secs(default.session.idle), "auth.session_idle")?;
     let max = positive(raw.session_max, Duration::from_secs(default.session.max), "auth.session_max")?;
@@ -198,6 +218,8 @@ fn auth(raw: RawAuth, positive: Positive<'_>) -> Result<AuthSettings, ConfigErro
             default.setup_code_lifetime,
             "auth.setup_code_lifetime",
         )?,
+        oidc: raw.oidc.map(|o| crate::sso::config::validate_oidc(o, base, invalid)).transpose()?,
+        ldap: raw.ldap.map(|l| crate::sso::config::validate_ldap(l, base, invalid)).transpose()?,
     })
 }
 
@@ -243,6 +265,8 @@ mod tests {
         assert_eq!(key("[auth]\nsession_idle = \"0s\"\n"), "auth.session_idle");
         assert_eq!(key("[auth]\nsession_max = \"soon\"\n"), "auth.session_max");
         assert_eq!(key("[auth]\nrequire_2fa = \"yes\"\n"), "auth.require_2fa");
+        assert_eq!(key("[auth.oidc]\nclient_id = \"hub\"\n"), "auth.oidc.issuer");
+        assert_eq!(key("[auth.ldap]\nurl = \"ldap://ldap.example.com\"\nbind_dn = \"uid={user}\"\n"), "auth.ldap.url");
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod session;
 mod setup;
 mod setup_page;
 pub mod sso;
+mod sso_login;
 pub mod store;
 
 /// The hub's version, as reported by `--version` and the tunnel's `welcome`.
@@ -72,6 +73,8 @@ pub enum HubError {
     Control(#[from] redtether_host::control::ControlError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("[auth.oidc]: {0}")]
+    Oidc(#[from] sso::oidc::OidcError),
 }
 
 /// Source addresses whose failed token checks are remembered at once (the oldest are forgotten).
@@ -126,6 +129,7 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
         ),
         auth: settings.auth.clone(),
         pending_logins: Default::default(),
+        sso: sso_login::Sso::new(settings.auth.oidc.clone().map(sso::oidc::OidcLogin::new).transpose()?),
     });
     let accepting = endpoint::Accepting {
         store: Arc::clone(&store),

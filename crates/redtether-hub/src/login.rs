@@ -136,7 +136,16 @@ impl Api {
                     form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "next").map(|(_, v)| v.into_owned())
                 });
                 let (csrf, cookie) = self.form_cookie(LOGIN_COOKIE, "/login");
-                page(StatusCode::OK, &password_form(&csrf, safe_next(next.as_deref().unwrap_or("/")), ""), cookie)
+                let next = safe_next(next.as_deref().unwrap_or("/"));
+                let mut body = password_form(&csrf, next, "");
+                if self.sso.oidc.is_some() {
+                    let to: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
+                    body.push_str(&format!(
+                        "<p><a href=\"/auth/oidc/login?next={}\">Log in with single sign-on</a></p>",
+                        esc(&to)
+                    ));
+                }
+                page(StatusCode::OK, &body, cookie)
             }
             http::Method::POST => self.login_post(req, peer).await,
             _ => boxed(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")),
@@ -173,10 +182,12 @@ impl Api {
             }
             None => {
                 let name = field("name").unwrap_or_default().to_string();
-                let outcome = self.check_login(&name, Some(field("password").unwrap_or_default()), None, peer);
-                (name, outcome, "none")
+                let outcome = self.password_login(&name, field("password").unwrap_or_default(), None, peer).await;
+                let method = outcome.as_ref().map_or("password", |(_, m)| *m);
+                (name, outcome.map(|(o, _)| o), if method == "password" { "none" } else { "provider" })
             }
         };
+        let method = if factor == "provider" { "ldap" } else { "password" };
         let operator = match outcome {
             Ok(operator) => operator,
             Err(LoginOutcome::Limited(retry)) => return boxed(rate_limited(retry)),
@@ -188,7 +199,7 @@ impl Api {
                 return page(StatusCode::UNAUTHORIZED, &password_form(csrf, &next, FAILED), None);
             }
         };
-        let (id, _) = match self.start_session(&operator, "password", factor, peer) {
+        let (id, _) = match self.start_session(&operator, method, factor, peer) {
             Ok(s) => s,
             Err(r) => return boxed(*r),
         };

@@ -49,12 +49,23 @@ impl Hub {
 
     /// As [`Hub::start`], with `extra` lines in hub.toml.
     pub fn start_with(level: &str, extra: &str) -> Hub {
+        Hub::start_on(level, "127.0.0.1:0", extra)
+    }
+
+    /// A free loopback port for [`Hub::start_on`], for a test that must know the API's address
+    /// before the hub starts (an OpenID provider is told where to send browsers back to).
+    pub fn free_api_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    /// As [`Hub::start_with`], with the API on `api_listen`.
+    pub fn start_on(level: &str, api_listen: &str, extra: &str) -> Hub {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("hub.toml");
         std::fs::write(
             &config,
             format!(
-                "state_dir = {:?}\nlog_level = {level:?}\nlisten = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\n{extra}\n",
+                "state_dir = {:?}\nlog_level = {level:?}\nlisten = \"127.0.0.1:0\"\napi_listen = {api_listen:?}\n{extra}\n",
                 dir.path().join("state").display().to_string()
             ),
         )

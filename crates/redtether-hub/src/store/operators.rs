@@ -59,6 +59,10 @@ pub struct OperatorRecord {
     pub recovery_sha256: Vec<String>,
     #[serde(default)]
     pub setup: Option<SetupCode>,
+    /// For an account from single sign-on: who the provider says it is (OpenID `sub`, the
+    /// LDAP entry's DN), so another person given the same name there is not let in as this one.
+    #[serde(default)]
+    pub subject: Option<String>,
 }
 
 impl OperatorRecord {
@@ -75,6 +79,7 @@ impl OperatorRecord {
             totp_last_step: 0,
             recovery_sha256: Vec::new(),
             setup: None,
+            subject: None,
         }
     }
 
