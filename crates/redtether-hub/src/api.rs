@@ -1,6 +1,11 @@
-//! The operator API (JSON over HTTP, optionally HTTPS): `Authorization: Bearer <operator
-//! token>`; viewers read, members and owners also command devices.
+//! The operator API (JSON over HTTP, optionally HTTPS), for an API token
+//! (`Authorization: Bearer rto_…`) or a login session (cookie, plus `X-CSRF-Token` on writes;
+//! see `caller`); dashboard operators list devices and open node space, viewers read, members
+//! also command and deploy, owners also set security settings.
 //!
+//! - accounts: setup, login, logout, `me`, the caller's API tokens (see `accounts_api`); the
+//!   browser's `/login` and `/setup` forms (`login`, `setup_page`) and single sign-on
+//!   (`/auth/oidc/…`, `sso_login`)
 //! - `GET /api/devices` — every enrolled device: id, online, last_seen, agent_version, node_red
 //! - `GET /api/devices/{id}` — one device, with the status it last pushed
 //! - `POST /api/devices/{id}/restart` — restart its Node-RED; the answer carries the result

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! <hub state>/  lock, control.sock, ca.pem, ca.key, server.pem, server.key, server.names,
-//!               reset.key, cid.key, signing.key (all keys 0600), db/ (sled registry), api-tls/
+//!               reset.key, cid.key, signing.key (all keys 0600), db/ (sled registry), api-tls/,
+//!               audit.jsonl (the hub's hash-chained audit trail, 0600)
 //! ```
 
 mod accounts_api;
