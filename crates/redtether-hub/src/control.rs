@@ -67,6 +67,8 @@ pub enum RequestError {
     Role(String),
     #[error("{0:?} is not an e-mail address")]
     Email(String),
+    #[error("{0:?} logs in through single sign-on: its second factor is the provider's")]
+    NotLocal(String),
     #[error("{0:?} is not an operator name")]
     OperatorName(String),
     #[error(transparent)]
@@ -145,6 +147,12 @@ pub fn apply(store: &HubStore, request: &HubRequest) -> Result<serde_json::Value
             let code =
                 redtether_proto::names::valid_name(name).then(|| crate::identity::secrets::random_secret("rtsetup_"));
             let code = code.ok_or_else(|| RequestError::OperatorName(name.clone()))?;
+            // A single sign-on account's second factor is its provider's.
+            if let Some(record) = store.operator(name)?
+                && record.source != AccountSource::Local
+            {
+                return Err(RequestError::NotLocal(name.clone()));
+            }
             let setup =
                 SetupCode { sha256: crate::identity::secrets::digest(&code), expires: now.saturating_add(*setup_secs) };
             store

@@ -140,6 +140,11 @@ async fn ldap_passwords_log_in_with_the_role_of_their_groups() {
     assert_eq!(login("erin", "erin-pw").await.unwrap().status(), 401, "in no mapped group");
     assert_eq!(login("carol", "").await.unwrap().status(), 401, "an empty password never binds");
 
+    // The directory's accounts have no second factor at the hub to reset.
+    let (code, _, err) = hub.cli(&["operator", "reset-2fa", "carol"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("single sign-on"), "{err}");
+
     // Moved to another group in the directory: the next login has the new role.
     slapd.set_groups("carol", &["operators"]);
     assert_eq!(login("carol", "carol-pw").await.unwrap().json::<Value>().await.unwrap()["role"], "member");
