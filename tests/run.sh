@@ -7,8 +7,10 @@
 # (the same way), the OpenID provider of the hub's single sign-on tests (panva's oidc-provider)
 # from tests/fixtures/oidc-provider/package-lock.json (the same way) and Python's aioquic from
 # tests/fixtures/aioquic/requirements.txt (pip --target); the proxy tests install Debian's
-# tinyproxy-bin, and the hub's LDAP tests Debian's slapd and ldap-utils, with apt-get (as root)
-# when they are missing (a slapd service the package starts is stopped and disabled again).
+# tinyproxy-bin, the hub's LDAP tests Debian's slapd and ldap-utils, and the hub's browser tests
+# Debian's chromium and chromium-driver (headless Chromium over WebDriver; their screenshots go to
+# target/console/), with apt-get (as root) when they are missing (a slapd service the package
+# starts is stopped and disabled again).
 # Every crate of the workspace is tested; the integration tests in tests/ run the agent and hub
 # binaries cargo builds for them. Extra arguments go to `cargo test` (for example a test name
 # filter).

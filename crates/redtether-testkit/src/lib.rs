@@ -2,11 +2,13 @@
 //! real Node-RED and the CycloneDX validator from their committed lockfiles, launchers for a
 //! real agent and a real hub with their own state directories, test CAs, aioquic as a foreign
 //! QUIC peer, a stand-in npm registry, a real forward proxy (tinyproxy), a real OpenID provider
-//! (oidc-provider) and a real LDAP directory (slapd) for single sign-on, the forgetful
-//! filesystem for power cuts, HTTP clients, and small helpers to wait for conditions.
+//! (oidc-provider) and a real LDAP directory (slapd) for single sign-on, a real browser (headless
+//! Chromium over WebDriver) for the hub's pages, the forgetful filesystem for power cuts, HTTP
+//! clients, and small helpers to wait for conditions.
 
 pub mod agent;
 pub mod aioquic;
+pub mod browser;
 pub mod cyclonedx;
 pub mod forgetful_fs;
 pub mod http;
