@@ -6,6 +6,7 @@
 
 use redtether_testkit as common;
 
+use common::http::hidden;
 use common::hub::{Hub, online_agent};
 use redtether_proto::assertion::{self, Assertion};
 use redtether_proto::wire::{ALPN, AgentFrame, FrameDecoder, HubFrame, StreamHeader, StreamKind, encode};
@@ -268,13 +269,6 @@ async fn a_stalled_large_download_does_not_hold_up_other_requests_and_bytes_pass
     }
     assert_eq!(body.len(), on_disk.len());
     assert!(body == on_disk, "bytes pass unchanged");
-}
-
-/// The value of hidden field `name` in a form.
-fn hidden(page: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = page.find(&marker).unwrap_or_else(|| panic!("{name} in {page}")) + marker.len();
-    page[start..].split('"').next().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]

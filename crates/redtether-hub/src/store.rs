@@ -237,10 +237,6 @@ impl HubStore {
         Ok(self.journal.record(kind, actor, target, detail, Durability::Sync)?)
     }
 
-    pub fn journal(&self) -> &HubJournal {
-        &self.journal
-    }
-
     /// A one-time enrollment token for `device_id`, valid for `lifetime_secs`.
     pub fn create_enroll_token(&self, device_id: &str, lifetime_secs: u64, now: u64) -> Result<String, StoreError> {
         let token = secret("rte_");

@@ -4,6 +4,7 @@
 //! operator is removed, the dashboard role, failed logins limited and audited once per burst,
 //! and the hub's hash-chained audit trail with `audit verify` finding a changed byte.
 
+use redtether_testkit::http::hidden;
 use redtether_testkit::hub::{Account, Hub};
 use redtether_testkit::unix_now;
 use serde_json::{Value, json};
@@ -259,13 +260,6 @@ async fn the_hub_audit_trail_verifies_and_a_changed_byte_is_named_by_its_seq() {
     let (code, _, err) = hub.cli(&["audit", "verify"]);
     assert_eq!(code, 1);
     assert!(err.contains("broken at seq 3"), "{err}");
-}
-
-/// The value of hidden field `name` in a page.
-fn hidden(page: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = page.find(&marker).unwrap_or_else(|| panic!("{name} in {page}")) + marker.len();
-    page[start..].split('"').next().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -126,3 +126,10 @@ pub fn status_of(response: &str) -> u16 {
 pub fn statuses_of(response: &str) -> Vec<u16> {
     response.match_indices("HTTP/1.").filter_map(|(i, _)| response.get(i + 9..i + 12)?.parse().ok()).collect()
 }
+
+/// The value of hidden field `name` in an HTML form.
+pub fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page.find(&marker).unwrap_or_else(|| panic!("{name} in {page}")) + marker.len();
+    page[start..].split('"').next().unwrap().to_string()
+}

@@ -76,10 +76,6 @@ impl HubJournal {
         Ok(HubJournal { inner: Mutex::new(Inner { file, head, unsynced: false }), path })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Seals and appends one event.
     pub fn record(
         &self,
