@@ -85,7 +85,15 @@ impl DeployHandle {
     /// The device's SBOM now.
     pub async fn make_sbom(&self) -> Result<serde_json::Value, DeployError> {
         let settings = Arc::clone(&self.settings);
-        Ok(tokio::task::spawn_blocking(move || crate::sbom::generate(&settings)).await??)
+        Ok(tokio::task::spawn_blocking(move || {
+            let mut sbom = crate::sbom::generate(&settings)?;
+            // The hub marks outdated packages from these annotations. Never an error: offline,
+            // the cached answers (or none) are used, within the lookups' deadline.
+            let registry = crate::sbom::registry_from_environment();
+            crate::sbom::add_latest(&mut sbom, &crate::state_dir::StateDir::new(&settings.state_dir), &registry);
+            Ok::<_, crate::sbom::SbomError>(sbom)
+        })
+        .await??)
     }
 
     /// Queues a deployment from the hub; its progress shows in [`DeployHandle::reports`].

@@ -10,6 +10,7 @@
 //! of the recovery codes (each works once). Every failure is audited with its reason, never
 //! with what was typed.
 
+use crate::api::RequestBody;
 use crate::api::{Api, json_response, rate_limited, store_error};
 use crate::caller::{Caller, Credential, SESSION_COOKIE};
 use crate::identity::TokenScope;
@@ -20,7 +21,6 @@ use crate::store::{AccountSource, OperatorRecord, SessionRecord};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use redtether_host::ratelimit::Limited as RateLimited;
 use redtether_proto::audit::{Actor, HubEventKind};
 use serde::Deserialize;
@@ -96,7 +96,7 @@ pub fn csrf_matches(headers: &HeaderMap, expected: &str) -> bool {
         .is_some_and(|given| bool::from(given.as_bytes().ct_eq(expected.as_bytes())))
 }
 
-pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(body: Incoming) -> Result<T, Response<Full<Bytes>>> {
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(body: RequestBody) -> Result<T, Response<Full<Bytes>>> {
     let bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Err(crate::api::error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")),
@@ -298,7 +298,7 @@ impl Api {
         HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
-    pub(super) async fn login_json(&self, req: Request<Incoming>, peer: IpAddr) -> Response<Full<Bytes>> {
+    pub(super) async fn login_json(&self, req: Request<RequestBody>, peer: IpAddr) -> Response<Full<Bytes>> {
         let body: LoginBody = match read_json(req.into_body()).await {
             Ok(b) => b,
             Err(r) => return r,
@@ -380,7 +380,7 @@ impl Api {
         json_response(StatusCode::OK, v)
     }
 
-    pub(super) async fn setup(&self, body: Incoming, peer: IpAddr) -> Response<Full<Bytes>> {
+    pub(super) async fn setup(&self, body: RequestBody, peer: IpAddr) -> Response<Full<Bytes>> {
         let body: SetupBody = match read_json(body).await {
             Ok(b) => b,
             Err(r) => return r,
@@ -404,7 +404,7 @@ impl Api {
         }
     }
 
-    pub(super) async fn setup_confirm(&self, body: Incoming, peer: IpAddr) -> Response<Full<Bytes>> {
+    pub(super) async fn setup_confirm(&self, body: RequestBody, peer: IpAddr) -> Response<Full<Bytes>> {
         let body: ConfirmBody = match read_json(body).await {
             Ok(b) => b,
             Err(r) => return r,
@@ -447,7 +447,7 @@ impl Api {
         }
     }
 
-    pub(super) async fn create_api_token(&self, caller: &Caller, body: Incoming) -> Response<Full<Bytes>> {
+    pub(super) async fn create_api_token(&self, caller: &Caller, body: RequestBody) -> Response<Full<Bytes>> {
         if !Self::may_manage_tokens(caller) {
             return refused(StatusCode::FORBIDDEN, "forbidden");
         }

@@ -17,7 +17,7 @@
 //! - `ANY /devices/{id}/http/{path}` — the device's node space (dashboards, HTTP-In), every role
 
 use crate::audit_view::{AuditQuery, merge};
-use crate::caller::Checked;
+use crate::caller::{Caller, Checked};
 use crate::editor::DeviceSpace;
 use crate::registry::{CommandError, Registry};
 use crate::store::{DeviceRecord, HubStore, OperatorRole};
@@ -56,6 +56,8 @@ pub struct Api {
     pub pending_logins: crate::accounts_api::PendingLogins,
     /// Single sign-on with an OpenID provider, and its logins in progress.
     pub sso: crate::sso_login::Sso,
+    /// What the `redtether enroll` line of a new enrollment token says.
+    pub enroll: crate::operators_api::EnrollHint,
 }
 
 /// Failed token checks allowed from one address at once, then one per second: enough for a
@@ -69,6 +71,15 @@ pub(crate) fn rate_limited(retry: Duration) -> Response<Full<Bytes>> {
     let secs = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
     r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs.max(1)));
     r
+}
+
+/// Bodies of requests to the API: a client's, or one the console made from a form.
+pub type RequestBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+/// A body the hub made itself, as a request body.
+pub(crate) fn request_body(bytes: impl Into<Bytes>) -> RequestBody {
+    use http_body_util::BodyExt;
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
 /// Bodies of the API's answers: its own JSON, or a device's answer streamed through.
@@ -112,6 +123,10 @@ impl Api {
             crate::sso::config::CALLBACK_PATH => return Ok(self.oidc_callback(req, peer).await),
             _ => {}
         }
+        let req = match self.console(req, peer).await {
+            Ok(page) => return Ok(page),
+            Err(req) => req,
+        };
         if let Some((device, space, path)) = crate::editor::target(req.uri().path()) {
             let checked = self.authenticate(req.headers(), peer);
             if let Some(Checked::Limited(retry)) = checked {
@@ -140,6 +155,8 @@ impl Api {
     }
 
     async fn serve(&self, req: Request<Incoming>, peer: IpAddr) -> Response<Full<Bytes>> {
+        use http_body_util::BodyExt;
+        let req = req.map(|b| b.boxed());
         let path = req.uri().path().trim_end_matches('/').to_string();
         let segments: Vec<&str> = path.split('/').skip(1).collect();
         let method = req.method().clone();
@@ -163,39 +180,49 @@ impl Api {
         {
             return error(StatusCode::FORBIDDEN, "csrf_token_missing");
         }
+        self.route(&caller, req).await
+    }
+
+    /// Answers an authenticated request (its CSRF check done): the API's routes after login,
+    /// for clients and for the console's forms alike.
+    pub(crate) async fn route(&self, caller: &Caller, req: Request<RequestBody>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().trim_end_matches('/').to_string();
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        let method = req.method().clone();
+        if let ["api", "operators", ..] | ["api", "enrollment-tokens"] = segments.as_slice() {
+            return self.operators_route(caller, &method, &segments, req.into_body()).await;
+        }
         match (&method, segments.as_slice()) {
-            (&Method::POST, ["api", "logout"]) => return self.logout(&caller),
-            (&Method::GET, ["api", "me"]) => return self.me(&caller),
-            (&Method::GET, ["api", "tokens"]) => return self.list_api_tokens(&caller),
-            (&Method::POST, ["api", "tokens"]) => return self.create_api_token(&caller, req.into_body()).await,
-            (&Method::DELETE, ["api", "tokens", name]) => return self.revoke_api_token(&caller, name),
+            (&Method::POST, ["api", "logout"]) => return self.logout(caller),
+            (&Method::GET, ["api", "me"]) => return self.me(caller),
+            (&Method::GET, ["api", "tokens"]) => return self.list_api_tokens(caller),
+            (&Method::POST, ["api", "tokens"]) => return self.create_api_token(caller, req.into_body()).await,
+            (&Method::DELETE, ["api", "tokens", name]) => return self.revoke_api_token(caller, name),
             (&Method::GET, ["api", "devices"]) => {}
             // Dashboard operators open node space and list devices; nothing else.
             _ if caller.operator.role < OperatorRole::Viewer => return error(StatusCode::FORBIDDEN, "forbidden"),
             _ => {}
         }
-        let operator = caller.operator;
+        let operator = &caller.operator;
         match (&method, segments.as_slice()) {
-            (&Method::POST, ["api", "devices", id, "deploy"]) => self.deploy(&operator, id, req.into_body()).await,
-            (&Method::GET, ["api", "devices", id, "deployments"]) => self.deployments(id, None, false, &operator),
+            (&Method::POST, ["api", "devices", id, "deploy"]) => self.deploy(operator, id, req.into_body()).await,
+            (&Method::GET, ["api", "devices", id, "deployments"]) => self.deployments(id, None, false, operator),
             (&Method::GET, ["api", "devices", id, "deployments", did]) => {
-                self.deployments(id, Some(did), false, &operator)
+                self.deployments(id, Some(did), false, operator)
             }
             (&Method::GET, ["api", "devices", id, "deployments", did, "envelope"]) => {
-                self.deployments(id, Some(did), true, &operator)
+                self.deployments(id, Some(did), true, operator)
             }
-            (&Method::POST, ["api", "devices", id, "snapshot"]) => self.take_snapshot(&operator, id).await,
+            (&Method::POST, ["api", "devices", id, "snapshot"]) => self.take_snapshot(operator, id).await,
             (&Method::GET, ["api", "devices", id, "snapshots"]) => self.snapshots(id, None),
             (&Method::GET, ["api", "devices", id, "snapshots", sid]) => self.snapshots(id, Some(sid)),
             (&Method::GET, ["api", "devices", id, "policy"]) => self.get_policy(id),
-            (&Method::PUT, ["api", "devices", id, "policy"]) => self.put_policy(&operator, id, req.into_body()).await,
+            (&Method::PUT, ["api", "devices", id, "policy"]) => self.put_policy(operator, id, req.into_body()).await,
             (&Method::GET, ["api", "devices", id, "tokens"]) => self.list_tokens(id),
-            (&Method::POST, ["api", "devices", id, "tokens"]) => {
-                self.create_token(&operator, id, req.into_body()).await
-            }
-            (&Method::DELETE, ["api", "devices", id, "tokens", name]) => self.revoke_token(&operator, id, name).await,
-            (&Method::GET, ["api", "devices", id, "sbom"]) => self.sbom(&operator, id, false).await,
-            (&Method::POST, ["api", "devices", id, "sbom"]) => self.sbom(&operator, id, true).await,
+            (&Method::POST, ["api", "devices", id, "tokens"]) => self.create_token(operator, id, req.into_body()).await,
+            (&Method::DELETE, ["api", "devices", id, "tokens", name]) => self.revoke_token(operator, id, name).await,
+            (&Method::GET, ["api", "devices", id, "sbom"]) => self.sbom(operator, id, false).await,
+            (&Method::POST, ["api", "devices", id, "sbom"]) => self.sbom(operator, id, true).await,
             (&Method::GET, ["api", "devices"]) => match self.store.devices() {
                 Ok(devices) => json_response(
                     StatusCode::OK,

@@ -80,6 +80,12 @@ pub enum RequestError {
 
 /// What both the running hub and the CLI (with the hub stopped) do for a request.
 pub fn apply(store: &HubStore, request: &HubRequest) -> Result<serde_json::Value, RequestError> {
+    apply_as(store, request, Actor::System)
+}
+
+/// [`apply`], recorded in the audit trail as done by `actor` (an operator through the API or
+/// console; the CLI is the hub's administrator, [`Actor::System`]).
+pub fn apply_as(store: &HubStore, request: &HubRequest, actor: Actor) -> Result<serde_json::Value, RequestError> {
     let now = redtether_proto::time::unix_now();
     match request {
         HubRequest::EnrollToken { device, lifetime_secs } => {
@@ -104,7 +110,7 @@ pub fn apply(store: &HubStore, request: &HubRequest) -> Result<serde_json::Value
             let record = OperatorRecord::new(name, role, email.clone(), AccountSource::Local, now);
             let code = store.add_operator(record, *setup_secs)?;
             let detail = json!({ "role": role, "email": email, "with_token": token_expires_secs.is_some() });
-            store.record(HubEventKind::OperatorAdded, Actor::System, &format!("operator:{name}"), detail)?;
+            store.record(HubEventKind::OperatorAdded, actor.clone(), &format!("operator:{name}"), detail)?;
             match token_expires_secs {
                 None => Ok(json!({ "setup_code": code, "expires_in": setup_secs })),
                 Some(secs) => {
@@ -113,7 +119,7 @@ pub fn apply(store: &HubStore, request: &HubRequest) -> Result<serde_json::Value
                     let expires = now.saturating_add(*secs);
                     let token = store.add_api_token(name, "bootstrap", TokenScope::Admin, now, expires)?;
                     let detail = json!({ "name": "bootstrap", "scope": TokenScope::Admin, "expires": expires });
-                    store.record(HubEventKind::TokenCreated, Actor::System, &format!("operator:{name}"), detail)?;
+                    store.record(HubEventKind::TokenCreated, actor.clone(), &format!("operator:{name}"), detail)?;
                     Ok(json!({ "token": token, "expires": redtether_proto::time::format_unix(expires) }))
                 }
             }
@@ -126,7 +132,7 @@ pub fn apply(store: &HubStore, request: &HubRequest) -> Result<serde_json::Value
             let old = store.remove_operator(name)?;
             store.record(
                 HubEventKind::OperatorRemoved,
-                Actor::System,
+                actor.clone(),
                 &format!("operator:{name}"),
                 json!({ "role": old.role }),
             )?;
@@ -140,7 +146,7 @@ pub fn apply(store: &HubStore, request: &HubRequest) -> Result<serde_json::Value
             // The sessions end; tokens act with the new role from their next use.
             let ended = store.end_sessions(name)?;
             let detail = json!({ "from": from, "to": role, "sessions_ended": ended });
-            store.record(HubEventKind::OperatorRoleChanged, Actor::System, &format!("operator:{name}"), detail)?;
+            store.record(HubEventKind::OperatorRoleChanged, actor.clone(), &format!("operator:{name}"), detail)?;
             Ok(json!({ "operator": name, "role": role }))
         }
         HubRequest::OperatorReset2fa { name, setup_secs } => {
@@ -166,7 +172,7 @@ pub fn apply(store: &HubStore, request: &HubRequest) -> Result<serde_json::Value
             let ended = store.end_sessions(name)?;
             store.record(
                 HubEventKind::Operator2faReset,
-                Actor::System,
+                actor.clone(),
                 &format!("operator:{name}"),
                 json!({ "sessions_ended": ended }),
             )?;

@@ -13,13 +13,13 @@
 //!   `GET /api/devices/{id}/snapshots[/{sid}]`
 //! - `GET /api/devices/{id}/sbom` — the latest SBOM the device sent; `POST` asks for a new one
 
+use crate::api::RequestBody;
 use crate::api::{Api, error, json_response, store_error};
 use crate::registry::CommandError;
 use crate::store::{DeploymentRecord, OperatorRecord, OperatorRole, SnapshotRecord};
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use redtether_proto::audit::HubEventKind;
 use redtether_proto::deployment::flows_hash;
 use redtether_proto::deployment::{self, Credentials, Deployment, Snapshot};
@@ -92,7 +92,7 @@ impl Api {
         &self,
         operator: &OperatorRecord,
         device: &str,
-        body: Incoming,
+        body: RequestBody,
     ) -> Response<Full<Bytes>> {
         if !Self::may_change(operator) {
             return error(StatusCode::FORBIDDEN, "forbidden");

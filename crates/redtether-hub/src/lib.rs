@@ -15,6 +15,7 @@ mod audit_view;
 pub mod caller;
 pub mod cli;
 pub mod config;
+mod console;
 pub mod control;
 mod deploy_api;
 mod editor;
@@ -24,9 +25,11 @@ pub mod identity;
 pub mod journal;
 pub mod keys;
 mod login;
+mod operators_api;
 mod policy_api;
 mod policy_body;
 mod registry;
+mod sbom_view;
 mod session;
 mod setup;
 mod setup_page;
@@ -130,6 +133,12 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
         ),
         auth: settings.auth.clone(),
         pending_logins: Default::default(),
+        enroll: operators_api::EnrollHint::new(
+            &settings.names,
+            quic_addr,
+            ca_fingerprint.clone(),
+            settings.enroll_token_lifetime,
+        ),
         sso: sso_login::Sso::new(settings.auth.oidc.clone().map(sso::oidc::OidcLogin::new).transpose()?),
     });
     let accepting = endpoint::Accepting {
@@ -142,6 +151,7 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
         }),
     };
     tasks.spawn(accepting.run(quic.endpoint.clone(), tasks.clone(), cancel.child_token()));
+    tasks.spawn(console::sample_presence(Arc::clone(&store), registry.clone(), cancel.child_token()));
     tasks.spawn(serve_api(api_listener, api_tls, Arc::clone(&api), tasks.clone(), cancel.child_token()));
     let handler = Arc::new(control::HubControl {
         store: Arc::clone(&store),

@@ -18,12 +18,13 @@ use hyper::body::Incoming;
 const LOGIN_COOKIE: &str = "redtether_login";
 const MAX_FORM: usize = 4096;
 
-/// Where to go after logging in: the hub's editor routes or its root (no open redirect).
+/// Where to go after logging in: the console's pages and the editor routes, else the root (no
+/// open redirect; the API's JSON is no place to land).
 pub fn safe_next(next: &str) -> &str {
-    let ok = next.starts_with("/devices/")
-        && !next.contains("//")
-        && !next.contains('\\')
-        && next.chars().all(|c| c.is_ascii_graphic());
+    let page = ["/devices", "/audit", "/enroll", "/operators", "/account"]
+        .iter()
+        .any(|p| next.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?'])));
+    let ok = page && !next.contains("//") && !next.contains('\\') && next.chars().all(|c| c.is_ascii_graphic());
     if ok { next } else { "/" }
 }
 
@@ -219,7 +220,11 @@ mod tests {
     #[test]
     fn only_the_hubs_own_paths_are_followed_after_login() {
         assert_eq!(safe_next("/devices/pump-1/editor/"), "/devices/pump-1/editor/");
+        assert_eq!(safe_next("/devices?q=pump&page=2"), "/devices?q=pump&page=2");
+        assert_eq!(safe_next("/audit?kind=gate.denied"), "/audit?kind=gate.denied");
         for evil in [
+            "/auditx",
+            "/devices.evil.example/",
             "https://evil.example/",
             "//evil.example/devices/",
             "/devices/\\evil",

@@ -14,6 +14,7 @@
 //! device) and wakes its session, so an online device gets it at once and an offline one when
 //! it connects.
 
+use crate::api::RequestBody;
 use crate::api::{Api, error, json_response, store_error, time};
 use crate::policy_body::{BodyError, parse_document, parse_token_request};
 use crate::store::{HubTokenRecord, MadePolicy, OperatorRecord, OperatorRole, PolicyChange, PolicyError};
@@ -21,7 +22,6 @@ use base64::Engine;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use redtether_proto::audit::HubEventKind;
 use redtether_proto::time::unix_now;
 use serde_json::json;
@@ -68,7 +68,7 @@ fn token_json(t: &HubTokenRecord, now: u64) -> serde_json::Value {
     })
 }
 
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Response<Full<Bytes>>> {
+async fn read_body(body: RequestBody, limit: usize) -> Result<Bytes, Response<Full<Bytes>>> {
     match Limited::new(body, limit).collect().await {
         Ok(b) => Ok(b.to_bytes()),
         Err(_) => Err(error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large")),
@@ -95,7 +95,7 @@ impl Api {
         &self,
         operator: &OperatorRecord,
         device: &str,
-        body: Incoming,
+        body: RequestBody,
         limit: usize,
     ) -> Result<Bytes, Response<Full<Bytes>>> {
         if let Some(refusal) = self.refuse_change(operator, device) {
@@ -139,7 +139,7 @@ impl Api {
         &self,
         operator: &OperatorRecord,
         device: &str,
-        body: Incoming,
+        body: RequestBody,
     ) -> Response<Full<Bytes>> {
         let bytes = match self.change_request(operator, device, body, MAX_POLICY_BODY).await {
             Ok(b) => b,
@@ -172,7 +172,7 @@ impl Api {
         &self,
         operator: &OperatorRecord,
         device: &str,
-        body: Incoming,
+        body: RequestBody,
     ) -> Response<Full<Bytes>> {
         let bytes = match self.change_request(operator, device, body, MAX_TOKEN_BODY).await {
             Ok(b) => b,

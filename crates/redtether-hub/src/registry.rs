@@ -35,9 +35,17 @@ pub enum CommandError {
     Lost,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Registry {
     inner: Arc<Mutex<(u64, HashMap<String, Online>)>>,
+    /// Bumped whenever a device connects or disconnects: the console's live list waits on it.
+    presence: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry { inner: Arc::default(), presence: Arc::new(tokio::sync::watch::channel(0).0) }
+    }
 }
 
 impl Registry {
@@ -58,7 +66,9 @@ impl Registry {
         guard.0 += 1;
         let generation = guard.0;
         let online = Online { connection, commands, since: SystemTime::now(), generation, deployments, policies };
-        (generation, guard.1.insert(device.to_string(), online))
+        let replaced = guard.1.insert(device.to_string(), online);
+        self.presence.send_modify(|n| *n += 1);
+        (generation, replaced)
     }
 
     /// Removes a session, unless a newer one of the same device took its place.
@@ -66,7 +76,18 @@ impl Registry {
         let mut guard = self.lock();
         if guard.1.get(device).is_some_and(|o| o.generation == generation) {
             guard.1.remove(device);
+            self.presence.send_modify(|n| *n += 1);
         }
+    }
+
+    /// The devices connected now.
+    pub fn online_ids(&self) -> std::collections::BTreeSet<String> {
+        self.lock().1.keys().cloned().collect()
+    }
+
+    /// Changes whenever a device connects or disconnects.
+    pub fn presence(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.presence.subscribe()
     }
 
     pub fn get(&self, device: &str) -> Option<Online> {

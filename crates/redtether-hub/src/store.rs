@@ -19,9 +19,11 @@ use std::path::Path;
 
 mod operators;
 mod policy;
+mod presence;
 pub use crate::identity::OperatorRole;
 pub use operators::{AccountSource, ApiTokenRecord, OperatorRecord, SessionRecord, SetupCode};
 pub use policy::{HubTokenRecord, MadePolicy, PolicyChange, PolicyError, PolicyRecord, PolicyUpdate};
+pub use presence::PresenceSample;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -74,6 +76,9 @@ pub struct DeviceRecord {
     /// what deployment credentials are sealed to.
     #[serde(default)]
     pub device_key: Option<String>,
+    /// Packages of the device's latest SBOM with a newer version in the registry.
+    #[serde(default)]
+    pub sbom_outdated: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -316,6 +321,7 @@ impl HubStore {
             audit_duplicates: 0,
             previous_serial: None,
             device_key: Some(device_key.to_string()),
+            sbom_outdated: None,
         };
         self.devices.insert(device_id.as_bytes(), encode(&record))?;
         self.flush()
@@ -511,6 +517,8 @@ impl HubStore {
 
     pub fn put_sbom(&self, device: &str, sbom: &serde_json::Value) -> Result<(), StoreError> {
         self.sboms.insert(device.as_bytes(), encode(sbom))?;
+        // Kept with the device, so the fleet's lists need not read every SBOM.
+        self.update_device(device, |d| d.sbom_outdated = Some(crate::sbom_view::outdated_count(sbom)))?;
         self.flush()
     }
 

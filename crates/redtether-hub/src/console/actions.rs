@@ -1,0 +1,322 @@
+//! The console's forms, each turned into the API request a script would make (`Api::call`):
+//! the API decides and records; the console only says what came of it. After a change the
+//! browser is sent back to the page (303, so a reload does not send the form again) with
+//! `done=` or `failed=` naming the outcome; a secret the API made (a token, a setup code, an
+//! enrollment line) is shown on the answer itself, once, and never put in a URL.
+
+use super::device::{Shown, Tab};
+use super::layout::{self, Notice};
+use super::people::Secret;
+use super::route::Action;
+use super::{Form, Query, seg};
+use crate::api::{Api, ApiBody};
+use crate::caller::Caller;
+use http::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+
+/// What a `done=` word says on the page.
+pub fn describe_done(word: &str) -> String {
+    match word {
+        "restarted" => "Node-RED restarted.",
+        "policy" => "The new policy is on its way to the device.",
+        "revoked" => "Revoked.",
+        "snapshot" => "Snapshot taken.",
+        "deployed" => "The deployment is on its way to the device.",
+        "sbom" => "The device sent a new SBOM.",
+        "role" => "Role changed; their sessions ended.",
+        "removed" => "Removed.",
+        _ => "Done.",
+    }
+    .to_string()
+}
+
+/// What a `failed=` word (an API error code) says on the page. Only the API's own codes are
+/// put in these URLs, but anyone can make a link with any text: the word is shown only when it
+/// looks like a code, and always as text.
+pub fn describe_failure(word: &str) -> String {
+    let known = match word {
+        "forbidden" => "Your role does not allow this.",
+        "device_offline" => "The device is offline; try again when it is connected.",
+        "device_timeout" => "The device did not answer in time.",
+        "connection_lost" => "The connection to the device ended before it answered.",
+        "unknown_device" => "No device has this id.",
+        "unknown_snapshot" => "No such snapshot.",
+        "invalid_policy" => "The policy is not valid (a basic user needs a name and a password).",
+        "invalid_password" => "That password is too short or too weak.",
+        "invalid_token" | "invalid" => "A value is not valid: check the name, lifetime and scope.",
+        "bad_body" => "The flows are not a JSON array of nodes.",
+        "conflict" => "That name is taken, or the account does not exist.",
+        "cannot_change_yourself" => "You cannot change or remove your own account here.",
+        "single_sign_on_account" => {
+            "This account logs in through single sign-on; its provider keeps its second factor."
+        }
+        "body_too_large" | "form_too_large" => "That is too large.",
+        _ => "",
+    };
+    if !known.is_empty() {
+        known.to_string()
+    } else if !word.is_empty() && word.len() <= 48 && word.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+        format!("The hub refused: {word}.")
+    } else {
+        "The hub refused.".to_string()
+    }
+}
+
+/// The API's error code in an answer, for `failed=`.
+fn code(answer: &Value) -> String {
+    answer["error"]
+        .as_str()
+        .unwrap_or("refused")
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || *c == '_')
+        .take(48)
+        .collect()
+}
+
+/// After a change: back to `page` saying `done` (303), or — refused — a page with the API's
+/// status saying why, and the way back.
+fn back(caller: &Caller, page: &str, status: StatusCode, answer: &Value, done: &str) -> Response<ApiBody> {
+    if status.is_success() {
+        let join = if page.contains('?') { '&' } else { '?' };
+        layout::see_other(&format!("{page}{join}done={done}"))
+    } else {
+        refused(caller, page, status, &code(answer))
+    }
+}
+
+/// A refusal page: `status`, what `word` means, a link back to `page`.
+fn refused(caller: &Caller, page: &str, status: StatusCode, word: &str) -> Response<ApiBody> {
+    layout::refusal(caller, status, &describe_failure(word), page)
+}
+
+/// The document a policy form makes from the policy in force: only the fields the form shows
+/// change; users, rate limits and CORS stay as they are.
+pub fn policy_from_form(current: &Value, form: &Form) -> Result<Value, &'static str> {
+    let mut doc = match current.get("desired") {
+        Some(Value::Object(fields)) => Value::Object(fields.clone()),
+        _ => json!({}),
+    };
+    doc["protection"] = json!(form.get("protection") == Some("on"));
+    let mode = form.text("http_auth");
+    doc["http_auth"] = match mode {
+        "none" | "users" => json!({ "mode": mode }),
+        "basic" => {
+            let user = form.text("basic_user");
+            let password = form.get("basic_password").unwrap_or_default();
+            let same_user = current["desired"]["http_auth"]["user"].as_str() == Some(user);
+            let hash = if !password.is_empty() {
+                crate::identity::secrets::hash_password(password).map_err(|_| "invalid_password")?
+            } else if same_user && let Some(kept) = current["desired"]["http_auth"]["password_hash"].as_str() {
+                kept.to_string()
+            } else {
+                return Err("invalid_policy");
+            };
+            json!({ "mode": "basic", "user": user, "password_hash": hash })
+        }
+        _ => return Err("invalid_policy"),
+    };
+    Ok(doc)
+}
+
+impl Api {
+    pub(super) async fn act(&self, caller: &Caller, action: Action, form: &Form) -> Response<ApiBody> {
+        let none = Query::parse(None);
+        match action {
+            Action::Logout => {
+                let answer = self.logout(caller);
+                let mut r = layout::see_other("/login");
+                if let Some(clear) = answer.headers().get(http::header::SET_COOKIE) {
+                    r.headers_mut().insert(http::header::SET_COOKIE, clear.clone());
+                }
+                r
+            }
+            Action::Restart(id) => {
+                let (status, answer) =
+                    self.call(caller, Method::POST, &format!("/api/devices/{}/restart", seg(&id)), None).await;
+                back(caller, &format!("/devices/{}", seg(&id)), status, &answer, "restarted")
+            }
+            Action::Policy(id) => {
+                let path = format!("/api/devices/{}/policy", seg(&id));
+                let page = format!("/devices/{}?tab=security", seg(&id));
+                let (_, current) = self.call(caller, Method::GET, &path, None).await;
+                match policy_from_form(&current, form) {
+                    Ok(doc) => {
+                        let (status, answer) = self.call(caller, Method::PUT, &path, Some(doc)).await;
+                        back(caller, &page, status, &answer, "policy")
+                    }
+                    Err(word) => refused(caller, &page, StatusCode::BAD_REQUEST, word),
+                }
+            }
+            Action::CreateToken(id) => {
+                let mut body = json!({ "name": form.text("name"), "expires_in": form.text("expires_in") });
+                if !form.text("scope").is_empty() {
+                    body["scope"] = json!(form.text("scope"));
+                }
+                let path = format!("/api/devices/{}/tokens", seg(&id));
+                let (status, answer) = self.call(caller, Method::POST, &path, Some(body)).await;
+                match answer["token"].as_str() {
+                    Some(token) if status.is_success() => {
+                        let shown = Shown::Token { name: form.text("name").to_string(), token: token.to_string() };
+                        let notice = Some(Notice::Done("Token made; the device gets it with the next policy.".into()));
+                        self.device_tab(caller, &id, Tab::Security, notice, Some(shown), &none).await
+                    }
+                    _ => back(caller, &format!("/devices/{}?tab=security", seg(&id)), status, &answer, ""),
+                }
+            }
+            Action::RevokeToken(id, name) => {
+                let path = format!("/api/devices/{}/tokens/{}", seg(&id), seg(&name));
+                let (status, answer) = self.call(caller, Method::DELETE, &path, None).await;
+                back(caller, &format!("/devices/{}?tab=security", seg(&id)), status, &answer, "revoked")
+            }
+            Action::Snapshot(id) => {
+                let path = format!("/api/devices/{}/snapshot", seg(&id));
+                let (status, answer) = self.call(caller, Method::POST, &path, None).await;
+                back(caller, &format!("/devices/{}?tab=snapshots", seg(&id)), status, &answer, "snapshot")
+            }
+            Action::Deploy(id) => {
+                let page = format!("/devices/{}?tab=deployments", seg(&id));
+                let body = if !form.text("snapshot").is_empty() {
+                    json!({ "snapshot": form.text("snapshot") })
+                } else {
+                    match serde_json::from_str::<Value>(form.text("flows")) {
+                        Ok(flows @ Value::Array(_)) => json!({ "flows": flows }),
+                        _ => return refused(caller, &page, StatusCode::BAD_REQUEST, "bad_body"),
+                    }
+                };
+                let path = format!("/api/devices/{}/deploy", seg(&id));
+                let (status, answer) = self.call(caller, Method::POST, &path, Some(body)).await;
+                back(caller, &page, status, &answer, "deployed")
+            }
+            Action::RefreshSbom(id) => {
+                let path = format!("/api/devices/{}/sbom", seg(&id));
+                let (status, answer) = self.call(caller, Method::POST, &path, None).await;
+                back(caller, &format!("/devices/{}?tab=sbom", seg(&id)), status, &answer, "sbom")
+            }
+            Action::Enroll => {
+                let body = json!({ "device": form.text("device"), "expires_in": form.text("expires_in") });
+                let (status, answer) = self.call(caller, Method::POST, "/api/enrollment-tokens", Some(body)).await;
+                match answer["command"].as_str() {
+                    Some(command) if status.is_success() => {
+                        let title = format!(
+                            "Enrollment of {} (until {})",
+                            form.text("device"),
+                            answer["expires"].as_str().unwrap_or("?")
+                        );
+                        self.enroll_page(caller, &none, Some(Secret { title, value: command.to_string(), link: None }))
+                    }
+                    _ => back(caller, "/enroll", status, &answer, ""),
+                }
+            }
+            Action::AddOperator => {
+                let body = json!({ "name": form.text("name"), "role": form.text("role"), "email": form.text("email") });
+                let (status, answer) = self.call(caller, Method::POST, "/api/operators", Some(body)).await;
+                self.setup_code_shown(caller, status, &answer, form.text("name")).await
+            }
+            Action::SetRole(name) => {
+                let path = format!("/api/operators/{}", seg(&name));
+                let (status, answer) =
+                    self.call(caller, Method::PUT, &path, Some(json!({ "role": form.text("role") }))).await;
+                back(caller, "/operators", status, &answer, "role")
+            }
+            Action::RemoveOperator(name) => {
+                let path = format!("/api/operators/{}", seg(&name));
+                let (status, answer) = self.call(caller, Method::DELETE, &path, None).await;
+                back(caller, "/operators", status, &answer, "removed")
+            }
+            Action::Reset2fa(name) => {
+                let path = format!("/api/operators/{}/reset-2fa", seg(&name));
+                let (status, answer) = self.call(caller, Method::POST, &path, None).await;
+                self.setup_code_shown(caller, status, &answer, &name).await
+            }
+            Action::CreateApiToken => {
+                let body = json!({ "name": form.text("name"), "scope": form.text("scope"), "expires_in": form.text("expires_in") });
+                let (status, answer) = self.call(caller, Method::POST, "/api/tokens", Some(body)).await;
+                match answer["token"].as_str() {
+                    Some(token) if status.is_success() => {
+                        let title = format!("API token {}", form.text("name"));
+                        self.account_page(caller, &none, Some(Secret { title, value: token.to_string(), link: None }))
+                            .await
+                    }
+                    _ => back(caller, "/account", status, &answer, ""),
+                }
+            }
+            Action::RevokeApiToken(name) => {
+                let path = format!("/api/tokens/{}", seg(&name));
+                let (status, answer) = self.call(caller, Method::DELETE, &path, None).await;
+                back(caller, "/account", status, &answer, "revoked")
+            }
+        }
+    }
+
+    async fn setup_code_shown(
+        &self,
+        caller: &Caller,
+        status: StatusCode,
+        answer: &Value,
+        name: &str,
+    ) -> Response<ApiBody> {
+        match answer["setup_code"].as_str() {
+            Some(code) if status.is_success() => {
+                let link = format!("/setup?code={}", seg(code));
+                let title = format!("Setup code for {name}: send them the link or the code");
+                let shown = Secret { title, value: code.to_string(), link: Some(link) };
+                self.operators_page(caller, &Query::parse(None), Some(shown)).await
+            }
+            _ => back(caller, "/operators", status, answer, ""),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(pairs: &[(&str, &str)]) -> Form {
+        Form(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn a_policy_form_changes_only_its_own_fields() {
+        let current = json!({ "desired": {
+            "protection": false, "http_auth": { "mode": "users" },
+            "users": [{ "name": "ann", "password_hash": "$argon2id$x", "role": "owner" }],
+            "rate_limit": { "requests_per_second": 5.0, "burst": 10 }, "cors_origins": ["https://a.example"] } });
+        let doc = policy_from_form(&current, &form(&[("protection", "on"), ("http_auth", "none")])).unwrap();
+        assert_eq!(doc["protection"], true);
+        assert_eq!(doc["http_auth"], json!({ "mode": "none" }));
+        assert_eq!(doc["users"], current["desired"]["users"]);
+        assert_eq!(doc["rate_limit"], current["desired"]["rate_limit"]);
+        assert_eq!(doc["cors_origins"], current["desired"]["cors_origins"]);
+        // No policy yet: the form's fields alone.
+        let first = policy_from_form(&json!({ "error": "no_policy" }), &form(&[("http_auth", "users")])).unwrap();
+        assert_eq!(first, json!({ "protection": false, "http_auth": { "mode": "users" } }));
+    }
+
+    #[test]
+    fn basic_auth_needs_a_password_unless_the_same_user_keeps_theirs() {
+        let current = json!({ "desired": { "http_auth": { "mode": "basic", "user": "hmi", "password_hash": "$argon2id$kept" } } });
+        let kept = policy_from_form(&current, &form(&[("http_auth", "basic"), ("basic_user", "hmi")])).unwrap();
+        assert_eq!(kept["http_auth"]["password_hash"], "$argon2id$kept");
+        assert_eq!(
+            policy_from_form(&current, &form(&[("http_auth", "basic"), ("basic_user", "other")])),
+            Err("invalid_policy"),
+            "another user does not inherit the password"
+        );
+        let fresh = policy_from_form(
+            &json!({}),
+            &form(&[("http_auth", "basic"), ("basic_user", "hmi"), ("basic_password", "long-enough-password-1")]),
+        )
+        .unwrap();
+        assert!(fresh["http_auth"]["password_hash"].as_str().unwrap().starts_with("$argon2"));
+        assert_eq!(policy_from_form(&json!({}), &form(&[("http_auth", "<script>")])), Err("invalid_policy"));
+    }
+
+    #[test]
+    fn failure_words_from_a_url_are_shown_only_when_they_look_like_codes() {
+        assert_eq!(describe_failure("forbidden"), "Your role does not allow this.");
+        assert_eq!(describe_failure("rate_limited"), "The hub refused: rate_limited.");
+        assert_eq!(describe_failure("Call 555-0100, your account is locked"), "The hub refused.");
+        assert_eq!(code(&json!({ "error": "device_offline" })), "device_offline");
+        assert_eq!(code(&json!({ "error": "a<b>c" })), "abc");
+    }
+}

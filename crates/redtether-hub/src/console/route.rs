@@ -1,0 +1,153 @@
+//! Which console page or form a request is for: pure, so every path the console answers (and
+//! every one it leaves to the API and the editor) is unit-tested.
+//!
+//! Pages are `GET`; forms post to `/console/…`, apart from the pages, so that no path is both a
+//! page and an action and the editor's `/devices/{id}/editor/…` stays the editor's.
+
+use http::Method;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// An embedded stylesheet or script, by its file name.
+    Asset(String),
+    Fleet,
+    Devices,
+    Device(String),
+    Audit,
+    Enroll,
+    Operators,
+    Account,
+    /// The devices' online state as server-sent events.
+    Live,
+    Action(Action),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Logout,
+    Restart(String),
+    Policy(String),
+    CreateToken(String),
+    RevokeToken(String, String),
+    Snapshot(String),
+    Deploy(String),
+    RefreshSbom(String),
+    Enroll,
+    AddOperator,
+    SetRole(String),
+    RemoveOperator(String),
+    Reset2fa(String),
+    CreateApiToken,
+    RevokeApiToken(String),
+}
+
+/// The console's route for `method` and `path`; `None` for everything else (the API, the
+/// editor, login and setup).
+pub fn route(method: &Method, path: &str) -> Option<Route> {
+    let segments: Vec<&str> = path.strip_prefix('/')?.split('/').collect();
+    if *method == Method::GET || *method == Method::HEAD {
+        return Some(match segments.as_slice() {
+            [""] => Route::Fleet,
+            ["devices"] | ["devices", ""] => Route::Devices,
+            ["devices", id] if !id.is_empty() => Route::Device(id.to_string()),
+            ["audit"] => Route::Audit,
+            ["enroll"] => Route::Enroll,
+            ["operators"] => Route::Operators,
+            ["account"] => Route::Account,
+            ["console", "live"] => Route::Live,
+            ["assets", name] if !name.is_empty() => Route::Asset(name.to_string()),
+            _ => return None,
+        });
+    }
+    if *method != Method::POST {
+        return None;
+    }
+    let own = |s: &&str| s.to_string();
+    let action = match segments.as_slice() {
+        ["console", "logout"] => Action::Logout,
+        ["console", "devices", id, "restart"] => Action::Restart(own(id)),
+        ["console", "devices", id, "policy"] => Action::Policy(own(id)),
+        ["console", "devices", id, "tokens"] => Action::CreateToken(own(id)),
+        ["console", "devices", id, "tokens", name, "revoke"] => Action::RevokeToken(own(id), own(name)),
+        ["console", "devices", id, "snapshot"] => Action::Snapshot(own(id)),
+        ["console", "devices", id, "deploy"] => Action::Deploy(own(id)),
+        ["console", "devices", id, "sbom"] => Action::RefreshSbom(own(id)),
+        ["console", "enroll"] => Action::Enroll,
+        ["console", "operators"] => Action::AddOperator,
+        ["console", "operators", name, "role"] => Action::SetRole(own(name)),
+        ["console", "operators", name, "remove"] => Action::RemoveOperator(own(name)),
+        ["console", "operators", name, "reset-2fa"] => Action::Reset2fa(own(name)),
+        ["console", "account", "tokens"] => Action::CreateApiToken,
+        ["console", "account", "tokens", name, "revoke"] => Action::RevokeApiToken(own(name)),
+        _ => return None,
+    };
+    // An empty id or name is no resource; the API would answer 404 for it anyway.
+    let named = |s: &str| !s.is_empty();
+    let ok = match &action {
+        Action::RevokeToken(a, b) => named(a) && named(b),
+        Action::Restart(a)
+        | Action::Policy(a)
+        | Action::CreateToken(a)
+        | Action::Snapshot(a)
+        | Action::Deploy(a)
+        | Action::RefreshSbom(a)
+        | Action::SetRole(a)
+        | Action::RemoveOperator(a)
+        | Action::Reset2fa(a)
+        | Action::RevokeApiToken(a) => named(a),
+        Action::Logout | Action::Enroll | Action::AddOperator | Action::CreateApiToken => true,
+    };
+    ok.then_some(Route::Action(action))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_are_gets_of_their_own_paths() {
+        let get = |p: &str| route(&Method::GET, p);
+        assert_eq!(get("/"), Some(Route::Fleet));
+        assert_eq!(get("/devices"), Some(Route::Devices));
+        assert_eq!(get("/devices/"), Some(Route::Devices));
+        assert_eq!(get("/devices/pump-1"), Some(Route::Device("pump-1".into())));
+        assert_eq!(get("/audit"), Some(Route::Audit));
+        assert_eq!(get("/assets/console.css"), Some(Route::Asset("console.css".into())));
+        assert_eq!(get("/console/live"), Some(Route::Live));
+    }
+
+    #[test]
+    fn the_api_the_editor_login_and_setup_are_not_the_consoles() {
+        for path in [
+            "/api/devices",
+            "/devices/pump-1/editor/",
+            "/devices/pump-1/http/ui",
+            "/login",
+            "/setup",
+            "/auth/oidc/login",
+            "/assets/",
+            "",
+        ] {
+            assert_eq!(route(&Method::GET, path), None, "{path}");
+        }
+        // A page is never an action, and an action never a page.
+        assert_eq!(route(&Method::POST, "/devices/pump-1"), None);
+        assert_eq!(route(&Method::GET, "/console/devices/pump-1/restart"), None);
+        assert_eq!(route(&Method::DELETE, "/console/logout"), None);
+        assert_eq!(route(&Method::PUT, "/devices"), None);
+    }
+
+    #[test]
+    fn actions_name_their_device_or_operator_and_refuse_empty_names() {
+        let post = |p: &str| route(&Method::POST, p);
+        assert_eq!(post("/console/devices/d1/restart"), Some(Route::Action(Action::Restart("d1".into()))));
+        assert_eq!(
+            post("/console/devices/d1/tokens/ci/revoke"),
+            Some(Route::Action(Action::RevokeToken("d1".into(), "ci".into())))
+        );
+        assert_eq!(post("/console/operators/bo/role"), Some(Route::Action(Action::SetRole("bo".into()))));
+        assert_eq!(post("/console/devices//restart"), None);
+        assert_eq!(post("/console/devices/d1/tokens//revoke"), None);
+        assert_eq!(post("/console/devices/d1/reboot"), None);
+    }
+}

@@ -1,0 +1,225 @@
+//! What the CLI's `operator` and `enroll-token` commands do, as owners' API routes (so the
+//! console's operator and enrollment pages are API calls a script could make too):
+//!
+//! - `GET /api/operators` — every account
+//! - `POST /api/operators` `{name, role, email?}` — a new account; answers its one-time setup code
+//! - `PUT /api/operators/{name}` `{role}` — a new role (its sessions end)
+//! - `DELETE /api/operators/{name}` — removes the account (its sessions and tokens end)
+//! - `POST /api/operators/{name}/reset-2fa` — clears its second factor; answers a new setup code
+//! - `POST /api/enrollment-tokens` `{device, expires_in?}` — a one-time enrollment token and the
+//!   exact `redtether enroll …` line for the device
+//!
+//! Owners only, recorded as done by the operator. An owner cannot remove or demote themself:
+//! a hub whose last owner locked themself out needs the CLI on the machine.
+
+use crate::accounts_api::read_json;
+use crate::api::{Api, RequestBody, error, json_response};
+use crate::caller::Caller;
+use crate::control::{HubRequest, RequestError, apply_as};
+use crate::store::{OperatorRole, StoreError};
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use redtether_proto::audit::Actor;
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+
+/// Where devices reach the hub, for the `redtether enroll` line the console shows.
+#[derive(Debug, Clone)]
+pub struct EnrollHint {
+    /// `HOST:PORT` of the QUIC listener, by a name the hub's certificate carries.
+    pub hub: String,
+    pub ca_fingerprint: String,
+    /// `enroll_token_lifetime`: a token's lifetime when the request names none.
+    pub token_lifetime: Duration,
+}
+
+impl EnrollHint {
+    /// The hub's address for devices: the first name configured beyond the built-in loopback
+    /// ones (`names` in hub.toml), else the address it listens on (loopback when it listens
+    /// on every address and has no name: the only address sure to be the hub's own).
+    pub fn new(names: &[String], listen: std::net::SocketAddr, ca_fingerprint: String, lifetime: Duration) -> Self {
+        let builtin = ["localhost", "127.0.0.1", "::1"];
+        let host = match names.iter().find(|n| !builtin.contains(&n.as_str())) {
+            Some(name) if name.contains(':') => format!("[{name}]"),
+            Some(name) => name.clone(),
+            None if listen.ip().is_unspecified() => "127.0.0.1".to_string(),
+            None => match listen.ip() {
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            },
+        };
+        EnrollHint { hub: format!("{host}:{}", listen.port()), ca_fingerprint, token_lifetime: lifetime }
+    }
+
+    /// The command a device's administrator runs with `token`.
+    pub fn command(&self, token: &str) -> String {
+        format!("redtether enroll --hub {} --token {token} --ca-fingerprint {}", self.hub, self.ca_fingerprint)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOperator {
+    name: String,
+    role: String,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewRole {
+    role: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewEnrollment {
+    device: String,
+    /// A duration like `1h` or `7d`.
+    #[serde(default)]
+    expires_in: Option<String>,
+}
+
+/// The longest an enrollment token may live: a forgotten token must not enroll a year later.
+const MAX_ENROLL_LIFETIME: Duration = Duration::from_secs(30 * 86400);
+
+fn refusal(e: RequestError) -> Response<Full<Bytes>> {
+    let (status, code) = match &e {
+        RequestError::DeviceId(_) | RequestError::Role(_) | RequestError::Email(_) | RequestError::OperatorName(_) => {
+            (StatusCode::BAD_REQUEST, "invalid")
+        }
+        RequestError::NotLocal(_) => (StatusCode::CONFLICT, "single_sign_on_account"),
+        RequestError::Store(StoreError::Conflict(_)) => (StatusCode::CONFLICT, "conflict"),
+        RequestError::Store(store) => return crate::api::store_error(store),
+        RequestError::NeedsRunningHub => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    json_response(status, json!({ "error": code, "message": e.to_string() }))
+}
+
+impl Api {
+    fn run_as(&self, caller: &Caller, request: &HubRequest) -> Response<Full<Bytes>> {
+        match apply_as(&self.store, request, Actor::user(&caller.operator.name)) {
+            Ok(value) => json_response(StatusCode::OK, value),
+            Err(e) => refusal(e),
+        }
+    }
+
+    /// The operator and enrollment routes (`segments` start with `api/operators` or
+    /// `api/enrollment-tokens`).
+    pub(crate) async fn operators_route(
+        &self,
+        caller: &Caller,
+        method: &http::Method,
+        segments: &[&str],
+        body: RequestBody,
+    ) -> Response<Full<Bytes>> {
+        use http::Method;
+        let owner = caller.operator.role == OperatorRole::Owner;
+        let me = caller.operator.name.as_str();
+        match (method, segments) {
+            (_, ["api", "operators", ..] | ["api", "enrollment-tokens"]) if !owner => {
+                error(StatusCode::FORBIDDEN, "forbidden")
+            }
+            (&Method::GET, ["api", "operators"]) => self.run_as(caller, &HubRequest::OperatorList),
+            (&Method::POST, ["api", "operators"]) => match read_json::<NewOperator>(body).await {
+                Ok(new) => self.run_as(
+                    caller,
+                    &HubRequest::OperatorAdd {
+                        name: new.name,
+                        role: new.role,
+                        email: new.email.filter(|e| !e.is_empty()),
+                        token_expires_secs: None,
+                        setup_secs: self.auth.setup_code_lifetime.as_secs(),
+                    },
+                ),
+                Err(r) => r,
+            },
+            (&Method::PUT | &Method::DELETE, ["api", "operators", name]) if *name == me => {
+                error(StatusCode::CONFLICT, "cannot_change_yourself")
+            }
+            (&Method::PUT, ["api", "operators", name]) => match read_json::<NewRole>(body).await {
+                Ok(new) => self.run_as(caller, &HubRequest::OperatorRole { name: name.to_string(), role: new.role }),
+                Err(r) => r,
+            },
+            (&Method::DELETE, ["api", "operators", name]) => {
+                self.run_as(caller, &HubRequest::OperatorRemove { name: name.to_string() })
+            }
+            (&Method::POST, ["api", "operators", name, "reset-2fa"]) => self.run_as(
+                caller,
+                &HubRequest::OperatorReset2fa {
+                    name: name.to_string(),
+                    setup_secs: self.auth.setup_code_lifetime.as_secs(),
+                },
+            ),
+            (&Method::POST, ["api", "enrollment-tokens"]) => match read_json::<NewEnrollment>(body).await {
+                Ok(new) => self.enrollment_token(caller, new),
+                Err(r) => r,
+            },
+            (_, ["api", "operators"] | ["api", "operators", _] | ["api", "enrollment-tokens"]) => {
+                error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
+            _ => error(StatusCode::NOT_FOUND, "not_found"),
+        }
+    }
+
+    fn enrollment_token(&self, caller: &Caller, new: NewEnrollment) -> Response<Full<Bytes>> {
+        let lifetime = match new.expires_in.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => self.enroll.token_lifetime,
+            Some(text) => match humantime::parse_duration(text) {
+                Ok(d) if !d.is_zero() && d <= MAX_ENROLL_LIFETIME => d,
+                _ => {
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        json!({ "error": "invalid", "message": "expires_in: a duration from 1s to 30d, like 1h" }),
+                    );
+                }
+            },
+        };
+        let request = HubRequest::EnrollToken { device: new.device.clone(), lifetime_secs: lifetime.as_secs().max(1) };
+        match apply_as(&self.store, &request, Actor::user(&caller.operator.name)) {
+            Ok(value) => {
+                let token = value["token"].as_str().unwrap_or_default();
+                let expires = redtether_proto::time::unix_now().saturating_add(lifetime.as_secs());
+                json_response(
+                    StatusCode::OK,
+                    json!({
+                        "device": new.device,
+                        "token": token,
+                        "expires": redtether_proto::time::format_unix(expires),
+                        "command": self.enroll.command(token),
+                    }),
+                )
+            }
+            Err(e) => refusal(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(extra: &[&str]) -> Vec<String> {
+        ["localhost", "127.0.0.1", "::1"].iter().chain(extra).map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_enroll_line_names_the_hub_by_its_configured_name_else_its_address() {
+        let any: std::net::SocketAddr = "0.0.0.0:4433".parse().unwrap();
+        let one: std::net::SocketAddr = "10.1.2.3:4433".parse().unwrap();
+        let fp = "ab".repeat(32);
+        let d = Duration::from_secs(60);
+        assert_eq!(EnrollHint::new(&names(&["hub.plant.example"]), any, fp.clone(), d).hub, "hub.plant.example:4433");
+        assert_eq!(EnrollHint::new(&names(&["fd00::1"]), any, fp.clone(), d).hub, "[fd00::1]:4433");
+        assert_eq!(EnrollHint::new(&names(&[]), any, fp.clone(), d).hub, "127.0.0.1:4433");
+        assert_eq!(EnrollHint::new(&names(&[]), one, fp.clone(), d).hub, "10.1.2.3:4433");
+        let hint = EnrollHint::new(&names(&[]), one, fp.clone(), d);
+        assert_eq!(
+            hint.command("rte_x"),
+            format!("redtether enroll --hub 10.1.2.3:4433 --token rte_x --ca-fingerprint {fp}")
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! The operator console in a real browser (headless Chromium over WebDriver) against a real
+//! hub and a real agent running the fixture Node-RED: an owner logs in with TOTP, sees the
+//! device online, turns protection on from the *Security* tab until the device applies it (and
+//! a deploy through the editor is then refused), makes a token shown once, takes a snapshot and
+//! deploys it until applied, reads the SBOM with outdated packages (against a stand-in npm
+//! registry), and watches the device go offline in the list without reloading it. Screenshots
+//! of each page go to `target/console/`.
+
+use common::browser::Browser;
+use common::hub::{Account, Hub, enroll, wait_online};
+use common::{npm_registry, unix_now};
+use nix::sys::signal::Signal;
+use redtether_testkit as common;
+use std::time::Duration;
+
+/// Long enough for a policy or deployment to cross the tunnel and be applied, on a slow CI.
+const APPLY: Duration = Duration::from_secs(30);
+
+/// Logs `account` in at the form the console sent the browser to, and waits to land at `next`.
+async fn log_in(browser: &Browser, api: &str, account: &Account, next: &str) {
+    browser.goto(&format!("{api}{next}")).await;
+    let login = browser.current_url().await;
+    assert_eq!(login.path(), "/login", "the console sends a browser without a session to log in");
+    browser.fill("input[name=name]", &account.name).await;
+    browser.fill("input[name=password]", &account.password).await;
+    browser.click_and_load("button").await;
+    // The account's setup used this 30-second step's code; each step is accepted once.
+    browser.fill("input[name=code]", &account.code_at(unix_now() + 30)).await;
+    browser.click_and_load("button").await;
+    browser.wait_for_url(next, |u| u.path() == next.split('?').next().unwrap_or(next)).await;
+}
+
+/// Reloads the page until `selector`'s text contains `expected` (pages that wait for a device
+/// reload themselves too; this does not depend on it).
+async fn reload_until(browser: &Browser, url: &str, selector: &str, expected: &str) -> String {
+    common::wait_for_async(APPLY, &format!("{selector} to say {expected:?} at {url}"), || async {
+        browser.goto(url).await;
+        let text = browser.texts(selector).await.join("\n");
+        text.contains(expected).then_some(text)
+    })
+    .await
+}
+
+#[test]
+fn an_owner_runs_a_real_device_from_the_console() {
+    // Outside the test's runtime: the stand-in registry has a runtime of its own, which must
+    // not be dropped from inside another.
+    let registry = npm_registry::Registry::start(&[("node-red", "99.0.0")]);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(owner_runs_a_device(&registry.url));
+}
+
+async fn owner_runs_a_device(registry: &str) {
+    let hub = Hub::start();
+    let api = hub.api();
+    let node_red = format!("{}\nhealth_interval = \"500ms\"", common::agent::fixture_node_red());
+    let mut agent = common::agent::Agent::start_full(&node_red, "", None, &[("npm_config_registry", registry)]);
+    agent.wait_running();
+    let out = enroll(&agent.config, &hub, "pump-c");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_online(&agent, 1);
+    let ann = hub.account("ann", "owner");
+    let browser = Browser::start().await;
+
+    // The login form, then the device list with the device online.
+    browser.goto(&format!("{api}/login")).await;
+    browser.screenshot("console-login").await;
+    log_in(&browser, &api, &ann, "/devices").await;
+    assert_eq!(browser.text("[data-device=pump-c] [data-online] .label").await, "online");
+    browser.screenshot("console-devices").await;
+
+    // The overview counts it.
+    browser.goto(&format!("{api}/")).await;
+    let summary = browser.text("#summary").await;
+    assert!(summary.contains("1\ndevices") && summary.contains("1\nonline"), "{summary}");
+    browser.screenshot("console-overview").await;
+
+    // Security: protection on, applied by the device; a deploy through the editor is refused.
+    let device = format!("{api}/devices/pump-c");
+    browser.goto(&format!("{device}?tab=security")).await;
+    browser.click("#policy-form input[name=protection]").await;
+    browser.click_and_load("#policy-form button").await;
+    let state = reload_until(&browser, &format!("{device}?tab=security"), "#policy-state", "applied").await;
+    assert!(state.contains("Policy 1"), "{state}");
+    browser.screenshot("console-device-security").await;
+    let ops = hub.operator("ops", "owner");
+    let refused = common::http::client()
+        .post(format!("{device}/editor/flows"))
+        .bearer_auth(&ops)
+        .header("node-red-api-version", "v2")
+        .header("node-red-deployment-type", "full")
+        .json(&serde_json::json!({ "flows": [{ "id": "t", "type": "tab" }] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403, "protection mode refuses the editor's deploy");
+
+    // A token, shown once: on the answer to the form, and never again.
+    browser.fill("#token-form input[name=name]", "hmi").await;
+    browser.fill("#token-form input[name=expires_in]", "7d").await;
+    browser.click_and_load("#token-form button").await;
+    let token = browser.text("#new-token-value").await;
+    assert!(token.len() > 20, "{token:?}");
+    browser.screenshot("console-token-shown-once").await;
+    browser.goto(&format!("{device}?tab=security")).await;
+    assert!(browser.texts("#new-token").await.is_empty(), "the token is not shown again");
+    let page = browser.execute("return document.documentElement.outerHTML", &[]).await;
+    assert!(!page.as_str().unwrap_or_default().contains(&token));
+    assert!(browser.texts("#tokens td").await.iter().any(|t| t == "hmi"));
+
+    // A snapshot from the device, deployed back until applied.
+    browser.goto(&format!("{device}?tab=snapshots")).await;
+    browser.click_and_load("#tab form button").await;
+    assert_eq!(browser.texts("#snapshots tbody tr").await.len(), 1);
+    browser.screenshot("console-device-snapshots").await;
+    browser.goto(&format!("{device}?tab=deployments")).await;
+    browser.click_and_load("#deploy-snapshot button").await;
+    let history =
+        reload_until(&browser, &format!("{device}?tab=deployments"), "#deployments tbody tr", "applied").await;
+    assert!(history.starts_with('1'), "{history}");
+    browser.screenshot("console-device-deployments").await;
+
+    // The SBOM, with Node-RED outdated against the stand-in registry.
+    browser.goto(&format!("{device}?tab=sbom")).await;
+    browser.click_and_load("#tab form button").await;
+    let outdated = browser.texts("#packages tr.outdated td:first-child").await;
+    assert!(outdated.contains(&"node-red".to_string()), "{outdated:?}");
+    assert!(!browser.text("#outdated-count").await.starts_with("0 "));
+    browser.screenshot("console-device-sbom").await;
+
+    // The device stops: the list, left open, says so without being reloaded.
+    browser.goto(&format!("{api}/devices")).await;
+    browser.execute("window.__not_reloaded = true", &[]).await;
+    common::wait_for_async(Duration::from_secs(10), "the live stream", || async {
+        (browser.execute("return document.body.getAttribute('data-live')", &[]).await == "connected").then_some(())
+    })
+    .await;
+    agent.signal(Signal::SIGTERM);
+    agent.wait_exit(Duration::from_secs(20));
+    common::wait_for_async(Duration::from_secs(20), "the row to say offline", || async {
+        (browser.text("[data-device=pump-c] [data-online] .label").await == "offline").then_some(())
+    })
+    .await;
+    assert_eq!(browser.execute("return window.__not_reloaded === true", &[]).await, true, "no reload");
+    browser.screenshot("console-devices-offline").await;
+}
