@@ -7,7 +7,7 @@
 //! of each page go to `target/console/`.
 
 use common::browser::Browser;
-use common::hub::{Account, Hub, enroll, wait_online};
+use common::hub::{Account, Hub, enroll, online_agent, wait_online};
 use common::{npm_registry, unix_now};
 use nix::sys::signal::Signal;
 use redtether_testkit as common;
@@ -143,4 +143,70 @@ async fn owner_runs_a_device(registry: &str) {
     .await;
     assert_eq!(browser.execute("return window.__not_reloaded === true", &[]).await, true, "no reload");
     browser.screenshot("console-devices-offline").await;
+}
+
+/// The console's write controls on the page shown: every form that posts, but the logout.
+async fn write_controls(browser: &Browser) -> Vec<String> {
+    let found = browser
+        .execute(
+            "return [...document.querySelectorAll('form[method=post]')].map(f => f.getAttribute('action'))\
+             .filter(a => a !== '/console/logout')",
+            &[],
+        )
+        .await;
+    serde_json::from_value(found).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_viewer_sees_no_write_control_and_forged_writes_are_refused() {
+    let hub = Hub::start();
+    let api = hub.api();
+    let agent = online_agent(&hub, "pump-v", "");
+    let vic = hub.account("vic", "viewer");
+    let ann = hub.account("ann", "owner");
+    let browser = Browser::start().await;
+    log_in(&browser, &api, &vic, "/devices/pump-v").await;
+    for tab in ["security", "deployments", "snapshots", "audit", "sbom"] {
+        browser.goto(&format!("{api}/devices/pump-v?tab={tab}")).await;
+        assert_eq!(write_controls(&browser).await, Vec::<String>::new(), "{tab}");
+    }
+    browser.screenshot("console-device-as-viewer").await;
+    // The owner's page of the same device has them (the check above can see forms).
+    browser.delete_cookies().await;
+    log_in(&browser, &api, &ann, "/devices/pump-v").await;
+    assert!(write_controls(&browser).await.iter().any(|a| a == "/console/devices/pump-v/restart"));
+
+    // The viewer forges the forms and the API calls anyway, with a valid session, CSRF token
+    // and origin: the role refuses each, and nothing reaches the device.
+    let v = hub.session(&vic);
+    let client = common::http::client_builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for (path, fields) in [
+        ("/console/devices/pump-v/restart", vec![]),
+        ("/console/devices/pump-v/policy", vec![("protection", "on"), ("http_auth", "none")]),
+        ("/console/devices/pump-v/tokens", vec![("name", "mine"), ("expires_in", "1d")]),
+        ("/console/devices/pump-v/deploy", vec![("flows", "[]")]),
+    ] {
+        let mut form = vec![("csrf", v.csrf.as_str())];
+        form.extend(fields);
+        let answer = client
+            .post(format!("{api}{path}"))
+            .header("cookie", &v.cookie)
+            .header("origin", &api)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 403, "{path}");
+    }
+    let put = client
+        .put(format!("{api}/api/devices/pump-v/policy"))
+        .header("cookie", &v.cookie)
+        .header("x-csrf-token", &v.csrf)
+        .json(&serde_json::json!({ "protection": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 403);
+    assert_eq!(agent.status()["node_red"]["restarts"], 0, "Node-RED was not restarted");
+    assert!(agent.events("policy.applied").is_empty(), "no policy reached the device");
 }

@@ -28,6 +28,13 @@ impl Account {
     }
 }
 
+/// A logged-in script's session: the `Cookie` header's value and the CSRF token.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub cookie: String,
+    pub csrf: String,
+}
+
 pub struct Hub {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -172,6 +179,32 @@ impl Hub {
         let (api, name) = (self.api(), name.to_string());
         // On a thread of its own: the blocking client may not run inside a test's runtime.
         std::thread::spawn(move || set_up(&api, &name, &setup)).join().unwrap()
+    }
+
+    /// A login session of `account` as a script gets one (`POST /api/login`): the `Cookie`
+    /// header's value and the session's CSRF token. Each TOTP step is accepted once per
+    /// account, and the setup or a browser login may have used the next one: the code of the
+    /// first step after it that is not used yet.
+    pub fn session(&self, account: &Account) -> Session {
+        let (url, account) = (format!("{}/api/login", self.api()), account.clone());
+        std::thread::spawn(move || {
+            let client = crate::http::blocking_client_builder().build().unwrap();
+            for ahead in [30, 60, 90] {
+                let body = serde_json::json!({
+                    "name": account.name, "password": account.password, "totp": account.code_at(crate::unix_now() + ahead),
+                });
+                let answer = client.post(&url).json(&body).send().unwrap();
+                if answer.status() != 200 {
+                    continue;
+                }
+                let cookie = answer.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+                let body: serde_json::Value = answer.json().unwrap();
+                return Session { cookie, csrf: body["csrf_token"].as_str().unwrap().to_string() };
+            }
+            panic!("{} cannot log in with the codes of the next three steps", account.name)
+        })
+        .join()
+        .unwrap()
     }
 
     /// The hub's audit trail as `redtether-hub audit list` prints it.

@@ -1,0 +1,201 @@
+//! The operator console's defences and its hub-only pages, against a real hub: pages need a
+//! session and go out under a strict CSP with no inline script or style; forms are refused
+//! without the session's CSRF token, from another origin (also from a real page on another
+//! site in Chromium), and by role; an owner enrolls a device and adds an operator, each secret
+//! shown once; the API routes behind those pages answer scripts the same way.
+
+use redtether_testkit::browser::Browser;
+use redtether_testkit::hub::{Hub, Session};
+use redtether_testkit::unix_now;
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde_json::{Value, json};
+
+fn plain_client() -> reqwest::Client {
+    redtether_testkit::http::client_builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// Posts the form `fields` to `path` with `s`'s cookie and these extra headers.
+async fn post_form(
+    hub: &Hub,
+    s: &Session,
+    path: &str,
+    fields: &[(&str, &str)],
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut headers = HeaderMap::new();
+    headers.insert("cookie", HeaderValue::from_str(&s.cookie).unwrap());
+    for (k, v) in extra {
+        headers
+            .insert(reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+    }
+    plain_client().post(format!("{}{path}", hub.api())).headers(headers).form(fields).send().await.unwrap()
+}
+
+async fn get_page(hub: &Hub, s: Option<&Session>, path: &str) -> reqwest::Response {
+    let mut request = plain_client().get(format!("{}{path}", hub.api()));
+    if let Some(s) = s {
+        request = request.header("cookie", &s.cookie);
+    }
+    request.send().await.unwrap()
+}
+
+fn enroll_tokens_made(hub: &Hub) -> usize {
+    hub.audit().iter().filter(|e| e["kind"] == "enroll_token.created").count()
+}
+
+/// The enroll form's fields with `csrf`.
+fn enroll_form(csrf: &str) -> [(&'static str, &str); 3] {
+    [("csrf", csrf), ("device", "pump-9"), ("expires_in", "1h")]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_need_a_session_and_go_out_under_a_strict_csp_with_nothing_inline() {
+    let hub = Hub::start();
+    let ann = hub.account("ann", "owner");
+    for path in ["/", "/devices", "/audit", "/enroll", "/operators", "/account", "/devices/pump-1"] {
+        let answer = get_page(&hub, None, path).await;
+        assert_eq!(answer.status(), 303, "{path}");
+        let to: String = form_urlencoded::byte_serialize(path.as_bytes()).collect();
+        assert_eq!(answer.headers()["location"], format!("/login?next={to}"), "{path}");
+    }
+    let s = hub.session(&ann);
+    for path in ["/", "/devices", "/audit", "/enroll", "/operators", "/account"] {
+        let answer = get_page(&hub, Some(&s), path).await;
+        assert_eq!(answer.status(), 200, "{path}");
+        let h = answer.headers();
+        assert_eq!(
+            h["content-security-policy"],
+            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
+        );
+        assert_eq!(
+            (h["x-content-type-options"].to_str().unwrap(), h["referrer-policy"].to_str().unwrap()),
+            ("nosniff", "same-origin")
+        );
+        assert_eq!(h["cache-control"], "no-store");
+        let html = answer.text().await.unwrap();
+        // Scripts only by src, no inline handlers or styles (the CSP would block them anyway).
+        assert!(
+            html.matches("<script").count() == html.matches("<script src=\"/assets/console.js?v=").count(),
+            "{path}"
+        );
+        assert!(!html.contains(" style=") && !html.contains(" onclick=") && !html.contains(" onerror="), "{path}");
+    }
+    let script = get_page(&hub, None, "/assets/console.js").await;
+    assert_eq!(script.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(get_page(&hub, None, "/assets/nothing.js").await.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forms_without_the_csrf_token_from_another_origin_or_beyond_the_role_are_refused() {
+    let hub = Hub::start();
+    let api = hub.api();
+    let ann = hub.account("ann", "owner");
+    let vic = hub.account("vic", "viewer");
+    let s = hub.session(&ann);
+    let own = [("origin", api.as_str())];
+    let before = enroll_tokens_made(&hub);
+
+    let missing = post_form(&hub, &s, "/console/enroll", &enroll_form("")[1..], &own).await;
+    assert_eq!(missing.status(), 403, "no CSRF token");
+    let wrong = post_form(&hub, &s, "/console/enroll", &enroll_form("not-the-token"), &own).await;
+    assert_eq!(wrong.status(), 403, "a wrong CSRF token");
+    for evil in [[("origin", "http://evil.example")], [("origin", "null")], [("sec-fetch-site", "cross-site")]] {
+        let answer = post_form(&hub, &s, "/console/enroll", &enroll_form(&s.csrf), &evil).await;
+        assert_eq!(answer.status(), 403, "{evil:?}");
+    }
+    assert_eq!(enroll_tokens_made(&hub), before, "nothing refused made a token");
+
+    // The same form, right: the exact enroll line, once.
+    let made = post_form(&hub, &s, "/console/enroll", &enroll_form(&s.csrf), &own).await;
+    assert_eq!(made.status(), 200);
+    let html = made.text().await.unwrap();
+    let line = html.split("<code id=\"secret-value\">").nth(1).unwrap().split("</code>").next().unwrap().to_string();
+    let expected_start = format!("redtether enroll --hub {} --token rte_", hub.addr());
+    assert!(line.starts_with(&expected_start), "{line}");
+    assert!(line.ends_with(&format!("--ca-fingerprint {}", hub.fingerprint())), "{line}");
+    assert_eq!(enroll_tokens_made(&hub), before + 1);
+
+    // A viewer's session, with its own CSRF token and origin: the role refuses.
+    let v = hub.session(&vic);
+    assert_eq!(post_form(&hub, &v, "/console/enroll", &enroll_form(&v.csrf), &own).await.status(), 403);
+    let add = [("csrf", v.csrf.as_str()), ("name", "mallory"), ("role", "owner")];
+    assert_eq!(post_form(&hub, &v, "/console/operators", &add, &own).await.status(), 403);
+    assert!(!hub.cli(&["operator", "list"]).1.contains("mallory"));
+    let page = get_page(&hub, Some(&v), "/operators").await;
+    assert_eq!(page.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_page_on_another_site_cannot_post_the_consoles_forms_in_chromium() {
+    let hub = Hub::start();
+    let api = hub.api();
+    let ann = hub.account("ann", "owner");
+    let browser = Browser::start().await;
+    // Logged in for real in this browser.
+    browser.goto(&format!("{api}/enroll")).await;
+    browser.fill("input[name=name]", &ann.name).await;
+    browser.fill("input[name=password]", &ann.password).await;
+    browser.click_and_load("button").await;
+    browser.fill("input[name=code]", &ann.code_at(unix_now() + 30)).await;
+    browser.click_and_load("button").await;
+    browser.wait_for_url("/enroll", |u| u.path() == "/enroll").await;
+    let before = enroll_tokens_made(&hub);
+    // Another site's page posts the enroll form: the session cookie (SameSite=Strict) stays
+    // home, and the hub asks for a login instead of making a token.
+    let evil = format!(
+        "<form method=post action=\"{api}/console/enroll\"><input name=device value=evil-1>\
+         <input name=expires_in value=1h><input name=csrf value=guess><button id=go>go</button></form>"
+    );
+    use base64::Engine;
+    browser.goto(&format!("data:text/html;base64,{}", base64::engine::general_purpose::STANDARD.encode(evil))).await;
+    browser.click_and_load("#go").await;
+    let landed = browser.current_url().await;
+    assert_eq!(landed.path(), "/login", "{landed}");
+    assert_eq!(enroll_tokens_made(&hub), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owner_adds_an_operator_in_chromium_and_the_setup_code_is_shown_once() {
+    let hub = Hub::start();
+    let api = hub.api();
+    let ann = hub.account("ann", "owner");
+    let browser = Browser::start().await;
+    browser.goto(&format!("{api}/operators")).await;
+    browser.fill("input[name=name]", &ann.name).await;
+    browser.fill("input[name=password]", &ann.password).await;
+    browser.click_and_load("button").await;
+    browser.fill("input[name=code]", &ann.code_at(unix_now() + 30)).await;
+    browser.click_and_load("button").await;
+    browser.wait_for_url("/operators", |u| u.path() == "/operators").await;
+
+    browser.fill("#add-operator input[name=name]", "bea").await;
+    browser.click_and_load("#add-operator button").await;
+    let code = browser.text("#secret-value").await;
+    assert!(code.starts_with("rtsetup_"), "{code}");
+    browser.screenshot("console-operators").await;
+    // The code works once at the setup API (the page that links it is the setup page).
+    let offered = redtether_testkit::http::client()
+        .post(format!("{api}/api/setup"))
+        .json(&json!({ "code": code, "password": "bea-correct-horse-battery" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(offered.status(), 200);
+    browser.goto(&format!("{api}/operators")).await;
+    assert!(browser.texts("#secret").await.is_empty());
+    let rows = browser.texts("#operators tbody tr").await;
+    assert!(rows.iter().any(|r| r.starts_with("bea") && r.contains("viewer")), "{rows:?}");
+    // Recorded as done by ann, not by the hub.
+    let added =
+        hub.audit().into_iter().find(|e| e["kind"] == "operator.added" && e["target"] == "operator:bea").unwrap();
+    assert_eq!(added["actor"], "user:ann");
+
+    // The API behind the page, for a script: an owner's token lists the accounts; a
+    // member's is refused.
+    let owner = hub.operator("ops", "owner");
+    let member = hub.operator("mo", "member");
+    let (status, list) = redtether_testkit::hub::api(&hub, reqwest::Method::GET, "/api/operators", Some(&owner)).await;
+    assert_eq!(status, 200);
+    assert!(list.as_array().unwrap().iter().any(|o| o["name"] == "bea"));
+    assert_eq!(redtether_testkit::hub::api(&hub, reqwest::Method::GET, "/api/operators", Some(&member)).await.0, 403);
+}
