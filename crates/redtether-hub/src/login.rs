@@ -8,7 +8,7 @@
 //! that allows nothing but the form posting back here.
 
 use crate::accounts_api::{LoginOutcome, SecondFactor};
-use crate::api::{Api, ApiBody, boxed, error, rate_limited};
+use crate::api::{Api, ApiBody, boxed, error};
 use crate::caller::cookie;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -44,11 +44,15 @@ pub fn esc(text: &str) -> String {
     out
 }
 
-/// A page of the hub's own: `no-store`, a CSP that allows nothing but posting its forms back
-/// here (inline SVG is markup, not a resource, so a QR code needs nothing more), no framing.
+/// A page of the hub's own: `no-store`, a CSP that allows nothing but the console's stylesheet
+/// and posting its forms back here (inline SVG is markup, not a resource, so a QR code needs
+/// nothing more), no framing.
 pub(crate) fn page(status: StatusCode, body: &str, set_cookie: Option<HeaderValue>) -> Response<ApiBody> {
     let html = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>redtether hub</title></head>\n<body>{body}</body></html>\n"
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>redtether hub</title>\
+         <link rel=\"stylesheet\" href=\"{}\"></head>\n<body><main class=\"narrow\">{body}</main></body></html>\n",
+        crate::console::stylesheet()
     );
     let mut r = Response::new(Full::new(Bytes::from(html)));
     *r.status_mut() = status;
@@ -57,7 +61,9 @@ pub(crate) fn page(status: StatusCode, body: &str, set_cookie: Option<HeaderValu
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
     );
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
@@ -94,6 +100,18 @@ fn code_form(csrf: &str, next: &str, ticket: &str, message: &str) -> String {
 }
 
 const FAILED: &str = "<p role=\"alert\">Login failed.</p>";
+
+/// The form again, saying when logging in is possible again (429 with `Retry-After`).
+fn locked_out(csrf: &str, next: &str, retry: std::time::Duration, now: u64) -> Response<ApiBody> {
+    let secs = (retry.as_secs() + u64::from(retry.subsec_nanos() > 0)).max(1);
+    let message = format!(
+        "<p role=\"alert\">Too many failed logins. Try again in {secs} s (from {} UTC).</p>",
+        redtether_proto::time::format_unix(now + secs)
+    );
+    let mut r = page(StatusCode::TOO_MANY_REQUESTS, &password_form(csrf, next, &message), None);
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
 
 /// A form's fields, after checking that its `csrf` field equals cookie `cookie_name` (set with
 /// the form): another site's page can post a form here, but not read or set that cookie.
@@ -191,7 +209,7 @@ impl Api {
         let method = if factor == "provider" { "ldap" } else { "password" };
         let operator = match outcome {
             Ok(operator) => operator,
-            Err(LoginOutcome::Limited(retry)) => return boxed(rate_limited(retry)),
+            Err(LoginOutcome::Limited(retry)) => return locked_out(csrf, &next, retry, now),
             Err(LoginOutcome::NeedsSecondFactor) => {
                 let ticket = self.pending_logins.start(&name, now);
                 return page(StatusCode::OK, &code_form(csrf, &next, &ticket, ""), None);

@@ -199,3 +199,33 @@ async fn an_owner_adds_an_operator_in_chromium_and_the_setup_code_is_shown_once(
     assert!(list.as_array().unwrap().iter().any(|o| o["name"] == "bea"));
     assert_eq!(redtether_testkit::hub::api(&hub, reqwest::Method::GET, "/api/operators", Some(&member)).await.0, 403);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_too_many_failed_logins_the_form_says_when_to_try_again() {
+    let hub = Hub::start();
+    let api = hub.api();
+    hub.account("ann", "owner");
+    let browser = Browser::start().await;
+    // Someone guesses ann's password, fast, through the API.
+    let client = plain_client();
+    for _ in 0..12 {
+        let guess = json!({ "name": "ann", "password": "not-anns-password", "totp": "000000" });
+        client.post(format!("{api}/api/login")).json(&guess).send().await.unwrap();
+    }
+    // At the form, she is told when she can log in again. (The bucket refills a little every
+    // second, and a refill may let one more guess through first: that one fails as a guess.)
+    let mut alert = String::new();
+    for _ in 0..5 {
+        browser.goto(&format!("{api}/login")).await;
+        browser.fill("input[name=name]", "ann").await;
+        browser.fill("input[name=password]", "not-anns-password").await;
+        browser.click_and_load("button").await;
+        alert = browser.text("[role=alert]").await;
+        if alert != "Login failed." {
+            break;
+        }
+    }
+    assert!(alert.starts_with("Too many failed logins. Try again in "), "{alert}");
+    assert!(alert.ends_with(" UTC)."), "{alert}");
+    browser.screenshot("console-login-locked").await;
+}

@@ -25,6 +25,11 @@ mod tab_security;
 
 pub(crate) use fleet::sample_presence;
 
+/// Where the login and setup pages link the console's stylesheet.
+pub(crate) fn stylesheet() -> String {
+    assets::href("console.css")
+}
+
 use crate::api::{Api, ApiBody, RequestBody, boxed, rate_limited, request_body};
 use crate::caller::{Caller, Checked};
 use http::{Method, Request, Response, StatusCode};
