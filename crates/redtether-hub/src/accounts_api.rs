@@ -165,7 +165,7 @@ impl Api {
         }
     }
 
-    fn login_limits(&self, name: &str, peer: IpAddr) -> Option<Duration> {
+    pub(crate) fn login_limits(&self, name: &str, peer: IpAddr) -> Option<Duration> {
         let now = std::time::Instant::now();
         let checks = [
             self.failed_auth.check_burst(peer, now).map_err(|l| (l, json!({ "addr": peer.to_string() }))),

@@ -195,6 +195,9 @@ impl Api {
         match (&method, segments.as_slice()) {
             (&Method::POST, ["api", "logout"]) => return self.logout(caller),
             (&Method::GET, ["api", "me"]) => return self.me(caller),
+            (_, ["api", "me", what @ ..]) => {
+                return self.self_service(caller, &method, what, req.into_body(), caller.peer).await;
+            }
             (&Method::GET, ["api", "tokens"]) => return self.list_api_tokens(caller),
             (&Method::POST, ["api", "tokens"]) => return self.create_api_token(caller, req.into_body()).await,
             (&Method::DELETE, ["api", "tokens", name]) => return self.revoke_api_token(caller, name),

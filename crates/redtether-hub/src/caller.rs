@@ -33,6 +33,8 @@ pub(crate) enum Credential {
 pub(crate) struct Caller {
     pub operator: OperatorRecord,
     pub credential: Credential,
+    /// Where the request came from (failed checks made on its behalf count against it).
+    pub peer: IpAddr,
 }
 
 impl Caller {
@@ -113,7 +115,7 @@ impl Api {
         }
         let Ok(Some(mut operator)) = self.store.operator(&record.operator) else { return self.refuse(peer) };
         operator.role = effective(operator.role, Some(record.scope));
-        Checked::Operator(Box::new(Caller { operator, credential: Credential::Token { name: record.name } }))
+        Checked::Operator(Box::new(Caller { operator, credential: Credential::Token { name: record.name }, peer }))
     }
 
     fn check_session(&self, id: &str, peer: IpAddr) -> Checked {
@@ -132,7 +134,11 @@ impl Api {
             }
         }
         let Ok(Some(operator)) = self.store.operator(&record.operator) else { return self.refuse(peer) };
-        Checked::Operator(Box::new(Caller { operator, credential: Credential::Session { id: id.to_string(), record } }))
+        Checked::Operator(Box::new(Caller {
+            operator,
+            credential: Credential::Session { id: id.to_string(), record },
+            peer,
+        }))
     }
 }
 

@@ -30,6 +30,7 @@ mod policy_api;
 mod policy_body;
 mod registry;
 mod sbom_view;
+mod self_service;
 mod session;
 mod setup;
 mod setup_page;

@@ -229,3 +229,79 @@ async fn after_too_many_failed_logins_the_form_says_when_to_try_again() {
     assert!(alert.ends_with(" UTC)."), "{alert}");
     browser.screenshot("console-login-locked").await;
 }
+
+/// Logs `name` in at the login form with `password` and the TOTP code `code`, landing at `next`.
+async fn form_login(browser: &Browser, api: &str, name: &str, password: &str, code: &str, next: &str) {
+    browser.goto(&format!("{api}{next}")).await;
+    browser.fill("input[name=name]", name).await;
+    browser.fill("input[name=password]", password).await;
+    browser.click_and_load("button").await;
+    browser.fill("input[name=code]", code).await;
+    browser.click_and_load("button").await;
+    browser.wait_for_url(next, |u| u.path() == next).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_replaces_their_authenticator_and_recovery_codes_and_changes_their_password() {
+    let hub = Hub::start();
+    let api = hub.api();
+    let ann = hub.account("ann", "member");
+    let browser = Browser::start().await;
+    form_login(&browser, &api, "ann", &ann.password, &ann.code_at(unix_now() + 30), "/account").await;
+
+    // A new authenticator: the password again, a QR code and key, confirmed with its code.
+    browser.fill("#totp-form input[name=password]", &ann.password).await;
+    browser.click_and_load("#totp-form button").await;
+    let key = browser.text("#totp-key").await;
+    let width = browser.execute("return document.querySelector('.qr svg').getBoundingClientRect().width", &[]).await;
+    assert!(width.as_f64().unwrap_or(0.0) >= 100.0, "a QR code is drawn");
+    browser.screenshot("console-account-new-authenticator").await;
+    let new_app = redtether_testkit::hub::Account { totp_secret: key.clone(), ..ann.clone() };
+    browser.fill("#totp-confirm input[name=totp]", &new_app.code_at(unix_now())).await;
+    browser.click_and_load("#totp-confirm button").await;
+    let codes = browser.texts("#recovery-codes li code").await;
+    assert_eq!(codes.len(), 10);
+    assert!(codes.iter().all(|c| !ann.recovery_codes.contains(c)));
+
+    // New recovery codes replace those; a wrong password is refused and changes nothing.
+    browser.fill("#recovery-form input[name=password]", "not-the-password").await;
+    browser.click_and_load("#recovery-form button").await;
+    assert_eq!(browser.text("[role=alert]").await, "The password is not right.");
+    browser.goto(&format!("{api}/account")).await;
+    browser.fill("#recovery-form input[name=password]", &ann.password).await;
+    browser.click_and_load("#recovery-form button").await;
+    let renewed = browser.texts("#recovery-codes li code").await;
+    assert_eq!(renewed.len(), 10);
+    assert!(renewed.iter().all(|c| !codes.contains(c)));
+
+    // A new password ends the session; the new password and the new authenticator log in.
+    browser.goto(&format!("{api}/account")).await;
+    browser.fill("#password-form input[name=current]", &ann.password).await;
+    browser.fill("#password-form input[name=new]", "ann-a-brand-new-passphrase").await;
+    browser.click_and_load("#password-form button").await;
+    assert_eq!(browser.current_url().await.path(), "/login");
+    browser.goto(&format!("{api}/account")).await;
+    assert_eq!(browser.current_url().await.path(), "/login", "the old session ended");
+    form_login(&browser, &api, "ann", "ann-a-brand-new-passphrase", &new_app.code_at(unix_now() + 30), "/account")
+        .await;
+
+    let trail = hub.audit();
+    let kinds: Vec<&str> =
+        trail.iter().filter(|e| e["target"] == "operator:ann").filter_map(|e| e["kind"].as_str()).collect();
+    assert!(
+        kinds.ends_with(&["operator.2fa_enrolled", "operator.recovery_codes_renewed", "operator.password_set"]),
+        "{kinds:?}"
+    );
+
+    // An API token cannot do any of it: only a logged-in person.
+    let token = hub.operator("ci", "owner");
+    let client = plain_client();
+    let answer = client
+        .post(format!("{api}/api/me/password"))
+        .bearer_auth(&token)
+        .json(&json!({ "current": "x", "new": "y-long-enough-password" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 403);
+}

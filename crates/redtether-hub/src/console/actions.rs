@@ -6,7 +6,7 @@
 
 use super::device::{Shown, Tab};
 use super::layout::{self, Notice};
-use super::people::Secret;
+use super::people::{AccountShown, Secret};
 use super::route::Action;
 use super::{Form, Query, seg};
 use crate::api::{Api, ApiBody};
@@ -47,6 +47,11 @@ pub fn describe_failure(word: &str) -> String {
         "bad_body" => "The flows are not a JSON array of nodes.",
         "conflict" => "That name is taken, or the account does not exist.",
         "cannot_change_yourself" => "You cannot change or remove your own account here.",
+        "wrong_password" => "The password is not right.",
+        "weak_password" => "That password is too short or too weak.",
+        "wrong_totp" => "The code is not right; try the next one your app shows.",
+        "no_totp_offered" => "Set up a new authenticator first.",
+        "session_required" => "Log in to change your account.",
         "single_sign_on_account" => {
             "This account logs in through single sign-on; its provider keeps its second factor."
         }
@@ -92,10 +97,7 @@ fn refused(caller: &Caller, page: &str, status: StatusCode, word: &str) -> Respo
 /// The document a policy form makes from the policy in force: only the fields the form shows
 /// change; users, rate limits and CORS stay as they are.
 pub fn policy_from_form(current: &Value, form: &Form) -> Result<Value, &'static str> {
-    let mut doc = match current.get("desired") {
-        Some(Value::Object(fields)) => Value::Object(fields.clone()),
-        _ => json!({}),
-    };
+    let mut doc = desired(current);
     doc["protection"] = json!(form.get("protection") == Some("on"));
     let mode = form.text("http_auth");
     doc["http_auth"] = match mode {
@@ -118,7 +120,62 @@ pub fn policy_from_form(current: &Value, form: &Form) -> Result<Value, &'static 
     Ok(doc)
 }
 
+/// The policy in force with `user` added, or in place of the user of the same name.
+pub fn policy_with_user(current: &Value, form: &Form) -> Result<Value, &'static str> {
+    let name = form.text("name");
+    let role = form.text("role");
+    if !redtether_proto::names::valid_name(name) || !redtether_proto::policy::ROLES.contains(&role) {
+        return Err("invalid_policy");
+    }
+    let hash = crate::identity::secrets::hash_password(form.get("password").unwrap_or_default())
+        .map_err(|_| "invalid_password")?;
+    let mut doc = desired(current);
+    let mut users: Vec<Value> = doc["users"].as_array().cloned().unwrap_or_default();
+    users.retain(|u| u["name"] != name);
+    users.push(json!({ "name": name, "password_hash": hash, "role": role }));
+    doc["users"] = Value::Array(users);
+    Ok(doc)
+}
+
+/// The policy in force without the user `name`.
+pub fn policy_without_user(current: &Value, name: &str) -> Value {
+    let mut doc = desired(current);
+    if let Some(users) = doc["users"].as_array_mut() {
+        users.retain(|u| u["name"] != name);
+    }
+    doc
+}
+
+/// The operator's document of the policy in force (`GET …/policy`), or an empty one.
+fn desired(current: &Value) -> Value {
+    match current.get("desired") {
+        Some(Value::Object(fields)) => Value::Object(fields.clone()),
+        _ => json!({}),
+    }
+}
+
 impl Api {
+    /// Changes the device's policy with `change` (given the policy in force) and goes back to
+    /// its security tab.
+    async fn change_policy_by_form(
+        &self,
+        caller: &Caller,
+        id: &str,
+        done: &str,
+        change: impl FnOnce(&Value) -> Result<Value, &'static str>,
+    ) -> Response<ApiBody> {
+        let path = format!("/api/devices/{}/policy", seg(id));
+        let page = format!("/devices/{}?tab=security", seg(id));
+        let (_, current) = self.call(caller, Method::GET, &path, None).await;
+        match change(&current) {
+            Ok(doc) => {
+                let (status, answer) = self.call(caller, Method::PUT, &path, Some(doc)).await;
+                back(caller, &page, status, &answer, done)
+            }
+            Err(word) => refused(caller, &page, StatusCode::BAD_REQUEST, word),
+        }
+    }
+
     pub(super) async fn act(&self, caller: &Caller, action: Action, form: &Form) -> Response<ApiBody> {
         let none = Query::parse(None);
         match action {
@@ -136,16 +193,13 @@ impl Api {
                 back(caller, &format!("/devices/{}", seg(&id)), status, &answer, "restarted")
             }
             Action::Policy(id) => {
-                let path = format!("/api/devices/{}/policy", seg(&id));
-                let page = format!("/devices/{}?tab=security", seg(&id));
-                let (_, current) = self.call(caller, Method::GET, &path, None).await;
-                match policy_from_form(&current, form) {
-                    Ok(doc) => {
-                        let (status, answer) = self.call(caller, Method::PUT, &path, Some(doc)).await;
-                        back(caller, &page, status, &answer, "policy")
-                    }
-                    Err(word) => refused(caller, &page, StatusCode::BAD_REQUEST, word),
-                }
+                self.change_policy_by_form(caller, &id, "policy", |c| policy_from_form(c, form)).await
+            }
+            Action::PutUser(id) => {
+                self.change_policy_by_form(caller, &id, "policy", |c| policy_with_user(c, form)).await
+            }
+            Action::RemoveUser(id, name) => {
+                self.change_policy_by_form(caller, &id, "policy", |c| Ok(policy_without_user(c, &name))).await
             }
             Action::CreateToken(id) => {
                 let mut body = json!({ "name": form.text("name"), "expires_in": form.text("expires_in") });
@@ -234,8 +288,44 @@ impl Api {
                 match answer["token"].as_str() {
                     Some(token) if status.is_success() => {
                         let title = format!("API token {}", form.text("name"));
-                        self.account_page(caller, &none, Some(Secret { title, value: token.to_string(), link: None }))
-                            .await
+                        let secret = Secret { title, value: token.to_string(), link: None };
+                        self.account_page(caller, &none, Some(AccountShown::Token(secret))).await
+                    }
+                    _ => back(caller, "/account", status, &answer, ""),
+                }
+            }
+            Action::ChangePassword => {
+                let body = json!({ "current": form.get("current").unwrap_or_default(), "new": form.get("new").unwrap_or_default() });
+                let (status, answer) = self.call(caller, Method::POST, "/api/me/password", Some(body)).await;
+                if status.is_success() {
+                    // Every session ended with the old password, this one too.
+                    layout::see_other("/login?next=%2Faccount")
+                } else {
+                    back(caller, "/account", status, &answer, "")
+                }
+            }
+            Action::OfferTotp => {
+                let body = json!({ "password": form.get("password").unwrap_or_default() });
+                let (status, answer) = self.call(caller, Method::POST, "/api/me/totp", Some(body)).await;
+                match (answer["totp_secret"].as_str(), answer["otpauth_uri"].as_str()) {
+                    (Some(secret), Some(uri)) if status.is_success() => {
+                        let shown = AccountShown::TotpOffer { secret: secret.to_string(), uri: uri.to_string() };
+                        self.account_page(caller, &none, Some(shown)).await
+                    }
+                    _ => back(caller, "/account", status, &answer, ""),
+                }
+            }
+            Action::ConfirmTotp | Action::RenewRecoveryCodes => {
+                let (path, body) = if action == Action::ConfirmTotp {
+                    ("/api/me/totp/confirm", json!({ "totp": form.text("totp") }))
+                } else {
+                    ("/api/me/recovery-codes", json!({ "password": form.get("password").unwrap_or_default() }))
+                };
+                let (status, answer) = self.call(caller, Method::POST, path, Some(body)).await;
+                match answer["recovery_codes"].as_array() {
+                    Some(codes) if status.is_success() => {
+                        let codes = codes.iter().filter_map(|c| c.as_str().map(str::to_string)).collect();
+                        self.account_page(caller, &none, Some(AccountShown::RecoveryCodes(codes))).await
                     }
                     _ => back(caller, "/account", status, &answer, ""),
                 }
@@ -309,6 +399,33 @@ mod tests {
         .unwrap();
         assert!(fresh["http_auth"]["password_hash"].as_str().unwrap().starts_with("$argon2"));
         assert_eq!(policy_from_form(&json!({}), &form(&[("http_auth", "<script>")])), Err("invalid_policy"));
+    }
+
+    #[test]
+    fn users_are_added_replaced_by_name_and_removed_with_the_rest_kept() {
+        let current = json!({ "desired": { "protection": true,
+            "users": [{ "name": "ann", "password_hash": "$argon2id$a", "role": "owner" }] } });
+        let add = form(&[("name", "hmi"), ("password", "long-enough-password-1"), ("role", "dashboard")]);
+        let doc = policy_with_user(&current, &add).unwrap();
+        assert_eq!(doc["protection"], true);
+        let names: Vec<&str> = doc["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["ann", "hmi"]);
+        // The same name again replaces the user (with the new password and role).
+        let again = form(&[("name", "ann"), ("password", "another-long-password-2"), ("role", "viewer")]);
+        let doc2 = policy_with_user(&json!({ "desired": doc }), &again).unwrap();
+        let ann: Vec<&Value> = doc2["users"].as_array().unwrap().iter().filter(|u| u["name"] == "ann").collect();
+        assert_eq!((ann.len(), ann[0]["role"].as_str()), (1, Some("viewer")));
+        assert_eq!(policy_without_user(&json!({ "desired": doc2 }), "ann")["users"].as_array().unwrap().len(), 1);
+        for bad in [
+            [("name", "a b"), ("password", "long-enough-password-1"), ("role", "owner")],
+            [("name", "x"), ("password", "long-enough-password-1"), ("role", "root")],
+        ] {
+            assert_eq!(policy_with_user(&current, &form(&bad)), Err("invalid_policy"));
+        }
+        assert_eq!(
+            policy_with_user(&current, &form(&[("name", "x"), ("password", "1"), ("role", "viewer")])),
+            Err("invalid_password")
+        );
     }
 
     #[test]

@@ -13,6 +13,16 @@ use http::{Method, Response, StatusCode};
 use maud::{Markup, html};
 use serde_json::Value;
 
+/// What the account page shows once, after one of its forms.
+pub enum AccountShown {
+    /// A new API token.
+    Token(Secret),
+    /// A new authenticator's secret, to confirm with a code.
+    TotpOffer { secret: String, uri: String },
+    /// New recovery codes.
+    RecoveryCodes(Vec<String>),
+}
+
 /// A secret made by the form just sent, shown once with a copy button.
 pub struct Secret {
     pub title: String,
@@ -125,7 +135,12 @@ impl Api {
         layout::respond(StatusCode::OK, layout::frame(caller, Nav::Operators, "Operators", notice.as_ref(), content))
     }
 
-    pub(super) async fn account_page(&self, caller: &Caller, q: &Query, shown: Option<Secret>) -> Response<ApiBody> {
+    pub(super) async fn account_page(
+        &self,
+        caller: &Caller,
+        q: &Query,
+        shown: Option<AccountShown>,
+    ) -> Response<ApiBody> {
         let (_, me) = self.call(caller, Method::GET, "/api/me", None).await;
         let (_, tokens) = self.call(caller, Method::GET, "/api/tokens", None).await;
         let tokens = tokens.as_array().cloned().unwrap_or_default();
@@ -137,9 +152,52 @@ impl Api {
                 dt { "E-mail" } dd { (text(&me["email"])) }
                 dt { "Second factor" } dd { @if me["totp_enrolled"] == true { "TOTP, " (text(&me["recovery_codes_left"])) " recovery codes left" } @else { "none" } }
             }
-            p.muted { "To set up a new authenticator or new recovery codes, ask an owner to reset your second factor: you then set it up again from the setup link." }
+            @if me["source"] == "local" {
+                @match &shown {
+                    Some(AccountShown::TotpOffer { secret, uri }) => {
+                        h2 { "New authenticator" }
+                        p { "Scan the code with your authenticator app, or type the key, then confirm with a code from it." }
+                        @if let Some(svg) = crate::identity::totp::qr_svg(uri) { div.qr { (maud::PreEscaped(svg)) } }
+                        p { "Key: " code #totp-key { (secret) } }
+                        form.row #totp-confirm method="post" action="/console/account/totp/confirm" {
+                            (csrf_field(caller))
+                            label { "Code" input name="totp" inputmode="numeric" autocomplete="one-time-code" required; }
+                            button.primary { "Confirm" }
+                        }
+                    }
+                    Some(AccountShown::RecoveryCodes(codes)) => {
+                        h2 { "Recovery codes" }
+                        div.secret #recovery-codes role="status" {
+                            p { "Keep these somewhere safe; each works once, instead of a code, and they are not shown again." }
+                            ul { @for c in codes { li { code { (c) } } } }
+                        }
+                    }
+                    _ => {}
+                }
+                h2 { "Password" }
+                form.row #password-form method="post" action="/console/account/password" {
+                    (csrf_field(caller))
+                    label { "Current password" input type="password" name="current" autocomplete="current-password" required; }
+                    label { "New password" input type="password" name="new" autocomplete="new-password" required minlength="12"; }
+                    button { "Change password" }
+                }
+                p.muted { "Changing it ends every session of your account; you log in again with the new one." }
+                h2 { "Second factor" }
+                form.row #totp-form method="post" action="/console/account/totp" {
+                    (csrf_field(caller))
+                    label { "Password" input type="password" name="password" autocomplete="current-password" required; }
+                    button { "Set up a new authenticator" }
+                }
+                form.row #recovery-form method="post" action="/console/account/recovery-codes" {
+                    (csrf_field(caller))
+                    label { "Password" input type="password" name="password" autocomplete="current-password" required; }
+                    button { "Make new recovery codes" }
+                }
+            } @else {
+                p.muted { "Your account logs in through single sign-on: your password and second factor are your provider's." }
+            }
             h2 { "API tokens" }
-            @if let Some(s) = &shown { (secret(s)) }
+            @if let Some(AccountShown::Token(s)) = &shown { (secret(s)) }
             @if tokens.is_empty() { p.muted { "No API tokens." } } @else {
                 table #api-tokens {
                     thead { tr { th { "Name" } th { "Scope" } th { "Expires" } th { span.muted { "Revoke" } } } }

@@ -27,6 +27,9 @@ pub enum Action {
     Logout,
     Restart(String),
     Policy(String),
+    /// Adds an editor user to the device's policy, or replaces one of the same name.
+    PutUser(String),
+    RemoveUser(String, String),
     CreateToken(String),
     RevokeToken(String, String),
     Snapshot(String),
@@ -39,6 +42,10 @@ pub enum Action {
     Reset2fa(String),
     CreateApiToken,
     RevokeApiToken(String),
+    ChangePassword,
+    OfferTotp,
+    ConfirmTotp,
+    RenewRecoveryCodes,
 }
 
 /// The console's route for `method` and `path`; `None` for everything else (the API, the
@@ -67,6 +74,8 @@ pub fn route(method: &Method, path: &str) -> Option<Route> {
         ["console", "logout"] => Action::Logout,
         ["console", "devices", id, "restart"] => Action::Restart(own(id)),
         ["console", "devices", id, "policy"] => Action::Policy(own(id)),
+        ["console", "devices", id, "users"] => Action::PutUser(own(id)),
+        ["console", "devices", id, "users", name, "remove"] => Action::RemoveUser(own(id), own(name)),
         ["console", "devices", id, "tokens"] => Action::CreateToken(own(id)),
         ["console", "devices", id, "tokens", name, "revoke"] => Action::RevokeToken(own(id), own(name)),
         ["console", "devices", id, "snapshot"] => Action::Snapshot(own(id)),
@@ -78,15 +87,20 @@ pub fn route(method: &Method, path: &str) -> Option<Route> {
         ["console", "operators", name, "remove"] => Action::RemoveOperator(own(name)),
         ["console", "operators", name, "reset-2fa"] => Action::Reset2fa(own(name)),
         ["console", "account", "tokens"] => Action::CreateApiToken,
+        ["console", "account", "password"] => Action::ChangePassword,
+        ["console", "account", "totp"] => Action::OfferTotp,
+        ["console", "account", "totp", "confirm"] => Action::ConfirmTotp,
+        ["console", "account", "recovery-codes"] => Action::RenewRecoveryCodes,
         ["console", "account", "tokens", name, "revoke"] => Action::RevokeApiToken(own(name)),
         _ => return None,
     };
     // An empty id or name is no resource; the API would answer 404 for it anyway.
     let named = |s: &str| !s.is_empty();
     let ok = match &action {
-        Action::RevokeToken(a, b) => named(a) && named(b),
+        Action::RevokeToken(a, b) | Action::RemoveUser(a, b) => named(a) && named(b),
         Action::Restart(a)
         | Action::Policy(a)
+        | Action::PutUser(a)
         | Action::CreateToken(a)
         | Action::Snapshot(a)
         | Action::Deploy(a)
@@ -95,7 +109,14 @@ pub fn route(method: &Method, path: &str) -> Option<Route> {
         | Action::RemoveOperator(a)
         | Action::Reset2fa(a)
         | Action::RevokeApiToken(a) => named(a),
-        Action::Logout | Action::Enroll | Action::AddOperator | Action::CreateApiToken => true,
+        Action::Logout
+        | Action::Enroll
+        | Action::AddOperator
+        | Action::CreateApiToken
+        | Action::ChangePassword
+        | Action::OfferTotp
+        | Action::ConfirmTotp
+        | Action::RenewRecoveryCodes => true,
     };
     ok.then_some(Route::Action(action))
 }

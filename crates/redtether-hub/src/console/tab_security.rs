@@ -56,13 +56,30 @@ impl Api {
             } @else {
                 p { "Protection mode: " strong { (if protection { "on" } else { "off" }) } " · HTTP-In: " strong { (mode) } }
             }
-            h2 { "Users of the editor" }
+            h2 { "Users of the editor and dashboards" }
             @let users = desired["users"].as_array().cloned().unwrap_or_default();
             @if users.is_empty() {
                 p.muted { "None set by the hub." }
             } @else {
-                table { thead { tr { th { "Name" } th { "Role" } } }
-                    tbody { @for u in &users { tr { td { (text(&u["name"])) } td { (text(&u["role"])) } } } } }
+                table #users { thead { tr { th { "Name" } th { "Role" } @if owner { th { span.muted { "Remove" } } } } }
+                    tbody { @for u in &users { tr {
+                        td { (text(&u["name"])) } td { (text(&u["role"])) }
+                        @if owner { td {
+                            form.inline method="post" action={ (action) "/users/" (seg(u["name"].as_str().unwrap_or_default())) "/remove" }
+                                data-confirm="Remove this user from the device?" {
+                                (csrf_field(caller)) button.danger aria-label={ "Remove " (text(&u["name"])) } { "Remove" }
+                            }
+                        } }
+                    } } } }
+            }
+            @if owner {
+                form.row #user-form method="post" action={ (action) "/users" } {
+                    (csrf_field(caller))
+                    label { "Name" input name="name" required pattern="[A-Za-z0-9._@-]{1,64}" autocomplete="off"; }
+                    label { "Password" input type="password" name="password" required autocomplete="new-password"; }
+                    label { "Role" select name="role" { @for r in redtether_proto::policy::ROLES { option value=(r) selected[r == "viewer"] { (r) } } } }
+                    button { "Add or replace user" }
+                }
             }
             h2 { "Bearer tokens" }
             @if let Some(Shown::Token { name, token }) = &shown {

@@ -179,8 +179,11 @@ kinds! {
         OperatorRoleChanged => "operator.role_changed",
         /// An operator set their password with their setup code. Detail: `second_factor`.
         OperatorPasswordSet => "operator.password_set",
-        /// An operator enrolled TOTP (and got new recovery codes).
+        /// An operator enrolled TOTP (and got new recovery codes). Detail: `replaced` when a
+        /// logged-in operator replaced their authenticator.
         Operator2faEnrolled => "operator.2fa_enrolled",
+        /// A logged-in operator made new recovery codes (the old ones end). Detail: `count`.
+        OperatorRecoveryCodesRenewed => "operator.recovery_codes_renewed",
         /// An operator's TOTP and recovery codes were cleared; they get a new setup code.
         Operator2faReset => "operator.2fa_reset",
         /// A login succeeded. Detail: `method` (`password`, `oidc`, `ldap`), `second_factor`, `addr`.
