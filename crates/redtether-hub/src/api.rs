@@ -3,6 +3,7 @@
 //! see `caller`); dashboard operators list devices and open node space, viewers read, members
 //! also command and deploy, owners also set security settings.
 //!
+//! - `GET /` from a browser: the console's fleet page (see `console`)
 //! - accounts: setup, login, logout, `me`, the caller's API tokens (see `accounts_api`); the
 //!   browser's `/login` and `/setup` forms (`login`, `setup_page`) and single sign-on
 //!   (`/auth/oidc/…`, `sso_login`)
@@ -108,6 +109,10 @@ impl Api {
         match req.uri().path() {
             "/login" => return Ok(self.login(req, peer).await),
             "/setup" | "/setup/confirm" => return Ok(self.setup_page(req, peer).await),
+            // A browser's front page; scripts asking for `/` get the API's JSON answers as before.
+            "/" if req.method() == Method::GET && accepts_html(req.headers()) => {
+                return Ok(self.console(req.headers(), peer));
+            }
             "/auth/oidc/login" => return Ok(self.oidc_begin(req).await),
             crate::sso::config::CALLBACK_PATH => return Ok(self.oidc_callback(req, peer).await),
             _ => {}

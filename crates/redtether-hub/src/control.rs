@@ -93,18 +93,7 @@ pub fn apply(store: &HubStore, request: &HubRequest) -> Result<serde_json::Value
         }
         HubRequest::OperatorAdd { name, role, email, token_expires_secs, setup_secs } => {
             let role = OperatorRole::parse(role).ok_or_else(|| RequestError::Role(role.clone()))?;
-            if !redtether_proto::names::valid_name(name) {
-                return Err(RequestError::OperatorName(name.clone()));
-            }
-            if let Some(e) = email
-                && (e.len() > 254 || !e.contains('@') || e.chars().any(|c| c.is_whitespace() || c.is_control()))
-            {
-                return Err(RequestError::Email(e.clone()));
-            }
-            let record = OperatorRecord::new(name, role, email.clone(), AccountSource::Local, now);
-            let code = store.add_operator(record, *setup_secs)?;
-            let detail = json!({ "role": role, "email": email, "with_token": token_expires_secs.is_some() });
-            store.record(HubEventKind::OperatorAdded, Actor::System, &format!("operator:{name}"), detail)?;
+            let code = add_operator(store, name, role, email.clone(), token_expires_secs.is_some(), *setup_secs, now)?;
             match token_expires_secs {
                 None => Ok(json!({ "setup_code": code, "expires_in": setup_secs })),
                 Some(secs) => {
@@ -182,6 +171,31 @@ pub fn apply(store: &HubStore, request: &HubRequest) -> Result<serde_json::Value
         }
         HubRequest::Status | HubRequest::CaFingerprint => Err(RequestError::NeedsRunningHub),
     }
+}
+
+/// Adds a local account with a setup code and records `operator.added`: what `operator add`
+/// does, and what a first start does for its owner. Returns the setup code.
+pub(crate) fn add_operator(
+    store: &HubStore,
+    name: &str,
+    role: OperatorRole,
+    email: Option<String>,
+    with_token: bool,
+    setup_secs: u64,
+    now: u64,
+) -> Result<String, RequestError> {
+    if !redtether_proto::names::valid_name(name) {
+        return Err(RequestError::OperatorName(name.to_string()));
+    }
+    if let Some(e) = &email
+        && (e.len() > 254 || !e.contains('@') || e.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(RequestError::Email(e.clone()));
+    }
+    let detail = json!({ "role": role, "email": email, "with_token": with_token });
+    let code = store.add_operator(OperatorRecord::new(name, role, email, AccountSource::Local, now), setup_secs)?;
+    store.record(HubEventKind::OperatorAdded, Actor::System, &format!("operator:{name}"), detail)?;
+    Ok(code)
 }
 
 /// Marks the device revoked in the registry and records it; returns its certificate's serial.
