@@ -3,6 +3,7 @@
 //! see `caller`); dashboard operators list devices and open node space, viewers read, members
 //! also command and deploy, owners also set security settings.
 //!
+//! - the operator console's pages and forms (see `console`)
 //! - accounts: setup, login, logout, `me`, the caller's API tokens (see `accounts_api`); the
 //!   browser's `/login` and `/setup` forms (`login`, `setup_page`) and single sign-on
 //!   (`/auth/oidc/…`, `sso_login`)

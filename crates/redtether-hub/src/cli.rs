@@ -19,12 +19,6 @@ pub enum CliError {
     /// The running hub did not answer, or refused.
     #[error(transparent)]
     Hub(#[from] ClientError),
-    #[error("{}: {source}", path.display())]
-    CreateStateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error(transparent)]
     StateDir(#[from] StateDirError),
     #[error(transparent)]
@@ -57,7 +51,8 @@ pub enum HubCommand {
     Run,
     /// Print the SHA-256 fingerprint of the hub's CA certificate (what devices pin)
     CaFingerprint,
-    /// Make a one-time enrollment token for a device; prints only the token
+    /// Make a one-time enrollment token for a device; prints only the token (and, on standard
+    /// error, the whole `redtether enroll` command for the device)
     EnrollToken {
         #[arg(long)]
         device: String,
@@ -170,7 +165,13 @@ pub fn execute(cli: HubCli) -> ExitCode {
     match result {
         Ok(value) => {
             match &request {
-                HubRequest::EnrollToken { .. } => println!("{}", value["token"].as_str().unwrap_or_default()),
+                HubRequest::EnrollToken { .. } => {
+                    let token = value["token"].as_str().unwrap_or_default();
+                    println!("{token}");
+                    // For a person: the command to run on the device, on standard error so that
+                    // `$(redtether-hub enroll-token …)` still takes just the token.
+                    eprintln!("{}", enroll_command(&settings, &dir, token));
+                }
                 // Only the secret on stdout, so scripts can take it as it is.
                 HubRequest::OperatorAdd { .. } | HubRequest::OperatorReset2fa { .. } => {
                     let secret = value["token"].as_str().or(value["setup_code"].as_str());
@@ -187,14 +188,35 @@ pub fn execute(cli: HubCli) -> ExitCode {
     }
 }
 
+/// What to run on the device to enroll it with `token`.
+fn enroll_command(settings: &crate::config::HubSettings, dir: &StateDir, token: &str) -> String {
+    let fingerprint = match read_ca(dir) {
+        Ok(der) => redtether_pki::fingerprint(&der),
+        Err(_) => {
+            return "redtether-hub: start the hub once to make its CA; then enroll the device with \
+                          `redtether enroll --hub HOST:PORT --token <the token> --ca-fingerprint \
+                          \"$(redtether-hub ca-fingerprint)\"`"
+                .to_string();
+        }
+    };
+    // Where the running hub listens (its port may have been chosen at start), else the settings'.
+    let listen = request_hub(dir, &HubRequest::Status)
+        .ok()
+        .and_then(|status| status["listen"].as_str()?.parse().ok())
+        .unwrap_or(settings.listen);
+    format!(
+        "redtether-hub: enroll the device with:\n  redtether enroll --hub {} --token {token} --ca-fingerprint {fingerprint}",
+        settings.device_address(listen)
+    )
+}
+
 fn request_hub(dir: &StateDir, req: &HubRequest) -> Result<serde_json::Value, ClientError> {
     request(&dir.control_socket(), req, Duration::from_secs(30))
 }
 
 /// With the hub stopped: the registry opened here, under the state directory's lock.
 fn offline(dir: &StateDir, req: &HubRequest) -> Result<serde_json::Value, CliError> {
-    std::fs::create_dir_all(dir.root())
-        .map_err(|source| CliError::CreateStateDir { path: dir.root().to_path_buf(), source })?;
+    dir.create()?;
     let _lock = dir.lock()?;
     let store = HubStore::open(dir.root())?;
     Ok(apply(&store, req)?)

@@ -21,6 +21,7 @@ struct RawHub {
     device_cert_lifetime: Option<Duration>,
     #[serde(default, deserialize_with = "redtether_host::config_file::duration::deserialize_opt")]
     enroll_token_lifetime: Option<Duration>,
+    first_owner: Option<String>,
     #[serde(default)]
     api: RawApi,
     #[serde(default)]
@@ -103,10 +104,40 @@ pub struct HubSettings {
     pub names: Vec<String>,
     pub device_cert_lifetime: Duration,
     pub enroll_token_lifetime: Duration,
+    /// The owner account made, with its setup link printed, on a start that finds no operator
+    /// at all; `None`: no account is made (`operator add` is the way).
+    pub first_owner: Option<String>,
     pub auth: AuthSettings,
 }
 
+/// The first owner's name on a hub run with the built-in defaults.
+pub const DEFAULT_FIRST_OWNER: &str = "admin";
+
 pub const DEFAULT_HUB_CONFIG: &str = "/etc/redtether/hub.toml";
+
+/// Names the hub's certificate always covers, before those `names` adds.
+const LOCAL_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+impl HubSettings {
+    /// The `HOST:PORT` a device gives `redtether enroll --hub` for a hub listening on `listen`:
+    /// the first name hub.toml adds (the hub's certificate covers it and it is how other
+    /// machines know the hub), else the listen address, with loopback for a wildcard.
+    pub fn device_address(&self, listen: SocketAddr) -> String {
+        match self.names.iter().find(|n| !LOCAL_NAMES.contains(&n.as_str())) {
+            Some(name) if name.contains(':') => format!("[{name}]:{}", listen.port()),
+            Some(name) => format!("{name}:{}", listen.port()),
+            None if listen.ip().is_unspecified() => {
+                let ip: std::net::IpAddr = if listen.is_ipv6() {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                };
+                SocketAddr::new(ip, listen.port()).to_string()
+            }
+            None => listen.to_string(),
+        }
+    }
+}
 
 /// `--config` if given (it must exist), else the default path if it exists, else defaults.
 pub fn load(explicit: Option<&Path>, ctx: &ProcessContext) -> Result<HubSettings, ConfigError> {
@@ -122,18 +153,13 @@ pub fn load(explicit: Option<&Path>, ctx: &ProcessContext) -> Result<HubSettings
 fn validate(raw: RawHub, source: ConfigSource, ctx: &ProcessContext) -> Result<HubSettings, ConfigError> {
     let src = source.describe();
     let invalid = |key: &str, msg: String| ConfigError::invalid(&src, key, msg);
-    let base = match &source {
-        ConfigSource::File(f) => f.parent().unwrap_or(Path::new("/")).to_path_buf(),
-        ConfigSource::Defaults => ctx.cwd.clone(),
-    };
+    let base = source.base_dir(ctx);
     let state_dir = match raw.state_dir {
         Some(p) if p.as_os_str().is_empty() => return Err(invalid("state_dir", "must not be empty".into())),
         Some(p) => base.join(p),
-        None => match &ctx.state_directory {
-            Some(dirs) => PathBuf::from(dirs.split(':').next().unwrap_or_default()),
-            None if ctx.is_root => PathBuf::from("/var/lib/redtether-hub"),
-            None => ctx.cwd.join("redtether-hub-state"),
-        },
+        // The same rule as the agent's: systemd's StateDirectory, /var/lib as root, else a
+        // folder in the working directory (so a first try leaves nothing elsewhere).
+        None => ctx.default_state_dir("redtether-hub"),
     };
     let addr = |value: Option<String>, default: &str, key: &str| -> Result<SocketAddr, ConfigError> {
         let text = value.unwrap_or_else(|| default.to_string());
@@ -145,7 +171,7 @@ fn validate(raw: RawHub, source: ConfigSource, ctx: &ProcessContext) -> Result<H
     if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
         return Err(invalid("log_level", format!("{log_level:?} is not one of error, warn, info, debug, trace")));
     }
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut names: Vec<String> = LOCAL_NAMES.iter().map(|n| n.to_string()).collect();
     for name in raw.names.unwrap_or_default() {
         let ok = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c));
         if !ok {
@@ -180,6 +206,20 @@ fn validate(raw: RawHub, source: ConfigSource, ctx: &ProcessContext) -> Result<H
             ),
         ));
     }
+    // A hub started with no file at all is someone trying it out: it makes the first owner so
+    // the printed link is all they need. A hub.toml is a deliberate setup, where operators are
+    // added with `operator add` unless the file asks for a first owner.
+    let first_owner = match raw.first_owner {
+        Some(name) if !redtether_proto::names::valid_name(&name) => {
+            return Err(invalid(
+                "first_owner",
+                format!("{name:?} is not an operator name (1-64 of A-Z a-z 0-9 . _ @ -)"),
+            ));
+        }
+        Some(name) => Some(name),
+        None if source == ConfigSource::Defaults => Some(DEFAULT_FIRST_OWNER.to_string()),
+        None => None,
+    };
     Ok(HubSettings {
         source,
         state_dir,
@@ -194,6 +234,7 @@ fn validate(raw: RawHub, source: ConfigSource, ctx: &ProcessContext) -> Result<H
             "device_cert_lifetime",
         )?,
         enroll_token_lifetime: positive(raw.enroll_token_lifetime, Duration::from_secs(3600), "enroll_token_lifetime")?,
+        first_owner,
         auth: auth(raw.auth, &base, &invalid, &positive)?,
     })
 }
@@ -255,11 +296,43 @@ mod tests {
     }
 
     #[test]
+    fn built_in_defaults_keep_state_here_and_make_a_first_owner() {
+        let s = validate(RawHub::default(), ConfigSource::Defaults, &ctx()).unwrap();
+        assert_eq!(s.state_dir, PathBuf::from("/srv/redtether-hub-state"), "not root: the working directory");
+        assert_eq!(s.api_listen, "127.0.0.1:8443".parse().unwrap(), "plain HTTP, so loopback only");
+        assert_eq!(s.first_owner.as_deref(), Some("admin"));
+        let root = ProcessContext { is_root: true, ..ctx() };
+        let s = validate(RawHub::default(), ConfigSource::Defaults, &root).unwrap();
+        assert_eq!(s.state_dir, PathBuf::from("/var/lib/redtether-hub"));
+        let systemd = ProcessContext { state_directory: Some("/var/lib/redtether-hub".into()), ..ctx() };
+        let s = validate(RawHub::default(), ConfigSource::Defaults, &systemd).unwrap();
+        assert_eq!(s.state_dir, PathBuf::from("/var/lib/redtether-hub"));
+    }
+
+    #[test]
+    fn a_config_file_makes_a_first_owner_only_when_it_names_one() {
+        assert_eq!(load_text("").unwrap().first_owner, None);
+        assert_eq!(load_text("first_owner = \"root-op\"\n").unwrap().first_owner.as_deref(), Some("root-op"));
+    }
+
+    #[test]
+    fn devices_are_told_the_first_added_name_else_the_listen_address() {
+        let wildcard: SocketAddr = "0.0.0.0:7443".parse().unwrap();
+        assert_eq!(load_text("").unwrap().device_address(wildcard), "127.0.0.1:7443");
+        assert_eq!(load_text("").unwrap().device_address("[::]:7443".parse().unwrap()), "[::1]:7443");
+        assert_eq!(load_text("").unwrap().device_address("10.0.0.5:7000".parse().unwrap()), "10.0.0.5:7000");
+        let named = load_text("names = [\"hub.plant.example\", \"10.0.0.5\"]\n").unwrap();
+        assert_eq!(named.device_address(wildcard), "hub.plant.example:7443");
+        assert_eq!(load_text("names = [\"fd00::5\"]\n").unwrap().device_address(wildcard), "[fd00::5]:7443");
+    }
+
+    #[test]
     fn errors_name_their_key() {
         let key = |t: &str| load_text(t).unwrap_err().key().unwrap().to_string();
         assert_eq!(key("listen = \"nowhere\"\n"), "listen");
         assert_eq!(key("names = [\"bad name\"]\n"), "names");
         assert_eq!(key("device_cert_lifetime = \"0s\"\n"), "device_cert_lifetime");
+        assert_eq!(key("first_owner = \"ann smith\"\n"), "first_owner");
         assert_eq!(key("colour = 1\n"), "colour");
         assert_eq!(key("[api.tls]\ncert = \"c\"\n"), "api.tls");
         assert_eq!(key("[auth]\nsession_idle = \"0s\"\n"), "auth.session_idle");

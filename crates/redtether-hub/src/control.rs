@@ -99,18 +99,8 @@ pub fn apply_as(store: &HubStore, request: &HubRequest, actor: Actor) -> Result<
         }
         HubRequest::OperatorAdd { name, role, email, token_expires_secs, setup_secs } => {
             let role = OperatorRole::parse(role).ok_or_else(|| RequestError::Role(role.clone()))?;
-            if !redtether_proto::names::valid_name(name) {
-                return Err(RequestError::OperatorName(name.clone()));
-            }
-            if let Some(e) = email
-                && (e.len() > 254 || !e.contains('@') || e.chars().any(|c| c.is_whitespace() || c.is_control()))
-            {
-                return Err(RequestError::Email(e.clone()));
-            }
             let record = OperatorRecord::new(name, role, email.clone(), AccountSource::Local, now);
-            let code = store.add_operator(record, *setup_secs)?;
-            let detail = json!({ "role": role, "email": email, "with_token": token_expires_secs.is_some() });
-            store.record(HubEventKind::OperatorAdded, actor.clone(), &format!("operator:{name}"), detail)?;
+            let code = add_operator(store, record, token_expires_secs.is_some(), *setup_secs, actor.clone())?;
             match token_expires_secs {
                 None => Ok(json!({ "setup_code": code, "expires_in": setup_secs })),
                 Some(secs) => {
@@ -188,6 +178,30 @@ pub fn apply_as(store: &HubStore, request: &HubRequest, actor: Actor) -> Result<
         }
         HubRequest::Status | HubRequest::CaFingerprint => Err(RequestError::NeedsRunningHub),
     }
+}
+
+/// Adds the local account `record` with a setup code (returned), checking its name and
+/// e-mail, and records it as done by `actor`.
+pub(crate) fn add_operator(
+    store: &HubStore,
+    record: OperatorRecord,
+    with_token: bool,
+    setup_secs: u64,
+    actor: Actor,
+) -> Result<String, RequestError> {
+    let name = record.name.clone();
+    if !redtether_proto::names::valid_name(&name) {
+        return Err(RequestError::OperatorName(name));
+    }
+    if let Some(e) = &record.email
+        && (e.len() > 254 || !e.contains('@') || e.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(RequestError::Email(e.clone()));
+    }
+    let detail = json!({ "role": record.role, "email": record.email, "with_token": with_token });
+    let code = store.add_operator(record, setup_secs)?;
+    store.record(HubEventKind::OperatorAdded, actor, &format!("operator:{name}"), detail)?;
+    Ok(code)
 }
 
 /// Marks the device revoked in the registry and records it; returns its certificate's serial.

@@ -21,6 +21,7 @@ mod deploy_api;
 mod editor;
 mod endpoint;
 mod enroll;
+pub mod first_owner;
 pub mod identity;
 pub mod journal;
 pub mod keys;
@@ -80,6 +81,9 @@ pub enum HubError {
     Signals(std::io::Error),
     #[error("[auth.oidc]: {0}")]
     Oidc(#[from] sso::oidc::OidcError),
+    /// The first owner could not be made on a start with no operator.
+    #[error("cannot make the first owner: {0}")]
+    FirstOwner(#[from] control::RequestError),
 }
 
 /// Source addresses whose failed token checks are remembered at once (the oldest are forgotten).
@@ -90,8 +94,9 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
     let notifier = Notifier::from_env();
     let mut signals = Signals::install().map_err(HubError::Signals)?;
     let dir = StateDir::new(&settings.state_dir).owned_by("redtether hub");
-    std::fs::create_dir_all(dir.root())
-        .map_err(|source| StateDirError::Io { path: dir.root().to_path_buf(), source })?;
+    // 0700 as the agent's: the registry holds TOTP secrets and password hashes, and outside
+    // systemd (whose StateDirectoryMode does this) nothing else keeps other users out.
+    dir.create()?;
     let _lock = dir.lock()?;
     let keys = Arc::new(keys::load_or_create(dir.root(), &settings.names, SystemTime::now())?);
     let store = Arc::new(store::HubStore::open(dir.root())?);
@@ -108,6 +113,13 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
         .map(|t| redtether_host::tls_server::acceptor(t, "api.tls", &dir, "api-tls"))
         .transpose()?;
     let control = ControlServer::bind(&dir.control_socket())?;
+    // Only now that every port is bound: a start that fails on a busy port must not make the
+    // owner whose setup link it then never prints.
+    let setup_secs = settings.auth.setup_code_lifetime.as_secs();
+    let first_owner = match &settings.first_owner {
+        Some(name) => first_owner::ensure(&store, name, setup_secs, redtether_proto::time::unix_now())?,
+        None => None,
+    };
     let ca_fingerprint = keys.ca_fingerprint()?;
 
     let registry = registry::Registry::default();
@@ -134,12 +146,11 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
         ),
         auth: settings.auth.clone(),
         pending_logins: Default::default(),
-        enroll: operators_api::EnrollHint::new(
-            &settings.names,
-            quic_addr,
-            ca_fingerprint.clone(),
-            settings.enroll_token_lifetime,
-        ),
+        enroll: operators_api::EnrollHint {
+            hub: settings.device_address(quic_addr),
+            ca_fingerprint: ca_fingerprint.clone(),
+            token_lifetime: settings.enroll_token_lifetime,
+        },
         sso: sso_login::Sso::new(settings.auth.oidc.clone().map(sso::oidc::OidcLogin::new).transpose()?),
     });
     let accepting = endpoint::Accepting {
@@ -169,7 +180,9 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
     }
     tasks.close();
 
-    tracing::info!(version = crate::VERSION, listen = %quic_addr, api = %api_addr, ca_fingerprint = %ca_fingerprint, "redtether hub ready");
+    let console = first_owner::console_url(api_addr, settings.api_tls.is_some());
+    tracing::info!(version = crate::VERSION, listen = %quic_addr, api = %api_addr, %console, ca_fingerprint = %ca_fingerprint, "redtether hub ready");
+    announce(&console, first_owner.as_ref(), setup_secs);
     notifier.ready(&format!("listening on {quic_addr}, API on {api_addr}"));
     let signal = signals.next().await;
     tracing::info!(%signal, "stopping");
@@ -183,6 +196,26 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
     quic.endpoint.wait_idle().await;
     store.flush()?;
     Ok(())
+}
+
+/// Tells whoever started the hub where its console is and, on the start that made the first
+/// owner, the link that sets that account up.
+fn announce(console: &str, made: Option<&first_owner::Made>, setup_secs: u64) {
+    println!("redtether hub: console at {console}");
+    let Some(made) = made else { return };
+    let until = redtether_proto::time::format_unix(redtether_proto::time::unix_now().saturating_add(setup_secs));
+    tracing::info!(operator = %made.name, %until, "first owner made; its setup link is on standard output");
+    // The code goes to standard output once, not into the log's fields. Under systemd standard
+    // output is the journal too, which root and the adm and systemd-journal groups read: that
+    // is acceptable because the code works once, expires (`[auth] setup_code_lifetime`), only
+    // sets up this one account, and an account someone else set up shows (the owner's link
+    // stops working; `operator reset-2fa` makes a new one and the audit trail has the setup).
+    // Printing it is the point: it is how the first owner gets in at all.
+    println!(
+        "redtether hub: first owner {:?} made; set it up before {until} at\n  {}",
+        made.name,
+        first_owner::setup_url(console, &made.setup_code)
+    );
 }
 
 async fn serve_api(

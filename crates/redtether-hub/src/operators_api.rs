@@ -28,7 +28,7 @@ use std::time::Duration;
 /// Where devices reach the hub, for the `redtether enroll` line the console shows.
 #[derive(Debug, Clone)]
 pub struct EnrollHint {
-    /// `HOST:PORT` of the QUIC listener, by a name the hub's certificate carries.
+    /// `HOST:PORT` of the QUIC listener for devices (`HubSettings::device_address`).
     pub hub: String,
     pub ca_fingerprint: String,
     /// `enroll_token_lifetime`: a token's lifetime when the request names none.
@@ -36,23 +36,6 @@ pub struct EnrollHint {
 }
 
 impl EnrollHint {
-    /// The hub's address for devices: the first name configured beyond the built-in loopback
-    /// ones (`names` in hub.toml), else the address it listens on (loopback when it listens
-    /// on every address and has no name: the only address sure to be the hub's own).
-    pub fn new(names: &[String], listen: std::net::SocketAddr, ca_fingerprint: String, lifetime: Duration) -> Self {
-        let builtin = ["localhost", "127.0.0.1", "::1"];
-        let host = match names.iter().find(|n| !builtin.contains(&n.as_str())) {
-            Some(name) if name.contains(':') => format!("[{name}]"),
-            Some(name) => name.clone(),
-            None if listen.ip().is_unspecified() => "127.0.0.1".to_string(),
-            None => match listen.ip() {
-                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-                ip => ip.to_string(),
-            },
-        };
-        EnrollHint { hub: format!("{host}:{}", listen.port()), ca_fingerprint, token_lifetime: lifetime }
-    }
-
     /// The command a device's administrator runs with `token`.
     pub fn command(&self, token: &str) -> String {
         format!("redtether enroll --hub {} --token {token} --ca-fingerprint {}", self.hub, self.ca_fingerprint)
@@ -195,31 +178,5 @@ impl Api {
             }
             Err(e) => refusal(e),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn names(extra: &[&str]) -> Vec<String> {
-        ["localhost", "127.0.0.1", "::1"].iter().chain(extra).map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn the_enroll_line_names_the_hub_by_its_configured_name_else_its_address() {
-        let any: std::net::SocketAddr = "0.0.0.0:4433".parse().unwrap();
-        let one: std::net::SocketAddr = "10.1.2.3:4433".parse().unwrap();
-        let fp = "ab".repeat(32);
-        let d = Duration::from_secs(60);
-        assert_eq!(EnrollHint::new(&names(&["hub.plant.example"]), any, fp.clone(), d).hub, "hub.plant.example:4433");
-        assert_eq!(EnrollHint::new(&names(&["fd00::1"]), any, fp.clone(), d).hub, "[fd00::1]:4433");
-        assert_eq!(EnrollHint::new(&names(&[]), any, fp.clone(), d).hub, "127.0.0.1:4433");
-        assert_eq!(EnrollHint::new(&names(&[]), one, fp.clone(), d).hub, "10.1.2.3:4433");
-        let hint = EnrollHint::new(&names(&[]), one, fp.clone(), d);
-        assert_eq!(
-            hint.command("rte_x"),
-            format!("redtether enroll --hub 10.1.2.3:4433 --token rte_x --ca-fingerprint {fp}")
-        );
     }
 }

@@ -40,6 +40,9 @@ pub struct Hub {
     pub config: PathBuf,
     child: Option<Child>,
     log: PathBuf,
+    /// The current run's standard output (where the hub prints its console URL and a first
+    /// owner's setup link).
+    out: PathBuf,
     /// Fixed after the first start, so a restarted hub is where devices look for it.
     pub quic: Option<String>,
 }
@@ -77,7 +80,7 @@ impl Hub {
             ),
         )
         .unwrap();
-        let mut hub = Hub { dir, config, child: None, log: PathBuf::new(), quic: None };
+        let mut hub = Hub { dir, config, child: None, log: PathBuf::new(), out: PathBuf::new(), quic: None };
         hub.spawn();
         let status = hub.status();
         let listen = status["listen"].as_str().unwrap().to_string();
@@ -91,16 +94,15 @@ impl Hub {
     }
 
     pub fn spawn(&mut self) {
-        self.log = self.dir.path().join(format!(
-            "hub-{}.log",
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
-        ));
-        let log = std::fs::File::create(&self.log).unwrap();
+        let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        self.log = self.dir.path().join(format!("hub-{run}.log"));
+        self.out = self.dir.path().join(format!("hub-{run}.out"));
         let child = Command::new(crate::fresh_hub_bin())
             .args(["run", "--config"])
             .arg(&self.config)
             .stdin(Stdio::null())
-            .stderr(log)
+            .stdout(std::fs::File::create(&self.out).unwrap())
+            .stderr(std::fs::File::create(&self.log).unwrap())
             .spawn()
             .unwrap();
         self.child = Some(child);
@@ -112,6 +114,14 @@ impl Hub {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// What the current run printed on standard output, once it printed where its console is.
+    pub fn stdout(&self) -> String {
+        wait_for(Duration::from_secs(20), "the hub's console line", || {
+            let out = std::fs::read_to_string(&self.out).unwrap_or_default();
+            out.contains("console at").then_some(out)
+        })
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -176,7 +186,12 @@ impl Hub {
         let (code, setup, err) = self.cli(&["operator", "add", "--name", name, "--role", role]);
         assert_eq!(code, 0, "{err}");
         assert!(setup.starts_with("rtsetup_"), "{setup}");
-        let (api, name) = (self.api(), name.to_string());
+        self.set_up(name, &setup)
+    }
+
+    /// Sets up the account whose setup code is `setup` as its person would: password, TOTP.
+    pub fn set_up(&self, name: &str, setup: &str) -> Account {
+        let (api, name, setup) = (self.api(), name.to_string(), setup.to_string());
         // On a thread of its own: the blocking client may not run inside a test's runtime.
         std::thread::spawn(move || set_up(&api, &name, &setup)).join().unwrap()
     }
