@@ -20,6 +20,7 @@ mod deploy_api;
 mod editor;
 mod endpoint;
 mod enroll;
+mod fleet_audit_api;
 pub mod identity;
 pub mod journal;
 pub mod keys;
