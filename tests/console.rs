@@ -128,6 +128,54 @@ async fn owner_runs_a_device(registry: &str) {
     assert!(!browser.text("#outdated-count").await.starts_with("0 "));
     browser.screenshot("console-device-sbom").await;
 
+    // Someone on the device's network tries a user name made of markup; the device audits it,
+    // delivers it, and the console shows it as text, running nothing even with its CSP off.
+    let payload = "\"><img src=x onerror=\"window.__pwned=true\"><script>window.__pwned=true</script>";
+    let tried = common::http::client()
+        .get(format!("{}/ui-probe", agent.gate_url()))
+        .basic_auth(payload, Some("guess"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tried.status(), 401);
+    let filtered = format!("{api}/audit?device=pump-c&kind=auth.failed");
+    common::wait_for_async(APPLY, "the device's auth.failed at the hub", || async {
+        let (_, page) =
+            common::hub::api(&hub, reqwest::Method::GET, "/api/audit?device=pump-c&kind=auth.failed", Some(&ops)).await;
+        page["events"].as_array().is_some_and(|e| !e.is_empty()).then_some(())
+    })
+    .await;
+    browser.bypass_csp().await;
+    browser.goto(&filtered).await;
+    let kinds = browser.texts("#audit tbody td:nth-child(4)").await;
+    assert!(!kinds.is_empty() && kinds.iter().all(|k| k == "auth.failed"), "{kinds:?}");
+    let details = browser.texts("#audit tbody td pre").await;
+    let claimed: Vec<String> = details
+        .iter()
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok()?["claimed"].as_str().map(str::to_string))
+        .collect();
+    assert!(claimed.iter().any(|c| c == payload), "the claimed name shown as text: {details:?}");
+    let injected =
+        browser.execute("return document.querySelectorAll('img, svg, iframe, script:not([src])').length", &[]).await;
+    assert_eq!(injected, 0, "no markup from the device got into the page");
+    assert_eq!(browser.execute("return window.__pwned === true", &[]).await, false, "no script ran");
+    browser.screenshot("console-audit").await;
+    // The same filters exported: CSV with the payload as one quoted field, and JSON Lines.
+    let export = |format: &str| {
+        common::http::client()
+            .get(format!("{api}/api/audit/export?format={format}&device=pump-c&kind=auth.failed"))
+            .bearer_auth(&ops)
+            .send()
+    };
+    let csv = export("csv").await.unwrap().text().await.unwrap();
+    // The detail column is the detail's JSON, its quotes doubled as CSV quotes them.
+    let in_csv = serde_json::to_string(payload).unwrap().replace('"', "\"\"");
+    assert!(csv.lines().nth(1).is_some_and(|l| l.contains(&in_csv) && l.ends_with("}\"")), "{csv}");
+    let jsonl = export("jsonl").await.unwrap().text().await.unwrap();
+    let rows: Vec<serde_json::Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), kinds.len());
+    assert!(rows.iter().all(|r| r["kind"] == "auth.failed" && r["device"] == "pump-c"));
+
     // The device stops: the list, left open, says so without being reloaded.
     browser.goto(&format!("{api}/devices")).await;
     browser.execute("window.__not_reloaded = true", &[]).await;

@@ -12,6 +12,8 @@
 //! - `POST /api/devices/{id}/restart` — restart its Node-RED; the answer carries the result
 //! - `GET /api/devices/{id}/audit[?after=SEQ][&kind=K][&source=device|hub]` — the device's
 //!   delivered audit events and what the hub recorded about it (see `audit_view`)
+//! - `GET /api/audit`, `GET /api/audit/export` — the fleet's audit, paged or whole (see
+//!   `fleet_audit_api`)
 //! - deployments, snapshots and SBOMs (see `deploy_api`)
 //! - the device's policy and bearer tokens, owners only (see `policy_api`)
 //! - `ANY /devices/{id}/editor/{path}` — the device's editor through the tunnel (see `editor`)
@@ -122,6 +124,7 @@ impl Api {
             "/setup" | "/setup/confirm" => return Ok(self.setup_page(req, peer).await),
             "/auth/oidc/login" => return Ok(self.oidc_begin(req).await),
             crate::sso::config::CALLBACK_PATH => return Ok(self.oidc_callback(req, peer).await),
+            crate::fleet_audit_api::EXPORT_PATH => return Ok(self.fleet_audit_export(&req, peer).await),
             _ => {}
         }
         let req = match self.console(req, peer).await {
@@ -209,6 +212,7 @@ impl Api {
         }
         let operator = &caller.operator;
         match (&method, segments.as_slice()) {
+            (&Method::GET, ["api", "audit"]) => self.fleet_audit_page(req.uri().query()).await,
             (&Method::POST, ["api", "devices", id, "deploy"]) => self.deploy(operator, id, req.into_body()).await,
             (&Method::GET, ["api", "devices", id, "deployments"]) => self.deployments(id, None, false, operator),
             (&Method::GET, ["api", "devices", id, "deployments", did]) => {

@@ -16,11 +16,8 @@ pub struct AuditQuery {
     pub source: Option<Source>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Device,
-    Hub,
-}
+/// The same two sources the fleet audit shows.
+pub use crate::store::Source;
 
 /// What is wrong with a query; the API answers it as the `detail` of a `bad_query`.
 #[derive(Debug, thiserror::Error)]
@@ -57,11 +54,7 @@ impl AuditQuery {
                     q.kind = Some(value.to_string());
                 }
                 "source" => {
-                    q.source = Some(match value {
-                        "device" => Source::Device,
-                        "hub" => Source::Hub,
-                        _ => return Err(AuditQueryError::Source(value.to_string())),
-                    })
+                    q.source = Some(Source::parse(value).ok_or_else(|| AuditQueryError::Source(value.to_string()))?)
                 }
                 _ => return Err(AuditQueryError::Unknown(key.to_string())),
             }

@@ -22,6 +22,7 @@ mod editor;
 mod endpoint;
 mod enroll;
 pub mod first_owner;
+mod fleet_audit_api;
 pub mod identity;
 pub mod journal;
 pub mod keys;

@@ -1,6 +1,7 @@
 //! The hub's registry on disk (sled): enrolled devices, one-time enrollment tokens, operators,
 //! revoked certificates, the events the hub records about devices, the audit events devices
-//! deliver (deduplicated by event id), deployments, and policies with their tokens (`policy`).
+//! deliver (deduplicated by event id), deployments, policies with their tokens (`policy`), and
+//! the index the console's fleet audit pages read (`fleet_audit`).
 //! Secrets (tokens) are kept as SHA-256 digests only.
 //!
 //! `flush` is durable: sled's own flush does not survive a power cut, so it is followed by
@@ -17,10 +18,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
+mod fleet_audit;
 mod operators;
 mod policy;
 mod presence;
 pub use crate::identity::OperatorRole;
+pub use fleet_audit::{
+    AuditFilter, AuditPage, AuditRow, CSV_HEADER, Cursor, DEFAULT_LIMIT, ExportFormat, FleetAuditError, FleetQuery,
+    MAX_EXAMINED, MAX_LIMIT, QueryFor, RowHead, Source, csv_line,
+};
 pub use operators::{AccountSource, ApiTokenRecord, OperatorRecord, SessionRecord, SetupCode};
 pub use policy::{HubTokenRecord, MadePolicy, PolicyChange, PolicyError, PolicyRecord, PolicyUpdate};
 pub use presence::PresenceSample;
@@ -161,6 +167,15 @@ pub struct HubStore {
     policies: sled::Tree,
     /// Tokens the hub made for devices: device, 0, name → [`HubTokenRecord`].
     policy_tokens: sled::Tree,
+    /// The fleet audit's index (`fleet_audit`): every event by time, whole rows.
+    audit_by_time: sled::Tree,
+    /// The fleet audit's index by device: device first, each entry's kind and actor.
+    audit_by_device: sled::Tree,
+    /// Which layout the index was built with and how far into the hub journal it is.
+    audit_index_meta: sled::Tree,
+    /// Held from journaling a hub event to indexing it, so the index takes hub events in
+    /// journal order and knows the last one it has (`fleet_audit`).
+    hub_event_order: std::sync::Mutex<()>,
     /// Held from reading a device's last policy number to storing the next (`make_policy`).
     policy_lock: std::sync::Mutex<()>,
     log: sled_open::LogFile,
@@ -174,6 +189,12 @@ fn audit_key(device: &str, seq: u64, id: &str) -> Vec<u8> {
     key.extend_from_slice(&seq.to_be_bytes());
     key.extend_from_slice(id.as_bytes());
     key
+}
+
+/// Who did what the hub records about a device: the operator named in the detail, otherwise
+/// the hub itself.
+fn hub_event_actor(detail: &serde_json::Value) -> Actor {
+    detail.get("operator").and_then(|o| o.as_str()).map_or(Actor::System, Actor::user)
 }
 
 fn digest(secret: &str) -> Vec<u8> {
@@ -202,7 +223,7 @@ impl HubStore {
         let config = sled::Config::new().path(dir).cache_capacity(8 * 1024 * 1024);
         let db = sled_open::open(&config, dir, sled_open::LOCK_WAIT)?;
         let log = sled_open::LogFile::open(dir)?;
-        Ok(HubStore {
+        let store = HubStore {
             audit: db.open_tree("device_audit")?,
             log,
             devices: db.open_tree("devices")?,
@@ -219,9 +240,15 @@ impl HubStore {
             policies: db.open_tree("policies")?,
             policy_tokens: db.open_tree("policy_tokens")?,
             policy_lock: std::sync::Mutex::new(()),
+            audit_by_time: db.open_tree("audit_by_time")?,
+            audit_by_device: db.open_tree("audit_by_device")?,
+            audit_index_meta: db.open_tree("audit_index_meta")?,
+            hub_event_order: std::sync::Mutex::new(()),
             journal,
             db,
-        })
+        };
+        store.open_fleet_audit_index(root)?;
+        Ok(store)
     }
 
     /// Makes every change so far durable.
@@ -239,7 +266,10 @@ impl HubStore {
         target: &str,
         detail: serde_json::Value,
     ) -> Result<StoredEvent, StoreError> {
-        Ok(self.journal.record(kind, actor, target, detail, Durability::Sync)?)
+        let _order = self.hub_event_order.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let stored = self.journal.record(kind, actor, target, detail, Durability::Sync)?;
+        self.index_hub_event(&stored, None)?;
+        Ok(stored)
     }
 
     /// A one-time enrollment token for `device_id`, valid for `lifetime_secs`.
@@ -385,15 +415,18 @@ impl HubStore {
         kind: HubEventKind,
         detail: serde_json::Value,
     ) -> Result<HubEvent, StoreError> {
-        // An operator's name in the detail is who did it; otherwise the hub itself.
-        let actor = detail.get("operator").and_then(|o| o.as_str()).map_or(Actor::System, Actor::user);
-        let stored = self.journal.record(kind, actor, device, detail.clone(), Durability::Lazy)?;
-        let event = HubEvent { seq: stored.seq, ts: stored.ts, device: device.to_string(), kind: stored.kind, detail };
-        // The per-device index the device's audit view reads; the journal is the record.
-        let mut key = device.as_bytes().to_vec();
-        key.push(0);
-        key.extend_from_slice(&event.seq.to_be_bytes());
-        self.events.insert(key, encode(&event))?;
+        let _order = self.hub_event_order.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let stored = self.journal.record(kind, hub_event_actor(&detail), device, detail.clone(), Durability::Lazy)?;
+        // The per-device rows the device's audit view reads (with the fleet audit's index
+        // entry); the journal is the record.
+        let event = HubEvent {
+            seq: stored.seq,
+            ts: stored.ts.clone(),
+            device: device.to_string(),
+            kind: stored.kind.clone(),
+            detail,
+        };
+        self.index_hub_event(&stored, Some(&event))?;
         Ok(event)
     }
 
@@ -406,11 +439,7 @@ impl HubStore {
         if done.ack == 0 {
             return Ok(done);
         }
-        let mut batch = sled::Batch::default();
-        for event in fresh {
-            batch.insert(audit_key(device, event.seq, &event.id), encode(event));
-        }
-        self.audit.apply_batch(batch)?;
+        self.store_device_events(device, &fresh)?;
         self.update_device(device, |d| {
             d.audit_acked = d.audit_acked.max(done.ack);
             d.audit_duplicates += done.duplicates as u64;

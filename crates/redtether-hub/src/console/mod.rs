@@ -93,7 +93,8 @@ impl Api {
             Some(Checked::Limited(retry)) => return Ok(boxed(rate_limited(retry))),
             Some(Checked::Refused) | None => return Ok(to_login(&req)),
         };
-        let query = Query::parse(req.uri().query());
+        let raw_query = req.uri().query().map(str::to_string);
+        let query = Query::parse(raw_query.as_deref());
         Ok(match route {
             Route::Action(action) => {
                 if let Err(refusal) = security::check_form_origin(req.headers(), self.secure_cookies) {
@@ -120,7 +121,7 @@ impl Api {
             ),
             Route::Fleet => self.fleet_page(&caller),
             Route::Device(id) => self.device_page(&caller, &id, &query).await,
-            Route::Audit => self.audit_page(&caller, &query),
+            Route::Audit => self.audit_page(&caller, &query, raw_query.as_deref()),
             Route::Enroll => self.enroll_page(&caller, &query, None),
             Route::Operators => self.operators_page(&caller, &query, None).await,
             Route::Account => self.account_page(&caller, &query, None).await,
