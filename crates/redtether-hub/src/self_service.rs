@@ -85,17 +85,17 @@ impl Api {
     }
 
     /// Whether `password` is the caller's (a wrong one is a failed login, and may be limited).
-    fn password_again(&self, caller: &Caller, password: &str, peer: IpAddr) -> Result<(), Response<Full<Bytes>>> {
+    fn password_again(&self, caller: &Caller, password: &str, peer: IpAddr) -> Result<(), Box<Response<Full<Bytes>>>> {
         let name = &caller.operator.name;
         if let Some(retry) = self.login_limits(name, peer) {
-            return Err(crate::api::rate_limited(retry));
+            return Err(Box::new(crate::api::rate_limited(retry)));
         }
         let stored = self.store.operator(name).ok().flatten().and_then(|r| r.password_hash);
         if secrets::verify_password(password, stored.as_deref()) {
             Ok(())
         } else {
             self.login_failed(name, peer, "wrong_password");
-            Err(error(StatusCode::FORBIDDEN, "wrong_password"))
+            Err(Box::new(error(StatusCode::FORBIDDEN, "wrong_password")))
         }
     }
 
@@ -104,17 +104,17 @@ impl Api {
         caller: &Caller,
         kind: HubEventKind,
         detail: serde_json::Value,
-    ) -> Result<(), Response<Full<Bytes>>> {
+    ) -> Result<(), Box<Response<Full<Bytes>>>> {
         let target = format!("operator:{}", caller.operator.name);
         self.store
             .record(kind, Actor::user(&caller.operator.name), &target, detail)
             .map(drop)
-            .map_err(|e| store_error(&e))
+            .map_err(|e| Box::new(store_error(&e)))
     }
 
     fn change_password(&self, caller: &Caller, current: &str, new: &str, peer: IpAddr) -> Response<Full<Bytes>> {
         if let Err(r) = self.password_again(caller, current, peer) {
-            return r;
+            return *r;
         }
         let hash = match secrets::hash_password(new) {
             Ok(h) => h,
@@ -138,14 +138,14 @@ impl Api {
             HubEventKind::OperatorPasswordSet,
             json!({ "changed": true, "sessions_ended": ended }),
         ) {
-            return r;
+            return *r;
         }
         json_response(StatusCode::OK, json!({ "sessions_ended": ended }))
     }
 
     fn offer_totp(&self, caller: &Caller, password: &str, peer: IpAddr) -> Response<Full<Bytes>> {
         if let Err(r) = self.password_again(caller, password, peer) {
-            return r;
+            return *r;
         }
         let secret = totp::new_secret();
         let name = &caller.operator.name;
@@ -176,14 +176,14 @@ impl Api {
             return store_error(&e);
         }
         if let Err(r) = self.record_self(caller, HubEventKind::Operator2faEnrolled, json!({ "replaced": true })) {
-            return r;
+            return *r;
         }
         json_response(StatusCode::OK, json!({ "recovery_codes": codes }))
     }
 
     fn renew_recovery_codes(&self, caller: &Caller, password: &str, peer: IpAddr) -> Response<Full<Bytes>> {
         if let Err(r) = self.password_again(caller, password, peer) {
-            return r;
+            return *r;
         }
         let codes = secrets::recovery_codes();
         let digests: Vec<String> = codes.iter().map(|c| digest(c)).collect();
@@ -193,7 +193,7 @@ impl Api {
         if let Err(r) =
             self.record_self(caller, HubEventKind::OperatorRecoveryCodesRenewed, json!({ "count": codes.len() }))
         {
-            return r;
+            return *r;
         }
         json_response(StatusCode::OK, json!({ "recovery_codes": codes }))
     }

@@ -8,7 +8,7 @@ use redtether_testkit::browser::Browser;
 use redtether_testkit::hub::{Hub, Session};
 use redtether_testkit::unix_now;
 use reqwest::header::{HeaderMap, HeaderValue};
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn plain_client() -> reqwest::Client {
     redtether_testkit::http::client_builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()

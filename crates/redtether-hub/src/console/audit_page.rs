@@ -62,7 +62,7 @@ impl Api {
         let content = html! {
             form.filters method="get" action="/audit" role="search" {
                 label { "Device" input name="device" value=(q.get("device").unwrap_or_default()); }
-                label { "Kind (or prefix, e.g. gate.)" input name="kind" value=(q.get("kind").unwrap_or_default()); }
+                label { "Kind (or its first part, e.g. auth)" input name="kind" value=(q.get("kind").unwrap_or_default()); }
                 label { "Actor" input name="actor" value=(q.get("actor").unwrap_or_default()); }
                 label { "Since" input name="since" value=(q.get("since").unwrap_or_default()) placeholder="2026-12-01T00:00:00Z"; }
                 label { "Until" input name="until" value=(q.get("until").unwrap_or_default()) placeholder="2026-12-05T00:00:00Z"; }

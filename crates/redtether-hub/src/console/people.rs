@@ -221,10 +221,7 @@ impl Api {
                 button { "Make an API token" }
             }
         };
-        let notice = q.notice().or(match me.get("error") {
-            Some(e) => Some(Notice::Failed(describe(e))),
-            None => None,
-        });
+        let notice = q.notice().or(me.get("error").map(|e| Notice::Failed(describe(e))));
         layout::respond(StatusCode::OK, layout::frame(caller, Nav::Account, "My account", notice.as_ref(), content))
     }
 }
