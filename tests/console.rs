@@ -214,19 +214,27 @@ async fn a_viewer_sees_no_write_control_and_forged_writes_are_refused() {
     let ann = hub.account("ann", "owner");
     let browser = Browser::start().await;
     log_in(&browser, &api, &vic, "/devices/pump-v").await;
+    // The viewer's session, for forging requests below: the browser's own (a TOTP step logs
+    // in once, so a second login now would be refused as a replay).
+    let cookie = browser.cookie("redtether_session").await.expect("a session");
+    browser.goto(&format!("{api}/api/me")).await;
+    let me: serde_json::Value = serde_json::from_str(&browser.text("pre").await).unwrap();
+    let v = common::hub::Session {
+        cookie: format!("redtether_session={}", cookie.value),
+        csrf: me["csrf_token"].as_str().unwrap().to_string(),
+    };
     for tab in ["security", "deployments", "snapshots", "audit", "sbom"] {
         browser.goto(&format!("{api}/devices/pump-v?tab={tab}")).await;
         assert_eq!(write_controls(&browser).await, Vec::<String>::new(), "{tab}");
     }
     browser.screenshot("console-device-as-viewer").await;
     // The owner's page of the same device has them (the check above can see forms).
-    browser.delete_cookies().await;
-    log_in(&browser, &api, &ann, "/devices/pump-v").await;
-    assert!(write_controls(&browser).await.iter().any(|a| a == "/console/devices/pump-v/restart"));
+    let browser_of_ann = Browser::start().await;
+    log_in(&browser_of_ann, &api, &ann, "/devices/pump-v").await;
+    assert!(write_controls(&browser_of_ann).await.iter().any(|a| a == "/console/devices/pump-v/restart"));
 
     // The viewer forges the forms and the API calls anyway, with a valid session, CSRF token
     // and origin: the role refuses each, and nothing reaches the device.
-    let v = hub.session(&vic);
     let client = common::http::client_builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     for (path, fields) in [
         ("/console/devices/pump-v/restart", vec![]),

@@ -1,8 +1,9 @@
 //! The console's forms, each turned into the API request a script would make (`Api::call`):
 //! the API decides and records; the console only says what came of it. After a change the
 //! browser is sent back to the page (303, so a reload does not send the form again) with
-//! `done=` or `failed=` naming the outcome; a secret the API made (a token, a setup code, an
-//! enrollment line) is shown on the answer itself, once, and never put in a URL.
+//! `done=` naming it; a refusal is answered with the API's status and a page saying why; a
+//! secret the API made (a token, a setup code, an enrollment line, recovery codes) is shown on
+//! the answer itself, once, and never put in a URL.
 
 use super::device::{Shown, Tab};
 use super::layout::{self, Notice};
@@ -30,9 +31,9 @@ pub fn describe_done(word: &str) -> String {
     .to_string()
 }
 
-/// What a `failed=` word (an API error code) says on the page. Only the API's own codes are
-/// put in these URLs, but anyone can make a link with any text: the word is shown only when it
-/// looks like a code, and always as text.
+/// What an API error code says on the refusal page. A code this list does not know is shown
+/// as it is only when it looks like a code (a device's answer could carry any text), and
+/// always as text.
 pub fn describe_failure(word: &str) -> String {
     let known = match word {
         "forbidden" => "Your role does not allow this.",
@@ -67,7 +68,7 @@ pub fn describe_failure(word: &str) -> String {
     }
 }
 
-/// The API's error code in an answer, for `failed=`.
+/// The API's error code in an answer, for the refusal page.
 fn code(answer: &Value) -> String {
     answer["error"]
         .as_str()
@@ -429,7 +430,7 @@ mod tests {
     }
 
     #[test]
-    fn failure_words_from_a_url_are_shown_only_when_they_look_like_codes() {
+    fn unknown_error_codes_are_shown_only_when_they_look_like_codes() {
         assert_eq!(describe_failure("forbidden"), "Your role does not allow this.");
         assert_eq!(describe_failure("rate_limited"), "The hub refused: rate_limited.");
         assert_eq!(describe_failure("Call 555-0100, your account is locked"), "The hub refused.");
