@@ -120,6 +120,27 @@ async fn owner_runs_a_device(registry: &str) {
     assert!(history.starts_with('1'), "{history}");
     browser.screenshot("console-device-deployments").await;
 
+    // Flows pasted into the form, deployed until applied; a second snapshot, compared with
+    // the first: the new tab added.
+    browser.fill("#flows", r#"[{"id": "console-tab", "type": "tab", "label": "from the console"}]"#).await;
+    browser.click_and_load("#deploy-flows button").await;
+    let history =
+        reload_until(&browser, &format!("{device}?tab=deployments"), "#deployments tbody tr:first-child", "applied")
+            .await;
+    assert!(history.starts_with('2'), "{history}");
+    browser.goto(&format!("{device}?tab=snapshots")).await;
+    browser.click_and_load("#tab form button").await;
+    let (_, snapshots) =
+        common::hub::api(&hub, reqwest::Method::GET, "/api/devices/pump-c/snapshots", Some(&ops)).await;
+    let mut snapshots = snapshots.as_array().unwrap().clone();
+    snapshots.sort_by_key(|s| s["created"].as_str().unwrap_or_default().to_string());
+    let ids: Vec<&str> = snapshots.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2);
+    browser.goto(&format!("{device}?tab=snapshots&a={}&b={}", ids[0], ids[1])).await;
+    let changes = browser.texts("#comparison tbody tr").await;
+    assert!(changes.contains(&"added console-tab tab".to_string()), "{changes:?}");
+    browser.screenshot("console-device-snapshot-comparison").await;
+
     // The SBOM, with Node-RED outdated against the stand-in registry.
     browser.goto(&format!("{device}?tab=sbom")).await;
     browser.click_and_load("#tab form button").await;

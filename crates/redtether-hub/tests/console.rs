@@ -173,6 +173,12 @@ async fn an_owner_adds_an_operator_in_chromium_and_the_setup_code_is_shown_once(
     let code = browser.text("#secret-value").await;
     assert!(code.starts_with("rtsetup_"), "{code}");
     browser.screenshot("console-operators").await;
+    // The enroll page, for the screenshot of each page.
+    browser.goto(&format!("{api}/enroll")).await;
+    browser.fill("#enroll-form input[name=device]", "pump-7").await;
+    browser.click_and_load("#enroll-form button").await;
+    assert!(browser.text("#secret-value").await.starts_with("redtether enroll --hub "));
+    browser.screenshot("console-enroll").await;
     // The code works once at the setup API (the page that links it is the setup page).
     let offered = redtether_testkit::http::client()
         .post(format!("{api}/api/setup"))
