@@ -25,6 +25,8 @@ pub struct DeviceRow {
     pub backlog: Option<u64>,
     pub outdated: Option<u32>,
     pub revoked: bool,
+    /// When the device's certificate ends (Unix seconds).
+    pub cert_not_after: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +37,17 @@ pub enum Filter {
     CrashLoop,
     Outdated,
     PolicyProblem,
+    /// The certificate ends within [`EXPIRING_WITHIN`] (or has ended).
+    Expiring,
+}
+
+/// A certificate ending sooner than this is "expiring".
+const EXPIRING_WITHIN: u64 = 30 * 86400;
+
+/// Whether the device's certificate ends within [`EXPIRING_WITHIN`] of `now` (or has ended);
+/// a revoked device's certificate no longer matters.
+pub fn expiring(row: &DeviceRow, now: u64) -> bool {
+    !row.revoked && row.cert_not_after.saturating_sub(now) < EXPIRING_WITHIN
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +82,7 @@ impl DeviceQuery {
             Some("crash_loop") => Filter::CrashLoop,
             Some("outdated") => Filter::Outdated,
             Some("policy") => Filter::PolicyProblem,
+            Some("expiring") => Filter::Expiring,
             _ => Filter::All,
         };
         let sort = match q.get("sort") {
@@ -87,7 +101,7 @@ impl DeviceQuery {
         }
     }
 
-    fn keeps(&self, row: &DeviceRow) -> bool {
+    fn keeps(&self, row: &DeviceRow, now: u64) -> bool {
         let needle = self.search.to_lowercase();
         let found = needle.is_empty()
             || row.id.to_lowercase().contains(&needle)
@@ -100,12 +114,13 @@ impl DeviceQuery {
                 Filter::CrashLoop => row.node_red.as_deref() == Some("crash_loop"),
                 Filter::Outdated => row.outdated.is_some_and(|n| n > 0),
                 Filter::PolicyProblem => matches!(row.policy.as_deref(), Some("pending" | "refused" | "failed")),
+                Filter::Expiring => expiring(row, now),
             }
     }
 
-    /// The rows of this page, and how many rows matched in all.
-    pub fn select(&self, mut rows: Vec<DeviceRow>) -> (Vec<DeviceRow>, usize) {
-        rows.retain(|r| self.keeps(r));
+    /// The rows of this page (as of `now`), and how many rows matched in all.
+    pub fn select(&self, mut rows: Vec<DeviceRow>, now: u64) -> (Vec<DeviceRow>, usize) {
+        rows.retain(|r| self.keeps(r, now));
         rows.sort_by(|a, b| {
             let order = match self.sort {
                 Sort::Id => a.id.cmp(&b.id),
@@ -140,6 +155,7 @@ impl DeviceQuery {
             Filter::CrashLoop => "crash_loop",
             Filter::Outdated => "outdated",
             Filter::PolicyProblem => "policy",
+            Filter::Expiring => "expiring",
         };
         let mut url = form_urlencoded::Serializer::new(String::new());
         if !self.search.is_empty() {
@@ -185,8 +201,8 @@ impl Api {
                 );
             }
         };
-        let (page, total) = query.select(rows);
         let now = redtether_proto::time::unix_now();
+        let (page, total) = query.select(rows, now);
         let pages = total.div_ceil(PER_PAGE).max(1);
         let viewer = caller.operator.role >= OperatorRole::Viewer;
         let header = |label: &str, sort: Sort| {
@@ -201,7 +217,8 @@ impl Api {
                     select name="show" {
                         @for (value, label, f) in [("", "all devices", Filter::All), ("online", "online", Filter::Online),
                             ("offline", "offline", Filter::Offline), ("crash_loop", "crash-looping", Filter::CrashLoop),
-                            ("outdated", "with outdated packages", Filter::Outdated), ("policy", "policy pending or refused", Filter::PolicyProblem)] {
+                            ("outdated", "with outdated packages", Filter::Outdated), ("policy", "policy pending or refused", Filter::PolicyProblem),
+                            ("expiring", "certificate ending within 30 days", Filter::Expiring)] {
                             option value=(value) selected[query.filter == f] { (label) }
                         }
                     }
@@ -280,6 +297,7 @@ fn row(d: &DeviceRecord, online: bool, now: u64, policy: Option<String>) -> Devi
         backlog: status.map(|s| s.audit_backlog),
         outdated: d.sbom_outdated,
         revoked: d.revoked,
+        cert_not_after: d.cert_not_after,
     }
 }
 
@@ -300,6 +318,7 @@ mod tests {
             backlog: Some(0),
             outdated: Some(u32::from(id.ends_with('7'))),
             revoked: false,
+            cert_not_after: if id.ends_with('5') { 1_000 } else { 100 * 86400 },
         }
     }
 
@@ -310,17 +329,20 @@ mod tests {
     #[test]
     fn search_filters_and_sorting_select_the_right_rows() {
         let rows: Vec<DeviceRow> = (0..30).map(|i| device(&format!("pump-{i:02}"), i % 3 == 0, i)).collect();
-        let (page, total) = query("show=online").select(rows.clone());
+        let (page, total) = query("show=online").select(rows.clone(), 0);
         assert_eq!(total, 10);
         assert!(page.iter().all(|r| r.online));
-        let (page, total) = query("q=PUMP-1").select(rows.clone());
+        let (page, total) = query("q=PUMP-1").select(rows.clone(), 0);
         assert_eq!(total, 10, "case-insensitive search by id");
         assert!(page.iter().all(|r| r.id.starts_with("pump-1")));
-        let (_, total) = query("show=crash_loop").select(rows.clone());
+        let (_, total) = query("show=crash_loop").select(rows.clone(), 0);
         assert_eq!(total, 24);
-        let (_, total) = query("show=outdated").select(rows.clone());
+        let (_, total) = query("show=outdated").select(rows.clone(), 0);
         assert_eq!(total, 3);
-        let (page, _) = query("sort=restarts&dir=desc").select(rows);
+        let (page, total) = query("show=expiring").select(rows.clone(), 0);
+        assert_eq!(total, 3, "pump-05, -15, -25 end within 30 days");
+        assert!(page.iter().all(|r| r.id.ends_with('5')));
+        let (page, _) = query("sort=restarts&dir=desc").select(rows, 0);
         assert_eq!(page[0].id, "pump-29");
     }
 
@@ -329,14 +351,14 @@ mod tests {
         let rows: Vec<DeviceRow> = (0..120).map(|i| device(&format!("d{i:03}"), false, 0)).collect();
         let mut seen = Vec::new();
         for page in 1..=3 {
-            let (rows, total) = query(&format!("page={page}")).select(rows.clone());
+            let (rows, total) = query(&format!("page={page}")).select(rows.clone(), 0);
             assert_eq!(total, 120);
             seen.extend(rows.into_iter().map(|r| r.id));
         }
         assert_eq!(seen.len(), 120);
         seen.dedup();
         assert_eq!(seen.len(), 120);
-        assert!(query("page=99").select(rows.clone()).0.is_empty());
+        assert!(query("page=99").select(rows.clone(), 0).0.is_empty());
         assert_eq!(query("page=0&sort=nonsense&show=%3Cx%3E"), query(""));
     }
 

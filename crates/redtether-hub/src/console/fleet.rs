@@ -3,7 +3,7 @@
 //! days — and a chart of devices online over the last 24 hours, from samples the hub takes
 //! every five minutes ([`sample_presence`]).
 
-use super::devices::DeviceRow;
+use super::devices::{DeviceRow, expiring};
 use super::layout::{self, Nav};
 use crate::api::{Api, ApiBody};
 use crate::caller::Caller;
@@ -18,8 +18,6 @@ use tokio_util::sync::CancellationToken;
 
 /// How often the number of devices online is sampled for the chart.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(300);
-/// A certificate ending sooner than this is shown as expiring.
-const EXPIRING_WITHIN: u64 = 30 * 86400;
 
 /// Samples the number of devices online now and every [`SAMPLE_EVERY`], until cancelled.
 pub async fn sample_presence(store: Arc<HubStore>, registry: Registry, cancel: CancellationToken) {
@@ -55,8 +53,8 @@ pub struct Summary {
     pub certificates_expiring: usize,
 }
 
-/// Counts the rows (and the certificates' ends, unix seconds) as of `now`.
-pub fn summarize(rows: &[DeviceRow], cert_ends: &[u64], now: u64) -> Summary {
+/// Counts the rows as of `now`.
+pub fn summarize(rows: &[DeviceRow], now: u64) -> Summary {
     let mut s = Summary { devices: rows.len(), ..Summary::default() };
     for r in rows {
         if r.online {
@@ -68,8 +66,8 @@ pub fn summarize(rows: &[DeviceRow], cert_ends: &[u64], now: u64) -> Summary {
         s.outdated += usize::from(r.outdated.is_some_and(|n| n > 0));
         s.policies_waiting += usize::from(r.policy.as_deref() == Some("pending"));
         s.policies_refused += usize::from(matches!(r.policy.as_deref(), Some("refused" | "failed")));
+        s.certificates_expiring += usize::from(expiring(r, now));
     }
-    s.certificates_expiring = cert_ends.iter().filter(|end| end.saturating_sub(now) < EXPIRING_WITHIN).count();
     s
 }
 
@@ -116,21 +114,21 @@ impl Api {
         let now = redtether_proto::time::unix_now();
         let read = || -> Result<_, crate::store::StoreError> {
             let rows = self.device_rows()?;
-            let devices = self.store.devices()?;
-            let cert_ends: Vec<u64> = devices.iter().filter(|d| !d.revoked).map(|d| d.cert_not_after).collect();
             let (mut waiting, mut failed) = (0, 0);
-            for d in &devices {
-                for deployment in self.store.deployments(&d.id)? {
-                    waiting += usize::from(!deployment.state.is_final());
-                    failed += usize::from(matches!(deployment.state, DeployState::Failed | DeployState::RolledBack));
+            for d in &rows {
+                let deployments = self.store.deployments(&d.id)?;
+                waiting += deployments.iter().filter(|d| !d.state.is_final()).count();
+                // A failure a later deployment put right is history, not trouble.
+                if let Some(last) = deployments.iter().max_by_key(|d| d.number) {
+                    failed += usize::from(matches!(last.state, DeployState::Failed | DeployState::RolledBack));
                 }
             }
             let mut samples = self.store.presence_since(now.saturating_sub(86400))?;
             // The line ends at this moment, not at the last five-minute sample.
-            let total = u32::try_from(cert_ends.len()).unwrap_or(u32::MAX);
+            let total = u32::try_from(rows.iter().filter(|r| !r.revoked).count()).unwrap_or(u32::MAX);
             let online = u32::try_from(self.registry.count()).unwrap_or(u32::MAX);
             samples.push(PresenceSample { at: now, online, total });
-            Ok((summarize(&rows, &cert_ends, now), waiting, failed, samples))
+            Ok((summarize(&rows, now), waiting, failed, samples))
         };
         let (mut s, waiting, failed, samples) = match read() {
             Ok(read) => read,
@@ -155,11 +153,11 @@ impl Api {
                 (card(s.offline, "offline", "/devices?show=offline", "state-bad"))
                 (card(s.crash_looping, "crash-looping", "/devices?show=crash_loop", "state-bad"))
                 (card(s.deployments_waiting, "deployments in progress", "/audit?kind=deploy", "state-warn"))
-                (card(s.deployments_failed, "deployments failed or rolled back", "/audit?kind=deploy", "state-bad"))
+                (card(s.deployments_failed, "devices whose last deployment failed", "/audit?kind=deploy", "state-bad"))
                 (card(s.policies_waiting, "policies pending", "/devices?show=policy", "state-warn"))
                 (card(s.policies_refused, "policies refused", "/devices?show=policy", "state-bad"))
                 (card(s.outdated, "devices with outdated packages", "/devices?show=outdated", "state-warn"))
-                (card(s.certificates_expiring, "certificates ending within 30 days", "/devices", "state-warn"))
+                (card(s.certificates_expiring, "certificates ending within 30 days", "/devices?show=expiring", "state-warn"))
             }
             h2 { "Devices online, last 24 hours" }
             (chart(&samples, now))
@@ -172,7 +170,7 @@ impl Api {
 mod tests {
     use super::*;
 
-    fn row(online: bool, node_red: &str, policy: Option<&str>, outdated: u32) -> DeviceRow {
+    fn row(online: bool, node_red: &str, policy: Option<&str>, outdated: u32, cert_not_after: u64) -> DeviceRow {
         DeviceRow {
             id: "d".into(),
             online,
@@ -185,18 +183,19 @@ mod tests {
             backlog: None,
             outdated: Some(outdated),
             revoked: false,
+            cert_not_after,
         }
     }
 
     #[test]
     fn the_summary_counts_each_kind_of_trouble() {
-        let rows = [
-            row(true, "running", Some("applied"), 0),
-            row(false, "crash_loop", Some("pending"), 2),
-            row(false, "running", Some("refused"), 0),
-        ];
         let now = 1_000_000_000;
-        let s = summarize(&rows, &[now + 86400, now + 90 * 86400, now - 1], now);
+        let rows = [
+            row(true, "running", Some("applied"), 0, now + 86400),
+            row(false, "crash_loop", Some("pending"), 2, now + 90 * 86400),
+            row(false, "running", Some("refused"), 0, now - 1),
+        ];
+        let s = summarize(&rows, now);
         assert_eq!(
             s,
             Summary {
