@@ -303,6 +303,8 @@ impl FleetQuery {
             format: ExportFormat::default(),
         };
         let mut seen: Vec<&'static str> = Vec::new();
+        // As given, for the error when `until` is not after `since`.
+        let mut until_text = String::new();
         for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
             let parameter = match (key.as_ref(), route) {
                 ("device", _) => "device",
@@ -330,7 +332,10 @@ impl FleetQuery {
                 "actor" if text_is_plausible(value) => q.filter.actor = Some(value.to_string()),
                 "actor" => return Err(bad("not an actor")),
                 "since" => q.filter.since = Some(parse_time(value).ok_or_else(|| bad(TIME_FORMS))?),
-                "until" => q.filter.until = Some(parse_time(value).ok_or_else(|| bad(TIME_FORMS))?),
+                "until" => {
+                    q.filter.until = Some(parse_time(value).ok_or_else(|| bad(TIME_FORMS))?);
+                    until_text = value.to_string();
+                }
                 "source" => q.filter.source = Some(Source::parse(value).ok_or_else(|| bad("not device or hub"))?),
                 "before" => q.before = Some(Cursor::parse(value).ok_or_else(|| bad("not a cursor this hub gave"))?),
                 "limit" => {
@@ -354,7 +359,7 @@ impl FleetQuery {
         {
             return Err(FleetAuditError::BadParameter {
                 parameter: "until",
-                value: until.to_string(),
+                value: until_text,
                 reason: "is not after since",
             });
         }
