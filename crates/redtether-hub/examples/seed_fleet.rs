@@ -24,8 +24,8 @@
 //! - `--batch B`: events per delivered batch (one transaction and one durable flush each).
 //! - `--seed S`: the same seed gives the same fleet (ids, kinds, times relative to now).
 //!
-//! Seeding into a directory seeded before with the same seed adds nothing: the events are
-//! already there (counted as duplicates).
+//! Meant for an empty directory. It takes about 80 s for the defaults on a 2-core machine
+//! (`BENCHMARKS.md`): sled's transactions, not the generator, set the pace.
 
 use clap::Parser;
 use redtether_hub::store::HubStore;
@@ -38,18 +38,25 @@ use std::time::{Duration, Instant, SystemTime};
 #[derive(Debug, Parser)]
 #[command(name = "seed_fleet", about = "Fill a hub state directory with devices and audit events")]
 struct Args {
+    /// The hub's state_dir (created if missing; the hub must not be running on it)
     #[arg(long)]
     state_dir: PathBuf,
+    /// Devices to register
     #[arg(long, default_value_t = 2000)]
     devices: u64,
+    /// Device audit events, over all devices
     #[arg(long, default_value_t = 1_000_000)]
     events: u64,
+    /// Days the device events are spread over, up to now (at most 36500)
     #[arg(long, default_value_t = 30)]
     days: u64,
+    /// Hub events recorded about each device (stamped with the time of seeding)
     #[arg(long, default_value_t = 2)]
     hub_events_per_device: u64,
+    /// Events per delivered batch
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// Seed of the generator: the same seed gives the same fleet
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }
@@ -141,15 +148,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = HubStore::open(&args.state_dir)?;
     let now = SystemTime::now();
     let now_unix = redtether_proto::time::unix_of(now);
-    let span_ms = args.days.max(1) * 86_400_000;
+    let span_ms = args.days.clamp(1, 36_500) * 86_400_000;
     let mut dice = Dice::new(args.seed);
 
     for i in 0..args.devices {
         let device = device_id(i);
-        let enrolled = now_unix - args.days * 86_400 - dice.below(86_400 * 30);
+        let enrolled = now_unix.saturating_sub(span_ms / 1000 + dice.below(86_400 * 30));
         store.enroll_device(&device, &format!("{:032x}", dice.next()), now_unix + 86_400 * 365, "", enrolled)?;
         if i % 4 != 3 {
-            let last_seen = now_unix - dice.below(86_400);
+            let last_seen = now_unix.saturating_sub(dice.below(86_400));
             store.update_device(&device, |d| {
                 d.last_seen = Some(last_seen);
                 d.agent_version = Some("0.1.0".into());
@@ -170,7 +177,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut prev = GENESIS;
         let mut batch = Vec::with_capacity(args.batch);
         for (n, ago_ms) in ago_ms.into_iter().enumerate() {
-            let ts = humantime::format_rfc3339_millis(now - Duration::from_millis(ago_ms)).to_string();
+            let at = now.checked_sub(Duration::from_millis(ago_ms)).unwrap_or(SystemTime::UNIX_EPOCH);
+            let ts = humantime::format_rfc3339_millis(at).to_string();
             let (event, _) = StoredEvent::seal(device_event(&mut dice), n as u64 + 1, dice.id(), ts, &prev);
             prev = event.hash_bytes();
             batch.push(event);
