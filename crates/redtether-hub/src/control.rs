@@ -93,8 +93,12 @@ pub fn apply_as(store: &HubStore, request: &HubRequest, actor: Actor) -> Result<
                 return Err(RequestError::DeviceId(device.clone()));
             }
             let token = store.create_enroll_token(device, *lifetime_secs, now)?;
-            let _ =
-                store.record_event(device, HubEventKind::EnrollTokenCreated, json!({ "expires_in": lifetime_secs }));
+            let mut detail = json!({ "expires_in": lifetime_secs });
+            // The hub's device events name an operator in `operator`, which becomes the actor.
+            if let Actor::User { name } = &actor {
+                detail["operator"] = json!(name);
+            }
+            let _ = store.record_event(device, HubEventKind::EnrollTokenCreated, detail);
             Ok(json!({ "token": token }))
         }
         HubRequest::OperatorAdd { name, role, email, token_expires_secs, setup_secs } => {

@@ -125,6 +125,8 @@ async fn forms_without_the_csrf_token_from_another_origin_or_beyond_the_role_are
     assert!(line.starts_with(&expected_start), "{line}");
     assert!(line.ends_with(&format!("--ca-fingerprint {}", hub.fingerprint())), "{line}");
     assert_eq!(enroll_tokens_made(&hub), before + 1);
+    let made = hub.audit().into_iter().rfind(|e| e["kind"] == "enroll_token.created").unwrap();
+    assert_eq!((made["actor"].as_str(), made["target"].as_str()), (Some("user:ann"), Some("pump-9")));
 
     // A viewer's session, with its own CSRF token and origin: the role refuses.
     let v = hub.session(&vic);

@@ -18,6 +18,9 @@ use std::time::Duration;
 
 const FIXTURE: &str = "oidc-provider";
 
+/// How long the provider may take to say it listens.
+const START_WITHIN: Duration = Duration::from_secs(120);
+
 /// A client registered at the provider: confidential (`client_secret_basic`), authorization
 /// code flow with PKCE, this one redirect URI.
 #[derive(Debug, Clone)]
@@ -132,12 +135,14 @@ impl OidcProvider {
             }
         });
         let log = dir.path().join("provider.log");
-        let issuer = match rx.recv_timeout(Duration::from_secs(30)) {
+        // Node.js loading oidc-provider takes a second alone, far longer on a CI machine's two
+        // cores shared with a whole test suite (seen: over 30 s).
+        let issuer = match rx.recv_timeout(START_WITHIN) {
             Ok(issuer) => issuer,
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("the OpenID provider did not start within 30 s; its log: {}", read(&log));
+                panic!("the OpenID provider did not start within {START_WITHIN:?}; its log: {}", read(&log));
             }
         };
         OidcProvider { issuer, config: Mutex::new(config), dir, child, _stdin: stdin }
