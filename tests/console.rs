@@ -16,18 +16,11 @@ use std::time::Duration;
 /// Long enough for a policy or deployment to cross the tunnel and be applied, on a slow CI.
 const APPLY: Duration = Duration::from_secs(30);
 
-/// Logs `account` in at the form the console sent the browser to, and waits to land at `next`.
+/// Logs `account` in at the form the console sends the browser to, with the code of the TOTP
+/// step after the one its setup used (each step is accepted once), landing at `next`.
 async fn log_in(browser: &Browser, api: &str, account: &Account, next: &str) {
-    browser.goto(&format!("{api}{next}")).await;
-    let login = browser.current_url().await;
-    assert_eq!(login.path(), "/login", "the console sends a browser without a session to log in");
-    browser.fill("input[name=name]", &account.name).await;
-    browser.fill("input[name=password]", &account.password).await;
-    browser.click_and_load("button").await;
-    // The account's setup used this 30-second step's code; each step is accepted once.
-    browser.fill("input[name=code]", &account.code_at(unix_now() + 30)).await;
-    browser.click_and_load("button").await;
-    browser.wait_for_url(next, |u| u.path() == next.split('?').next().unwrap_or(next)).await;
+    let code = account.code_at(unix_now() + 30);
+    browser.log_in(api, &account.name, &account.password, &code, next).await;
 }
 
 /// Reloads the page until `selector`'s text contains `expected` (pages that wait for a device

@@ -39,17 +39,6 @@ async fn get_page(hub: &Hub, s: Option<&Session>, path: &str) -> reqwest::Respon
     request.send().await.unwrap()
 }
 
-/// Logs `name` in at the login form with `password` and the TOTP code `code`, landing at `next`.
-async fn form_login(browser: &Browser, api: &str, name: &str, password: &str, code: &str, next: &str) {
-    browser.goto(&format!("{api}{next}")).await;
-    browser.fill("input[name=name]", name).await;
-    browser.fill("input[name=password]", password).await;
-    browser.click_and_load("button").await;
-    browser.fill("input[name=code]", code).await;
-    browser.click_and_load("button").await;
-    browser.wait_for_url(next, |u| u.path() == next).await;
-}
-
 fn enroll_tokens_made(hub: &Hub) -> usize {
     hub.audit().iter().filter(|e| e["kind"] == "enroll_token.created").count()
 }
@@ -145,7 +134,7 @@ async fn a_page_on_another_site_cannot_post_the_consoles_forms_in_chromium() {
     let ann = hub.account("ann", "owner");
     let browser = Browser::start().await;
     // Logged in for real in this browser.
-    form_login(&browser, &api, "ann", &ann.password, &ann.code_at(unix_now() + 30), "/enroll").await;
+    browser.log_in(&api, "ann", &ann.password, &ann.code_at(unix_now() + 30), "/enroll").await;
     let before = enroll_tokens_made(&hub);
     // Another site's page posts the enroll form: the session cookie (SameSite=Strict) stays
     // home, and the hub asks for a login instead of making a token.
@@ -167,7 +156,7 @@ async fn an_owner_adds_an_operator_in_chromium_and_the_setup_code_is_shown_once(
     let api = hub.api();
     let ann = hub.account("ann", "owner");
     let browser = Browser::start().await;
-    form_login(&browser, &api, "ann", &ann.password, &ann.code_at(unix_now() + 30), "/operators").await;
+    browser.log_in(&api, "ann", &ann.password, &ann.code_at(unix_now() + 30), "/operators").await;
 
     browser.fill("#add-operator input[name=name]", "bea").await;
     browser.click_and_load("#add-operator button").await;
@@ -246,7 +235,7 @@ async fn a_person_replaces_their_authenticator_and_recovery_codes_and_changes_th
     let api = hub.api();
     let ann = hub.account("ann", "member");
     let browser = Browser::start().await;
-    form_login(&browser, &api, "ann", &ann.password, &ann.code_at(unix_now() + 30), "/account").await;
+    browser.log_in(&api, "ann", &ann.password, &ann.code_at(unix_now() + 30), "/account").await;
 
     // A new authenticator: the password again, a QR code and key, confirmed with its code.
     browser.fill("#totp-form input[name=password]", &ann.password).await;
@@ -281,8 +270,7 @@ async fn a_person_replaces_their_authenticator_and_recovery_codes_and_changes_th
     assert_eq!(browser.current_url().await.path(), "/login");
     browser.goto(&format!("{api}/account")).await;
     assert_eq!(browser.current_url().await.path(), "/login", "the old session ended");
-    form_login(&browser, &api, "ann", "ann-a-brand-new-passphrase", &new_app.code_at(unix_now() + 30), "/account")
-        .await;
+    browser.log_in(&api, "ann", "ann-a-brand-new-passphrase", &new_app.code_at(unix_now() + 30), "/account").await;
 
     let trail = hub.audit();
     let kinds: Vec<&str> =

@@ -133,6 +133,22 @@ impl Browser {
         }
     }
 
+    /// Opens the hub's page `next` (a path under `api`), which sends a browser without a
+    /// session to the login form, logs in there with `name`, `password` and the TOTP `code`,
+    /// and waits to be back at `next`.
+    pub async fn log_in(&self, api: &str, name: &str, password: &str, code: &str, next: &str) {
+        self.goto(&format!("{api}{next}")).await;
+        let login = self.current_url().await;
+        assert_eq!(login.path(), "/login", "the console sends a browser without a session to log in");
+        self.fill("input[name=name]", name).await;
+        self.fill("input[name=password]", password).await;
+        self.click_and_load("button").await;
+        self.fill("input[name=code]", code).await;
+        self.click_and_load("button").await;
+        let path = next.split('?').next().unwrap_or(next);
+        self.wait_for_url(next, |u| u.path() == path).await;
+    }
+
     /// Loads `url` and waits for the page (its `load` event).
     pub async fn goto(&self, url: &str) {
         self.client.goto(url).await.unwrap_or_else(|e| panic!("cannot load {url}: {e}"));

@@ -49,7 +49,7 @@ impl Api {
                 Ok(page) => (StatusCode::OK, Ok(page)),
                 Err(e) => {
                     tracing::error!(error = %e, "console: cannot read the audit trail");
-                    (StatusCode::INTERNAL_SERVER_ERROR, Err("The hub's store failed.".to_string()))
+                    (StatusCode::INTERNAL_SERVER_ERROR, Err(layout::STORE_FAILED.to_string()))
                 }
             },
             Err(e) => (StatusCode::BAD_REQUEST, Err(e.to_string())),

@@ -191,15 +191,7 @@ impl Api {
         let query = DeviceQuery::parse(q);
         let rows = match self.device_rows() {
             Ok(rows) => rows,
-            Err(e) => {
-                tracing::error!(error = %e, "console: cannot read the devices");
-                return layout::message(
-                    Some(caller),
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Devices",
-                    "The hub's store failed.",
-                );
-            }
+            Err(e) => return layout::store_failed(caller, "Devices", "the devices", &e),
         };
         let now = redtether_proto::time::unix_now();
         let (page, total) = query.select(rows, now);

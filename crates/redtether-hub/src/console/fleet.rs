@@ -114,35 +114,27 @@ impl Api {
         let now = redtether_proto::time::unix_now();
         let read = || -> Result<_, crate::store::StoreError> {
             let rows = self.device_rows()?;
-            let (mut waiting, mut failed) = (0, 0);
+            let mut summary = summarize(&rows, now);
             for d in &rows {
                 let deployments = self.store.deployments(&d.id)?;
-                waiting += deployments.iter().filter(|d| !d.state.is_final()).count();
+                summary.deployments_waiting += deployments.iter().filter(|d| !d.state.is_final()).count();
                 // A failure a later deployment put right is history, not trouble.
                 if let Some(last) = deployments.iter().max_by_key(|d| d.number) {
-                    failed += usize::from(matches!(last.state, DeployState::Failed | DeployState::RolledBack));
+                    let failed = matches!(last.state, DeployState::Failed | DeployState::RolledBack);
+                    summary.deployments_failed += usize::from(failed);
                 }
             }
             let mut samples = self.store.presence_since(now.saturating_sub(86400))?;
             // The line ends at this moment, not at the last five-minute sample.
-            let total = u32::try_from(rows.iter().filter(|r| !r.revoked).count()).unwrap_or(u32::MAX);
-            let online = u32::try_from(self.registry.count()).unwrap_or(u32::MAX);
-            samples.push(PresenceSample { at: now, online, total });
-            Ok((summarize(&rows, now), waiting, failed, samples))
+            let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+            let enrolled = rows.iter().filter(|r| !r.revoked).count();
+            samples.push(PresenceSample { at: now, online: count(summary.online), total: count(enrolled) });
+            Ok((summary, samples))
         };
-        let (mut s, waiting, failed, samples) = match read() {
+        let (s, samples) = match read() {
             Ok(read) => read,
-            Err(e) => {
-                tracing::error!(error = %e, "console: cannot read the fleet");
-                return layout::message(
-                    Some(caller),
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Overview",
-                    "The hub's store failed.",
-                );
-            }
+            Err(e) => return layout::store_failed(caller, "Overview", "the fleet", &e),
         };
-        (s.deployments_waiting, s.deployments_failed) = (waiting, failed);
         let card = |n: usize, label: &str, href: &str, class: &str| {
             html! { div.card { a href=(href) { span class={ "n " (if n > 0 { class } else { "" }) } { (n) } (label) } } }
         };

@@ -129,6 +129,15 @@ pub fn message(caller: Option<&Caller>, status: StatusCode, title: &str, text: &
     }
 }
 
+/// The page for a store that failed while reading `what` (logged here, not shown).
+pub fn store_failed(caller: &Caller, title: &str, what: &str, e: &crate::store::StoreError) -> Response<ApiBody> {
+    tracing::error!(error = %e, "console: cannot read {what}");
+    message(Some(caller), StatusCode::INTERNAL_SERVER_ERROR, title, STORE_FAILED)
+}
+
+/// What a page says when the hub's store failed.
+pub const STORE_FAILED: &str = "The hub's store failed.";
+
 /// A refused change: `status`, the reason, and a link back to `page`.
 pub fn refusal(caller: &Caller, status: StatusCode, reason: &str, page: &str) -> Response<ApiBody> {
     let content = html! { p.notice.err role="alert" { (reason) } p { a href=(page) { "Back" } } };
