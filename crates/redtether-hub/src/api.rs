@@ -16,6 +16,7 @@
 //!   `fleet_audit_api`)
 //! - deployments, snapshots and SBOMs (see `deploy_api`)
 //! - the device's policy and bearer tokens, owners only (see `policy_api`)
+//! - device groups, rollouts and pipelines (see `groups_api`, `rollouts_api`, `pipelines_api`)
 //! - `ANY /devices/{id}/editor/{path}` — the device's editor through the tunnel (see `editor`)
 //! - `ANY /devices/{id}/http/{path}` — the device's node space (dashboards, HTTP-In), every role
 
@@ -61,6 +62,8 @@ pub struct Api {
     pub sso: crate::sso_login::Sso,
     /// What the `redtether enroll` line of a new enrollment token says.
     pub enroll: crate::operators_api::EnrollHint,
+    /// Fleet rollouts and their driver.
+    pub rollouts: Arc<crate::rollout::Rollouts>,
 }
 
 /// Failed token checks allowed from one address at once, then one per second: enough for a
@@ -210,9 +213,13 @@ impl Api {
             _ if caller.operator.role < OperatorRole::Viewer => return error(StatusCode::FORBIDDEN, "forbidden"),
             _ => {}
         }
+        if let ["api", "groups" | "rollouts" | "pipelines", ..] = segments.as_slice() {
+            let query = req.uri().query().map(str::to_string);
+            return self.fleet_route(caller, &method, &segments, query.as_deref(), req.into_body()).await;
+        }
         let operator = &caller.operator;
         match (&method, segments.as_slice()) {
-            (&Method::GET, ["api", "audit"]) => self.fleet_audit_page(req.uri().query()).await,
+            (&Method::GET, ["api", "audit"]) => self.fleet_audit_page(req.uri().query(), None).await,
             (&Method::POST, ["api", "devices", id, "deploy"]) => self.deploy(operator, id, req.into_body()).await,
             (&Method::GET, ["api", "devices", id, "deployments"]) => self.deployments(id, None, false, operator),
             (&Method::GET, ["api", "devices", id, "deployments", did]) => {
@@ -226,6 +233,7 @@ impl Api {
             (&Method::GET, ["api", "devices", id, "snapshots", sid]) => self.snapshots(id, Some(sid)),
             (&Method::GET, ["api", "devices", id, "policy"]) => self.get_policy(id),
             (&Method::PUT, ["api", "devices", id, "policy"]) => self.put_policy(operator, id, req.into_body()).await,
+            (&Method::DELETE, ["api", "devices", id, "policy"]) => self.drop_device_policy(operator, id).await,
             (&Method::GET, ["api", "devices", id, "tokens"]) => self.list_tokens(id),
             (&Method::POST, ["api", "devices", id, "tokens"]) => self.create_token(operator, id, req.into_body()).await,
             (&Method::DELETE, ["api", "devices", id, "tokens", name]) => self.revoke_token(operator, id, name).await,

@@ -59,6 +59,9 @@ pub enum HubCommand {
         /// How long the token may be used, e.g. 1h [default: enroll_token_lifetime]
         #[arg(long, value_parser = humantime::parse_duration)]
         expires: Option<Duration>,
+        /// The device group it joins when it enrolls
+        #[arg(long)]
+        group: Option<String>,
     },
     /// Manage operators of the API
     #[command(subcommand)]
@@ -137,9 +140,10 @@ pub fn execute(cli: HubCli) -> ExitCode {
     let request = match cli.command {
         HubCommand::Run => return run(settings),
         HubCommand::CaFingerprint => return ca_fingerprint(&dir),
-        HubCommand::EnrollToken { device, expires } => HubRequest::EnrollToken {
+        HubCommand::EnrollToken { device, expires, group } => HubRequest::EnrollToken {
             device,
             lifetime_secs: expires.unwrap_or(settings.enroll_token_lifetime).as_secs().max(1),
+            group,
         },
         HubCommand::Operator(OperatorCommand::Add { name, role, email, token, expires }) => HubRequest::OperatorAdd {
             name,

@@ -19,6 +19,9 @@ pub enum HubRequest {
     EnrollToken {
         device: String,
         lifetime_secs: u64,
+        /// The group the device joins when it enrolls.
+        #[serde(default)]
+        group: Option<String>,
     },
     /// With `token_expires_secs`, an account for automation: no person, no password, one
     /// `admin` API token that expires; without it, a setup code for the person.
@@ -71,6 +74,8 @@ pub enum RequestError {
     NotLocal(String),
     #[error("{0:?} is not an operator name")]
     OperatorName(String),
+    #[error("there is no group named {0:?}")]
+    UnknownGroup(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The request is about the running hub itself.
@@ -88,12 +93,17 @@ pub fn apply(store: &HubStore, request: &HubRequest) -> Result<serde_json::Value
 pub fn apply_as(store: &HubStore, request: &HubRequest, actor: Actor) -> Result<serde_json::Value, RequestError> {
     let now = redtether_proto::time::unix_now();
     match request {
-        HubRequest::EnrollToken { device, lifetime_secs } => {
+        HubRequest::EnrollToken { device, lifetime_secs, group } => {
             if !redtether_proto::names::valid_name(device) {
                 return Err(RequestError::DeviceId(device.clone()));
             }
-            let token = store.create_enroll_token(device, *lifetime_secs, now)?;
-            let mut detail = json!({ "expires_in": lifetime_secs });
+            if let Some(group) = group
+                && store.group(group)?.is_none()
+            {
+                return Err(RequestError::UnknownGroup(group.clone()));
+            }
+            let token = store.create_enroll_token(device, *lifetime_secs, group.as_deref(), now)?;
+            let mut detail = json!({ "expires_in": lifetime_secs, "group": group });
             // The hub's device events name an operator in `operator`, which becomes the actor.
             if let Actor::User { name } = &actor {
                 detail["operator"] = json!(name);

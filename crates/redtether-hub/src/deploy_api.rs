@@ -70,6 +70,76 @@ fn deployment_json(d: &DeploymentRecord) -> serde_json::Value {
     })
 }
 
+/// Why a deployment could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("the snapshot is not one a device would apply: {0}")]
+    Invalid(#[from] deployment::SnapshotError),
+    #[error("the signed deployment would not fit in one control frame")]
+    TooLarge,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// A deployment to make: for the API (one device) and for rollouts (many).
+pub struct NewDeployment<'a> {
+    pub device: &'a str,
+    pub id: String,
+    pub snapshot: Snapshot,
+    /// The kept snapshot it was made from.
+    pub from_snapshot: Option<String>,
+    pub operator: &'a str,
+    pub expires_in: u64,
+    /// The rollout that made it, for the audit trail.
+    pub rollout: Option<&'a str>,
+}
+
+/// Signs `new` for its device with the device's next deployment number, stores it, records
+/// `deploy.created` and wakes the device's session (an offline device gets it when it
+/// connects).
+pub(crate) fn make_deployment(
+    store: &crate::store::HubStore,
+    signer: &ring::signature::Ed25519KeyPair,
+    registry: &crate::registry::Registry,
+    new: NewDeployment<'_>,
+) -> Result<DeploymentRecord, DeployError> {
+    new.snapshot.check()?;
+    let now = redtether_proto::time::unix_now();
+    let NewDeployment { device, id, snapshot, from_snapshot, operator, expires_in, rollout } = new;
+    let hash = flows_hash(&snapshot.flows);
+    let created = store.create_deployment(device, |number| {
+        let signed = Deployment { id: id.clone(), device: device.to_string(), number, exp: now + expires_in, snapshot };
+        DeploymentRecord {
+            id: id.clone(),
+            device: device.to_string(),
+            number,
+            state: DeployState::Pending,
+            detail: json!({}),
+            flows_hash: hash.clone(),
+            operator: operator.to_string(),
+            created: now,
+            updated: now,
+            expires: now + expires_in,
+            snapshot: from_snapshot,
+            envelope: deployment::sign(&signed, signer),
+        }
+    })?;
+    if created.envelope.len() > deployment::MAX_LEN {
+        let _ = store.update_deployment(device, &id, DeployState::Failed, json!({ "reason": "too_large" }), now);
+        return Err(DeployError::TooLarge);
+    }
+    let mut detail = json!({ "deployment": id, "number": created.number, "operator": operator, "flows_hash": hash });
+    if let Some(rollout) = rollout {
+        detail["rollout"] = json!(rollout);
+    }
+    let _ = store.record_event(device, HubEventKind::DeployCreated, detail);
+    tracing::info!(%device, deployment = %id, number = created.number, %operator, "deployment created");
+    if let Some(online) = registry.get(device) {
+        online.deployments.notify_one();
+    }
+    Ok(created)
+}
+
 fn snapshot_summary(s: &SnapshotRecord) -> serde_json::Value {
     json!({
         "id": s.id,
@@ -121,7 +191,11 @@ impl Api {
                     && body.env.is_none()
                     && body.settings.is_none() =>
             {
-                match self.store.snapshot(device, &sid) {
+                match self.store.snapshot_by_id(&sid) {
+                    // Credentials from another device's Node-RED open only there.
+                    Ok(Some(s)) if s.device != device && s.snapshot.credentials.is_some() => {
+                        return error(StatusCode::CONFLICT, "credentials_not_portable");
+                    }
                     Ok(Some(s)) => (s.snapshot, Some(sid)),
                     Ok(None) => return error(StatusCode::NOT_FOUND, "unknown_snapshot"),
                     Err(e) => return store_error(&e),
@@ -154,49 +228,27 @@ impl Api {
                 (snapshot, None)
             }
         };
-        if let Err(why) = snapshot.check() {
-            return bad("invalid_snapshot", why.to_string());
-        }
-        let now = redtether_proto::time::unix_now();
-        let id = uuid::Uuid::now_v7().to_string();
-        let hash = flows_hash(&snapshot.flows);
-        let signer = std::sync::Arc::clone(&self.signer);
-        let created = self.store.create_deployment(device, |number| {
-            let signed =
-                Deployment { id: id.clone(), device: device.to_string(), number, exp: now + expires_in, snapshot };
-            DeploymentRecord {
-                id: id.clone(),
-                device: device.to_string(),
-                number,
-                state: DeployState::Pending,
-                detail: json!({}),
-                flows_hash: hash.clone(),
-                operator: operator.name.clone(),
-                created: now,
-                updated: now,
-                expires: now + expires_in,
-                snapshot: from_snapshot,
-                envelope: deployment::sign(&signed, &signer),
-            }
-        });
-        let created = match created {
-            Ok(c) => c,
-            Err(e) => return store_error(&e),
-        };
-        if created.envelope.len() > deployment::MAX_LEN {
-            let _ =
-                self.store.update_deployment(device, &id, DeployState::Failed, json!({ "reason": "too_large" }), now);
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "deployment_too_large");
-        }
-        let _ = self.store.record_event(
-            device,
-            HubEventKind::DeployCreated,
-            json!({ "deployment": id, "number": created.number, "operator": operator.name, "flows_hash": hash }),
+        let made = make_deployment(
+            &self.store,
+            &self.signer,
+            &self.registry,
+            NewDeployment {
+                device,
+                id: uuid::Uuid::now_v7().to_string(),
+                snapshot,
+                from_snapshot,
+                operator: &operator.name,
+                expires_in,
+                rollout: None,
+            },
         );
-        tracing::info!(%device, deployment = %id, number = created.number, operator = %operator.name, "deployment created");
-        if let Some(online) = self.registry.get(device) {
-            online.deployments.notify_one();
-        }
+        let created = match made {
+            Ok(created) => created,
+            Err(DeployError::Invalid(why)) => return bad("invalid_snapshot", why.to_string()),
+            Err(DeployError::TooLarge) => return error(StatusCode::PAYLOAD_TOO_LARGE, "deployment_too_large"),
+            Err(DeployError::Store(e)) => return store_error(&e),
+        };
+        let id = created.id.clone();
         json_response(StatusCode::ACCEPTED, json!({ "id": id, "number": created.number, "state": created.state }))
     }
 

@@ -3,10 +3,10 @@
 //! `enroll_refused` with a reason. The token is consumed only when a certificate was issued.
 
 use crate::keys::HubKeys;
-use crate::store::HubStore;
+use crate::store::{GroupRecord, HubStore, PolicyChange};
 use crate::store::StoreError;
 use redtether_pki::{PkiError, cert_info, pem_to_der};
-use redtether_proto::audit::HubEventKind;
+use redtether_proto::audit::{Actor, HubEventKind};
 use redtether_proto::wire::{EnrollRefusal, EnrollRequest, EnrollResponse, FrameDecoder, FrameError, encode};
 use serde_json::json;
 use std::sync::Arc;
@@ -44,6 +44,8 @@ pub struct Enrollment {
     pub store: Arc<HubStore>,
     pub keys: Arc<HubKeys>,
     pub cert_lifetime: Duration,
+    /// Signs the policy of a device that joins a group with one.
+    pub signer: Arc<ring::signature::Ed25519KeyPair>,
 }
 
 impl Enrollment {
@@ -100,6 +102,29 @@ impl Enrollment {
         Ok(cert_pem)
     }
 
+    /// Puts a device that enrolled with a group's token in that group, with its policy. A
+    /// failure here is logged, not refused: the device is enrolled and can be moved later.
+    fn join_group(&self, device: &str, group: &str) {
+        let joined = match self.store.change_group_devices(group, &[device.to_string()], &[]) {
+            Ok(change) => change,
+            Err(e) => return tracing::error!(%device, %group, error = %e, "enrolled device could not join its group"),
+        };
+        let detail = json!({ "added": joined.added, "removed": [], "moved_from": joined.moved_from, "via": "enrollment" });
+        let _ = self.store.record(HubEventKind::GroupDevicesChanged, Actor::System, &format!("group:{group}"), detail);
+        let Ok(Some(GroupRecord { policy: Some(document), .. })) = self.store.group(group) else { return };
+        let change = PolicyChange::Group { group: group.to_string(), document };
+        let made = self.store.make_policy(device, change, "system", redtether_proto::time::unix_now(), |p| {
+            redtether_proto::policy::sign(p, &self.signer)
+        });
+        match made {
+            Ok(made) => {
+                let detail = json!({ "number": made.record.number, "group": group, "changes": made.document.changes_from(None) });
+                let _ = self.store.record_event(device, HubEventKind::PolicyChanged, detail);
+            }
+            Err(e) => tracing::error!(%device, %group, error = %e, "enrolled device did not get its group's policy"),
+        }
+    }
+
     fn enroll(&self, token: &str, csr_pem: &str, addr: std::net::SocketAddr) -> Result<EnrollResponse, EnrollRefusal> {
         let now = SystemTime::now();
         let unix = redtether_proto::time::unix_now();
@@ -141,11 +166,15 @@ impl Enrollment {
             }
             return Err(EnrollRefusal::HubError);
         }
+        let group = self.store.enroll_token_group(token).ok().flatten();
         let _ = self.store.record_event(
             &device,
             HubEventKind::DeviceEnrolled,
-            json!({ "serial": info.serial_hex, "addr": addr.to_string() }),
+            json!({ "serial": info.serial_hex, "addr": addr.to_string(), "group": group }),
         );
+        if let Some(group) = group {
+            self.join_group(&device, &group);
+        }
         tracing::info!(%device, %addr, "device enrolled");
         Ok(EnrollResponse::Enrolled {
             device_id: device,

@@ -1,6 +1,6 @@
 //! The fleet audit for the operator console, viewers and above (see `store::fleet_audit`):
 //!
-//! - `GET /api/audit?device=&kind=&actor=&since=&until=&source=device|hub&before=&limit=` →
+//! - `GET /api/audit?device=&group=&kind=&actor=&since=&until=&source=device|hub&before=&limit=` →
 //!   `{"events": [row, …], "next": cursor or null, "partial": bool, "scanned_to": time or
 //!   null}`, newest first; `next` goes as `before` for the next page. `partial` says the scan
 //!   stopped at its bound with fewer rows than asked for: older matches may remain.
@@ -13,7 +13,9 @@
 
 use crate::api::{Api, ApiBody, boxed, error, json_response, rate_limited, store_error};
 use crate::caller::Checked;
-use crate::store::{CSV_HEADER, ExportFormat, FleetAuditError, FleetQuery, OperatorRole, QueryFor, csv_line};
+use crate::store::{
+    CSV_HEADER, ExportFormat, FleetAuditError, FleetQuery, GroupScope, OperatorRole, QueryFor, csv_line,
+};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -41,12 +43,27 @@ fn bad_query(e: &FleetAuditError) -> Response<Full<Bytes>> {
 }
 
 impl Api {
+    /// A `group` filter's members, as they are now. (A group deleted since still has its own
+    /// events: an unknown group is not an error.)
+    fn fill_group(&self, q: &mut FleetQuery) -> Result<(), crate::store::StoreError> {
+        if let Some(group) = &mut q.filter.group {
+            group.members = self.store.group_members(&group.name)?.into_iter().collect();
+        }
+        Ok(())
+    }
+
     /// `GET /api/audit` (the caller's role was checked by the router).
-    pub(crate) async fn fleet_audit_page(&self, query: Option<&str>) -> Response<Full<Bytes>> {
-        let q = match FleetQuery::parse(query, QueryFor::Page) {
+    pub(crate) async fn fleet_audit_page(&self, query: Option<&str>, group: Option<&str>) -> Response<Full<Bytes>> {
+        let mut q = match FleetQuery::parse(query, QueryFor::Page) {
             Ok(q) => q,
             Err(e) => return bad_query(&e),
         };
+        if let Some(name) = group {
+            q.filter.group = Some(GroupScope { name: name.to_string(), members: Default::default() });
+        }
+        if let Err(e) = self.fill_group(&mut q) {
+            return store_error(&e);
+        }
         let store = Arc::clone(&self.store);
         let read = self.tasks.spawn_blocking(move || store.audit_page(&q.filter, q.before.as_ref(), q.limit));
         match read.await {
@@ -75,10 +92,13 @@ impl Api {
         if req.method() != Method::GET {
             return boxed(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
         }
-        let q = match FleetQuery::parse(req.uri().query(), QueryFor::Export) {
+        let mut q = match FleetQuery::parse(req.uri().query(), QueryFor::Export) {
             Ok(q) => q,
             Err(e) => return boxed(bad_query(&e)),
         };
+        if let Err(e) = self.fill_group(&mut q) {
+            return boxed(store_error(&e));
+        }
         let (tx, rx) = tokio::sync::mpsc::channel(EXPORT_CHUNKS_QUEUED);
         let store = Arc::clone(&self.store);
         let format = q.format;

@@ -23,14 +23,18 @@ mod endpoint;
 mod enroll;
 pub mod first_owner;
 mod fleet_audit_api;
+mod groups_api;
 pub mod identity;
 pub mod journal;
 pub mod keys;
 mod login;
 mod operators_api;
+mod pipelines_api;
 mod policy_api;
 mod policy_body;
 mod registry;
+pub mod rollout;
+mod rollouts_api;
 mod sbom_view;
 mod self_service;
 mod session;
@@ -129,10 +133,13 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
     let signer = ring::signature::Ed25519KeyPair::from_pkcs8(&keys.signing_pkcs8).map_err(|e| {
         HubError::Keys(keys::KeyError::Unusable { path: dir.root().join("signing.key"), reason: e.to_string() })
     })?;
+    let signer = Arc::new(signer);
+    let rollouts = Arc::new(rollout::Rollouts::load(Arc::clone(&store), registry.clone(), Arc::clone(&signer))?);
     let api = Arc::new(api::Api {
         store: Arc::clone(&store),
         registry: registry.clone(),
-        signer: Arc::new(signer),
+        signer: Arc::clone(&signer),
+        rollouts: Arc::clone(&rollouts),
         tasks: tasks.clone(),
         secure_cookies: api_tls.is_some(),
         failed_auth: redtether_host::ratelimit::Limiter::new(
@@ -161,9 +168,11 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
             store: Arc::clone(&store),
             keys: Arc::clone(&keys),
             cert_lifetime: settings.device_cert_lifetime,
+            signer: Arc::clone(&signer),
         }),
     };
     tasks.spawn(accepting.run(quic.endpoint.clone(), tasks.clone(), cancel.child_token()));
+    tasks.spawn(Arc::clone(&rollouts).run(tasks.clone(), cancel.child_token()));
     tasks.spawn(console::sample_presence(Arc::clone(&store), registry.clone(), cancel.child_token()));
     tasks.spawn(serve_api(api_listener, api_tls, Arc::clone(&api), tasks.clone(), cancel.child_token()));
     let handler = Arc::new(control::HubControl {

@@ -64,6 +64,9 @@ struct NewEnrollment {
     /// A duration like `1h` or `7d`.
     #[serde(default)]
     expires_in: Option<String>,
+    /// The group the device joins when it enrolls.
+    #[serde(default)]
+    group: Option<String>,
 }
 
 /// The longest an enrollment token may live: a forgotten token must not enroll a year later.
@@ -75,6 +78,7 @@ fn refusal(e: RequestError) -> Response<Full<Bytes>> {
             (StatusCode::BAD_REQUEST, "invalid")
         }
         RequestError::NotLocal(_) => (StatusCode::CONFLICT, "single_sign_on_account"),
+        RequestError::UnknownGroup(_) => (StatusCode::NOT_FOUND, "unknown_group"),
         RequestError::Store(StoreError::Conflict(_)) => (StatusCode::CONFLICT, "conflict"),
         RequestError::Store(store) => return crate::api::store_error(store),
         RequestError::NeedsRunningHub => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -161,7 +165,9 @@ impl Api {
                 }
             },
         };
-        let request = HubRequest::EnrollToken { device: new.device.clone(), lifetime_secs: lifetime.as_secs().max(1) };
+        let group = new.group.filter(|g| !g.trim().is_empty());
+        let request =
+            HubRequest::EnrollToken { device: new.device.clone(), lifetime_secs: lifetime.as_secs().max(1), group };
         match apply_as(&self.store, &request, Actor::user(&caller.operator.name)) {
             Ok(value) => {
                 let token = value["token"].as_str().unwrap_or_default();

@@ -3,7 +3,10 @@
 //! - `GET /api/devices/{id}/policy` — the newest policy: `{"desired", "number", "state",
 //!   "reason", "applied_at", "hash", "made_at", "made_by"}`; 404 `no_policy` before the first
 //! - `PUT /api/devices/{id}/policy` — a new document (the policy's fields but `tokens`) →
-//!   202 `{"number"}`; 400 `invalid_policy` with the `field` to blame
+//!   202 `{"number"}`; 400 `invalid_policy` with the `field` to blame. It is the device's own
+//!   and wins over its group's (`groups_api`)
+//! - `DELETE /api/devices/{id}/policy` — the device takes its group's policy again → 202
+//!   `{"number", "group"}`; 409 `no_group_policy` when its group has none (or it has no group)
 //! - `GET /api/devices/{id}/tokens` — name, expiry, scope, who made it; never the token
 //! - `POST /api/devices/{id}/tokens` `{"name", "expires_in", "scope"}` → 201 with the token,
 //!   shown this once; 409 when the name is taken or no policy was set (a token reaches the
@@ -128,6 +131,7 @@ impl Api {
                     "hash": p.hash,
                     "made_at": time(Some(p.made_at)),
                     "made_by": p.made_by,
+                    "group": p.group,
                 }),
             ),
             Ok(None) => error(StatusCode::NOT_FOUND, "no_policy"),
@@ -233,6 +237,40 @@ impl Api {
         }
     }
 
+    /// Makes the device's next policy from `change` (no role check: the caller's route did it).
+    pub(crate) async fn change_policy_for(
+        &self,
+        operator: &OperatorRecord,
+        device: &str,
+        change: PolicyChange,
+    ) -> Result<MadePolicy, Response<Full<Bytes>>> {
+        self.change_policy_with(operator, device, change, |_| {}).await
+    }
+
+    /// `DELETE /api/devices/{id}/policy`: the device's own policy gives way to its group's.
+    pub(super) async fn drop_device_policy(&self, operator: &OperatorRecord, device: &str) -> Response<Full<Bytes>> {
+        if let Some(refusal) = self.refuse_change(operator, device) {
+            return refusal;
+        }
+        let group = match self.store.device(device) {
+            Ok(d) => d.and_then(|d| d.group),
+            Err(e) => return store_error(&e),
+        };
+        let document = match group.as_deref().map(|g| self.store.group(g)) {
+            Some(Ok(Some(g))) => g.policy,
+            Some(Err(e)) => return store_error(&e),
+            _ => None,
+        };
+        let (Some(group), Some(document)) = (group, document) else {
+            // Without a group policy to fall back on, the device's policy is all it has.
+            return error(StatusCode::CONFLICT, "no_group_policy");
+        };
+        match self.change_policy(operator, device, PolicyChange::Group { group, document }).await {
+            Ok(made) => json_response(StatusCode::ACCEPTED, json!({ "number": made.record.number, "group": made.record.group })),
+            Err(r) => r,
+        }
+    }
+
     async fn change_policy(
         &self,
         operator: &OperatorRecord,
@@ -270,11 +308,11 @@ impl Api {
         before_changed(self);
         let changes = made.document.changes_from(made.previous.as_ref());
         let number = made.record.number;
-        self.record(
-            device,
-            HubEventKind::PolicyChanged,
-            json!({ "number": number, "operator": operator.name, "changes": changes }),
-        );
+        let mut detail = json!({ "number": number, "operator": operator.name, "changes": changes });
+        if let Some(group) = &made.record.group {
+            detail["group"] = json!(group);
+        }
+        self.record(device, HubEventKind::PolicyChanged, detail);
         tracing::info!(%device, number, operator = %operator.name, hash = %made.record.hash, "policy made");
         if let Some(online) = self.registry.get(device) {
             online.policies.notify_one();

@@ -182,12 +182,12 @@ impl Session {
             }
             HubAction::Record { kind, detail } => self.record(kind, detail),
             HubAction::AgentVersion(version) => {
-                let _ = self.store.update_device(&self.device, |d| d.agent_version = Some(version));
+                let _ = self.store.update_device(&self.device, |d| d.agent_version = Some(version.clone()));
             }
             // (While the device is online its last_seen is "now"; the stored one is set at
             // disconnect.)
             HubAction::StoreStatus(status) => {
-                let _ = self.store.update_device(&self.device, |d| d.status = Some(status));
+                let _ = self.store.update_device(&self.device, |d| d.status = Some(status.clone()));
             }
             HubAction::StoreAudit(events) => {
                 let (store, device) = (Arc::clone(&self.store), self.device.clone());

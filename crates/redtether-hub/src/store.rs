@@ -16,17 +16,20 @@ use redtether_proto::deployment::Snapshot;
 use redtether_proto::wire::{DeployState, DeviceStatus, EnrollRefusal};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use sled::Transactional;
 use std::path::Path;
 
 mod fleet_audit;
+mod groups;
 mod operators;
 mod policy;
 mod presence;
 pub use crate::identity::OperatorRole;
 pub use fleet_audit::{
-    AuditFilter, AuditPage, AuditRow, CSV_HEADER, Cursor, DEFAULT_LIMIT, ExportFormat, FleetAuditError, FleetQuery,
+    AuditFilter, AuditPage, GroupScope, AuditRow, CSV_HEADER, Cursor, DEFAULT_LIMIT, ExportFormat, FleetAuditError, FleetQuery,
     MAX_EXAMINED, MAX_LIMIT, QueryFor, RowHead, Source, csv_line,
 };
+pub use groups::{GroupRecord, MembershipChange, PipelineRecord, PipelineStage};
 pub use operators::{AccountSource, ApiTokenRecord, OperatorRecord, SessionRecord, SetupCode};
 pub use policy::{HubTokenRecord, MadePolicy, PolicyChange, PolicyError, PolicyRecord, PolicyUpdate};
 pub use presence::PresenceSample;
@@ -85,6 +88,9 @@ pub struct DeviceRecord {
     /// Packages of the device's latest SBOM with a newer version in the registry.
     #[serde(default)]
     pub sbom_outdated: Option<u32>,
+    /// The group it belongs to, if any.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +99,9 @@ struct EnrollTokenRecord {
     created: u64,
     expires: u64,
     used: bool,
+    /// The group the device joins when it enrolls.
+    #[serde(default)]
+    group: Option<String>,
 }
 
 /// A deployment the hub signed for a device, and where it stands.
@@ -173,6 +182,16 @@ pub struct HubStore {
     audit_by_device: sled::Tree,
     /// Which layout the index was built with and how far into the hub journal it is.
     audit_index_meta: sled::Tree,
+    /// Snapshot id → the device it was taken from (`""` for flows given through the API).
+    snapshot_ids: sled::Tree,
+    /// Device groups: name → [`GroupRecord`].
+    groups: sled::Tree,
+    /// Held across a membership change or a group's deletion (`groups`).
+    group_lock: std::sync::Mutex<()>,
+    /// Rollouts: id → `crate::rollout::Rollout`.
+    rollouts: sled::Tree,
+    /// Pipelines: name → [`PipelineRecord`].
+    pipelines: sled::Tree,
     /// Held from journaling a hub event to indexing it, so the index takes hub events in
     /// journal order and knows the last one it has (`fleet_audit`).
     hub_event_order: std::sync::Mutex<()>,
@@ -244,10 +263,16 @@ impl HubStore {
             audit_by_device: db.open_tree("audit_by_device")?,
             audit_index_meta: db.open_tree("audit_index_meta")?,
             hub_event_order: std::sync::Mutex::new(()),
+            snapshot_ids: db.open_tree("snapshot_ids")?,
+            groups: db.open_tree("groups")?,
+            group_lock: std::sync::Mutex::new(()),
+            rollouts: db.open_tree("rollouts")?,
+            pipelines: db.open_tree("pipelines")?,
             journal,
             db,
         };
         store.open_fleet_audit_index(root)?;
+        store.index_snapshot_ids()?;
         Ok(store)
     }
 
@@ -273,13 +298,20 @@ impl HubStore {
     }
 
     /// A one-time enrollment token for `device_id`, valid for `lifetime_secs`.
-    pub fn create_enroll_token(&self, device_id: &str, lifetime_secs: u64, now: u64) -> Result<String, StoreError> {
+    pub fn create_enroll_token(
+        &self,
+        device_id: &str,
+        lifetime_secs: u64,
+        group: Option<&str>,
+        now: u64,
+    ) -> Result<String, StoreError> {
         let token = secret("rte_");
         let record = EnrollTokenRecord {
             device_id: device_id.to_string(),
             created: now,
             expires: now + lifetime_secs,
             used: false,
+            group: group.map(str::to_string),
         };
         self.tokens.insert(digest(&token), encode(&record))?;
         self.flush()?;
@@ -297,6 +329,12 @@ impl HubStore {
         } else {
             Ok(record.device_id)
         })
+    }
+
+    /// The group a token's device joins when it enrolls.
+    pub fn enroll_token_group(&self, token: &str) -> Result<Option<String>, StoreError> {
+        let Some(bytes) = self.tokens.get(digest(token))? else { return Ok(None) };
+        Ok(decode::<EnrollTokenRecord>(&bytes)?.group)
     }
 
     /// Marks a token used, atomically: of two enrollments racing with one token, one wins.
@@ -352,6 +390,7 @@ impl HubStore {
             previous_serial: None,
             device_key: Some(device_key.to_string()),
             sbom_outdated: None,
+            group: None,
         };
         self.devices.insert(device_id.as_bytes(), encode(&record))?;
         self.flush()
@@ -384,12 +423,25 @@ impl HubStore {
 
     /// Updates what the hub knows about a connected device (not flushed: it is refreshed on
     /// every connection).
-    pub fn update_device(&self, id: &str, change: impl FnOnce(&mut DeviceRecord)) -> Result<(), StoreError> {
-        if let Some(mut record) = self.device(id)? {
+    pub fn update_device(&self, id: &str, change: impl Fn(&mut DeviceRecord)) -> Result<(), StoreError> {
+        self.modify_device(id, change).map(|_| ())
+    }
+
+    /// Changes a device's record atomically (compare and swap, again if another change came
+    /// between): a status push and a group change at once both stay. Returns the new record.
+    pub(crate) fn modify_device(
+        &self,
+        id: &str,
+        change: impl Fn(&mut DeviceRecord),
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        loop {
+            let Some(old) = self.devices.get(id.as_bytes())? else { return Ok(None) };
+            let mut record: DeviceRecord = decode(&old)?;
             change(&mut record);
-            self.devices.insert(id.as_bytes(), encode(&record))?;
+            if self.devices.compare_and_swap(id.as_bytes(), Some(old), Some(encode(&record)))?.is_ok() {
+                return Ok(Some(record));
+            }
         }
-        Ok(())
     }
 
     /// Revokes a device's certificate; returns its serial.
@@ -525,7 +577,35 @@ impl HubStore {
     }
 
     pub fn add_snapshot(&self, record: &SnapshotRecord) -> Result<(), StoreError> {
-        self.snapshots.insert(device_key(&record.device, record.id.as_bytes()), encode(record))?;
+        (&self.snapshots, &self.snapshot_ids)
+            .transaction(|(snapshots, ids)| {
+                snapshots.insert(device_key(&record.device, record.id.as_bytes()), encode(record))?;
+                ids.insert(record.id.as_bytes(), record.device.as_bytes())?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::Db(e),
+                sled::transaction::TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
+            })?;
+        self.flush()
+    }
+
+    /// Any snapshot by its id, whichever device it came from: snapshots deploy anywhere.
+    pub fn snapshot_by_id(&self, id: &str) -> Result<Option<SnapshotRecord>, StoreError> {
+        let Some(device) = self.snapshot_ids.get(id.as_bytes())? else { return Ok(None) };
+        self.snapshot(&String::from_utf8_lossy(&device), id)
+    }
+
+    /// Fills the snapshot id index for snapshots kept before it existed (once: afterwards the
+    /// two are written together).
+    fn index_snapshot_ids(&self) -> Result<(), StoreError> {
+        if !self.snapshot_ids.is_empty() || self.snapshots.is_empty() {
+            return Ok(());
+        }
+        for value in self.snapshots.iter().values() {
+            let record: SnapshotRecord = decode(&value?)?;
+            self.snapshot_ids.insert(record.id.as_bytes(), record.device.as_bytes())?;
+        }
         self.flush()
     }
 
@@ -577,7 +657,7 @@ mod tests {
     #[test]
     fn enrollment_tokens_are_one_time_and_expire() {
         let (_d, s) = store();
-        let t = s.create_enroll_token("pump-1", 3600, 1000).unwrap();
+        let t = s.create_enroll_token("pump-1", 3600, None, 1000).unwrap();
         assert_eq!(s.check_enroll_token(&t, 1000).unwrap(), Ok("pump-1".into()));
         assert_eq!(s.check_enroll_token(&t, 4600).unwrap(), Err(EnrollRefusal::ExpiredToken));
         assert_eq!(s.check_enroll_token("rte_nope", 1000).unwrap(), Err(EnrollRefusal::UnknownToken));

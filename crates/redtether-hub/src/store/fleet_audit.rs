@@ -165,6 +165,16 @@ pub struct AuditFilter {
     /// Unix seconds: events before (not at).
     pub until: Option<u64>,
     pub source: Option<Source>,
+    /// A group's devices' events and the hub's events about the group.
+    pub group: Option<GroupScope>,
+}
+
+/// The `group` filter: its name and (filled in by the caller from the store, at the time of
+/// the query) its members now. The group's own events have target `group:<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupScope {
+    pub name: String,
+    pub members: std::collections::BTreeSet<String>,
 }
 
 /// What a filter looks at, borrowed from an index entry without decoding the row.
@@ -180,12 +190,31 @@ pub struct RowHead<'a> {
 
 impl AuditFilter {
     pub fn matches(&self, row: &RowHead<'_>) -> bool {
-        self.source.is_none_or(|s| s == row.source)
+        self.in_group(row)
+            && self.source.is_none_or(|s| s == row.source)
             && self.device.as_deref().is_none_or(|d| row.device == Some(d))
             && self.kind.as_deref().is_none_or(|k| kind_matches(k, row.kind))
             && self.actor.as_deref().is_none_or(|a| a == row.actor)
             && row.at_ms >= self.since_ms()
             && self.until_ms().is_none_or(|end| row.at_ms < end)
+    }
+
+    /// A group member's event, or (decided by [`AuditFilter::wants`] on the whole row) a hub
+    /// event about no device, which may be about the group.
+    fn in_group(&self, row: &RowHead<'_>) -> bool {
+        let Some(group) = &self.group else { return true };
+        match row.device {
+            Some(device) => group.members.contains(device),
+            None => row.source == Source::Hub,
+        }
+    }
+
+    /// The checks [`AuditFilter::matches`] could not make from the index entry alone.
+    pub fn wants(&self, row: &AuditRow) -> bool {
+        match (&self.group, &row.device) {
+            (Some(group), None) => row.target.strip_prefix("group:") == Some(group.name.as_str()),
+            _ => true,
+        }
     }
 
     fn since_ms(&self) -> u64 {
@@ -313,6 +342,7 @@ impl FleetQuery {
                 ("since", _) => "since",
                 ("until", _) => "until",
                 ("source", _) => "source",
+                ("group", _) => "group",
                 ("before", QueryFor::Page) => "before",
                 ("limit", QueryFor::Page) => "limit",
                 ("format", QueryFor::Export) => "format",
@@ -327,6 +357,10 @@ impl FleetQuery {
             match parameter {
                 "device" if redtether_proto::names::valid_name(value) => q.filter.device = Some(value.to_string()),
                 "device" => return Err(bad("not a device id")),
+                "group" if redtether_proto::names::valid_name(value) => {
+                    q.filter.group = Some(GroupScope { name: value.to_string(), members: Default::default() })
+                }
+                "group" => return Err(bad("not a group name")),
                 "kind" if kind_is_plausible(value) => q.filter.kind = Some(value.to_string()),
                 "kind" => return Err(bad("not an event kind (letters, digits, '.', '_', '-')")),
                 "actor" if text_is_plausible(value) => q.filter.actor = Some(value.to_string()),
@@ -906,7 +940,7 @@ impl HubStore {
         if !filter.matches(&head) {
             return Ok(None);
         }
-        self.load_row(&parts, kind, actor, Some(body))
+        Ok(self.load_row(&parts, kind, actor, Some(body))?.filter(|row| filter.wants(row)))
     }
 
     /// As [`HubStore::fleet_entry_row`], for an `audit_by_device` entry.
@@ -1180,7 +1214,7 @@ mod tests {
         let q = FleetQuery::parse(None, QueryFor::Page).unwrap();
         assert_eq!((q.filter, q.before, q.limit), (AuditFilter::default(), None, DEFAULT_LIMIT));
         let q = FleetQuery::parse(
-            Some("device=pump-1&kind=gate.&actor=user%3Aann&since=1700000000&until=2026-12-05T10:00:00Z&source=hub&limit=7"),
+            Some("device=pump-1&kind=gate.&actor=user%3Aann&since=1700000000&until=2026-12-05T10:00:00Z&source=hub&limit=7&group=prod"),
             QueryFor::Page,
         )
         .unwrap();
@@ -1193,6 +1227,7 @@ mod tests {
                 since: Some(1_700_000_000),
                 until: Some(1_796_464_800),
                 source: Some(Source::Hub),
+                group: Some(GroupScope { name: "prod".into(), members: Default::default() }),
             }
         );
         assert_eq!(q.limit, 7);
@@ -1454,6 +1489,27 @@ mod tests {
             pages.push(s.audit_page_examining(filter, cursor.as_ref(), limit, cap).unwrap());
             assert!(pages.len() < 100, "paging does not end");
         }
+    }
+
+    #[test]
+    fn a_group_filter_takes_its_members_and_its_own_events_only() {
+        let (_d, s) = store();
+        for device in ["a", "b", "c"] {
+            s.record_event(device, HubEventKind::DeviceConnected, json!({})).unwrap();
+        }
+        s.record(HubEventKind::GroupCreated, Actor::user("ann"), "group:prod", json!({})).unwrap();
+        s.record(HubEventKind::GroupCreated, Actor::user("ann"), "group:production", json!({})).unwrap();
+        s.record(HubEventKind::OperatorLogin, Actor::user("ann"), "hub", json!({})).unwrap();
+        s.record(HubEventKind::RolloutStarted, Actor::user("ann"), "group:prod", json!({})).unwrap();
+        let members = ["a", "b"].map(String::from).into_iter().collect();
+        let filter = AuditFilter { group: Some(GroupScope { name: "prod".into(), members }), ..Default::default() };
+        let rows: Vec<AuditRow> = pages(&s, &filter, 2, MAX_EXAMINED).into_iter().flat_map(|p| p.rows).collect();
+        let seen: Vec<(Option<&str>, &str)> = rows.iter().map(|r| (r.device.as_deref(), r.kind.as_str())).collect();
+        assert_eq!(
+            seen,
+            [(None, "rollout.started"), (None, "group.created"), (Some("b"), "device.connected"), (Some("a"), "device.connected")]
+        );
+        assert!(rows.iter().filter(|r| r.device.is_none()).all(|r| r.target == "group:prod"));
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub struct PolicyRecord {
     pub made_at: u64,
     /// The operator whose change made it.
     pub made_by: String,
+    /// The group whose policy this is; `None` for the device's own, which wins over any
+    /// group's.
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// A bearer token the hub made for a device. The token itself was shown once and not kept.
@@ -69,8 +73,11 @@ impl HubTokenRecord {
 /// What a new policy is made for.
 #[derive(Debug, Clone)]
 pub enum PolicyChange {
-    /// An operator's new document (its `tokens` are ignored: tokens change only by token).
+    /// An operator's new document for the device (its `tokens` are ignored: tokens change only
+    /// by token).
     Document(PolicyDocument),
+    /// The device's group's document, for a member without a policy of its own.
+    Group { group: String, document: PolicyDocument },
     TokenAdded(HubTokenRecord),
     TokenRevoked(String),
 }
@@ -185,14 +192,18 @@ impl HubStore {
         let newest = self.policy(device)?;
         let mut tokens = self.policy_tokens(device)?;
         let previous = newest.as_ref().map(|p| signed_document(&p.desired, &tokens));
-        let desired = match &change {
-            PolicyChange::Document(document) => PolicyDocument { tokens: Vec::new(), ..document.clone() },
+        let (desired, group) = match &change {
+            PolicyChange::Document(document) => (PolicyDocument { tokens: Vec::new(), ..document.clone() }, None),
+            PolicyChange::Group { group, document } => {
+                (PolicyDocument { tokens: Vec::new(), ..document.clone() }, Some(group.clone()))
+            }
             PolicyChange::TokenAdded(_) | PolicyChange::TokenRevoked(_) => {
-                newest.as_ref().ok_or(PolicyError::NoPolicy)?.desired.clone()
+                let newest = newest.as_ref().ok_or(PolicyError::NoPolicy)?;
+                (newest.desired.clone(), newest.group.clone())
             }
         };
         match &change {
-            PolicyChange::Document(_) => {}
+            PolicyChange::Document(_) | PolicyChange::Group { .. } => {}
             PolicyChange::TokenAdded(token) => {
                 if tokens.iter().any(|t| t.name == token.name) {
                     return Err(PolicyError::TokenExists(token.name.clone()));
@@ -226,13 +237,14 @@ impl HubStore {
             applied_at: None,
             made_at: now,
             made_by: operator.to_string(),
+            group,
         };
         let encoded = encode(&record);
         (&self.policies, &self.policy_tokens)
             .transaction(|(policies, token_tree)| {
                 policies.insert(device.as_bytes(), encoded.as_slice())?;
                 match &change {
-                    PolicyChange::Document(_) => {}
+                    PolicyChange::Document(_) | PolicyChange::Group { .. } => {}
                     PolicyChange::TokenAdded(token) => {
                         token_tree.insert(device_key(device, token.name.as_bytes()), encode(token))?;
                     }

@@ -195,6 +195,42 @@ kinds! {
         OperatorLoginLimited => "operator.login_limited",
         /// An operator logged out.
         OperatorLogout => "operator.logout",
+        /// An operator made a device group. Target `group:<name>`. Detail: `description`.
+        GroupCreated => "group.created",
+        /// Devices joined or left a group. Target `group:<name>`. Detail: `added`, `removed`
+        /// (device ids), `moved_from` (device → its previous group).
+        GroupDevicesChanged => "group.devices_changed",
+        /// An empty group was deleted. Target `group:<name>`.
+        GroupDeleted => "group.deleted",
+        /// A group's policy was set; each member without its own policy gets it. Target
+        /// `group:<name>`. Detail: `devices` (how many got a new policy), `overridden` (ids of
+        /// members whose own policy wins).
+        GroupPolicyChanged => "group.policy_changed",
+        /// A rollout to a group began. Target `group:<name>`. Detail: `rollout`, `snapshot`,
+        /// `flows_hash`, `plan`, `devices`, `pipeline` (when a promotion started it).
+        RolloutStarted => "rollout.started",
+        /// A rollout's stage finished and the next began. Target `group:<name>`. Detail:
+        /// `rollout`, `wave` (0 is the canary), `devices`, `applied`, `failed`, `skipped`.
+        RolloutWave => "rollout.wave",
+        /// A rollout stopped itself: more devices failed than its plan allows. Target
+        /// `group:<name>`. Detail: `rollout`, `reasons`, `on_halt`, `reverting` (device ids).
+        RolloutHalted => "rollout.halted",
+        /// Every device of a rollout was dealt with. Target `group:<name>`. Detail: `rollout`,
+        /// `applied`, `failed`, `skipped`.
+        RolloutCompleted => "rollout.completed",
+        /// An operator stopped a rollout where it stood. Target `group:<name>`. Detail: `rollout`.
+        RolloutAborted => "rollout.aborted",
+        /// An operator paused a rollout. Target `group:<name>`. Detail: `rollout`.
+        RolloutPaused => "rollout.paused",
+        /// An operator resumed a paused rollout. Target `group:<name>`. Detail: `rollout`.
+        RolloutResumed => "rollout.resumed",
+        /// A pipeline was made. Target `pipeline:<name>`. Detail: `stages`.
+        PipelineCreated => "pipeline.created",
+        /// A pipeline was deleted. Target `pipeline:<name>`.
+        PipelineDeleted => "pipeline.deleted",
+        /// A snapshot was promoted to a pipeline's next stage. Target `pipeline:<name>`.
+        /// Detail: `from`, `to`, `snapshot`, `rollout`.
+        PipelinePromoted => "pipeline.promoted",
     }
 }
 
