@@ -71,3 +71,19 @@ impl SimConfig {
         start + Duration::from_micros(h % span)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn apply_delays_stay_in_their_range_and_repeat() {
+        let config = SimConfig::new("127.0.0.1:7443", &"ab".repeat(32)).await.unwrap();
+        let delays: Vec<_> = (1..200).map(|n| config.apply_delay_of("pump-1", n)).collect();
+        assert!(delays.iter().all(|d| config.apply_delay.contains(d)), "{delays:?}");
+        assert!(delays.iter().any(|d| *d != delays[0]), "spread, not one value");
+        assert_eq!(config.apply_delay_of("pump-1", 7), delays[6]);
+        let fixed = SimConfig { apply_delay: Duration::from_secs(1)..Duration::from_secs(1), ..config };
+        assert_eq!(fixed.apply_delay_of("pump-1", 7), Duration::from_secs(1));
+    }
+}

@@ -70,7 +70,11 @@ impl DeviceTask {
                     faults += 1;
                     self.shared.connected.store(false, Ordering::SeqCst);
                     // A hub that keeps sending garbage is not worth a tight loop.
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(faults.min(25)))).await;
+                    let pause = Duration::from_millis(200 * u64::from(faults.min(25)));
+                    tokio::select! {
+                        _ = cancel.cancelled() => return ConnectionEnd::Stopped,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
                 }
             }
         }
