@@ -3,8 +3,9 @@
 //! real agent and a real hub with their own state directories, test CAs, aioquic as a foreign
 //! QUIC peer, a stand-in npm registry, a real forward proxy (tinyproxy), a real OpenID provider
 //! (oidc-provider) and a real LDAP directory (slapd) for single sign-on, a real browser (headless
-//! Chromium over WebDriver) for the hub's pages, the forgetful filesystem for power cuts, HTTP
-//! clients, and small helpers to wait for conditions.
+//! Chromium over WebDriver) for the hub's pages, simulated devices by the hundred against a real
+//! hub, the forgetful filesystem for power cuts, HTTP clients, and small helpers to wait for
+//! conditions.
 
 pub mod agent;
 pub mod aioquic;
@@ -19,6 +20,7 @@ pub mod node_red;
 pub mod npm_fixture;
 pub mod npm_registry;
 pub mod oidc;
+pub mod simulator;
 pub mod tinyproxy;
 pub mod tls;
 
