@@ -3,8 +3,8 @@
 //! `enroll_refused` with a reason. The token is consumed only when a certificate was issued.
 
 use crate::keys::HubKeys;
-use crate::store::{GroupRecord, HubStore, PolicyChange};
 use crate::store::StoreError;
+use crate::store::{GroupRecord, HubStore, PolicyChange};
 use redtether_pki::{PkiError, cert_info, pem_to_der};
 use redtether_proto::audit::{Actor, HubEventKind};
 use redtether_proto::wire::{EnrollRefusal, EnrollRequest, EnrollResponse, FrameDecoder, FrameError, encode};
@@ -109,7 +109,8 @@ impl Enrollment {
             Ok(change) => change,
             Err(e) => return tracing::error!(%device, %group, error = %e, "enrolled device could not join its group"),
         };
-        let detail = json!({ "added": joined.added, "removed": [], "moved_from": joined.moved_from, "via": "enrollment" });
+        let detail =
+            json!({ "added": joined.added, "removed": [], "moved_from": joined.moved_from, "via": "enrollment" });
         let _ = self.store.record(HubEventKind::GroupDevicesChanged, Actor::System, &format!("group:{group}"), detail);
         let Ok(Some(GroupRecord { policy: Some(document), .. })) = self.store.group(group) else { return };
         let change = PolicyChange::Group { group: group.to_string(), document };

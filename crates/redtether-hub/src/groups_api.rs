@@ -65,7 +65,9 @@ pub(crate) async fn read_json<T: DeserializeOwned>(body: RequestBody) -> Result<
 
 pub(crate) fn conflict(code: &str, e: &StoreError) -> Response<Full<Bytes>> {
     match e {
-        StoreError::Conflict(message) => json_response(StatusCode::CONFLICT, json!({ "error": code, "message": message })),
+        StoreError::Conflict(message) => {
+            json_response(StatusCode::CONFLICT, json!({ "error": code, "message": message }))
+        }
         other => store_error(other),
     }
 }
@@ -165,7 +167,12 @@ impl Api {
             return conflict("group_exists", &e);
         }
         let detail = json!({ "description": new.description });
-        if let Err(e) = self.store.record(HubEventKind::GroupCreated, Actor::user(&caller.operator.name), &format!("group:{}", new.name), detail) {
+        if let Err(e) = self.store.record(
+            HubEventKind::GroupCreated,
+            Actor::user(&caller.operator.name),
+            &format!("group:{}", new.name),
+            detail,
+        ) {
             return store_error(&e);
         }
         json_response(StatusCode::CREATED, json!({ "name": new.name, "description": new.description }))
@@ -218,7 +225,12 @@ impl Api {
             Ok(false) => return error(StatusCode::NOT_FOUND, "unknown_group"),
             Err(e) => return conflict("group_not_empty", &e),
         }
-        if let Err(e) = self.store.record(HubEventKind::GroupDeleted, Actor::user(&caller.operator.name), &format!("group:{name}"), json!({})) {
+        if let Err(e) = self.store.record(
+            HubEventKind::GroupDeleted,
+            Actor::user(&caller.operator.name),
+            &format!("group:{name}"),
+            json!({}),
+        ) {
             return store_error(&e);
         }
         let mut r = Response::new(Full::new(Bytes::new()));
@@ -246,7 +258,12 @@ impl Api {
         };
         if !changed.added.is_empty() || !changed.removed.is_empty() {
             let detail = json!({ "added": changed.added, "removed": changed.removed, "moved_from": changed.moved_from, "operator": caller.operator.name });
-            if let Err(e) = self.store.record(HubEventKind::GroupDevicesChanged, Actor::user(&caller.operator.name), &format!("group:{name}"), detail) {
+            if let Err(e) = self.store.record(
+                HubEventKind::GroupDevicesChanged,
+                Actor::user(&caller.operator.name),
+                &format!("group:{name}"),
+                detail,
+            ) {
                 return store_error(&e);
             }
         }
@@ -310,7 +327,12 @@ impl Api {
             }
         }
         let detail = json!({ "devices": changed, "overridden": overridden, "operator": caller.operator.name });
-        if let Err(e) = self.store.record(HubEventKind::GroupPolicyChanged, Actor::user(&caller.operator.name), &format!("group:{name}"), detail) {
+        if let Err(e) = self.store.record(
+            HubEventKind::GroupPolicyChanged,
+            Actor::user(&caller.operator.name),
+            &format!("group:{name}"),
+            detail,
+        ) {
             return store_error(&e);
         }
         json_response(StatusCode::ACCEPTED, json!({ "devices": changed, "overridden": overridden }))

@@ -79,7 +79,12 @@ impl Api {
                 match self.store.delete_pipeline(name) {
                     Ok(true) => {
                         let target = format!("pipeline:{name}");
-                        if let Err(e) = self.store.record(HubEventKind::PipelineDeleted, Actor::user(&caller.operator.name), &target, json!({})) {
+                        if let Err(e) = self.store.record(
+                            HubEventKind::PipelineDeleted,
+                            Actor::user(&caller.operator.name),
+                            &target,
+                            json!({}),
+                        ) {
                             return store_error(&e);
                         }
                         let mut r = Response::new(Full::new(Bytes::new()));
@@ -119,7 +124,9 @@ impl Api {
             };
             match self.store.group(&group) {
                 Ok(Some(_)) => {}
-                Ok(None) => return json_response(StatusCode::NOT_FOUND, json!({ "error": "unknown_group", "group": group })),
+                Ok(None) => {
+                    return json_response(StatusCode::NOT_FOUND, json!({ "error": "unknown_group", "group": group }));
+                }
                 Err(e) => return store_error(&e),
             }
             if stages.iter().any(|s| s.group == group) {
@@ -137,7 +144,12 @@ impl Api {
             return conflict("pipeline_exists", &e);
         }
         let detail = json!({ "stages": record.stages.iter().map(|s| &s.group).collect::<Vec<_>>() });
-        if let Err(e) = self.store.record(HubEventKind::PipelineCreated, Actor::user(&caller.operator.name), &format!("pipeline:{}", record.name), detail) {
+        if let Err(e) = self.store.record(
+            HubEventKind::PipelineCreated,
+            Actor::user(&caller.operator.name),
+            &format!("pipeline:{}", record.name),
+            detail,
+        ) {
             return store_error(&e);
         }
         json_response(StatusCode::CREATED, pipeline_json(&record))
@@ -153,10 +165,8 @@ impl Api {
             return json_response(StatusCode::BAD_REQUEST, json!({ "error": "not_a_stage", "from": promotion.from }));
         };
         let Some(next) = pipeline.stages.get(at + 1) else { return error(StatusCode::CONFLICT, "last_stage") };
-        match self.came_from(&promotion.snapshot, &promotion.from) {
-            Ok(true) => {}
-            Ok(false) => return error(StatusCode::CONFLICT, "snapshot_not_from_stage"),
-            Err(r) => return r,
+        if let Some(refusal) = self.refuse_promotion(&promotion.snapshot, &promotion.from) {
+            return refusal;
         }
         let started = self.start_rollout(caller, &next.group, &promotion.snapshot, next.plan.clone(), Some(name)).await;
         if started.status() != StatusCode::ACCEPTED {
@@ -164,28 +174,38 @@ impl Api {
         }
         let rollout = self.rollouts.active_for_group(&next.group);
         let detail = json!({ "from": promotion.from, "to": next.group, "snapshot": promotion.snapshot, "rollout": rollout, "operator": caller.operator.name });
-        if let Err(e) = self.store.record(HubEventKind::PipelinePromoted, Actor::user(&caller.operator.name), &format!("pipeline:{name}"), detail) {
+        if let Err(e) = self.store.record(
+            HubEventKind::PipelinePromoted,
+            Actor::user(&caller.operator.name),
+            &format!("pipeline:{name}"),
+            detail,
+        ) {
             return store_error(&e);
         }
         json_response(StatusCode::ACCEPTED, json!({ "rollout": rollout, "to": next.group }))
     }
 
-    /// Whether `snapshot` was taken from a device of `group` now, or reached the group through
-    /// a rollout that completed.
-    fn came_from(&self, snapshot: &str, group: &str) -> Result<bool, Response<Full<Bytes>>> {
+    /// Why `snapshot` may not be promoted from `group`, if it may not: it must have been taken
+    /// from one of the group's devices, or reached the group through a rollout that completed.
+    fn refuse_promotion(&self, snapshot: &str, group: &str) -> Option<Response<Full<Bytes>>> {
         let record = match self.store.snapshot_by_id(snapshot) {
             Ok(Some(r)) => r,
-            Ok(None) => return Err(error(StatusCode::NOT_FOUND, "unknown_snapshot")),
-            Err(e) => return Err(store_error(&e)),
+            Ok(None) => return Some(error(StatusCode::NOT_FOUND, "unknown_snapshot")),
+            Err(e) => return Some(store_error(&e)),
         };
         match self.store.device(&record.device) {
-            Ok(Some(d)) if d.group.as_deref() == Some(group) => return Ok(true),
+            Ok(Some(d)) if d.group.as_deref() == Some(group) => return None,
             Ok(_) => {}
-            Err(e) => return Err(store_error(&e)),
+            Err(e) => return Some(store_error(&e)),
         }
         match self.store.rollouts() {
-            Ok(all) => Ok(all.iter().any(|r| r.group == group && r.snapshot == snapshot && r.state == State::Completed)),
-            Err(e) => Err(store_error(&e)),
+            Ok(all)
+                if all.iter().any(|r| r.group == group && r.snapshot == snapshot && r.state == State::Completed) =>
+            {
+                None
+            }
+            Ok(_) => Some(error(StatusCode::CONFLICT, "snapshot_not_from_stage")),
+            Err(e) => Some(store_error(&e)),
         }
     }
 }

@@ -266,7 +266,9 @@ impl Api {
             return error(StatusCode::CONFLICT, "no_group_policy");
         };
         match self.change_policy(operator, device, PolicyChange::Group { group, document }).await {
-            Ok(made) => json_response(StatusCode::ACCEPTED, json!({ "number": made.record.number, "group": made.record.group })),
+            Ok(made) => {
+                json_response(StatusCode::ACCEPTED, json!({ "number": made.record.number, "group": made.record.group }))
+            }
             Err(r) => r,
         }
     }

@@ -128,19 +128,20 @@ impl Api {
     pub(crate) fn rollout_json(&self, r: &Rollout) -> serde_json::Value {
         let online = self.registry.online_ids();
         let mut v = summary(r);
-        v["devices"] = json!(r
-            .devices
-            .iter()
-            .map(|e| json!({
-                "device": e.device,
-                "stage": e.stage,
-                "state": e.state.name(),
-                "reason": reason(&e.state),
-                "online": online.contains(&e.device),
-                "previous": e.previous,
-                "deployment": e.forward,
-            }))
-            .collect::<Vec<_>>());
+        v["devices"] = json!(
+            r.devices
+                .iter()
+                .map(|e| json!({
+                    "device": e.device,
+                    "stage": e.stage,
+                    "state": e.state.name(),
+                    "reason": reason(&e.state),
+                    "online": online.contains(&e.device),
+                    "previous": e.previous,
+                    "deployment": e.forward,
+                }))
+                .collect::<Vec<_>>()
+        );
         v
     }
 
@@ -161,7 +162,12 @@ impl Api {
         };
         let plan = match body.plan.check() {
             Ok(p) => p,
-            Err(e) => return json_response(StatusCode::BAD_REQUEST, json!({ "error": "invalid_plan", "field": e.field, "message": e.message })),
+            Err(e) => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({ "error": "invalid_plan", "field": e.field, "message": e.message }),
+                );
+            }
         };
         let snapshot = match (body.snapshot, body.flows) {
             (Some(id), None) if body.modules.is_none() && body.env.is_none() && body.settings.is_none() => id,
@@ -176,7 +182,10 @@ impl Api {
                     settings: body.settings.unwrap_or_default(),
                 };
                 if let Err(why) = snapshot.check() {
-                    return json_response(StatusCode::BAD_REQUEST, json!({ "error": "invalid_snapshot", "detail": why.to_string() }));
+                    return json_response(
+                        StatusCode::BAD_REQUEST,
+                        json!({ "error": "invalid_snapshot", "detail": why.to_string() }),
+                    );
                 }
                 // Kept like a device's snapshot, from no device: rollbacks and promotions name it.
                 let record = SnapshotRecord {
@@ -215,7 +224,10 @@ impl Api {
             Err(e) => return store_error(&e),
         };
         if let Err(why) = record.snapshot.check() {
-            return json_response(StatusCode::BAD_REQUEST, json!({ "error": "invalid_snapshot", "detail": why.to_string() }));
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": "invalid_snapshot", "detail": why.to_string() }),
+            );
         }
         if let Some(active) = self.rollouts.active_for_group(group) {
             return json_response(StatusCode::CONFLICT, json!({ "error": "rollout_active", "rollout": active }));
@@ -233,7 +245,8 @@ impl Api {
         // Online devices first, so the canary is one that can answer now; then by id.
         let online = self.registry.online_ids();
         members.sort_by_key(|d| !online.contains(d));
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let rollout = Rollout::new(
             uuid::Uuid::now_v7().to_string(),
             group.to_string(),

@@ -26,8 +26,8 @@ mod policy;
 mod presence;
 pub use crate::identity::OperatorRole;
 pub use fleet_audit::{
-    AuditFilter, AuditPage, GroupScope, AuditRow, CSV_HEADER, Cursor, DEFAULT_LIMIT, ExportFormat, FleetAuditError, FleetQuery,
-    MAX_EXAMINED, MAX_LIMIT, QueryFor, RowHead, Source, csv_line,
+    AuditFilter, AuditPage, AuditRow, CSV_HEADER, Cursor, DEFAULT_LIMIT, ExportFormat, FleetAuditError, FleetQuery,
+    GroupScope, MAX_EXAMINED, MAX_LIMIT, QueryFor, RowHead, Source, csv_line,
 };
 pub use groups::{GroupRecord, MembershipChange, PipelineRecord, PipelineStage};
 pub use operators::{AccountSource, ApiTokenRecord, OperatorRecord, SessionRecord, SetupCode};

@@ -5,7 +5,7 @@
 //! through its operator API, so a simulator that spoke the protocol wrong would fail here.
 
 use redtether_proto::deployment::flows_hash;
-use redtether_testkit::hub::Hub;
+use redtether_testkit::hub::{Hub, call, simulated_fleet};
 use redtether_testkit::simulator::{Behaviour, SimConfig, SimDevice, Simulator};
 use redtether_testkit::wait_for_async;
 use reqwest::Method;
@@ -14,25 +14,8 @@ use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(60);
 
-async fn call(hub: &Hub, method: Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request =
-        redtether_testkit::http::client().request(method, format!("{}{path}", hub.api())).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-/// A simulator against `hub` with `n` devices named `{prefix}-NNN`, all connected.
 async fn fleet(hub: &Hub, prefix: &str, n: usize) -> (Simulator, Vec<SimDevice>) {
-    let config = SimConfig::new(&hub.addr(), &hub.fingerprint()).await.unwrap();
-    let sim = Simulator::new(config).unwrap();
-    let names = (0..n).map(|i| format!("{prefix}-{i:03}")).collect();
-    let devices = sim.enroll_many(names, |name| async move { hub.enroll_token_async(&name).await }).await.unwrap();
-    sim.wait_connected(n, LONG).await.unwrap();
-    (sim, devices)
+    simulated_fleet(hub, prefix, n).await
 }
 
 /// The hub's `online` for every device it lists.

@@ -350,3 +350,35 @@ fn set_up(api: &str, name: &str, setup: &str) -> Account {
     let codes = confirmed["recovery_codes"].as_array().unwrap_or_else(|| panic!("{confirmed}"));
     Account { recovery_codes: codes.iter().map(|c| c.as_str().unwrap().to_string()).collect(), ..account }
 }
+
+/// `method path` on the hub's API with `token` and an optional JSON body: the status and the
+/// JSON answer (null when there is none).
+pub async fn call(
+    hub: &Hub,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = crate::http::client().request(method, format!("{}{path}", hub.api())).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// A simulator against `hub` with `n` devices named `{prefix}-NNN`, all connected.
+pub async fn simulated_fleet(
+    hub: &Hub,
+    prefix: &str,
+    n: usize,
+) -> (crate::simulator::Simulator, Vec<crate::simulator::SimDevice>) {
+    let config = crate::simulator::SimConfig::new(&hub.addr(), &hub.fingerprint()).await.unwrap();
+    let sim = crate::simulator::Simulator::new(config).unwrap();
+    let names = (0..n).map(|i| format!("{prefix}-{i:03}")).collect();
+    let devices = sim.enroll_many(names, |name| async move { hub.enroll_token_async(&name).await }).await.unwrap();
+    sim.wait_connected(n, Duration::from_secs(120)).await.unwrap();
+    (sim, devices)
+}

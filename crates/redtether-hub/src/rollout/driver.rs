@@ -12,7 +12,7 @@ use crate::store::{HubStore, SnapshotRecord, StoreError};
 use redtether_proto::audit::{Actor, HubEventKind};
 use redtether_proto::deployment::Snapshot;
 use redtether_proto::time::unix_now;
-use redtether_proto::wire::{NodeRedState, Command as DeviceCommand};
+use redtether_proto::wire::{Command as DeviceCommand, NodeRedState};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -241,13 +241,20 @@ impl Rollouts {
             _ => None,
         };
         let healthy = match self.store.device(&e.device) {
-            Ok(Some(d)) => d.status.is_none_or(|s| matches!(s.node_red.state, NodeRedState::Running | NodeRedState::Starting)),
+            Ok(Some(d)) => {
+                d.status.is_none_or(|s| matches!(s.node_red.state, NodeRedState::Running | NodeRedState::Starting))
+            }
             _ => true,
         };
         Observed { online: online.contains(&e.device), healthy, deployment }
     }
 
-    async fn carry_out(self: &Arc<Self>, decided: Vec<(Rollout, Vec<Action>)>, tasks: &TaskTracker, cancel: &CancellationToken) {
+    async fn carry_out(
+        self: &Arc<Self>,
+        decided: Vec<(Rollout, Vec<Action>)>,
+        tasks: &TaskTracker,
+        cancel: &CancellationToken,
+    ) {
         for (rollout, actions) in decided {
             for action in actions {
                 match action {
@@ -296,7 +303,9 @@ impl Rollouts {
         let record = match self.store.snapshot_by_id(snapshot) {
             Ok(Some(r)) => r,
             Ok(None) => return fail(format!("snapshot {snapshot} is gone")),
-            Err(e) => return tracing::error!(%rollout, %device, error = %e, "cannot read the snapshot; retried next turn"),
+            Err(e) => {
+                return tracing::error!(%rollout, %device, error = %e, "cannot read the snapshot; retried next turn");
+            }
         };
         if record.device != device && record.snapshot.credentials.is_some() {
             return fail("credentials_not_portable".into());
@@ -317,14 +326,17 @@ impl Rollouts {
         );
         match made {
             Ok(_) => {}
-            Err(DeployError::Store(e)) => tracing::error!(%rollout, %device, error = %e, "rollout deployment not stored; retried next turn"),
+            Err(DeployError::Store(e)) => {
+                tracing::error!(%rollout, %device, error = %e, "rollout deployment not stored; retried next turn")
+            }
             Err(e) => fail(e.to_string()),
         }
     }
 
     /// Asks `device` what it runs now and keeps it as a snapshot, on its own task.
     fn capture(self: &Arc<Self>, rollout: &Rollout, device: String, tasks: &TaskTracker, cancel: &CancellationToken) {
-        let (this, id, operator, cancel) = (Arc::clone(self), rollout.id.clone(), rollout.operator.clone(), cancel.clone());
+        let (this, id, operator, cancel) =
+            (Arc::clone(self), rollout.id.clone(), rollout.operator.clone(), cancel.clone());
         tasks.spawn(async move {
             let Ok(_permit) = Arc::clone(&this.captures).acquire_owned().await else { return };
             let result = tokio::select! {

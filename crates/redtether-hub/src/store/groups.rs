@@ -76,7 +76,11 @@ impl HubStore {
     }
 
     /// Changes a group's record (not its members).
-    pub fn update_group(&self, name: &str, change: impl FnOnce(&mut GroupRecord)) -> Result<Option<GroupRecord>, StoreError> {
+    pub fn update_group(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut GroupRecord),
+    ) -> Result<Option<GroupRecord>, StoreError> {
         let _guard = self.group_lock();
         let Some(mut record) = self.group(name)? else { return Ok(None) };
         change(&mut record);
@@ -107,7 +111,12 @@ impl HubStore {
     /// Puts `add` in group `name` (taking them out of any other) and takes `remove` out of it.
     /// Unknown devices are refused before anything changes; removing a device that is not a
     /// member changes nothing.
-    pub fn change_group_devices(&self, name: &str, add: &[String], remove: &[String]) -> Result<MembershipChange, StoreError> {
+    pub fn change_group_devices(
+        &self,
+        name: &str,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<MembershipChange, StoreError> {
         let _guard = self.group_lock();
         if self.group(name)?.is_none() {
             return Err(StoreError::Conflict(format!("no group named {name:?}")));

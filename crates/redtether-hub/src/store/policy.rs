@@ -77,7 +77,10 @@ pub enum PolicyChange {
     /// by token).
     Document(PolicyDocument),
     /// The device's group's document, for a member without a policy of its own.
-    Group { group: String, document: PolicyDocument },
+    Group {
+        group: String,
+        document: PolicyDocument,
+    },
     TokenAdded(HubTokenRecord),
     TokenRevoked(String),
 }

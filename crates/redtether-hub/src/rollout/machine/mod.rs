@@ -40,11 +40,19 @@ pub enum DeviceState {
     /// Its stage has not come (or it is offline and the plan waits for it).
     Waiting,
     /// The hub is asking it what it runs now, to have something to roll it back to.
-    Capturing { since_ms: u64 },
+    Capturing {
+        since_ms: u64,
+    },
     /// Its deployment is made and on its way or being applied.
-    Deploying { deployment: String, since_ms: u64 },
+    Deploying {
+        deployment: String,
+        since_ms: u64,
+    },
     /// It applied the new flows.
-    Applied { deployment: String, at_ms: u64 },
+    Applied {
+        deployment: String,
+        at_ms: u64,
+    },
     /// It did not apply them (refused, rolled back by the device, timed out), or turned
     /// unhealthy after it did (`runs_new`: a halt rolls it back too).
     Failed {
@@ -53,11 +61,20 @@ pub enum DeviceState {
         runs_new: bool,
     },
     /// Left out: offline when its stage came, and the plan skips offline devices.
-    Skipped { reason: String },
+    Skipped {
+        reason: String,
+    },
     /// Getting the snapshot it ran before, after a halt.
-    Reverting { deployment: String, since_ms: u64 },
-    Reverted { deployment: String },
-    RevertFailed { reason: String },
+    Reverting {
+        deployment: String,
+        since_ms: u64,
+    },
+    Reverted {
+        deployment: String,
+    },
+    RevertFailed {
+        reason: String,
+    },
 }
 
 impl DeviceState {
@@ -360,7 +377,10 @@ impl Rollout {
                     match state {
                         Some((DeployState::Applied, _)) => e.state = DeviceState::Applied { deployment, at_ms: now_ms },
                         Some((DeployState::RolledBack, detail)) => {
-                            e.state = DeviceState::Failed { reason: format!("rolled back by the device: {detail}"), runs_new: false }
+                            e.state = DeviceState::Failed {
+                                reason: format!("rolled back by the device: {detail}"),
+                                runs_new: false,
+                            }
                         }
                         Some((DeployState::Failed, detail)) => {
                             e.state = DeviceState::Failed { reason: format!("failed: {detail}"), runs_new: false }
@@ -382,8 +402,10 @@ impl Rollout {
                     }
                 }
                 (DeviceState::Applied { .. }, _) if e.stage == current && seen.online && !seen.healthy => {
-                    e.state =
-                        DeviceState::Failed { reason: "Node-RED unhealthy after the deployment".into(), runs_new: true };
+                    e.state = DeviceState::Failed {
+                        reason: "Node-RED unhealthy after the deployment".into(),
+                        runs_new: true,
+                    };
                 }
                 (DeviceState::Reverting { deployment, since_ms }, state) => {
                     let (deployment, since_ms) = (deployment.clone(), *since_ms);
@@ -394,7 +416,11 @@ impl Rollout {
                         }
                         None => {
                             if let Some(previous) = e.previous.clone() {
-                                actions.push(Action::Deploy { device: e.device.clone(), deployment, snapshot: previous })
+                                actions.push(Action::Deploy {
+                                    device: e.device.clone(),
+                                    deployment,
+                                    snapshot: previous,
+                                })
                             }
                         }
                         Some(_) if now_ms.saturating_sub(since_ms) > timeout_ms => {
@@ -423,7 +449,9 @@ impl Rollout {
         for e in &mut self.devices {
             match &e.state {
                 DeviceState::Capturing { .. } => e.state = DeviceState::Waiting,
-                DeviceState::Applied { .. } | DeviceState::Deploying { .. } | DeviceState::Failed { runs_new: true, .. }
+                DeviceState::Applied { .. }
+                | DeviceState::Deploying { .. }
+                | DeviceState::Failed { runs_new: true, .. }
                     if self.plan.on_halt == OnHalt::Rollback =>
                 {
                     let Some(previous) = e.previous.clone() else { continue };
@@ -473,9 +501,8 @@ impl Rollout {
             if !done {
                 return;
             }
-            let in_stage = |name: &str| {
-                self.devices.iter().filter(|e| e.stage == stage && e.state.name() == name).count()
-            };
+            let in_stage =
+                |name: &str| self.devices.iter().filter(|e| e.stage == stage && e.state.name() == name).count();
             let tally = json!({
                 "wave": stage,
                 "devices": self.devices.iter().filter(|e| e.stage == stage).count(),

@@ -44,7 +44,11 @@ impl Fleet {
         while let Some(action) = (!actions.is_empty()).then(|| actions.remove(0)) {
             match action {
                 Action::Capture { device } => {
-                    let result = if self.offline.contains(&device) { Err("offline".into()) } else { Ok(format!("before-{device}")) };
+                    let result = if self.offline.contains(&device) {
+                        Err("offline".into())
+                    } else {
+                        Ok(format!("before-{device}"))
+                    };
                     actions.extend(r.on_captured(&device, result, now, &mut ids));
                 }
                 Action::Deploy { device, deployment, snapshot } => {
@@ -156,7 +160,8 @@ fn failures_in_wave_two_above_max_failed_roll_back_the_waves_before() {
     let mut r = rollout(11, plan(json!({"canary": 1, "waves": [20, 60, 100], "wait": 0, "max_failed": 1})));
     assert_eq!(r.devices.iter().filter(|e| e.stage == 2).count(), 4);
     let wave2: Vec<String> = r.devices.iter().filter(|e| e.stage == 2).map(|e| e.device.clone()).collect();
-    let outcome = BTreeMap::from([(wave2[0].as_str(), DeployState::Failed), (wave2[1].as_str(), DeployState::RolledBack)]);
+    let outcome =
+        BTreeMap::from([(wave2[0].as_str(), DeployState::Failed), (wave2[1].as_str(), DeployState::RolledBack)]);
     run(&mut fleet, &mut r, &outcome, 0, 30);
     assert_eq!(r.state, State::Halted);
     assert_eq!(r.reasons.len(), 2);
@@ -169,7 +174,10 @@ fn failures_in_wave_two_above_max_failed_roll_back_the_waves_before() {
     }
     assert!(r.devices.iter().filter(|e| e.stage == 3).all(|e| e.state == DeviceState::Waiting), "wave 3 untouched");
     assert!(fleet.made.iter().all(|(d, _)| r.devices.iter().find(|e| &e.device == d).unwrap().stage <= 2));
-    assert!(wave2.iter().take(2).all(|d| !fleet.made.contains(&(d.clone(), format!("before-{d}")))), "failed devices keep what they run");
+    assert!(
+        wave2.iter().take(2).all(|d| !fleet.made.contains(&(d.clone(), format!("before-{d}")))),
+        "failed devices keep what they run"
+    );
     assert!(!r.is_active());
 }
 
@@ -235,7 +243,9 @@ fn an_aborted_rollout_moves_nothing_more() {
     run(&mut fleet, &mut r, &BTreeMap::new(), 6000, 10);
     assert_eq!(r.state, State::Aborted);
     assert_eq!(fleet.made.len(), 1, "only the canary's, made before the abort");
-    assert!(r.devices.iter().all(|e| !matches!(e.state, DeviceState::Reverting { .. } | DeviceState::Capturing { .. })));
+    assert!(
+        r.devices.iter().all(|e| !matches!(e.state, DeviceState::Reverting { .. } | DeviceState::Capturing { .. }))
+    );
 }
 
 #[test]
