@@ -21,7 +21,7 @@ const MAX_FORM: usize = 4096;
 /// Where to go after logging in: the console's pages and the editor routes, else the root (no
 /// open redirect; the API's JSON is no place to land).
 pub fn safe_next(next: &str) -> &str {
-    let page = ["/devices", "/audit", "/enroll", "/operators", "/account"]
+    let page = ["/devices", "/groups", "/rollouts", "/audit", "/enroll", "/operators", "/account"]
         .iter()
         .any(|p| next.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?'])));
     let ok = page && !next.contains("//") && !next.contains('\\') && next.chars().all(|c| c.is_ascii_graphic());
@@ -240,6 +240,8 @@ mod tests {
         assert_eq!(safe_next("/devices/pump-1/editor/"), "/devices/pump-1/editor/");
         assert_eq!(safe_next("/devices?q=pump&page=2"), "/devices?q=pump&page=2");
         assert_eq!(safe_next("/audit?kind=gate.denied"), "/audit?kind=gate.denied");
+        assert_eq!(safe_next("/groups/prod"), "/groups/prod");
+        assert_eq!(safe_next("/rollouts/0193-ab"), "/rollouts/0193-ab");
         for evil in [
             "/auditx",
             "/devices.evil.example/",

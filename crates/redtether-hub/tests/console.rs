@@ -2,13 +2,15 @@
 //! session and go out under a strict CSP with no inline script or style; forms are refused
 //! without the session's CSRF token, from another origin (also from a real page on another
 //! site in Chromium), and by role; an owner enrolls a device and adds an operator, each secret
-//! shown once; the API routes behind those pages answer scripts the same way.
+//! shown once; the API routes behind those pages answer scripts the same way; an owner makes a
+//! group of simulated devices and follows a rollout on its page.
 
 use redtether_testkit::browser::Browser;
 use redtether_testkit::hub::{Hub, Session};
-use redtether_testkit::unix_now;
+use redtether_testkit::{unix_now, wait_for_async};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::json;
+use std::time::Duration;
 
 fn plain_client() -> reqwest::Client {
     redtether_testkit::http::client_builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
@@ -291,4 +293,58 @@ async fn a_person_replaces_their_authenticator_and_recovery_codes_and_changes_th
         .await
         .unwrap();
     assert_eq!(answer.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owner_groups_devices_and_follows_a_rollout_in_chromium() {
+    let hub = Hub::start_logging("info");
+    let api = hub.api();
+    let ann = hub.account("ann", "owner");
+    let (sim, devices) = redtether_testkit::hub::simulated_fleet(&hub, "line", 6).await;
+    let browser = Browser::start().await;
+    browser.log_in(&api, "ann", &ann.password, &ann.code_at(unix_now() + 30), "/groups").await;
+    browser.fill("#new-group input[name=name]", "line").await;
+    browser.fill("#new-group input[name=description]", "<script>alert(1)</script> press line").await;
+    browser.click_and_load("#new-group button").await;
+    assert_eq!(browser.current_url().await.path(), "/groups/line");
+    // What an operator typed is shown as text.
+    assert_eq!(browser.text("#description").await, "<script>alert(1)</script> press line");
+    let ids: Vec<&str> = devices.iter().map(|d| d.id()).collect();
+    browser.fill("#add-devices input[name=add]", &ids.join(", ")).await;
+    browser.click_and_load("#add-devices button").await;
+    assert_eq!(browser.texts("#members tbody tr").await.len(), 6);
+
+    let flows = r#"[{"id":"t1","type":"tab","label":"line v2"},{"id":"n1","type":"inject","z":"t1"}]"#;
+    browser.fill("#rollout textarea[name=flows]", flows).await;
+    browser.fill("#rollout input[name=waves]", "50, 100").await;
+    browser.fill("#rollout input[name=wait]", "0s").await;
+    // The page asks before a rollout starts; the test says yes.
+    browser.execute("window.confirm = () => true;", &[]).await;
+    browser.click_and_load("#rollout button.primary").await;
+    let url = browser.current_url().await;
+    assert!(url.path().starts_with("/rollouts/"), "{url}");
+    let state = wait_for_async(Duration::from_secs(60), "the rollout page to say completed", || async {
+        browser.goto(url.as_str()).await;
+        let state = browser.text("#rollout-summary strong").await;
+        (state == "completed").then_some(state)
+    })
+    .await;
+    assert_eq!(state, "completed");
+    assert_eq!(browser.texts("table.stage tbody tr").await.len(), 6);
+    assert_eq!(browser.texts("h2").await[..3], ["Canary (1)".to_string(), "Stage 2 (3)".into(), "Stage 3 (2)".into()]);
+    browser.screenshot("console-rollout").await;
+    for d in &devices {
+        assert_eq!(d.current_snapshot()["flows"][0]["label"], "line v2", "{}", d.id());
+    }
+    browser.goto(&format!("{api}/groups/line")).await;
+    assert_eq!(browser.texts("#rollouts tbody tr").await.len(), 1);
+    browser.screenshot("console-group").await;
+
+    // A viewer sees the group and the rollout, and no form to change either.
+    let vic = hub.account("vic", "viewer");
+    let viewer = Browser::start().await;
+    viewer.log_in(&api, "vic", &vic.password, &vic.code_at(unix_now() + 30), "/groups/line").await;
+    assert_eq!(viewer.texts("#members tbody tr").await.len(), 6);
+    assert!(viewer.texts("form#rollout, form#add-devices, #members form").await.is_empty());
+    sim.shutdown().await;
 }

@@ -26,6 +26,12 @@ pub fn describe_done(word: &str) -> String {
         "sbom" => "The device sent a new SBOM.",
         "role" => "Role changed; their sessions ended.",
         "removed" => "Removed.",
+        "group" => "Group made.",
+        "members" => "The group's devices changed; those that joined get its policy.",
+        "rollout" => "Rollout started.",
+        "pause" => "Rollout paused: no more devices move until it is resumed.",
+        "resume" => "Rollout resumed.",
+        "abort" => "Rollout aborted: no more devices move.",
         _ => "Done.",
     }
     .to_string()
@@ -42,6 +48,14 @@ pub fn describe_failure(word: &str) -> String {
         "connection_lost" => "The connection to the device ended before it answered.",
         "unknown_device" => "No device has this id.",
         "unknown_snapshot" => "No such snapshot.",
+        "unknown_group" => "No group has this name.",
+        "group_exists" => "A group with this name exists.",
+        "group_not_empty" => "The group still has devices; remove them first.",
+        "group_empty" => "The group has no devices to roll out to.",
+        "rollout_active" => "This group has a rollout in progress; pause or abort it first.",
+        "not_applicable" => "The rollout is not in a state this applies to.",
+        "invalid_plan" => "The plan is not valid: waves must increase and end at 100, wait is like 60s.",
+        "credentials_not_portable" => "The snapshot's credentials open only on the device it came from.",
         "invalid_policy" => "The policy is not valid (a basic user needs a name and a password).",
         "invalid_password" => "That password is too short or too weak.",
         "invalid_token" | "invalid" => "A value is not valid: check the name, lifetime and scope.",
@@ -81,7 +95,7 @@ fn code(answer: &Value) -> String {
 
 /// After a change: back to `page` saying `done` (303), or — refused — a page with the API's
 /// status saying why, and the way back.
-fn back(caller: &Caller, page: &str, status: StatusCode, answer: &Value, done: &str) -> Response<ApiBody> {
+pub(super) fn back(caller: &Caller, page: &str, status: StatusCode, answer: &Value, done: &str) -> Response<ApiBody> {
     if status.is_success() {
         let join = if page.contains('?') { '&' } else { '?' };
         layout::see_other(&format!("{page}{join}done={done}"))
@@ -91,7 +105,7 @@ fn back(caller: &Caller, page: &str, status: StatusCode, answer: &Value, done: &
 }
 
 /// A refusal page: `status`, what `word` means, a link back to `page`.
-fn refused(caller: &Caller, page: &str, status: StatusCode, word: &str) -> Response<ApiBody> {
+pub(super) fn refused(caller: &Caller, page: &str, status: StatusCode, word: &str) -> Response<ApiBody> {
     layout::refusal(caller, status, &describe_failure(word), page)
 }
 
@@ -316,6 +330,7 @@ impl Api {
                     _ => back(caller, "/account", status, &answer, ""),
                 }
             }
+            Action::Group(group) => self.group_act(caller, group, form).await,
             Action::ConfirmTotp | Action::RenewRecoveryCodes => {
                 let (path, body) = if action == Action::ConfirmTotp {
                     ("/api/me/totp/confirm", json!({ "totp": form.text("totp") }))

@@ -24,6 +24,7 @@ pub const CSP: &str =
 pub enum Nav {
     Fleet,
     Devices,
+    Groups,
     Audit,
     Enroll,
     Operators,
@@ -43,6 +44,7 @@ pub fn frame(caller: &Caller, nav: Nav, title: &str, notice: Option<&Notice>, co
     let links: Vec<(Nav, &str, &str)> = [
         (Nav::Fleet, "/", "Overview", role >= OperatorRole::Viewer),
         (Nav::Devices, "/devices", "Devices", true),
+        (Nav::Groups, "/groups", "Groups", role >= OperatorRole::Viewer),
         (Nav::Audit, "/audit", "Audit", role >= OperatorRole::Viewer),
         (Nav::Enroll, "/enroll", "Enroll", role == OperatorRole::Owner),
         (Nav::Operators, "/operators", "Operators", role == OperatorRole::Owner),

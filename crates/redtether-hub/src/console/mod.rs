@@ -1,5 +1,6 @@
 //! The operator console: server-rendered pages at the hub for the fleet, each device, its
-//! security settings, deployments, snapshots, audit trail and SBOM, enrollment and operators.
+//! security settings, deployments, snapshots, audit trail and SBOM, device groups and their
+//! staged rollouts, enrollment and operators.
 //!
 //! Every change a page offers is a form posted to `/console/…` that the hub turns into the
 //! API request a script would make (same route, same role checks, same audit events: see
@@ -14,6 +15,8 @@ mod audit_page;
 mod device;
 mod devices;
 mod fleet;
+mod group_forms;
+mod groups;
 mod layout;
 mod live;
 mod people;
@@ -125,6 +128,9 @@ impl Api {
             Route::Enroll => self.enroll_page(&caller, &query, None),
             Route::Operators => self.operators_page(&caller, &query, None).await,
             Route::Account => self.account_page(&caller, &query, None).await,
+            Route::Groups => self.groups_page(&caller, &query).await,
+            Route::Group(name) => self.group_page(&caller, &name, query.notice()).await,
+            Route::Rollout(id) => self.rollout_page(&caller, &id, &query).await,
             Route::Asset(_) => unreachable!("served above"),
         })
     }

@@ -17,9 +17,25 @@ pub enum Route {
     Enroll,
     Operators,
     Account,
+    Groups,
+    Group(String),
+    Rollout(String),
     /// The devices' online state as server-sent events.
     Live,
     Action(Action),
+}
+
+/// A form of the groups pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupAction {
+    Create,
+    /// Adds and removes devices.
+    Devices(String),
+    /// Starts a rollout.
+    Deploy(String),
+    Delete(String),
+    /// `pause`, `resume` or `abort` a rollout.
+    Steer(String, &'static str),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +62,7 @@ pub enum Action {
     OfferTotp,
     ConfirmTotp,
     RenewRecoveryCodes,
+    Group(GroupAction),
 }
 
 /// The console's route for `method` and `path`; `None` for everything else (the API, the
@@ -61,6 +78,9 @@ pub fn route(method: &Method, path: &str) -> Option<Route> {
             ["enroll"] => Route::Enroll,
             ["operators"] => Route::Operators,
             ["account"] => Route::Account,
+            ["groups"] | ["groups", ""] => Route::Groups,
+            ["groups", name] => Route::Group(name.to_string()),
+            ["rollouts", id] if !id.is_empty() => Route::Rollout(id.to_string()),
             ["console", "live"] => Route::Live,
             ["assets", name] if !name.is_empty() => Route::Asset(name.to_string()),
             _ => return None,
@@ -92,6 +112,18 @@ pub fn route(method: &Method, path: &str) -> Option<Route> {
         ["console", "account", "totp", "confirm"] => Action::ConfirmTotp,
         ["console", "account", "recovery-codes"] => Action::RenewRecoveryCodes,
         ["console", "account", "tokens", name, "revoke"] => Action::RevokeApiToken(own(name)),
+        ["console", "groups"] => Action::Group(GroupAction::Create),
+        ["console", "groups", name, "devices"] => Action::Group(GroupAction::Devices(own(name))),
+        ["console", "groups", name, "deploy"] => Action::Group(GroupAction::Deploy(own(name))),
+        ["console", "groups", name, "delete"] => Action::Group(GroupAction::Delete(own(name))),
+        ["console", "rollouts", id, verb @ ("pause" | "resume" | "abort")] => {
+            let verb = match *verb {
+                "pause" => "pause",
+                "resume" => "resume",
+                _ => "abort",
+            };
+            Action::Group(GroupAction::Steer(own(id), verb))
+        }
         _ => return None,
     };
     // An empty id or name is no resource; the API would answer 404 for it anyway.
@@ -108,7 +140,10 @@ pub fn route(method: &Method, path: &str) -> Option<Route> {
         | Action::SetRole(a)
         | Action::RemoveOperator(a)
         | Action::Reset2fa(a)
-        | Action::RevokeApiToken(a) => named(a),
+        | Action::RevokeApiToken(a)
+        | Action::Group(
+            GroupAction::Devices(a) | GroupAction::Deploy(a) | GroupAction::Delete(a) | GroupAction::Steer(a, _),
+        ) => named(a),
         Action::Logout
         | Action::Enroll
         | Action::AddOperator
@@ -116,7 +151,8 @@ pub fn route(method: &Method, path: &str) -> Option<Route> {
         | Action::ChangePassword
         | Action::OfferTotp
         | Action::ConfirmTotp
-        | Action::RenewRecoveryCodes => true,
+        | Action::RenewRecoveryCodes
+        | Action::Group(GroupAction::Create) => true,
     };
     ok.then_some(Route::Action(action))
 }
@@ -135,6 +171,27 @@ mod tests {
         assert_eq!(get("/audit"), Some(Route::Audit));
         assert_eq!(get("/assets/console.css"), Some(Route::Asset("console.css".into())));
         assert_eq!(get("/console/live"), Some(Route::Live));
+        assert_eq!(get("/groups"), Some(Route::Groups));
+        assert_eq!(get("/groups/prod"), Some(Route::Group("prod".into())));
+        assert_eq!(get("/rollouts/r1"), Some(Route::Rollout("r1".into())));
+        assert_eq!(get("/rollouts/"), None);
+    }
+
+    #[test]
+    fn group_forms_name_their_group_or_rollout() {
+        let post = |p: &str| route(&Method::POST, p);
+        assert_eq!(post("/console/groups"), Some(Route::Action(Action::Group(GroupAction::Create))));
+        assert_eq!(
+            post("/console/groups/prod/deploy"),
+            Some(Route::Action(Action::Group(GroupAction::Deploy("prod".into()))))
+        );
+        assert_eq!(
+            post("/console/rollouts/r1/abort"),
+            Some(Route::Action(Action::Group(GroupAction::Steer("r1".into(), "abort"))))
+        );
+        assert_eq!(post("/console/rollouts/r1/restart"), None);
+        assert_eq!(post("/console/groups//devices"), None);
+        assert_eq!(post("/groups/prod"), None);
     }
 
     #[test]
