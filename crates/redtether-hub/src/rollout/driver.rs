@@ -166,7 +166,15 @@ impl Rollouts {
                 _ = cancel.cancelled() => return,
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(TURN) => {}
-                Some(answer) = captured.recv() => self.on_captured(answer, &tasks, &cancel).await,
+                Some(answer) = captured.recv() => {
+                    // Answers come in bursts (a wave's devices answer together): one store
+                    // write per rollout for all of them, not one each.
+                    let mut answers = vec![answer];
+                    while let Ok(more) = captured.try_recv() {
+                        answers.push(more);
+                    }
+                    self.on_captured(answers, &tasks, &cancel).await;
+                }
             }
             let this = Arc::clone(&self);
             let decided = tokio::task::spawn_blocking(move || this.turn()).await.unwrap_or_default();
@@ -369,14 +377,24 @@ impl Rollouts {
         Ok(record.id)
     }
 
-    async fn on_captured(self: &Arc<Self>, answer: Captured, tasks: &TaskTracker, cancel: &CancellationToken) {
-        let decided = {
+    async fn on_captured(self: &Arc<Self>, answers: Vec<Captured>, tasks: &TaskTracker, cancel: &CancellationToken) {
+        let mut by_rollout: BTreeMap<String, Vec<Captured>> = BTreeMap::new();
+        for answer in answers {
+            by_rollout.entry(answer.rollout.clone()).or_default().push(answer);
+        }
+        let mut decided = Vec::new();
+        {
             let mut active = self.active();
-            let Some(rollout) = active.get_mut(&answer.rollout) else { return };
-            let actions = rollout.on_captured(&answer.device, answer.result, now_ms(), &mut new_id);
-            let actions = self.keep(rollout, actions);
-            vec![(rollout.clone(), actions)]
-        };
+            for (id, answers) in by_rollout {
+                let Some(rollout) = active.get_mut(&id) else { continue };
+                let mut actions = Vec::new();
+                for answer in answers {
+                    actions.extend(rollout.on_captured(&answer.device, answer.result, now_ms(), &mut new_id));
+                }
+                let actions = self.keep(rollout, actions);
+                decided.push((rollout.clone(), actions));
+            }
+        }
         self.carry_out(decided, tasks, cancel).await;
     }
 }
