@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! <hub state>/  lock, control.sock, ca.pem, ca.key, server.pem, server.key, server.names,
-//!               reset.key, cid.key, signing.key (all keys 0600), db/ (sled registry), api-tls/,
+//!               reset.key, cid.key, signing.key, credentials.key (all keys 0600), db/ (sled
+//!               registry), api-tls/,
 //!               audit.jsonl (the hub's hash-chained audit trail, 0600)
 //! ```
 
@@ -30,6 +31,7 @@ mod login;
 mod operators_api;
 mod policy_api;
 mod policy_body;
+pub mod portable;
 mod registry;
 mod sbom_view;
 mod self_service;
@@ -133,6 +135,7 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
         store: Arc::clone(&store),
         registry: registry.clone(),
         signer: Arc::new(signer),
+        credentials_key: Arc::new(keys.credentials.clone()),
         tasks: tasks.clone(),
         secure_cookies: api_tls.is_some(),
         failed_auth: redtether_host::ratelimit::Limiter::new(

@@ -544,6 +544,22 @@ impl HubStore {
         self.snapshots.get(device_key(device, id.as_bytes()))?.map(|v| decode(&v)).transpose()
     }
 
+    /// The snapshot `id`, whichever device it was taken from. (A scan of every snapshot: there
+    /// are few, and a deployment by snapshot id is rare.)
+    pub fn snapshot_by_id(&self, id: &str) -> Result<Option<SnapshotRecord>, StoreError> {
+        let tail = [&[0u8][..], id.as_bytes()].concat();
+        for entry in self.snapshots.iter() {
+            let (key, value) = entry?;
+            if key.ends_with(&tail) {
+                let record: SnapshotRecord = decode(&value)?;
+                if record.id == id {
+                    return Ok(Some(record));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     pub fn put_sbom(&self, device: &str, sbom: &serde_json::Value) -> Result<(), StoreError> {
         self.sboms.insert(device.as_bytes(), encode(sbom))?;
         // Kept with the device, so the fleet's lists need not read every SBOM.
@@ -681,5 +697,29 @@ mod tests {
             !s.update_deployment("pump-10", "b", DeployState::Applied, serde_json::json!({}), 3).unwrap(),
             "another device's id"
         );
+    }
+
+    #[test]
+    fn a_snapshot_is_found_by_its_id_whichever_device_it_came_from() {
+        let (_d, s) = store();
+        let record = |device: &str, id: &str| SnapshotRecord {
+            id: id.into(),
+            device: device.into(),
+            created: 1,
+            operator: "o".into(),
+            snapshot: Snapshot {
+                flows: vec![],
+                credentials: None,
+                modules: Default::default(),
+                env: Default::default(),
+                settings: Default::default(),
+            },
+        };
+        s.add_snapshot(&record("pump-1", "s-1")).unwrap();
+        s.add_snapshot(&record("pump-10", "s-2")).unwrap();
+        assert_eq!(s.snapshot_by_id("s-2").unwrap(), Some(record("pump-10", "s-2")));
+        assert_eq!(s.snapshot_by_id("s-1").unwrap(), Some(record("pump-1", "s-1")));
+        assert_eq!(s.snapshot_by_id("1").unwrap(), None, "a suffix of an id is not the id");
+        assert_eq!(s.snapshot_by_id("").unwrap(), None);
     }
 }
