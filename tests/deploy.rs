@@ -482,3 +482,55 @@ async fn a_snapshot_from_the_device_deploys_back_after_a_bad_local_change() {
         call(&hub, reqwest::Method::POST, "/api/devices/pump-s/deploy", &ops, Some(json!({"snapshot": "nope"}))).await;
     assert_eq!(code, 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_of_one_device_deploys_to_another_with_its_credentials_sealed_anew() {
+    let hub = Hub::start();
+    let a = online_agent(&hub, "dev-a", "");
+    let b = online_agent(&hub, "prod-b", "");
+    let ops = hub.operator("pipeline", "member");
+
+    // On A: an endpoint calling A's gate /whoami with HTTP Basic credentials that exist only
+    // sealed in the deployment; /whoami answers the Authorization header it got.
+    let gate_a = a.gate_url();
+    let flows = json!([
+        {"id": "tab-d", "type": "tab", "label": "deployed"},
+        {"id": "in-who", "type": "http in", "z": "tab-d", "url": "/whoami", "method": "get", "upload": false, "wires": [["fn-who"]]},
+        {"id": "fn-who", "type": "function", "z": "tab-d", "func": "msg.payload = msg.req.headers.authorization || 'none'; return msg;", "outputs": 1, "wires": [["out-who"]]},
+        {"id": "out-who", "type": "http response", "z": "tab-d", "statusCode": "", "headers": {}, "wires": []},
+        {"id": "in-call", "type": "http in", "z": "tab-d", "url": "/call", "method": "get", "upload": false, "wires": [["req-call"]]},
+        {"id": "req-call", "type": "http request", "z": "tab-d", "method": "GET", "ret": "txt", "url": format!("{gate_a}/whoami"), "authType": "basic", "tls": "", "wires": [["out-who"]]}
+    ]);
+    let body =
+        json!({"flows": flows, "credentials": {"req-call": {"user": "portable-user", "password": "portable-pw"}}});
+    let id = deploy(&hub, &ops, "dev-a", body).await;
+    assert_eq!(finished(&hub, &ops, "dev-a", &id).await["state"], "applied");
+    let expected = format!("Basic {}", base64_of("portable-user:portable-pw"));
+    assert_eq!(get(&a, "/call").await, (200, expected.clone()));
+
+    // The snapshot carries the credentials sealed to the hub's key, not A's file.
+    let (code, taken) = call(&hub, reqwest::Method::POST, "/api/devices/dev-a/snapshot", &ops, None).await;
+    assert_eq!(code, 201, "{taken}");
+    assert_eq!((taken["credentials"].as_bool(), taken["portable"].as_bool()), (Some(true), Some(true)), "{taken}");
+    let sid = taken["id"].as_str().unwrap().to_string();
+    let (_, full) = call(&hub, reqwest::Method::GET, &format!("/api/devices/dev-a/snapshots/{sid}"), &ops, None).await;
+    assert!(full["snapshot"]["credentials"]["portable"].as_str().unwrap().starts_with("v1."), "{full}");
+    assert!(!full.to_string().contains("portable-pw"));
+    assert!(!std::fs::read_to_string(hub.state_dir().join("db/db")).unwrap_or_default().contains("portable-pw"));
+    let a_commands: Vec<Value> = a.events("tunnel.command").iter().map(|e| e["detail"]["command"].clone()).collect();
+    assert_eq!(a_commands, [json!("portable_snapshot")], "audited on the device like a snapshot");
+
+    // Deployed to B: B's Node-RED sends the same credentials, from B's own credentials file.
+    let to_b = deploy(&hub, &ops, "prod-b", json!({"snapshot": sid})).await;
+    let done = finished(&hub, &ops, "prod-b", &to_b).await;
+    assert_eq!(done["state"], "applied", "{done}");
+    assert_eq!(done["snapshot"], sid.as_str());
+    assert_eq!(get(&b, "/call").await, (200, expected));
+    let cred_b = std::fs::read_to_string(b.state_dir().join("node-red/flows_cred.json")).unwrap();
+    let cred_a = std::fs::read_to_string(a.state_dir().join("node-red/flows_cred.json")).unwrap();
+    assert!(cred_b.contains("\"$\"") && !cred_b.contains("portable-pw"), "{cred_b}");
+    assert_ne!(cred_b, cred_a, "B's file is B's own, not a copy of A's");
+    let (_, envelope) =
+        call(&hub, reqwest::Method::GET, &format!("/api/devices/prod-b/deployments/{to_b}/envelope"), &ops, None).await;
+    assert!(!envelope.to_string().contains("portable-pw"));
+}

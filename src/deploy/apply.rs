@@ -51,6 +51,10 @@ enum ApplyError {
     CredentialsNotJson(#[source] serde_json::Error),
     #[error("credentials from a snapshot must be Node-RED's encrypted file")]
     NotNodeRedCredentials,
+    /// Portable credentials are sealed to the hub's key: only the hub can turn them into
+    /// credentials sealed for this device.
+    #[error("portable credentials must be sealed for this device by the hub; the device cannot open them")]
+    PortableCredentials,
     /// What belongs to the device could not be carried over into the new generation.
     #[error("{0}")]
     CarryOver(#[source] io::Error),
@@ -92,6 +96,7 @@ impl ApplyError {
             | Unseal(_)
             | CredentialsNotJson(_)
             | NotNodeRedCredentials
+            | PortableCredentials
             | CarryOver(_)
             | Sync(_) => "stage",
             Modules(_) => "modules",
@@ -362,6 +367,7 @@ impl Deployer {
                 }
                 write("flows_cred.json", file)?;
             }
+            Some(Credentials::Portable(_)) => return Err(ApplyError::PortableCredentials),
             None => {}
         }
         write(

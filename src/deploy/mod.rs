@@ -72,6 +72,8 @@ pub struct DeployHandle {
     sbom: watch::Receiver<Option<Arc<serde_json::Value>>>,
     settings: Arc<Settings>,
     layout: Layout,
+    /// Opens Node-RED's credentials file for a portable snapshot.
+    credential_secret: Arc<str>,
 }
 
 impl DeployHandle {
@@ -79,6 +81,16 @@ impl DeployHandle {
     pub async fn capture(&self) -> Result<serde_json::Value, DeployError> {
         let user_dir = self.layout.user_dir();
         let snapshot = tokio::task::spawn_blocking(move || capture::capture(&user_dir)).await??;
+        Ok(serde_json::to_value(snapshot).unwrap_or_default())
+    }
+
+    /// What the device runs now, as a portable snapshot (JSON): its credentials opened and
+    /// sealed to `seal_to`, the hub's credentials key (hex SPKI DER).
+    pub async fn capture_portable(&self, seal_to: String) -> Result<serde_json::Value, DeployError> {
+        let user_dir = self.layout.user_dir();
+        let secret = Arc::clone(&self.credential_secret);
+        let snapshot =
+            tokio::task::spawn_blocking(move || capture::capture_portable(&user_dir, &secret, &seal_to)).await??;
         Ok(serde_json::to_value(snapshot).unwrap_or_default())
     }
 
@@ -159,6 +171,7 @@ impl Deployer {
             sbom: sbom_rx,
             settings: Arc::clone(&settings),
             layout: layout.clone(),
+            credential_secret: Arc::from(credential_secret.as_str()),
         };
         let deployer =
             Deployer { settings, dir, layout, supervisor, audit, credential_secret, admin, queue, reports, sbom };

@@ -288,6 +288,10 @@ impl Session<'_> {
                 Ok(snapshot) => (true, json!(snapshot)),
                 Err(e) => (false, json!({ "error": redtether_host::error_chain(&e) })),
             },
+            Command::PortableSnapshot { seal_to } => match self.parts.deploy.capture_portable(seal_to).await {
+                Ok(snapshot) => (true, json!(snapshot)),
+                Err(e) => (false, json!({ "error": redtether_host::error_chain(&e) })),
+            },
             Command::Sbom => match self.parts.deploy.make_sbom().await {
                 Ok(sbom) => (true, sbom),
                 Err(e) => (false, json!({ "error": redtether_host::error_chain(&e) })),

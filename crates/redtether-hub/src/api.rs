@@ -46,6 +46,9 @@ pub struct Api {
     pub registry: Registry,
     /// Signs the assertions of who an operator is, for the devices' gates.
     pub signer: Arc<ring::signature::Ed25519KeyPair>,
+    /// Opens portable snapshots' credentials to seal them for the device they are deployed to
+    /// (see `crate::portable`).
+    pub credentials_key: Arc<crate::keys::CredentialsKey>,
     /// Owns the remote editor's stream and websocket tasks.
     pub tasks: tokio_util::task::TaskTracker,
     /// The API is HTTPS: the editor login cookie is `Secure`.

@@ -2,19 +2,24 @@
 //!
 //! - `POST /api/devices/{id}/deploy` — body `{"flows": [...], "credentials": {...}, "modules":
 //!   {...}, "env": {...}, "settings": {...}}` (all but flows optional; credentials are sealed to
-//!   the device's key here and never stored in the clear), or `{"snapshot": "<snapshot id>"}`;
-//!   optional `"expires_in"` seconds (default 7 days). Answers 202 `{"id", "number", "state"}`.
+//!   the device's key here and never stored in the clear), or `{"snapshot": "<snapshot id>"}`
+//!   (a snapshot of any device: its portable credentials are sealed to this device's key here,
+//!   see `crate::portable`; credentials that are not portable deploy back to their own device
+//!   only, else 409 `credentials_not_portable`); optional `"expires_in"` seconds (default 7
+//!   days). Answers 202 `{"id", "number", "state"}`.
 //!   The hub signs it for the device with the next deployment number; an offline device gets it
 //!   when it connects.
 //! - `GET /api/devices/{id}/deployments[/{did}]` — `{"state": "pending|sent|applying|applied|
 //!   rolled_back|failed", "detail": ...}` and the rest of the record;
 //!   `GET .../deployments/{did}/envelope` — the signed envelope, for `redtether deploy FILE`
-//! - `POST /api/devices/{id}/snapshot` — asks the device what it runs now and keeps it;
-//!   `GET /api/devices/{id}/snapshots[/{sid}]`
+//! - `POST /api/devices/{id}/snapshot` — asks the device what it runs now and keeps it, its
+//!   credentials sealed to the hub's credentials key (`portable_snapshot`);
+//!   `GET /api/devices/{id}/snapshots[/{sid}]` (summaries say `credentials` and `portable`)
 //! - `GET /api/devices/{id}/sbom` — the latest SBOM the device sent; `POST` asks for a new one
 
 use crate::api::RequestBody;
 use crate::api::{Api, error, json_response, store_error};
+use crate::portable::{self, PortableError};
 use crate::registry::CommandError;
 use crate::store::{DeploymentRecord, OperatorRecord, OperatorRole, SnapshotRecord};
 use bytes::Bytes;
@@ -79,6 +84,37 @@ pub enum DeployError {
     TooLarge,
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+}
+
+/// `taken`'s credentials for `device` (whose key is `device_key`, hex SPKI): portable ones
+/// sealed anew to it, a device's own back to that device only. `Err` is the API's error code and
+/// why.
+pub(crate) fn credentials_for_target(
+    hub_key: &crate::keys::CredentialsKey,
+    taken: &SnapshotRecord,
+    device: &str,
+    device_key: Option<&str>,
+) -> Result<Option<Credentials>, (&'static str, String)> {
+    let key = device_key.and_then(|k| hex::decode(k).ok());
+    if matches!(taken.snapshot.credentials, Some(Credentials::Portable(_))) && key.is_none() {
+        return Err(("device_key_unknown", "the hub has no key of this device".into()));
+    }
+    let sealed = portable::seal_for_device(
+        hub_key.key_pem(),
+        taken.snapshot.credentials.as_ref(),
+        &taken.device,
+        device,
+        key.as_deref().unwrap_or_default(),
+    );
+    sealed.map_err(|e| {
+        let code = match e {
+            PortableError::NotPortable { .. } => "credentials_not_portable",
+            PortableError::Open(_) | PortableError::NotJson => "credentials_unreadable",
+            PortableError::Seal(_) => "device_key_unusable",
+        };
+        tracing::warn!(%device, snapshot = %taken.id, error = %e, "a snapshot's credentials cannot be deployed");
+        (code, e.to_string())
+    })
 }
 
 /// A deployment to make: for the API (one device) and for rollouts (many).
@@ -150,6 +186,7 @@ fn snapshot_summary(s: &SnapshotRecord) -> serde_json::Value {
         "nodes": s.snapshot.flows.len(),
         "modules": s.snapshot.modules,
         "credentials": s.snapshot.credentials.is_some(),
+        "portable": matches!(s.snapshot.credentials, Some(Credentials::Portable(_))),
     })
 }
 
@@ -191,14 +228,14 @@ impl Api {
                     && body.env.is_none()
                     && body.settings.is_none() =>
             {
-                match self.store.snapshot_by_id(&sid) {
-                    // Credentials from another device's Node-RED open only there.
-                    Ok(Some(s)) if s.device != device && s.snapshot.credentials.is_some() => {
-                        return error(StatusCode::CONFLICT, "credentials_not_portable");
-                    }
-                    Ok(Some(s)) => (s.snapshot, Some(sid)),
+                let taken = match self.store.snapshot_by_id(&sid) {
+                    Ok(Some(s)) => s,
                     Ok(None) => return error(StatusCode::NOT_FOUND, "unknown_snapshot"),
                     Err(e) => return store_error(&e),
+                };
+                match self.credentials_for(&taken, device, record.device_key.as_deref()) {
+                    Ok(credentials) => (Snapshot { credentials, ..taken.snapshot }, Some(sid)),
+                    Err(response) => return *response,
                 }
             }
             (Some(_), _) => return bad("bad_body", "a deployment by snapshot id carries nothing else"),
@@ -281,7 +318,10 @@ impl Api {
         if !Self::may_change(operator) {
             return error(StatusCode::FORBIDDEN, "forbidden");
         }
-        let detail = match self.ask(device, Command::Snapshot).await {
+        // Portable: the device seals its credentials to the hub's credentials key, so the
+        // snapshot can be deployed to any device (see `crate::portable`).
+        let command = Command::PortableSnapshot { seal_to: hex::encode(self.credentials_key.spki()) };
+        let detail = match self.ask(device, command).await {
             Ok(detail) => detail,
             Err(response) => return response,
         };
@@ -348,12 +388,25 @@ impl Api {
         }
     }
 
+    /// The credentials to deploy to `device` (its key `device_key`, hex SPKI) from the snapshot
+    /// `taken`, or the response to give instead.
+    fn credentials_for(
+        &self,
+        taken: &SnapshotRecord,
+        device: &str,
+        device_key: Option<&str>,
+    ) -> Result<Option<Credentials>, Box<Response<Full<Bytes>>>> {
+        credentials_for_target(&self.credentials_key, taken, device, device_key).map_err(|(code, detail)| {
+            Box::new(json_response(StatusCode::CONFLICT, json!({ "error": code, "detail": detail })))
+        })
+    }
+
     /// Sends `command` to the device and returns its answer, or the response to give instead.
     async fn ask(&self, device: &str, command: Command) -> Result<serde_json::Value, Response<Full<Bytes>>> {
         if !matches!(self.store.device(device), Ok(Some(_))) {
             return Err(error(StatusCode::NOT_FOUND, "unknown_device"));
         }
-        let _ = self.store.record_event(device, HubEventKind::OperatorCommand, json!({ "command": command }));
+        let _ = self.store.record_event(device, HubEventKind::OperatorCommand, json!({ "command": command.as_str() }));
         match self.registry.send(device, command, ASK_TIMEOUT).await {
             Ok((true, detail)) => Ok(detail),
             Ok((false, detail)) => {

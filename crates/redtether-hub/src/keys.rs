@@ -1,7 +1,8 @@
 //! The hub's key material in its state directory, made on first start and kept (all 0600):
 //! the CA, the server certificate (re-issued when the configured names change or it nears
-//! expiry), the stateless-reset key (so agents notice a restarted hub at once), and the Ed25519
-//! signing key whose public half devices pin at enrollment.
+//! expiry), the stateless-reset key (so agents notice a restarted hub at once), the Ed25519
+//! signing key whose public half devices pin at enrollment, and the P-256 credentials key that
+//! portable snapshots' credentials are sealed to (see `crate::portable`).
 
 use redtether_host::state_dir::{StateDirError, write_private};
 use redtether_pki::{Ca, PkiError, cert_info, pem_to_der};
@@ -34,6 +35,41 @@ pub struct HubKeys {
     pub cid_key: u64,
     /// PKCS#8 of the Ed25519 signing key.
     pub signing_pkcs8: Vec<u8>,
+    /// The key devices seal a portable snapshot's credentials to.
+    pub credentials: CredentialsKey,
+}
+
+/// The hub's P-256 credentials key (`credentials.key`, PKCS#8 PEM): devices seal the
+/// credentials of a portable snapshot to its public half, and the hub opens them with it only to
+/// seal them again for the device it deploys the snapshot to.
+#[derive(Clone)]
+pub struct CredentialsKey {
+    key_pem: String,
+    spki_der: Vec<u8>,
+}
+
+impl CredentialsKey {
+    /// From its PKCS#8 PEM; `None` if it is not a P-256 key.
+    pub fn from_pem(key_pem: &str) -> Option<CredentialsKey> {
+        let spki_der = redtether_proto::seal::public_spki(key_pem).ok()?;
+        Some(CredentialsKey { key_pem: key_pem.to_string(), spki_der })
+    }
+
+    /// The public half, SPKI DER: what devices seal to.
+    pub fn spki(&self) -> &[u8] {
+        &self.spki_der
+    }
+
+    /// The private half, PKCS#8 PEM: what opens the sealed credentials.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+}
+
+impl std::fmt::Debug for CredentialsKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialsKey").field("spki_der", &hex::encode(&self.spki_der)).finish_non_exhaustive()
+    }
 }
 
 impl HubKeys {
@@ -48,6 +84,11 @@ impl HubKeys {
         let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&self.signing_pkcs8)
             .map_err(|e| KeyError::Unusable { path: PathBuf::from("signing.key"), reason: e.to_string() })?;
         Ok(hex::encode(pair.public_key().as_ref()))
+    }
+
+    /// The credentials key's public half, SPKI DER: what devices seal portable snapshots to.
+    pub fn credentials_spki(&self) -> &[u8] {
+        self.credentials.spki()
     }
 }
 
@@ -126,7 +167,21 @@ pub fn load_or_create(dir: &Path, names: &[String], now: SystemTime) -> Result<H
         }
     };
 
-    Ok(HubKeys { ca, server_cert_pem, server_key_pem, reset_key, cid_key, signing_pkcs8 })
+    let credentials_path = dir.join("credentials.key");
+    let credentials = match read(&credentials_path) {
+        Some(pem) => CredentialsKey::from_pem(&pem).ok_or_else(|| KeyError::Unusable {
+            path: credentials_path.clone(),
+            reason: "not a P-256 private key (PKCS#8 PEM)".into(),
+        })?,
+        None => {
+            let (pem, spki_der) = redtether_proto::seal::generate_key();
+            write_private(&credentials_path, pem.as_bytes())?;
+            tracing::info!("made the hub's credentials key");
+            CredentialsKey { key_pem: pem, spki_der }
+        }
+    };
+
+    Ok(HubKeys { ca, server_cert_pem, server_key_pem, reset_key, cid_key, signing_pkcs8, credentials })
 }
 
 #[cfg(test)]
@@ -144,7 +199,12 @@ mod tests {
         assert_eq!(a.reset_key, b.reset_key);
         assert_eq!(a.cid_key, b.cid_key);
         assert_eq!(a.signing_public_hex().unwrap(), b.signing_public_hex().unwrap());
-        for f in ["ca.key", "server.key", "reset.key", "signing.key"] {
+        assert_eq!(a.credentials_spki(), b.credentials_spki(), "the credentials key is kept");
+        assert_eq!(a.credentials.key_pem(), b.credentials.key_pem());
+        let sealed = redtether_proto::seal::seal(a.credentials_spki(), "hub", b"{}").unwrap();
+        assert_eq!(redtether_proto::seal::unseal(b.credentials.key_pem(), "hub", &sealed).unwrap(), b"{}");
+        assert!(!format!("{:?}", a.credentials).contains("PRIVATE"), "Debug does not show the private key");
+        for f in ["ca.key", "server.key", "reset.key", "signing.key", "credentials.key"] {
             let mode =
                 std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join(f)).unwrap().permissions());
             assert_eq!(mode & 0o777, 0o600, "{f}");
@@ -153,5 +213,14 @@ mod tests {
         let c = load_or_create(dir.path(), &["hub.example".to_string()], SystemTime::now()).unwrap();
         assert_ne!(c.server_cert_pem, a.server_cert_pem);
         assert_eq!(c.ca_fingerprint().unwrap(), a.ca_fingerprint().unwrap());
+    }
+
+    #[test]
+    fn an_unusable_credentials_key_is_an_error_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("credentials.key"), "junk").unwrap();
+        let names = vec!["localhost".to_string()];
+        assert!(matches!(load_or_create(dir.path(), &names, SystemTime::now()), Err(KeyError::Unusable { .. })));
+        assert_eq!(std::fs::read_to_string(dir.path().join("credentials.key")).unwrap(), "junk");
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! <hub state>/  lock, control.sock, ca.pem, ca.key, server.pem, server.key, server.names,
-//!               reset.key, cid.key, signing.key (all keys 0600), db/ (sled registry), api-tls/,
+//!               reset.key, cid.key, signing.key, credentials.key (all keys 0600), db/ (sled
+//!               registry), api-tls/,
 //!               audit.jsonl (the hub's hash-chained audit trail, 0600)
 //! ```
 
@@ -32,6 +33,7 @@ mod operators_api;
 mod pipelines_api;
 mod policy_api;
 mod policy_body;
+pub mod portable;
 mod registry;
 pub mod rollout;
 mod rollouts_api;
@@ -134,12 +136,19 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
         HubError::Keys(keys::KeyError::Unusable { path: dir.root().join("signing.key"), reason: e.to_string() })
     })?;
     let signer = Arc::new(signer);
-    let rollouts = Arc::new(rollout::Rollouts::load(Arc::clone(&store), registry.clone(), Arc::clone(&signer))?);
+    let credentials_key = Arc::new(keys.credentials.clone());
+    let rollouts = Arc::new(rollout::Rollouts::load(
+        Arc::clone(&store),
+        registry.clone(),
+        Arc::clone(&signer),
+        Arc::clone(&credentials_key),
+    )?);
     let api = Arc::new(api::Api {
         store: Arc::clone(&store),
         registry: registry.clone(),
         signer: Arc::clone(&signer),
         rollouts: Arc::clone(&rollouts),
+        credentials_key: Arc::clone(&credentials_key),
         tasks: tasks.clone(),
         secure_cookies: api_tls.is_some(),
         failed_auth: redtether_host::ratelimit::Limiter::new(

@@ -19,7 +19,7 @@ use crate::store::{OperatorRole, SnapshotRecord};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
-use redtether_proto::deployment::{Snapshot, flows_hash};
+use redtether_proto::deployment::{Credentials, Snapshot, flows_hash};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -223,7 +223,9 @@ impl Api {
             Ok(None) => return error(StatusCode::NOT_FOUND, "unknown_snapshot"),
             Err(e) => return store_error(&e),
         };
-        if let Err(why) = record.snapshot.check() {
+        // Checked as each device will get it: portable credentials are sealed anew by then.
+        let as_sent = Snapshot { credentials: None, ..record.snapshot.clone() };
+        if let Err(why) = as_sent.check() {
             return json_response(
                 StatusCode::BAD_REQUEST,
                 json!({ "error": "invalid_snapshot", "detail": why.to_string() }),
@@ -239,7 +241,10 @@ impl Api {
         if members.is_empty() {
             return error(StatusCode::CONFLICT, "group_empty");
         }
-        if record.snapshot.credentials.is_some() && members.iter().any(|m| *m != record.device) {
+        // Credentials only the source device opens cannot go anywhere else (portable ones are
+        // sealed anew per device as each deployment is made).
+        let bound = matches!(record.snapshot.credentials, Some(Credentials::NodeRed(_) | Credentials::Sealed(_)));
+        if bound && members.iter().any(|m| *m != record.device) {
             return error(StatusCode::CONFLICT, "credentials_not_portable");
         }
         // Online devices first, so the canary is one that can answer now; then by id.

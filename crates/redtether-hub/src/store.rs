@@ -762,4 +762,28 @@ mod tests {
             "another device's id"
         );
     }
+
+    #[test]
+    fn a_snapshot_is_found_by_its_id_whichever_device_it_came_from() {
+        let (_d, s) = store();
+        let record = |device: &str, id: &str| SnapshotRecord {
+            id: id.into(),
+            device: device.into(),
+            created: 1,
+            operator: "o".into(),
+            snapshot: Snapshot {
+                flows: vec![],
+                credentials: None,
+                modules: Default::default(),
+                env: Default::default(),
+                settings: Default::default(),
+            },
+        };
+        s.add_snapshot(&record("pump-1", "s-1")).unwrap();
+        s.add_snapshot(&record("pump-10", "s-2")).unwrap();
+        assert_eq!(s.snapshot_by_id("s-2").unwrap(), Some(record("pump-10", "s-2")));
+        assert_eq!(s.snapshot_by_id("s-1").unwrap(), Some(record("pump-1", "s-1")));
+        assert_eq!(s.snapshot_by_id("1").unwrap(), None, "a suffix of an id is not the id");
+        assert_eq!(s.snapshot_by_id("").unwrap(), None);
+    }
 }

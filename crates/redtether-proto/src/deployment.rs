@@ -53,6 +53,23 @@ pub enum Credentials {
     Sealed(String),
     /// Node-RED's own encrypted credentials file, as taken from this device.
     NodeRed(serde_json::Value),
+    /// A portable snapshot's credentials: the device's credentials as plain JSON (node id →
+    /// credential fields), sealed (see [`crate::seal`]) to the hub's credentials key with the
+    /// label [`PORTABLE_LABEL`]. Only the hub can open them, and it turns them into
+    /// [`Credentials::Sealed`] for the device it deploys the snapshot to; a device never applies
+    /// them.
+    Portable(String),
+}
+
+/// The label (the `device` of [`crate::seal::seal`]) that [`Credentials::Portable`] are sealed
+/// with to the hub's credentials key.
+pub const PORTABLE_LABEL: &str = "hub";
+
+impl Credentials {
+    /// Whether a device can apply these as they are (`Portable` ones need the hub first).
+    pub fn is_deployable(&self) -> bool {
+        !matches!(self, Credentials::Portable(_))
+    }
 }
 
 /// Settings a deployment may set. Everything the agent relies on (where Node-RED listens, its
@@ -100,6 +117,8 @@ pub enum SnapshotError {
     ReservedEnv(String),
     #[error("settings: {0} cannot be set by a deployment")]
     Setting(String),
+    #[error("credentials: portable credentials must be sealed for the device by the hub first")]
+    PortableCredentials,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,8 +184,12 @@ pub fn verify(envelope: &str, hub_key: &[u8], device: &str, last: u64, now: u64)
 }
 
 impl Snapshot {
-    /// Whether the device could apply this snapshot at all (names, shapes, reserved keys).
+    /// Whether the device could apply this snapshot at all (names, shapes, reserved keys, and
+    /// credentials it can open: never [`Credentials::Portable`]).
     pub fn check(&self) -> Result<(), SnapshotError> {
+        if self.credentials.as_ref().is_some_and(|c| !c.is_deployable()) {
+            return Err(SnapshotError::PortableCredentials);
+        }
         let mut ids = std::collections::HashSet::new();
         for (i, node) in self.flows.iter().enumerate() {
             let id = node.get("id").and_then(|v| v.as_str()).filter(|s| !s.is_empty());
@@ -364,6 +387,19 @@ mod tests {
                 "{key}"
             );
         }
+    }
+
+    #[test]
+    fn portable_credentials_are_not_deployable_and_keep_their_json() {
+        let mut s = deployment(1, 1).snapshot;
+        s.credentials = Some(Credentials::Portable("v1.a.b.c".into()));
+        assert_eq!(s.check(), Err(SnapshotError::PortableCredentials));
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["credentials"], json!({"portable": "v1.a.b.c"}));
+        assert_eq!(serde_json::from_value::<Snapshot>(json).unwrap(), s);
+        s.credentials = Some(Credentials::Sealed("v1.a.b.c".into()));
+        assert_eq!(s.check(), Ok(()));
+        assert_eq!(serde_json::to_value(&s).unwrap()["credentials"], json!({"sealed": "v1.a.b.c"}));
     }
 
     #[test]

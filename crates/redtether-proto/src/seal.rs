@@ -61,6 +61,27 @@ pub fn seal(device_spki: &[u8], device: &str, plaintext: &[u8]) -> Result<String
     Ok(format!("{SEAL_PREFIX}{}.{}.{}", B64.encode(ephemeral_public.as_bytes()), B64.encode(nonce), B64.encode(sealed)))
 }
 
+/// A new P-256 key to seal to: its PKCS#8 PEM (private) and its SPKI DER (public).
+pub fn generate_key() -> (String, Vec<u8>) {
+    use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+    let secret = loop {
+        if let Ok(key) = p256::SecretKey::from_slice(&random::<32>()) {
+            break key;
+        }
+    };
+    let pem = secret.to_pkcs8_pem(LineEnding::LF).expect("a P-256 key always encodes").to_string();
+    let spki = secret.public_key().to_public_key_der().expect("a P-256 key always encodes").as_bytes().to_vec();
+    (pem, spki)
+}
+
+/// The SPKI DER of the P-256 private key `key_pem` (PKCS#8 PEM): what [`seal`] seals to.
+pub fn public_spki(key_pem: &str) -> Result<Vec<u8>, SealError> {
+    use p256::pkcs8::EncodePublicKey;
+    let secret = p256::SecretKey::from_pkcs8_pem(key_pem).map_err(|e| SealError::Key(e.to_string()))?;
+    let spki = secret.public_key().to_public_key_der().map_err(|e| SealError::Key(e.to_string()))?;
+    Ok(spki.as_bytes().to_vec())
+}
+
 /// Opens what [`seal`] made, with the device's private key (PKCS#8 PEM).
 pub fn unseal(device_key_pem: &str, device: &str, sealed: &str) -> Result<Vec<u8>, SealError> {
     let secret = p256::SecretKey::from_pkcs8_pem(device_key_pem).map_err(|e| SealError::Key(e.to_string()))?;
@@ -84,17 +105,17 @@ pub fn unseal(device_key_pem: &str, device: &str, sealed: &str) -> Result<Vec<u8
 #[cfg(test)]
 mod tests {
     use super::*;
-    use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 
     fn device_key() -> (String, Vec<u8>) {
-        let secret = loop {
-            if let Ok(key) = p256::SecretKey::from_slice(&random::<32>()) {
-                break key;
-            }
-        };
-        let pem = secret.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
-        let spki = secret.public_key().to_public_key_der().unwrap().as_bytes().to_vec();
-        (pem, spki)
+        generate_key()
+    }
+
+    #[test]
+    fn a_generated_key_seals_to_its_public_half() {
+        let (pem, spki) = generate_key();
+        assert_eq!(public_spki(&pem).unwrap(), spki);
+        assert_eq!(unseal(&pem, "hub", &seal(&spki, "hub", b"x").unwrap()).unwrap(), b"x");
+        assert!(matches!(public_spki("not a key"), Err(SealError::Key(_))));
     }
 
     #[test]

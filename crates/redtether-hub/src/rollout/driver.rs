@@ -6,7 +6,7 @@
 //! move are taken on their own tasks (bounded), and their answers fed back to the machine.
 
 use super::machine::{Action, Entry, Observed, Rollout, State};
-use crate::deploy_api::{DeployError, NewDeployment, make_deployment};
+use crate::deploy_api::{DeployError, NewDeployment, credentials_for_target, make_deployment};
 use crate::registry::Registry;
 use crate::store::{HubStore, SnapshotRecord, StoreError};
 use redtether_proto::audit::{Actor, HubEventKind};
@@ -58,6 +58,8 @@ pub struct Rollouts {
     store: Arc<HubStore>,
     registry: Registry,
     signer: Arc<ring::signature::Ed25519KeyPair>,
+    /// Opens portable snapshot credentials, to seal them anew for each device.
+    credentials_key: Arc<crate::keys::CredentialsKey>,
     active: Mutex<BTreeMap<String, Rollout>>,
     wake: Notify,
     captured_tx: mpsc::UnboundedSender<Captured>,
@@ -79,6 +81,7 @@ impl Rollouts {
         store: Arc<HubStore>,
         registry: Registry,
         signer: Arc<ring::signature::Ed25519KeyPair>,
+        credentials_key: Arc<crate::keys::CredentialsKey>,
     ) -> Result<Rollouts, StoreError> {
         let mut active = BTreeMap::new();
         for mut rollout in store.rollouts()? {
@@ -93,6 +96,7 @@ impl Rollouts {
             store,
             registry,
             signer,
+            credentials_key,
             active: Mutex::new(active),
             wake: Notify::new(),
             captured_tx,
@@ -315,9 +319,16 @@ impl Rollouts {
                 return tracing::error!(%rollout, %device, error = %e, "cannot read the snapshot; retried next turn");
             }
         };
-        if record.device != device && record.snapshot.credentials.is_some() {
-            return fail("credentials_not_portable".into());
-        }
+        let device_key = match self.store.device(device) {
+            Ok(d) => d.and_then(|d| d.device_key),
+            Err(e) => {
+                return tracing::error!(%rollout, %device, error = %e, "cannot read the device; retried next turn");
+            }
+        };
+        let credentials = match credentials_for_target(&self.credentials_key, &record, device, device_key.as_deref()) {
+            Ok(credentials) => credentials,
+            Err((code, detail)) => return fail(format!("{code}: {detail}")),
+        };
         let made = make_deployment(
             &self.store,
             &self.signer,
@@ -325,7 +336,7 @@ impl Rollouts {
             NewDeployment {
                 device,
                 id: id.clone(),
-                snapshot: record.snapshot,
+                snapshot: Snapshot { credentials, ..record.snapshot },
                 from_snapshot: Some(snapshot.to_string()),
                 operator,
                 expires_in: DEPLOYMENT_EXPIRY_SECS,

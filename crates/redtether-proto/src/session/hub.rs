@@ -282,7 +282,7 @@ impl HubSession {
         let id = self.next_command;
         self.next_command += 1;
         self.commands_waiting.insert(id);
-        let detail = json!({ "id": id, "command": command });
+        let detail = json!({ "id": id, "command": command.as_str() });
         self.outbox.push_back(HubAction::Record { kind: HubEventKind::CommandSent, detail });
         self.outbox.push_back(HubAction::Send(HubFrame::Command { id, command }));
         Some(id)

@@ -601,6 +601,19 @@ fn commands_are_executed_audited_and_answered_by_id() {
             HubEventKind::CommandResult
         ]
     );
+    assert_eq!(w.hub_records[0].1["command"], "restart_node_red", "the hub records the name, a string");
+
+    // A portable snapshot is audited on the device like a snapshot, under its own name; the hub
+    // records its name, not the key it carries.
+    let portable = Command::PortableSnapshot { seal_to: "3059".into() };
+    let id = w.hub.send_command(portable.clone()).unwrap();
+    w.pump();
+    assert_eq!(w.executed.last(), Some(&(id, portable)));
+    assert_eq!(w.recorded_kinds(), [AuditKind::TunnelCommand, AuditKind::TunnelCommand]);
+    assert_eq!(w.recorded[1].detail["command"], "portable_snapshot");
+    let sent = w.hub_records.iter().rfind(|(k, _)| *k == HubEventKind::CommandSent).unwrap();
+    assert_eq!(sent.1, serde_json::json!({ "id": id, "command": "portable_snapshot" }));
+
     // Not before hello.
     let mut hub = HubSession::new("1", Instant::ZERO);
     assert_eq!(hub.send_command(Command::RestartNodeRed), None);

@@ -159,23 +159,35 @@ impl Message for HubFrame {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// An operator's command. The ones without fields are their name as a JSON string
+/// (`"snapshot"`); the others an object under their name
+/// (`{"portable_snapshot": {"seal_to": "..."}}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
     RestartNodeRed,
     /// Answer with what the device runs now (flows, credentials still encrypted, modules,
     /// environment and settings overrides).
     Snapshot,
+    /// Answer as for [`Command::Snapshot`], but with the credentials opened on the device and
+    /// sealed to `seal_to` with the label [`crate::deployment::PORTABLE_LABEL`]
+    /// ([`crate::deployment::Credentials::Portable`]), so the hub can deploy them to another
+    /// device.
+    PortableSnapshot {
+        /// Hex of the SPKI DER of the hub's credentials key (P-256).
+        seal_to: String,
+    },
     /// Answer with the device's SBOM.
     Sbom,
 }
 
 impl Command {
     /// The command's wire name (as in audit details).
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             Command::RestartNodeRed => "restart_node_red",
             Command::Snapshot => "snapshot",
+            Command::PortableSnapshot { .. } => "portable_snapshot",
             Command::Sbom => "sbom",
         }
     }
@@ -265,7 +277,26 @@ mod tests {
     #[test]
     fn command_names_are_their_json() {
         for c in [Command::RestartNodeRed, Command::Snapshot, Command::Sbom] {
-            assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
+            assert_eq!(serde_json::to_value(&c).unwrap(), c.as_str());
+        }
+        let portable = Command::PortableSnapshot { seal_to: "3059".into() };
+        let json = serde_json::to_value(&portable).unwrap();
+        assert_eq!(json, serde_json::json!({"portable_snapshot": {"seal_to": "3059"}}));
+        assert_eq!(json.as_object().unwrap().keys().next().map(String::as_str), Some(portable.as_str()));
+    }
+
+    #[test]
+    fn a_portable_snapshot_command_round_trips_and_unknown_fields_are_refused() {
+        let frame = HubFrame::Command { id: 4, command: Command::PortableSnapshot { seal_to: "ab".into() } };
+        let text = serde_json::to_string(&frame).unwrap();
+        assert_eq!(text, r#"{"type":"command","id":4,"command":{"portable_snapshot":{"seal_to":"ab"}}}"#);
+        assert_eq!(serde_json::from_str::<HubFrame>(&text).unwrap(), frame);
+        for bad in [
+            r#"{"type":"command","id":4,"command":{"portable_snapshot":{"seal_to":"ab","x":1}}}"#,
+            r#"{"type":"command","id":4,"command":{"portable_snapshot":{}}}"#,
+            r#"{"type":"command","id":4,"command":"portable_snapshot"}"#,
+        ] {
+            assert!(serde_json::from_str::<HubFrame>(bad).is_err(), "{bad}");
         }
     }
 }

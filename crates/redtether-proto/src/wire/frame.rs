@@ -157,6 +157,7 @@ mod tests {
             HubFrame::Command { id: 1, command: Command::RestartNodeRed },
             HubFrame::Command { id: 2, command: Command::Snapshot },
             HubFrame::Command { id: 3, command: Command::Sbom },
+            HubFrame::Command { id: 4, command: Command::PortableSnapshot { seal_to: "3059".into() } },
             HubFrame::Deploy { deployment: "v1.e30.AA".into() },
             HubFrame::AuditAck { seq: 1 },
             HubFrame::RenewResponse { cert_pem: "y".into() },

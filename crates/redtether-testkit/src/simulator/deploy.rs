@@ -172,7 +172,7 @@ fn outcome(a: &Applying, shared: &Shared) -> DeployReport {
 fn running(snapshot: &Snapshot) -> Snapshot {
     let credentials = match &snapshot.credentials {
         Some(Credentials::NodeRed(file)) => Some(Credentials::NodeRed(file.clone())),
-        Some(Credentials::Sealed(_)) | None => None,
+        Some(Credentials::Sealed(_) | Credentials::Portable(_)) | None => None,
     };
     Snapshot { credentials, ..snapshot.clone() }
 }

@@ -172,11 +172,12 @@ impl DeviceTask {
                 session.on_event(AgentEvent::Status(status), now);
             }
             AgentAction::Execute { id, command } => {
+                let restarted = command == redtether_proto::wire::Command::RestartNodeRed;
                 let (ok, detail) = answers::execute(command, &self.shared, &mut self.restarts);
                 session.on_event(AgentEvent::CommandDone { id, ok, detail }, now);
                 // A restart changes the status (pid, restarts): pushed as the agent's supervisor
                 // would.
-                if command == redtether_proto::wire::Command::RestartNodeRed {
+                if restarted {
                     session.on_event(AgentEvent::NodeRedChanged, now);
                 }
             }
