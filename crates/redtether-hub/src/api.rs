@@ -154,6 +154,7 @@ impl Api {
                 }
                 return Ok(r);
             };
+            let caller = self.narrowed(&caller, &["api", "devices", device]);
             // Node space is every role's (dashboard operators' only one); the editor is not.
             if space == DeviceSpace::Editor && caller.operator.role < OperatorRole::Viewer {
                 return Ok(boxed(error(StatusCode::FORBIDDEN, "forbidden")));
@@ -199,6 +200,8 @@ impl Api {
         let path = req.uri().path().trim_end_matches('/').to_string();
         let segments: Vec<&str> = path.split('/').skip(1).collect();
         let method = req.method().clone();
+        let narrowed = self.narrowed(caller, &segments);
+        let caller = &narrowed;
         if let ["api", "operators", ..] | ["api", "enrollment-tokens"] = segments.as_slice() {
             return self.operators_route(caller, &method, &segments, req.into_body()).await;
         }
@@ -304,6 +307,23 @@ impl Api {
             (_, ["api", "devices", ..]) => error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             _ => error(StatusCode::NOT_FOUND, "not_found"),
         }
+    }
+
+    /// `caller` acting with their role in the group the request is about (a device's, a
+    /// group's, a rollout's): the lower of their role and their role there.
+    pub(crate) fn narrowed(&self, caller: &Caller, segments: &[&str]) -> Caller {
+        if caller.operator.group_roles.is_empty() {
+            return caller.clone();
+        }
+        let group = match segments {
+            ["api", "devices", id, ..] => self.store.device(id).ok().flatten().and_then(|d| d.group),
+            ["api", "groups", name, ..] => Some((*name).to_string()),
+            ["api", "rollouts", id, ..] => self.rollouts.get(id).ok().flatten().map(|r| r.group),
+            _ => None,
+        };
+        let mut narrowed = caller.clone();
+        narrowed.operator.role = caller.operator.role_in(group.as_deref());
+        narrowed
     }
 
     fn with_device(&self, id: &str, f: impl FnOnce(&DeviceRecord) -> Response<Full<Bytes>>) -> Response<Full<Bytes>> {

@@ -6,8 +6,13 @@
 //! - `PUT /api/operators/{name}` `{role}` — a new role (its sessions end)
 //! - `DELETE /api/operators/{name}` — removes the account (its sessions and tokens end)
 //! - `POST /api/operators/{name}/reset-2fa` — clears its second factor; answers a new setup code
-//! - `POST /api/enrollment-tokens` `{device, expires_in?}` — a one-time enrollment token and the
-//!   exact `redtether enroll …` line for the device
+//! - `PUT /api/operators/{name}/groups` `{"<group>": "<role>", …}` — its roles narrowed per
+//!   device group (replacing the ones it had; `{}` clears them): on a group's devices, the group
+//!   and its rollouts, and when promoting into the group, it acts with the lower of its role and
+//!   its role there. A group role never raises a role.
+//! - `POST /api/enrollment-tokens` `{device, expires_in?, group?}` — a one-time enrollment token
+//!   (for a device that joins `group` when it enrolls) and the exact `redtether enroll …` line
+//!   for the device
 //!
 //! Owners only, recorded as done by the operator. An owner cannot remove or demote themself:
 //! a hub whose last owner locked themself out needs the CLI on the machine.
@@ -20,7 +25,7 @@ use crate::store::{OperatorRole, StoreError};
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
-use redtether_proto::audit::Actor;
+use redtether_proto::audit::{Actor, HubEventKind};
 use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
@@ -124,13 +129,19 @@ impl Api {
                 ),
                 Err(r) => r,
             },
-            (&Method::PUT | &Method::DELETE, ["api", "operators", name]) if *name == me => {
+            (&Method::PUT | &Method::DELETE, ["api", "operators", name, ..]) if *name == me => {
                 error(StatusCode::CONFLICT, "cannot_change_yourself")
             }
             (&Method::PUT, ["api", "operators", name]) => match read_json::<NewRole>(body).await {
                 Ok(new) => self.run_as(caller, &HubRequest::OperatorRole { name: name.to_string(), role: new.role }),
                 Err(r) => r,
             },
+            (&Method::PUT, ["api", "operators", name, "groups"]) => {
+                match read_json::<std::collections::BTreeMap<String, String>>(body).await {
+                    Ok(roles) => self.set_group_roles(caller, name, roles),
+                    Err(r) => r,
+                }
+            }
             (&Method::DELETE, ["api", "operators", name]) => {
                 self.run_as(caller, &HubRequest::OperatorRemove { name: name.to_string() })
             }
@@ -150,6 +161,49 @@ impl Api {
             }
             _ => error(StatusCode::NOT_FOUND, "not_found"),
         }
+    }
+
+    /// `PUT /api/operators/{name}/groups` `{"<group>": "<role>", …}`: the operator's roles
+    /// narrowed per group, replacing the ones they had (`{}` clears them).
+    fn set_group_roles(
+        &self,
+        caller: &Caller,
+        name: &str,
+        roles: std::collections::BTreeMap<String, String>,
+    ) -> Response<Full<Bytes>> {
+        let mut parsed = std::collections::BTreeMap::new();
+        for (group, role) in roles {
+            let Some(role) = OperatorRole::parse(&role) else {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({ "error": "invalid", "message": format!("{group}: {role:?} is not owner, member, viewer or dashboard") }),
+                );
+            };
+            match self.store.group(&group) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return json_response(StatusCode::NOT_FOUND, json!({ "error": "unknown_group", "group": group }));
+                }
+                Err(e) => return crate::api::store_error(&e),
+            }
+            parsed.insert(group, role);
+        }
+        let changed = self.store.update_operator(name, |r| std::mem::replace(&mut r.group_roles, parsed.clone()));
+        let from = match changed {
+            Ok(Some(from)) => from,
+            Ok(None) => return error(StatusCode::NOT_FOUND, "unknown_operator"),
+            Err(e) => return crate::api::store_error(&e),
+        };
+        let detail = json!({ "group_roles": { "from": from, "to": parsed } });
+        if let Err(e) = self.store.record(
+            HubEventKind::OperatorRoleChanged,
+            Actor::user(&caller.operator.name),
+            &format!("operator:{name}"),
+            detail,
+        ) {
+            return crate::api::store_error(&e);
+        }
+        json_response(StatusCode::OK, json!({ "operator": name, "group_roles": parsed }))
     }
 
     fn enrollment_token(&self, caller: &Caller, new: NewEnrollment) -> Response<Full<Bytes>> {

@@ -165,6 +165,10 @@ impl Api {
             return json_response(StatusCode::BAD_REQUEST, json!({ "error": "not_a_stage", "from": promotion.from }));
         };
         let Some(next) = pipeline.stages.get(at + 1) else { return error(StatusCode::CONFLICT, "last_stage") };
+        // A promotion changes the next stage's devices: the role there decides.
+        if caller.operator.role_in(Some(&next.group)) < OperatorRole::Member {
+            return error(StatusCode::FORBIDDEN, "forbidden");
+        }
         if let Some(refusal) = self.refuse_promotion(&promotion.snapshot, &promotion.from) {
             return refusal;
         }

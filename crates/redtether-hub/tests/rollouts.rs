@@ -521,3 +521,48 @@ async fn a_snapshot_from_a_dev_device_is_promoted_through_the_pipeline() {
     assert_eq!(audit["events"].as_array().unwrap().len(), 2, "{audit}");
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_narrowed_on_a_group_holds_on_its_devices_rollouts_and_promotions() {
+    let hub = Hub::start_logging("info");
+    let owner = hub.operator("olga", "owner");
+    let max = hub.operator("max", "member");
+    let (sim, devices) = simulated_fleet(&hub, "gw", 4).await;
+    group(&hub, &owner, "dev", &devices[..2]).await;
+    group(&hub, &owner, "prod", &devices[2..]).await;
+    let roles = ok(&hub, &owner, Method::PUT, "/api/operators/max/groups", json!({"prod": "viewer"}), 200).await;
+    assert_eq!(roles["group_roles"], json!({"prod": "viewer"}));
+    ok(&hub, &owner, Method::PUT, "/api/operators/max/groups", json!({"nope": "viewer"}), 404).await;
+    ok(&hub, &owner, Method::PUT, "/api/operators/max/groups", json!({"prod": "admin"}), 400).await;
+    assert_eq!(call(&hub, Method::PUT, "/api/operators/olga/groups", &owner, Some(json!({}))).await.0, 409);
+    assert_eq!(call(&hub, Method::PUT, "/api/operators/olga/groups", &max, Some(json!({}))).await.0, 403);
+
+    // A member on dev, a viewer on prod: deploys and rolls out to dev only, reads both.
+    let body = json!({"flows": flows("v1")});
+    ok(&hub, &max, Method::POST, "/api/devices/gw-000/deploy", body.clone(), 202).await;
+    ok(&hub, &max, Method::POST, "/api/devices/gw-002/deploy", body.clone(), 403).await;
+    ok(&hub, &max, Method::POST, "/api/devices/gw-002/restart", json!({}), 403).await;
+    get(&hub, &max, "/api/devices/gw-002").await;
+    get(&hub, &max, "/api/groups/prod").await;
+    let plan = json!({"canary": 1, "waves": [100], "wait": 0});
+    ok(&hub, &max, Method::POST, "/api/groups/prod/deploy", json!({"flows": flows("v2"), "plan": plan}), 403).await;
+    let id = roll_out(&hub, &owner, "prod", "v2", json!({"canary": 1, "waves": [100], "wait": "1h"})).await;
+    ok(&hub, &max, Method::POST, &format!("/api/rollouts/{id}/abort"), json!({}), 403).await;
+    ok(&hub, &owner, Method::POST, &format!("/api/rollouts/{id}/abort"), json!({}), 200).await;
+    let dev_rollout = roll_out(&hub, &max, "dev", "v3", plan.clone()).await;
+    wait_rollout(&hub, &max, &dev_rollout, "completed").await;
+    // Promoting into prod is a change to prod.
+    let stages = json!({"name": "p", "stages": ["dev", {"group": "prod", "plan": plan}]});
+    ok(&hub, &owner, Method::POST, "/api/pipelines", stages, 201).await;
+    let snapshot =
+        get(&hub, &max, &format!("/api/rollouts/{dev_rollout}")).await["snapshot"].as_str().unwrap().to_string();
+    ok(&hub, &max, Method::POST, "/api/pipelines/p/promote", json!({"from": "dev", "snapshot": snapshot}), 403).await;
+    // Narrowing never raises: a viewer with "owner" on dev is still a viewer there.
+    let vera = hub.operator("vera", "viewer");
+    ok(&hub, &owner, Method::PUT, "/api/operators/vera/groups", json!({"dev": "owner"}), 200).await;
+    ok(&hub, &vera, Method::POST, "/api/devices/gw-000/deploy", body, 403).await;
+    // Cleared, max is a member on prod again.
+    ok(&hub, &owner, Method::PUT, "/api/operators/max/groups", json!({}), 200).await;
+    ok(&hub, &max, Method::POST, "/api/pipelines/p/promote", json!({"from": "dev", "snapshot": snapshot}), 202).await;
+    sim.shutdown().await;
+}

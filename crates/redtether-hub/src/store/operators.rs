@@ -63,6 +63,10 @@ pub struct OperatorRecord {
     /// LDAP entry's DN), so another person given the same name there is not let in as this one.
     #[serde(default)]
     pub subject: Option<String>,
+    /// Roles narrowed per device group: on a group's devices, the group and its rollouts the
+    /// operator acts with the lower of this and `role` (never a higher one).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub group_roles: std::collections::BTreeMap<String, OperatorRole>,
 }
 
 impl OperatorRecord {
@@ -80,6 +84,16 @@ impl OperatorRecord {
             recovery_sha256: Vec::new(),
             setup: None,
             subject: None,
+            group_roles: Default::default(),
+        }
+    }
+
+    /// The role to act with on something of `group` (none: not in a group): `role`, narrowed
+    /// by the group's entry in `group_roles`.
+    pub fn role_in(&self, group: Option<&str>) -> OperatorRole {
+        match group.and_then(|g| self.group_roles.get(g)) {
+            Some(narrowed) => self.role.min(*narrowed),
+            None => self.role,
         }
     }
 
@@ -95,6 +109,7 @@ impl OperatorRecord {
             "totp_enrolled": self.totp_secret.is_some(),
             "recovery_codes_left": self.recovery_sha256.len(),
             "setup_pending": self.setup.is_some(),
+            "group_roles": self.group_roles,
         })
     }
 }
@@ -308,6 +323,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = HubStore::open(dir.path()).unwrap();
         (dir, s)
+    }
+
+    #[test]
+    fn a_group_role_narrows_and_never_raises() {
+        let mut member = OperatorRecord::new("max", OperatorRole::Member, None, AccountSource::Local, 0);
+        member.group_roles.insert("prod".into(), OperatorRole::Viewer);
+        member.group_roles.insert("dev".into(), OperatorRole::Owner);
+        assert_eq!(member.role_in(Some("prod")), OperatorRole::Viewer);
+        assert_eq!(member.role_in(Some("dev")), OperatorRole::Member, "never above the account's role");
+        assert_eq!(member.role_in(Some("test")), OperatorRole::Member);
+        assert_eq!(member.role_in(None), OperatorRole::Member);
+        // Stored and read back; an account without group roles stores none.
+        let back: OperatorRecord = serde_json::from_value(serde_json::to_value(&member).unwrap()).unwrap();
+        assert_eq!(back, member);
+        let plain = OperatorRecord::new("ann", OperatorRole::Owner, None, AccountSource::Local, 0);
+        assert!(serde_json::to_value(&plain).unwrap().get("group_roles").is_none());
     }
 
     #[test]
