@@ -40,11 +40,17 @@ pub struct Registry {
     inner: Arc<Mutex<(u64, HashMap<String, Online>)>>,
     /// Bumped whenever a device connects or disconnects: the console's live list waits on it.
     presence: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Woken when a device reported a deployment's outcome: the rollout driver waits on it.
+    outcomes: Arc<tokio::sync::Notify>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry { inner: Arc::default(), presence: Arc::new(tokio::sync::watch::channel(0).0) }
+        Registry {
+            inner: Arc::default(),
+            presence: Arc::new(tokio::sync::watch::channel(0).0),
+            outcomes: Arc::default(),
+        }
     }
 }
 
@@ -88,6 +94,16 @@ impl Registry {
     /// Changes whenever a device connects or disconnects.
     pub fn presence(&self) -> tokio::sync::watch::Receiver<u64> {
         self.presence.subscribe()
+    }
+
+    /// Says a device reported how a deployment ended.
+    pub fn deployment_ended(&self) {
+        self.outcomes.notify_one();
+    }
+
+    /// Woken after [`Registry::deployment_ended`] (once for any number of them since the last).
+    pub async fn deployment_outcome(&self) {
+        self.outcomes.notified().await
     }
 
     pub fn get(&self, device: &str) -> Option<Online> {

@@ -211,6 +211,9 @@ impl Session {
                 match updated {
                     Ok(Ok(true)) => {
                         tracing::info!(device = %self.device, deployment = %id, ?state, "deployment status");
+                        if state.is_final() {
+                            self.registry.deployment_ended();
+                        }
                         let detail = json!({ "deployment": id, "state": state, "detail": detail });
                         self.record(HubEventKind::DeploymentStatus, detail);
                     }

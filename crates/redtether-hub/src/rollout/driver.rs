@@ -1,5 +1,5 @@
-//! The rollout driver: one task for every active rollout. Each turn (a quarter second, or at
-//! once when something changed) it observes each in-flight device (its deployment's state in the
+//! The rollout driver: one task for every active rollout. Each turn (a quarter second, at once
+//! when an operator changed something, or just after a device reported a deployment's outcome) it observes each in-flight device (its deployment's state in the
 //! store, whether it is online and its Node-RED healthy), steps the rollout's machine, and when
 //! the rollout changed: records its events, stores it durably, and only then makes the
 //! deployments it decided on, so a crash never makes one twice. Snapshots of devices about to
@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 const TURN: Duration = Duration::from_millis(250);
+/// How long a turn waits after a device reported an outcome, for the others of its stage.
+const GATHER: Duration = Duration::from_millis(20);
 /// Devices asked for their snapshot at once.
 const CAPTURES_AT_ONCE: usize = 64;
 const CAPTURE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -170,6 +172,8 @@ impl Rollouts {
                 _ = cancel.cancelled() => return,
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(TURN) => {}
+                // Outcomes come in bursts too: a moment to gather more before the turn.
+                _ = self.registry.deployment_outcome() => tokio::time::sleep(GATHER).await,
                 Some(answer) = captured.recv() => {
                     // Answers come in bursts (a wave's devices answer together): one store
                     // write per rollout for all of them, not one each.
