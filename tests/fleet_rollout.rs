@@ -6,7 +6,7 @@
 
 use redtether_testkit as common;
 
-use common::hub::{Hub, call, online_agent, simulated_fleet};
+use common::hub::{Hub, audit_pages, call, online_agent, simulated_fleet};
 use common::wait_for_async;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -75,22 +75,7 @@ async fn a_rollout_over_three_real_and_two_hundred_simulated_devices_completes_i
 
     // In the group's audit, every deployment of a stage comes after the wave event that ended
     // the stage before it.
-    let mut rows = Vec::new();
-    let mut before: Option<String> = None;
-    loop {
-        let path = match &before {
-            Some(c) => format!("/api/groups/plant/audit?limit=500&kind=deploy.created&before={c}"),
-            None => "/api/groups/plant/audit?limit=500&kind=deploy.created".to_string(),
-        };
-        let (code, page) = call(&hub, Method::GET, &path, &token, None).await;
-        assert_eq!(code, 200, "{page}");
-        rows.extend(page["events"].as_array().unwrap().iter().cloned());
-        match page["next"].as_str() {
-            Some(next) => before = Some(next.to_string()),
-            None => break,
-        }
-    }
-    rows.reverse();
+    let rows = audit_pages(&hub, &token, "/api/groups/plant/audit?kind=deploy.created").await;
     assert_eq!(rows.len(), 203);
     let order: Vec<u64> = rows.iter().map(|e| stages[e["device"].as_str().unwrap()]).collect();
     assert!(order.windows(2).all(|w| w[0] <= w[1]), "deployments made stage by stage: {order:?}");

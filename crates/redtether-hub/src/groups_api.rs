@@ -292,7 +292,7 @@ impl Api {
             Err(e) => return Err(store_error(&e)),
         }
         let change = PolicyChange::Group { group: group.to_string(), document: document.clone() };
-        self.change_policy_for(operator, device, change).await.map(|_| true)
+        self.change_policy(operator, device, change).await.map(|_| true)
     }
 
     async fn put_group_policy(&self, caller: &Caller, name: &str, body: RequestBody) -> Response<Full<Bytes>> {

@@ -237,16 +237,6 @@ impl Api {
         }
     }
 
-    /// Makes the device's next policy from `change` (no role check: the caller's route did it).
-    pub(crate) async fn change_policy_for(
-        &self,
-        operator: &OperatorRecord,
-        device: &str,
-        change: PolicyChange,
-    ) -> Result<MadePolicy, Response<Full<Bytes>>> {
-        self.change_policy_with(operator, device, change, |_| {}).await
-    }
-
     /// `DELETE /api/devices/{id}/policy`: the device's own policy gives way to its group's.
     pub(super) async fn drop_device_policy(&self, operator: &OperatorRecord, device: &str) -> Response<Full<Bytes>> {
         if let Some(refusal) = self.refuse_change(operator, device) {
@@ -273,7 +263,8 @@ impl Api {
         }
     }
 
-    async fn change_policy(
+    /// Makes the device's next policy from `change` (no role check: the caller's route did it).
+    pub(crate) async fn change_policy(
         &self,
         operator: &OperatorRecord,
         device: &str,

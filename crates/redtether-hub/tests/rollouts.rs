@@ -5,7 +5,7 @@
 //! member unless the device has its own; a promotion deploys a dev device's snapshot to prod.
 //! What is checked is what the devices received and what the hub says, through its API.
 
-use redtether_testkit::hub::{Hub, call, simulated_fleet};
+use redtether_testkit::hub::{Hub, audit_pages, call, simulated_fleet};
 use redtether_testkit::simulator::{Behaviour, SimDevice};
 use redtether_testkit::wait_for_async;
 use reqwest::Method;
@@ -89,22 +89,7 @@ fn running(device: &SimDevice) -> String {
 
 /// The group's audit, oldest first, every page.
 async fn group_audit(hub: &Hub, token: &str, group: &str) -> Vec<Value> {
-    let mut rows = Vec::new();
-    let mut before: Option<String> = None;
-    loop {
-        let path = match &before {
-            Some(c) => format!("/api/groups/{group}/audit?limit=50&before={c}"),
-            None => format!("/api/groups/{group}/audit?limit=50"),
-        };
-        let page = get(hub, token, &path).await;
-        rows.extend(page["events"].as_array().unwrap().iter().cloned());
-        match page["next"].as_str() {
-            Some(next) => before = Some(next.to_string()),
-            None => break,
-        }
-    }
-    rows.reverse();
-    rows
+    audit_pages(hub, token, &format!("/api/groups/{group}/audit")).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -279,23 +264,31 @@ async fn failures_in_wave_two_halt_and_roll_back_waves_one_and_two() {
     })
     .await;
     assert_eq!(settled["failed"], ["site-003", "site-004"]);
+    // The halt comes as soon as the second failure is seen: the rest of wave 2 may have been
+    // moved already (then it is reverted) or not yet (then it was never touched).
+    let reverted = settled["reverted"].clone();
     for d in &devices {
-        let stage = stages[d.id()];
+        let (stage, id) = (stages[d.id()], d.id().to_string());
         let received = d.deployments_received().len();
-        match (stage, d.id()) {
-            (3, _) => assert_eq!(received, 0, "{}: wave 3 untouched", d.id()),
+        match (stage, id.as_str()) {
+            (3, _) => assert_eq!(received, 0, "{id}: wave 3 untouched"),
             (_, "site-003" | "site-004") => assert_eq!(received, 1),
+            (0 | 1, _) => {
+                assert!(reverted.contains(&id), "{id} reverted");
+                assert_eq!(received, 2, "{id}: the rollout's deployment, then its revert");
+            }
+            _ if reverted.contains(&id) => assert!(received >= 1, "{id}: reverted, so sent its revert"),
             _ => {
-                assert_eq!(received, 2, "{}: the rollout's deployment, then its revert", d.id());
-                assert_eq!(running(d), before[d.id()], "{} runs what it ran before", d.id());
+                assert_eq!(received, 0, "{id}: neither moved nor reverted, so never sent anything");
+                assert!(settled["waiting"].contains(&id), "{id}");
             }
         }
-        assert_ne!(running(d), "v2", "{}", d.id());
+        assert_eq!(running(d), before[d.id()], "{id} runs what it ran before");
     }
-    assert_eq!(settled["reverted"].len(), 7);
+    assert!(reverted.len() >= 3, "{reverted:?}");
     let audit = group_audit(&hub, &token, "prod").await;
     let halt = audit.iter().find(|e| e["kind"] == "rollout.halted").expect("rollout.halted");
-    assert_eq!(halt["detail"]["reverting"].as_array().unwrap().len(), 7, "{halt}");
+    assert_eq!(halt["detail"]["reverting"].as_array().unwrap().len(), reverted.len(), "{halt}");
     sim.shutdown().await;
 }
 

@@ -382,3 +382,26 @@ pub async fn simulated_fleet(
     sim.wait_connected(n, Duration::from_secs(120)).await.unwrap();
     (sim, devices)
 }
+
+/// Every row of a paged audit route (`path` with its query, without `before` and `limit`),
+/// oldest first, following the `next` cursors.
+pub async fn audit_pages(hub: &Hub, token: &str, path: &str) -> Vec<serde_json::Value> {
+    let join = if path.contains('?') { '&' } else { '?' };
+    let mut rows = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let page_path = match &before {
+            Some(cursor) => format!("{path}{join}limit=50&before={cursor}"),
+            None => format!("{path}{join}limit=50"),
+        };
+        let (code, page) = call(hub, reqwest::Method::GET, &page_path, token, None).await;
+        assert_eq!(code, 200, "GET {page_path}: {page}");
+        rows.extend(page["events"].as_array().unwrap().iter().cloned());
+        match page["next"].as_str() {
+            Some(next) => before = Some(next.to_string()),
+            None => break,
+        }
+    }
+    rows.reverse();
+    rows
+}
