@@ -1,7 +1,7 @@
 //! The rollout driver: one task for every active rollout. Each turn (a quarter second, at once
-//! when an operator changed something, or just after a device reported a deployment's outcome) it observes each in-flight device (its deployment's state in the
-//! store, whether it is online and its Node-RED healthy), steps the rollout's machine, and when
-//! the rollout changed: records its events, stores it durably, and only then makes the
+//! when an operator changed something, or just after a device reported a deployment's outcome)
+//! it observes each in-flight device (its deployment's state in the store, whether it is online
+//! and its Node-RED healthy), steps the rollout's machine, and when the rollout changed: records its events, stores it durably, and only then makes the
 //! deployments it decided on, so a crash never makes one twice. Snapshots of devices about to
 //! move are taken on their own tasks (bounded), and their answers fed back to the machine.
 
@@ -49,10 +49,24 @@ pub enum CommandError {
     Store(#[from] StoreError),
 }
 
+/// Why a device's snapshot could not be taken before moving it.
+#[derive(Debug, thiserror::Error)]
+enum CaptureError {
+    #[error("the device's snapshot is malformed: {0}")]
+    Malformed(#[source] serde_json::Error),
+    #[error("the device could not take a snapshot: {0}")]
+    Refused(serde_json::Value),
+    #[error(transparent)]
+    Command(#[from] crate::registry::CommandError),
+    #[error("the snapshot could not be kept: {0}")]
+    Store(#[from] StoreError),
+}
+
 struct Captured {
     rollout: String,
     device: String,
-    result: Result<String, String>,
+    /// The snapshot kept at the hub.
+    result: Result<String, CaptureError>,
 }
 
 /// The hub's rollouts: the active ones in memory (stored on every change), and the driver.
@@ -369,16 +383,22 @@ impl Rollouts {
             let result = match result {
                 Ok((true, detail)) => match serde_json::from_value::<Snapshot>(detail) {
                     Ok(snapshot) => this.keep_snapshot(&id, &operator, &device, snapshot),
-                    Err(e) => Err(format!("the device's snapshot is malformed: {e}")),
+                    Err(e) => Err(CaptureError::Malformed(e)),
                 },
-                Ok((false, detail)) => Err(format!("the device could not take a snapshot: {detail}")),
-                Err(e) => Err(e.to_string()),
+                Ok((false, detail)) => Err(CaptureError::Refused(detail)),
+                Err(e) => Err(e.into()),
             };
             let _ = this.captured_tx.send(Captured { rollout: id, device, result });
         });
     }
 
-    fn keep_snapshot(&self, rollout: &str, operator: &str, device: &str, snapshot: Snapshot) -> Result<String, String> {
+    fn keep_snapshot(
+        &self,
+        rollout: &str,
+        operator: &str,
+        device: &str,
+        snapshot: Snapshot,
+    ) -> Result<String, CaptureError> {
         let record = SnapshotRecord {
             id: new_id(),
             device: device.to_string(),
@@ -386,7 +406,7 @@ impl Rollouts {
             operator: operator.to_string(),
             snapshot,
         };
-        self.store.add_snapshot(&record).map_err(|e| e.to_string())?;
+        self.store.add_snapshot(&record)?;
         let detail = json!({ "snapshot": record.id, "operator": operator, "rollout": rollout, "before_rollout": true });
         let _ = self.store.record_event(device, HubEventKind::SnapshotTaken, detail);
         Ok(record.id)
@@ -404,7 +424,14 @@ impl Rollouts {
                 let Some(rollout) = active.get_mut(&id) else { continue };
                 let mut actions = Vec::new();
                 for answer in answers {
-                    actions.extend(rollout.on_captured(&answer.device, answer.result, now_ms(), &mut new_id));
+                    let kept = match answer.result {
+                        Ok(snapshot) => Some(snapshot),
+                        Err(e) => {
+                            tracing::info!(rollout = %id, device = %answer.device, error = %e, "no snapshot before moving the device; it waits");
+                            None
+                        }
+                    };
+                    actions.extend(rollout.on_captured(&answer.device, kept, now_ms(), &mut new_id));
                 }
                 let actions = self.keep(rollout, actions);
                 decided.push((rollout.clone(), actions));

@@ -269,11 +269,12 @@ impl Rollout {
     }
 
     /// The answer to [`Action::Capture`]: the snapshot the device ran (now kept at the hub), or
-    /// why there is none. Returns the deployment to make, if the rollout still wants it.
+    /// none (it went offline, or could not answer: it waits, and is asked again). Returns the
+    /// deployment to make, if the rollout still wants it.
     pub fn on_captured(
         &mut self,
         device: &str,
-        result: Result<String, String>,
+        previous: Option<String>,
         now_ms: u64,
         next_id: &mut dyn FnMut() -> String,
     ) -> Vec<Action> {
@@ -284,31 +285,17 @@ impl Rollout {
             return Vec::new();
         }
         self.updated_ms = now_ms;
-        match result {
-            // Paused or aborted meanwhile: it waits (and is asked again when resumed).
-            Ok(previous) if !running => {
-                e.previous = Some(previous);
-                e.state = DeviceState::Waiting;
-                Vec::new()
-            }
-            Ok(previous) => {
-                let deployment = next_id();
-                e.previous = Some(previous);
-                e.forward = Some(deployment.clone());
-                e.state = DeviceState::Deploying { deployment: deployment.clone(), since_ms: now_ms };
-                vec![Action::Deploy { device: device.to_string(), deployment, snapshot }]
-            }
-            // It went offline before answering: it is an offline device again.
-            Err(_) if !running => {
-                e.state = DeviceState::Waiting;
-                Vec::new()
-            }
-            Err(reason) => {
-                e.state = DeviceState::Waiting;
-                tracing::info!(rollout = %self.id, %device, %reason, "could not capture the device's snapshot; it waits");
-                Vec::new()
-            }
+        e.state = DeviceState::Waiting;
+        let Some(previous) = previous else { return Vec::new() };
+        e.previous = Some(previous);
+        // Paused or aborted meanwhile: it waits (and is asked again when resumed).
+        if !running {
+            return Vec::new();
         }
+        let deployment = next_id();
+        e.forward = Some(deployment.clone());
+        e.state = DeviceState::Deploying { deployment: deployment.clone(), since_ms: now_ms };
+        vec![Action::Deploy { device: device.to_string(), deployment, snapshot }]
     }
 
     fn event(&self, kind: HubEventKind, mut detail: serde_json::Value) -> Action {

@@ -44,11 +44,8 @@ impl Fleet {
         while let Some(action) = (!actions.is_empty()).then(|| actions.remove(0)) {
             match action {
                 Action::Capture { device } => {
-                    let result = if self.offline.contains(&device) {
-                        Err("offline".into())
-                    } else {
-                        Ok(format!("before-{device}"))
-                    };
+                    // An offline device does not answer.
+                    let result = (!self.offline.contains(&device)).then(|| format!("before-{device}"));
                     actions.extend(r.on_captured(&device, result, now, &mut ids));
                 }
                 Action::Deploy { device, deployment, snapshot } => {
@@ -257,7 +254,7 @@ fn a_restart_makes_a_decided_deployment_once_and_never_twice() {
     let mut ids = || "d-canary".to_string();
     let mut actions = r.step(0, &|_| Observed { online: true, healthy: true, deployment: None }, &mut ids);
     let Action::Capture { device } = actions.remove(0) else { panic!() };
-    let deploy = r.on_captured(&device, Ok("before".into()), 0, &mut ids);
+    let deploy = r.on_captured(&device, Some("before".into()), 0, &mut ids);
     assert!(matches!(&deploy[..], [Action::Deploy { deployment, .. }] if deployment == "d-canary"));
     let stored = serde_json::to_vec(&r).unwrap();
     let mut restarted: Rollout = serde_json::from_slice(&stored).unwrap();
