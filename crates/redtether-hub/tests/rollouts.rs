@@ -160,6 +160,22 @@ async fn groups_hold_a_device_once_and_only_owners_change_them() {
         .map(|e| e["kind"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(kinds, ["group.created", "group.devices_changed", "group.devices_changed"]);
+    // The export of the same filter holds the same rows, one JSON object a line.
+    let shown = group_audit(&hub, &viewer, "dev").await;
+    let export = redtether_testkit::http::client()
+        .get(format!("{}/api/audit/export?group=dev&format=jsonl", hub.api()))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), 200);
+    let lines: Vec<Value> = export.text().await.unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), shown.len());
+    assert!(
+        lines
+            .iter()
+            .all(|e| e["device"].is_null() || dev["devices"].to_string().contains(e["device"].as_str().unwrap()))
+    );
     sim.shutdown().await;
 }
 
