@@ -147,7 +147,8 @@ impl Deployer {
                 // audit event, but is not reported as that deployment's outcome (a forgery must
                 // not mark the hub's real deployment failed).
                 let signed = !matches!(refusal, DeployRefusal::Malformed | DeployRefusal::BadSignature);
-                let id = unverified_id(envelope).map(|id| if signed { Id::Trusted(id) } else { Id::Claimed(id) });
+                let id = redtether_proto::deployment::claimed_id(envelope)
+                    .map(|id| if signed { Id::Trusted(id) } else { Id::Claimed(id) });
                 self.refused(id, refusal.reason(), &refusal.to_string(), origin).await
             }
         }
@@ -456,14 +457,4 @@ fn origin_name(origin: Origin) -> &'static str {
         Origin::Hub => "hub",
         Origin::Local => "local",
     }
-}
-
-/// The id an envelope claims, read without trusting it: only to label a refusal.
-fn unverified_id(envelope: &str) -> Option<String> {
-    use base64::Engine;
-    let payload = envelope.strip_prefix("v1.")?.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let id = value.get("id")?.as_str()?;
-    (id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')).then(|| id.to_string())
 }

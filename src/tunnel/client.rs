@@ -233,28 +233,10 @@ impl Tunnel {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ClientConfigError {
-    #[error(transparent)]
-    Tls(#[from] redtether_pki::PkiError),
-    #[error("QUIC crypto: {0}")]
-    Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
-    #[error("idle timeout: {0}")]
-    Timeout(#[from] quinn::VarIntBoundsExceeded),
-}
+pub use redtether_pki::quic::ClientConfigError;
 
 /// The QUIC client configuration of the tunnel (public so the benchmark's simulated agents use
 /// exactly the agent's).
 pub fn client_config(identity: &Identity, keepalive: Duration) -> Result<quinn::ClientConfig, ClientConfigError> {
-    let tls = redtether_pki::tls::agent_client(&identity.ca_pem, &identity.cert_pem, &identity.key_pem, ALPN)?;
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    let mut transport = quinn::TransportConfig::default();
-    // Keep-alives keep NAT bindings open on cellular links, notice a dead path, and reach a
-    // restarted hub, whose stateless reset tells the agent to reconnect at once.
-    transport.keep_alive_interval(Some(keepalive));
-    transport.max_idle_timeout(Some(Duration::from_secs(30).try_into()?));
-    transport.max_concurrent_uni_streams(0u32.into());
-    config.transport_config(Arc::new(transport));
-    Ok(config)
+    redtether_pki::quic::tunnel_client(&identity.ca_pem, &identity.cert_pem, &identity.key_pem, ALPN, keepalive)
 }

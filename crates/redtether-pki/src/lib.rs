@@ -4,6 +4,7 @@
 //! ([`tls`]). Everything is ECDSA P-256, made with rcgen, with explicit validity (rcgen's
 //! default is 1975–4096). No I/O: PEM text in, PEM text and configurations out.
 
+pub mod quic;
 pub mod tls;
 
 use rcgen::{

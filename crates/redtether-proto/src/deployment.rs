@@ -162,6 +162,17 @@ pub fn sign(deployment: &Deployment, key: &ring::signature::Ed25519KeyPair) -> S
     signed::seal(DOMAIN, &serde_json::to_vec(deployment).expect("deployments always encode"), key)
 }
 
+/// The id an envelope claims, read without trusting it (the signature is not checked): only to
+/// label a refusal. `None` unless it is a plausible deployment id.
+pub fn claimed_id(envelope: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = envelope.strip_prefix("v1.")?.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let id = value.get("id")?.as_str()?;
+    (id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')).then(|| id.to_string())
+}
+
 /// Checks `envelope` against the pinned hub key, for `device`, at `now`, after the deployment
 /// numbered `last` was accepted. The signature is checked before the payload is believed.
 pub fn verify(envelope: &str, hub_key: &[u8], device: &str, last: u64, now: u64) -> Result<Deployment, DeployRefusal> {
@@ -276,6 +287,20 @@ mod tests {
                 settings: serde_json::Map::from_iter([("functionTimeout".to_string(), json!(5))]),
             },
         }
+    }
+
+    #[test]
+    fn the_claimed_id_is_read_without_the_signature_and_only_when_plausible() {
+        let envelope = sign(&deployment(5, 2000), &key());
+        assert_eq!(claimed_id(&envelope).as_deref(), Some("d-1"));
+        // A forged signature does not hide the claim (it only labels the refusal).
+        let forged = format!("{}.AAAA", envelope.rsplit_once('.').unwrap().0);
+        assert_eq!(claimed_id(&forged).as_deref(), Some("d-1"));
+        let mut odd = deployment(5, 2000);
+        odd.id = "<script>".into();
+        assert_eq!(claimed_id(&sign(&odd, &key())), None);
+        assert_eq!(claimed_id("v2.abc.def"), None);
+        assert_eq!(claimed_id("garbage"), None);
     }
 
     #[test]

@@ -122,7 +122,7 @@ impl Deployer {
         let signed = !matches!(refusal, DeployRefusal::Malformed | DeployRefusal::BadSignature);
         let id = match refusal {
             DeployRefusal::Replayed { id, .. } => Some(id.clone()),
-            _ => unverified_id(envelope),
+            _ => redtether_proto::deployment::claimed_id(envelope),
         };
         let detail = json!({ "reason": refusal.reason(), "message": refusal.to_string() });
         let report = DeployReport { id: id.filter(|_| signed)?, state: DeployState::Failed, detail };
@@ -175,15 +175,4 @@ fn running(snapshot: &Snapshot) -> Snapshot {
         Some(Credentials::Sealed(_) | Credentials::Portable(_)) | None => None,
     };
     Snapshot { credentials, ..snapshot.clone() }
-}
-
-/// The id an envelope claims, read without trusting it (as the agent does): only to label a
-/// refusal.
-fn unverified_id(envelope: &str) -> Option<String> {
-    use base64::Engine;
-    let payload = envelope.strip_prefix("v1.")?.split('.').next()?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let id = value.get("id")?.as_str()?;
-    (id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')).then(|| id.to_string())
 }

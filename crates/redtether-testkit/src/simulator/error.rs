@@ -20,6 +20,8 @@ pub enum SimError {
     Pki(#[from] redtether_pki::PkiError),
     #[error("QUIC crypto: {0}")]
     Crypto(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    #[error("tunnel configuration: {0}")]
+    ClientConfig(#[from] redtether_pki::quic::ClientConfigError),
     #[error("QUIC transport setting: {0}")]
     Transport(#[from] quinn::VarIntBoundsExceeded),
     #[error("cannot start a connection: {0}")]

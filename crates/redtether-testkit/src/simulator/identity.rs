@@ -4,7 +4,6 @@
 
 use super::SimError;
 use redtether_proto::wire::ALPN;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// A device's identity as `redtether enroll` stores it.
@@ -27,16 +26,7 @@ impl SimIdentity {
     /// The tunnel's client configuration, made once per device: each connection attempt clones
     /// it (an `Arc` inside), so reconnecting parses no PEM.
     pub fn client_config(&self, keepalive: Duration) -> Result<quinn::ClientConfig, SimError> {
-        let tls = redtether_pki::tls::agent_client(&self.ca_pem, &self.cert_pem, &self.key_pem, ALPN)?;
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
-        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        let mut transport = quinn::TransportConfig::default();
-        // As the agent: keep-alives notice a dead path and a restarted hub; the hub opens no
-        // unidirectional streams.
-        transport.keep_alive_interval(Some(keepalive));
-        transport.max_idle_timeout(Some(Duration::from_secs(30).try_into()?));
-        transport.max_concurrent_uni_streams(0u32.into());
-        config.transport_config(Arc::new(transport));
-        Ok(config)
+        // The agent's own configuration, so the simulated devices behave as agents do.
+        Ok(redtether_pki::quic::tunnel_client(&self.ca_pem, &self.cert_pem, &self.key_pem, ALPN, keepalive)?)
     }
 }
