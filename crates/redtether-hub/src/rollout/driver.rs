@@ -213,10 +213,10 @@ impl Rollouts {
         let mut active = self.active();
         let mut finished = Vec::new();
         for rollout in active.values_mut() {
-            let before = rollout.clone();
+            let before = rollout.revision;
             let observe = |e: &Entry| self.observe(e, &online);
             let actions = rollout.step(now, &observe, &mut new_id);
-            if *rollout != before {
+            if rollout.revision != before {
                 let actions = self.keep(rollout, actions);
                 decided.push((rollout.clone(), actions));
             }

@@ -126,6 +126,9 @@ pub struct Rollout {
     pub devices: Vec<Entry>,
     pub created_ms: u64,
     pub updated_ms: u64,
+    /// Bumped by every change, so whoever keeps the record knows to store it again.
+    #[serde(default)]
+    pub revision: u64,
     pub operator: String,
     /// The pipeline whose promotion started it.
     pub pipeline: Option<String>,
@@ -195,6 +198,7 @@ impl Rollout {
             devices: entries,
             created_ms: now_ms,
             updated_ms: now_ms,
+            revision: 0,
             operator,
             pipeline,
         }
@@ -240,7 +244,7 @@ impl Rollout {
     pub fn pause(&mut self, now_ms: u64) -> Option<Action> {
         (self.state == State::Running).then(|| {
             self.state = State::Paused;
-            self.updated_ms = now_ms;
+            self.touch(now_ms);
             self.event(HubEventKind::RolloutPaused, json!({}))
         })
     }
@@ -248,7 +252,7 @@ impl Rollout {
     pub fn resume(&mut self, now_ms: u64) -> Option<Action> {
         (self.state == State::Paused).then(|| {
             self.state = State::Running;
-            self.updated_ms = now_ms;
+            self.touch(now_ms);
             self.event(HubEventKind::RolloutResumed, json!({}))
         })
     }
@@ -258,7 +262,7 @@ impl Rollout {
     pub fn abort(&mut self, now_ms: u64) -> Option<Action> {
         (!self.state.is_over()).then(|| {
             self.state = State::Aborted;
-            self.updated_ms = now_ms;
+            self.touch(now_ms);
             for e in &mut self.devices {
                 if matches!(e.state, DeviceState::Capturing { .. }) {
                     e.state = DeviceState::Waiting;
@@ -280,11 +284,12 @@ impl Rollout {
     ) -> Vec<Action> {
         let running = self.state == State::Running;
         let snapshot = self.snapshot.clone();
-        let Some(e) = self.devices.iter_mut().find(|e| e.device == device) else { return Vec::new() };
-        if !matches!(e.state, DeviceState::Capturing { .. }) {
+        let Some(at) = self.devices.iter().position(|e| e.device == device) else { return Vec::new() };
+        if !matches!(self.devices[at].state, DeviceState::Capturing { .. }) {
             return Vec::new();
         }
-        self.updated_ms = now_ms;
+        self.touch(now_ms);
+        let e = &mut self.devices[at];
         e.state = DeviceState::Waiting;
         let Some(previous) = previous else { return Vec::new() };
         e.previous = Some(previous);
@@ -296,6 +301,11 @@ impl Rollout {
         e.forward = Some(deployment.clone());
         e.state = DeviceState::Deploying { deployment: deployment.clone(), since_ms: now_ms };
         vec![Action::Deploy { device: device.to_string(), deployment, snapshot }]
+    }
+
+    fn touch(&mut self, now_ms: u64) {
+        self.updated_ms = now_ms;
+        self.revision += 1;
     }
 
     fn event(&self, kind: HubEventKind, mut detail: serde_json::Value) -> Action {
@@ -334,7 +344,7 @@ impl Rollout {
             self.advance(now_ms, observe, &mut actions);
         }
         if (self.state, self.stage, &self.devices) != (before.0, before.1, &before.2) {
-            self.updated_ms = now_ms;
+            self.touch(now_ms);
         }
         actions
     }
@@ -345,6 +355,8 @@ impl Rollout {
         let (current, snapshot) = (self.stage, self.snapshot.clone());
         for e in &mut self.devices {
             let seen = match e.state {
+                // An earlier stage's applied devices are done with: nothing to look at.
+                DeviceState::Applied { .. } if e.stage != current => continue,
                 DeviceState::Deploying { .. } | DeviceState::Applied { .. } | DeviceState::Reverting { .. } => {
                     observe(e)
                 }

@@ -283,6 +283,23 @@ fn a_device_that_never_applies_fails_at_the_timeout() {
 }
 
 #[test]
+fn every_change_bumps_the_revision_and_a_quiet_step_does_not() {
+    let mut fleet = Fleet::default();
+    let mut r = rollout(3, plan(json!({"canary": 1, "waves": [100], "wait": 60})));
+    fleet.turn(&mut r, 0);
+    let after_start = r.revision;
+    assert!(after_start > 0, "the canary's capture and deployment changed it");
+    fleet.turn(&mut r, 500);
+    assert_eq!(r.revision, after_start, "nothing happened: nothing to store");
+    fleet.devices_act(&BTreeMap::new());
+    fleet.turn(&mut r, 1_000);
+    assert!(r.revision > after_start, "the canary applied");
+    let applied = r.revision;
+    assert!(r.pause(2_000).is_some());
+    assert_eq!(r.revision, applied + 1);
+}
+
+#[test]
 fn the_record_round_trips() {
     let r = rollout(5, Plan::default());
     let back: Rollout = serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
