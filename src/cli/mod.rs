@@ -170,7 +170,7 @@ fn run(settings: Settings) -> ExitCode {
                 DaemonError::StateDir(crate::state_dir::StateDirError::Locked { .. }) => exit::TEMP_FAIL,
                 DaemonError::StateDir(_) | DaemonError::Control(_) => exit::CANT_CREATE,
                 DaemonError::Gate(crate::gate::GateError::Tls(_)) => exit::CONFIG,
-                DaemonError::Gate(_) => exit::UNAVAILABLE,
+                DaemonError::Gate(_) | DaemonError::Metrics(_) => exit::UNAVAILABLE,
                 DaemonError::Signals(_) => exit::FAILURE,
             })
         }

@@ -47,6 +47,9 @@ fn human(s: &StatusReply) -> String {
     if let Some(last) = &nr.last_exit {
         out.push_str(&format!("            last run: {last}\n"));
     }
+    if let Some(metrics) = s.metrics {
+        out.push_str(&format!("  metrics   http://{metrics}/metrics\n"));
+    }
     out.push_str(&policy_line(&s.policy, s.gate.protection));
     let t = &s.tunnel;
     out.push_str(&format!("  tunnel    {}", tunnel_state(t.state)));
@@ -151,8 +154,10 @@ mod tests {
                 applied_at: Some("2026-11-27T07:01:00Z".into()),
                 last_refused: None,
             },
+            metrics: Some("127.0.0.1:9464".parse().unwrap()),
         };
         let text = human(&s);
+        assert!(text.contains("metrics   http://127.0.0.1:9464/metrics"), "{text}");
         assert!(text.contains("node-red  crash loop since 2026-11-27T07:05:00Z, 6 restarts"), "{text}");
         assert!(text.contains("listening on 0.0.0.0:1880"), "{text}");
         assert!(text.contains("restarting in 1m"), "{text}");

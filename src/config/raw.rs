@@ -22,6 +22,14 @@ pub(super) struct RawConfig {
     pub tunnel: RawTunnel,
     #[serde(default)]
     pub policy: RawPolicy,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -17,6 +17,14 @@ pub struct Settings {
     pub node_red: NodeRedSettings,
     pub gate: GateSettings,
     pub policy: PolicySettings,
+    pub metrics: MetricsSettings,
+}
+
+/// `[metrics]`: where Prometheus scrapes the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MetricsSettings {
+    /// `listen`: the address of `GET /metrics`; `None` (the default) serves no metrics.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[policy]`: whether the platform governs the security settings.
@@ -197,8 +205,28 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
             "must be between 200ms and 25s (the tunnel's idle timeout is 30s)".into(),
         ));
     }
+    let metrics = MetricsSettings {
+        listen: match raw.metrics.listen {
+            None => None,
+            Some(text) => {
+                let addr: std::net::SocketAddr = text
+                    .parse()
+                    .map_err(|e| invalid("metrics.listen", format!("{text:?} is not an address:port ({e})")))?;
+                // The gate's port serves Node-RED to whoever passes the gate; metrics are for a
+                // scraper, on a port of their own.
+                if addr.port() != 0 && addr.port() == gate.listen.port() {
+                    return Err(invalid(
+                        "metrics.listen",
+                        format!("{addr} uses the gate's port ({}): give metrics a port of their own", gate.listen),
+                    ));
+                }
+                Some(addr)
+            }
+        },
+    };
     Ok(Settings {
         source,
+        metrics,
         audit: AuditSettings { max_bytes, on_failure },
         tunnel: TunnelSettings { keepalive },
         state_dir,
@@ -254,6 +282,19 @@ mod tests {
         assert_eq!(s.node_red.restart_backoff_max, Duration::from_secs(60));
         assert_eq!(s.node_red.restart_reset_after, Duration::from_secs(600));
         assert_eq!(s.source, ConfigSource::File(PathBuf::from("/etc/redtether/agent.toml")));
+    }
+
+    #[test]
+    fn metrics_are_off_unless_an_address_is_given_and_never_on_the_gates_port() {
+        assert_eq!(load("").unwrap().metrics.listen, None);
+        let on = load("[metrics]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(on.metrics.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(key_of("[metrics]\nlisten = \"nine\"\n"), "metrics.listen");
+        assert_eq!(
+            key_of("[gate]\nlisten = \"0.0.0.0:1880\"\n[metrics]\nlisten = \"127.0.0.1:1880\"\n"),
+            "metrics.listen"
+        );
+        assert_eq!(key_of("[metrics]\nlisten = \"127.0.0.1:9464\"\nport = 1\n"), "metrics.port");
     }
 
     #[test]

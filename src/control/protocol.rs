@@ -75,6 +75,9 @@ pub struct StatusReply {
     pub deployment: Option<Report>,
     pub gate: GateStatus,
     pub policy: PolicyInfo,
+    /// Where `GET /metrics` is served (`[metrics] listen`), if it is.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The gate as `status` shows it.

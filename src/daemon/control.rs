@@ -59,6 +59,8 @@ pub struct DaemonControl {
     pub started: SystemTime,
     pub gate: Arc<crate::gate::Pipeline>,
     pub security: Arc<crate::security::SecurityControl>,
+    /// The bound `[metrics] listen` address.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl DaemonControl {
@@ -79,6 +81,7 @@ impl DaemonControl {
                 tls: self.settings.gate.tls.is_some(),
             },
             policy: self.security.info(),
+            metrics: self.metrics_listen,
         }
     }
 

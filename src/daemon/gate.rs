@@ -30,6 +30,7 @@ pub struct GateParts {
     pub audit: Auditor,
     pub tasks: TaskTracker,
     pub cancel: CancellationToken,
+    pub metrics: crate::metrics::GateMetrics,
 }
 
 pub fn pipeline(parts: GateParts) -> Pipeline {
@@ -44,6 +45,7 @@ pub fn pipeline(parts: GateParts) -> Pipeline {
         chunked_budget: Arc::new(Semaphore::new(crate::gate::CHUNKED_BUDGET)),
         audit: parts.audit,
         scheme: if g.tls.is_some() { "https" } else { "http" },
+        metrics: parts.metrics,
     };
     Pipeline::new(fixed, parts.security)
 }

@@ -44,6 +44,9 @@ pub enum DaemonError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// `[metrics] listen` could not be bound.
+    #[error(transparent)]
+    Metrics(#[from] redtether_host::metrics_server::MetricsListenError),
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -111,6 +114,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         None => None,
     };
     let initial = crate::security::initial(&settings, users, &dir);
+    let gate_metrics = crate::metrics::GateMetrics::default();
     let pipeline = Arc::new(gate::pipeline(gate::GateParts {
         settings: Arc::clone(&settings),
         security: initial.security.clone(),
@@ -121,6 +125,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         audit: audit.clone(),
         tasks: TaskTracker::new(),
         cancel: cancel.child_token(),
+        metrics: gate_metrics.clone(),
     }));
     let users_dir = dir.clone();
     let security = Arc::new(crate::security::SecurityControl::new(
@@ -134,6 +139,10 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let gate = Gate::bind(settings.gate.listen, tls, Arc::clone(&pipeline), TaskTracker::new()).await?;
     let gate_addr = gate.local_addr().unwrap_or(settings.gate.listen);
     let control = ControlServer::bind(&dir.control_socket())?;
+    let metrics_listener = match settings.metrics.listen {
+        Some(addr) => Some(redtether_host::metrics_server::bind(addr, "metrics.listen").await?),
+        None => None,
+    };
     tracing::info!(
         version = crate::VERSION,
         config = %settings.source.describe(),
@@ -157,7 +166,21 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         security: Arc::clone(&security),
         keepalive: settings.tunnel.keepalive,
         gate: Arc::clone(&pipeline),
+        resources: std::sync::Mutex::new(crate::metrics::ResourceSampler::new(dir.root().to_path_buf())),
     });
+    let metrics_listen = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(listener) = metrics_listener {
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let metrics =
+            crate::metrics::AgentMetrics::new(&gate_metrics, handle.clone(), audit.clone(), tunnel_handle.clone());
+        tasks.spawn(redtether_host::metrics_server::serve(
+            listener,
+            crate::metrics::render_fn(Arc::new(metrics)),
+            TaskTracker::new(),
+            cancel.child_token(),
+        ));
+        tracing::info!(%addr, "serving metrics at /metrics");
+    }
     tasks.spawn(tunnel.run(cancel.child_token()));
     let control_handler = Arc::new(control::DaemonControl {
         supervisor: handle.clone(),
@@ -171,6 +194,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         started: SystemTime::now(),
         gate: Arc::clone(&pipeline),
         security: Arc::clone(&security),
+        metrics_listen,
     });
     tasks.spawn(reload_on_hangup(hangup, Arc::clone(&security), cancel.child_token()));
     tasks.spawn(control.serve(control_handler, cancel.child_token()));

@@ -12,6 +12,7 @@ use super::space::{Space, space_of, upstream_target};
 use super::{local, responses};
 use crate::audit::{Actor, AuditEvent, AuditKind, Auditor};
 use crate::config::Role;
+use crate::metrics::{GateMetrics, space_label};
 use crate::supervisor::{GATE_TOKEN_HEADER, Perm, UpstreamTokens};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
@@ -60,6 +61,8 @@ pub struct Pipeline {
     pub audit: Auditor,
     /// `http` or `https`, as clients see the gate.
     pub scheme: &'static str,
+    /// What the gate counts (served by `[metrics] listen`).
+    pub metrics: GateMetrics,
 }
 
 /// Who is at the other end of a connection to the gate.
@@ -89,6 +92,7 @@ pub struct PipelineParts {
     pub chunked_budget: Arc<Semaphore>,
     pub audit: Auditor,
     pub scheme: &'static str,
+    pub metrics: GateMetrics,
 }
 
 impl Pipeline {
@@ -105,6 +109,7 @@ impl Pipeline {
             chunked_budget: parts.chunked_budget,
             audit: parts.audit,
             scheme: parts.scheme,
+            metrics: parts.metrics,
         }
     }
 
@@ -143,10 +148,13 @@ impl Pipeline {
         caller: Caller,
     ) -> Result<Response<GateBody>, Infallible> {
         let switching = req.headers().contains_key(header::UPGRADE) || req.method() == Method::CONNECT;
+        let space = space_label(req.uri().path());
+        let tunnel = matches!(caller, Caller::Platform { .. });
         let mut response = match caller {
             Caller::Network(peer) => self.serve(req, peer, None).await,
             Caller::Platform { hub, user } => self.serve(req, hub, Some(&user)).await,
         };
+        self.metrics.request(space, tunnel, response.status().as_u16());
         // The framing guard stops following a connection at a request that asks to switch
         // protocols, as it cannot know whether the switch happens. When it does not, the
         // connection ends with this answer, so nothing after it is read unjudged.
@@ -190,6 +198,7 @@ impl Pipeline {
         if let Some(limiter) = &rules.requests
             && let Err(wait) = limiter.take(ip, Instant::now())
         {
+            self.metrics.rate_limited("requests");
             return responses::too_many(wait);
         }
         if Cors::is_preflight(&method, req.headers()) {
@@ -270,11 +279,13 @@ impl Pipeline {
         if *presented != Presented::Nothing
             && let Err(wait) = self.failed_auth.check(ip, Instant::now())
         {
+            self.metrics.rate_limited("failed_auth");
             return Err(responses::too_many(wait));
         }
         match self.auth.authenticate(&rules.credentials, presented, realm, SystemTime::now()).await {
             Ok(who) => Ok(who),
             Err(failure) => {
+                self.metrics.auth_failed(failure.reason);
                 self.failed_auth.charge(ip, Instant::now());
                 self.audit_auth_failure(&failure, ip, method, &canonical.path).await?;
                 Err(responses::unauthorized(realm != Realm::Admin))
@@ -295,6 +306,7 @@ impl Pipeline {
             AssertionError::OtherDevice => (AuditKind::AccessDenied, StatusCode::FORBIDDEN),
             _ => (AuditKind::AuthFailed, StatusCode::UNAUTHORIZED),
         };
+        self.metrics.denied(refusal.reason());
         let event = AuditEvent::new(kind, Actor::anonymous(ip), canonical.path.as_str())
             .with("reason", refusal.reason())
             .with("method", method.as_str())
@@ -356,6 +368,7 @@ impl Pipeline {
             Denial::CrossSite => (StatusCode::FORBIDDEN, "cross_site_request", "cross_site"),
             Denial::Protection => (StatusCode::FORBIDDEN, "protection_mode", "protection_mode"),
         };
+        self.metrics.denied(reason);
         let mut event = AuditEvent::new(AuditKind::AccessDenied, actor_of(who, ip), canonical.path.as_str())
             .with("reason", reason)
             .with("method", method.as_str())
@@ -388,6 +401,7 @@ impl Pipeline {
             return refused;
         }
         let Ok(_slot) = Arc::clone(&self.upstream_slots).try_acquire_owned() else {
+            self.metrics.rate_limited("upstream_slots");
             return responses::unavailable("gate_busy", 1);
         };
         let (mut req, _held) = match self.whole_chunked_body(req).await {
@@ -404,7 +418,13 @@ impl Pipeline {
             Space::Admin(_) => WebsocketSpace::Editor,
             Space::Node => WebsocketSpace::Node,
         };
+        let sent = Instant::now();
         let mut response = self.proxy.forward(req, &upstream_target(canonical), peer, websockets).await;
+        let space_name = match space {
+            Space::Admin(_) => "editor",
+            Space::Node => "node",
+        };
+        self.metrics.upstream_answered(space_name, sent.elapsed());
 
         if admin_write && response.status().is_success() {
             let mut event = AuditEvent::new(AuditKind::AdminWrite, actor_of(who, peer.ip()), canonical.path.as_str())

@@ -52,6 +52,7 @@ pub struct SupervisorHandle {
     commands: mpsc::Sender<Command>,
     status: watch::Receiver<NodeRedStatus>,
     upstream: watch::Receiver<Option<SocketAddr>>,
+    probe_latency: watch::Receiver<Option<Duration>>,
 }
 
 impl SupervisorHandle {
@@ -64,6 +65,11 @@ impl SupervisorHandle {
     /// Where Node-RED listens while a run is up; `None` between runs.
     pub fn upstream(&self) -> watch::Receiver<Option<SocketAddr>> {
         self.upstream.clone()
+    }
+    /// How long the running Node-RED took to answer its last successful health probe: its
+    /// event loop's lag as seen from outside. `None` between runs.
+    pub fn probe_latency(&self) -> Option<Duration> {
+        *self.probe_latency.borrow()
     }
     /// Stops Node-RED gracefully and starts it again at once (not counted as a crash).
     /// Returns the new pid once it is spawned.
@@ -83,6 +89,7 @@ pub struct Supervisor {
     audit: Auditor,
     status: watch::Sender<NodeRedStatus>,
     upstream: watch::Sender<Option<SocketAddr>>,
+    probe_latency: watch::Sender<Option<Duration>>,
     commands: mpsc::Receiver<Command>,
     commands_open: bool,
     first_attempt: Option<oneshot::Sender<()>>,
@@ -115,6 +122,7 @@ impl Supervisor {
     ) -> (Supervisor, SupervisorHandle) {
         let (status_tx, status_rx) = watch::channel(NodeRedStatus::initial());
         let (upstream_tx, upstream_rx) = watch::channel(None);
+        let (latency_tx, latency_rx) = watch::channel(None);
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let probe_timeout = settings.health_interval.clamp(Duration::from_millis(500), Duration::from_secs(5));
         // Probes as the agent itself, with Node-RED's own notion of full rights.
@@ -127,6 +135,7 @@ impl Supervisor {
             audit,
             status: status_tx,
             upstream: upstream_tx,
+            probe_latency: latency_tx,
             commands: cmd_rx,
             commands_open: true,
             first_attempt: Some(first_attempt),
@@ -136,7 +145,10 @@ impl Supervisor {
             tasks: TaskTracker::new(),
             pending_restarts: Vec::new(),
         };
-        (supervisor, SupervisorHandle { commands: cmd_tx, status: status_rx, upstream: upstream_rx })
+        (
+            supervisor,
+            SupervisorHandle { commands: cmd_tx, status: status_rx, upstream: upstream_rx, probe_latency: latency_rx },
+        )
     }
 
     /// Supervises until `cancel` fires, then stops Node-RED and returns.
@@ -346,7 +358,8 @@ impl Supervisor {
             let interval = if last_ok.is_some() { self.settings.health_interval } else { STARTUP_PROBE_INTERVAL };
             let next_probe = async {
                 tokio::time::sleep(interval).await;
-                probe.check(port).await
+                let sent = Instant::now();
+                probe.check(port).await.map(|()| sent.elapsed())
             };
             tokio::select! {
                 _ = cancel.cancelled() => return RunEnd::Cancelled,
@@ -357,8 +370,9 @@ impl Supervisor {
                 },
                 result = next_probe => {
                     let now = Instant::now();
-                    if result.is_ok() {
+                    if let Ok(took) = &result {
                         last_ok = Some(now);
+                        self.probe_latency.send_replace(Some(*took));
                     }
                     match verdict(limits, started, last_ok, result.is_ok(), now) {
                         Verdict::Healthy => {
@@ -387,6 +401,7 @@ impl Supervisor {
 
     /// Stops the process if it still runs and records how the run ended.
     async fn finish_run(&mut self, process: &mut NodeRedProcess, end: RunEnd) -> RunEnd {
+        self.probe_latency.send_replace(None);
         let stop_timeout = self.settings.stop_timeout;
         let pid = process.pid();
         let (last_exit, status, reason) = match &end {

@@ -27,6 +27,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 pub struct TunnelHandle {
     status: watch::Receiver<TunnelStatus>,
     reload: Arc<Notify>,
+    connection: watch::Receiver<Option<quinn::Connection>>,
 }
 
 impl TunnelHandle {
@@ -36,6 +37,10 @@ impl TunnelHandle {
     /// Re-reads the identity now (after `redtether enroll`).
     pub fn reload(&self) {
         self.reload.notify_one();
+    }
+    /// QUIC's current estimate of the round trip to the hub, while the tunnel is up.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.connection.borrow().as_ref().map(quinn::Connection::rtt)
     }
 }
 
@@ -51,12 +56,16 @@ pub struct TunnelParts {
     pub keepalive: Duration,
     /// Where streams the hub opens are served.
     pub gate: Arc<Pipeline>,
+    /// Reads the resource figures each status report carries.
+    pub resources: std::sync::Mutex<crate::metrics::ResourceSampler>,
 }
 
 pub struct Tunnel {
     parts: TunnelParts,
     status: watch::Sender<TunnelStatus>,
     reload: Arc<Notify>,
+    /// The connection while a session runs on it (for its round-trip time).
+    connection: watch::Sender<Option<quinn::Connection>>,
 }
 
 /// What one attempt came to, and why (for the status and the log).
@@ -78,8 +87,9 @@ impl Tunnel {
     pub fn new(parts: TunnelParts) -> (Tunnel, TunnelHandle) {
         let (status, rx) = watch::channel(TunnelStatus::initial());
         let reload = Arc::new(Notify::new());
-        let handle = TunnelHandle { status: rx, reload: Arc::clone(&reload) };
-        (Tunnel { parts, status, reload }, handle)
+        let (connection, connection_rx) = watch::channel(None);
+        let handle = TunnelHandle { status: rx, reload: Arc::clone(&reload), connection: connection_rx };
+        (Tunnel { parts, status, reload, connection }, handle)
     }
 
     fn set(&self, state: TunnelState, identity: Option<&Identity>, error: Option<String>) {
@@ -224,7 +234,9 @@ impl Tunnel {
             streams: TaskTracker::new(),
             parts: &self.parts,
         };
+        self.connection.send_replace(Some(connection.clone()));
         let (ending, reason) = session.run(cancel).await;
+        self.connection.send_replace(None);
         tracing::info!(hub = %identity.info.hub, %reason, "tunnel down");
         let event = AuditEvent::new(AuditKind::TunnelDisconnected, Actor::System, identity.info.hub.as_str())
             .with("reason", reason.as_str());

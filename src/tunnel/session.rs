@@ -268,9 +268,14 @@ impl Session<'_> {
 
     async fn status(&self) -> DeviceStatus {
         let audit = self.parts.audit.status().await.unwrap_or_default();
+        let node_red = self.parts.supervisor.status();
+        let running = node_red.pid.filter(|_| node_red.state == redtether_proto::wire::NodeRedState::Running);
+        let latency = self.parts.supervisor.probe_latency();
+        let resources = self.parts.resources.lock().unwrap_or_else(|e| e.into_inner()).sample(running, latency);
         DeviceStatus {
             agent_version: crate::VERSION.to_string(),
-            node_red: self.parts.supervisor.status(),
+            resources: Some(Box::new(resources)),
+            node_red,
             audit_backlog: audit.backlog,
             audit_last_seq: audit.last_seq,
             gate_listen: self.parts.gate_listen.clone(),

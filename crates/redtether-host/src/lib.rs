@@ -10,6 +10,9 @@
 //! - [`deadline`]: waiting for a state machine's next deadline.
 //! - [`manpage`]: man pages from the clap definitions.
 //! - [`ratelimit`]: token buckets per source address (the gate's and the hub API's limits).
+//! - [`metrics_server`]: a listener that answers Prometheus scrapes, and the text encoding.
+//! - [`proc_stat`]: a process's CPU time and memory, the machine's load and a filesystem's free
+//!   space, read from `/proc` and `statvfs`.
 //!
 //! It knows nothing of Node-RED, devices or the tunnel's protocol.
 
@@ -20,7 +23,9 @@ pub mod exit;
 pub mod heap;
 pub mod logging;
 pub mod manpage;
+pub mod metrics_server;
 pub mod notify;
+pub mod proc_stat;
 pub mod ratelimit;
 pub mod signals;
 pub mod sled_open;

@@ -10,6 +10,8 @@
 //! - `GET /api/devices` — every enrolled device: id, online, last_seen, agent_version, node_red
 //! - `GET /api/devices/{id}` — one device, with the status it last pushed
 //! - `POST /api/devices/{id}/restart` — restart its Node-RED; the answer carries the result
+//! - `GET /api/devices/{id}/metrics[?since=T]` — its resource figures, a point a minute for
+//!   the last day; `GET /metrics` — the hub's Prometheus metrics (see `metrics_api`)
 //! - `GET /api/devices/{id}/audit[?after=SEQ][&kind=K][&source=device|hub]` — the device's
 //!   delivered audit events and what the hub recorded about it (see `audit_view`)
 //! - `GET /api/audit`, `GET /api/audit/export` — the fleet's audit, paged or whole (see
@@ -67,6 +69,8 @@ pub struct Api {
     pub enroll: crate::operators_api::EnrollHint,
     /// Fleet rollouts and their driver.
     pub rollouts: Arc<crate::rollout::Rollouts>,
+    /// The hub's Prometheus metrics and the devices' resource history.
+    pub metrics: Arc<crate::metrics::HubMetrics>,
 }
 
 /// Failed token checks allowed from one address at once, then one per second: enough for a
@@ -131,6 +135,7 @@ impl Api {
             "/auth/oidc/login" => return Ok(self.oidc_begin(req).await),
             crate::sso::config::CALLBACK_PATH => return Ok(self.oidc_callback(req, peer).await),
             crate::fleet_audit_api::EXPORT_PATH => return Ok(self.fleet_audit_export(&req, peer).await),
+            "/metrics" => return Ok(self.scrape(&req, peer).await),
             _ => {}
         }
         let req = match self.console(req, peer).await {
@@ -244,6 +249,7 @@ impl Api {
             (&Method::POST, ["api", "devices", id, "tokens"]) => self.create_token(operator, id, req.into_body()).await,
             (&Method::DELETE, ["api", "devices", id, "tokens", name]) => self.revoke_token(operator, id, name).await,
             (&Method::GET, ["api", "devices", id, "sbom"]) => self.sbom(operator, id, false).await,
+            (&Method::GET, ["api", "devices", id, "metrics"]) => self.device_metrics(id, req.uri().query()),
             (&Method::POST, ["api", "devices", id, "sbom"]) => self.sbom(operator, id, true).await,
             (&Method::GET, ["api", "devices"]) => match self.store.devices() {
                 Ok(devices) => json_response(
@@ -357,6 +363,10 @@ impl Api {
             v["certificate_expires"] = time(Some(d.cert_not_after));
             v["connected_since"] = online.map(|o| crate::session::since(&o).into()).unwrap_or(serde_json::Value::Null);
             v["status"] = json!(status);
+            v["resources"] = match self.metrics.history.latest(&d.id) {
+                Some(sample) => crate::metrics_api::sample_json(&sample),
+                None => serde_json::Value::Null,
+            };
             v["policy"] = match self.store.policy(&d.id) {
                 Ok(Some(p)) => json!({ "number": p.number, "state": p.state, "reason": p.reason }),
                 Ok(None) => serde_json::Value::Null,

@@ -268,7 +268,9 @@ fn run(settings: crate::config::HubSettings) -> ExitCode {
             exit::code(match e {
                 crate::HubError::StateDir(redtether_host::state_dir::StateDirError::Locked { .. }) => exit::TEMP_FAIL,
                 crate::HubError::Tls(_) | crate::HubError::Oidc(_) => exit::CONFIG,
-                crate::HubError::Endpoint(_) | crate::HubError::Api { .. } => exit::UNAVAILABLE,
+                crate::HubError::Endpoint(_) | crate::HubError::Api { .. } | crate::HubError::Metrics(_) => {
+                    exit::UNAVAILABLE
+                }
                 _ => exit::FAILURE,
             })
         }

@@ -26,6 +26,14 @@ struct RawHub {
     api: RawApi,
     #[serde(default)]
     auth: RawAuth,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +116,9 @@ pub struct HubSettings {
     /// at all; `None`: no account is made (`operator add` is the way).
     pub first_owner: Option<String>,
     pub auth: AuthSettings,
+    /// `[metrics] listen`: an address serving only `GET /metrics`, without a login (for a
+    /// scraper); `None` (the default): metrics only on the operator listener, for operators.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The first owner's name on a hub run with the built-in defaults.
@@ -220,8 +231,16 @@ fn validate(raw: RawHub, source: ConfigSource, ctx: &ProcessContext) -> Result<H
         None if source == ConfigSource::Defaults => Some(DEFAULT_FIRST_OWNER.to_string()),
         None => None,
     };
+    let metrics_listen = match raw.metrics.listen {
+        None => None,
+        Some(text) => Some(addr(Some(text), "", "metrics.listen")?),
+    };
+    if metrics_listen.is_some_and(|m| m.port() != 0 && (m.port() == api_listen.port() || m.port() == listen.port())) {
+        return Err(invalid("metrics.listen", "must not share a port with listen or api_listen".into()));
+    }
     Ok(HubSettings {
         source,
+        metrics_listen,
         state_dir,
         log_level,
         listen,

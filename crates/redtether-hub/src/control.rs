@@ -59,6 +59,8 @@ pub struct HubControl {
     pub ca_fingerprint: String,
     pub listen: String,
     pub api_listen: String,
+    /// The bound `[metrics] listen` address, if any.
+    pub metrics_listen: Option<String>,
 }
 
 /// Why the hub (or the CLI, with the hub stopped) refused a request.
@@ -238,6 +240,7 @@ impl Handler for HubControl {
                 "version": crate::VERSION,
                 "listen": self.listen,
                 "api_listen": self.api_listen,
+                "metrics_listen": self.metrics_listen,
                 "ca_fingerprint": self.ca_fingerprint,
                 "online": self.api.registry.count(),
             })),

@@ -62,6 +62,7 @@ pub struct Accepting {
     pub store: Arc<HubStore>,
     pub registry: Registry,
     pub enrollment: Arc<Enrollment>,
+    pub metrics: Arc<crate::metrics::HubMetrics>,
 }
 
 impl Accepting {
@@ -89,18 +90,24 @@ impl Accepting {
             Err(e) => {
                 // A refused certificate ends here, in the TLS handshake, with an alert.
                 tracing::info!(%addr, error = %e, "handshake failed");
+                self.metrics.refused(handshake_refusal(&e));
                 return;
             }
         };
+        let _open = self.metrics.connection();
         let alpn = connection
             .handshake_data()
             .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
             .and_then(|d| d.protocol);
         match alpn.as_deref() {
-            Some(a) if a == ENROLL_ALPN => self.enrollment.serve(connection).await,
+            Some(a) if a == ENROLL_ALPN => {
+                self.metrics.handshake("enroll");
+                self.enrollment.serve(connection).await
+            }
             Some(a) if a == ALPN => {
                 let Some((device, serial)) = self.device_of(&connection) else {
                     tracing::warn!(%addr, "tunnel without a client certificate");
+                    self.metrics.refused("no_client_certificate");
                     connection.close(codes::CERTIFICATE_REQUIRED.into(), b"a client certificate is required");
                     return;
                 };
@@ -117,21 +124,28 @@ impl Accepting {
                         if !record.revoked && record.previous_serial.as_deref() == Some(serial.as_str()) => {}
                     _ => {
                         tracing::warn!(%addr, %device, "tunnel from an unknown or revoked device");
+                        self.metrics.refused("unknown_or_revoked");
                         connection.close(codes::REVOKED.into(), b"device not enrolled or revoked");
                         return;
                     }
                 }
+                self.metrics.handshake("tunnel");
                 Session {
                     device,
                     connection,
                     store: Arc::clone(&self.store),
                     registry: self.registry.clone(),
                     issuer: Arc::clone(&self.enrollment),
+                    metrics: Arc::clone(&self.metrics),
+                    stored_status: std::sync::Mutex::new(None),
                 }
                 .serve(cancel)
                 .await
             }
-            _ => connection.close(codes::UNEXPECTED_FRAME.into(), b"unknown ALPN"),
+            _ => {
+                self.metrics.refused("unknown_alpn");
+                connection.close(codes::UNEXPECTED_FRAME.into(), b"unknown ALPN")
+            }
         }
     }
 
@@ -142,5 +156,19 @@ impl Accepting {
         let info = cert_info(leaf).ok()?;
         tracing::debug!(serial = %info.serial_hex, sha256 = %fingerprint(leaf), "device certificate");
         Some((info.common_name?, info.serial_hex))
+    }
+}
+
+/// Why a handshake failed, for the refusals metric: the TLS layer refused (a certificate the
+/// hub does not accept, or none), the client went quiet, or something else.
+fn handshake_refusal(e: &quinn::ConnectionError) -> &'static str {
+    use quinn::ConnectionError as E;
+    // QUIC carries TLS alerts as the transport error codes 0x100-0x1ff.
+    let tls_alert = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
+    match e {
+        E::TransportError(t) if tls_alert(t.code) => "tls_refused",
+        E::ConnectionClosed(c) if tls_alert(c.error_code) => "tls_refused",
+        E::TimedOut => "timed_out",
+        _ => "handshake_failed",
     }
 }

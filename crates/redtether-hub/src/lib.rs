@@ -29,6 +29,8 @@ pub mod identity;
 pub mod journal;
 pub mod keys;
 mod login;
+pub mod metrics;
+mod metrics_api;
 mod operators_api;
 mod pipelines_api;
 mod policy_api;
@@ -91,6 +93,9 @@ pub enum HubError {
     /// The first owner could not be made on a start with no operator.
     #[error("cannot make the first owner: {0}")]
     FirstOwner(#[from] control::RequestError),
+    /// `[metrics] listen` could not be bound.
+    #[error(transparent)]
+    Metrics(#[from] redtether_host::metrics_server::MetricsListenError),
 }
 
 /// Source addresses whose failed token checks are remembered at once (the oldest are forgotten).
@@ -120,6 +125,10 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
         .map(|t| redtether_host::tls_server::acceptor(t, "api.tls", &dir, "api-tls"))
         .transpose()?;
     let control = ControlServer::bind(&dir.control_socket())?;
+    let metrics_listener = match settings.metrics_listen {
+        Some(addr) => Some(redtether_host::metrics_server::bind(addr, "metrics.listen").await?),
+        None => None,
+    };
     // Only now that every port is bound: a start that fails on a busy port must not make the
     // owner whose setup link it then never prints.
     let setup_secs = settings.auth.setup_code_lifetime.as_secs();
@@ -130,6 +139,7 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
     let ca_fingerprint = keys.ca_fingerprint()?;
 
     let registry = registry::Registry::default();
+    let metrics = Arc::new(metrics::HubMetrics::new(Arc::clone(&store), registry.clone()));
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     let signer = ring::signature::Ed25519KeyPair::from_pkcs8(&keys.signing_pkcs8).map_err(|e| {
@@ -169,6 +179,7 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
             token_lifetime: settings.enroll_token_lifetime,
         },
         sso: sso_login::Sso::new(settings.auth.oidc.clone().map(sso::oidc::OidcLogin::new).transpose()?),
+        metrics: Arc::clone(&metrics),
     });
     let accepting = endpoint::Accepting {
         store: Arc::clone(&store),
@@ -179,11 +190,23 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
             cert_lifetime: settings.device_cert_lifetime,
             signer: Arc::clone(&signer),
         }),
+        metrics: Arc::clone(&metrics),
     };
     tasks.spawn(accepting.run(quic.endpoint.clone(), tasks.clone(), cancel.child_token()));
     tasks.spawn(Arc::clone(&rollouts).run(tasks.clone(), cancel.child_token()));
     tasks.spawn(console::sample_presence(Arc::clone(&store), registry.clone(), cancel.child_token()));
     tasks.spawn(serve_api(api_listener, api_tls, Arc::clone(&api), tasks.clone(), cancel.child_token()));
+    let metrics_listen = metrics_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string());
+    if let Some(listener) = metrics_listener {
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tasks.spawn(redtether_host::metrics_server::serve(
+            listener,
+            metrics.render_fn(),
+            tasks.clone(),
+            cancel.child_token(),
+        ));
+        tracing::info!(%addr, "serving metrics at /metrics");
+    }
     let handler = Arc::new(control::HubControl {
         store: Arc::clone(&store),
         api: Arc::clone(&api),
@@ -191,6 +214,7 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
         ca_fingerprint: ca_fingerprint.clone(),
         listen: quic_addr.to_string(),
         api_listen: api_addr.to_string(),
+        metrics_listen,
     });
     tasks.spawn(control.serve(handler, cancel.child_token()));
     let notifier = Arc::new(notifier);
@@ -260,7 +284,18 @@ async fn serve_api(
         let _ = stream.set_nodelay(true);
         let (api, tls, cancel) = (Arc::clone(&api), tls.clone(), cancel.clone());
         tasks.spawn(async move {
-            let service = service_fn(move |req| Arc::clone(&api).handle(req, peer.ip()));
+            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let api = Arc::clone(&api);
+                async move {
+                    let (route, method, started) =
+                        (metrics::routes::route_of(req.uri().path()), req.method().clone(), std::time::Instant::now());
+                    let response = Arc::clone(&api).handle(req, peer.ip()).await;
+                    if let Ok(r) = &response {
+                        api.metrics.api_answered(route, &method, r.status().as_u16(), started.elapsed());
+                    }
+                    response
+                }
+            });
             let builder =
                 http1::Builder::new().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30)).clone();
             let served = async {

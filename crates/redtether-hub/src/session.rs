@@ -30,6 +30,11 @@ pub struct Session {
     pub registry: Registry,
     /// Issues renewed certificates.
     pub issuer: Arc<crate::enroll::Enrollment>,
+    /// Counts delivered audit events; keeps the device's resource history.
+    pub metrics: Arc<crate::metrics::HubMetrics>,
+    /// The status last written to the store, without its resource figures: a report whose only
+    /// news is those figures (every status interval) goes to the history, not to the disk.
+    pub stored_status: std::sync::Mutex<Option<redtether_proto::wire::DeviceStatus>>,
 }
 
 enum StreamEnd {
@@ -186,13 +191,21 @@ impl Session {
             }
             // (While the device is online its last_seen is "now"; the stored one is set at
             // disconnect.)
-            HubAction::StoreStatus(status) => {
-                let _ = self.store.update_device(&self.device, |d| d.status = Some(status.clone()));
+            HubAction::StoreStatus(mut status) => {
+                if let Some(resources) = status.resources.take() {
+                    self.metrics.history.record(&self.device, unix_now(), &resources);
+                }
+                let mut stored = self.stored_status.lock().unwrap_or_else(|e| e.into_inner());
+                if stored.as_ref() != Some(&status) {
+                    let _ = self.store.update_device(&self.device, |d| d.status = Some(status.clone()));
+                    *stored = Some(status);
+                }
             }
             HubAction::StoreAudit(events) => {
                 let (store, device) = (Arc::clone(&self.store), self.device.clone());
                 match tokio::task::spawn_blocking(move || store.ingest_audit(&device, &events)).await {
                     Ok(Ok(done)) => {
+                        self.metrics.audit_stored(done.stored, done.duplicates);
                         tracing::debug!(device = %self.device, stored = done.stored, duplicates = done.duplicates, ack = done.ack, "audit batch stored");
                         session.on_event(HubEvent::AuditStored { ack: done.ack });
                     }

@@ -19,17 +19,21 @@ use sha2::{Digest, Sha256};
 use sled::Transactional;
 use std::path::Path;
 
+mod census;
 mod fleet_audit;
 mod groups;
+mod latency;
 mod operators;
 mod policy;
 mod presence;
 pub use crate::identity::OperatorRole;
+pub use census::{Census, deploy_state_name};
 pub use fleet_audit::{
     AuditFilter, AuditPage, AuditRow, CSV_HEADER, Cursor, DEFAULT_LIMIT, ExportFormat, FleetAuditError, FleetQuery,
     GroupScope, MAX_EXAMINED, MAX_LIMIT, QueryFor, RowHead, Source, csv_line,
 };
 pub use groups::{GroupRecord, MembershipChange, PipelineRecord, PipelineStage};
+pub use latency::StoreLatency;
 pub use operators::{AccountSource, ApiTokenRecord, OperatorRecord, SessionRecord, SetupCode};
 pub use policy::{HubTokenRecord, MadePolicy, PolicyChange, PolicyError, PolicyRecord, PolicyUpdate};
 pub use presence::PresenceSample;
@@ -200,6 +204,8 @@ pub struct HubStore {
     log: sled_open::LogFile,
     /// The hash-chained trail of every event recorded here (`crate::journal`).
     journal: HubJournal,
+    /// How long the main operations take (the hub's metrics).
+    pub latency: StoreLatency,
 }
 
 fn audit_key(device: &str, seq: u64, id: &str) -> Vec<u8> {
@@ -270,6 +276,7 @@ impl HubStore {
             pipelines: db.open_tree("pipelines")?,
             journal,
             db,
+            latency: StoreLatency::default(),
         };
         store.open_fleet_audit_index(root)?;
         store.index_snapshot_ids()?;
@@ -278,8 +285,10 @@ impl HubStore {
 
     /// Makes every change so far durable.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.journal.sync()?;
-        Ok(self.log.sync(&self.db)?)
+        self.latency.time("flush", || {
+            self.journal.sync()?;
+            Ok(self.log.sync(&self.db)?)
+        })
     }
 
     /// Records an event of an operator's action in the hub's journal, durably: the caller
@@ -291,10 +300,12 @@ impl HubStore {
         target: &str,
         detail: serde_json::Value,
     ) -> Result<StoredEvent, StoreError> {
-        let _order = self.hub_event_order.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let stored = self.journal.record(kind, actor, target, detail, Durability::Sync)?;
-        self.index_hub_event(&stored, None)?;
-        Ok(stored)
+        self.latency.time("record", || {
+            let _order = self.hub_event_order.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let stored = self.journal.record(kind, actor, target, detail, Durability::Sync)?;
+            self.index_hub_event(&stored, None)?;
+            Ok(stored)
+        })
     }
 
     /// A one-time enrollment token for `device_id`, valid for `lifetime_secs`.
@@ -424,7 +435,7 @@ impl HubStore {
     /// Updates what the hub knows about a connected device (not flushed: it is refreshed on
     /// every connection).
     pub fn update_device(&self, id: &str, change: impl Fn(&mut DeviceRecord)) -> Result<(), StoreError> {
-        self.modify_device(id, change).map(|_| ())
+        self.latency.time("update_device", || self.modify_device(id, change).map(|_| ()))
     }
 
     /// Changes a device's record atomically (compare and swap, again if another change came
@@ -467,6 +478,15 @@ impl HubStore {
         kind: HubEventKind,
         detail: serde_json::Value,
     ) -> Result<HubEvent, StoreError> {
+        self.latency.time("record_event", || self.record_event_untimed(device, kind, detail))
+    }
+
+    fn record_event_untimed(
+        &self,
+        device: &str,
+        kind: HubEventKind,
+        detail: serde_json::Value,
+    ) -> Result<HubEvent, StoreError> {
         let _order = self.hub_event_order.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let stored = self.journal.record(kind, hub_event_actor(&detail), device, detail.clone(), Durability::Lazy)?;
         // The per-device rows the device's audit view reads (with the fleet audit's index
@@ -486,6 +506,10 @@ impl HubStore {
     /// seq and id) is counted as a duplicate and kept once. The caller acknowledges `ack` only
     /// after this returned.
     pub fn ingest_audit(&self, device: &str, events: &[StoredEvent]) -> Result<Ingested, StoreError> {
+        self.latency.time("ingest_audit", || self.ingest_audit_untimed(device, events))
+    }
+
+    fn ingest_audit_untimed(&self, device: &str, events: &[StoredEvent]) -> Result<Ingested, StoreError> {
         check_batch(events)?;
         let (fresh, done) = new_events(events, |seq, id| self.audit.contains_key(audit_key(device, seq, id)))?;
         if done.ack == 0 {

@@ -1,4 +1,5 @@
-//! `/devices/{id}`: a device's status and identity, *Open editor* and *Restart Node-RED*, and
+//! `/devices/{id}`: a device's status and identity, *Open editor* and *Restart Node-RED*, its
+//! resource charts (the last six hours), and
 //! its tabs (`?tab=`): security, deployments, snapshots, audit, SBOM. Everything shown comes
 //! from the API's answers for the caller (`Api::call`), so a page shows what the caller's role
 //! may read and nothing else.
@@ -64,6 +65,9 @@ pub fn unix(rfc3339: &str) -> Option<u64> {
     humantime::parse_rfc3339_weak(rfc3339).ok().map(redtether_proto::time::unix_of)
 }
 
+/// How far back the device page's charts go.
+const CHART_WINDOW_SECS: u64 = 6 * 3600;
+
 /// Something the tab shows once, in place of a redirect's notice: a secret just made.
 pub enum Shown {
     Token { name: String, token: String },
@@ -95,6 +99,11 @@ impl Api {
             };
             return layout::message(Some(caller), code, "Device", text);
         }
+        let to = redtether_proto::time::unix_now();
+        let from = to.saturating_sub(CHART_WINDOW_SECS);
+        let metrics_path = format!("/api/devices/{}/metrics?since={from}", seg(id));
+        let (_, metrics) = self.call(caller, Method::GET, &metrics_path, None).await;
+        let samples = metrics["samples"].as_array().cloned().unwrap_or_default();
         let body = match tab {
             Tab::Security => self.security_tab(caller, id, shown).await,
             Tab::Deployments => self.deployments_tab(caller, id).await,
@@ -104,6 +113,7 @@ impl Api {
         };
         let content = html! {
             (facts(caller, id, &device))
+            (super::charts::charts(&samples, from, to))
             nav.tabs aria-label="Device" {
                 ul {
                     @for t in Tab::ALL {

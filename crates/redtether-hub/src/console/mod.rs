@@ -12,6 +12,7 @@
 mod actions;
 mod assets;
 mod audit_page;
+mod charts;
 mod device;
 mod devices;
 mod fleet;

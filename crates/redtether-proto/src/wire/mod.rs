@@ -17,7 +17,7 @@ mod stream;
 pub use control::{AgentFrame, Command, DeployReport, DeployState, HubFrame, PolicyReport, PolicyState};
 pub use enroll::{EnrollRefusal, EnrollRequest, EnrollResponse};
 pub use frame::{FrameDecoder, FrameError, Message, encode};
-pub use status::{DeviceStatus, NodeRedState, NodeRedStatus};
+pub use status::{DeviceResources, DeviceStatus, NodeRedState, NodeRedStatus};
 pub use stream::{StreamHeader, StreamKind};
 
 /// ALPN of the tunnel proper (a client certificate from the hub's CA is required).

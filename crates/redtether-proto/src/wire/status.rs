@@ -59,6 +59,55 @@ pub struct DeviceStatus {
     pub audit_last_seq: u64,
     pub gate_listen: String,
     pub protection: bool,
+    /// What the device's resources were when the status was gathered (absent from agents
+    /// that do not measure them). Boxed: the frames and actions that carry a status stay small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Box<DeviceResources>>,
+}
+
+/// The device's resources at one status report. Each figure is absent when it could not be
+/// measured (Node-RED not running, the first reading of a CPU meter, no /proc).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceResources {
+    /// Node-RED's CPU use since the previous report, in percent of one CPU (as `top`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_red_cpu_percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_red_rss_bytes: Option<u64>,
+    /// The agent's own CPU use since the previous report, in percent of one CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_cpu_percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_rss_bytes: Option<u64>,
+    /// How long Node-RED took to answer its last health probe, in milliseconds: its event loop's
+    /// lag as seen from outside (a busy loop answers late).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_loop_lag_ms: Option<f64>,
+    /// Free space of the filesystem holding the agent's state directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_free_bytes: Option<u64>,
+    /// Seconds since the device booted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_secs: Option<u64>,
+    /// The 1-, 5- and 15-minute load averages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_average: Option<[f64; 3]>,
+}
+
+impl DeviceResources {
+    /// Plausible figures, for tests and simulations.
+    pub fn example() -> Self {
+        DeviceResources {
+            node_red_cpu_percent: Some(3.5),
+            node_red_rss_bytes: Some(80 * 1024 * 1024),
+            agent_cpu_percent: Some(0.4),
+            agent_rss_bytes: Some(12 * 1024 * 1024),
+            event_loop_lag_ms: Some(2.0),
+            disk_free_bytes: Some(4 * 1024 * 1024 * 1024),
+            uptime_secs: Some(86_400),
+            load_average: Some([0.2, 0.3, 0.25]),
+        }
+    }
 }
 
 impl DeviceStatus {
@@ -74,6 +123,7 @@ impl DeviceStatus {
             audit_last_seq: 0,
             gate_listen: "127.0.0.1:1880".into(),
             protection: false,
+            resources: None,
         }
     }
 }
@@ -134,6 +184,19 @@ mod tests {
         let v = serde_json::to_value(&status).unwrap();
         assert_eq!(v["node_red"]["state"], "starting");
         assert_eq!(v["protection"], false);
+        assert_eq!(serde_json::from_value::<DeviceStatus>(v).unwrap(), status);
+    }
+
+    #[test]
+    fn resources_are_optional_both_ways() {
+        // A status without them (an older agent) reads; one with them round-trips.
+        let mut status = DeviceStatus::example();
+        let v = serde_json::to_value(&status).unwrap();
+        assert!(v.get("resources").is_none());
+        status.resources = Some(Box::new(DeviceResources { event_loop_lag_ms: None, ..DeviceResources::example() }));
+        let v = serde_json::to_value(&status).unwrap();
+        assert_eq!(v["resources"]["load_average"], serde_json::json!([0.2, 0.3, 0.25]));
+        assert!(v["resources"].get("event_loop_lag_ms").is_none());
         assert_eq!(serde_json::from_value::<DeviceStatus>(v).unwrap(), status);
     }
 }

@@ -3,13 +3,18 @@
 
 use super::device::Shared;
 use redtether_proto::deployment::Snapshot;
-use redtether_proto::wire::{Command, DeviceStatus, NodeRedState, NodeRedStatus};
+use redtether_proto::wire::{Command, DeviceResources, DeviceStatus, NodeRedState, NodeRedStatus};
 use serde_json::json;
 use std::time::SystemTime;
 
 /// The status a device pushes: the same for its whole life but for the restarts, so an idle
 /// device sends it once per connection, as the agent does.
-pub(super) fn status(agent_version: &str, since: SystemTime, restarts: u32) -> DeviceStatus {
+pub(super) fn status(
+    agent_version: &str,
+    since: SystemTime,
+    restarts: u32,
+    resources: Option<Box<DeviceResources>>,
+) -> DeviceStatus {
     DeviceStatus {
         agent_version: agent_version.to_string(),
         node_red: NodeRedStatus {
@@ -25,6 +30,20 @@ pub(super) fn status(agent_version: &str, since: SystemTime, restarts: u32) -> D
         audit_last_seq: 0,
         gate_listen: "127.0.0.1:1880".to_string(),
         protection: false,
+        resources,
+    }
+}
+
+/// Resource figures of poll number `poll`: plausible, and different at every poll as a real
+/// device's are.
+pub(super) fn resources(poll: u64) -> DeviceResources {
+    let wobble = (poll % 17) as f64;
+    DeviceResources {
+        node_red_cpu_percent: Some(2.0 + wobble / 4.0),
+        node_red_rss_bytes: Some((90 << 20) + (poll % 64) * 4096),
+        agent_cpu_percent: Some(0.3 + wobble / 100.0),
+        uptime_secs: Some(86_400 + poll * 10),
+        ..DeviceResources::example()
     }
 }
 

@@ -25,6 +25,12 @@ pub struct SimConfig {
     pub connect_timeout: Duration,
     /// The agent version the devices say they run.
     pub agent_version: String,
+    /// How often a device polls its status (the agent's default is 10 s).
+    pub status_every: Duration,
+    /// Whether the status carries resource figures. They change at every poll, so a device
+    /// that reports them sends a status every `status_every`, as the agent does; without them
+    /// an idle device sends its status once per connection.
+    pub resources: bool,
 }
 
 impl SimConfig {
@@ -50,6 +56,8 @@ impl SimConfig {
             enroll_concurrency: 32,
             connect_timeout: Duration::from_secs(10),
             agent_version: "0.0.0-sim".to_string(),
+            status_every: Duration::from_secs(10),
+            resources: false,
         })
     }
 

@@ -90,7 +90,8 @@ impl DeviceTask {
     ) -> StreamEnd {
         let origin = tokio::time::Instant::now();
         let now = || Instant::from_origin(origin.elapsed());
-        let config = AgentConfig::new(self.config.agent_version.as_str(), self.config.hub.as_str());
+        let mut config = AgentConfig::new(self.config.agent_version.as_str(), self.config.hub.as_str());
+        config.status_every = self.config.status_every;
         // No renewal: a simulated device lives far shorter than its certificate. The last
         // outcomes go out again at the welcome, as the agent's do.
         let mut session = AgentSession::new(config, now(), None, self.deployer.last_report())
@@ -168,7 +169,9 @@ impl DeviceTask {
             AgentAction::Record(_) | AgentAction::AckAudit { .. } => {}
             AgentAction::ReadAudit { .. } => session.on_event(AgentEvent::AuditRead(Vec::new()), now),
             AgentAction::PollStatus => {
-                let status = answers::status(&self.config.agent_version, self.since, self.restarts);
+                self.polls += 1;
+                let resources = self.config.resources.then(|| Box::new(answers::resources(self.polls)));
+                let status = answers::status(&self.config.agent_version, self.since, self.restarts, resources);
                 session.on_event(AgentEvent::Status(status), now);
             }
             AgentAction::Execute { id, command } => {

@@ -37,6 +37,8 @@ pub(super) struct DeviceTask {
     /// Node-RED restarts the hub asked for (they show in the status).
     pub restarts: u32,
     pub since: SystemTime,
+    /// Status polls so far (the simulated resource figures move with it).
+    pub polls: u64,
 }
 
 impl DeviceTask {
@@ -57,6 +59,7 @@ impl DeviceTask {
             policy: PolicyKeeper::new(key),
             restarts: 0,
             since: SystemTime::now(),
+            polls: 0,
         })
     }
 
