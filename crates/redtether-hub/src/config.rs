@@ -26,6 +26,8 @@ struct RawHub {
     api: RawApi,
     #[serde(default)]
     auth: RawAuth,
+    #[serde(default)]
+    alerts: crate::alerts::config::RawAlerts,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +110,8 @@ pub struct HubSettings {
     /// at all; `None`: no account is made (`operator add` is the way).
     pub first_owner: Option<String>,
     pub auth: AuthSettings,
+    /// `[alerts]` and `[[alerts.webhook]]`.
+    pub alerts: crate::alerts::config::AlertSettings,
 }
 
 /// The first owner's name on a hub run with the built-in defaults.
@@ -236,6 +240,7 @@ fn validate(raw: RawHub, source: ConfigSource, ctx: &ProcessContext) -> Result<H
         enroll_token_lifetime: positive(raw.enroll_token_lifetime, Duration::from_secs(3600), "enroll_token_lifetime")?,
         first_owner,
         auth: auth(raw.auth, &base, &invalid, &positive)?,
+        alerts: crate::alerts::config::validate(raw.alerts, &base, &invalid)?,
     })
 }
 

@@ -10,6 +10,7 @@
 //! ```
 
 mod accounts_api;
+pub mod alerts;
 pub mod api;
 mod audit_cli;
 mod audit_view;
@@ -91,6 +92,8 @@ pub enum HubError {
     /// The first owner could not be made on a start with no operator.
     #[error("cannot make the first owner: {0}")]
     FirstOwner(#[from] control::RequestError),
+    #[error(transparent)]
+    Alerts(#[from] alerts::AlertsError),
 }
 
 /// Source addresses whose failed token checks are remembered at once (the oldest are forgotten).
@@ -182,6 +185,8 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
     };
     tasks.spawn(accepting.run(quic.endpoint.clone(), tasks.clone(), cancel.child_token()));
     tasks.spawn(Arc::clone(&rollouts).run(tasks.clone(), cancel.child_token()));
+    let hub_name = settings.device_address(quic_addr);
+    alerts::start(&settings.alerts, hub_name, &store, &registry, dir.root(), &tasks, &cancel)?;
     tasks.spawn(console::sample_presence(Arc::clone(&store), registry.clone(), cancel.child_token()));
     tasks.spawn(serve_api(api_listener, api_tls, Arc::clone(&api), tasks.clone(), cancel.child_token()));
     let handler = Arc::new(control::HubControl {
