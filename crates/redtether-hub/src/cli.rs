@@ -267,7 +267,9 @@ fn run(settings: crate::config::HubSettings) -> ExitCode {
             eprintln!("redtether-hub: error: {}", redtether_host::error_chain(&e));
             exit::code(match e {
                 crate::HubError::StateDir(redtether_host::state_dir::StateDirError::Locked { .. }) => exit::TEMP_FAIL,
-                crate::HubError::Tls(_) | crate::HubError::Oidc(_) => exit::CONFIG,
+                crate::HubError::Tls(_)
+                | crate::HubError::Oidc(_)
+                | crate::HubError::Alerts(crate::alerts::AlertsError::Tls { .. }) => exit::CONFIG,
                 crate::HubError::Endpoint(_) | crate::HubError::Api { .. } | crate::HubError::Metrics(_) => {
                     exit::UNAVAILABLE
                 }

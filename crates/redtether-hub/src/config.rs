@@ -27,6 +27,8 @@ struct RawHub {
     #[serde(default)]
     auth: RawAuth,
     #[serde(default)]
+    alerts: crate::alerts::config::RawAlerts,
+    #[serde(default)]
     metrics: RawMetrics,
 }
 
@@ -119,6 +121,8 @@ pub struct HubSettings {
     /// `[metrics] listen`: an address serving only `GET /metrics`, without a login (for a
     /// scraper); `None` (the default): metrics only on the operator listener, for operators.
     pub metrics_listen: Option<SocketAddr>,
+    /// `[alerts]` and `[[alerts.webhook]]`.
+    pub alerts: crate::alerts::config::AlertSettings,
 }
 
 /// The first owner's name on a hub run with the built-in defaults.
@@ -255,6 +259,7 @@ fn validate(raw: RawHub, source: ConfigSource, ctx: &ProcessContext) -> Result<H
         enroll_token_lifetime: positive(raw.enroll_token_lifetime, Duration::from_secs(3600), "enroll_token_lifetime")?,
         first_owner,
         auth: auth(raw.auth, &base, &invalid, &positive)?,
+        alerts: crate::alerts::config::validate(raw.alerts, &base, &invalid)?,
     })
 }
 

@@ -10,6 +10,7 @@
 //! ```
 
 mod accounts_api;
+pub mod alerts;
 pub mod api;
 mod audit_cli;
 mod audit_view;
@@ -96,6 +97,8 @@ pub enum HubError {
     /// `[metrics] listen` could not be bound.
     #[error(transparent)]
     Metrics(#[from] redtether_host::metrics_server::MetricsListenError),
+    #[error(transparent)]
+    Alerts(#[from] alerts::AlertsError),
 }
 
 /// Source addresses whose failed token checks are remembered at once (the oldest are forgotten).
@@ -194,6 +197,8 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
     };
     tasks.spawn(accepting.run(quic.endpoint.clone(), tasks.clone(), cancel.child_token()));
     tasks.spawn(Arc::clone(&rollouts).run(tasks.clone(), cancel.child_token()));
+    let hub_name = settings.device_address(quic_addr);
+    alerts::start(&settings.alerts, hub_name, &store, &registry, dir.root(), &tasks, &cancel)?;
     tasks.spawn(console::sample_presence(Arc::clone(&store), registry.clone(), cancel.child_token()));
     tasks.spawn(serve_api(api_listener, api_tls, Arc::clone(&api), tasks.clone(), cancel.child_token()));
     let metrics_listen = metrics_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string());

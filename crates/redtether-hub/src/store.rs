@@ -206,7 +206,12 @@ pub struct HubStore {
     journal: HubJournal,
     /// How long the main operations take (the hub's metrics).
     pub latency: StoreLatency,
+    /// Every event recorded, as recorded, for whoever watches (the alerts).
+    recorded: tokio::sync::broadcast::Sender<StoredEvent>,
 }
+
+/// Recorded events a slow watcher may fall behind by before it misses some.
+const RECORDED_BACKLOG: usize = 4096;
 
 fn audit_key(device: &str, seq: u64, id: &str) -> Vec<u8> {
     let mut key = device.as_bytes().to_vec();
@@ -275,6 +280,7 @@ impl HubStore {
             rollouts: db.open_tree("rollouts")?,
             pipelines: db.open_tree("pipelines")?,
             journal,
+            recorded: tokio::sync::broadcast::channel(RECORDED_BACKLOG).0,
             db,
             latency: StoreLatency::default(),
         };
@@ -304,8 +310,26 @@ impl HubStore {
             let _order = self.hub_event_order.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let stored = self.journal.record(kind, actor, target, detail, Durability::Sync)?;
             self.index_hub_event(&stored, None)?;
+            self.announce(&stored);
             Ok(stored)
         })
+    }
+
+    /// Events recorded from now on (the journal's trail as it grows).
+    pub fn subscribe_recorded(&self) -> tokio::sync::broadcast::Receiver<StoredEvent> {
+        self.recorded.subscribe()
+    }
+
+    /// How many events the hub's journal could not write since the hub started.
+    pub fn journal_failures(&self) -> u64 {
+        self.journal.failures()
+    }
+
+    fn announce(&self, stored: &StoredEvent) {
+        // Cloned only when someone listens.
+        if self.recorded.receiver_count() > 0 {
+            let _ = self.recorded.send(stored.clone());
+        }
     }
 
     /// A one-time enrollment token for `device_id`, valid for `lifetime_secs`.
@@ -499,6 +523,7 @@ impl HubStore {
             detail,
         };
         self.index_hub_event(&stored, Some(&event))?;
+        self.announce(&stored);
         Ok(event)
     }
 

@@ -46,6 +46,9 @@ pub enum Durability {
 pub struct HubJournal {
     path: PathBuf,
     inner: Mutex<Inner>,
+    /// Events that could not be written: each is missing from the trail (the alerts' hub
+    /// audit gap).
+    failures: std::sync::atomic::AtomicU64,
 }
 
 struct Inner {
@@ -73,7 +76,7 @@ impl HubJournal {
             tracing::warn!(path = %path.display(), bytes = text.len() - complete, "hub audit journal: cutting off an unfinished last line");
             file.set_len(complete as u64).map_err(io)?;
         }
-        Ok(HubJournal { inner: Mutex::new(Inner { file, head, unsynced: false }), path })
+        Ok(HubJournal { inner: Mutex::new(Inner { file, head, unsynced: false }), path, failures: Default::default() })
     }
 
     /// Seals and appends one event.
@@ -101,10 +104,14 @@ impl HubJournal {
         let mut line = serde_json::to_vec(&stored).expect("an event always encodes");
         line.push(b'\n');
         // One write of the whole line: a reader never sees half of it unless the hub died.
-        inner.file.write_all(&line).map_err(io)?;
+        let failed = |e| {
+            self.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            io(e)
+        };
+        inner.file.write_all(&line).map_err(failed)?;
         inner.unsynced = true;
         if durability == Durability::Sync {
-            inner.file.sync_data().map_err(io)?;
+            inner.file.sync_data().map_err(failed)?;
             inner.unsynced = false;
         }
         inner.head = Head { last_seq: seq, last_hash: stored.hash_bytes() };
@@ -119,6 +126,11 @@ impl HubJournal {
             inner.unsynced = false;
         }
         Ok(())
+    }
+
+    /// How many events could not be written since the hub started.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The sequence number of the newest event.

@@ -20,7 +20,7 @@ mod dn;
 mod http;
 pub mod ldap;
 pub mod oidc;
-mod tls;
+pub(crate) mod tls;
 
 use std::collections::BTreeMap;
 

@@ -231,6 +231,13 @@ kinds! {
         /// A snapshot was promoted to a pipeline's next stage. Target `pipeline:<name>`.
         /// Detail: `from`, `to`, `snapshot`, `rollout`.
         PipelinePromoted => "pipeline.promoted",
+        /// An alert reached a webhook (a 2xx answer). Target: the device, `group:<name>` or
+        /// `hub`. Detail: `alert`, `status`, `key`, `id`, `webhook` (its name and origin, never
+        /// its path, query or credentials), `attempts`, `http_status`.
+        AlertSent => "alert.sent",
+        /// An alert did not reach a webhook: every attempt failed, or it was dropped from a full
+        /// queue. Detail as `alert.sent`, with `error` instead of `http_status`.
+        AlertFailed => "alert.failed",
     }
 }
 
