@@ -22,6 +22,14 @@ pub(super) struct RawConfig {
     pub tunnel: RawTunnel,
     #[serde(default)]
     pub policy: RawPolicy,
+    #[serde(default)]
+    pub logs: RawLogs,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLogs {
+    pub buffer_lines: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

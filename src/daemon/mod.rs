@@ -86,6 +86,8 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     }
 
     let (first_attempt_tx, first_attempt_rx) = oneshot::channel();
+    // Node-RED's recent output, for the platform's `logs` streams.
+    let logs = crate::logbuf::LogBuffer::new(settings.logs.buffer_lines);
     let (supervisor, handle) = Supervisor::new(
         Arc::new(settings.node_red.clone()),
         dir.clone(),
@@ -93,6 +95,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         credential_secret.clone(),
         audit.clone(),
         first_attempt_tx,
+        logs.clone(),
     );
     let (deployer, deploy) = crate::deploy::Deployer::new(
         Arc::clone(&settings),
@@ -157,6 +160,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         security: Arc::clone(&security),
         keepalive: settings.tunnel.keepalive,
         gate: Arc::clone(&pipeline),
+        logs,
     });
     tasks.spawn(tunnel.run(cancel.child_token()));
     let control_handler = Arc::new(control::DaemonControl {

@@ -51,6 +51,8 @@ pub struct TunnelParts {
     pub keepalive: Duration,
     /// Where streams the hub opens are served.
     pub gate: Arc<Pipeline>,
+    /// Node-RED's recent output, served on `logs` streams.
+    pub logs: crate::logbuf::LogBuffer,
 }
 
 pub struct Tunnel {
@@ -218,6 +220,8 @@ impl Tunnel {
             hub: identity.info.hub.clone(),
             forwarding: Arc::new(Forwarding::new(
                 Arc::clone(&self.parts.gate),
+                self.parts.logs.clone(),
+                self.parts.audit.clone(),
                 &identity.info.device_id,
                 &identity.info.hub_signing_key,
             )),
