@@ -16,6 +16,7 @@ pub mod deploy;
 pub mod gate;
 pub mod http_client;
 pub mod identity;
+pub mod logbuf;
 pub mod metrics;
 pub mod sbom;
 pub mod security;

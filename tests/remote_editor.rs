@@ -153,7 +153,7 @@ fn stand_in(hub: &Hub) -> StandIn {
 /// Opens a forwarded stream with `assertion`, sends one request, returns the status code.
 async fn forwarded_status(connection: &quinn::Connection, assertion: Option<String>) -> u16 {
     let (mut send, mut recv) = connection.open_bi().await.unwrap();
-    send.write_all(&encode(&StreamHeader { kind: StreamKind::Http, assertion })).await.unwrap();
+    send.write_all(&encode(&StreamHeader { kind: StreamKind::Http, assertion, logs: None })).await.unwrap();
     send.write_all(b"GET /device-editor/flows HTTP/1.1\r\nHost: device\r\nConnection: close\r\n\r\n").await.unwrap();
     let answer = tokio::time::timeout(Duration::from_secs(20), recv.read_to_end(1 << 20)).await.unwrap().unwrap();
     let text = String::from_utf8_lossy(&answer);

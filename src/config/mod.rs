@@ -13,8 +13,8 @@ pub use gate::{GateSettings, NodeAuth, RateLimitSettings, Role, UserSettings, va
 pub use redtether_host::config_file::{ConfigError, ConfigSource, InvalidKey, ProcessContext};
 pub use redtether_host::tls_server::TlsSettings;
 pub use settings::{
-    AuditFailurePolicy, AuditSettings, MetricsSettings, NodeRedLaunch, NodeRedSettings, PolicySettings, Settings,
-    TunnelSettings,
+    AuditFailurePolicy, AuditSettings, LogsSettings, MetricsSettings, NodeRedLaunch, NodeRedSettings, PolicySettings,
+    Settings, TunnelSettings,
 };
 
 use std::path::Path;

@@ -24,12 +24,20 @@ pub(super) struct RawConfig {
     pub policy: RawPolicy,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub logs: RawLogs,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMetrics {
     pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLogs {
+    pub buffer_lines: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

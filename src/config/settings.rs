@@ -18,6 +18,7 @@ pub struct Settings {
     pub gate: GateSettings,
     pub policy: PolicySettings,
     pub metrics: MetricsSettings,
+    pub logs: LogsSettings,
 }
 
 /// `[metrics]`: where Prometheus scrapes the agent.
@@ -26,6 +27,17 @@ pub struct MetricsSettings {
     /// `listen`: the address of `GET /metrics`; `None` (the default) serves no metrics.
     pub listen: Option<std::net::SocketAddr>,
 }
+
+/// `[logs]`: the buffer of Node-RED's output the platform can fetch (see `crate::logbuf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogsSettings {
+    /// How many of Node-RED's last lines are kept (each at most 16 KiB).
+    pub buffer_lines: usize,
+}
+
+/// `logs.buffer_lines` above this is refused: at 16 KiB a line, 100 000 lines could hold
+/// 1.6 GB, more than a gateway has.
+pub const MAX_BUFFER_LINES: u64 = 100_000;
 
 /// `[policy]`: whether the platform governs the security settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +236,10 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
             }
         },
     };
+    let buffer_lines = raw.logs.buffer_lines.unwrap_or(2000);
+    if buffer_lines == 0 || buffer_lines > MAX_BUFFER_LINES {
+        return Err(invalid("logs.buffer_lines", format!("{buffer_lines} is not between 1 and {MAX_BUFFER_LINES}")));
+    }
     Ok(Settings {
         source,
         metrics,
@@ -234,6 +250,7 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
         node_red,
         gate,
         policy: PolicySettings { managed: raw.policy.managed.unwrap_or(true) },
+        logs: LogsSettings { buffer_lines: buffer_lines as usize },
     })
 }
 
@@ -333,6 +350,18 @@ mod tests {
         let e = load("[node_red]\nrestart_backoff_min = \"10s\"\nrestart_backoff_max = \"5s\"\n").unwrap_err();
         assert_eq!(e.key(), Some("node_red.restart_backoff_max"));
         assert!(e.to_string().contains("/etc/redtether/agent.toml"), "{e}");
+    }
+
+    #[test]
+    fn logs_buffer_lines_defaults_to_2000_and_must_be_in_range() {
+        assert_eq!(load("").unwrap().logs.buffer_lines, 2000);
+        assert_eq!(load("[logs]\nbuffer_lines = 50\n").unwrap().logs.buffer_lines, 50);
+        for bad in ["0", "100001", "-1"] {
+            let e = load(&format!("[logs]\nbuffer_lines = {bad}\n")).unwrap_err();
+            assert_eq!(e.key(), Some("logs.buffer_lines"), "{bad}");
+            assert!(e.to_string().contains("/etc/redtether/agent.toml"), "names the file: {e}");
+        }
+        assert_eq!(key_of("[logs]\nlines = 5\n"), "logs.lines");
     }
 
     #[test]

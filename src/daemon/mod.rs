@@ -89,6 +89,8 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     }
 
     let (first_attempt_tx, first_attempt_rx) = oneshot::channel();
+    // Node-RED's recent output, for the platform's `logs` streams.
+    let logs = crate::logbuf::LogBuffer::new(settings.logs.buffer_lines);
     let (supervisor, handle) = Supervisor::new(
         Arc::new(settings.node_red.clone()),
         dir.clone(),
@@ -96,6 +98,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         credential_secret.clone(),
         audit.clone(),
         first_attempt_tx,
+        logs.clone(),
     );
     let (deployer, deploy) = crate::deploy::Deployer::new(
         Arc::clone(&settings),
@@ -167,6 +170,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         keepalive: settings.tunnel.keepalive,
         gate: Arc::clone(&pipeline),
         resources: std::sync::Mutex::new(crate::metrics::ResourceSampler::new(dir.root().to_path_buf())),
+        logs,
     });
     let metrics_listen = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(listener) = metrics_listener {

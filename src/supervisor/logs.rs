@@ -1,5 +1,8 @@
-//! Node-RED's stdout and stderr, line by line, into `tracing` under the target `nodered`.
+//! Node-RED's stdout and stderr, line by line, into `tracing` under the target `nodered`
+//! (journald) and into the agent's log buffer (`crate::logbuf`, what the platform can fetch).
 
+use crate::logbuf::LogBuffer;
+use redtether_proto::wire::LogStream;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 /// Longer lines are split: a child printing a megabyte without a newline must not grow the
@@ -28,7 +31,7 @@ pub fn level_of(line: &str, from_stderr: bool) -> LineLevel {
 }
 
 /// Reads `pipe` until end of file, emitting one event per line.
-pub async fn forward<R: AsyncRead + Unpin>(pipe: R, stream: &'static str, pid: u32) {
+pub async fn forward<R: AsyncRead + Unpin>(pipe: R, stream: LogStream, pid: u32, buffer: LogBuffer) {
     let mut reader = BufReader::with_capacity(4096, pipe);
     let mut line = Vec::with_capacity(256);
     loop {
@@ -44,22 +47,24 @@ pub async fn forward<R: AsyncRead + Unpin>(pipe: R, stream: &'static str, pid: u
         line.extend_from_slice(&chunk[..take.min(room)]);
         reader.consume(take);
         if complete || line.len() >= MAX_LINE {
-            emit(&line, stream, pid);
+            emit(&line, stream, pid, &buffer);
             line.clear();
         }
     }
     if !line.is_empty() {
-        emit(&line, stream, pid);
+        emit(&line, stream, pid, &buffer);
     }
 }
 
-fn emit(raw: &[u8], stream: &'static str, pid: u32) {
+fn emit(raw: &[u8], pipe: LogStream, pid: u32, buffer: &LogBuffer) {
     let text = String::from_utf8_lossy(raw);
     let text = text.trim_end_matches(['\n', '\r']);
     if text.is_empty() {
         return;
     }
-    match level_of(text, stream == "stderr") {
+    buffer.push(pipe, text);
+    let stream = pipe.as_str();
+    match level_of(text, pipe == LogStream::Stderr) {
         LineLevel::Error => tracing::error!(target: "nodered", stream, pid, "{text}"),
         LineLevel::Warn => tracing::warn!(target: "nodered", stream, pid, "{text}"),
         LineLevel::Info => tracing::info!(target: "nodered", stream, pid, "{text}"),

@@ -10,10 +10,12 @@ use super::{NodeRedState, NodeRedStatus};
 use super::{SupervisorError, install, leftovers, logs};
 use crate::audit::{Actor, AuditEvent, AuditKind, Auditor};
 use crate::config::{NodeRedLaunch, NodeRedSettings};
+use crate::logbuf::LogBuffer;
 use crate::state_dir::DeployedSnapshot;
 use crate::state_dir::{StateDir, write_private};
 use redtether_host::error_chain;
 use redtether_proto::backoff::{Backoff, jitter};
+use redtether_proto::wire::LogStream;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitStatus;
@@ -87,6 +89,8 @@ pub struct Supervisor {
     upstream_tokens: UpstreamTokens,
     credential_secret: String,
     audit: Auditor,
+    /// Where every line Node-RED writes also goes (for the platform).
+    logs: LogBuffer,
     status: watch::Sender<NodeRedStatus>,
     upstream: watch::Sender<Option<SocketAddr>>,
     probe_latency: watch::Sender<Option<Duration>>,
@@ -119,6 +123,7 @@ impl Supervisor {
         credential_secret: String,
         audit: Auditor,
         first_attempt: oneshot::Sender<()>,
+        logs: LogBuffer,
     ) -> (Supervisor, SupervisorHandle) {
         let (status_tx, status_rx) = watch::channel(NodeRedStatus::initial());
         let (upstream_tx, upstream_rx) = watch::channel(None);
@@ -133,6 +138,7 @@ impl Supervisor {
             upstream_tokens,
             credential_secret,
             audit,
+            logs,
             status: status_tx,
             upstream: upstream_tx,
             probe_latency: latency_tx,
@@ -322,10 +328,10 @@ impl Supervisor {
             .map_err(|source| StartError::Spawn { program: spec.program.clone(), source })?;
         let pid = process.pid();
         if let Some(stdout) = pipes.stdout {
-            self.tasks.spawn(logs::forward(stdout, "stdout", pid));
+            self.tasks.spawn(logs::forward(stdout, LogStream::Stdout, pid, self.logs.clone()));
         }
         if let Some(stderr) = pipes.stderr {
-            self.tasks.spawn(logs::forward(stderr, "stderr", pid));
+            self.tasks.spawn(logs::forward(stderr, LogStream::Stderr, pid, self.logs.clone()));
         }
         self.spawns += 1;
         tracing::info!(pid, port, program = %spec.program, "Node-RED started");

@@ -58,6 +58,8 @@ pub struct TunnelParts {
     pub gate: Arc<Pipeline>,
     /// Reads the resource figures each status report carries.
     pub resources: std::sync::Mutex<crate::metrics::ResourceSampler>,
+    /// Node-RED's recent output, served on `logs` streams.
+    pub logs: crate::logbuf::LogBuffer,
 }
 
 pub struct Tunnel {
@@ -228,6 +230,8 @@ impl Tunnel {
             hub: identity.info.hub.clone(),
             forwarding: Arc::new(Forwarding::new(
                 Arc::clone(&self.parts.gate),
+                self.parts.logs.clone(),
+                self.parts.audit.clone(),
                 &identity.info.device_id,
                 &identity.info.hub_signing_key,
             )),

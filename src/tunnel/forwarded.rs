@@ -1,11 +1,16 @@
-//! A stream the hub opened for one operator connection (the remote editor): its header frame
-//! names what follows and carries the hub's signed assertion of who the operator is. The
-//! assertion is verified here, offline, against the hub key pinned at enrollment; the stream is
-//! then served by the gate like a network connection whose caller is that operator — or, when
-//! the assertion is refused, whose every request is answered 401/403 and audited. Node-RED is
-//! only ever reached through the gate.
+//! A stream the hub opened for one operator connection (the remote editor) or one reader of
+//! Node-RED's logs: its header frame names what follows and carries the hub's signed assertion
+//! of who the operator is. The assertion is verified here, offline, against the hub key pinned
+//! at enrollment. An `http` stream is then served by the gate like a network connection whose
+//! caller is that operator — or, when the assertion is refused, whose every request is answered
+//! 401/403 and audited. Node-RED is only ever reached through the gate. A `logs` stream is
+//! served from the log buffer (`super::logs_stream`), only for an operator who may operate the
+//! device.
 
+use super::logs_stream;
+use crate::audit::Auditor;
 use crate::gate::{Caller, Pipeline, platform_user, serve_platform_stream};
+use crate::logbuf::LogBuffer;
 use redtether_proto::assertion::{self, AssertionError};
 use redtether_proto::wire::{FrameDecoder, StreamHeader, StreamKind, codes};
 use std::net::SocketAddr;
@@ -22,6 +27,10 @@ const MAX_HEADER: usize = 8 * 1024;
 /// What forwarded streams need from the agent.
 pub struct Forwarding {
     pub gate: Arc<Pipeline>,
+    /// Node-RED's recent output, for `logs` streams.
+    pub logs: LogBuffer,
+    /// Where refused `logs` streams are recorded (the gate records refused `http` ones).
+    pub audit: Auditor,
     pub device: String,
     /// The hub's Ed25519 public key, as pinned at enrollment (empty if unusable: every
     /// assertion is then refused).
@@ -29,8 +38,9 @@ pub struct Forwarding {
 }
 
 impl Forwarding {
-    pub fn new(gate: Arc<Pipeline>, device: &str, hub_key_hex: &str) -> Forwarding {
-        Forwarding { gate, device: device.to_string(), hub_key: hex::decode(hub_key_hex).unwrap_or_default() }
+    pub fn new(gate: Arc<Pipeline>, logs: LogBuffer, audit: Auditor, device: &str, hub_key_hex: &str) -> Forwarding {
+        let hub_key = hex::decode(hub_key_hex).unwrap_or_default();
+        Forwarding { gate, logs, audit, device: device.to_string(), hub_key }
     }
 
     /// The caller the gate sees for a stream with this header.
@@ -63,14 +73,46 @@ impl Forwarding {
                 return;
             }
         };
-        // (The only kind there is: a header naming another one does not decode.)
-        let StreamKind::Http = header.kind;
+        if header.kind == StreamKind::Logs {
+            return self.serve_logs(send, recv, hub, header, cancel).await;
+        }
         let caller = self.caller(hub, &header, redtether_proto::time::unix_now());
         if let Caller::Platform { user: Err(e), .. } = &caller {
             tracing::warn!(reason = e.reason(), "a forwarded stream with a refused assertion");
         }
         let io = tokio::io::join(std::io::Cursor::new(rest).chain(recv), send);
         serve_platform_stream(io, caller, Arc::clone(&self.gate), cancel).await;
+    }
+}
+
+impl Forwarding {
+    /// A `logs` stream: admitted or reset with `STREAM_REFUSED` (and audited).
+    async fn serve_logs(
+        &self,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        hub: SocketAddr,
+        header: StreamHeader,
+        cancel: CancellationToken,
+    ) {
+        let verified = assertion::verify(
+            header.assertion.as_deref(),
+            &self.hub_key,
+            &self.device,
+            redtether_proto::time::unix_now(),
+        );
+        let user = verified.as_ref().ok().map(|a| a.user.clone());
+        match logs_stream::admit(verified, header.logs) {
+            Ok((assertion, request)) => {
+                logs_stream::serve(&self.logs, &assertion.user, request, send, recv, cancel).await;
+            }
+            Err(refusal) => {
+                tracing::warn!(reason = refusal.reason(), "a logs stream refused");
+                let _ = send.reset(codes::STREAM_REFUSED.into());
+                let _ = recv.stop(codes::STREAM_REFUSED.into());
+                logs_stream::audit_refusal(&self.audit, hub, refusal, user.as_deref()).await;
+            }
+        }
     }
 }
 

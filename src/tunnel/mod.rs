@@ -6,6 +6,7 @@
 mod client;
 pub mod enroll;
 mod forwarded;
+mod logs_stream;
 mod renew;
 mod session;
 

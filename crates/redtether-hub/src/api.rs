@@ -12,6 +12,9 @@
 //! - `POST /api/devices/{id}/restart` — restart its Node-RED; the answer carries the result
 //! - `GET /api/devices/{id}/metrics[?since=T]` — its resource figures, a point a minute for
 //!   the last day; `GET /metrics` — the hub's Prometheus metrics (see `metrics_api`)
+//! - `GET /api/devices/{id}/logs[?lines=N|?follow=true]` — Node-RED's recent output, fetched or
+//!   followed as server-sent events (see `logs_api`)
+//! - `POST /api/devices/{id}/disconnect` — end the device's tunnel connection (it reconnects)
 //! - `GET /api/devices/{id}/audit[?after=SEQ][&kind=K][&source=device|hub]` — the device's
 //!   delivered audit events and what the hub recorded about it (see `audit_view`)
 //! - `GET /api/audit`, `GET /api/audit/export` — the fleet's audit, paged or whole (see
@@ -167,6 +170,19 @@ impl Api {
             let device = device.to_string();
             return Ok(self.editor(req, caller.operator, &device, space, path).await);
         }
+        if req.method() == Method::GET
+            && let Some(device) = crate::logs_api::target(req.uri().path())
+        {
+            // Apart from the other routes: a followed answer is a stream, not a buffered body.
+            let caller = match self.authenticate(req.headers(), peer) {
+                Some(Checked::Operator(caller)) => caller,
+                Some(Checked::Limited(retry)) => return Ok(boxed(rate_limited(retry))),
+                Some(Checked::Refused) | None => return Ok(boxed(error(StatusCode::UNAUTHORIZED, "unauthorized"))),
+            };
+            let caller = self.narrowed(&caller, &["api", "devices", device]);
+            let device = device.to_string();
+            return Ok(self.device_logs(&caller, &device, req.uri().query(), req.headers()).await);
+        }
         Ok(boxed(self.serve(req, peer).await))
     }
 
@@ -310,9 +326,30 @@ impl Api {
                     Err(CommandError::Lost) => error(StatusCode::BAD_GATEWAY, "connection_lost"),
                 }
             }
+            (&Method::POST, ["api", "devices", id, "disconnect"]) => self.disconnect(operator, id),
             (_, ["api", "devices", ..]) => error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             _ => error(StatusCode::NOT_FOUND, "not_found"),
         }
+    }
+
+    /// `POST /api/devices/{id}/disconnect` (members): closes the device's tunnel connection with
+    /// `DISCONNECTED`; the agent reconnects as after a lost path (within its backoff, usually
+    /// under a second). For a device whose link misbehaves, and for testing reconnects.
+    fn disconnect(&self, operator: &crate::store::OperatorRecord, id: &str) -> Response<Full<Bytes>> {
+        if operator.role < OperatorRole::Member {
+            return error(StatusCode::FORBIDDEN, "forbidden");
+        }
+        if !matches!(self.store.device(id), Ok(Some(_))) {
+            return error(StatusCode::NOT_FOUND, "unknown_device");
+        }
+        let Some(online) = self.registry.get(id) else { return error(StatusCode::CONFLICT, "device_offline") };
+        let _ = self.store.record_event(
+            id,
+            HubEventKind::OperatorCommand,
+            json!({ "operator": operator.name, "command": "disconnect" }),
+        );
+        online.connection.close(redtether_proto::wire::codes::DISCONNECTED.into(), b"disconnected by an operator");
+        json_response(StatusCode::OK, json!({ "disconnected": true }))
     }
 
     /// `caller` acting with their role in the group the request is about (a device's, a

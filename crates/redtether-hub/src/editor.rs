@@ -92,7 +92,8 @@ impl Api {
             device: device.to_string(),
             exp: redtether_proto::time::unix_now() + assertion::LIFETIME_SECS,
         };
-        let header = StreamHeader { kind: StreamKind::Http, assertion: Some(assertion::sign(&claim, &self.signer)) };
+        let header =
+            StreamHeader { kind: StreamKind::Http, assertion: Some(assertion::sign(&claim, &self.signer)), logs: None };
         let (mut send, recv) = match online.connection.open_bi().await {
             Ok(pair) => pair,
             Err(e) => {

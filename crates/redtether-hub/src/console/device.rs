@@ -165,6 +165,10 @@ fn facts(caller: &Caller, id: &str, d: &Value) -> Markup {
             a.button href={ "/devices/" (seg(id)) "/editor/" } { "Open editor" }
             " "
             a href={ "/devices/" (seg(id)) "/http/" } { "Open dashboard" }
+            @if caller.operator.role >= crate::logs_source::LOGS_ROLE {
+                " "
+                a href={ "/devices/" (seg(id)) "/logs" } { "Node-RED logs" }
+            }
             @if caller.operator.role >= OperatorRole::Member {
                 form.inline method="post" action={ "/console/devices/" (seg(id)) "/restart" } data-confirm="Restart Node-RED on this device?" {
                     (csrf_field(caller))

@@ -20,6 +20,7 @@ mod group_forms;
 mod groups;
 mod layout;
 mod live;
+mod logs_page;
 mod people;
 mod route;
 mod security;
@@ -125,6 +126,7 @@ impl Api {
             ),
             Route::Fleet => self.fleet_page(&caller),
             Route::Device(id) => self.device_page(&caller, &id, &query).await,
+            Route::DeviceLogs(id) => self.logs_page(&caller, &id).await,
             Route::Audit => self.audit_page(&caller, &query, raw_query.as_deref()),
             Route::Enroll => self.enroll_page(&caller, &query, None),
             Route::Operators => self.operators_page(&caller, &query, None).await,

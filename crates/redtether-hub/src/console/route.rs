@@ -13,6 +13,8 @@ pub enum Route {
     Fleet,
     Devices,
     Device(String),
+    /// A device's Node-RED output, followed live.
+    DeviceLogs(String),
     Audit,
     Enroll,
     Operators,
@@ -74,6 +76,7 @@ pub fn route(method: &Method, path: &str) -> Option<Route> {
             [""] => Route::Fleet,
             ["devices"] | ["devices", ""] => Route::Devices,
             ["devices", id] if !id.is_empty() => Route::Device(id.to_string()),
+            ["devices", id, "logs"] if !id.is_empty() => Route::DeviceLogs(id.to_string()),
             ["audit"] => Route::Audit,
             ["enroll"] => Route::Enroll,
             ["operators"] => Route::Operators,
@@ -168,6 +171,8 @@ mod tests {
         assert_eq!(get("/devices"), Some(Route::Devices));
         assert_eq!(get("/devices/"), Some(Route::Devices));
         assert_eq!(get("/devices/pump-1"), Some(Route::Device("pump-1".into())));
+        assert_eq!(get("/devices/pump-1/logs"), Some(Route::DeviceLogs("pump-1".into())));
+        assert_eq!(get("/devices//logs"), None);
         assert_eq!(get("/audit"), Some(Route::Audit));
         assert_eq!(get("/assets/console.css"), Some(Route::Asset("console.css".into())));
         assert_eq!(get("/console/live"), Some(Route::Live));

@@ -67,6 +67,7 @@ mod tests {
         }
         assert_eq!(classify(Closed::Application(codes::SHUTDOWN.into())), Ending::Lost);
         assert_eq!(classify(Closed::Application(codes::REPLACED.into())), Ending::Lost);
+        assert_eq!(classify(Closed::Application(codes::DISCONNECTED.into())), Ending::Lost, "reconnects");
         assert_eq!(classify(Closed::Transport(0x0a)), Ending::Lost, "a protocol violation is not a refusal");
         assert_eq!(classify(Closed::Other), Ending::Lost);
         assert_eq!(classify(Closed::StatelessReset), Ending::HubRestarted);

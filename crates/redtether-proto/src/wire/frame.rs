@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn stream_headers_use_the_same_framing() {
-        let header = StreamHeader { kind: StreamKind::Http, assertion: Some("a.b".into()) };
+        let header = StreamHeader { kind: StreamKind::Http, assertion: Some("a.b".into()), logs: None };
         let mut d = FrameDecoder::default();
         d.feed(&encode(&header));
         d.feed(b"GET / HTTP/1.1\r\n");

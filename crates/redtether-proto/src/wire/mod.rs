@@ -18,7 +18,7 @@ pub use control::{AgentFrame, Command, DeployReport, DeployState, HubFrame, Poli
 pub use enroll::{EnrollRefusal, EnrollRequest, EnrollResponse};
 pub use frame::{FrameDecoder, FrameError, Message, encode};
 pub use status::{DeviceResources, DeviceStatus, NodeRedState, NodeRedStatus};
-pub use stream::{StreamHeader, StreamKind};
+pub use stream::{LogItem, LogLine, LogStream, LogsRequest, StreamHeader, StreamKind};
 
 /// ALPN of the tunnel proper (a client certificate from the hub's CA is required).
 pub const ALPN: &[u8] = b"redtether/1";
@@ -48,6 +48,12 @@ pub mod codes {
     pub const REVOKED: u32 = 0x21;
     /// Another connection of the same device replaced this one.
     pub const REPLACED: u32 = 0x22;
+    /// An operator had the hub end this connection (`POST /api/devices/{id}/disconnect`): the
+    /// device reconnects as after a lost path.
+    pub const DISCONNECTED: u32 = 0x23;
+    /// A forwarded stream whose assertion does not allow what it asks (a `logs` stream for a role
+    /// that may not read logs, or without a valid assertion).
+    pub const STREAM_REFUSED: u32 = 0x24;
     /// In an `error` frame that does not close the stream: the hub could not renew the
     /// certificate (the device keeps its current one and tries again later).
     pub const RENEW_REFUSED: u32 = 0x30;

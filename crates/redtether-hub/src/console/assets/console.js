@@ -39,6 +39,49 @@ function followPresence() {
   });
 }
 
+// A device's Node-RED logs: the list carries the event stream's URL; every line is appended as
+// text (never markup), the oldest go past a bound, and the view sticks to the bottom unless the
+// reader scrolled up. The browser resumes a dropped stream itself (Last-Event-ID).
+function followLogs() {
+  const list = document.querySelector("[data-logs-follow]");
+  if (!list || !window.EventSource) return;
+  const state = document.getElementById("logs-state");
+  const keep = 5000;
+  const add = (className, time, text, seq) => {
+    const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
+    const item = document.createElement("li");
+    item.className = className;
+    if (seq !== undefined) item.setAttribute("data-seq", String(seq));
+    const stamp = document.createElement("span");
+    stamp.className = "time";
+    stamp.textContent = time;
+    const body = document.createElement("span");
+    body.className = "text";
+    body.textContent = text;
+    item.append(stamp, " ", body);
+    list.append(item);
+    while (list.children.length > keep) list.firstElementChild.remove();
+    if (atBottom) list.scrollTop = list.scrollHeight;
+  };
+  const say = (label) => { if (state) { state.setAttribute("data-state", label); } };
+  list.scrollTop = list.scrollHeight;
+  const source = new EventSource(list.getAttribute("data-logs-follow"));
+  source.addEventListener("open", () => say("live"));
+  source.addEventListener("error", () => say("reconnecting"));
+  source.addEventListener("message", (event) => {
+    let line;
+    try { line = JSON.parse(event.data); } catch (_) { return; }
+    add("stream-" + (line.stream === "stderr" ? "stderr" : "stdout"), line.time || "", line.text || "", line.seq);
+    say("live");
+  });
+  source.addEventListener("skipped", (event) => {
+    let gap;
+    try { gap = JSON.parse(event.data); } catch (_) { return; }
+    add("skipped", "", "… " + gap.count + " lines were dropped from the device's buffer before they could be sent");
+  });
+  source.addEventListener("end", () => { source.close(); say("ended"); });
+}
+
 // A copy button next to every secret shown once.
 function copyButtons() {
   document.querySelectorAll("[data-copy]").forEach((button) => {
@@ -94,6 +137,7 @@ function refreshWhilePending() {
 
 document.addEventListener("DOMContentLoaded", () => {
   followPresence();
+  followLogs();
   copyButtons();
   confirmations();
   flowsFile();
