@@ -18,6 +18,7 @@ pub mod http_client;
 pub mod identity;
 pub mod logbuf;
 pub mod metrics;
+pub mod resources;
 pub mod sbom;
 pub mod security;
 pub mod state_dir;

@@ -30,7 +30,7 @@ pub struct GateParts {
     pub audit: Auditor,
     pub tasks: TaskTracker,
     pub cancel: CancellationToken,
-    pub metrics: crate::metrics::GateMetrics,
+    pub metrics: crate::gate::GateMetrics,
 }
 
 pub fn pipeline(parts: GateParts) -> Pipeline {

@@ -117,7 +117,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         None => None,
     };
     let initial = crate::security::initial(&settings, users, &dir);
-    let gate_metrics = crate::metrics::GateMetrics::default();
+    let gate_metrics = crate::gate::GateMetrics::default();
     let pipeline = Arc::new(gate::pipeline(gate::GateParts {
         settings: Arc::clone(&settings),
         security: initial.security.clone(),
@@ -169,7 +169,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         security: Arc::clone(&security),
         keepalive: settings.tunnel.keepalive,
         gate: Arc::clone(&pipeline),
-        resources: std::sync::Mutex::new(crate::metrics::ResourceSampler::new(dir.root().to_path_buf())),
+        resources: std::sync::Mutex::new(crate::resources::ResourceSampler::new(dir.root().to_path_buf())),
         logs,
     });
     let metrics_listen = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());

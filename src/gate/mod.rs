@@ -18,6 +18,7 @@ pub mod decision;
 pub mod framing;
 mod headers;
 mod local;
+pub mod metrics;
 mod pipeline;
 mod proxy;
 pub use redtether_host::ratelimit;
@@ -28,6 +29,7 @@ pub mod space;
 
 pub use decision::{NodeMode, Policy};
 pub use local::{TokenInfo, unix_now};
+pub use metrics::GateMetrics;
 pub use pipeline::{CHUNKED_BUDGET, Caller, MAX_CHUNKED_BODY, Pipeline, PipelineParts, platform_user};
 pub use proxy::Proxy;
 pub use server::{Gate, serve_platform_stream};

@@ -1,17 +1,12 @@
-//! The agent's numbers: the Prometheus metrics served on `[metrics] listen` (off by default,
-//! never on the gate's port) and the resource figures each status report carries to the hub.
+//! The agent's Prometheus metrics, served on `[metrics] listen` (off by default, never on the
+//! gate's port).
 //!
-//! The gate counts as requests pass ([`GateMetrics`]); what the supervisor, the journal and
-//! the tunnel know is read at each scrape ([`AgentMetrics::render`]), so nothing runs for the
-//! metrics between scrapes. [`ResourceSampler`] reads /proc for the status reports.
-
-mod gate;
-mod resources;
-
-pub use gate::{GateMetrics, space_label};
-pub use resources::ResourceSampler;
+//! The gate counts as requests pass (`crate::gate::GateMetrics`); what the supervisor, the
+//! journal and the tunnel know is read at each scrape ([`AgentMetrics::render`]), so nothing
+//! runs for the metrics between scrapes. Only the daemon uses this module.
 
 use crate::audit::Auditor;
+use crate::gate::GateMetrics;
 use crate::supervisor::SupervisorHandle;
 use crate::tunnel::TunnelHandle;
 use prometheus_client::encoding::EncodeLabelSet;

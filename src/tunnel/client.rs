@@ -57,7 +57,7 @@ pub struct TunnelParts {
     /// Where streams the hub opens are served.
     pub gate: Arc<Pipeline>,
     /// Reads the resource figures each status report carries.
-    pub resources: std::sync::Mutex<crate::metrics::ResourceSampler>,
+    pub resources: std::sync::Mutex<crate::resources::ResourceSampler>,
     /// Node-RED's recent output, served on `logs` streams.
     pub logs: crate::logbuf::LogBuffer,
 }

@@ -3,7 +3,8 @@
 //! without the session's CSRF token, from another origin (also from a real page on another
 //! site in Chromium), and by role; an owner enrolls a device and adds an operator, each secret
 //! shown once; the API routes behind those pages answer scripts the same way; an owner makes a
-//! group of simulated devices and follows a rollout on its page.
+//! group of simulated devices and follows a rollout on its page; a device's page charts the
+//! resource figures it reports.
 
 use redtether_testkit::browser::Browser;
 use redtether_testkit::hub::{Hub, Session};
@@ -346,5 +347,50 @@ async fn an_owner_groups_devices_and_follows_a_rollout_in_chromium() {
     viewer.log_in(&api, "vic", &vic.password, &vic.code_at(unix_now() + 30), "/groups/line").await;
     assert_eq!(viewer.texts("#members tbody tr").await.len(), 6);
     assert!(viewer.texts("form#rollout, form#add-devices, #members form").await.is_empty());
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_devices_page_charts_its_resource_figures_in_chromium() {
+    let hub = Hub::start_logging("info");
+    let api = hub.api();
+    let token = hub.operator("ops", "viewer");
+    let vic = hub.account("vic", "viewer");
+    let mut config = redtether_testkit::simulator::SimConfig::new(&hub.addr(), &hub.fingerprint()).await.unwrap();
+    config.status_every = Duration::from_millis(200);
+    config.resources = true;
+    let sim = redtether_testkit::simulator::Simulator::new(config).unwrap();
+    let hub_ref = &hub;
+    sim.enroll_many(vec!["kiln-1".into()], |name| async move { hub_ref.enroll_token_async(&name).await })
+        .await
+        .unwrap();
+    sim.wait_connected(1, Duration::from_secs(30)).await.unwrap();
+    let client = redtether_testkit::http::client();
+    wait_for_async(Duration::from_secs(30), "resource figures at the hub", || async {
+        let body: serde_json::Value = client
+            .get(format!("{api}/api/devices/kiln-1/metrics"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        body["samples"].as_array()?.iter().any(|s| s["node_red_cpu_percent"].is_number()).then_some(())
+    })
+    .await;
+
+    let browser = Browser::start().await;
+    browser.log_in(&api, "vic", &vic.password, &vic.code_at(unix_now() + 30), "/devices/kiln-1").await;
+    let captions = browser.texts("#resources figcaption").await;
+    assert_eq!(captions.len(), 4, "{captions:?}");
+    assert!(captions[0].starts_with("Node-RED CPU: ") && captions[0].ends_with('%'), "{captions:?}");
+    assert!(captions[1].ends_with(" MiB") && captions[3].ends_with(" GiB"), "{captions:?}");
+    // Each chart is a drawn line (server-made SVG; the strict CSP is untouched).
+    for figure in ["node_red_cpu_percent", "node_red_rss_bytes", "event_loop_lag_ms", "disk_free_bytes"] {
+        let d = browser.property(&format!("figure[data-figure={figure}] svg path"), "outerHTML").await.unwrap();
+        assert!(d.contains(" d=\"M"), "{figure}: {d}");
+    }
+    browser.screenshot("console-device-charts").await;
     sim.shutdown().await;
 }

@@ -1,7 +1,7 @@
 //! Each device's resource figures over the last day, one point per minute: what
 //! `GET /api/devices/{id}/metrics` answers and the console's charts draw. Reports within one
 //! minute are folded into its point (CPU averaged, the rest the latest). Points are compact
-//! (44 bytes), so a device's full day is about 63 KiB; older points fall off as new ones come.
+//! (52 bytes), so a device's full day is about 73 KiB; older points fall off as new ones come.
 //! Kept in memory only: a hub restart starts the charts afresh.
 
 use redtether_proto::wire::DeviceResources;
@@ -16,13 +16,13 @@ pub const POINTS: usize = 24 * 60;
 /// One minute of a device's figures. Absent figures are NaN (f32) or `u32::MAX`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Point {
-    /// Unix seconds of the minute's start.
-    minute: u64,
-    reports: u32,
+    /// Minutes since the Unix epoch (a u32 lasts until the year 10136).
+    minute: u32,
+    reports: u16,
+    node_red_cpu_reports: u16,
+    agent_cpu_reports: u16,
     node_red_cpu_sum: f32,
-    node_red_cpu_reports: u32,
     agent_cpu_sum: f32,
-    agent_cpu_reports: u32,
     node_red_rss_kib: u32,
     agent_rss_kib: u32,
     lag_ms: f32,
@@ -51,7 +51,7 @@ fn float(v: f32) -> Option<f64> {
 }
 
 impl Point {
-    fn new(minute: u64) -> Point {
+    fn new(minute: u32) -> Point {
         Point {
             minute,
             reports: 0,
@@ -69,12 +69,17 @@ impl Point {
     }
 
     fn fold(&mut self, r: &DeviceResources) {
-        self.reports += 1;
-        if let Some(cpu) = r.node_red_cpu_percent {
+        // (A minute holds at most a few hundred reports; saturating keeps a flood harmless.)
+        self.reports = self.reports.saturating_add(1);
+        if let Some(cpu) = r.node_red_cpu_percent
+            && self.node_red_cpu_reports < u16::MAX
+        {
             self.node_red_cpu_sum += cpu as f32;
             self.node_red_cpu_reports += 1;
         }
-        if let Some(cpu) = r.agent_cpu_percent {
+        if let Some(cpu) = r.agent_cpu_percent
+            && self.agent_cpu_reports < u16::MAX
+        {
             self.agent_cpu_sum += cpu as f32;
             self.agent_cpu_reports += 1;
         }
@@ -86,8 +91,12 @@ impl Point {
         self.load = r.load_average.map_or([f32::NAN; 3], |l| l.map(|v| v as f32));
     }
 
+    fn sample(&self) -> Sample {
+        Sample { minute: u64::from(self.minute) * RESOLUTION, reports: self.reports, resources: self.resources() }
+    }
+
     fn resources(&self) -> DeviceResources {
-        let average = |sum: f32, n: u32| (n > 0).then(|| sum / n as f32).and_then(float);
+        let average = |sum: f32, n: u16| (n > 0).then(|| sum / f32::from(n)).and_then(float);
         DeviceResources {
             node_red_cpu_percent: average(self.node_red_cpu_sum, self.node_red_cpu_reports),
             node_red_rss_bytes: back(self.node_red_rss_kib, 1024),
@@ -107,7 +116,7 @@ pub struct Sample {
     /// Unix seconds of the minute's start.
     pub minute: u64,
     /// Status reports folded into it.
-    pub reports: u32,
+    pub reports: u16,
     pub resources: DeviceResources,
 }
 
@@ -124,7 +133,7 @@ impl History {
 
     /// Folds a report made at `now` (unix seconds) into the device's history.
     pub fn record(&self, device: &str, now: u64, resources: &DeviceResources) {
-        let minute = now - now % RESOLUTION;
+        let minute = u32::try_from(now / RESOLUTION).unwrap_or(u32::MAX);
         let mut devices = self.lock();
         let points = match devices.get_mut(device) {
             Some(points) => points,
@@ -141,7 +150,7 @@ impl History {
             }
         }
         // A day by count and by age (a device that was away leaves no stale day behind).
-        let oldest = minute.saturating_sub(RESOLUTION * (POINTS as u64 - 1));
+        let oldest = minute.saturating_sub(POINTS as u32 - 1);
         while points.len() > POINTS || points.front().is_some_and(|p| p.minute < oldest) {
             points.pop_front();
         }
@@ -149,23 +158,15 @@ impl History {
 
     /// The device's points from the minute holding `since` on, oldest first.
     pub fn since(&self, device: &str, since: u64) -> Vec<Sample> {
-        let from = since - since % RESOLUTION;
+        let from = since / RESOLUTION;
         self.lock().get(device).map_or_else(Vec::new, |points| {
-            points
-                .iter()
-                .filter(|p| p.minute >= from)
-                .map(|p| Sample { minute: p.minute, reports: p.reports, resources: p.resources() })
-                .collect()
+            points.iter().filter(|p| u64::from(p.minute) >= from).map(Point::sample).collect()
         })
     }
 
     /// The device's newest point.
     pub fn latest(&self, device: &str) -> Option<Sample> {
-        self.lock().get(device)?.back().map(|p| Sample {
-            minute: p.minute,
-            reports: p.reports,
-            resources: p.resources(),
-        })
+        self.lock().get(device)?.back().map(Point::sample)
     }
 
     /// Forgets a device (it was removed).
@@ -234,6 +235,7 @@ mod tests {
         assert_eq!(points.last().unwrap().minute, 9_999 * 60);
         assert_eq!(points.first().unwrap().minute, (9_999 - POINTS as u64 + 1) * 60);
         assert!(h.bytes() <= 2 * POINTS * std::mem::size_of::<Point>());
+        assert_eq!(std::mem::size_of::<Point>(), 52, "what the module's documentation says");
         // A device away for two days: its old day goes with its next report.
         h.record("gw", 9_999 * 60 + 2 * 86_400, &cpu(1.0));
         assert_eq!(h.since("gw", 0).len(), 1);

@@ -1,4 +1,4 @@
-//! What the gate counts as requests pass: requests by space, path and status, denials by
+//! What the gate counts as requests pass: requests by space, origin and status, denials by
 //! reason, failed authentications, refusals by the limiters, and how long Node-RED took to
 //! answer what was forwarded. Counting is a few atomic additions per request; whether anyone
 //! scrapes them (`[metrics] listen`) makes no difference to the gate.

@@ -1,4 +1,4 @@
-//! The resource figures each status report carries to the hub: CPU and memory of Node-RED and
+//! The resource figures each status report carries to the hub (uses nothing of the agent): CPU and memory of Node-RED and
 //! of the agent, Node-RED's event-loop lag (its health probe's latency), the state directory's
 //! free space, uptime and load. Each figure that cannot be read is left out, not guessed.
 
