@@ -14,7 +14,7 @@ pub use redtether_host::config_file::{ConfigError, ConfigSource, InvalidKey, Pro
 pub use redtether_host::tls_server::TlsSettings;
 pub use settings::{
     AuditFailurePolicy, AuditSettings, LogsSettings, MetricsSettings, NodeRedLaunch, NodeRedSettings, PolicySettings,
-    Settings, TunnelSettings,
+    Settings, TransportChoice, TunnelSettings,
 };
 
 use std::path::Path;

@@ -51,6 +51,9 @@ pub(super) struct RawPolicy {
 pub(super) struct RawTunnel {
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub keepalive: Option<Duration>,
+    pub transport: Option<String>,
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    pub quic_probe: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

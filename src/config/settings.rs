@@ -63,6 +63,20 @@ pub struct TunnelSettings {
     /// (it answers the first packet with a stateless reset); longer spends less on metered
     /// links (each keep-alive and its acknowledgement are about 100 bytes).
     pub keepalive: Duration,
+    /// `transport`: how the tunnel travels.
+    pub transport: TransportChoice,
+    /// `quic_probe`: while `auto` fell back to TCP, how often QUIC is tried again.
+    pub quic_probe: Duration,
+}
+
+/// `[tunnel] transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportChoice {
+    /// QUIC, and TLS over TCP when no QUIC handshake completes within 3 s (UDP blocked); back
+    /// to QUIC once a probe gets through.
+    Auto,
+    Quic,
+    Tcp,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -217,6 +231,16 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
             "must be between 200ms and 25s (the tunnel's idle timeout is 30s)".into(),
         ));
     }
+    let transport = match raw.tunnel.transport.as_deref() {
+        None | Some("auto") => TransportChoice::Auto,
+        Some("quic") => TransportChoice::Quic,
+        Some("tcp") => TransportChoice::Tcp,
+        Some(other) => return Err(invalid("tunnel.transport", format!("{other:?} is not one of auto, quic, tcp"))),
+    };
+    let quic_probe = raw.tunnel.quic_probe.unwrap_or(Duration::from_secs(300));
+    if quic_probe < Duration::from_secs(1) {
+        return Err(invalid("tunnel.quic_probe", "must be at least 1s".into()));
+    }
     let metrics = MetricsSettings {
         listen: match raw.metrics.listen {
             None => None,
@@ -244,7 +268,7 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
         source,
         metrics,
         audit: AuditSettings { max_bytes, on_failure },
-        tunnel: TunnelSettings { keepalive },
+        tunnel: TunnelSettings { keepalive, transport, quic_probe },
         state_dir,
         log_level,
         node_red,

@@ -168,6 +168,8 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         gate_listen: gate_addr.to_string(),
         security: Arc::clone(&security),
         keepalive: settings.tunnel.keepalive,
+        transport: settings.tunnel.transport,
+        quic_probe: settings.tunnel.quic_probe,
         gate: Arc::clone(&pipeline),
         resources: std::sync::Mutex::new(crate::resources::ResourceSampler::new(dir.root().to_path_buf())),
         logs,

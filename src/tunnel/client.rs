@@ -1,19 +1,23 @@
 //! The reconnect loop: load the identity, connect, run the session, and after it ends wait out
 //! the delay the protocol's reconnect machine (`redtether_proto::session::Link`) decides.
 
+use super::dial::{self, DialError};
 use super::forwarded::Forwarding;
-use super::session::{Session, closed_of};
+use super::session::Session;
 use super::{TunnelState, TunnelStatus};
 use crate::audit::{Actor, AuditEvent, AuditKind, Auditor};
+use crate::config::TransportChoice;
 use crate::deploy::DeployHandle;
 use crate::gate::Pipeline;
 use crate::identity::Identity;
 use crate::state_dir::StateDir;
 use crate::supervisor::SupervisorHandle;
 use redtether_proto::backoff::jitter;
-use redtether_proto::session::{Ending, Link, Outcome, classify};
+use redtether_proto::session::{Ending, Link, Outcome};
 use redtether_proto::wire::{ALPN, codes};
+use redtether_transport::{Connection, Transport};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
@@ -21,13 +25,16 @@ use tokio_util::task::TaskTracker;
 
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
+/// Under `transport = "auto"`, how long a QUIC handshake may take before TCP is tried: UDP
+/// that is dropped shows as no answer at all.
+const AUTO_QUIC_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The rest of the agent's view of the tunnel.
 #[derive(Clone)]
 pub struct TunnelHandle {
     status: watch::Receiver<TunnelStatus>,
     reload: Arc<Notify>,
-    connection: watch::Receiver<Option<quinn::Connection>>,
+    connection: watch::Receiver<Option<Connection>>,
 }
 
 impl TunnelHandle {
@@ -40,7 +47,7 @@ impl TunnelHandle {
     }
     /// QUIC's current estimate of the round trip to the hub, while the tunnel is up.
     pub fn rtt(&self) -> Option<Duration> {
-        self.connection.borrow().as_ref().map(quinn::Connection::rtt)
+        self.connection.borrow().as_ref().map(Connection::rtt)
     }
 }
 
@@ -54,6 +61,9 @@ pub struct TunnelParts {
     /// Applies the policies the hub sends.
     pub security: Arc<crate::security::SecurityControl>,
     pub keepalive: Duration,
+    /// `[tunnel] transport` and `quic_probe`.
+    pub transport: TransportChoice,
+    pub quic_probe: Duration,
     /// Where streams the hub opens are served.
     pub gate: Arc<Pipeline>,
     /// Reads the resource figures each status report carries.
@@ -67,7 +77,9 @@ pub struct Tunnel {
     status: watch::Sender<TunnelStatus>,
     reload: Arc<Notify>,
     /// The connection while a session runs on it (for its round-trip time).
-    connection: watch::Sender<Option<quinn::Connection>>,
+    connection: watch::Sender<Option<Connection>>,
+    /// Under `auto`: the last connection needed TCP (tried first until a QUIC probe succeeds).
+    on_tcp: AtomicBool,
 }
 
 /// What one attempt came to, and why (for the status and the log).
@@ -91,7 +103,7 @@ impl Tunnel {
         let reload = Arc::new(Notify::new());
         let (connection, connection_rx) = watch::channel(None);
         let handle = TunnelHandle { status: rx, reload: Arc::clone(&reload), connection: connection_rx };
-        (Tunnel { parts, status, reload, connection }, handle)
+        (Tunnel { parts, status, reload, connection, on_tcp: AtomicBool::new(false) }, handle)
     }
 
     fn set(&self, state: TunnelState, identity: Option<&Identity>, error: Option<String>) {
@@ -186,45 +198,103 @@ impl Tunnel {
                 "the device certificate expired at {at}; re-enroll with `redtether enroll`"
             ));
         }
-        let config = match client_config(identity, self.parts.keepalive) {
-            Ok(c) => c,
-            Err(e) => return Attempt::refused(format!("identity unusable: {e}")),
-        };
-        if endpoint.is_none() {
-            match super::enroll::client_endpoint(&addr) {
-                Ok(e) => *endpoint = Some(e),
-                Err(e) => return Attempt::unreachable(e),
-            }
-        }
-        let Some(ep) = endpoint.as_ref() else { return Attempt::unreachable("no endpoint") };
-        let connecting = match ep.connect_with(config, addr, &server_name) {
-            Ok(c) => c,
-            Err(e) => return Attempt::unreachable(e),
-        };
-        let connection = tokio::select! {
+        let target = Target { identity, addr, server_name };
+        let dialled = tokio::select! {
             _ = cancel.cancelled() => {
                 let outcome = Outcome::Ended { ending: Ending::Cancelled, lasted: Duration::ZERO };
                 return Attempt { outcome, reason: "agent stopping".into() };
             }
-            result = tokio::time::timeout(CONNECT_TIMEOUT, connecting) => match result {
-                Err(_) => return Attempt::unreachable("no answer from the hub"),
-                // A TLS alert or the hub's refusal codes mean the identity is the problem;
-                // anything else is the network.
-                Ok(Err(e)) => return match classify(closed_of(&e)) {
-                    Ending::Refused => Attempt::refused(e),
-                    _ => Attempt::unreachable(e),
-                },
-                Ok(Ok(c)) => c,
-            },
+            dialled = self.dial(&target, endpoint) => dialled,
         };
+        let mut connection = match dialled {
+            Ok(c) => c,
+            Err(DialError::Refused(e)) => return Attempt::refused(e),
+            Err(DialError::Unreachable(e)) => return Attempt::unreachable(e),
+        };
+        // Sessions follow one another without a backoff when a QUIC probe found the way back
+        // while the tunnel was on TCP.
+        loop {
+            let (ending, reason, lasted, moved) = self.serve(identity, &connection, &target, endpoint, cancel).await;
+            match moved {
+                Some(quic) if !cancel.is_cancelled() => {
+                    tracing::info!(hub = %identity.info.hub, "tunnel moved back to QUIC");
+                    connection = quic;
+                }
+                _ => return Attempt { outcome: Outcome::Ended { ending, lasted }, reason },
+            }
+        }
+    }
+
+    /// Dials as `[tunnel] transport` says. `auto`: QUIC first, TLS over TCP when no QUIC
+    /// handshake completes within [`AUTO_QUIC_TIMEOUT`]; once TCP was needed it is tried first
+    /// (a probe looks for QUIC meanwhile), so a blocked network does not cost every reconnect
+    /// the wait.
+    async fn dial(&self, target: &Target<'_>, endpoint: &mut Option<quinn::Endpoint>) -> Result<Connection, DialError> {
+        match self.parts.transport {
+            TransportChoice::Quic => self.dial_quic(target, endpoint, CONNECT_TIMEOUT).await,
+            TransportChoice::Tcp => self.dial_tcp(target).await,
+            TransportChoice::Auto if self.on_tcp.load(Ordering::Relaxed) => match self.dial_tcp(target).await {
+                Err(DialError::Unreachable(tcp)) => {
+                    let quic = self.dial_quic(target, endpoint, AUTO_QUIC_TIMEOUT).await;
+                    if quic.is_ok() {
+                        self.on_tcp.store(false, Ordering::Relaxed);
+                    }
+                    quic.map_err(|e| e.after(&tcp))
+                }
+                other => other,
+            },
+            TransportChoice::Auto => match self.dial_quic(target, endpoint, AUTO_QUIC_TIMEOUT).await {
+                Err(DialError::Unreachable(quic)) => {
+                    tracing::info!(hub = %target.identity.info.hub, reason = %quic, "no QUIC handshake; trying TLS over TCP");
+                    let tcp = self.dial_tcp(target).await;
+                    if tcp.is_ok() {
+                        self.on_tcp.store(true, Ordering::Relaxed);
+                    }
+                    tcp.map_err(|e| e.after(&quic))
+                }
+                other => other,
+            },
+        }
+    }
+
+    async fn dial_quic(
+        &self,
+        target: &Target<'_>,
+        endpoint: &mut Option<quinn::Endpoint>,
+        timeout: Duration,
+    ) -> Result<Connection, DialError> {
+        let (identity, addr, keepalive) = (target.identity, target.addr, self.parts.keepalive);
+        dial::quic(identity, addr, &target.server_name, endpoint, keepalive, timeout).await
+    }
+
+    async fn dial_tcp(&self, target: &Target<'_>) -> Result<Connection, DialError> {
+        let (identity, addr, keepalive) = (target.identity, target.addr, self.parts.keepalive);
+        dial::tcp(identity, addr, &target.server_name, keepalive, CONNECT_TIMEOUT).await
+    }
+
+    /// Runs one session on `connection`. On TCP under `auto`, QUIC is probed every
+    /// `[tunnel] quic_probe`; when a probe connects, this session ends and the QUIC connection
+    /// is returned for the next (the hub replaces the device's TCP session with it; work in
+    /// flight on TCP ends, and the journal's unacknowledged events go again, once).
+    async fn serve(
+        &self,
+        identity: &Identity,
+        connection: &Connection,
+        target: &Target<'_>,
+        endpoint: &mut Option<quinn::Endpoint>,
+        cancel: &CancellationToken,
+    ) -> (Ending, String, Duration, Option<Connection>) {
         let started = Instant::now();
+        let transport = connection.transport();
         self.set(TunnelState::Online, Some(identity), None);
-        self.status.send_modify(|s| s.connects += 1);
-        tracing::info!(hub = %identity.info.hub, "tunnel up");
-        self.parts
-            .audit
-            .record_or_log(AuditEvent::new(AuditKind::TunnelConnected, Actor::System, identity.info.hub.as_str()))
-            .await;
+        self.status.send_modify(|s| {
+            s.connects += 1;
+            s.transport = Some(transport.as_str().to_string());
+        });
+        tracing::info!(hub = %identity.info.hub, %transport, "tunnel up");
+        let event = AuditEvent::new(AuditKind::TunnelConnected, Actor::System, identity.info.hub.as_str())
+            .with("transport", transport.as_str());
+        self.parts.audit.record_or_log(event).await;
         let session = Session {
             connection: connection.clone(),
             hub: identity.info.hub.clone(),
@@ -239,14 +309,50 @@ impl Tunnel {
             parts: &self.parts,
         };
         self.connection.send_replace(Some(connection.clone()));
-        let (ending, reason) = session.run(cancel).await;
+        let probing = transport == Transport::Tcp && self.parts.transport == TransportChoice::Auto;
+        let switch = cancel.child_token();
+        let run = session.run(&switch);
+        tokio::pin!(run);
+        let mut moved = None;
+        let (ending, reason) = tokio::select! {
+            ended = &mut run => ended,
+            quic = self.probe_quic(target, endpoint), if probing => {
+                moved = Some(quic);
+                switch.cancel();
+                let (_, _) = run.await;
+                self.on_tcp.store(false, Ordering::Relaxed);
+                (Ending::Lost, "moving to QUIC".to_string())
+            }
+        };
         self.connection.send_replace(None);
+        self.status.send_modify(|s| s.transport = None);
         tracing::info!(hub = %identity.info.hub, %reason, "tunnel down");
         let event = AuditEvent::new(AuditKind::TunnelDisconnected, Actor::System, identity.info.hub.as_str())
-            .with("reason", reason.as_str());
+            .with("reason", reason.as_str())
+            .with("transport", transport.as_str());
         self.parts.audit.record_or_log(event).await;
-        Attempt { outcome: Outcome::Ended { ending, lasted: started.elapsed() }, reason }
+        (ending, reason, started.elapsed(), moved)
     }
+
+    /// Tries QUIC every `[tunnel] quic_probe` until a handshake completes.
+    async fn probe_quic(&self, target: &Target<'_>, endpoint: &mut Option<quinn::Endpoint>) -> Connection {
+        loop {
+            tokio::time::sleep(self.parts.quic_probe).await;
+            match self.dial_quic(target, endpoint, AUTO_QUIC_TIMEOUT).await {
+                Ok(connection) => return connection,
+                Err(e) => {
+                    tracing::debug!(hub = %target.identity.info.hub, reason = %e, "QUIC probe: still no way through")
+                }
+            }
+        }
+    }
+}
+
+/// Where one attempt dials.
+struct Target<'a> {
+    identity: &'a Identity,
+    addr: std::net::SocketAddr,
+    server_name: String,
 }
 
 pub use redtether_pki::quic::ClientConfigError;

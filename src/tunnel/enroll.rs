@@ -2,12 +2,14 @@
 //! hub's enrollment ALPN, pin the hub's CA by the fingerprint the operator gave, and store the
 //! identity.
 
+use crate::config::TransportChoice;
 use crate::identity::{HubInfo, Identity, IdentityError};
 use crate::state_dir::StateDir;
 use redtether_pki::{device_key_and_csr, normalise_fingerprint};
 use redtether_proto::wire::{
-    ENROLL_ALPN, EnrollRefusal, EnrollRequest, EnrollResponse, FrameDecoder, MAX_FRAME, encode,
+    ENROLL_ALPN, EnrollRefusal, EnrollRequest, EnrollResponse, FrameDecoder, MAX_FRAME, TCP_ENROLL_ALPN, encode,
 };
+use redtether_transport::Connection;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,38 +62,37 @@ pub fn client_endpoint(remote: &std::net::SocketAddr) -> std::io::Result<quinn::
     quinn::Endpoint::client(local)
 }
 
-pub async fn enroll(hub: &str, token: &str, ca_fingerprint: &str, dir: &StateDir) -> Result<Identity, EnrollError> {
+pub async fn enroll(
+    hub: &str,
+    token: &str,
+    ca_fingerprint: &str,
+    dir: &StateDir,
+    transport: TransportChoice,
+) -> Result<Identity, EnrollError> {
     let fingerprint =
         normalise_fingerprint(ca_fingerprint).ok_or_else(|| EnrollError::BadFingerprint(ca_fingerprint.to_string()))?;
     let (addr, server_name) = resolve(hub).await?;
     let (key_pem, csr_pem) = device_key_and_csr().map_err(|e| EnrollError::Key(e.to_string()))?;
-    let tls = redtether_pki::tls::enroll_client(&fingerprint, ENROLL_ALPN)
-        .map_err(|e| EnrollError::Protocol(e.to_string()))?;
-    let crypto =
-        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| EnrollError::Protocol(e.to_string()))?;
-    let endpoint =
-        client_endpoint(&addr).map_err(|e| EnrollError::Unreachable { hub: hub.to_string(), reason: e.to_string() })?;
-    let unreachable = |reason: String| EnrollError::Unreachable { hub: hub.to_string(), reason };
-    let connecting = endpoint
-        .connect_with(quinn::ClientConfig::new(Arc::new(crypto)), addr, &server_name)
-        .map_err(|e| unreachable(e.to_string()))?;
-    let connection = match tokio::time::timeout(TIMEOUT, connecting).await {
-        Err(_) => return Err(unreachable("no answer (is the hub running and the UDP port open?)".into())),
-        Ok(Err(e)) => {
-            let text = e.to_string();
-            return Err(if text.contains("pinned fingerprint") || text.contains("certificate") {
-                EnrollError::NotPinned(text)
-            } else {
-                unreachable(text)
-            });
-        }
-        Ok(Ok(c)) => c,
+    let dial = Dial { hub, addr, server_name: &server_name, fingerprint: &fingerprint };
+    let (connection, endpoint) = match transport {
+        TransportChoice::Quic => dial.quic(TIMEOUT).await?,
+        TransportChoice::Tcp => (dial.tcp().await?, None),
+        // As the tunnel does: TCP when no QUIC handshake completes in a few seconds.
+        TransportChoice::Auto => match dial.quic(Duration::from_secs(3)).await {
+            Err(EnrollError::Unreachable { reason, .. }) => {
+                tracing::info!(%hub, %reason, "no QUIC handshake; enrolling over TLS over TCP");
+                (dial.tcp().await?, None)
+            }
+            other => other?,
+        },
     };
     let result = tokio::time::timeout(TIMEOUT, exchange(&connection, token, &csr_pem))
         .await
         .unwrap_or_else(|_| Err(EnrollError::Protocol("the hub did not answer in time".into())));
-    connection.close(0u32.into(), b"done");
-    endpoint.wait_idle().await;
+    connection.close(0, b"done");
+    if let Some(endpoint) = endpoint {
+        endpoint.wait_idle().await;
+    }
     let (device_id, cert_pem, ca_pem, hub_signing_key) = result?;
     let identity = Identity {
         info: HubInfo { hub: hub.to_string(), server_name, device_id, ca_fingerprint: fingerprint, hub_signing_key },
@@ -110,8 +111,70 @@ pub async fn enroll(hub: &str, token: &str, ca_fingerprint: &str, dir: &StateDir
     Ok(identity)
 }
 
+/// Where an enrollment connects, and the CA it pins.
+struct Dial<'a> {
+    hub: &'a str,
+    addr: std::net::SocketAddr,
+    server_name: &'a str,
+    fingerprint: &'a str,
+}
+
+impl Dial<'_> {
+    fn unreachable(&self, reason: String) -> EnrollError {
+        EnrollError::Unreachable { hub: self.hub.to_string(), reason }
+    }
+
+    /// A failed handshake: the pinned CA not matching, or the network.
+    fn failed(&self, text: String) -> EnrollError {
+        if text.contains("pinned fingerprint") || text.contains("certificate") {
+            EnrollError::NotPinned(text)
+        } else {
+            self.unreachable(text)
+        }
+    }
+
+    async fn quic(&self, timeout: Duration) -> Result<(Connection, Option<quinn::Endpoint>), EnrollError> {
+        let tls = redtether_pki::tls::enroll_client(self.fingerprint, ENROLL_ALPN)
+            .map_err(|e| EnrollError::Protocol(e.to_string()))?;
+        let crypto =
+            quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| EnrollError::Protocol(e.to_string()))?;
+        let endpoint = client_endpoint(&self.addr).map_err(|e| self.unreachable(e.to_string()))?;
+        let connecting = endpoint
+            .connect_with(quinn::ClientConfig::new(Arc::new(crypto)), self.addr, self.server_name)
+            .map_err(|e| self.unreachable(e.to_string()))?;
+        match tokio::time::timeout(timeout, connecting).await {
+            Err(_) => Err(self.unreachable("no answer (is the hub running and the UDP port open?)".into())),
+            Ok(Err(e)) => Err(self.failed(e.to_string())),
+            Ok(Ok(c)) => Ok((Connection::Quic(c), Some(endpoint))),
+        }
+    }
+
+    async fn tcp(&self) -> Result<Connection, EnrollError> {
+        let tls = redtether_pki::tls::enroll_client(self.fingerprint, TCP_ENROLL_ALPN)
+            .map_err(|e| EnrollError::Protocol(e.to_string()))?;
+        let connected = async {
+            let stream = tokio::net::TcpStream::connect(self.addr)
+                .await
+                .map_err(|e| self.unreachable(format!("TCP to {}: {e}", self.addr)))?;
+            redtether_transport::tcp::connect(
+                stream,
+                self.addr,
+                self.server_name,
+                Arc::new(tls),
+                Duration::from_secs(5),
+            )
+            .await
+            .map_err(|e| self.failed(e.to_string()))
+        };
+        match tokio::time::timeout(TIMEOUT, connected).await {
+            Err(_) => Err(self.unreachable("no answer over TCP (is [tcp] listen set on the hub?)".into())),
+            Ok(result) => result.map(Connection::Tcp),
+        }
+    }
+}
+
 async fn exchange(
-    connection: &quinn::Connection,
+    connection: &Connection,
     token: &str,
     csr_pem: &str,
 ) -> Result<(String, String, String, String), EnrollError> {
@@ -120,7 +183,7 @@ async fn exchange(
     send.write_all(&encode(&EnrollRequest::Enroll { token: token.to_string(), csr_pem: csr_pem.to_string() }))
         .await
         .map_err(|e| protocol(&e))?;
-    send.finish().map_err(|e| protocol(&e))?;
+    send.finish().await.map_err(|e| protocol(&e))?;
     let bytes = recv.read_to_end(MAX_FRAME + 4).await.map_err(|e| protocol(&e))?;
     let mut decoder = FrameDecoder::default();
     decoder.feed(&bytes);

@@ -13,6 +13,7 @@ use crate::gate::{Caller, Pipeline, platform_user, serve_platform_stream};
 use crate::logbuf::LogBuffer;
 use redtether_proto::assertion::{self, AssertionError};
 use redtether_proto::wire::{FrameDecoder, StreamHeader, StreamKind, codes};
+use redtether_transport::{RecvStream, SendStream};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,13 +52,7 @@ impl Forwarding {
     }
 
     /// Serves one stream until it ends or `cancel` fires.
-    pub async fn serve(
-        &self,
-        mut send: quinn::SendStream,
-        mut recv: quinn::RecvStream,
-        hub: SocketAddr,
-        cancel: CancellationToken,
-    ) {
+    pub async fn serve(&self, mut send: SendStream, mut recv: RecvStream, hub: SocketAddr, cancel: CancellationToken) {
         let header = tokio::time::timeout(HEADER_TIMEOUT, read_header(&mut recv)).await;
         let (header, rest) = match header {
             Ok(Ok(pair)) => pair,
@@ -89,8 +84,8 @@ impl Forwarding {
     /// A `logs` stream: admitted or reset with `STREAM_REFUSED` (and audited).
     async fn serve_logs(
         &self,
-        mut send: quinn::SendStream,
-        mut recv: quinn::RecvStream,
+        mut send: SendStream,
+        mut recv: RecvStream,
         hub: SocketAddr,
         header: StreamHeader,
         cancel: CancellationToken,
@@ -117,7 +112,7 @@ impl Forwarding {
 }
 
 /// The header frame, and the bytes after it. `Err` is the code to close the stream with.
-async fn read_header(recv: &mut quinn::RecvStream) -> Result<(StreamHeader, Vec<u8>), u32> {
+async fn read_header(recv: &mut RecvStream) -> Result<(StreamHeader, Vec<u8>), u32> {
     let mut decoder = FrameDecoder::default();
     let mut buf = [0u8; 2048];
     loop {

@@ -13,6 +13,7 @@ use crate::config::Role;
 use crate::logbuf::LogBuffer;
 use redtether_proto::assertion::{Assertion, AssertionError};
 use redtether_proto::wire::{LogItem, LogsRequest, codes};
+use redtether_transport::{ReadError, RecvStream, SendStream, WriteError};
 use std::net::SocketAddr;
 use tokio_util::sync::CancellationToken;
 
@@ -118,8 +119,8 @@ pub async fn serve(
     logs: &LogBuffer,
     user: &str,
     request: LogsRequest,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    mut send: SendStream,
+    mut recv: RecvStream,
     cancel: CancellationToken,
 ) {
     // Subscribed before the first read, so a line written in between wakes the loop.
@@ -157,13 +158,13 @@ pub async fn serve(
                 // The hub sends nothing after the header: its side ending (or anything else
                 // arriving) means its client left.
                 read = recv.read(&mut probe) => break match read {
-                    Err(quinn::ReadError::ConnectionLost(_)) => Ended::ConnectionLost,
+                    Err(ReadError::ConnectionLost(_)) => Ended::ConnectionLost,
                     _ => Ended::HubLeft,
                 },
             }
         },
     };
-    if ended == Ended::Sent && send.finish().is_err() {
+    if ended == Ended::Sent && send.finish().await.is_err() {
         ended = Ended::Write;
     }
     if ended != Ended::Sent {
@@ -174,7 +175,7 @@ pub async fn serve(
 }
 
 /// Writes `items`; `Some` when the stream is over.
-async fn write(send: &mut quinn::SendStream, items: &[LogItem], cancel: &CancellationToken) -> Option<Ended> {
+async fn write(send: &mut SendStream, items: &[LogItem], cancel: &CancellationToken) -> Option<Ended> {
     if items.is_empty() {
         return None;
     }
@@ -182,9 +183,9 @@ async fn write(send: &mut quinn::SendStream, items: &[LogItem], cancel: &Cancell
     tokio::select! {
         _ = cancel.cancelled() => Some(Ended::Cancelled),
         written = send.write_all(&bytes) => written.err().map(|e| match e {
-            quinn::WriteError::ConnectionLost(_) => Ended::ConnectionLost,
+            WriteError::ConnectionLost(_) => Ended::ConnectionLost,
             // The hub stopped reading: its client left.
-            quinn::WriteError::Stopped(_) => Ended::HubLeft,
+            WriteError::Stopped(_) => Ended::HubLeft,
             _ => Ended::Write,
         }),
     }

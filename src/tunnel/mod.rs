@@ -4,6 +4,7 @@
 //! cap) from an unreachable hub (a normal state) — and serving the control stream on it.
 
 mod client;
+mod dial;
 pub mod enroll;
 mod forwarded;
 mod logs_stream;
@@ -28,6 +29,9 @@ pub struct TunnelStatus {
     pub last_error: Option<String>,
     /// Successful connections since the agent started.
     pub connects: u64,
+    /// `quic` or `tcp` while online.
+    #[serde(default)]
+    pub transport: Option<String>,
 }
 
 impl TunnelStatus {
@@ -39,6 +43,7 @@ impl TunnelStatus {
             since: SystemTime::now(),
             last_error: None,
             connects: 0,
+            transport: None,
         }
     }
 }

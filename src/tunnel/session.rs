@@ -14,6 +14,7 @@ use redtether_proto::session::{
     AgentAction, AgentConfig, AgentEvent, AgentSession, Closed, Ending, Instant, classify, feed,
 };
 use redtether_proto::wire::{AgentFrame, Command, DeviceStatus, FrameDecoder, encode};
+use redtether_transport::{Connection, ConnectionError, ReadError, RecvStream, SendStream};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub struct Session<'a> {
-    pub connection: quinn::Connection,
+    pub connection: Connection,
     /// The hub as audit events name it.
     pub hub: String,
     /// Streams the hub opens (the remote editor) go to the gate through this.
@@ -38,21 +39,19 @@ enum StreamEnd {
     Faulted,
 }
 
-/// How quinn says a connection ended, in the protocol's terms (one-to-one; the protocol's
-/// [`classify`] decides what it means).
-pub fn closed_of(e: &quinn::ConnectionError) -> Closed {
-    use quinn::ConnectionError as E;
+/// How the transport says a connection ended, in the protocol's terms (one-to-one; the
+/// protocol's [`classify`] decides what it means).
+pub fn closed_of(e: &ConnectionError) -> Closed {
     match e {
-        E::Reset => Closed::StatelessReset,
-        E::TransportError(t) => Closed::Transport(t.code.into()),
-        E::ConnectionClosed(c) => Closed::Transport(c.error_code.into()),
-        E::ApplicationClosed(c) => Closed::Application(c.error_code.into_inner()),
-        E::LocallyClosed => Closed::Local,
-        _ => Closed::Other,
+        ConnectionError::Reset => Closed::StatelessReset,
+        ConnectionError::TransportClosed { code, .. } => Closed::Transport(*code),
+        ConnectionError::ApplicationClosed { code, .. } => Closed::Application(*code),
+        ConnectionError::LocallyClosed => Closed::Local,
+        ConnectionError::TimedOut | ConnectionError::Lost(_) => Closed::Other,
     }
 }
 
-fn end_of(e: &quinn::ConnectionError) -> (Ending, String) {
+fn end_of(e: &ConnectionError) -> (Ending, String) {
     (classify(closed_of(e)), e.to_string())
 }
 
@@ -90,12 +89,7 @@ impl Session<'_> {
         }
     }
 
-    async fn control(
-        &self,
-        mut send: quinn::SendStream,
-        mut recv: quinn::RecvStream,
-        cancel: &CancellationToken,
-    ) -> StreamEnd {
+    async fn control(&self, mut send: SendStream, mut recv: RecvStream, cancel: &CancellationToken) -> StreamEnd {
         let origin = tokio::time::Instant::now();
         let now = || Instant::from_origin(origin.elapsed());
         // Read again for every control stream: an earlier one may have renewed it.
@@ -135,11 +129,11 @@ impl Session<'_> {
                 read = recv.read(&mut buf) => match read {
                     Ok(Some(n)) => decoder.feed(&buf[..n]),
                     Ok(None) => return StreamEnd::Faulted,
-                    Err(quinn::ReadError::ConnectionLost(e)) => {
+                    Err(ReadError::ConnectionLost(e)) => {
                         let (end, reason) = end_of(&e);
                         return StreamEnd::Connection(end, reason);
                     }
-                    Err(quinn::ReadError::Reset(code)) => {
+                    Err(ReadError::Reset(code)) => {
                         tracing::warn!(%code, "the hub closed the control stream");
                         return StreamEnd::Faulted;
                     }
@@ -194,8 +188,8 @@ impl Session<'_> {
         &self,
         action: AgentAction,
         session: &mut AgentSession,
-        send: &mut quinn::SendStream,
-        recv: &mut quinn::RecvStream,
+        send: &mut SendStream,
+        recv: &mut RecvStream,
         keys: &mut Option<RenewalKeys>,
         now: Instant,
     ) -> Option<StreamEnd> {
@@ -310,27 +304,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quinn_errors_map_onto_the_protocols_endings() {
-        use quinn::ConnectionError as E;
+    fn transport_errors_map_onto_the_protocols_endings() {
         use redtether_proto::wire::codes;
-        let app = |code: u32| {
-            E::ApplicationClosed(quinn::ApplicationClose { error_code: code.into(), reason: bytes::Bytes::new() })
-        };
-        let tls = |alert: u8| {
-            E::ConnectionClosed(quinn::ConnectionClose {
-                error_code: quinn::TransportErrorCode::crypto(alert),
-                frame_type: None,
-                reason: bytes::Bytes::new(),
-            })
-        };
+        let app = |code: u32| ConnectionError::ApplicationClosed { code: code.into(), reason: String::new() };
+        let tls = |alert: u64| ConnectionError::TransportClosed { code: 0x100 + alert, reason: String::new() };
         assert_eq!(end_of(&app(codes::REVOKED)).0, Ending::Refused);
         assert_eq!(end_of(&app(codes::CERTIFICATE_REQUIRED)).0, Ending::Refused);
         // bad_certificate (42) and certificate_revoked (44) alerts after the handshake.
         assert_eq!(end_of(&tls(42)).0, Ending::Refused);
         assert_eq!(end_of(&tls(44)).0, Ending::Refused);
         assert_eq!(end_of(&app(codes::SHUTDOWN)).0, Ending::Lost);
-        assert_eq!(end_of(&E::TimedOut).0, Ending::Lost);
-        assert_eq!(end_of(&E::Reset).0, Ending::HubRestarted);
-        assert_eq!(end_of(&E::LocallyClosed).0, Ending::Cancelled);
+        assert_eq!(end_of(&ConnectionError::TimedOut).0, Ending::Lost);
+        assert_eq!(end_of(&ConnectionError::Lost("broken pipe".into())).0, Ending::Lost);
+        assert_eq!(end_of(&ConnectionError::Reset).0, Ending::HubRestarted);
+        assert_eq!(end_of(&ConnectionError::LocallyClosed).0, Ending::Cancelled);
+        // A quinn error comes through the same way.
+        let quinn_reset: ConnectionError = quinn::ConnectionError::Reset.into();
+        assert_eq!(end_of(&quinn_reset).0, Ending::HubRestarted);
     }
 }

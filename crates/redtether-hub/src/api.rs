@@ -398,6 +398,8 @@ impl Api {
         if full {
             v["enrolled"] = time(Some(d.enrolled));
             v["certificate_expires"] = time(Some(d.cert_not_after));
+            v["transport"] =
+                online.as_ref().map(|o| o.connection.transport().as_str().into()).unwrap_or(serde_json::Value::Null);
             v["connected_since"] = online.map(|o| crate::session::since(&o).into()).unwrap_or(serde_json::Value::Null);
             v["status"] = json!(status);
             v["resources"] = match self.metrics.history.latest(&d.id) {

@@ -270,9 +270,10 @@ fn run(settings: crate::config::HubSettings) -> ExitCode {
                 crate::HubError::Tls(_)
                 | crate::HubError::Oidc(_)
                 | crate::HubError::Alerts(crate::alerts::AlertsError::Tls { .. }) => exit::CONFIG,
-                crate::HubError::Endpoint(_) | crate::HubError::Api { .. } | crate::HubError::Metrics(_) => {
-                    exit::UNAVAILABLE
-                }
+                crate::HubError::Endpoint(_)
+                | crate::HubError::Api { .. }
+                | crate::HubError::Tcp { .. }
+                | crate::HubError::Metrics(_) => exit::UNAVAILABLE,
                 _ => exit::FAILURE,
             })
         }

@@ -30,6 +30,14 @@ struct RawHub {
     alerts: crate::alerts::config::RawAlerts,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    tcp: RawTcp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTcp {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +129,9 @@ pub struct HubSettings {
     /// `[metrics] listen`: an address serving only `GET /metrics`, without a login (for a
     /// scraper); `None` (the default): metrics only on the operator listener, for operators.
     pub metrics_listen: Option<SocketAddr>,
+    /// `[tcp] listen`: tunnels and enrollment over TLS over TCP, for devices whose network
+    /// lets no UDP through; `None` (the default): QUIC only.
+    pub tcp_listen: Option<SocketAddr>,
     /// `[alerts]` and `[[alerts.webhook]]`.
     pub alerts: crate::alerts::config::AlertSettings,
 }
@@ -242,9 +253,17 @@ fn validate(raw: RawHub, source: ConfigSource, ctx: &ProcessContext) -> Result<H
     if metrics_listen.is_some_and(|m| m.port() != 0 && (m.port() == api_listen.port() || m.port() == listen.port())) {
         return Err(invalid("metrics.listen", "must not share a port with listen or api_listen".into()));
     }
+    let tcp_listen = match raw.tcp.listen {
+        None => None,
+        Some(text) => Some(addr(Some(text), "", "tcp.listen")?),
+    };
+    if tcp_listen.is_some_and(|t| t.port() != 0 && t.port() == api_listen.port() && t.ip() == api_listen.ip()) {
+        return Err(invalid("tcp.listen", "must not be api_listen's address".into()));
+    }
     Ok(HubSettings {
         source,
         metrics_listen,
+        tcp_listen,
         state_dir,
         log_level,
         listen,

@@ -61,6 +61,8 @@ pub struct HubControl {
     pub api_listen: String,
     /// The bound `[metrics] listen` address, if any.
     pub metrics_listen: Option<String>,
+    /// The bound `[tcp] listen` address, if any.
+    pub tcp_listen: Option<String>,
 }
 
 /// Why the hub (or the CLI, with the hub stopped) refused a request.
@@ -241,6 +243,7 @@ impl Handler for HubControl {
                 "listen": self.listen,
                 "api_listen": self.api_listen,
                 "metrics_listen": self.metrics_listen,
+                "tcp_listen": self.tcp_listen,
                 "ca_fingerprint": self.ca_fingerprint,
                 "online": self.api.registry.count(),
             })),

@@ -10,12 +10,16 @@ use crate::session::Session;
 use crate::store::HubStore;
 use redtether_pki::tls::{Revoked, hub_server};
 use redtether_pki::{cert_info, fingerprint};
-use redtether_proto::wire::{ALPN, ENROLL_ALPN, codes};
+use redtether_proto::wire::{ALPN, ENROLL_ALPN, TCP_ALPN, TCP_ENROLL_ALPN, codes};
+use redtether_transport::{Connection, ConnectionError, Transport};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// How often the hub pings a device over TCP (QUIC's keep-alives are the agent's).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
@@ -31,6 +35,20 @@ pub enum EndpointError {
 
 pub struct HubEndpoint {
     pub endpoint: quinn::Endpoint,
+}
+
+/// The TLS-over-TCP listener's configuration: the same certificates and device verification as
+/// QUIC's, the TCP ALPNs.
+pub fn tcp_tls(keys: &HubKeys, revoked: Revoked) -> Result<Arc<rustls::ServerConfig>, EndpointError> {
+    let tls = hub_server(
+        &keys.server_cert_pem,
+        &keys.server_key_pem,
+        &keys.ca.cert_pem,
+        revoked,
+        &[TCP_ALPN, TCP_ENROLL_ALPN],
+    )
+    .map_err(|e| EndpointError::Config(e.to_string()))?;
+    Ok(Arc::new(tls))
 }
 
 pub fn bind(listen: SocketAddr, keys: &HubKeys, revoked: Revoked) -> Result<HubEndpoint, EndpointError> {
@@ -67,8 +85,8 @@ pub struct Accepting {
 
 impl Accepting {
     /// Accepts connections until `cancel`; each is served in a tracked task.
-    pub async fn run(self, endpoint: quinn::Endpoint, tasks: TaskTracker, cancel: CancellationToken) {
-        let this = Arc::new(self);
+    pub async fn run(self: Arc<Self>, endpoint: quinn::Endpoint, tasks: TaskTracker, cancel: CancellationToken) {
+        let this = self;
         loop {
             let incoming = tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -90,25 +108,71 @@ impl Accepting {
             Err(e) => {
                 // A refused certificate ends here, in the TLS handshake, with an alert.
                 tracing::info!(%addr, error = %e, "handshake failed");
-                self.metrics.refused(handshake_refusal(&e));
+                self.metrics.refused(handshake_refusal(&e.into()));
                 return;
             }
         };
+        self.serve(Connection::Quic(connection), cancel).await
+    }
+
+    /// Accepts TLS-over-TCP connections until `cancel`; each is served in a tracked task.
+    pub async fn run_tcp(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        tasks: TaskTracker,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let (stream, addr) = tokio::select! {
+                _ = cancel.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "tunnel over TCP: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let (this, tls, cancel) = (Arc::clone(&self), Arc::clone(&tls), cancel.clone());
+            tasks.spawn(async move {
+                let accepted = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    accepted = redtether_transport::tcp::accept(stream, addr, tls, TCP_KEEPALIVE) => accepted,
+                };
+                match accepted {
+                    Ok(connection) => this.serve(Connection::Tcp(connection), cancel).await,
+                    Err(e) => {
+                        tracing::info!(%addr, error = %e, "handshake over TCP failed");
+                        this.metrics.refused(handshake_refusal(&e));
+                    }
+                }
+            });
+        }
+    }
+
+    /// Serves a connection whose TLS handshake completed, on either transport: enrollment or
+    /// a device's tunnel, by ALPN.
+    async fn serve(&self, connection: Connection, cancel: CancellationToken) {
+        let addr = connection.remote_address();
         let _open = self.metrics.connection();
-        let alpn = connection
-            .handshake_data()
-            .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-            .and_then(|d| d.protocol);
+        let alpn = connection.alpn();
+        let (enroll, tunnel) = match connection.transport() {
+            Transport::Quic => (ENROLL_ALPN, ALPN),
+            Transport::Tcp => (TCP_ENROLL_ALPN, TCP_ALPN),
+        };
         match alpn.as_deref() {
-            Some(a) if a == ENROLL_ALPN => {
+            Some(a) if a == enroll => {
                 self.metrics.handshake("enroll");
                 self.enrollment.serve(connection).await
             }
-            Some(a) if a == ALPN => {
+            Some(a) if a == tunnel => {
                 let Some((device, serial)) = self.device_of(&connection) else {
                     tracing::warn!(%addr, "tunnel without a client certificate");
                     self.metrics.refused("no_client_certificate");
-                    connection.close(codes::CERTIFICATE_REQUIRED.into(), b"a client certificate is required");
+                    connection.close(codes::CERTIFICATE_REQUIRED, b"a client certificate is required");
                     return;
                 };
                 // Only the device's current certificate: one replaced by a later enrollment
@@ -125,11 +189,14 @@ impl Accepting {
                     _ => {
                         tracing::warn!(%addr, %device, "tunnel from an unknown or revoked device");
                         self.metrics.refused("unknown_or_revoked");
-                        connection.close(codes::REVOKED.into(), b"device not enrolled or revoked");
+                        connection.close(codes::REVOKED, b"device not enrolled or revoked");
                         return;
                     }
                 }
-                self.metrics.handshake("tunnel");
+                self.metrics.handshake(match connection.transport() {
+                    Transport::Quic => "tunnel",
+                    Transport::Tcp => "tunnel_tcp",
+                });
                 Session {
                     device,
                     connection,
@@ -144,14 +211,14 @@ impl Accepting {
             }
             _ => {
                 self.metrics.refused("unknown_alpn");
-                connection.close(codes::UNEXPECTED_FRAME.into(), b"unknown ALPN")
+                connection.close(codes::UNEXPECTED_FRAME, b"unknown ALPN")
             }
         }
     }
 
     /// The device named by the (already verified) client certificate, and its serial.
-    fn device_of(&self, connection: &quinn::Connection) -> Option<(String, String)> {
-        let certs = connection.peer_identity()?.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
+    fn device_of(&self, connection: &Connection) -> Option<(String, String)> {
+        let certs = connection.peer_certificates()?;
         let leaf = certs.first()?;
         let info = cert_info(leaf).ok()?;
         tracing::debug!(serial = %info.serial_hex, sha256 = %fingerprint(leaf), "device certificate");
@@ -161,14 +228,11 @@ impl Accepting {
 
 /// Why a handshake failed, for the refusals metric: the TLS layer refused (a certificate the
 /// hub does not accept, or none), the client went quiet, or something else.
-fn handshake_refusal(e: &quinn::ConnectionError) -> &'static str {
-    use quinn::ConnectionError as E;
-    // QUIC carries TLS alerts as the transport error codes 0x100-0x1ff.
-    let tls_alert = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
+fn handshake_refusal(e: &ConnectionError) -> &'static str {
     match e {
-        E::TransportError(t) if tls_alert(t.code) => "tls_refused",
-        E::ConnectionClosed(c) if tls_alert(c.error_code) => "tls_refused",
-        E::TimedOut => "timed_out",
+        // QUIC and TLS over TCP both carry TLS alerts as 0x100-0x1ff.
+        ConnectionError::TransportClosed { code, .. } if (0x100..0x200).contains(code) => "tls_refused",
+        ConnectionError::TimedOut => "timed_out",
         _ => "handshake_failed",
     }
 }

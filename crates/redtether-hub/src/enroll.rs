@@ -18,13 +18,11 @@ const ENROLL_TIMEOUT: Duration = Duration::from_secs(20);
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
     #[error("no stream: {0}")]
-    Connection(#[from] quinn::ConnectionError),
+    Connection(#[from] redtether_transport::ConnectionError),
     #[error("reading the request: {0}")]
-    Read(#[from] quinn::ReadError),
+    Read(#[from] redtether_transport::ReadError),
     #[error("sending the answer: {0}")]
-    Write(#[from] quinn::WriteError),
-    #[error("sending the answer: {0}")]
-    Closed(#[from] quinn::ClosedStream),
+    Write(#[from] redtether_transport::WriteError),
     #[error(transparent)]
     Frame(#[from] FrameError),
     #[error("the device closed the stream")]
@@ -49,7 +47,7 @@ pub struct Enrollment {
 }
 
 impl Enrollment {
-    pub async fn serve(&self, connection: quinn::Connection) {
+    pub async fn serve(&self, connection: redtether_transport::Connection) {
         let addr = connection.remote_address();
         match tokio::time::timeout(ENROLL_TIMEOUT, self.exchange(&connection)).await {
             Ok(Ok(())) => {}
@@ -60,7 +58,7 @@ impl Enrollment {
         let _ = tokio::time::timeout(Duration::from_secs(5), connection.closed()).await;
     }
 
-    async fn exchange(&self, connection: &quinn::Connection) -> Result<(), ExchangeError> {
+    async fn exchange(&self, connection: &redtether_transport::Connection) -> Result<(), ExchangeError> {
         let (mut send, mut recv) = connection.accept_bi().await?;
         let mut decoder = FrameDecoder::default();
         let mut buf = [0u8; 8192];
@@ -78,7 +76,7 @@ impl Enrollment {
             Err(reason) => EnrollResponse::EnrollRefused { reason },
         };
         send.write_all(&encode(&answer)).await?;
-        send.finish()?;
+        send.finish().await?;
         Ok(())
     }
 

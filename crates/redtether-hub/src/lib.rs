@@ -86,6 +86,12 @@ pub enum HubError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot listen on {addr} (tcp.listen): {source}")]
+    Tcp {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Tls(#[from] redtether_host::tls_server::TlsError),
     #[error(transparent)]
@@ -121,6 +127,11 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
     let revoked = Arc::new(RwLock::new(store.revoked_serials()?.into_iter().collect::<HashSet<_>>()));
     let quic = endpoint::bind(settings.listen, &keys, Arc::clone(&revoked))?;
     let quic_addr = quic.endpoint.local_addr().unwrap_or(settings.listen);
+    let tcp_listener = match settings.tcp_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| HubError::Tcp { addr, source })?),
+        None => None,
+    };
+    let tcp_addr = tcp_listener.as_ref().and_then(|l| l.local_addr().ok());
     let api_listener = tokio::net::TcpListener::bind(settings.api_listen)
         .await
         .map_err(|source| HubError::Api { addr: settings.api_listen, source })?;
@@ -187,7 +198,7 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
         sso: sso_login::Sso::new(settings.auth.oidc.clone().map(sso::oidc::OidcLogin::new).transpose()?),
         metrics: Arc::clone(&metrics),
     });
-    let accepting = endpoint::Accepting {
+    let accepting = Arc::new(endpoint::Accepting {
         store: Arc::clone(&store),
         registry: registry.clone(),
         enrollment: Arc::new(enroll::Enrollment {
@@ -197,7 +208,11 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
             signer: Arc::clone(&signer),
         }),
         metrics: Arc::clone(&metrics),
-    };
+    });
+    if let Some(listener) = tcp_listener {
+        let tls = endpoint::tcp_tls(&keys, Arc::clone(&revoked))?;
+        tasks.spawn(Arc::clone(&accepting).run_tcp(listener, tls, tasks.clone(), cancel.child_token()));
+    }
     tasks.spawn(accepting.run(quic.endpoint.clone(), tasks.clone(), cancel.child_token()));
     tasks.spawn(Arc::clone(&rollouts).run(tasks.clone(), cancel.child_token()));
     let hub_name = settings.device_address(quic_addr);
@@ -223,6 +238,7 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
         listen: quic_addr.to_string(),
         api_listen: api_addr.to_string(),
         metrics_listen,
+        tcp_listen: tcp_addr.map(|a| a.to_string()),
     });
     tasks.spawn(control.serve(handler, cancel.child_token()));
     let notifier = Arc::new(notifier);

@@ -46,8 +46,8 @@ pub const LOGS_ROLE: OperatorRole = OperatorRole::Member;
 /// An open `logs` stream. The send half is kept only so the device sees the hub's side end
 /// when this is dropped (the client left).
 pub struct DeviceLogs {
-    _send: quinn::SendStream,
-    recv: quinn::RecvStream,
+    _send: redtether_transport::SendStream,
+    recv: redtether_transport::RecvStream,
     buf: Vec<u8>,
 }
 
@@ -95,7 +95,11 @@ impl DeviceLogs {
                 Ok(Some(n)) => self.buf.extend_from_slice(&chunk[..n]),
                 Ok(None) if self.buf.is_empty() => return Ok(None),
                 Ok(None) => return Err(LogsError::Malformed),
-                Err(quinn::ReadError::Reset(code)) if code == quinn::VarInt::from_u32(codes::STREAM_REFUSED) => {
+                // (Over TCP a reset carries no code: yamux has none. A device resets a logs
+                // stream only to refuse it, so any reset is read as the refusal there.)
+                Err(redtether_transport::ReadError::Reset(code))
+                    if code == u64::from(codes::STREAM_REFUSED) || code == 0 =>
+                {
                     return Err(LogsError::Refused);
                 }
                 Err(_) => return Err(LogsError::Lost),

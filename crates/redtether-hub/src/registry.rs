@@ -14,7 +14,7 @@ pub struct CommandRequest {
 
 #[derive(Clone)]
 pub struct Online {
-    pub connection: quinn::Connection,
+    pub connection: redtether_transport::Connection,
     pub commands: mpsc::Sender<CommandRequest>,
     pub since: SystemTime,
     /// Woken when a deployment for the device is waiting to be sent.
@@ -63,7 +63,7 @@ impl Registry {
     pub fn register(
         &self,
         device: &str,
-        connection: quinn::Connection,
+        connection: redtether_transport::Connection,
         commands: mpsc::Sender<CommandRequest>,
         deployments: Arc<tokio::sync::Notify>,
         policies: Arc<tokio::sync::Notify>,

@@ -25,7 +25,7 @@ const FAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Session {
     pub device: String,
-    pub connection: quinn::Connection,
+    pub connection: redtether_transport::Connection,
     pub store: Arc<HubStore>,
     pub registry: Registry,
     /// Issues renewed certificates.
@@ -108,8 +108,8 @@ impl Session {
 
     async fn control_stream(
         &self,
-        mut send: quinn::SendStream,
-        mut recv: quinn::RecvStream,
+        mut send: redtether_transport::SendStream,
+        mut recv: redtether_transport::RecvStream,
         commands: &mut mpsc::Receiver<CommandRequest>,
         wake: Wake<'_>,
         cancel: &CancellationToken,
@@ -158,8 +158,8 @@ impl Session {
         &self,
         action: HubAction,
         session: &mut HubSession,
-        send: &mut quinn::SendStream,
-        recv: &mut quinn::RecvStream,
+        send: &mut redtether_transport::SendStream,
+        recv: &mut redtether_transport::RecvStream,
         waiting: &mut Waiting,
     ) -> Option<StreamEnd> {
         match action {
@@ -177,9 +177,9 @@ impl Session {
                 let frame = encode(&HubFrame::Error { code, message });
                 let _ = tokio::time::timeout(FAULT_WRITE_TIMEOUT, async {
                     send.write_all(&frame).await?;
-                    send.finish()?;
-                    let _ = send.stopped().await;
-                    Ok::<_, quinn::WriteError>(())
+                    send.finish().await?;
+                    send.stopped().await;
+                    Ok::<_, redtether_transport::WriteError>(())
                 })
                 .await;
                 let _ = recv.stop(code.into());

@@ -24,6 +24,11 @@ pub use stream::{LogItem, LogLine, LogStream, LogsRequest, StreamHeader, StreamK
 pub const ALPN: &[u8] = b"redtether/1";
 /// ALPN of enrollment (no client certificate yet; a one-time token instead).
 pub const ENROLL_ALPN: &[u8] = b"redtether-enroll/1";
+/// The tunnel's ALPN over TLS-over-TCP (the fallback where UDP is blocked): the same protocol,
+/// streams multiplexed by yamux.
+pub const TCP_ALPN: &[u8] = b"redtether-tcp/1";
+/// Enrollment's ALPN over TLS-over-TCP.
+pub const TCP_ENROLL_ALPN: &[u8] = b"redtether-enroll-tcp/1";
 /// The protocol version in `hello` and `welcome`.
 pub const VERSION: u32 = 1;
 /// Largest frame accepted, in bytes of JSON.

@@ -1,0 +1,83 @@
+//! TLS over a TCP stream (direct, or through a proxy's CONNECT), then yamux: the client's
+//! and the server's way to a [`TcpConnection`]. TLS failures are numbered as QUIC numbers
+//! them (`0x100 + alert`), so the agent classifies a refused certificate the same way on both
+//! transports.
+
+use super::{Peer, Side, TcpConnection};
+use crate::error::ConnectionError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS alert an error carries or stands for, as QUIC's crypto error code.
+fn tls_error(e: &std::io::Error) -> ConnectionError {
+    let rustls_error = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let alert = match rustls_error {
+        Some(rustls::Error::AlertReceived(alert)) => Some(u8::from(*alert)),
+        // Refused here: the alert this side sent.
+        Some(rustls::Error::InvalidCertificate(_)) => Some(42),
+        Some(rustls::Error::NoApplicationProtocol) => Some(120),
+        _ => None,
+    };
+    match alert {
+        Some(alert) => ConnectionError::TransportClosed { code: 0x100 + u64::from(alert), reason: e.to_string() },
+        None => ConnectionError::Lost(format!("TLS: {e}")),
+    }
+}
+
+/// Connects as the agent: TLS with `config` (its certificate, the pinned CA, the tunnel's TCP
+/// ALPN) to `server_name` over `io`, then the multiplexer.
+pub async fn connect<S>(
+    io: S,
+    remote: SocketAddr,
+    server_name: &str,
+    config: Arc<rustls::ClientConfig>,
+    keepalive: Duration,
+) -> Result<TcpConnection, ConnectionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| ConnectionError::Lost(format!("{server_name:?} is not a server name: {e}")))?;
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, io))
+        .await
+        .map_err(|_| ConnectionError::TimedOut)?
+        .map_err(|e| tls_error(&e))?;
+    let (_, session) = tls.get_ref();
+    let peer = Peer {
+        remote,
+        certificates: session.peer_certificates().map(|c| c.iter().map(|c| c.clone().into_owned()).collect()),
+        alpn: session.alpn_protocol().map(<[u8]>::to_vec),
+    };
+    TcpConnection::start(tls, Side::Client, peer, keepalive).await
+}
+
+/// Accepts as the hub: the TLS handshake with `config` (the hub's certificate, device
+/// certificates verified), then the multiplexer once the client opened its link stream.
+pub async fn accept<S>(
+    io: S,
+    remote: SocketAddr,
+    config: Arc<rustls::ServerConfig>,
+    keepalive: Duration,
+) -> Result<TcpConnection, ConnectionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io))
+        .await
+        .map_err(|_| ConnectionError::TimedOut)?
+        .map_err(|e| tls_error(&e))?;
+    let (_, session) = tls.get_ref();
+    let peer = Peer {
+        remote,
+        certificates: session.peer_certificates().map(|c| c.iter().map(|c| c.clone().into_owned()).collect()),
+        alpn: session.alpn_protocol().map(<[u8]>::to_vec),
+    };
+    TcpConnection::start(tls, Side::Server, peer, keepalive).await
+}
