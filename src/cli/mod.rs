@@ -130,7 +130,14 @@ fn enroll(settings: &Settings, hub: &str, token: &str, fingerprint: &str) -> Exi
             return exit::code(exit::FAILURE);
         }
     };
-    match runtime.block_on(crate::tunnel::enroll::enroll(hub, token, fingerprint, &dir, settings.tunnel.transport)) {
+    match runtime.block_on(crate::tunnel::enroll::enroll(
+        hub,
+        token,
+        fingerprint,
+        &dir,
+        settings.tunnel.transport,
+        settings.tunnel.tcp_port,
+    )) {
         Ok(identity) => {
             println!("enrolled as {} with the hub at {}", identity.info.device_id, identity.info.hub);
             match ask::<TunnelReloaded>(settings, &ControlRequest::TunnelReload) {

@@ -52,6 +52,7 @@ pub(super) struct RawTunnel {
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub keepalive: Option<Duration>,
     pub transport: Option<String>,
+    pub tcp_port: Option<u16>,
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub quic_probe: Option<Duration>,
 }

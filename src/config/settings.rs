@@ -67,6 +67,10 @@ pub struct TunnelSettings {
     pub transport: TransportChoice,
     /// `quic_probe`: while `auto` fell back to TCP, how often QUIC is tried again.
     pub quic_probe: Duration,
+    /// `tcp_port`: the hub's TLS-over-TCP port when it is not the port of the hub's address
+    /// (the hub's `[tcp] listen` and `listen` usually share the number: UDP and TCP do not
+    /// collide).
+    pub tcp_port: Option<u16>,
 }
 
 /// `[tunnel] transport`.
@@ -237,6 +241,10 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
         Some("tcp") => TransportChoice::Tcp,
         Some(other) => return Err(invalid("tunnel.transport", format!("{other:?} is not one of auto, quic, tcp"))),
     };
+    let tcp_port = match raw.tunnel.tcp_port {
+        Some(0) => return Err(invalid("tunnel.tcp_port", "must be a port (1-65535)".into())),
+        other => other,
+    };
     let quic_probe = raw.tunnel.quic_probe.unwrap_or(Duration::from_secs(300));
     if quic_probe < Duration::from_secs(1) {
         return Err(invalid("tunnel.quic_probe", "must be at least 1s".into()));
@@ -268,7 +276,7 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
         source,
         metrics,
         audit: AuditSettings { max_bytes, on_failure },
-        tunnel: TunnelSettings { keepalive, transport, quic_probe },
+        tunnel: TunnelSettings { keepalive, transport, quic_probe, tcp_port },
         state_dir,
         log_level,
         node_red,

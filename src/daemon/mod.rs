@@ -170,6 +170,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         keepalive: settings.tunnel.keepalive,
         transport: settings.tunnel.transport,
         quic_probe: settings.tunnel.quic_probe,
+        tcp_port: settings.tunnel.tcp_port,
         gate: Arc::clone(&pipeline),
         resources: std::sync::Mutex::new(crate::resources::ResourceSampler::new(dir.root().to_path_buf())),
         logs,

@@ -64,6 +64,7 @@ pub struct TunnelParts {
     /// `[tunnel] transport` and `quic_probe`.
     pub transport: TransportChoice,
     pub quic_probe: Duration,
+    pub tcp_port: Option<u16>,
     /// Where streams the hub opens are served.
     pub gate: Arc<Pipeline>,
     /// Reads the resource figures each status report carries.
@@ -268,7 +269,10 @@ impl Tunnel {
     }
 
     async fn dial_tcp(&self, target: &Target<'_>) -> Result<Connection, DialError> {
-        let (identity, addr, keepalive) = (target.identity, target.addr, self.parts.keepalive);
+        let (identity, mut addr, keepalive) = (target.identity, target.addr, self.parts.keepalive);
+        if let Some(port) = self.parts.tcp_port {
+            addr.set_port(port);
+        }
         dial::tcp(identity, addr, &target.server_name, keepalive, CONNECT_TIMEOUT).await
     }
 

@@ -68,12 +68,13 @@ pub async fn enroll(
     ca_fingerprint: &str,
     dir: &StateDir,
     transport: TransportChoice,
+    tcp_port: Option<u16>,
 ) -> Result<Identity, EnrollError> {
     let fingerprint =
         normalise_fingerprint(ca_fingerprint).ok_or_else(|| EnrollError::BadFingerprint(ca_fingerprint.to_string()))?;
     let (addr, server_name) = resolve(hub).await?;
     let (key_pem, csr_pem) = device_key_and_csr().map_err(|e| EnrollError::Key(e.to_string()))?;
-    let dial = Dial { hub, addr, server_name: &server_name, fingerprint: &fingerprint };
+    let dial = Dial { hub, addr, server_name: &server_name, fingerprint: &fingerprint, tcp_port };
     let (connection, endpoint) = match transport {
         TransportChoice::Quic => dial.quic(TIMEOUT).await?,
         TransportChoice::Tcp => (dial.tcp().await?, None),
@@ -117,6 +118,8 @@ struct Dial<'a> {
     addr: std::net::SocketAddr,
     server_name: &'a str,
     fingerprint: &'a str,
+    /// `[tunnel] tcp_port`, when the hub's TCP port is not its address's.
+    tcp_port: Option<u16>,
 }
 
 impl Dial<'_> {
@@ -152,19 +155,17 @@ impl Dial<'_> {
     async fn tcp(&self) -> Result<Connection, EnrollError> {
         let tls = redtether_pki::tls::enroll_client(self.fingerprint, TCP_ENROLL_ALPN)
             .map_err(|e| EnrollError::Protocol(e.to_string()))?;
+        let mut addr = self.addr;
+        if let Some(port) = self.tcp_port {
+            addr.set_port(port);
+        }
         let connected = async {
-            let stream = tokio::net::TcpStream::connect(self.addr)
+            let stream = tokio::net::TcpStream::connect(addr)
                 .await
-                .map_err(|e| self.unreachable(format!("TCP to {}: {e}", self.addr)))?;
-            redtether_transport::tcp::connect(
-                stream,
-                self.addr,
-                self.server_name,
-                Arc::new(tls),
-                Duration::from_secs(5),
-            )
-            .await
-            .map_err(|e| self.failed(e.to_string()))
+                .map_err(|e| self.unreachable(format!("TCP to {addr}: {e}")))?;
+            redtether_transport::tcp::connect(stream, addr, self.server_name, Arc::new(tls), Duration::from_secs(5))
+                .await
+                .map_err(|e| self.failed(e.to_string()))
         };
         match tokio::time::timeout(TIMEOUT, connected).await {
             Err(_) => Err(self.unreachable("no answer over TCP (is [tcp] listen set on the hub?)".into())),

@@ -58,13 +58,13 @@ impl Forwarding {
             Ok(Ok(pair)) => pair,
             Ok(Err(code)) => {
                 tracing::warn!(code, "a forwarded stream without a valid header; closed");
-                let _ = send.reset(code.into());
-                let _ = recv.stop(code.into());
+                send.reset(code);
+                recv.stop(code);
                 return;
             }
             Err(_) => {
-                let _ = send.reset(codes::UNEXPECTED_FRAME.into());
-                let _ = recv.stop(codes::UNEXPECTED_FRAME.into());
+                send.reset(codes::UNEXPECTED_FRAME);
+                recv.stop(codes::UNEXPECTED_FRAME);
                 return;
             }
         };
@@ -103,8 +103,8 @@ impl Forwarding {
             }
             Err(refusal) => {
                 tracing::warn!(reason = refusal.reason(), "a logs stream refused");
-                let _ = send.reset(codes::STREAM_REFUSED.into());
-                let _ = recv.stop(codes::STREAM_REFUSED.into());
+                send.reset(codes::STREAM_REFUSED);
+                recv.stop(codes::STREAM_REFUSED);
                 logs_stream::audit_refusal(&self.audit, hub, refusal, user.as_deref()).await;
             }
         }

@@ -168,8 +168,8 @@ pub async fn serve(
         ended = Ended::Write;
     }
     if ended != Ended::Sent {
-        let _ = send.reset(codes::SHUTDOWN.into());
-        let _ = recv.stop(codes::SHUTDOWN.into());
+        send.reset(codes::SHUTDOWN);
+        recv.stop(codes::SHUTDOWN);
     }
     tracing::info!(user, sent, reason = ended.as_str(), "logs stream ended");
 }

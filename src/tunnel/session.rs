@@ -123,7 +123,7 @@ impl Session<'_> {
             let forwarding_idle = session.is_welcomed() && !session.batch_in_flight();
             tokio::select! {
                 _ = cancel.cancelled() => {
-                    self.connection.close(redtether_proto::wire::codes::SHUTDOWN.into(), b"agent stopping");
+                    self.connection.close(redtether_proto::wire::codes::SHUTDOWN, b"agent stopping");
                     return StreamEnd::Connection(Ending::Cancelled, "agent stopping".into());
                 }
                 read = recv.read(&mut buf) => match read {
@@ -201,8 +201,8 @@ impl Session<'_> {
             }
             AgentAction::Close { code, message } => {
                 let _ = send.write_all(&encode(&AgentFrame::Error { code, message })).await;
-                let _ = send.reset(code.into());
-                let _ = recv.stop(code.into());
+                send.reset(code);
+                recv.stop(code);
                 return Some(StreamEnd::Faulted);
             }
             AgentAction::Record(event) => self.parts.audit.record_or_log(event).await,

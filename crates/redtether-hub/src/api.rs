@@ -348,7 +348,7 @@ impl Api {
             HubEventKind::OperatorCommand,
             json!({ "operator": operator.name, "command": "disconnect" }),
         );
-        online.connection.close(redtether_proto::wire::codes::DISCONNECTED.into(), b"disconnected by an operator");
+        online.connection.close(redtether_proto::wire::codes::DISCONNECTED, b"disconnected by an operator");
         json_response(StatusCode::OK, json!({ "disconnected": true }))
     }
 

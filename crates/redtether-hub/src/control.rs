@@ -261,7 +261,7 @@ impl Handler for HubControl {
                         revoked.insert(serial.clone());
                     }
                     if let Some(online) = self.api.registry.get(device) {
-                        online.connection.close(codes::REVOKED.into(), b"device revoked");
+                        online.connection.close(codes::REVOKED, b"device revoked");
                     }
                     ControlResponse::ok(revoked_json(device, &serial))
                 }

@@ -140,7 +140,7 @@ impl Accepting {
             tasks.spawn(async move {
                 let accepted = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    accepted = redtether_transport::tcp::accept(stream, addr, tls, TCP_KEEPALIVE) => accepted,
+                    accepted = redtether_transport::tcp::accept(stream, addr, tls, &[TCP_ALPN], TCP_KEEPALIVE) => accepted,
                 };
                 match accepted {
                     Ok(connection) => this.serve(Connection::Tcp(connection), cancel).await,

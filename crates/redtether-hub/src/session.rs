@@ -69,7 +69,7 @@ impl Session {
             Arc::clone(&policies),
         );
         if let Some(old) = replaced {
-            old.connection.close(codes::REPLACED.into(), b"replaced by a newer connection");
+            old.connection.close(codes::REPLACED, b"replaced by a newer connection");
         }
         let addr = self.connection.remote_address().to_string();
         tracing::info!(device = %self.device, %addr, "device connected");
@@ -79,7 +79,7 @@ impl Session {
         let reason = loop {
             let stream = tokio::select! {
                 _ = cancel.cancelled() => {
-                    self.connection.close(codes::SHUTDOWN.into(), b"hub shutting down");
+                    self.connection.close(codes::SHUTDOWN, b"hub shutting down");
                     break "hub shutting down".to_string();
                 }
                 stream = self.connection.accept_bi() => stream,
@@ -182,7 +182,7 @@ impl Session {
                     Ok::<_, redtether_transport::WriteError>(())
                 })
                 .await;
-                let _ = recv.stop(code.into());
+                recv.stop(code);
                 return Some(StreamEnd::Faulted);
             }
             HubAction::Record { kind, detail } => self.record(kind, detail),

@@ -43,7 +43,7 @@ async fn pair(
     let server = Arc::new(pki.server.clone());
     let hub = tokio::spawn(async move {
         let (tcp, peer) = listener.accept().await.unwrap();
-        accept(tcp, peer, server, Duration::from_millis(200)).await.map(Connection::from)
+        accept(tcp, peer, server, &[ALPN], Duration::from_millis(200)).await.map(Connection::from)
     });
     let tcp = TcpStream::connect(addr).await.unwrap();
     let device =

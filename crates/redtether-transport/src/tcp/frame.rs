@@ -37,7 +37,7 @@ impl LinkFrame {
                 if reason.len() > MAX_REASON {
                     // Cut at a character boundary: the peer reads UTF-8.
                     let mut end = MAX_REASON;
-                    while !std::str::from_utf8(&reason[..end]).is_ok() {
+                    while std::str::from_utf8(&reason[..end]).is_err() {
                         end -= 1;
                     }
                     reason = &reason[..end];

@@ -120,6 +120,13 @@ impl TcpConnection {
                 .map_err(|_| ConnectionError::TimedOut)?
                 .map_err(|_| lost(&closed_rx)),
         }?;
+        let mut link_stream = link_stream.compat();
+        if side == Side::Client {
+            // yamux opens a stream with its first frame: the link stream's goes out before any
+            // stream opened later, so the server takes the right one as the link.
+            link_stream.write_all(&LinkFrame::Ping(0).encode()).await.map_err(|_| lost(&closed_rx))?;
+            link_stream.flush().await.map_err(|_| lost(&closed_rx))?;
+        }
         let rtt = Arc::new(Mutex::new(Duration::from_millis(100)));
         let (link_cmd, link_cmd_rx) = mpsc::unbounded_channel();
         let link = tokio::spawn(serve_link(
@@ -353,7 +360,7 @@ async fn drive<T>(
 /// Serves the link stream: answers pings, sends its own every `keepalive`, gives the peer up
 /// after [`IDLE_TIMEOUT`] of silence, and carries closes both ways.
 async fn serve_link(
-    stream: yamux::Stream,
+    stream: tokio_util::compat::Compat<yamux::Stream>,
     mut commands: mpsc::UnboundedReceiver<LinkFrame>,
     requests: mpsc::UnboundedSender<Request>,
     closed: watch::Sender<Option<ConnectionError>>,
@@ -366,14 +373,13 @@ async fn serve_link(
 }
 
 async fn serve_link_frames(
-    stream: yamux::Stream,
+    mut stream: tokio_util::compat::Compat<yamux::Stream>,
     commands: &mut mpsc::UnboundedReceiver<LinkFrame>,
     requests: &mpsc::UnboundedSender<Request>,
     closed: &watch::Sender<Option<ConnectionError>>,
     rtt: &Mutex<Duration>,
     keepalive: Duration,
 ) {
-    let mut stream = stream.compat();
     let mut decoder = LinkDecoder::default();
     let mut buf = [0u8; 1024];
     let mut heard = Instant::now();

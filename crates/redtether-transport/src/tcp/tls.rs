@@ -58,11 +58,15 @@ where
 }
 
 /// Accepts as the hub: the TLS handshake with `config` (the hub's certificate, device
-/// certificates verified), then the multiplexer once the client opened its link stream.
+/// certificates verified), then the multiplexer once the client opened its link stream. A
+/// client that agreed on one of `certificate_required` without presenting a certificate is
+/// dropped at once (TLS 1.3 lets a server take it without one; for these protocols there is
+/// nothing to serve it).
 pub async fn accept<S>(
     io: S,
     remote: SocketAddr,
     config: Arc<rustls::ServerConfig>,
+    certificate_required: &[&[u8]],
     keepalive: Duration,
 ) -> Result<TcpConnection, ConnectionError>
 where
@@ -79,5 +83,9 @@ where
         certificates: session.peer_certificates().map(|c| c.iter().map(|c| c.clone().into_owned()).collect()),
         alpn: session.alpn_protocol().map(<[u8]>::to_vec),
     };
+    if peer.certificates.is_none() && peer.alpn.as_deref().is_some_and(|a| certificate_required.contains(&a)) {
+        // certificate_required (116), as QUIC would number the alert.
+        return Err(ConnectionError::TransportClosed { code: 0x100 + 116, reason: "no client certificate".into() });
+    }
     TcpConnection::start(tls, Side::Server, peer, keepalive).await
 }
