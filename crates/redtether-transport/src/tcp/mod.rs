@@ -391,10 +391,13 @@ async fn serve_link_frames(
         tokio::select! {
             command = commands.recv() => {
                 if let Some(frame) = command {
-                    // Bounded: a peer that does not read cannot hold the close up.
+                    // The peer tears the connection down when it read the close, so the frame is
+                    // not lost to a teardown racing it; a peer that does not is given a second.
                     let _ = tokio::time::timeout(Duration::from_secs(1), async {
                         stream.write_all(&frame.encode()).await?;
-                        stream.flush().await
+                        stream.flush().await?;
+                        while stream.read(&mut buf).await? > 0 {}
+                        Ok::<_, std::io::Error>(())
                     })
                     .await;
                 }

@@ -2,16 +2,24 @@
 //! and the server's way to a [`TcpConnection`]. TLS failures are numbered as QUIC numbers
 //! them (`0x100 + alert`), so the agent classifies a refused certificate the same way on both
 //! transports.
+//!
+//! In TLS 1.3 the client's handshake is over before the server has checked the client's
+//! certificate: a refusal arrives as an alert afterwards. So the server speaks first — one
+//! [`READY`] byte once it accepted the client — and the client reads it before it writes
+//! anything: a refused client reads the alert (and says "refused"), where writing first would
+//! often only meet the closed socket (and say "lost").
 
 use super::{Peer, Side, TcpConnection};
 use crate::error::ConnectionError;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// How long a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The server's first byte: it accepted the client.
+const READY: u8 = 0x52;
 
 /// The TLS alert an error carries or stands for, as QUIC's crypto error code.
 fn tls_error(e: &std::io::Error) -> ConnectionError {
@@ -44,10 +52,19 @@ where
     let name = rustls_pki_types::ServerName::try_from(server_name.to_string())
         .map_err(|e| ConnectionError::Lost(format!("{server_name:?} is not a server name: {e}")))?;
     let connector = tokio_rustls::TlsConnector::from(config);
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, io))
+    let mut tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, io))
         .await
         .map_err(|_| ConnectionError::TimedOut)?
         .map_err(|e| tls_error(&e))?;
+    let mut ready = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.read_exact(&mut ready)).await {
+        Err(_) => return Err(ConnectionError::TimedOut),
+        Ok(Err(e)) => return Err(tls_error(&e)),
+        Ok(Ok(_)) if ready[0] != READY => {
+            return Err(ConnectionError::Lost(format!("the hub's first byte was {:#04x}, not ready", ready[0])));
+        }
+        Ok(Ok(_)) => {}
+    }
     let (_, session) = tls.get_ref();
     let peer = Peer {
         remote,
@@ -73,7 +90,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io))
+    let mut tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io))
         .await
         .map_err(|_| ConnectionError::TimedOut)?
         .map_err(|e| tls_error(&e))?;
@@ -87,5 +104,7 @@ where
         // certificate_required (116), as QUIC would number the alert.
         return Err(ConnectionError::TransportClosed { code: 0x100 + 116, reason: "no client certificate".into() });
     }
+    tls.write_all(&[READY]).await.map_err(|e| tls_error(&e))?;
+    tls.flush().await.map_err(|e| tls_error(&e))?;
     TcpConnection::start(tls, Side::Server, peer, keepalive).await
 }
