@@ -1,6 +1,7 @@
 //! Validated, immutable settings: what the rest of the agent reads.
 
 use super::gate::GateSettings;
+use super::proxy::{ProxyChoice, ProxyUrl};
 use super::raw::RawConfig;
 use super::{ConfigError, ConfigSource, ProcessContext};
 use std::collections::BTreeMap;
@@ -63,6 +64,8 @@ pub struct TunnelSettings {
     /// (it answers the first packet with a stateless reset); longer spends less on metered
     /// links (each keep-alive and its acknowledgement are about 100 bytes).
     pub keepalive: Duration,
+    /// `proxy`: how the tunnel reaches the hub over TCP (see `tunnel::proxy`).
+    pub proxy: ProxyChoice,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -217,6 +220,11 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
             "must be between 200ms and 25s (the tunnel's idle timeout is 30s)".into(),
         ));
     }
+    let proxy = match raw.tunnel.proxy.as_deref().map(str::trim) {
+        None => ProxyChoice::Environment,
+        Some("") => ProxyChoice::Direct,
+        Some(text) => ProxyChoice::Url(ProxyUrl::parse(text).map_err(|e| invalid("tunnel.proxy", e.to_string()))?),
+    };
     let metrics = MetricsSettings {
         listen: match raw.metrics.listen {
             None => None,
@@ -244,7 +252,7 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
         source,
         metrics,
         audit: AuditSettings { max_bytes, on_failure },
-        tunnel: TunnelSettings { keepalive },
+        tunnel: TunnelSettings { keepalive, proxy },
         state_dir,
         log_level,
         node_red,
@@ -380,6 +388,23 @@ mod tests {
         assert!(!load("[policy]\nmanaged = false\n").unwrap().policy.managed);
         assert_eq!(key_of("[policy]\nmanaged = \"no\"\n"), "policy.managed");
         assert_eq!(key_of("[policy]\nmanged = true\n"), "policy.manged");
+    }
+
+    #[test]
+    fn tunnel_proxy_is_the_environment_none_or_an_http_url() {
+        assert_eq!(load("").unwrap().tunnel.proxy, ProxyChoice::Environment);
+        assert_eq!(load("[tunnel]\nproxy = \"\"\n").unwrap().tunnel.proxy, ProxyChoice::Direct);
+        let set = load("[tunnel]\nproxy = \"http://u:p%40ss@proxy:3128\"\n").unwrap().tunnel.proxy;
+        let ProxyChoice::Url(url) = set else { panic!("{set:?}") };
+        assert_eq!((url.host(), url.port()), ("proxy", 3128));
+        assert_eq!(url.basic_credentials().as_deref(), Some("u:p@ss"));
+        for bad in ["https://proxy:3128", "socks5://proxy:1080", "proxy:3128", "http://:3128"] {
+            let e = load(&format!("[tunnel]\nproxy = \"{bad}\"\n")).unwrap_err();
+            assert_eq!(e.key(), Some("tunnel.proxy"), "{bad}");
+        }
+        // The message says what is accepted, and a refused URL's password is not repeated.
+        let e = load("[tunnel]\nproxy = \"socks5://u:hunter2@proxy:1080\"\n").unwrap_err().to_string();
+        assert!(e.contains("http://") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod client;
 pub mod enroll;
 mod forwarded;
 mod logs_stream;
+pub mod proxy;
 mod renew;
 mod session;
 
