@@ -52,7 +52,7 @@ impl Netns {
         assert!(nix::unistd::geteuid().is_root(), "network namespace tests need root (ip netns add)");
         // One creation at a time across test processes: the free-subnet check and taking the
         // subnet must not interleave with another's.
-        let _lock = lock("netns.lock");
+        let _lock = creation_lock();
         remove_stale();
         let pid = std::process::id();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -232,6 +232,13 @@ fn ip_quiet(args: &[&str]) -> std::io::Result<Output> {
     } else {
         Err(std::io::Error::other(String::from_utf8_lossy(&out.stderr).into_owned()))
     }
+}
+
+/// The lock [`Netns::new`] holds across test processes while it cleans up and makes a
+/// namespace. A test that builds a namespace by hand (as a dead process would have left it)
+/// holds it too, so that no `Netns::new` meanwhile removes half of it.
+pub fn creation_lock() -> nix::fcntl::Flock<std::fs::File> {
+    lock("netns.lock")
 }
 
 /// An exclusive lock on a file under the tests' temporary folder, held until dropped.

@@ -4,7 +4,7 @@
 //! route is untouched, and nothing is left behind — not by a dropped namespace, nor by a test
 //! process that died without dropping its own.
 
-use redtether_testkit::netns::Netns;
+use redtether_testkit::netns::{self, Netns};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::process::Command;
@@ -148,9 +148,11 @@ fn namespaces_of_dead_test_processes_are_removed_and_live_ones_get_their_own_sub
     let stale = format!("redtether-{dead}-0");
     let stale_if = format!("rt{dead}h0");
     let run = |args: &[&str]| assert!(Command::new("/usr/sbin/ip").args(args).status().unwrap().success(), "{args:?}");
+    let lock = netns::creation_lock();
     run(&["netns", "add", &stale]);
     run(&["link", "add", &stale_if, "type", "veth", "peer", "name", &format!("rt{dead}n0"), "netns", &stale]);
     assert!(namespaces().contains(&stale));
+    drop(lock);
 
     let first = Netns::new();
     assert!(!namespaces().contains(&stale), "the dead process's namespace is left: {}", namespaces());
@@ -165,4 +167,19 @@ fn namespaces_of_dead_test_processes_are_removed_and_live_ones_get_their_own_sub
         let tcp = tcp_echo();
         assert_eq!(probe(ns, "tcp", ns.host_ip(), tcp).as_deref(), Some("ping"), "{}", ns.name());
     }
+}
+
+#[test]
+fn a_test_that_panics_leaves_no_namespace_or_veth() {
+    let made = std::sync::Mutex::new(None);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let ns = Netns::new();
+        *made.lock().unwrap() = Some((ns.name().to_string(), ns.host_ip()));
+        ns.block_udp();
+        panic!("the test fails with its namespace in use");
+    }));
+    assert!(outcome.is_err());
+    let (name, host_ip) = made.into_inner().unwrap().expect("the namespace was made");
+    assert!(!namespaces().contains(&name), "{name} is left: {}", namespaces());
+    assert!(!ip(&["-4", "-o", "addr"]).contains(&format!("{host_ip}/30")), "the host side's veth is left");
 }
