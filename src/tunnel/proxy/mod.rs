@@ -45,6 +45,9 @@ pub enum ProxyError {
     /// Any other answer than 2xx or 407: the proxy will not open this tunnel.
     #[error("{}", refused_message(proxy, target, *status, reason))]
     Refused { proxy: String, target: String, status: u16, reason: String },
+    /// The hub's host is not a name or an IP address (it would go into the request line as is).
+    #[error("{0:?} is not a host name or IP address")]
+    BadHost(String),
     /// No proxy is used, and the hub cannot be reached over TCP.
     #[error("cannot reach the hub at {hub} over TCP: {reason}")]
     HubUnreachable { hub: String, reason: String },
@@ -140,7 +143,7 @@ pub async fn dial(
     env: &ProxyEnv,
     timeout: Duration,
 ) -> Result<(TcpStream, Via), ProxyError> {
-    let host = unbracket(host);
+    let host = checked_host(host)?;
     match choose(choice, host, port, env)? {
         None => {
             let hub = authority(host, port);
@@ -165,11 +168,16 @@ pub async fn dial(
 /// when the URL has user information. `timeout` bounds the TCP connection and the answer
 /// together. On success not a byte past the proxy's response head has been read.
 pub async fn connect(proxy: &ProxyUrl, host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ProxyError> {
-    connect_labelled(proxy, &proxy.to_string(), unbracket(host), port, timeout).await
+    connect_labelled(proxy, &proxy.to_string(), checked_host(host)?, port, timeout).await
 }
 
-fn unbracket(host: &str) -> &str {
-    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
+/// The host without IPv6 brackets, if it is a name or an address: nothing that could end the
+/// request line or add a header to it.
+fn checked_host(host: &str) -> Result<&str, ProxyError> {
+    let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let valid =
+        !bare.is_empty() && bare.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+    if valid { Ok(bare) } else { Err(ProxyError::BadHost(host.to_string())) }
 }
 
 async fn connect_labelled(
@@ -296,6 +304,16 @@ mod tests {
             ProxyError::Refused { proxy: "p".into(), target: "hub:443".into(), status: 502, reason: String::new() };
         assert_eq!(gateway.to_string(), "the proxy p could not reach hub:443 (502)");
         assert!(!format!("{refused:?}{label}").contains("hunter2"));
+    }
+
+    #[test]
+    fn hosts_that_could_break_the_request_line_are_refused() {
+        assert_eq!(checked_host("hub.example").unwrap(), "hub.example");
+        assert_eq!(checked_host("[fd00::1]").unwrap(), "fd00::1");
+        assert_eq!(checked_host("10.0.0.1").unwrap(), "10.0.0.1");
+        for bad in ["", "[]", "hub\r\nX-Injected: 1", "hub example", "hub/path", "user@hub"] {
+            assert!(matches!(checked_host(bad), Err(ProxyError::BadHost(_))), "{bad:?}");
+        }
     }
 
     #[test]
