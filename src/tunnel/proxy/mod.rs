@@ -42,11 +42,11 @@ pub enum ProxyError {
     /// credentials.
     #[error("{}", auth_message(proxy, *status, *had_credentials, schemes))]
     AuthRequired { proxy: String, status: u16, had_credentials: bool, schemes: Vec<String> },
-    /// Any other answer than 2xx or 407: the proxy will not open this tunnel.
+    /// Any other answer than 2xx, 401 or 407: the proxy will not open this tunnel.
     #[error("{}", refused_message(proxy, target, *status, reason))]
     Refused { proxy: String, target: String, status: u16, reason: String },
     /// The hub's host is not a name or an IP address (it would go into the request line as is).
-    #[error("{0:?} is not a host name or IP address")]
+    #[error("the hub's host {0:?} is not a host name or IP address")]
     BadHost(String),
     /// No proxy is used, and the hub cannot be reached over TCP.
     #[error("cannot reach the hub at {hub} over TCP: {reason}")]
