@@ -24,6 +24,7 @@ fn bad_config_exits_78_naming_file_and_key() {
         ("[gate]\nlisten = \"everywhere\"\n", "gate.listen"),
         ("[gate]\nlisten = \"0.0.0.0:1880\"\nport = 80\n", "gate.port"),
         ("[node_red]\nrestart_backoff_min = \"1m\"\nrestart_backoff_max = \"1s\"\n", "node_red.restart_backoff_max"),
+        ("[tunnel]\nproxy = \"socks5://proxy.plant:1080\"\n", "tunnel.proxy"),
     ];
     for (text, key) in cases {
         let (_dir, path) = write_config(text);

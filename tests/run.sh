@@ -10,7 +10,8 @@
 # tinyproxy-bin, the hub's LDAP tests Debian's slapd and ldap-utils, and the hub's browser tests
 # Debian's chromium and chromium-driver (headless Chromium over WebDriver; their screenshots go to
 # target/console/), with apt-get (as root) when they are missing (a slapd service the package
-# starts is stopped and disabled again).
+# starts is stopped and disabled again); the network-namespace tests (as root: `ip netns`) install
+# Debian's nftables.
 # Every crate of the workspace is tested; the integration tests in tests/ run the agent and hub
 # binaries cargo builds for them. Extra arguments go to `cargo test` (for example a test name
 # filter).

@@ -55,6 +55,7 @@ pub(super) struct RawTunnel {
     pub tcp_port: Option<u16>,
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub quic_probe: Option<Duration>,
+    pub proxy: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,6 +1,7 @@
 //! Validated, immutable settings: what the rest of the agent reads.
 
 use super::gate::GateSettings;
+use super::proxy::{ProxyChoice, ProxyUrl};
 use super::raw::RawConfig;
 use super::{ConfigError, ConfigSource, ProcessContext};
 use std::collections::BTreeMap;
@@ -71,6 +72,8 @@ pub struct TunnelSettings {
     /// (the hub's `[tcp] listen` and `listen` usually share the number: UDP and TCP do not
     /// collide).
     pub tcp_port: Option<u16>,
+    /// `proxy`: how the tunnel reaches the hub over TCP (see `tunnel::proxy`).
+    pub proxy: ProxyChoice,
 }
 
 /// `[tunnel] transport`.
@@ -249,6 +252,11 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
     if quic_probe < Duration::from_secs(1) {
         return Err(invalid("tunnel.quic_probe", "must be at least 1s".into()));
     }
+    let proxy = match raw.tunnel.proxy.as_deref().map(str::trim) {
+        None => ProxyChoice::Environment,
+        Some("") => ProxyChoice::Direct,
+        Some(text) => ProxyChoice::Url(ProxyUrl::parse(text).map_err(|e| invalid("tunnel.proxy", e.to_string()))?),
+    };
     let metrics = MetricsSettings {
         listen: match raw.metrics.listen {
             None => None,
@@ -276,7 +284,7 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
         source,
         metrics,
         audit: AuditSettings { max_bytes, on_failure },
-        tunnel: TunnelSettings { keepalive, transport, quic_probe, tcp_port },
+        tunnel: TunnelSettings { keepalive, transport, quic_probe, tcp_port, proxy },
         state_dir,
         log_level,
         node_red,
@@ -412,6 +420,23 @@ mod tests {
         assert!(!load("[policy]\nmanaged = false\n").unwrap().policy.managed);
         assert_eq!(key_of("[policy]\nmanaged = \"no\"\n"), "policy.managed");
         assert_eq!(key_of("[policy]\nmanged = true\n"), "policy.manged");
+    }
+
+    #[test]
+    fn tunnel_proxy_is_the_environment_none_or_an_http_url() {
+        assert_eq!(load("").unwrap().tunnel.proxy, ProxyChoice::Environment);
+        assert_eq!(load("[tunnel]\nproxy = \"\"\n").unwrap().tunnel.proxy, ProxyChoice::Direct);
+        let set = load("[tunnel]\nproxy = \"http://u:p%40ss@proxy:3128\"\n").unwrap().tunnel.proxy;
+        let ProxyChoice::Url(url) = set else { panic!("{set:?}") };
+        assert_eq!((url.host(), url.port()), ("proxy", 3128));
+        assert_eq!(url.basic_credentials().as_deref(), Some("u:p@ss"));
+        for bad in ["https://proxy:3128", "socks5://proxy:1080", "proxy:3128", "http://:3128"] {
+            let e = load(&format!("[tunnel]\nproxy = \"{bad}\"\n")).unwrap_err();
+            assert_eq!(e.key(), Some("tunnel.proxy"), "{bad}");
+        }
+        // The message says what is accepted, and a refused URL's password is not repeated.
+        let e = load("[tunnel]\nproxy = \"socks5://u:hunter2@proxy:1080\"\n").unwrap_err().to_string();
+        assert!(e.contains("http://") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod dial;
 pub mod enroll;
 mod forwarded;
 mod logs_stream;
+pub mod proxy;
 mod renew;
 mod session;
 

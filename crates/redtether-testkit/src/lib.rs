@@ -4,7 +4,7 @@
 //! QUIC peer, a stand-in npm registry, a real forward proxy (tinyproxy), a real OpenID provider
 //! (oidc-provider) and a real LDAP directory (slapd) for single sign-on, a real browser (headless
 //! Chromium over WebDriver) for the hub's pages, simulated devices by the hundred against a real
-//! hub, the forgetful filesystem for power cuts, HTTP clients, and small helpers to wait for
+//! hub, network namespaces whose UDP a test can cut, the forgetful filesystem for power cuts, HTTP clients, and small helpers to wait for
 //! conditions.
 
 pub mod agent;
@@ -16,6 +16,7 @@ pub mod http;
 pub mod hub;
 pub mod ldap;
 pub mod login_load;
+pub mod netns;
 pub mod node_red;
 pub mod npm_fixture;
 pub mod npm_registry;
