@@ -117,7 +117,7 @@ fn deploy(settings: &Settings, file: &std::path::Path) -> ExitCode {
 
 /// `redtether enroll`: works with the daemon running (it is told to pick the identity up) or
 /// stopped.
-fn enroll(settings: &Settings, hub: &str, token: &str, fingerprint: &str) -> ExitCode {
+fn enroll(settings: &Settings, hubs: &[String], token: &str, fingerprint: &str) -> ExitCode {
     let dir = crate::state_dir::StateDir::new(&settings.state_dir);
     if let Err(e) = dir.create() {
         eprintln!("redtether: {e}");
@@ -130,7 +130,7 @@ fn enroll(settings: &Settings, hub: &str, token: &str, fingerprint: &str) -> Exi
             return exit::code(exit::FAILURE);
         }
     };
-    match runtime.block_on(crate::tunnel::enroll::enroll(hub, token, fingerprint, &dir)) {
+    match runtime.block_on(crate::tunnel::enroll::enroll(hubs, token, fingerprint, &dir)) {
         Ok(identity) => {
             println!("enrolled as {} with the hub at {}", identity.info.device_id, identity.info.hub);
             match ask::<TunnelReloaded>(settings, &ControlRequest::TunnelReload) {

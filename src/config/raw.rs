@@ -51,6 +51,7 @@ pub(super) struct RawPolicy {
 pub(super) struct RawTunnel {
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub keepalive: Option<Duration>,
+    pub hubs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -63,6 +63,9 @@ pub struct TunnelSettings {
     /// (it answers the first packet with a stateless reset); longer spends less on metered
     /// links (each keep-alive and its acknowledgement are about 100 bytes).
     pub keepalive: Duration,
+    /// `hubs`: where the hub is, replacing the list stored at enrollment when set (a fleet
+    /// moves to new hub names by configuration, without re-enrolling). `None`: the enrollment's.
+    pub hubs: Option<Vec<super::HubAddress>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -217,6 +220,10 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
             "must be between 200ms and 25s (the tunnel's idle timeout is 30s)".into(),
         ));
     }
+    let hubs = match raw.tunnel.hubs {
+        None => None,
+        Some(list) => Some(super::hub_address::parse_list(&list).map_err(|e| invalid("tunnel.hubs", e.to_string()))?),
+    };
     let metrics = MetricsSettings {
         listen: match raw.metrics.listen {
             None => None,
@@ -244,7 +251,7 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
         source,
         metrics,
         audit: AuditSettings { max_bytes, on_failure },
-        tunnel: TunnelSettings { keepalive },
+        tunnel: TunnelSettings { keepalive, hubs },
         state_dir,
         log_level,
         node_red,
@@ -380,6 +387,19 @@ mod tests {
         assert!(!load("[policy]\nmanaged = false\n").unwrap().policy.managed);
         assert_eq!(key_of("[policy]\nmanaged = \"no\"\n"), "policy.managed");
         assert_eq!(key_of("[policy]\nmanged = true\n"), "policy.manged");
+    }
+
+    #[test]
+    fn tunnel_hubs_replace_the_enrollments_only_when_written_and_must_be_addresses() {
+        assert_eq!(load("").unwrap().tunnel.hubs, None);
+        let s = load("[tunnel]\nhubs = [\"hub-a:7443\", \"[::1]:7443\"]\n").unwrap();
+        let hubs: Vec<String> = s.tunnel.hubs.unwrap().iter().map(ToString::to_string).collect();
+        assert_eq!(hubs, ["hub-a:7443", "[::1]:7443"]);
+        for bad in ["[]", "[\"hub-a\"]", "[\"::1:7443\"]", "[\"a:1\", \"a:1\"]", "[\"a:0\"]", "\"a:1\""] {
+            let e = load(&format!("[tunnel]\nhubs = {bad}\n")).unwrap_err();
+            assert_eq!(e.key(), Some("tunnel.hubs"), "{bad}: {e}");
+            assert!(e.to_string().contains("/etc/redtether/agent.toml"), "names the file: {e}");
+        }
     }
 
     #[test]

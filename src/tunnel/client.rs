@@ -1,10 +1,13 @@
 //! The reconnect loop: load the identity, connect, run the session, and after it ends wait out
 //! the delay the protocol's reconnect machine (`redtether_proto::session::Link`) decides.
 
+use super::dial::{Dialled, Endpoints, Failure};
 use super::forwarded::Forwarding;
+use super::hubs::{Candidate, Chooser};
 use super::session::{Session, closed_of};
 use super::{TunnelState, TunnelStatus};
 use crate::audit::{Actor, AuditEvent, AuditKind, Auditor};
+use crate::config::HubAddress;
 use crate::deploy::DeployHandle;
 use crate::gate::Pipeline;
 use crate::identity::Identity;
@@ -60,6 +63,8 @@ pub struct TunnelParts {
     pub resources: std::sync::Mutex<crate::resources::ResourceSampler>,
     /// Node-RED's recent output, served on `logs` streams.
     pub logs: crate::logbuf::LogBuffer,
+    /// `[tunnel] hubs`: replaces the hub addresses stored at enrollment when set.
+    pub hubs: Option<Vec<HubAddress>>,
 }
 
 pub struct Tunnel {
@@ -74,14 +79,16 @@ pub struct Tunnel {
 struct Attempt {
     outcome: Outcome,
     reason: String,
+    /// The hub address it is about, when one is (the one that refused, or the one used).
+    hub: Option<String>,
 }
 
 impl Attempt {
     fn unreachable(reason: impl ToString) -> Attempt {
-        Attempt { outcome: Outcome::Unreachable, reason: reason.to_string() }
+        Attempt { outcome: Outcome::Unreachable, reason: reason.to_string(), hub: None }
     }
     fn refused(reason: impl ToString) -> Attempt {
-        Attempt { outcome: Outcome::Refused, reason: reason.to_string() }
+        Attempt { outcome: Outcome::Refused, reason: reason.to_string(), hub: None }
     }
 }
 
@@ -101,7 +108,12 @@ impl Tunnel {
                 s.since = SystemTime::now();
             }
             s.state = state;
-            s.hub = identity.map(|i| i.info.hub.clone());
+            // The hub stays the one last used; without an identity there is none.
+            if identity.is_none() {
+                s.hub = None;
+                s.hub_addr = None;
+                s.hubs.clear();
+            }
             s.device_id = identity.map(|i| i.info.device_id.clone());
             s.last_error = error;
             changed
@@ -110,7 +122,8 @@ impl Tunnel {
 
     pub async fn run(self, cancel: CancellationToken) {
         let mut link = Link::default();
-        let mut endpoint: Option<quinn::Endpoint> = None;
+        let mut endpoints = Endpoints::default();
+        let mut chooser = Chooser::new(rand::random());
         loop {
             let identity = match Identity::load(&self.parts.dir) {
                 Ok(Some(identity)) => identity,
@@ -133,20 +146,21 @@ impl Tunnel {
             // (The watch's read guard must be gone before `set` takes the write side.)
             let last_error = self.status.borrow().last_error.clone();
             self.set(link.connecting_state(), Some(&identity), last_error);
-            let attempt = self.attempt(&identity, &mut endpoint, &cancel).await;
+            let attempt = self.attempt(&identity, &mut endpoints, &mut chooser, &cancel).await;
+            let hub = attempt.hub.clone().unwrap_or_else(|| self.hub_list(&identity).join(", "));
             let decision = link.on_outcome(attempt.outcome, jitter());
             match attempt.outcome {
                 Outcome::Refused | Outcome::Ended { ending: Ending::Refused, .. } => {
-                    tracing::error!(hub = %identity.info.hub, reason = %attempt.reason, "the hub refused this device's certificate; re-enroll (`redtether enroll`)");
+                    tracing::error!(%hub, reason = %attempt.reason, "the hub refused this device's certificate; re-enroll (`redtether enroll`)");
                 }
                 Outcome::Unreachable => {
-                    tracing::debug!(hub = %identity.info.hub, reason = %attempt.reason, "tunnel connection attempt failed")
+                    tracing::debug!(%hub, reason = %attempt.reason, "tunnel connection attempt failed")
                 }
                 Outcome::Ended { .. } => {}
             }
             // Audited when a refusal spell starts, not at every retry (one every 30 s).
             if decision.audit_refusal {
-                let event = AuditEvent::new(AuditKind::TunnelAuthFailed, Actor::System, identity.info.hub.as_str())
+                let event = AuditEvent::new(AuditKind::TunnelAuthFailed, Actor::System, hub.as_str())
                     .with("reason", attempt.reason.as_str());
                 self.parts.audit.record_or_log(event).await;
             }
@@ -161,21 +175,49 @@ impl Tunnel {
                 _ = self.reload.notified() => link.reset(),
             }
         }
-        if let Some(endpoint) = endpoint {
-            endpoint.close(codes::SHUTDOWN.into(), b"agent stopping");
-            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        endpoints.close(codes::SHUTDOWN, b"agent stopping", Duration::from_secs(1)).await;
+    }
+
+    /// The hub addresses to try: `[tunnel] hubs` when set, else those stored at enrollment.
+    fn hub_list(&self, identity: &Identity) -> Vec<String> {
+        match &self.parts.hubs {
+            Some(hubs) => hubs.iter().map(ToString::to_string).collect(),
+            None => identity.info.hub_list(),
         }
+    }
+
+    /// This round's candidates, best first, or why there are none.
+    async fn candidates(&self, identity: &Identity, chooser: &mut Chooser) -> Result<Vec<Candidate>, String> {
+        let hubs = match &self.parts.hubs {
+            Some(hubs) => hubs.clone(),
+            // Checked when enrolling; an unparsable one here is an identity file edited by hand.
+            None => crate::config::parse_hub_list(&identity.info.hub_list())
+                .map_err(|e| format!("the enrolled hub address is unusable ({e}); re-enroll or set [tunnel] hubs"))?,
+        };
+        let (resolved, errors) = super::dial::resolve_all(&hubs).await;
+        let candidates = chooser.round(&resolved);
+        if candidates.is_empty() {
+            return Err(format!("cannot resolve the hub: {}", errors.join("; ")));
+        }
+        Ok(candidates)
     }
 
     async fn attempt(
         &self,
         identity: &Identity,
-        endpoint: &mut Option<quinn::Endpoint>,
+        endpoints: &mut Endpoints,
+        chooser: &mut Chooser,
         cancel: &CancellationToken,
     ) -> Attempt {
-        let (addr, server_name) = match super::enroll::resolve(&identity.info.hub).await {
-            Ok(pair) => pair,
-            Err(e) => return Attempt::unreachable(e),
+        let hubs = self.hub_list(identity);
+        self.status.send_if_modified(|s| {
+            let changed = s.hubs != hubs;
+            s.hubs = hubs;
+            changed
+        });
+        let candidates = match self.candidates(identity, chooser).await {
+            Ok(c) => c,
+            Err(reason) => return Attempt::unreachable(reason),
         };
         // An expired certificate will be refused; say so plainly instead of trying.
         if let Ok(cert) = identity.certificate()
@@ -190,44 +232,35 @@ impl Tunnel {
             Ok(c) => c,
             Err(e) => return Attempt::refused(format!("identity unusable: {e}")),
         };
-        if endpoint.is_none() {
-            match super::enroll::client_endpoint(&addr) {
-                Ok(e) => *endpoint = Some(e),
-                Err(e) => return Attempt::unreachable(e),
-            }
-        }
-        let Some(ep) = endpoint.as_ref() else { return Attempt::unreachable("no endpoint") };
-        let connecting = match ep.connect_with(config, addr, &server_name) {
-            Ok(c) => c,
-            Err(e) => return Attempt::unreachable(e),
-        };
-        let connection = tokio::select! {
-            _ = cancel.cancelled() => {
-                let outcome = Outcome::Ended { ending: Ending::Cancelled, lasted: Duration::ZERO };
-                return Attempt { outcome, reason: "agent stopping".into() };
-            }
-            result = tokio::time::timeout(CONNECT_TIMEOUT, connecting) => match result {
-                Err(_) => return Attempt::unreachable("no answer from the hub"),
-                // A TLS alert or the hub's refusal codes mean the identity is the problem;
-                // anything else is the network.
-                Ok(Err(e)) => return match classify(closed_of(&e)) {
-                    Ending::Refused => Attempt::refused(e),
-                    _ => Attempt::unreachable(e),
-                },
-                Ok(Ok(c)) => c,
-            },
-        };
+        let (connection, candidate) =
+            match super::dial::race(endpoints, candidates, &config, CONNECT_TIMEOUT, cancel).await {
+                Dialled::Connected { connection, candidate } => (connection, candidate),
+                Dialled::Cancelled => {
+                    let outcome = Outcome::Ended { ending: Ending::Cancelled, lasted: Duration::ZERO };
+                    return Attempt { outcome, reason: "agent stopping".into(), hub: None };
+                }
+                Dialled::Failed(failures) => {
+                    chooser.failed_round();
+                    return failed_round(failures);
+                }
+            };
+        chooser.connected(&candidate);
+        let hub = candidate.hub.clone();
+        let addr = candidate.addr.to_string();
         let started = Instant::now();
+        self.status.send_modify(|s| {
+            s.hub = Some(hub.clone());
+            s.hub_addr = Some(addr.clone());
+        });
         self.set(TunnelState::Online, Some(identity), None);
         self.status.send_modify(|s| s.connects += 1);
-        tracing::info!(hub = %identity.info.hub, "tunnel up");
-        self.parts
-            .audit
-            .record_or_log(AuditEvent::new(AuditKind::TunnelConnected, Actor::System, identity.info.hub.as_str()))
-            .await;
+        tracing::info!(%hub, %addr, "tunnel up");
+        let event =
+            AuditEvent::new(AuditKind::TunnelConnected, Actor::System, hub.as_str()).with("addr", addr.as_str());
+        self.parts.audit.record_or_log(event).await;
         let session = Session {
             connection: connection.clone(),
-            hub: identity.info.hub.clone(),
+            hub: hub.clone(),
             forwarding: Arc::new(Forwarding::new(
                 Arc::clone(&self.parts.gate),
                 self.parts.logs.clone(),
@@ -241,12 +274,31 @@ impl Tunnel {
         self.connection.send_replace(Some(connection.clone()));
         let (ending, reason) = session.run(cancel).await;
         self.connection.send_replace(None);
-        tracing::info!(hub = %identity.info.hub, %reason, "tunnel down");
-        let event = AuditEvent::new(AuditKind::TunnelDisconnected, Actor::System, identity.info.hub.as_str())
+        tracing::info!(%hub, %addr, %reason, "tunnel down");
+        let event = AuditEvent::new(AuditKind::TunnelDisconnected, Actor::System, hub.as_str())
+            .with("addr", addr.as_str())
             .with("reason", reason.as_str());
         self.parts.audit.record_or_log(event).await;
-        Attempt { outcome: Outcome::Ended { ending, lasted: started.elapsed() }, reason }
+        Attempt { outcome: Outcome::Ended { ending, lasted: started.elapsed() }, reason, hub: Some(hub) }
     }
+}
+
+/// A round in which no hub connected: a refusal if any hub refused the certificate (a TLS alert
+/// or a refusal code: the identity is the problem, and hubs of one fleet share their registry),
+/// else unreachable; the reason names each hub tried.
+fn failed_round(failures: Vec<(Candidate, Failure)>) -> Attempt {
+    let refused = failures.iter().find(|(_, f)| match f {
+        Failure::Handshake(e) => classify(closed_of(e)) == Ending::Refused,
+        _ => false,
+    });
+    if let Some((candidate, failure)) = refused {
+        return Attempt { outcome: Outcome::Refused, reason: failure.to_string(), hub: Some(candidate.hub.clone()) };
+    }
+    let reason = match failures.as_slice() {
+        [(_, only)] => only.to_string(),
+        all => all.iter().map(|(c, f)| format!("{} ({}): {f}", c.hub, c.addr)).collect::<Vec<_>>().join("; "),
+    };
+    Attempt::unreachable(reason)
 }
 
 pub use redtether_pki::quic::ClientConfigError;

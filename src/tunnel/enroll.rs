@@ -1,7 +1,11 @@
 //! `redtether enroll`: make a key on the device, send a CSR with the one-time token over the
 //! hub's enrollment ALPN, pin the hub's CA by the fingerprint the operator gave, and store the
-//! identity.
+//! identity. With several hub addresses, their handshakes are raced in a random order (as the
+//! tunnel does, `dial::race`); the token goes only to the first hub that completes one.
 
+use super::dial::{Dialled, Endpoints, Failure};
+use super::hubs::Chooser;
+use crate::config::HubAddressError;
 use crate::identity::{HubInfo, Identity, IdentityError};
 use crate::state_dir::StateDir;
 use redtether_pki::{device_key_and_csr, normalise_fingerprint};
@@ -15,8 +19,8 @@ use std::time::Duration;
 pub enum EnrollError {
     #[error("{0:?} is not a fingerprint (64 hex digits, colons allowed)")]
     BadFingerprint(String),
-    #[error("{0:?} is not HOST:PORT")]
-    BadAddress(String),
+    #[error(transparent)]
+    BadAddress(#[from] HubAddressError),
     #[error("cannot reach the hub at {hub}: {reason}")]
     Unreachable { hub: String, reason: String },
     #[error("the hub's certificate does not chain to a CA with the given fingerprint: {0}")]
@@ -33,24 +37,6 @@ pub enum EnrollError {
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Splits `host:port`, accepting `[v6]:port`.
-pub fn split_hub(hub: &str) -> Option<(String, u16)> {
-    let (host, port) = hub.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    (!host.is_empty()).then_some(())?;
-    Some((host.to_string(), port.parse().ok()?))
-}
-
-pub async fn resolve(hub: &str) -> Result<(std::net::SocketAddr, String), EnrollError> {
-    let (host, port) = split_hub(hub).ok_or_else(|| EnrollError::BadAddress(hub.to_string()))?;
-    let addr = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(|e| EnrollError::Unreachable { hub: hub.to_string(), reason: e.to_string() })?
-        .next()
-        .ok_or_else(|| EnrollError::Unreachable { hub: hub.to_string(), reason: "no address".into() })?;
-    Ok((addr, host))
-}
-
 pub fn client_endpoint(remote: &std::net::SocketAddr) -> std::io::Result<quinn::Endpoint> {
     let local: std::net::SocketAddr = if remote.is_ipv6() {
         "[::]:0".parse().unwrap_or_else(|_| ([0u16; 8], 0).into())
@@ -60,41 +46,54 @@ pub fn client_endpoint(remote: &std::net::SocketAddr) -> std::io::Result<quinn::
     quinn::Endpoint::client(local)
 }
 
-pub async fn enroll(hub: &str, token: &str, ca_fingerprint: &str, dir: &StateDir) -> Result<Identity, EnrollError> {
+/// Enrolls through the first of `hubs` (each `HOST:PORT`) that answers, and stores all of them
+/// in the identity, the answering one as `hub`.
+pub async fn enroll(
+    hubs: &[String],
+    token: &str,
+    ca_fingerprint: &str,
+    dir: &StateDir,
+) -> Result<Identity, EnrollError> {
     let fingerprint =
         normalise_fingerprint(ca_fingerprint).ok_or_else(|| EnrollError::BadFingerprint(ca_fingerprint.to_string()))?;
-    let (addr, server_name) = resolve(hub).await?;
+    let addresses = crate::config::parse_hub_list(hubs)?;
+    let listed = addresses.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let all = listed.join(", ");
+    let (resolved, errors) = super::dial::resolve_all(&addresses).await;
+    let candidates = Chooser::new(rand::random()).round(&resolved);
+    if candidates.is_empty() {
+        return Err(EnrollError::Unreachable { hub: all, reason: errors.join("; ") });
+    }
     let (key_pem, csr_pem) = device_key_and_csr().map_err(|e| EnrollError::Key(e.to_string()))?;
     let tls = redtether_pki::tls::enroll_client(&fingerprint, ENROLL_ALPN)
         .map_err(|e| EnrollError::Protocol(e.to_string()))?;
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| EnrollError::Protocol(e.to_string()))?;
-    let endpoint =
-        client_endpoint(&addr).map_err(|e| EnrollError::Unreachable { hub: hub.to_string(), reason: e.to_string() })?;
-    let unreachable = |reason: String| EnrollError::Unreachable { hub: hub.to_string(), reason };
-    let connecting = endpoint
-        .connect_with(quinn::ClientConfig::new(Arc::new(crypto)), addr, &server_name)
-        .map_err(|e| unreachable(e.to_string()))?;
-    let connection = match tokio::time::timeout(TIMEOUT, connecting).await {
-        Err(_) => return Err(unreachable("no answer (is the hub running and the UDP port open?)".into())),
-        Ok(Err(e)) => {
-            let text = e.to_string();
-            return Err(if text.contains("pinned fingerprint") || text.contains("certificate") {
-                EnrollError::NotPinned(text)
-            } else {
-                unreachable(text)
-            });
-        }
-        Ok(Ok(c)) => c,
+    let config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut endpoints = Endpoints::default();
+    // Enrollment is a command someone waits for: nothing to cancel it but Ctrl-C.
+    let never = tokio_util::sync::CancellationToken::new();
+    let (connection, candidate) = match super::dial::race(&mut endpoints, candidates, &config, TIMEOUT, &never).await {
+        Dialled::Connected { connection, candidate } => (connection, candidate),
+        Dialled::Cancelled => return Err(EnrollError::Protocol("cancelled".into())),
+        Dialled::Failed(failures) => return Err(failed(&all, failures)),
     };
     let result = tokio::time::timeout(TIMEOUT, exchange(&connection, token, &csr_pem))
         .await
         .unwrap_or_else(|_| Err(EnrollError::Protocol("the hub did not answer in time".into())));
     connection.close(0u32.into(), b"done");
-    endpoint.wait_idle().await;
+    endpoints.close(0, b"done", TIMEOUT).await;
     let (device_id, cert_pem, ca_pem, hub_signing_key) = result?;
     let identity = Identity {
-        info: HubInfo { hub: hub.to_string(), server_name, device_id, ca_fingerprint: fingerprint, hub_signing_key },
+        info: HubInfo {
+            hub: candidate.hub,
+            // One address is stored as before, so an identity stays readable by older agents.
+            hubs: if listed.len() > 1 { listed } else { Vec::new() },
+            server_name: candidate.server_name,
+            device_id,
+            ca_fingerprint: fingerprint,
+            hub_signing_key,
+        },
         key_pem,
         cert_pem,
         ca_pem,
@@ -108,6 +107,28 @@ pub async fn enroll(hub: &str, token: &str, ca_fingerprint: &str, dir: &StateDir
     }
     identity.save(dir)?;
     Ok(identity)
+}
+
+/// No hub completed a handshake: a certificate that does not chain to the pinned CA is said so
+/// (it is the operator's fingerprint or the wrong hub); otherwise every hub's reason.
+fn failed(all: &str, failures: Vec<(super::hubs::Candidate, Failure)>) -> EnrollError {
+    let describe = |f: &Failure| match f {
+        Failure::Timeout => "no answer (is the hub running and the UDP port open?)".to_string(),
+        other => other.to_string(),
+    };
+    if let Some((_, f)) = failures.iter().find(|(_, f)| {
+        let text = f.to_string();
+        matches!(f, Failure::Handshake(_)) && (text.contains("pinned fingerprint") || text.contains("certificate"))
+    }) {
+        return EnrollError::NotPinned(f.to_string());
+    }
+    let reason = match failures.as_slice() {
+        [(_, only)] => describe(only),
+        many => {
+            many.iter().map(|(c, f)| format!("{} ({}): {}", c.hub, c.addr, describe(f))).collect::<Vec<_>>().join("; ")
+        }
+    };
+    EnrollError::Unreachable { hub: all.to_string(), reason }
 }
 
 async fn exchange(
@@ -130,18 +151,5 @@ async fn exchange(
         }
         Some(EnrollResponse::EnrollRefused { reason }) => Err(EnrollError::Refused(reason)),
         None => Err(EnrollError::Protocol("the hub closed the stream without an answer".into())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hub_addresses_split() {
-        assert_eq!(split_hub("hub.example:7443"), Some(("hub.example".into(), 7443)));
-        assert_eq!(split_hub("[::1]:7443"), Some(("::1".into(), 7443)));
-        assert_eq!(split_hub("hub.example"), None);
-        assert_eq!(split_hub(":7443"), None);
     }
 }

@@ -1,0 +1,186 @@
+//! Dialling several hub addresses: resolve the configured ones, then race the handshakes the
+//! way happy eyeballs (RFC 8305) does — the first candidate at once, each next one when the
+//! one before has failed or after a head start of [`STAGGER`] — and keep the first that
+//! completes. Used by the tunnel and by enrollment, each with its own TLS configuration.
+
+use super::hubs::{Candidate, Resolved};
+use crate::config::HubAddress;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The head start each candidate gets before the next one is dialled too. Longer than a QUIC
+/// handshake to a distant hub over a cellular link usually takes (so a live first hub rarely
+/// costs a second handshake), short enough that a dead first hub costs about a second, not a
+/// whole connect timeout or a backoff.
+pub const STAGGER: Duration = Duration::from_secs(1);
+
+/// How long a name lookup may take before the hub counts as unresolved this round.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Why a candidate did not connect.
+#[derive(Debug)]
+pub enum Failure {
+    /// The handshake ended with this error (a TLS alert, a refusal code, a lost path).
+    Handshake(quinn::ConnectionError),
+    /// No answer within the timeout.
+    Timeout,
+    /// The attempt could not start (no socket for the address family, an invalid address).
+    Start(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Handshake(e) => write!(f, "{e}"),
+            Failure::Timeout => write!(f, "no answer from the hub"),
+            Failure::Start(reason) => write!(f, "{reason}"),
+        }
+    }
+}
+
+/// What a race came to.
+pub enum Dialled {
+    Connected {
+        connection: quinn::Connection,
+        candidate: Candidate,
+    },
+    /// None connected: each candidate and why, in the order they were tried.
+    Failed(Vec<(Candidate, Failure)>),
+    Cancelled,
+}
+
+/// One client endpoint per address family, made when first needed: a name may resolve to both
+/// IPv4 and IPv6 addresses, and a dual-stack socket is not available everywhere.
+#[derive(Default)]
+pub struct Endpoints {
+    v4: Option<quinn::Endpoint>,
+    v6: Option<quinn::Endpoint>,
+}
+
+impl Endpoints {
+    pub fn for_addr(&mut self, remote: &SocketAddr) -> std::io::Result<quinn::Endpoint> {
+        let slot = if remote.is_ipv6() { &mut self.v6 } else { &mut self.v4 };
+        if let Some(endpoint) = slot {
+            return Ok(endpoint.clone());
+        }
+        let endpoint = super::enroll::client_endpoint(remote)?;
+        *slot = Some(endpoint.clone());
+        Ok(endpoint)
+    }
+
+    /// Closes both with `code` and waits (at most `wait`) for the hub to hear it.
+    pub async fn close(self, code: u32, reason: &[u8], wait: Duration) {
+        for endpoint in [self.v4, self.v6].into_iter().flatten() {
+            endpoint.close(code.into(), reason);
+            let _ = tokio::time::timeout(wait, endpoint.wait_idle()).await;
+        }
+    }
+}
+
+/// Resolves every hub address (concurrently; a name that does not resolve has no addresses this
+/// round, and its error is in the second list).
+pub async fn resolve_all(hubs: &[HubAddress]) -> (Vec<Resolved>, Vec<String>) {
+    let lookups = hubs.iter().map(|hub| async move {
+        let lookup = tokio::net::lookup_host((hub.host.as_str(), hub.port));
+        let result = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
+            Ok(Ok(addrs)) => Ok(dedup(addrs)),
+            Ok(Err(e)) => Err(format!("{hub}: {e}")),
+            Err(_) => Err(format!("{hub}: the name lookup timed out")),
+        };
+        (hub.clone(), result)
+    });
+    let mut resolved = Vec::new();
+    let mut errors = Vec::new();
+    for (hub, result) in futures_util::future::join_all(lookups).await {
+        match result {
+            Ok(addrs) if addrs.is_empty() => errors.push(format!("{hub}: no address")),
+            Ok(addrs) => resolved.push(Resolved { hub, addrs }),
+            Err(e) => {
+                errors.push(e);
+                resolved.push(Resolved { hub, addrs: Vec::new() });
+            }
+        }
+    }
+    (resolved, errors)
+}
+
+fn dedup(addrs: impl Iterator<Item = SocketAddr>) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for a in addrs {
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// Races the handshakes to `candidates` (best first) and returns the first connection.
+/// Handshakes still under way when one wins are dropped, which abandons them.
+pub async fn race(
+    endpoints: &mut Endpoints,
+    candidates: Vec<Candidate>,
+    config: &quinn::ClientConfig,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> Dialled {
+    let mut pending = FuturesUnordered::new();
+    let mut failures = Vec::new();
+    let mut waiting = candidates.into_iter();
+    let mut next_at = tokio::time::Instant::now();
+    let mut more = true;
+    loop {
+        if more && (pending.is_empty() || tokio::time::Instant::now() >= next_at) {
+            match waiting.next() {
+                Some(candidate) => {
+                    tracing::debug!(hub = %candidate.hub, addr = %candidate.addr, "dialling hub candidate");
+                    let endpoint = endpoints.for_addr(&candidate.addr);
+                    pending.push(handshake(endpoint, candidate, config.clone(), timeout));
+                    next_at = tokio::time::Instant::now() + STAGGER;
+                    continue;
+                }
+                None => more = false,
+            }
+        }
+        if pending.is_empty() {
+            return Dialled::Failed(failures);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Dialled::Cancelled,
+            _ = tokio::time::sleep_until(next_at), if more => {}
+            Some((candidate, result)) = pending.next() => match result {
+                Ok(connection) => return Dialled::Connected { connection, candidate },
+                Err(failure) => {
+                    tracing::debug!(hub = %candidate.hub, addr = %candidate.addr, reason = %failure, "hub candidate failed");
+                    failures.push((candidate, failure));
+                    // A failure hands the head start on at once (RFC 8305, section 5).
+                    next_at = tokio::time::Instant::now();
+                }
+            },
+        }
+    }
+}
+
+async fn handshake(
+    endpoint: std::io::Result<quinn::Endpoint>,
+    candidate: Candidate,
+    config: quinn::ClientConfig,
+    timeout: Duration,
+) -> (Candidate, Result<quinn::Connection, Failure>) {
+    let endpoint = match endpoint {
+        Ok(e) => e,
+        Err(e) => return (candidate, Err(Failure::Start(e.to_string()))),
+    };
+    let connecting = match endpoint.connect_with(config, candidate.addr, &candidate.server_name) {
+        Ok(c) => c,
+        Err(e) => return (candidate, Err(Failure::Start(e.to_string()))),
+    };
+    let result = match tokio::time::timeout(timeout, connecting).await {
+        Err(_) => Err(Failure::Timeout),
+        Ok(Err(e)) => Err(Failure::Handshake(e)),
+        Ok(Ok(connection)) => Ok(connection),
+    };
+    (candidate, result)
+}
