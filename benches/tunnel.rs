@@ -301,7 +301,9 @@ async fn enroll_in_process(target: Target, device: String, under: std::path::Pat
     let token = token["token"].as_str().ok_or("no token")?.to_string();
     std::fs::create_dir_all(under.join(&device)).map_err(|e| e.to_string())?;
     let dir = StateDir::new(under.join(&device));
-    redtether::tunnel::enroll::enroll(std::slice::from_ref(&target.addr), &token, &target.fingerprint, &dir).await.map_err(|e| e.to_string())
+    redtether::tunnel::enroll::enroll(std::slice::from_ref(&target.addr), &token, &target.fingerprint, &dir)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// One request on the hub's control socket.

@@ -147,7 +147,7 @@ impl Tunnel {
             let last_error = self.status.borrow().last_error.clone();
             self.set(link.connecting_state(), Some(&identity), last_error);
             let attempt = self.attempt(&identity, &mut endpoints, &mut chooser, &cancel).await;
-            let hub = attempt.hub.clone().unwrap_or_else(|| self.hub_list(&identity).join(", "));
+            let hub = attempt.hub.clone().unwrap_or_else(|| self.status.borrow().hubs.join(", "));
             let decision = link.on_outcome(attempt.outcome, jitter());
             match attempt.outcome {
                 Outcome::Refused | Outcome::Ended { ending: Ending::Refused, .. } => {
@@ -178,30 +178,6 @@ impl Tunnel {
         endpoints.close(codes::SHUTDOWN, b"agent stopping", Duration::from_secs(1)).await;
     }
 
-    /// The hub addresses to try: `[tunnel] hubs` when set, else those stored at enrollment.
-    fn hub_list(&self, identity: &Identity) -> Vec<String> {
-        match &self.parts.hubs {
-            Some(hubs) => hubs.iter().map(ToString::to_string).collect(),
-            None => identity.info.hub_list(),
-        }
-    }
-
-    /// This round's candidates, best first, or why there are none.
-    async fn candidates(&self, identity: &Identity, chooser: &mut Chooser) -> Result<Vec<Candidate>, String> {
-        let hubs = match &self.parts.hubs {
-            Some(hubs) => hubs.clone(),
-            // Checked when enrolling; an unparsable one here is an identity file edited by hand.
-            None => crate::config::parse_hub_list(&identity.info.hub_list())
-                .map_err(|e| format!("the enrolled hub address is unusable ({e}); re-enroll or set [tunnel] hubs"))?,
-        };
-        let (resolved, errors) = super::dial::resolve_all(&hubs).await;
-        let candidates = chooser.round(&resolved);
-        if candidates.is_empty() {
-            return Err(format!("cannot resolve the hub: {}", errors.join("; ")));
-        }
-        Ok(candidates)
-    }
-
     async fn attempt(
         &self,
         identity: &Identity,
@@ -209,15 +185,23 @@ impl Tunnel {
         chooser: &mut Chooser,
         cancel: &CancellationToken,
     ) -> Attempt {
-        let hubs = self.hub_list(identity);
+        let hubs = match super::hubs::to_dial(self.parts.hubs.as_deref(), &identity.info) {
+            Ok(hubs) => hubs,
+            Err(e) => {
+                return Attempt::unreachable(format!(
+                    "the enrolled hub address is unusable ({e}); re-enroll or set [tunnel] hubs"
+                ));
+            }
+        };
+        let listed: Vec<String> = hubs.iter().map(ToString::to_string).collect();
         self.status.send_if_modified(|s| {
-            let changed = s.hubs != hubs;
-            s.hubs = hubs;
+            let changed = s.hubs != listed;
+            s.hubs = listed;
             changed
         });
-        let candidates = match self.candidates(identity, chooser).await {
+        let candidates = match super::dial::candidates(&hubs, chooser).await {
             Ok(c) => c,
-            Err(reason) => return Attempt::unreachable(reason),
+            Err(e) => return Attempt::unreachable(e),
         };
         // An expired certificate will be refused; say so plainly instead of trying.
         if let Ok(cert) = identity.certificate()

@@ -3,7 +3,7 @@
 //! one before has failed or after a head start of [`STAGGER`] — and keep the first that
 //! completes. Used by the tunnel and by enrollment, each with its own TLS configuration.
 
-use super::hubs::{Candidate, Resolved};
+use super::hubs::{Candidate, Chooser, Resolved};
 use crate::config::HubAddress;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -20,25 +20,21 @@ pub const STAGGER: Duration = Duration::from_secs(1);
 /// How long a name lookup may take before the hub counts as unresolved this round.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(4);
 
-/// Why a candidate did not connect.
-#[derive(Debug)]
+/// Why a hub, or a candidate of one, could not be dialled.
+#[derive(Debug, thiserror::Error)]
 pub enum Failure {
+    /// No configured hub resolved to any address (each one's reason).
+    #[error("cannot resolve the hub: {0}")]
+    Unresolved(String),
     /// The handshake ended with this error (a TLS alert, a refusal code, a lost path).
+    #[error(transparent)]
     Handshake(quinn::ConnectionError),
     /// No answer within the timeout.
+    #[error("no answer from the hub")]
     Timeout,
     /// The attempt could not start (no socket for the address family, an invalid address).
+    #[error("{0}")]
     Start(String),
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Failure::Handshake(e) => write!(f, "{e}"),
-            Failure::Timeout => write!(f, "no answer from the hub"),
-            Failure::Start(reason) => write!(f, "{reason}"),
-        }
-    }
 }
 
 /// What a race came to.
@@ -82,7 +78,7 @@ impl Endpoints {
 
 /// Resolves every hub address (concurrently; a name that does not resolve has no addresses this
 /// round, and its error is in the second list).
-pub async fn resolve_all(hubs: &[HubAddress]) -> (Vec<Resolved>, Vec<String>) {
+async fn resolve_all(hubs: &[HubAddress]) -> (Vec<Resolved>, Vec<String>) {
     let lookups = hubs.iter().map(|hub| async move {
         let lookup = tokio::net::lookup_host((hub.host.as_str(), hub.port));
         let result = match tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await {
@@ -105,6 +101,16 @@ pub async fn resolve_all(hubs: &[HubAddress]) -> (Vec<Resolved>, Vec<String>) {
         }
     }
     (resolved, errors)
+}
+
+/// Resolves `hubs` and has the chooser order this round's candidates.
+pub async fn candidates(hubs: &[HubAddress], chooser: &mut Chooser) -> Result<Vec<Candidate>, Failure> {
+    let (resolved, errors) = resolve_all(hubs).await;
+    let candidates = chooser.round(&resolved);
+    if candidates.is_empty() {
+        return Err(Failure::Unresolved(errors.join("; ")));
+    }
+    Ok(candidates)
 }
 
 fn dedup(addrs: impl Iterator<Item = SocketAddr>) -> Vec<SocketAddr> {

@@ -59,11 +59,9 @@ pub async fn enroll(
     let addresses = crate::config::parse_hub_list(hubs)?;
     let listed = addresses.iter().map(ToString::to_string).collect::<Vec<_>>();
     let all = listed.join(", ");
-    let (resolved, errors) = super::dial::resolve_all(&addresses).await;
-    let candidates = Chooser::new(rand::random()).round(&resolved);
-    if candidates.is_empty() {
-        return Err(EnrollError::Unreachable { hub: all, reason: errors.join("; ") });
-    }
+    let candidates = super::dial::candidates(&addresses, &mut Chooser::new(rand::random()))
+        .await
+        .map_err(|e| EnrollError::Unreachable { hub: all.clone(), reason: e.to_string() })?;
     let (key_pem, csr_pem) = device_key_and_csr().map_err(|e| EnrollError::Key(e.to_string()))?;
     let tls = redtether_pki::tls::enroll_client(&fingerprint, ENROLL_ALPN)
         .map_err(|e| EnrollError::Protocol(e.to_string()))?;

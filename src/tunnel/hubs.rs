@@ -13,8 +13,19 @@
 //! A round tries every candidate (see `dial::race`); the reconnect backoff applies between
 //! rounds, not between candidates.
 
-use crate::config::HubAddress;
+use crate::config::{HubAddress, HubAddressError};
+use crate::identity::HubInfo;
 use std::net::SocketAddr;
+
+/// The hub addresses to dial: `[tunnel] hubs` when set (a fleet moved to new hub names by
+/// configuration), else the list stored at enrollment (checked then; an error here is an
+/// identity file edited by hand).
+pub fn to_dial(configured: Option<&[HubAddress]>, enrolled: &HubInfo) -> Result<Vec<HubAddress>, HubAddressError> {
+    match configured {
+        Some(hubs) => Ok(hubs.to_vec()),
+        None => crate::config::parse_hub_list(&enrolled.hub_list()),
+    }
+}
 
 /// One place to dial.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +227,25 @@ mod tests {
         // A hub no longer listed is no candidate.
         hubs.remove(0);
         assert!(chooser.round(&hubs).iter().all(|c| c.hub != "10.0.0.1:7443"));
+    }
+
+    #[test]
+    fn the_configured_list_replaces_the_enrolled_one() {
+        let enrolled = HubInfo {
+            hub: "old-b:7443".into(),
+            hubs: vec!["old-a:7443".into(), "old-b:7443".into()],
+            server_name: "old-b".into(),
+            device_id: "d".into(),
+            ca_fingerprint: "f".into(),
+            hub_signing_key: "k".into(),
+        };
+        let names = |list: Vec<HubAddress>| list.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(names(to_dial(None, &enrolled).unwrap()), ["old-a:7443", "old-b:7443"]);
+        assert_eq!(names(to_dial(Some(&[hub("new:7443")]), &enrolled).unwrap()), ["new:7443"]);
+        let single = HubInfo { hubs: Vec::new(), ..enrolled.clone() };
+        assert_eq!(names(to_dial(None, &single).unwrap()), ["old-b:7443"], "an identity from before lists");
+        let edited = HubInfo { hubs: vec!["no-port".into()], ..enrolled };
+        assert!(to_dial(None, &edited).is_err());
     }
 
     #[test]
