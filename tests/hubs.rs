@@ -83,9 +83,9 @@ fn two_hubs_listed_the_first_one_down_the_agent_connects_to_the_second() {
     set_hubs(&agent, &[&dead, &live]);
 
     // The start order is random. Start until a run dialled the dead hub first (each run does with
-    // p = 1/2; eight runs all miss it with p = 1/256), and each run must be online quickly.
+    // p = 1/2; ten runs all miss it with p < 1/1000), and each run must be online quickly.
     let mut dead_first = false;
-    for run in 1..=8 {
+    for run in 1..=10 {
         let started = Instant::now();
         agent.spawn(&[]);
         wait_online(&agent, 1);

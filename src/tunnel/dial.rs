@@ -67,12 +67,15 @@ impl Endpoints {
         Ok(endpoint)
     }
 
-    /// Closes both with `code` and waits (at most `wait`) for the hub to hear it.
+    /// Closes both with `code` and waits (at most `wait`, for both together) for the hub to
+    /// hear it.
     pub async fn close(self, code: u32, reason: &[u8], wait: Duration) {
-        for endpoint in [self.v4, self.v6].into_iter().flatten() {
+        let endpoints: Vec<quinn::Endpoint> = [self.v4, self.v6].into_iter().flatten().collect();
+        for endpoint in &endpoints {
             endpoint.close(code.into(), reason);
-            let _ = tokio::time::timeout(wait, endpoint.wait_idle()).await;
         }
+        let idle = futures_util::future::join_all(endpoints.iter().map(quinn::Endpoint::wait_idle));
+        let _ = tokio::time::timeout(wait, idle).await;
     }
 }
 
