@@ -19,7 +19,7 @@ use redtether_testkit as common;
 
 use common::agent::Agent;
 use common::hub::{Hub, enroll};
-use redtether::config::TransportChoice;
+use redtether::config::{ProxyChoice, TransportChoice};
 use redtether::identity::Identity;
 use redtether::state_dir::StateDir;
 use redtether_proto::wire::{AgentFrame, DeviceStatus, ENROLL_ALPN, FrameDecoder, HubFrame, NodeRedState, encode};
@@ -302,9 +302,17 @@ async fn enroll_in_process(target: Target, device: String, under: std::path::Pat
     let token = token["token"].as_str().ok_or("no token")?.to_string();
     std::fs::create_dir_all(under.join(&device)).map_err(|e| e.to_string())?;
     let dir = StateDir::new(under.join(&device));
-    redtether::tunnel::enroll::enroll(&target.addr, &token, &target.fingerprint, &dir, TransportChoice::Quic, None)
-        .await
-        .map_err(|e| e.to_string())
+    redtether::tunnel::enroll::enroll(
+        std::slice::from_ref(&target.addr),
+        &token,
+        &target.fingerprint,
+        &dir,
+        TransportChoice::Quic,
+        None,
+        &ProxyChoice::Direct,
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 /// One request on the hub's control socket.

@@ -42,9 +42,11 @@ pub enum Command {
     Token(TokenCommand),
     /// Enroll this device with a hub: make a key, send a CSR with the one-time token, pin the CA
     Enroll {
-        /// The hub's QUIC address, HOST:PORT
-        #[arg(long)]
-        hub: String,
+        /// The hub's QUIC address, HOST:PORT ([v6]:PORT). Several hubs: repeat --hub, or separate
+        /// them with commas; they are tried in a random order, all of them are stored, and the
+        /// agent connects to whichever answers
+        #[arg(long, required = true, value_delimiter = ',', value_name = "HOST:PORT")]
+        hub: Vec<String>,
         /// The one-time token from `redtether-hub enroll-token`
         #[arg(long)]
         token: String,

@@ -117,7 +117,7 @@ fn deploy(settings: &Settings, file: &std::path::Path) -> ExitCode {
 
 /// `redtether enroll`: works with the daemon running (it is told to pick the identity up) or
 /// stopped.
-fn enroll(settings: &Settings, hub: &str, token: &str, fingerprint: &str) -> ExitCode {
+fn enroll(settings: &Settings, hubs: &[String], token: &str, fingerprint: &str) -> ExitCode {
     let dir = crate::state_dir::StateDir::new(&settings.state_dir);
     if let Err(e) = dir.create() {
         eprintln!("redtether: {e}");
@@ -131,12 +131,13 @@ fn enroll(settings: &Settings, hub: &str, token: &str, fingerprint: &str) -> Exi
         }
     };
     match runtime.block_on(crate::tunnel::enroll::enroll(
-        hub,
+        hubs,
         token,
         fingerprint,
         &dir,
         settings.tunnel.transport,
         settings.tunnel.tcp_port,
+        &settings.tunnel.proxy,
     )) {
         Ok(identity) => {
             println!("enrolled as {} with the hub at {}", identity.info.device_id, identity.info.hub);

@@ -53,10 +53,16 @@ fn human(s: &StatusReply) -> String {
     out.push_str(&policy_line(&s.policy, s.gate.protection));
     let t = &s.tunnel;
     out.push_str(&format!("  tunnel    {}", tunnel_state(t.state)));
-    if let (Some(hub), Some(device)) = (&t.hub, &t.device_id) {
-        out.push_str(&format!(" (hub {hub}, device {device})"));
+    match (&t.hub, &t.device_id) {
+        (Some(hub), Some(device)) => out.push_str(&format!(" (hub {hub}, device {device})")),
+        (None, Some(device)) => out.push_str(&format!(" (device {device})")),
+        _ => {}
     }
     out.push('\n');
+    // The list only when there is a choice; the hub in use is on the line above.
+    if t.hubs.len() > 1 {
+        out.push_str(&format!("            hubs {}\n", t.hubs.join(", ")));
+    }
     if let Some(e) = &t.last_error {
         out.push_str(&format!("            {e}\n"));
     }

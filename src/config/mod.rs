@@ -6,11 +6,13 @@
 //! `EX_CONFIG` (78) and a message an operator can act on.
 
 mod gate;
+mod hub_address;
 mod proxy;
 mod raw;
 mod settings;
 
 pub use gate::{GateSettings, NodeAuth, RateLimitSettings, Role, UserSettings, valid_user_name};
+pub use hub_address::{HubAddress, HubAddressError, parse_list as parse_hub_list};
 pub use proxy::{ProxyChoice, ProxyUrl, ProxyUrlError, authority};
 pub use redtether_host::config_file::{ConfigError, ConfigSource, InvalidKey, ProcessContext};
 pub use redtether_host::tls_server::TlsSettings;

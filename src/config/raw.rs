@@ -56,6 +56,7 @@ pub(super) struct RawTunnel {
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub quic_probe: Option<Duration>,
     pub proxy: Option<String>,
+    pub hubs: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -74,6 +74,9 @@ pub struct TunnelSettings {
     pub tcp_port: Option<u16>,
     /// `proxy`: how the tunnel reaches the hub over TCP (see `tunnel::proxy`).
     pub proxy: ProxyChoice,
+    /// `hubs`: where the hub is, replacing the list stored at enrollment when set (a fleet
+    /// moves to new hub names by configuration, without re-enrolling). `None`: the enrollment's.
+    pub hubs: Option<Vec<super::HubAddress>>,
 }
 
 /// `[tunnel] transport`.
@@ -257,6 +260,10 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
         Some("") => ProxyChoice::Direct,
         Some(text) => ProxyChoice::Url(ProxyUrl::parse(text).map_err(|e| invalid("tunnel.proxy", e.to_string()))?),
     };
+    let hubs = match raw.tunnel.hubs {
+        None => None,
+        Some(list) => Some(super::hub_address::parse_list(&list).map_err(|e| invalid("tunnel.hubs", e.to_string()))?),
+    };
     let metrics = MetricsSettings {
         listen: match raw.metrics.listen {
             None => None,
@@ -284,7 +291,7 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
         source,
         metrics,
         audit: AuditSettings { max_bytes, on_failure },
-        tunnel: TunnelSettings { keepalive, transport, quic_probe, tcp_port, proxy },
+        tunnel: TunnelSettings { keepalive, transport, quic_probe, tcp_port, proxy, hubs },
         state_dir,
         log_level,
         node_red,
@@ -437,6 +444,19 @@ mod tests {
         // The message says what is accepted, and a refused URL's password is not repeated.
         let e = load("[tunnel]\nproxy = \"socks5://u:hunter2@proxy:1080\"\n").unwrap_err().to_string();
         assert!(e.contains("http://") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn tunnel_hubs_replace_the_enrollments_only_when_written_and_must_be_addresses() {
+        assert_eq!(load("").unwrap().tunnel.hubs, None);
+        let s = load("[tunnel]\nhubs = [\"hub-a:7443\", \"[::1]:7443\"]\n").unwrap();
+        let hubs: Vec<String> = s.tunnel.hubs.unwrap().iter().map(ToString::to_string).collect();
+        assert_eq!(hubs, ["hub-a:7443", "[::1]:7443"]);
+        for bad in ["[]", "[\"hub-a\"]", "[\"::1:7443\"]", "[\"a:1\", \"a:1\"]", "[\"a:0\"]", "\"a:1\""] {
+            let e = load(&format!("[tunnel]\nhubs = {bad}\n")).unwrap_err();
+            assert_eq!(e.key(), Some("tunnel.hubs"), "{bad}: {e}");
+            assert!(e.to_string().contains("/etc/redtether/agent.toml"), "names the file: {e}");
+        }
     }
 
     #[test]

@@ -171,9 +171,11 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         transport: settings.tunnel.transport,
         quic_probe: settings.tunnel.quic_probe,
         tcp_port: settings.tunnel.tcp_port,
+        proxy: settings.tunnel.proxy.clone(),
         gate: Arc::clone(&pipeline),
         resources: std::sync::Mutex::new(crate::resources::ResourceSampler::new(dir.root().to_path_buf())),
         logs,
+        hubs: settings.tunnel.hubs.clone(),
     });
     let metrics_listen = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(listener) = metrics_listener {

@@ -19,8 +19,12 @@ pub enum IdentityError {
 /// Where the hub is and what was pinned at enrollment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HubInfo {
-    /// `host:port` of the hub's QUIC listener.
+    /// `host:port` of the hub's QUIC listener that enrolled this device.
     pub hub: String,
+    /// Every hub address given at enrollment (`enroll --hub a --hub b`), in the order given.
+    /// Empty in identities made before there could be several: then `hub` is the one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hubs: Vec<String>,
     /// The name the hub's certificate must carry (the host part of `hub`).
     pub server_name: String,
     pub device_id: String,
@@ -28,6 +32,13 @@ pub struct HubInfo {
     pub ca_fingerprint: String,
     /// The hub's Ed25519 public key, hex (for signed assertions and deployments).
     pub hub_signing_key: String,
+}
+
+impl HubInfo {
+    /// The hub addresses stored at enrollment: the list, or the enrolling hub alone.
+    pub fn hub_list(&self) -> Vec<String> {
+        if self.hubs.is_empty() { vec![self.hub.clone()] } else { self.hubs.clone() }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +134,7 @@ mod tests {
         let id = Identity {
             info: HubInfo {
                 hub: "hub:7443".into(),
+                hubs: vec!["dead:7443".into(), "hub:7443".into()],
                 server_name: "hub".into(),
                 device_id: "d".into(),
                 ca_fingerprint: "f".into(),
@@ -145,6 +157,17 @@ mod tests {
     }
 
     #[test]
+    fn an_identity_from_before_hub_lists_loads_with_its_one_hub() {
+        let old =
+            r#"{"hub":"hub:7443","server_name":"hub","device_id":"d","ca_fingerprint":"f","hub_signing_key":"k"}"#;
+        let info: HubInfo = serde_json::from_str(old).unwrap();
+        assert!(info.hubs.is_empty());
+        assert_eq!(info.hub_list(), ["hub:7443"]);
+        let listed = HubInfo { hubs: vec!["a:1".into(), "hub:7443".into()], ..info };
+        assert_eq!(listed.hub_list(), ["a:1", "hub:7443"]);
+    }
+
+    #[test]
     fn a_renewal_cut_short_leaves_a_matching_pair() {
         let dir = tempfile::tempdir().unwrap();
         let sd = StateDir::new(dir.path());
@@ -152,6 +175,7 @@ mod tests {
         let cert = |n: u8| format!("-----BEGIN CERTIFICATE-----\nc{n}\n-----END CERTIFICATE-----\n");
         let info = HubInfo {
             hub: "h:1".into(),
+            hubs: Vec::new(),
             server_name: "h".into(),
             device_id: "d".into(),
             ca_fingerprint: "f".into(),

@@ -1,20 +1,21 @@
 //! The reconnect loop: load the identity, connect, run the session, and after it ends wait out
 //! the delay the protocol's reconnect machine (`redtether_proto::session::Link`) decides.
 
-use super::dial::{self, DialError};
+use super::dial::{Dialled, Endpoints, Failure, TcpDial};
 use super::forwarded::Forwarding;
-use super::session::Session;
+use super::hubs::{Candidate, Chooser};
+use super::session::{Session, closed_of};
 use super::{TunnelState, TunnelStatus};
 use crate::audit::{Actor, AuditEvent, AuditKind, Auditor};
-use crate::config::TransportChoice;
+use crate::config::{HubAddress, ProxyChoice, TransportChoice};
 use crate::deploy::DeployHandle;
 use crate::gate::Pipeline;
 use crate::identity::Identity;
 use crate::state_dir::StateDir;
 use crate::supervisor::SupervisorHandle;
 use redtether_proto::backoff::jitter;
-use redtether_proto::session::{Ending, Link, Outcome};
-use redtether_proto::wire::{ALPN, codes};
+use redtether_proto::session::{Ending, Link, Outcome, classify};
+use redtether_proto::wire::{ALPN, TCP_ALPN, codes};
 use redtether_transport::{Connection, Transport};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,16 +62,19 @@ pub struct TunnelParts {
     /// Applies the policies the hub sends.
     pub security: Arc<crate::security::SecurityControl>,
     pub keepalive: Duration,
-    /// `[tunnel] transport` and `quic_probe`.
-    pub transport: TransportChoice,
-    pub quic_probe: Duration,
-    pub tcp_port: Option<u16>,
     /// Where streams the hub opens are served.
     pub gate: Arc<Pipeline>,
     /// Reads the resource figures each status report carries.
     pub resources: std::sync::Mutex<crate::resources::ResourceSampler>,
     /// Node-RED's recent output, served on `logs` streams.
     pub logs: crate::logbuf::LogBuffer,
+    /// `[tunnel] hubs`: replaces the hub addresses stored at enrollment when set.
+    pub hubs: Option<Vec<HubAddress>>,
+    /// `[tunnel] transport`, `quic_probe`, `tcp_port`, `proxy`.
+    pub transport: TransportChoice,
+    pub quic_probe: Duration,
+    pub tcp_port: Option<u16>,
+    pub proxy: ProxyChoice,
 }
 
 pub struct Tunnel {
@@ -87,14 +91,16 @@ pub struct Tunnel {
 struct Attempt {
     outcome: Outcome,
     reason: String,
+    /// The hub address it is about, when one is (the one that refused, or the one used).
+    hub: Option<String>,
 }
 
 impl Attempt {
     fn unreachable(reason: impl ToString) -> Attempt {
-        Attempt { outcome: Outcome::Unreachable, reason: reason.to_string() }
+        Attempt { outcome: Outcome::Unreachable, reason: reason.to_string(), hub: None }
     }
     fn refused(reason: impl ToString) -> Attempt {
-        Attempt { outcome: Outcome::Refused, reason: reason.to_string() }
+        Attempt { outcome: Outcome::Refused, reason: reason.to_string(), hub: None }
     }
 }
 
@@ -114,7 +120,12 @@ impl Tunnel {
                 s.since = SystemTime::now();
             }
             s.state = state;
-            s.hub = identity.map(|i| i.info.hub.clone());
+            // The hub stays the one last used; without an identity there is none.
+            if identity.is_none() {
+                s.hub = None;
+                s.hub_addr = None;
+                s.hubs.clear();
+            }
             s.device_id = identity.map(|i| i.info.device_id.clone());
             s.last_error = error;
             changed
@@ -123,7 +134,8 @@ impl Tunnel {
 
     pub async fn run(self, cancel: CancellationToken) {
         let mut link = Link::default();
-        let mut endpoint: Option<quinn::Endpoint> = None;
+        let mut endpoints = Endpoints::default();
+        let mut chooser = Chooser::new(rand::random());
         loop {
             let identity = match Identity::load(&self.parts.dir) {
                 Ok(Some(identity)) => identity,
@@ -146,20 +158,21 @@ impl Tunnel {
             // (The watch's read guard must be gone before `set` takes the write side.)
             let last_error = self.status.borrow().last_error.clone();
             self.set(link.connecting_state(), Some(&identity), last_error);
-            let attempt = self.attempt(&identity, &mut endpoint, &cancel).await;
+            let attempt = self.attempt(&identity, &mut endpoints, &mut chooser, &cancel).await;
+            let hub = attempt.hub.clone().unwrap_or_else(|| self.status.borrow().hubs.join(", "));
             let decision = link.on_outcome(attempt.outcome, jitter());
             match attempt.outcome {
                 Outcome::Refused | Outcome::Ended { ending: Ending::Refused, .. } => {
-                    tracing::error!(hub = %identity.info.hub, reason = %attempt.reason, "the hub refused this device's certificate; re-enroll (`redtether enroll`)");
+                    tracing::error!(%hub, reason = %attempt.reason, "the hub refused this device's certificate; re-enroll (`redtether enroll`)");
                 }
                 Outcome::Unreachable => {
-                    tracing::debug!(hub = %identity.info.hub, reason = %attempt.reason, "tunnel connection attempt failed")
+                    tracing::debug!(%hub, reason = %attempt.reason, "tunnel connection attempt failed")
                 }
                 Outcome::Ended { .. } => {}
             }
             // Audited when a refusal spell starts, not at every retry (one every 30 s).
             if decision.audit_refusal {
-                let event = AuditEvent::new(AuditKind::TunnelAuthFailed, Actor::System, identity.info.hub.as_str())
+                let event = AuditEvent::new(AuditKind::TunnelAuthFailed, Actor::System, hub.as_str())
                     .with("reason", attempt.reason.as_str());
                 self.parts.audit.record_or_log(event).await;
             }
@@ -174,20 +187,34 @@ impl Tunnel {
                 _ = self.reload.notified() => link.reset(),
             }
         }
-        if let Some(endpoint) = endpoint {
-            endpoint.close(codes::SHUTDOWN.into(), b"agent stopping");
-            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
-        }
+        endpoints.close(codes::SHUTDOWN, b"agent stopping", Duration::from_secs(1)).await;
     }
 
     async fn attempt(
         &self,
         identity: &Identity,
-        endpoint: &mut Option<quinn::Endpoint>,
+        endpoints: &mut Endpoints,
+        chooser: &mut Chooser,
         cancel: &CancellationToken,
     ) -> Attempt {
-        let (addr, server_name) = match super::enroll::resolve(&identity.info.hub).await {
-            Ok(pair) => pair,
+        let hubs = match super::hubs::to_dial(self.parts.hubs.as_deref(), &identity.info) {
+            Ok(hubs) => hubs,
+            Err(e) => {
+                return Attempt::unreachable(format!(
+                    "the enrolled hub address is unusable ({e}); re-enroll or set [tunnel] hubs"
+                ));
+            }
+        };
+        let listed: Vec<String> = hubs.iter().map(ToString::to_string).collect();
+        self.status.send_if_modified(|s| {
+            let changed = s.hubs != listed;
+            s.hubs = listed;
+            changed
+        });
+        let candidates = match super::dial::candidates(&hubs, chooser).await {
+            Ok(c) => c,
+            // Behind a proxy the network may resolve no outside name: the proxy does.
+            Err(_) if self.parts.transport != TransportChoice::Quic && self.proxied(&hubs) => Vec::new(),
             Err(e) => return Attempt::unreachable(e),
         };
         // An expired certificate will be refused; say so plainly instead of trying.
@@ -199,81 +226,137 @@ impl Tunnel {
                 "the device certificate expired at {at}; re-enroll with `redtether enroll`"
             ));
         }
-        let target = Target { identity, addr, server_name };
-        let dialled = tokio::select! {
-            _ = cancel.cancelled() => {
+        let dialled = self.dial(identity, &hubs, candidates, endpoints, cancel).await;
+        let (mut connection, mut candidate) = match dialled {
+            Ok(Dialled::Connected { connection, candidate }) => (connection, candidate),
+            Ok(Dialled::Cancelled) => {
                 let outcome = Outcome::Ended { ending: Ending::Cancelled, lasted: Duration::ZERO };
-                return Attempt { outcome, reason: "agent stopping".into() };
+                return Attempt { outcome, reason: "agent stopping".into(), hub: None };
             }
-            dialled = self.dial(&target, endpoint) => dialled,
-        };
-        let mut connection = match dialled {
-            Ok(c) => c,
-            Err(DialError::Refused(e)) => return Attempt::refused(e),
-            Err(DialError::Unreachable(e)) => return Attempt::unreachable(e),
+            Ok(Dialled::Failed(failures)) => {
+                chooser.failed_round();
+                return failed_round(failures);
+            }
+            Err(attempt) => return attempt,
         };
         // Sessions follow one another without a backoff when a QUIC probe found the way back
         // while the tunnel was on TCP.
         loop {
-            let (ending, reason, lasted, moved) = self.serve(identity, &connection, &target, endpoint, cancel).await;
-            match moved {
-                Some(quic) if !cancel.is_cancelled() => {
-                    tracing::info!(hub = %identity.info.hub, "tunnel moved back to QUIC");
-                    connection = quic;
+            chooser.connected(&candidate);
+            let served = self.serve(identity, &connection, &candidate, endpoints, cancel).await;
+            match served.moved {
+                Some((quic, to)) if !cancel.is_cancelled() => {
+                    tracing::info!(hub = %to.hub, "tunnel moved back to QUIC");
+                    (connection, candidate) = (quic, to);
                 }
-                _ => return Attempt { outcome: Outcome::Ended { ending, lasted }, reason },
+                _ => {
+                    let outcome = Outcome::Ended { ending: served.ending, lasted: served.lasted };
+                    return Attempt { outcome, reason: served.reason, hub: Some(candidate.hub) };
+                }
             }
         }
     }
 
-    /// Dials as `[tunnel] transport` says. `auto`: QUIC first, TLS over TCP when no QUIC
-    /// handshake completes within [`AUTO_QUIC_TIMEOUT`]; once TCP was needed it is tried first
-    /// (a probe looks for QUIC meanwhile), so a blocked network does not cost every reconnect
-    /// the wait.
-    async fn dial(&self, target: &Target<'_>, endpoint: &mut Option<quinn::Endpoint>) -> Result<Connection, DialError> {
+    /// Dials as `[tunnel] transport` says, racing the candidates on each transport. `auto`:
+    /// QUIC first, TLS over TCP when no QUIC handshake completes within
+    /// [`AUTO_QUIC_TIMEOUT`]; once TCP was needed it is tried first (a probe looks for QUIC
+    /// meanwhile), so a blocked network does not cost every reconnect the wait. `Err` is an
+    /// attempt that ended before any handshake (an unusable identity).
+    async fn dial(
+        &self,
+        identity: &Identity,
+        hubs: &[HubAddress],
+        candidates: Vec<Candidate>,
+        endpoints: &mut Endpoints,
+        cancel: &CancellationToken,
+    ) -> Result<Dialled, Attempt> {
+        let tcp = || self.race_tcp(identity, hubs, candidates.clone(), cancel);
         match self.parts.transport {
-            TransportChoice::Quic => self.dial_quic(target, endpoint, CONNECT_TIMEOUT).await,
-            TransportChoice::Tcp => self.dial_tcp(target).await,
-            TransportChoice::Auto if self.on_tcp.load(Ordering::Relaxed) => match self.dial_tcp(target).await {
-                Err(DialError::Unreachable(tcp)) => {
-                    let quic = self.dial_quic(target, endpoint, AUTO_QUIC_TIMEOUT).await;
-                    if quic.is_ok() {
+            TransportChoice::Quic => {
+                self.race_quic(identity, candidates.clone(), endpoints, CONNECT_TIMEOUT, cancel).await
+            }
+            TransportChoice::Tcp => tcp().await,
+            TransportChoice::Auto if self.on_tcp.load(Ordering::Relaxed) => match tcp().await? {
+                Dialled::Failed(tcp_failures) if unreachable_only(&tcp_failures) => {
+                    let quic =
+                        self.race_quic(identity, candidates.clone(), endpoints, AUTO_QUIC_TIMEOUT, cancel).await?;
+                    if matches!(quic, Dialled::Connected { .. }) {
                         self.on_tcp.store(false, Ordering::Relaxed);
                     }
-                    quic.map_err(|e| e.after(&tcp))
+                    Ok(quic)
                 }
-                other => other,
+                other => Ok(other),
             },
-            TransportChoice::Auto => match self.dial_quic(target, endpoint, AUTO_QUIC_TIMEOUT).await {
-                Err(DialError::Unreachable(quic)) => {
-                    tracing::info!(hub = %target.identity.info.hub, reason = %quic, "no QUIC handshake; trying TLS over TCP");
-                    let tcp = self.dial_tcp(target).await;
-                    if tcp.is_ok() {
-                        self.on_tcp.store(true, Ordering::Relaxed);
+            TransportChoice::Auto => {
+                match self.race_quic(identity, candidates.clone(), endpoints, AUTO_QUIC_TIMEOUT, cancel).await? {
+                    Dialled::Failed(quic_failures) if unreachable_only(&quic_failures) => {
+                        tracing::info!("no QUIC handshake; trying TLS over TCP");
+                        let tcp = tcp().await?;
+                        match tcp {
+                            Dialled::Connected { .. } => self.on_tcp.store(true, Ordering::Relaxed),
+                            Dialled::Failed(mut tcp_failures) => {
+                                // Both transports' reasons, so status says why neither worked.
+                                let mut all = quic_failures;
+                                all.append(&mut tcp_failures);
+                                return Ok(Dialled::Failed(all));
+                            }
+                            Dialled::Cancelled => {}
+                        }
+                        Ok(tcp)
                     }
-                    tcp.map_err(|e| e.after(&quic))
+                    other => Ok(other),
                 }
-                other => other,
-            },
+            }
         }
     }
 
-    async fn dial_quic(
+    /// Whether the hubs are reached through an HTTP proxy (`[tunnel] proxy`, `HTTPS_PROXY`).
+    fn proxied(&self, hubs: &[HubAddress]) -> bool {
+        let env = super::proxy::ProxyEnv::from_process();
+        hubs.first().is_some_and(|h| {
+            let port = self.parts.tcp_port.unwrap_or(h.port);
+            matches!(super::proxy::choose(&self.parts.proxy, &h.host, port, &env), Ok(Some(_)))
+        })
+    }
+
+    async fn race_quic(
         &self,
-        target: &Target<'_>,
-        endpoint: &mut Option<quinn::Endpoint>,
+        identity: &Identity,
+        candidates: Vec<Candidate>,
+        endpoints: &mut Endpoints,
         timeout: Duration,
-    ) -> Result<Connection, DialError> {
-        let (identity, addr, keepalive) = (target.identity, target.addr, self.parts.keepalive);
-        dial::quic(identity, addr, &target.server_name, endpoint, keepalive, timeout).await
+        cancel: &CancellationToken,
+    ) -> Result<Dialled, Attempt> {
+        let config = client_config(identity, self.parts.keepalive)
+            .map_err(|e| Attempt::refused(format!("identity unusable: {e}")))?;
+        Ok(super::dial::race(candidates, super::dial::quic(endpoints, config, timeout), cancel).await)
     }
 
-    async fn dial_tcp(&self, target: &Target<'_>) -> Result<Connection, DialError> {
-        let (identity, mut addr, keepalive) = (target.identity, target.addr, self.parts.keepalive);
-        if let Some(port) = self.parts.tcp_port {
-            addr.set_port(port);
-        }
-        dial::tcp(identity, addr, &target.server_name, keepalive, CONNECT_TIMEOUT).await
+    async fn race_tcp(
+        &self,
+        identity: &Identity,
+        hubs: &[HubAddress],
+        candidates: Vec<Candidate>,
+        cancel: &CancellationToken,
+    ) -> Result<Dialled, Attempt> {
+        let dial = self.tcp_dial(identity).map_err(Attempt::refused)?;
+        // Through a proxy the hub's name goes to the proxy: nothing needs resolving here.
+        let candidates = if self.proxied(hubs) { super::dial::unresolved(hubs) } else { candidates };
+        Ok(super::dial::race(candidates, dial.one(), cancel).await)
+    }
+
+    /// How TLS-over-TCP handshakes are made for `identity`.
+    fn tcp_dial(&self, identity: &Identity) -> Result<TcpDial, String> {
+        let tls = redtether_pki::tls::agent_client(&identity.ca_pem, &identity.cert_pem, &identity.key_pem, TCP_ALPN)
+            .map_err(|e| format!("identity unusable: {e}"))?;
+        Ok(TcpDial {
+            tls: Arc::new(tls),
+            port: self.parts.tcp_port,
+            proxy: self.parts.proxy.clone(),
+            env: Arc::new(super::proxy::ProxyEnv::from_process()),
+            keepalive: self.parts.keepalive,
+            timeout: CONNECT_TIMEOUT,
+        })
     }
 
     /// Runs one session on `connection`. On TCP under `auto`, QUIC is probed every
@@ -284,24 +367,29 @@ impl Tunnel {
         &self,
         identity: &Identity,
         connection: &Connection,
-        target: &Target<'_>,
-        endpoint: &mut Option<quinn::Endpoint>,
+        candidate: &Candidate,
+        endpoints: &mut Endpoints,
         cancel: &CancellationToken,
-    ) -> (Ending, String, Duration, Option<Connection>) {
-        let started = Instant::now();
+    ) -> Served {
+        let hub = candidate.hub.clone();
+        let addr = candidate.addr.to_string();
         let transport = connection.transport();
-        self.set(TunnelState::Online, Some(identity), None);
+        let started = Instant::now();
         self.status.send_modify(|s| {
-            s.connects += 1;
+            s.hub = Some(hub.clone());
+            s.hub_addr = Some(addr.clone());
             s.transport = Some(transport.as_str().to_string());
         });
-        tracing::info!(hub = %identity.info.hub, %transport, "tunnel up");
-        let event = AuditEvent::new(AuditKind::TunnelConnected, Actor::System, identity.info.hub.as_str())
+        self.set(TunnelState::Online, Some(identity), None);
+        self.status.send_modify(|s| s.connects += 1);
+        tracing::info!(%hub, %addr, %transport, "tunnel up");
+        let event = AuditEvent::new(AuditKind::TunnelConnected, Actor::System, hub.as_str())
+            .with("addr", addr.as_str())
             .with("transport", transport.as_str());
         self.parts.audit.record_or_log(event).await;
         let session = Session {
             connection: connection.clone(),
-            hub: identity.info.hub.clone(),
+            hub: hub.clone(),
             forwarding: Arc::new(Forwarding::new(
                 Arc::clone(&self.parts.gate),
                 self.parts.logs.clone(),
@@ -320,43 +408,88 @@ impl Tunnel {
         let mut moved = None;
         let (ending, reason) = tokio::select! {
             ended = &mut run => ended,
-            quic = self.probe_quic(target, endpoint), if probing => {
+            quic = self.probe_quic(identity, candidate, endpoints), if probing => {
                 moved = Some(quic);
                 switch.cancel();
-                let (_, _) = run.await;
+                let _ = run.await;
                 self.on_tcp.store(false, Ordering::Relaxed);
                 (Ending::Lost, "moving to QUIC".to_string())
             }
         };
         self.connection.send_replace(None);
         self.status.send_modify(|s| s.transport = None);
-        tracing::info!(hub = %identity.info.hub, %reason, "tunnel down");
-        let event = AuditEvent::new(AuditKind::TunnelDisconnected, Actor::System, identity.info.hub.as_str())
+        tracing::info!(%hub, %addr, %reason, "tunnel down");
+        let event = AuditEvent::new(AuditKind::TunnelDisconnected, Actor::System, hub.as_str())
+            .with("addr", addr.as_str())
             .with("reason", reason.as_str())
             .with("transport", transport.as_str());
         self.parts.audit.record_or_log(event).await;
-        (ending, reason, started.elapsed(), moved)
+        Served { ending, reason, lasted: started.elapsed(), moved }
     }
 
-    /// Tries QUIC every `[tunnel] quic_probe` until a handshake completes.
-    async fn probe_quic(&self, target: &Target<'_>, endpoint: &mut Option<quinn::Endpoint>) -> Connection {
+    /// Tries QUIC to the hub in use every `[tunnel] quic_probe` until a handshake completes.
+    async fn probe_quic(
+        &self,
+        identity: &Identity,
+        candidate: &Candidate,
+        endpoints: &mut Endpoints,
+    ) -> (Connection, Candidate) {
         loop {
             tokio::time::sleep(self.parts.quic_probe).await;
-            match self.dial_quic(target, endpoint, AUTO_QUIC_TIMEOUT).await {
-                Ok(connection) => return connection,
-                Err(e) => {
-                    tracing::debug!(hub = %target.identity.info.hub, reason = %e, "QUIC probe: still no way through")
-                }
+            let Ok(config) = client_config(identity, self.parts.keepalive) else { continue };
+            // Through a proxy the candidate has no address: QUIC goes to the hub's name.
+            let mut target = candidate.clone();
+            if target.addr.ip().is_unspecified()
+                && let Ok(Some(addr)) = tokio::net::lookup_host((target.server_name.as_str(), target.addr.port()))
+                    .await
+                    .map(|mut a| a.next())
+            {
+                target.addr = addr;
+            }
+            let never = CancellationToken::new();
+            let dial = super::dial::quic(endpoints, config, AUTO_QUIC_TIMEOUT);
+            match super::dial::race(vec![target], dial, &never).await {
+                Dialled::Connected { connection, candidate } => return (connection, candidate),
+                _ => tracing::debug!(hub = %candidate.hub, "QUIC probe: still no way through"),
             }
         }
     }
 }
 
-/// Where one attempt dials.
-struct Target<'a> {
-    identity: &'a Identity,
-    addr: std::net::SocketAddr,
-    server_name: String,
+/// How a session ended, and the QUIC connection to go on with when a probe found one.
+struct Served {
+    ending: Ending,
+    reason: String,
+    lasted: Duration,
+    moved: Option<(Connection, Candidate)>,
+}
+
+/// Whether every failure was the network's (a refusal would be the same on another transport).
+fn unreachable_only(failures: &[(Candidate, Failure)]) -> bool {
+    !failures.iter().any(|(_, f)| matches!(f, Failure::Handshake(e) if classify(closed_of(e)) == Ending::Refused))
+}
+
+fn failed_round(failures: Vec<(Candidate, Failure)>) -> Attempt {
+    let refused = failures.iter().find(|(_, f)| match f {
+        Failure::Handshake(e) => classify(closed_of(e)) == Ending::Refused,
+        _ => false,
+    });
+    if let Some((candidate, failure)) = refused {
+        return Attempt { outcome: Outcome::Refused, reason: failure.to_string(), hub: Some(candidate.hub.clone()) };
+    }
+    let reason = match failures.as_slice() {
+        [(_, only)] => only.to_string(),
+        all => all
+            .iter()
+            .map(|(c, f)| match c.addr.ip().is_unspecified() {
+                // (A hub reached through a proxy has no address of its own here.)
+                true => format!("{}: {f}", c.hub),
+                false => format!("{} ({}): {f}", c.hub, c.addr),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    Attempt::unreachable(reason)
 }
 
 pub use redtether_pki::quic::ClientConfigError;

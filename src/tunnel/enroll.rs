@@ -1,8 +1,11 @@
 //! `redtether enroll`: make a key on the device, send a CSR with the one-time token over the
 //! hub's enrollment ALPN, pin the hub's CA by the fingerprint the operator gave, and store the
-//! identity.
+//! identity. With several hub addresses, their handshakes are raced in a random order (as the
+//! tunnel does, `dial::race`); the token goes only to the first hub that completes one.
 
-use crate::config::TransportChoice;
+use super::dial::{Dialled, Endpoints, Failure, TcpDial};
+use super::hubs::Chooser;
+use crate::config::{HubAddressError, ProxyChoice, TransportChoice};
 use crate::identity::{HubInfo, Identity, IdentityError};
 use crate::state_dir::StateDir;
 use redtether_pki::{device_key_and_csr, normalise_fingerprint};
@@ -17,8 +20,8 @@ use std::time::Duration;
 pub enum EnrollError {
     #[error("{0:?} is not a fingerprint (64 hex digits, colons allowed)")]
     BadFingerprint(String),
-    #[error("{0:?} is not HOST:PORT")]
-    BadAddress(String),
+    #[error(transparent)]
+    BadAddress(#[from] HubAddressError),
     #[error("cannot reach the hub at {hub}: {reason}")]
     Unreachable { hub: String, reason: String },
     #[error("the hub's certificate does not chain to a CA with the given fingerprint: {0}")]
@@ -35,24 +38,6 @@ pub enum EnrollError {
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Splits `host:port`, accepting `[v6]:port`.
-pub fn split_hub(hub: &str) -> Option<(String, u16)> {
-    let (host, port) = hub.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    (!host.is_empty()).then_some(())?;
-    Some((host.to_string(), port.parse().ok()?))
-}
-
-pub async fn resolve(hub: &str) -> Result<(std::net::SocketAddr, String), EnrollError> {
-    let (host, port) = split_hub(hub).ok_or_else(|| EnrollError::BadAddress(hub.to_string()))?;
-    let addr = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(|e| EnrollError::Unreachable { hub: hub.to_string(), reason: e.to_string() })?
-        .next()
-        .ok_or_else(|| EnrollError::Unreachable { hub: hub.to_string(), reason: "no address".into() })?;
-    Ok((addr, host))
-}
-
 pub fn client_endpoint(remote: &std::net::SocketAddr) -> std::io::Result<quinn::Endpoint> {
     let local: std::net::SocketAddr = if remote.is_ipv6() {
         "[::]:0".parse().unwrap_or_else(|_| ([0u16; 8], 0).into())
@@ -62,41 +47,95 @@ pub fn client_endpoint(remote: &std::net::SocketAddr) -> std::io::Result<quinn::
     quinn::Endpoint::client(local)
 }
 
+/// Enrolls through the first of `hubs` (each `HOST:PORT`) that answers, and stores all of them
+/// in the identity, the answering one as `hub`. `transport` as the tunnel's: with `auto`, TLS
+/// over TCP (`tcp_port`, through `proxy`) when no QUIC handshake completes in a few seconds.
 pub async fn enroll(
-    hub: &str,
+    hubs: &[String],
     token: &str,
     ca_fingerprint: &str,
     dir: &StateDir,
     transport: TransportChoice,
     tcp_port: Option<u16>,
+    proxy: &ProxyChoice,
 ) -> Result<Identity, EnrollError> {
     let fingerprint =
         normalise_fingerprint(ca_fingerprint).ok_or_else(|| EnrollError::BadFingerprint(ca_fingerprint.to_string()))?;
-    let (addr, server_name) = resolve(hub).await?;
+    let addresses = crate::config::parse_hub_list(hubs)?;
+    let listed = addresses.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let all = listed.join(", ");
+    let tcp = TcpDial {
+        tls: Arc::new(
+            redtether_pki::tls::enroll_client(&fingerprint, TCP_ENROLL_ALPN)
+                .map_err(|e| EnrollError::Protocol(e.to_string()))?,
+        ),
+        port: tcp_port,
+        proxy: proxy.clone(),
+        env: Arc::new(super::proxy::ProxyEnv::from_process()),
+        keepalive: Duration::from_secs(5),
+        timeout: TIMEOUT,
+    };
+    let proxied = addresses.first().is_some_and(|h| tcp.proxied(&h.host, h.port));
+    let candidates = match super::dial::candidates(&addresses, &mut Chooser::new(rand::random())).await {
+        Ok(c) => c,
+        // Behind a proxy the network may resolve no outside name: the proxy does.
+        Err(_) if proxied && transport != TransportChoice::Quic => Vec::new(),
+        Err(e) => return Err(EnrollError::Unreachable { hub: all.clone(), reason: e.to_string() }),
+    };
     let (key_pem, csr_pem) = device_key_and_csr().map_err(|e| EnrollError::Key(e.to_string()))?;
-    let dial = Dial { hub, addr, server_name: &server_name, fingerprint: &fingerprint, tcp_port };
-    let (connection, endpoint) = match transport {
-        TransportChoice::Quic => dial.quic(TIMEOUT).await?,
-        TransportChoice::Tcp => (dial.tcp().await?, None),
-        // As the tunnel does: TCP when no QUIC handshake completes in a few seconds.
-        TransportChoice::Auto => match dial.quic(Duration::from_secs(3)).await {
-            Err(EnrollError::Unreachable { reason, .. }) => {
-                tracing::info!(%hub, %reason, "no QUIC handshake; enrolling over TLS over TCP");
-                (dial.tcp().await?, None)
+    let tls = redtether_pki::tls::enroll_client(&fingerprint, ENROLL_ALPN)
+        .map_err(|e| EnrollError::Protocol(e.to_string()))?;
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| EnrollError::Protocol(e.to_string()))?;
+    let config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut endpoints = Endpoints::default();
+    // Enrollment is a command someone waits for: nothing to cancel it but Ctrl-C.
+    let never = tokio_util::sync::CancellationToken::new();
+    let tcp_candidates = if proxied { super::dial::unresolved(&addresses) } else { candidates.clone() };
+    let dialled = match transport {
+        TransportChoice::Quic => {
+            super::dial::race(candidates, super::dial::quic(&mut endpoints, config, TIMEOUT), &never).await
+        }
+        TransportChoice::Tcp => super::dial::race(tcp_candidates, tcp.one(), &never).await,
+        TransportChoice::Auto => {
+            let quick = Duration::from_secs(3);
+            match super::dial::race(candidates, super::dial::quic(&mut endpoints, config, quick), &never).await {
+                Dialled::Failed(quic_failures) if !quic_failures.iter().any(|(_, f)| pinned_failure(f)) => {
+                    tracing::info!(hubs = %all, "no QUIC handshake; enrolling over TLS over TCP");
+                    match super::dial::race(tcp_candidates, tcp.one(), &never).await {
+                        Dialled::Failed(mut tcp_failures) => {
+                            let mut failures = quic_failures;
+                            failures.append(&mut tcp_failures);
+                            Dialled::Failed(failures)
+                        }
+                        other => other,
+                    }
+                }
+                other => other,
             }
-            other => other?,
-        },
+        }
+    };
+    let (connection, candidate) = match dialled {
+        Dialled::Connected { connection, candidate } => (connection, candidate),
+        Dialled::Cancelled => return Err(EnrollError::Protocol("cancelled".into())),
+        Dialled::Failed(failures) => return Err(failed(&all, failures)),
     };
     let result = tokio::time::timeout(TIMEOUT, exchange(&connection, token, &csr_pem))
         .await
         .unwrap_or_else(|_| Err(EnrollError::Protocol("the hub did not answer in time".into())));
     connection.close(0, b"done");
-    if let Some(endpoint) = endpoint {
-        endpoint.wait_idle().await;
-    }
+    endpoints.close(0, b"done", TIMEOUT).await;
     let (device_id, cert_pem, ca_pem, hub_signing_key) = result?;
     let identity = Identity {
-        info: HubInfo { hub: hub.to_string(), server_name, device_id, ca_fingerprint: fingerprint, hub_signing_key },
+        info: HubInfo {
+            hub: candidate.hub,
+            // One address is stored as before, so an identity stays readable by older agents.
+            hubs: if listed.len() > 1 { listed } else { Vec::new() },
+            server_name: candidate.server_name,
+            device_id,
+            ca_fingerprint: fingerprint,
+            hub_signing_key,
+        },
         key_pem,
         cert_pem,
         ca_pem,
@@ -112,66 +151,29 @@ pub async fn enroll(
     Ok(identity)
 }
 
-/// Where an enrollment connects, and the CA it pins.
-struct Dial<'a> {
-    hub: &'a str,
-    addr: std::net::SocketAddr,
-    server_name: &'a str,
-    fingerprint: &'a str,
-    /// `[tunnel] tcp_port`, when the hub's TCP port is not its address's.
-    tcp_port: Option<u16>,
+/// No hub completed a handshake: a certificate that does not chain to the pinned CA is said so
+/// (it is the operator's fingerprint or the wrong hub); otherwise every hub's reason.
+fn failed(all: &str, failures: Vec<(super::hubs::Candidate, Failure)>) -> EnrollError {
+    let describe = |f: &Failure| match f {
+        Failure::Timeout => "no answer (is the hub running and its port open?)".to_string(),
+        other => other.to_string(),
+    };
+    if let Some((_, f)) = failures.iter().find(|(_, f)| pinned_failure(f)) {
+        return EnrollError::NotPinned(f.to_string());
+    }
+    let reason = match failures.as_slice() {
+        [(_, only)] => describe(only),
+        many => {
+            many.iter().map(|(c, f)| format!("{} ({}): {}", c.hub, c.addr, describe(f))).collect::<Vec<_>>().join("; ")
+        }
+    };
+    EnrollError::Unreachable { hub: all.to_string(), reason }
 }
 
-impl Dial<'_> {
-    fn unreachable(&self, reason: String) -> EnrollError {
-        EnrollError::Unreachable { hub: self.hub.to_string(), reason }
-    }
-
-    /// A failed handshake: the pinned CA not matching, or the network.
-    fn failed(&self, text: String) -> EnrollError {
-        if text.contains("pinned fingerprint") || text.contains("certificate") {
-            EnrollError::NotPinned(text)
-        } else {
-            self.unreachable(text)
-        }
-    }
-
-    async fn quic(&self, timeout: Duration) -> Result<(Connection, Option<quinn::Endpoint>), EnrollError> {
-        let tls = redtether_pki::tls::enroll_client(self.fingerprint, ENROLL_ALPN)
-            .map_err(|e| EnrollError::Protocol(e.to_string()))?;
-        let crypto =
-            quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| EnrollError::Protocol(e.to_string()))?;
-        let endpoint = client_endpoint(&self.addr).map_err(|e| self.unreachable(e.to_string()))?;
-        let connecting = endpoint
-            .connect_with(quinn::ClientConfig::new(Arc::new(crypto)), self.addr, self.server_name)
-            .map_err(|e| self.unreachable(e.to_string()))?;
-        match tokio::time::timeout(timeout, connecting).await {
-            Err(_) => Err(self.unreachable("no answer (is the hub running and the UDP port open?)".into())),
-            Ok(Err(e)) => Err(self.failed(e.to_string())),
-            Ok(Ok(c)) => Ok((Connection::Quic(c), Some(endpoint))),
-        }
-    }
-
-    async fn tcp(&self) -> Result<Connection, EnrollError> {
-        let tls = redtether_pki::tls::enroll_client(self.fingerprint, TCP_ENROLL_ALPN)
-            .map_err(|e| EnrollError::Protocol(e.to_string()))?;
-        let mut addr = self.addr;
-        if let Some(port) = self.tcp_port {
-            addr.set_port(port);
-        }
-        let connected = async {
-            let stream = tokio::net::TcpStream::connect(addr)
-                .await
-                .map_err(|e| self.unreachable(format!("TCP to {addr}: {e}")))?;
-            redtether_transport::tcp::connect(stream, addr, self.server_name, Arc::new(tls), Duration::from_secs(5))
-                .await
-                .map_err(|e| self.failed(e.to_string()))
-        };
-        match tokio::time::timeout(TIMEOUT, connected).await {
-            Err(_) => Err(self.unreachable("no answer over TCP (is [tcp] listen set on the hub?)".into())),
-            Ok(result) => result.map(Connection::Tcp),
-        }
-    }
+/// A handshake that failed on the hub's certificate: the pinned CA does not match.
+fn pinned_failure(f: &Failure) -> bool {
+    let text = f.to_string();
+    matches!(f, Failure::Handshake(_)) && (text.contains("pinned fingerprint") || text.contains("certificate"))
 }
 
 async fn exchange(
@@ -194,18 +196,5 @@ async fn exchange(
         }
         Some(EnrollResponse::EnrollRefused { reason }) => Err(EnrollError::Refused(reason)),
         None => Err(EnrollError::Protocol("the hub closed the stream without an answer".into())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hub_addresses_split() {
-        assert_eq!(split_hub("hub.example:7443"), Some(("hub.example".into(), 7443)));
-        assert_eq!(split_hub("[::1]:7443"), Some(("::1".into(), 7443)));
-        assert_eq!(split_hub("hub.example"), None);
-        assert_eq!(split_hub(":7443"), None);
     }
 }

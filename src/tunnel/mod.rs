@@ -7,6 +7,7 @@ mod client;
 mod dial;
 pub mod enroll;
 mod forwarded;
+mod hubs;
 mod logs_stream;
 pub mod proxy;
 mod renew;
@@ -23,7 +24,14 @@ pub use redtether_proto::session::TunnelState;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TunnelStatus {
     pub state: TunnelState,
+    /// The hub address in use while online; otherwise the one last used, if any.
     pub hub: Option<String>,
+    /// The socket address `hub` resolved to and was dialled at.
+    #[serde(default)]
+    pub hub_addr: Option<String>,
+    /// Every hub address the agent tries (`[tunnel] hubs`, else the enrollment's list).
+    #[serde(default)]
+    pub hubs: Vec<String>,
     pub device_id: Option<String>,
     #[serde(with = "redtether_proto::time::rfc3339")]
     pub since: SystemTime,
@@ -40,6 +48,8 @@ impl TunnelStatus {
         TunnelStatus {
             state: TunnelState::Offline,
             hub: None,
+            hub_addr: None,
+            hubs: Vec::new(),
             device_id: None,
             since: SystemTime::now(),
             last_error: None,
