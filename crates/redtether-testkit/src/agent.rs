@@ -133,18 +133,27 @@ impl Agent {
         Agent { dir, child: None, config, log: PathBuf::new() }
     }
 
+    /// Starts inside `netns` (as `ip netns exec`), on the same state directory and config.
+    pub fn spawn_in(&mut self, netns: &crate::netns::Netns) {
+        self.spawn_with(netns.command(BIN));
+    }
+
     /// Starts (again) on the same state directory and config.
     pub fn spawn(&mut self, env: &[(&str, &str)]) {
+        let mut cmd = Command::new(BIN);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        self.spawn_with(cmd);
+    }
+
+    fn spawn_with(&mut self, mut cmd: Command) {
         self.log = self.dir.path().join(format!(
             "agent-{}.log",
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
         ));
         let log = std::fs::File::create(&self.log).unwrap();
-        let mut cmd = Command::new(BIN);
         cmd.arg("run").arg("--config").arg(&self.config).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
         self.child = Some(cmd.spawn().unwrap());
     }
 

@@ -70,12 +70,18 @@ impl Hub {
 
     /// As [`Hub::start_with`], with the API on `api_listen`.
     pub fn start_on(level: &str, api_listen: &str, extra: &str) -> Hub {
+        Hub::start_at(level, "127.0.0.1:0", api_listen, extra)
+    }
+
+    /// As [`Hub::start_on`], with tunnels (QUIC) on `listen` (for devices in a network
+    /// namespace, an address they reach, and the hub's `names` in `extra`).
+    pub fn start_at(level: &str, listen: &str, api_listen: &str, extra: &str) -> Hub {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("hub.toml");
         std::fs::write(
             &config,
             format!(
-                "state_dir = {:?}\nlog_level = {level:?}\nlisten = \"127.0.0.1:0\"\napi_listen = {api_listen:?}\n{extra}\n",
+                "state_dir = {:?}\nlog_level = {level:?}\nlisten = {listen:?}\napi_listen = {api_listen:?}\n{extra}\n",
                 dir.path().join("state").display().to_string()
             ),
         )
@@ -83,13 +89,13 @@ impl Hub {
         let mut hub = Hub { dir, config, child: None, log: PathBuf::new(), out: PathBuf::new(), quic: None };
         hub.spawn();
         let status = hub.status();
-        let listen = status["listen"].as_str().unwrap().to_string();
+        let bound = status["listen"].as_str().unwrap().to_string();
         // Pin the port for restarts.
         let text = std::fs::read_to_string(&hub.config)
             .unwrap()
-            .replace("listen = \"127.0.0.1:0\"\napi_listen", &format!("listen = {listen:?}\napi_listen"));
+            .replace(&format!("listen = {listen:?}\napi_listen"), &format!("listen = {bound:?}\napi_listen"));
         std::fs::write(&hub.config, text).unwrap();
-        hub.quic = Some(listen);
+        hub.quic = Some(bound);
         hub
     }
 
