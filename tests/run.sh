@@ -11,7 +11,8 @@
 # Debian's chromium and chromium-driver (headless Chromium over WebDriver; their screenshots go to
 # target/console/), with apt-get (as root) when they are missing (a slapd service the package
 # starts is stopped and disabled again); the network-namespace tests (as root: `ip netns`) install
-# Debian's nftables.
+# Debian's nftables, and the metrics tests Debian's prometheus for its `promtool check metrics`
+# (the Prometheus service the package starts is stopped and disabled again).
 # Every crate of the workspace is tested; the integration tests in tests/ run the agent and hub
 # binaries cargo builds for them. Extra arguments go to `cargo test` (for example a test name
 # filter).

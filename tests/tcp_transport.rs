@@ -8,6 +8,7 @@ use redtether_testkit as common;
 
 use common::agent::{Agent, default_users, fixture_node_red};
 use common::hub::{Hub, call, enroll, wait_online};
+use common::tls::device_cert;
 use common::wait_for_async;
 use redtether_pki::Ca;
 use serde_json::json;
@@ -52,36 +53,10 @@ async fn a_device_on_tcp_only_is_enrolled_and_fully_managed() {
     let page = client.get(format!("{editor}/")).bearer_auth(&owner).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("Node-RED"));
-    let ws_url = format!("{}/comms", editor.replace("http://", "ws://"));
-    let mut request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url.as_str()).unwrap();
-    request.headers_mut().insert("authorization", format!("Bearer {owner}").parse().unwrap());
-    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.expect("websocket through the TCP tunnel");
-    assert_eq!(response.status(), 101);
-    use futures_util::{SinkExt, StreamExt};
-    ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"subscribe":"notification/#"}"#)).await.unwrap();
-
-    // A deploy from the editor: Node-RED tells the editor over the websocket.
-    let deployed = client
-        .post(format!("{editor}/flows"))
-        .bearer_auth(&owner)
-        .header("node-red-api-version", "v2")
-        .header("node-red-deployment-type", "full")
-        .json(&json!({"flows": [{"id": "t0", "type": "tab", "label": "from the editor"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deployed.status(), 200, "{:?}", deployed.text().await);
-    let heard = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(Ok(message)) = ws.next().await {
-            if message.is_text() && message.to_text().unwrap().contains("notification/") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(heard, Ok(true), "a notification over the websocket");
+    assert!(
+        common::hub::editor_websocket_hears_a_deploy(&hub, "kiln-t", &owner).await,
+        "a notification over the editor's websocket"
+    );
 
     // A signed deployment applies.
     let flows = json!([
@@ -187,11 +162,6 @@ print(json.dumps(out))
     })
 }
 
-fn cert_from(ca: &Ca, device: &str, now: SystemTime, lifetime: Duration) -> (String, String) {
-    let (key, csr) = redtether_pki::device_key_and_csr().unwrap();
-    (ca.sign_device_csr(&csr, device, now, lifetime).unwrap(), key)
-}
-
 #[test]
 fn an_independent_tls_client_is_refused_over_tcp_as_over_quic() {
     let (hub, tcp_port) = tcp_hub();
@@ -231,9 +201,9 @@ fn an_independent_tls_client_is_refused_over_tcp_as_over_quic() {
 
     // Another CA, expired, not yet valid: refused in the handshake with a TLS alert, as QUIC.
     let cases = [
-        ("another CA", cert_from(&Ca::create(now, 365 * day).unwrap(), "pump-t", now, 30 * day)),
-        ("expired", cert_from(&hub_ca, "pump-t", now - 100 * day, 10 * day)),
-        ("not yet valid", cert_from(&hub_ca, "pump-t", now + 10 * day, 10 * day)),
+        ("another CA", device_cert(&Ca::create(now, 365 * day).unwrap(), "pump-t", now, 30 * day)),
+        ("expired", device_cert(&hub_ca, "pump-t", now - 100 * day, 10 * day)),
+        ("not yet valid", device_cert(&hub_ca, "pump-t", now + 10 * day, 10 * day)),
     ];
     for (what, (cert, key)) in cases {
         let seen = probe(&addr, &ca, Some((&write("c.pem", &cert), &write("c.key", &key))), 5);

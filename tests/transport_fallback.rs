@@ -78,35 +78,10 @@ async fn with_udp_dropped_the_agent_falls_back_to_tcp_and_returns_to_quic_when_i
     let client = common::http::client();
     let page = client.get(format!("{editor}/")).bearer_auth(&owner).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    let ws_url = format!("{}/comms", editor.replace("http://", "ws://"));
-    let mut request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(ws_url.as_str()).unwrap();
-    request.headers_mut().insert("authorization", format!("Bearer {owner}").parse().unwrap());
-    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.expect("websocket through the tunnel");
-    assert_eq!(response.status(), 101);
-    use futures_util::{SinkExt, StreamExt};
-    ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"subscribe":"notification/#"}"#)).await.unwrap();
-    let deployed = client
-        .post(format!("{editor}/flows"))
-        .bearer_auth(&owner)
-        .header("node-red-api-version", "v2")
-        .header("node-red-deployment-type", "full")
-        .json(&json!({"flows": [{"id": "t0", "type": "tab", "label": "from the editor"}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deployed.status(), 200);
-    let heard = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(Ok(message)) = ws.next().await {
-            if message.is_text() && message.to_text().unwrap().contains("notification/") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert_eq!(heard, Ok(true), "a notification over the websocket");
-    drop(ws);
+    assert!(
+        common::hub::editor_websocket_hears_a_deploy(&hub, "cellar-1", &owner).await,
+        "a notification over the editor's websocket"
+    );
 
     // A signed deployment applies over TCP.
     let flows = json!([{"id": "t1", "type": "tab", "label": "deployed over tcp"}]);

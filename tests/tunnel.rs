@@ -7,7 +7,7 @@ use redtether_testkit as common;
 use common::agent::{Agent, BIN};
 use common::hub::{Hub, PLACEHOLDER, api, enroll, tunnel_state, wait_online};
 use common::wait_for;
-use redtether_pki::{Ca, device_key_and_csr};
+use redtether_pki::Ca;
 use redtether_proto::wire::{ALPN, AgentFrame, FrameDecoder, HubFrame, codes, encode};
 use std::process::Command;
 use std::sync::Arc;
@@ -160,11 +160,6 @@ async fn connect_as(
     }
 }
 
-fn cert_from(ca: &Ca, device: &str, issued: SystemTime, lifetime: Duration) -> (String, String) {
-    let (key, csr) = device_key_and_csr().unwrap();
-    (ca.sign_device_csr(&csr, device, issued, lifetime).unwrap(), key)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_hub_refuses_devices_without_a_good_certificate() {
     let hub = Hub::start();
@@ -187,19 +182,19 @@ async fn the_hub_refuses_devices_without_a_good_certificate() {
     );
 
     let other_ca = Ca::create(now, 365 * day).unwrap();
-    let (cert, key) = cert_from(&other_ca, "pump-9", now, 30 * day);
+    let (cert, key) = common::tls::device_cert(&other_ca, "pump-9", now, 30 * day);
     let e = connect_as(&hub, Some((&cert, &key))).await.unwrap_err();
     assert!(e.to_string().to_lowercase().contains("certificate") || e.to_string().contains("0x1"), "another CA: {e}");
 
-    let (cert, key) = cert_from(&hub_ca, "pump-9", now - 100 * day, 10 * day);
+    let (cert, key) = common::tls::device_cert(&hub_ca, "pump-9", now - 100 * day, 10 * day);
     let e = connect_as(&hub, Some((&cert, &key))).await.unwrap_err();
     assert!(e.to_string().to_lowercase().contains("certificate"), "expired: {e}");
 
-    let (cert, key) = cert_from(&hub_ca, "pump-9", now + 10 * day, 10 * day);
+    let (cert, key) = common::tls::device_cert(&hub_ca, "pump-9", now + 10 * day, 10 * day);
     let e = connect_as(&hub, Some((&cert, &key))).await.unwrap_err();
     assert!(e.to_string().to_lowercase().contains("certificate"), "not yet valid: {e}");
 
-    let (cert, key) = cert_from(&hub_ca, "never-enrolled", now, 10 * day);
+    let (cert, key) = common::tls::device_cert(&hub_ca, "never-enrolled", now, 10 * day);
     let e = connect_as(&hub, Some((&cert, &key))).await.unwrap_err();
     assert!(
         matches!(&e, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == codes::REVOKED.into()),
@@ -208,7 +203,7 @@ async fn the_hub_refuses_devices_without_a_good_certificate() {
 
     // Signed by the hub's CA for the right device, but not the certificate the hub issued it
     // last (as after a re-enrollment): refused.
-    let (cert, key) = cert_from(&hub_ca, "pump-9", now, 10 * day);
+    let (cert, key) = common::tls::device_cert(&hub_ca, "pump-9", now, 10 * day);
     let e = connect_as(&hub, Some((&cert, &key))).await.unwrap_err();
     assert!(
         matches!(&e, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == codes::REVOKED.into()),
@@ -257,9 +252,9 @@ fn an_independent_quic_client_gets_the_same_answers() {
     );
 
     let cases = [
-        ("another CA", cert_from(&Ca::create(now, 365 * day).unwrap(), "pump-8", now, 30 * day)),
-        ("expired", cert_from(&hub_ca, "pump-8", now - 100 * day, 10 * day)),
-        ("not yet valid", cert_from(&hub_ca, "pump-8", now + 10 * day, 10 * day)),
+        ("another CA", common::tls::device_cert(&Ca::create(now, 365 * day).unwrap(), "pump-8", now, 30 * day)),
+        ("expired", common::tls::device_cert(&hub_ca, "pump-8", now - 100 * day, 10 * day)),
+        ("not yet valid", common::tls::device_cert(&hub_ca, "pump-8", now + 10 * day, 10 * day)),
     ];
     for (what, (cert, key)) in cases {
         let r = probe(&hub.addr(), &ca, Some((&write("c.pem", &cert), &write("c.key", &key))));
@@ -272,7 +267,7 @@ fn an_independent_quic_client_gets_the_same_answers() {
     assert!(!revoked.welcome && is_tls_alert(&revoked), "revoked: {revoked:?}");
 
     // Signed by the hub's CA, but for a device the hub never enrolled.
-    let (cert, key) = cert_from(&hub_ca, "never-enrolled", now, 10 * day);
+    let (cert, key) = common::tls::device_cert(&hub_ca, "never-enrolled", now, 10 * day);
     let stranger = probe(&hub.addr(), &ca, Some((&write("s.pem", &cert), &write("s.key", &key))));
     assert!(!stranger.welcome, "{stranger:?}");
     assert!(

@@ -361,33 +361,16 @@ fn kill_orphans() {
     }
 }
 
-/// Installs Chromium and chromedriver with apt-get if either is missing, serialised across test
-/// processes. Without recommended packages (a desktop's worth on a bare system); with Liberation
-/// fonts, so that screenshots show text on a machine that has no font yet.
+/// Installs Chromium and chromedriver if either is missing, with Liberation fonts, so that
+/// screenshots show text on a machine that has no font yet.
 fn install() {
-    let lock_dir = Path::new(env!("REDTETHER_TARGET_TMPDIR")).join("test-deps");
-    std::fs::create_dir_all(&lock_dir).unwrap();
-    let lock_file = std::fs::File::create(lock_dir.join("chromium.lock")).unwrap();
-    let _guard = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
-    if Path::new(CHROMIUM).is_file() && Path::new(CHROMEDRIVER).is_file() {
-        return;
-    }
-    let apt_get = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let packages =
-        ["install", "-y", "-qq", "--no-install-recommends", "chromium", "chromium-driver", "fonts-liberation"];
-    // The package lists may be missing or stale: fetched once more if the first try fails.
-    let installed = apt_get(&packages) || (apt_get(&["update", "-qq"]) && apt_get(&packages));
-    assert!(
-        installed && Path::new(CHROMIUM).is_file() && Path::new(CHROMEDRIVER).is_file(),
-        "cannot install Chromium (apt-get install chromium chromium-driver, as root on Debian) for the browser tests"
-    );
+    crate::apt::ensure(&crate::apt::Need {
+        lock: "chromium.lock",
+        programs: &[CHROMIUM, CHROMEDRIVER],
+        packages: &["chromium", "chromium-driver", "fonts-liberation"],
+        unwanted_service: None,
+        for_what: "the browser tests",
+    });
 }
 
 fn read(path: &Path) -> String {

@@ -411,3 +411,37 @@ pub async fn audit_pages(hub: &Hub, token: &str, path: &str) -> Vec<serde_json::
     rows.reverse();
     rows
 }
+
+/// Opens `device`'s editor websocket through the hub as `token` (an owner's), deploys from the
+/// editor, and says whether Node-RED's notification of it came over the websocket within 20 s:
+/// the editor's live channel works end to end through the tunnel.
+pub async fn editor_websocket_hears_a_deploy(hub: &Hub, device: &str, token: &str) -> bool {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let editor = format!("{}/devices/{device}/editor", hub.api());
+    let mut request = format!("{}/comms", editor.replace("http://", "ws://")).into_client_request().unwrap();
+    request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.expect("websocket through the tunnel");
+    assert_eq!(response.status(), 101);
+    ws.send(Message::text(r#"{"subscribe":"notification/#"}"#)).await.unwrap();
+    let deployed = crate::http::client()
+        .post(format!("{editor}/flows"))
+        .bearer_auth(token)
+        .header("node-red-api-version", "v2")
+        .header("node-red-deployment-type", "full")
+        .json(&serde_json::json!({"flows": [{"id": "t0", "type": "tab", "label": "from the editor"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deployed.status(), 200);
+    let heard = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(Ok(message)) = ws.next().await {
+            if message.is_text() && message.to_text().unwrap_or_default().contains("notification/") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    heard == Ok(true)
+}

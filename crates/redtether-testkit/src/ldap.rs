@@ -405,42 +405,15 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// Installs slapd and ldap-utils with apt-get if missing, serialised across test processes.
-/// Installing slapd may start the system's own slapd (on port 389, with a database of the
-/// package's making): when this function installed the package, it stops that service and
-/// keeps it from starting at boot, as the tests need only the program.
+/// Installs slapd and ldap-utils if missing; the system's own slapd the package starts (on
+/// port 389, with a database of the package's making) is stopped and kept from starting at
+/// boot, as the tests need only the program.
 fn install() {
-    let lock_dir = Path::new(env!("REDTETHER_TARGET_TMPDIR")).join("test-deps");
-    std::fs::create_dir_all(&lock_dir).unwrap();
-    let lock_file = std::fs::File::create(lock_dir.join("slapd.lock")).unwrap();
-    let _guard = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
-    if Path::new(SLAPD).is_file() && Path::new(LDAPMODIFY).is_file() {
-        return;
-    }
-    let had_slapd = Path::new(SLAPD).is_file();
-    let run = |program: &str, args: &[&str]| {
-        Command::new(program)
-            .args(args)
-            // No debconf questions: slapd's would ask for a domain and an admin password.
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let packages = ["install", "-y", "-qq", "slapd", "ldap-utils"];
-    // The package lists may be missing or stale: fetched once more if the first try fails.
-    let installed = run("apt-get", &packages) || (run("apt-get", &["update", "-qq"]) && run("apt-get", &packages));
-    assert!(
-        installed && Path::new(SLAPD).is_file() && Path::new(LDAPMODIFY).is_file(),
-        "cannot install slapd and ldap-utils (apt-get install slapd ldap-utils, as root on Debian) for the LDAP tests"
-    );
-    if !had_slapd {
-        if Path::new("/run/systemd/system").is_dir() {
-            run("systemctl", &["disable", "--now", "slapd.service"]);
-        } else {
-            // Without systemd (a container), invoke-rc.d started it only if policy-rc.d let it.
-            run("service", &["slapd", "stop"]);
-            run("update-rc.d", &["slapd", "disable"]);
-        }
-    }
+    crate::apt::ensure(&crate::apt::Need {
+        lock: "slapd.lock",
+        programs: &[SLAPD, LDAPMODIFY],
+        packages: &["slapd", "ldap-utils"],
+        unwanted_service: Some("slapd"),
+        for_what: "the LDAP tests",
+    });
 }

@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod aioquic;
+pub mod apt;
 pub mod browser;
 pub mod cyclonedx;
 pub mod forgetful_fs;

@@ -252,25 +252,13 @@ fn lock(file: &str) -> nix::fcntl::Flock<std::fs::File> {
 /// Installs Debian's `nftables` with apt-get if `nft` is missing, serialised across test
 /// processes.
 fn install_nft() {
-    let _lock = lock("nftables.lock");
-    if Path::new(NFT).is_file() {
-        return;
-    }
-    let apt_get = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    // The package lists may be missing or stale: fetched once more if the first try fails.
-    let installed = apt_get(&["install", "-y", "-qq", "--no-install-recommends", "nftables"])
-        || (apt_get(&["update", "-qq"]) && apt_get(&["install", "-y", "-qq", "--no-install-recommends", "nftables"]));
-    assert!(
-        installed && Path::new(NFT).is_file(),
-        "cannot install nftables (apt-get install nftables, as root on Debian)"
-    );
+    crate::apt::ensure(&crate::apt::Need {
+        lock: "nftables.lock",
+        programs: &[NFT],
+        packages: &["nftables"],
+        unwanted_service: None,
+        for_what: "the network namespace tests",
+    });
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 //! tests read sample values with [`value`].
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 const PROMTOOL: &str = "/usr/bin/promtool";
@@ -57,38 +56,15 @@ pub fn sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// Installs Debian's `prometheus` package if promtool is missing, serialised across test
-/// processes. The package starts a Prometheus server; when this function installed it, the
-/// service is stopped and disabled again (the tests need only promtool).
+/// Installs Debian's `prometheus` package if promtool is missing (its server kept from running).
 fn install() {
-    let lock_dir = Path::new(env!("REDTETHER_TARGET_TMPDIR")).join("test-deps");
-    std::fs::create_dir_all(&lock_dir).unwrap();
-    let lock_file = std::fs::File::create(lock_dir.join("prometheus.lock")).unwrap();
-    let _guard = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
-    if Path::new(PROMTOOL).is_file() {
-        return;
-    }
-    let run = |program: &str, args: &[&str]| {
-        Command::new(program)
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let packages = ["install", "-y", "-qq", "--no-install-recommends", "prometheus"];
-    // The package lists may be missing or stale: fetched once more if the first try fails.
-    let installed = run("apt-get", &packages) || (run("apt-get", &["update", "-qq"]) && run("apt-get", &packages));
-    assert!(
-        installed && Path::new(PROMTOOL).is_file(),
-        "cannot install promtool (apt-get install prometheus, as root on Debian) for the metrics tests"
-    );
-    if Path::new("/run/systemd/system").is_dir() {
-        run("systemctl", &["disable", "--now", "prometheus.service"]);
-    } else {
-        run("service", &["prometheus", "stop"]);
-        run("update-rc.d", &["prometheus", "disable"]);
-    }
+    crate::apt::ensure(&crate::apt::Need {
+        lock: "prometheus.lock",
+        programs: &[PROMTOOL],
+        packages: &["prometheus"],
+        unwanted_service: Some("prometheus"),
+        for_what: "the metrics tests (promtool)",
+    });
 }
 
 #[cfg(test)]

@@ -128,28 +128,13 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// Installs `tinyproxy-bin` with apt-get if it is missing, serialised across test processes.
+/// Installs `tinyproxy-bin` if it is missing.
 fn install() {
-    let lock_dir = Path::new(env!("REDTETHER_TARGET_TMPDIR")).join("test-deps");
-    std::fs::create_dir_all(&lock_dir).unwrap();
-    let lock_file = std::fs::File::create(lock_dir.join("tinyproxy.lock")).unwrap();
-    let _guard = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).unwrap();
-    if Path::new(PROGRAM).is_file() {
-        return;
-    }
-    let apt_get = |args: &[&str]| {
-        Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    // The package lists may be missing or stale: fetched once more if the first try fails.
-    let installed = apt_get(&["install", "-y", "-qq", "tinyproxy-bin"])
-        || (apt_get(&["update", "-qq"]) && apt_get(&["install", "-y", "-qq", "tinyproxy-bin"]));
-    assert!(
-        installed && Path::new(PROGRAM).is_file(),
-        "cannot install tinyproxy (apt-get install tinyproxy-bin, as root on Debian) for the proxy tests"
-    );
+    crate::apt::ensure(&crate::apt::Need {
+        lock: "tinyproxy.lock",
+        programs: &[PROGRAM],
+        packages: &["tinyproxy-bin"],
+        unwanted_service: None,
+        for_what: "the proxy tests",
+    });
 }

@@ -30,3 +30,15 @@ pub async fn get(addr: &str, cert_pem: &[u8], path: &str) -> String {
     let _ = tls.read_to_end(&mut out).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A device certificate from `ca` for `device`, valid from `issued` for `lifetime`, and its key
+/// (PEM): for presenting certificates the hub must refuse (another CA, expired, not yet valid).
+pub fn device_cert(
+    ca: &redtether_pki::Ca,
+    device: &str,
+    issued: std::time::SystemTime,
+    lifetime: std::time::Duration,
+) -> (String, String) {
+    let (key, csr) = redtether_pki::device_key_and_csr().unwrap();
+    (ca.sign_device_csr(&csr, device, issued, lifetime).unwrap(), key)
+}
