@@ -352,6 +352,22 @@ impl Api {
         json_response(StatusCode::OK, json!({ "disconnected": true }))
     }
 
+    /// The caller of a route answered outside the router (`/metrics`, the audit export): an
+    /// operator who may read (viewer and up), or the answer to send instead (401, 403, 429).
+    pub(crate) fn reader(&self, headers: &http::HeaderMap, peer: IpAddr) -> Result<Caller, Box<Response<ApiBody>>> {
+        let caller = match self.authenticate(headers, peer) {
+            Some(Checked::Operator(caller)) => caller,
+            Some(Checked::Limited(retry)) => return Err(Box::new(boxed(rate_limited(retry)))),
+            Some(Checked::Refused) | None => {
+                return Err(Box::new(boxed(error(StatusCode::UNAUTHORIZED, "unauthorized"))));
+            }
+        };
+        if caller.operator.role < OperatorRole::Viewer {
+            return Err(Box::new(boxed(error(StatusCode::FORBIDDEN, "forbidden"))));
+        }
+        Ok(*caller)
+    }
+
     /// `caller` acting with their role in the group the request is about (a device's, a
     /// group's, a rollout's): the lower of their role and their role there.
     pub(crate) fn narrowed(&self, caller: &Caller, segments: &[&str]) -> Caller {

@@ -11,11 +11,8 @@
 //! A bad parameter is 400 `{"error": "bad_query", "parameter", "detail"}`. Both read sled on a
 //! blocking thread: a page may scan for tens of milliseconds, an export for minutes.
 
-use crate::api::{Api, ApiBody, boxed, error, json_response, rate_limited, store_error};
-use crate::caller::Checked;
-use crate::store::{
-    CSV_HEADER, ExportFormat, FleetAuditError, FleetQuery, GroupScope, OperatorRole, QueryFor, csv_line,
-};
+use crate::api::{Api, ApiBody, boxed, error, json_response, store_error};
+use crate::store::{CSV_HEADER, ExportFormat, FleetAuditError, FleetQuery, GroupScope, QueryFor, csv_line};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -81,14 +78,10 @@ impl Api {
 
     /// `GET /api/audit/export`, authenticated here since it does not go through the router.
     pub(crate) async fn fleet_audit_export(&self, req: &Request<Incoming>, peer: IpAddr) -> Response<ApiBody> {
-        let caller = match self.authenticate(req.headers(), peer) {
-            Some(Checked::Operator(caller)) => caller,
-            Some(Checked::Limited(retry)) => return boxed(rate_limited(retry)),
-            Some(Checked::Refused) | None => return boxed(error(StatusCode::UNAUTHORIZED, "unauthorized")),
+        let caller = match self.reader(req.headers(), peer) {
+            Ok(caller) => caller,
+            Err(refused) => return *refused,
         };
-        if caller.operator.role < OperatorRole::Viewer {
-            return boxed(error(StatusCode::FORBIDDEN, "forbidden"));
-        }
         if req.method() != Method::GET {
             return boxed(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
         }

@@ -2,10 +2,8 @@
 //! how many devices there are and how they fare) and `GET /api/devices/{id}/metrics[?since=T]`,
 //! a device's resource history (`T`: RFC 3339 or unix seconds; default the last hour).
 
-use crate::api::{Api, ApiBody, boxed, error, json_response, rate_limited};
-use crate::caller::Checked;
+use crate::api::{Api, ApiBody, boxed, error, json_response};
 use crate::metrics::history::Sample;
-use crate::store::OperatorRole;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
@@ -34,13 +32,8 @@ fn parse_since(text: &str) -> Option<u64> {
 
 impl Api {
     pub(crate) async fn scrape(&self, req: &Request<Incoming>, peer: IpAddr) -> Response<ApiBody> {
-        let caller = match self.authenticate(req.headers(), peer) {
-            Some(Checked::Operator(caller)) => caller,
-            Some(Checked::Limited(retry)) => return boxed(rate_limited(retry)),
-            Some(Checked::Refused) | None => return boxed(error(StatusCode::UNAUTHORIZED, "unauthorized")),
-        };
-        if caller.operator.role < OperatorRole::Viewer {
-            return boxed(error(StatusCode::FORBIDDEN, "forbidden"));
+        if let Err(refused) = self.reader(req.headers(), peer) {
+            return *refused;
         }
         if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
             return boxed(error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
