@@ -4,6 +4,9 @@
 //! the index the console's fleet audit pages read (`fleet_audit`).
 //! Secrets (tokens) are kept as SHA-256 digests only.
 //!
+//! Several hubs share their records in PostgreSQL instead (`postgres`), behind the domain traits
+//! (`domain`) this store implements too (`sled_backend`).
+//!
 //! `flush` is durable: sled's own flush does not survive a power cut, so it is followed by
 //! `fdatasync` of sled's log file (`redtether_host::sled_open::LogFile`), as the agent's
 //! journal does. A delivered audit batch is acknowledged only after that.
@@ -20,12 +23,15 @@ use sled::Transactional;
 use std::path::Path;
 
 mod census;
+pub mod domain;
 mod fleet_audit;
 mod groups;
 mod latency;
 mod operators;
 mod policy;
+pub mod postgres;
 mod presence;
+mod sled_backend;
 pub use crate::identity::OperatorRole;
 pub use census::{Census, deploy_state_name};
 pub use fleet_audit::{
@@ -61,6 +67,12 @@ pub enum StoreError {
     /// The hub's audit journal could not record an event.
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    /// The shared store (PostgreSQL) refused or failed a statement.
+    #[error("hub store: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No connection to the shared store could be had in time.
+    #[error("hub store: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,6 +213,10 @@ pub struct HubStore {
     hub_event_order: std::sync::Mutex<()>,
     /// Held from reading a device's last policy number to storing the next (`make_policy`).
     policy_lock: std::sync::Mutex<()>,
+    /// One is held (chosen by the device's id) from asking which delivered events are new to
+    /// storing them: two deliveries of one batch at once (a device's old and new session) must
+    /// not both find an event new and index it twice.
+    ingest_locks: [std::sync::Mutex<()>; INGEST_LOCKS],
     log: sled_open::LogFile,
     /// The hash-chained trail of every event recorded here (`crate::journal`).
     journal: HubJournal,
@@ -209,6 +225,9 @@ pub struct HubStore {
     /// Every event recorded, as recorded, for whoever watches (the alerts).
     recorded: tokio::sync::broadcast::Sender<StoredEvent>,
 }
+
+/// How many devices may have audit delivered at once (more share a lock).
+const INGEST_LOCKS: usize = 16;
 
 /// Recorded events a slow watcher may fall behind by before it misses some.
 const RECORDED_BACKLOG: usize = 4096;
@@ -225,6 +244,12 @@ fn audit_key(device: &str, seq: u64, id: &str) -> Vec<u8> {
 /// the hub itself.
 fn hub_event_actor(detail: &serde_json::Value) -> Actor {
     detail.get("operator").and_then(|o| o.as_str()).map_or(Actor::System, Actor::user)
+}
+
+fn ingest_lock_index(device: &str) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(device);
+    (hash % INGEST_LOCKS as u64) as usize
 }
 
 fn digest(secret: &str) -> Vec<u8> {
@@ -270,6 +295,7 @@ impl HubStore {
             policies: db.open_tree("policies")?,
             policy_tokens: db.open_tree("policy_tokens")?,
             policy_lock: std::sync::Mutex::new(()),
+            ingest_locks: std::array::from_fn(|_| std::sync::Mutex::new(())),
             audit_by_time: db.open_tree("audit_by_time")?,
             audit_by_device: db.open_tree("audit_by_device")?,
             audit_index_meta: db.open_tree("audit_index_meta")?,
@@ -536,15 +562,22 @@ impl HubStore {
 
     fn ingest_audit_untimed(&self, device: &str, events: &[StoredEvent]) -> Result<Ingested, StoreError> {
         check_batch(events)?;
-        let (fresh, done) = new_events(events, |seq, id| self.audit.contains_key(audit_key(device, seq, id)))?;
-        if done.ack == 0 {
-            return Ok(done);
-        }
-        self.store_device_events(device, &fresh)?;
-        self.update_device(device, |d| {
-            d.audit_acked = d.audit_acked.max(done.ack);
-            d.audit_duplicates += done.duplicates as u64;
-        })?;
+        let done = {
+            let lock = &self.ingest_locks[ingest_lock_index(device)];
+            let _one_delivery = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let (fresh, done) = new_events(events, |seq, id| self.audit.contains_key(audit_key(device, seq, id)))?;
+            if done.ack == 0 {
+                return Ok(done);
+            }
+            self.store_device_events(device, &fresh)?;
+            self.update_device(device, |d| {
+                d.audit_acked = d.audit_acked.max(done.ack);
+                d.audit_duplicates += done.duplicates as u64;
+            })?;
+            done
+        };
+        // Outside the lock: a delivery that found these events already stored by another still
+        // syncs them before it is acknowledged.
         self.flush()?;
         Ok(done)
     }

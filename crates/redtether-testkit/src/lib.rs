@@ -22,6 +22,7 @@ pub mod node_red;
 pub mod npm_fixture;
 pub mod npm_registry;
 pub mod oidc;
+pub mod postgres;
 pub mod promtool;
 pub mod simulator;
 pub mod tinyproxy;

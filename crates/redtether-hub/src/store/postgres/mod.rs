@@ -1,0 +1,109 @@
+//! The domain traits (`super::domain`) on PostgreSQL, shared by several hubs: what one hub
+//! writes, the others read, and every race between hubs is settled by the database (a
+//! conditional `UPDATE`, `ON CONFLICT`, a row lock), never by a lock in one hub's memory.
+//!
+//! Connections come from a pool (deadpool) of tokio-postgres clients, over TLS (rustls with
+//! ring, the system's CAs or one CA file) when the URL asks for it (`sslmode=require`). The
+//! schema is migrated when the store opens (`migrate`). Writes that answer something (an
+//! enrollment, an audit acknowledgement) commit with `synchronous_commit` on, whatever the
+//! server's default.
+
+mod audit;
+mod devices;
+pub mod migrate;
+mod presence;
+mod tokens;
+
+use crate::sso::config::TrustRoots;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// `postgres://user[:password]@host[:port]/database[?sslmode=require]`.
+    pub url: String,
+    /// The CAs the server's certificate must chain to; the system's when unset.
+    pub ca_file: Option<PathBuf>,
+    /// Connections kept open at most.
+    pub pool_size: usize,
+}
+
+impl PgOptions {
+    pub fn new(url: &str) -> PgOptions {
+        PgOptions { url: url.to_string(), ca_file: None, pool_size: 16 }
+    }
+}
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum PgSetupError {
+    /// The URL is not a PostgreSQL connection string.
+    #[error("store url: {0}")]
+    Url(#[source] tokio_postgres::Error),
+    /// No TLS configuration could be made for the database.
+    #[error("store TLS: {0}")]
+    Tls(#[from] crate::sso::tls::TlsError),
+    /// The pool could not be built.
+    #[error("store pool: {0}")]
+    Pool(#[from] deadpool_postgres::BuildError),
+    /// No connection could be made.
+    #[error("cannot connect to the store: {0}")]
+    Connect(#[from] deadpool_postgres::PoolError),
+    /// The database refused a migration step.
+    #[error("store migration: {0}")]
+    Migrate(#[from] tokio_postgres::Error),
+    /// A newer hub migrated this database.
+    #[error("the store's schema is version {found}, newer than this hub knows ({known}): upgrade the hub")]
+    SchemaTooNew { found: i32, known: i32 },
+}
+
+/// The hub's records in PostgreSQL.
+pub struct PgStore {
+    pool: Pool,
+}
+
+/// How long a request waits for a pooled connection, or for a new one to be made, before it
+/// fails: an unreachable database is an error the caller reports, not a hang.
+const POOL_WAIT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl PgStore {
+    /// Connects, and migrates the schema to the newest version.
+    pub async fn open(options: &PgOptions) -> Result<PgStore, PgSetupError> {
+        let mut config = tokio_postgres::Config::from_str(&options.url).map_err(PgSetupError::Url)?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        config.application_name("redtether-hub");
+        // Whatever the server's default: a write is answered only once it is on disk.
+        config.options("-c synchronous_commit=on");
+        let roots = options.ca_file.clone().map_or(TrustRoots::System, TrustRoots::CaFile);
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*crate::sso::tls::client_config(&roots)?).clone());
+        let manager =
+            Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .build()?;
+        let mut client = pool.get().await?;
+        migrate::migrate(&mut client).await?;
+        drop(client);
+        Ok(PgStore { pool })
+    }
+
+    /// A pooled connection.
+    async fn client(&self) -> Result<deadpool_postgres::Client, super::StoreError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
