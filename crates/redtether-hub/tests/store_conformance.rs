@@ -21,27 +21,27 @@ fn event(seq: u64, id: &str) -> StoredEvent {
 }
 
 async fn tokens_are_one_time_expire_and_can_be_given_back((a, b): Handles) {
-    let t = a.create_enroll_token("pump-1", 3600, Some("line-1"), 1000).await.unwrap();
-    assert_eq!(b.check_enroll_token(&t, 1000).await.unwrap(), Ok("pump-1".into()), "seen by the other hub");
-    assert_eq!(b.check_enroll_token(&t, 4600).await.unwrap(), Err(EnrollRefusal::ExpiredToken));
-    assert_eq!(b.check_enroll_token("rte_nope", 1000).await.unwrap(), Err(EnrollRefusal::UnknownToken));
-    assert_eq!(b.enroll_token_group(&t).await.unwrap().as_deref(), Some("line-1"));
-    assert_eq!(b.enroll_token_group("rte_nope").await.unwrap(), None);
-    assert!(a.consume_enroll_token(&t).await.unwrap());
-    assert!(!b.consume_enroll_token(&t).await.unwrap(), "only once, on any hub");
-    assert_eq!(b.check_enroll_token(&t, 1000).await.unwrap(), Err(EnrollRefusal::UsedToken));
-    b.release_enroll_token(&t).await.unwrap();
-    assert_eq!(a.check_enroll_token(&t, 1000).await.unwrap(), Ok("pump-1".into()), "given back");
-    assert!(!a.consume_enroll_token("rte_nope").await.unwrap(), "an unknown token is not consumed");
+    let t = a.create_enroll_token("pump-1", 3600, Some("line-1"), 1000).unwrap();
+    assert_eq!(b.check_enroll_token(&t, 1000).unwrap(), Ok("pump-1".into()), "seen by the other hub");
+    assert_eq!(b.check_enroll_token(&t, 4600).unwrap(), Err(EnrollRefusal::ExpiredToken));
+    assert_eq!(b.check_enroll_token("rte_nope", 1000).unwrap(), Err(EnrollRefusal::UnknownToken));
+    assert_eq!(b.enroll_token_group(&t).unwrap().as_deref(), Some("line-1"));
+    assert_eq!(b.enroll_token_group("rte_nope").unwrap(), None);
+    assert!(a.consume_enroll_token(&t).unwrap());
+    assert!(!b.consume_enroll_token(&t).unwrap(), "only once, on any hub");
+    assert_eq!(b.check_enroll_token(&t, 1000).unwrap(), Err(EnrollRefusal::UsedToken));
+    b.release_enroll_token(&t).unwrap();
+    assert_eq!(a.check_enroll_token(&t, 1000).unwrap(), Ok("pump-1".into()), "given back");
+    assert!(!a.consume_enroll_token("rte_nope").unwrap(), "an unknown token is not consumed");
 }
 
 async fn one_token_raced_through_two_hubs_is_accepted_once((a, b): Handles) {
     for round in 0..5 {
-        let token = a.create_enroll_token(&format!("race-{round}"), 3600, None, 1000).await.unwrap();
+        let token = a.create_enroll_token(&format!("race-{round}"), 3600, None, 1000).unwrap();
         let mut tasks = Vec::new();
         for i in 0..16 {
             let (store, token) = (if i % 2 == 0 { a.clone() } else { b.clone() }, token.clone());
-            tasks.push(tokio::spawn(async move { store.consume_enroll_token(&token).await.unwrap() }));
+            tasks.push(tokio::spawn(async move { store.consume_enroll_token(&token).unwrap() }));
         }
         let mut winners = 0;
         for task in tasks {
@@ -52,36 +52,36 @@ async fn one_token_raced_through_two_hubs_is_accepted_once((a, b): Handles) {
 }
 
 async fn devices_keep_their_certificates_and_revocations((a, b): Handles) {
-    a.enroll_device("pump-2", "aa", 99, "key-1", 10).await.unwrap();
-    a.enroll_device("pump-1", "bb", 99, "key-1", 11).await.unwrap();
-    let d = b.device("pump-1").await.unwrap().unwrap();
+    a.enroll_device("pump-2", "aa", 99, "key-1", 10).unwrap();
+    a.enroll_device("pump-1", "bb", 99, "key-1", 11).unwrap();
+    let d = b.device("pump-1").unwrap().unwrap();
     assert_eq!(
         (d.id.as_str(), d.enrolled, d.cert_serial.as_str(), d.cert_not_after, d.revoked),
         ("pump-1", 11, "bb", 99, false)
     );
     assert_eq!((d.device_key.as_deref(), d.audit_acked, d.group.as_deref()), (Some("key-1"), 0, None));
-    let ids: Vec<String> = b.devices().await.unwrap().into_iter().map(|d| d.id).collect();
+    let ids: Vec<String> = b.devices().unwrap().into_iter().map(|d| d.id).collect();
     assert_eq!(ids, ["pump-1", "pump-2"], "in id order");
-    assert_eq!(b.device("pump-3").await.unwrap(), None);
+    assert_eq!(b.device("pump-3").unwrap(), None);
 
     // Enrolling again revokes the previous certificate.
-    b.enroll_device("pump-1", "cc", 199, "key-2", 12).await.unwrap();
-    assert_eq!(a.revoked_serials().await.unwrap(), ["bb"]);
+    b.enroll_device("pump-1", "cc", 199, "key-2", 12).unwrap();
+    assert_eq!(a.revoked_serials().unwrap(), ["bb"]);
     // Renewal keeps the old certificate accepted until the new one is used.
-    a.renew_device("pump-1", "dd", 299, "key-3").await.unwrap();
-    let d = b.device("pump-1").await.unwrap().unwrap();
+    a.renew_device("pump-1", "dd", 299, "key-3").unwrap();
+    let d = b.device("pump-1").unwrap().unwrap();
     assert_eq!(
         (d.cert_serial.as_str(), d.previous_serial.as_deref(), d.cert_not_after, d.device_key.as_deref()),
         ("dd", Some("cc"), 299, Some("key-3"))
     );
-    assert_eq!(b.revoke_device("pump-1").await.unwrap(), "dd");
-    assert!(a.device("pump-1").await.unwrap().unwrap().revoked);
-    assert_eq!(a.revoked_serials().await.unwrap(), ["bb", "dd"]);
-    assert!(matches!(a.revoke_device("nope").await, Err(StoreError::Conflict(_))));
+    assert_eq!(b.revoke_device("pump-1").unwrap(), "dd");
+    assert!(a.device("pump-1").unwrap().unwrap().revoked);
+    assert_eq!(a.revoked_serials().unwrap(), ["bb", "dd"]);
+    assert!(matches!(a.revoke_device("nope"), Err(StoreError::Conflict(_))));
 }
 
 async fn every_field_of_a_device_record_survives((a, b): Handles) {
-    a.enroll_device("pump-1", "aa", 99, "k", 1).await.unwrap();
+    a.enroll_device("pump-1", "aa", 99, "k", 1).unwrap();
     let status = DeviceStatus { agent_version: "9.9.9".into(), ..DeviceStatus::example() };
     let changed = a
         .modify_device("pump-1", &|d: &mut DeviceRecord| {
@@ -92,17 +92,16 @@ async fn every_field_of_a_device_record_survives((a, b): Handles) {
             d.group = Some("line-1".into());
             d.audit_duplicates = 7;
         })
-        .await
         .unwrap()
         .unwrap();
-    assert_eq!(b.device("pump-1").await.unwrap().unwrap(), changed, "read back as written");
+    assert_eq!(b.device("pump-1").unwrap().unwrap(), changed, "read back as written");
     assert_eq!(changed.status.as_ref().unwrap(), &status);
-    assert_eq!(a.modify_device("nope", &|d: &mut DeviceRecord| d.revoked = true).await.unwrap(), None);
-    assert_eq!(a.device("nope").await.unwrap(), None, "a change does not make a device");
+    assert_eq!(a.modify_device("nope", &|d: &mut DeviceRecord| d.revoked = true).unwrap(), None);
+    assert_eq!(a.device("nope").unwrap(), None, "a change does not make a device");
 }
 
 async fn changes_made_at_once_through_two_hubs_all_stay((a, b): Handles) {
-    a.enroll_device("pump-1", "aa", 99, "k", 1).await.unwrap();
+    a.enroll_device("pump-1", "aa", 99, "k", 1).unwrap();
     let mut tasks = Vec::new();
     for i in 0..40u64 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -112,50 +111,49 @@ async fn changes_made_at_once_through_two_hubs_all_stay((a, b): Handles) {
                     d.audit_duplicates += 1;
                     d.last_seen = Some(d.last_seen.unwrap_or(0).max(i));
                 })
-                .await
                 .unwrap()
         }));
     }
     for task in tasks {
         task.await.unwrap();
     }
-    let d = a.device("pump-1").await.unwrap().unwrap();
+    let d = a.device("pump-1").unwrap().unwrap();
     assert_eq!((d.audit_duplicates, d.last_seen), (40, Some(39)), "no change lost");
 }
 
 async fn delivered_audit_is_kept_once_in_order((a, b): Handles) {
-    a.enroll_device("pump-1", "aa", 99, "k", 1).await.unwrap();
-    a.enroll_device("pump-10", "bb", 99, "k", 1).await.unwrap();
+    a.enroll_device("pump-1", "aa", 99, "k", 1).unwrap();
+    a.enroll_device("pump-10", "bb", 99, "k", 1).unwrap();
     let first = [event(1, "e1"), event(2, "e2")];
-    assert_eq!(a.ingest_audit("pump-1", &first).await.unwrap(), Ingested { stored: 2, duplicates: 0, ack: 2 });
+    assert_eq!(a.ingest_audit("pump-1", &first).unwrap(), Ingested { stored: 2, duplicates: 0, ack: 2 });
     // The acknowledgement was lost; the device sends again from its cursor, through the other hub.
     let again = [first[1].clone(), event(3, "e3")];
-    assert_eq!(b.ingest_audit("pump-1", &again).await.unwrap(), Ingested { stored: 1, duplicates: 1, ack: 3 });
+    assert_eq!(b.ingest_audit("pump-1", &again).unwrap(), Ingested { stored: 1, duplicates: 1, ack: 3 });
     let backwards = [event(5, "x"), event(4, "y")];
-    assert!(matches!(a.ingest_audit("pump-1", &backwards).await, Err(StoreError::InvalidBatch(_))));
-    assert_eq!(a.ingest_audit("pump-1", &[]).await.unwrap(), Ingested { stored: 0, duplicates: 0, ack: 0 });
+    assert!(matches!(a.ingest_audit("pump-1", &backwards), Err(StoreError::InvalidBatch(_))));
+    assert_eq!(a.ingest_audit("pump-1", &[]).unwrap(), Ingested { stored: 0, duplicates: 0, ack: 0 });
     // A journal that started again: new events under old seqs are new.
-    assert_eq!(a.ingest_audit("pump-1", &[event(1, "f1")]).await.unwrap().stored, 1);
-    a.ingest_audit("pump-10", &[event(1, "g1")]).await.unwrap();
+    assert_eq!(a.ingest_audit("pump-1", &[event(1, "f1")]).unwrap().stored, 1);
+    a.ingest_audit("pump-10", &[event(1, "g1")]).unwrap();
 
-    let held = b.device_audit("pump-1", 0).await.unwrap();
+    let held = b.device_audit("pump-1", 0).unwrap();
     let ids: Vec<&str> = held.iter().map(|e| e.id.as_str()).collect();
     assert_eq!(ids, ["e1", "f1", "e2", "e3"], "in seq order");
     assert_eq!(held[0], first[0], "kept exactly as sealed");
-    assert_eq!(b.device_audit("pump-1", 2).await.unwrap().len(), 1, "after a seq");
-    assert_eq!(b.device_audit("pump-10", 0).await.unwrap().len(), 1, "a device's events are not another's");
-    let d = a.device("pump-1").await.unwrap().unwrap();
+    assert_eq!(b.device_audit("pump-1", 2).unwrap().len(), 1, "after a seq");
+    assert_eq!(b.device_audit("pump-10", 0).unwrap().len(), 1, "a device's events are not another's");
+    let d = a.device("pump-1").unwrap().unwrap();
     assert_eq!((d.audit_acked, d.audit_duplicates), (3, 1));
 }
 
 async fn one_batch_delivered_through_two_hubs_at_once_lands_once((a, b): Handles) {
-    a.enroll_device("pump-1", "aa", 99, "k", 1).await.unwrap();
+    a.enroll_device("pump-1", "aa", 99, "k", 1).unwrap();
     let batch: Vec<StoredEvent> = (1..=200).map(|seq| event(seq, &format!("e{seq}"))).collect();
     let batch = Arc::new(batch);
     let mut tasks = Vec::new();
     for i in 0..6 {
         let (store, batch) = (if i % 2 == 0 { a.clone() } else { b.clone() }, batch.clone());
-        tasks.push(tokio::spawn(async move { store.ingest_audit("pump-1", &batch).await.unwrap() }));
+        tasks.push(tokio::spawn(async move { store.ingest_audit("pump-1", &batch).unwrap() }));
     }
     let mut stored = 0;
     for task in tasks {
@@ -164,63 +162,63 @@ async fn one_batch_delivered_through_two_hubs_at_once_lands_once((a, b): Handles
         stored += done.stored;
     }
     assert_eq!(stored, 200, "every event stored by exactly one delivery");
-    assert_eq!(b.device_audit("pump-1", 0).await.unwrap(), *batch);
-    assert_eq!(a.device("pump-1").await.unwrap().unwrap().audit_duplicates, 1000);
+    assert_eq!(b.device_audit("pump-1", 0).unwrap(), *batch);
+    assert_eq!(a.device("pump-1").unwrap().unwrap().audit_duplicates, 1000);
 }
 
 async fn presence_follows_holdings_and_dead_hubs_are_reaped((a, b): Handles) {
     let hub = |id: &str| HubEntry { id: id.into(), address: format!("{id}.internal:7443") };
-    a.join(&hub("hub-a")).await.unwrap();
-    b.join(&hub("hub-b")).await.unwrap();
-    assert_eq!(a.hubs().await.unwrap(), [hub("hub-a"), hub("hub-b")]);
+    a.join(&hub("hub-a")).unwrap();
+    b.join(&hub("hub-b")).unwrap();
+    assert_eq!(a.hubs().unwrap(), [hub("hub-a"), hub("hub-b")]);
 
-    let first = a.hold("pump-1", "hub-a").await.unwrap();
-    assert_eq!(b.holder("pump-1").await.unwrap(), Some(hub("hub-a")));
-    assert_eq!(b.holder("pump-2").await.unwrap(), None);
+    let first = a.hold("pump-1", "hub-a").unwrap();
+    assert_eq!(b.holder("pump-1").unwrap(), Some(hub("hub-a")));
+    assert_eq!(b.holder("pump-2").unwrap(), None);
     // The device reconnects through hub-b before hub-a noticed it gone: hub-a's late
     // disconnect must not remove hub-b's holding.
-    let second = b.hold("pump-1", "hub-b").await.unwrap();
+    let second = b.hold("pump-1", "hub-b").unwrap();
     assert_ne!(first, second);
-    assert!(!a.let_go("pump-1", first).await.unwrap(), "a stale holding removes nothing");
-    assert_eq!(a.holder("pump-1").await.unwrap(), Some(hub("hub-b")));
-    assert!(b.let_go("pump-1", second).await.unwrap());
-    assert_eq!(a.holder("pump-1").await.unwrap(), None);
+    assert!(!a.let_go("pump-1", first).unwrap(), "a stale holding removes nothing");
+    assert_eq!(a.holder("pump-1").unwrap(), Some(hub("hub-b")));
+    assert!(b.let_go("pump-1", second).unwrap());
+    assert_eq!(a.holder("pump-1").unwrap(), None);
 
     // hub-a stops heart-beating; hub-b goes on.
-    a.hold("pump-1", "hub-a").await.unwrap();
-    a.hold("pump-2", "hub-a").await.unwrap();
-    b.hold("pump-3", "hub-b").await.unwrap();
+    a.hold("pump-1", "hub-a").unwrap();
+    a.hold("pump-2", "hub-a").unwrap();
+    b.hold("pump-3", "hub-b").unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(b.heartbeat("hub-b").await.unwrap());
-    assert_eq!(b.reap(Duration::from_millis(300)).await.unwrap(), ["hub-a"]);
-    assert_eq!(b.reap(Duration::from_millis(300)).await.unwrap(), Vec::<String>::new(), "reaped once");
-    assert_eq!(b.holder("pump-1").await.unwrap(), None, "a dead hub's devices are held by no one");
-    assert_eq!(b.holder("pump-2").await.unwrap(), None);
-    assert_eq!(b.holder("pump-3").await.unwrap(), Some(hub("hub-b")));
-    assert!(!a.heartbeat("hub-a").await.unwrap(), "a reaped hub learns it must join again");
-    assert_eq!(a.hubs().await.unwrap(), [hub("hub-b")]);
+    assert!(b.heartbeat("hub-b").unwrap());
+    assert_eq!(b.reap(Duration::from_millis(300)).unwrap(), ["hub-a"]);
+    assert_eq!(b.reap(Duration::from_millis(300)).unwrap(), Vec::<String>::new(), "reaped once");
+    assert_eq!(b.holder("pump-1").unwrap(), None, "a dead hub's devices are held by no one");
+    assert_eq!(b.holder("pump-2").unwrap(), None);
+    assert_eq!(b.holder("pump-3").unwrap(), Some(hub("hub-b")));
+    assert!(!a.heartbeat("hub-a").unwrap(), "a reaped hub learns it must join again");
+    assert_eq!(a.hubs().unwrap(), [hub("hub-b")]);
 
     // Joining again (a restart) starts with no holdings of its own.
-    a.join(&hub("hub-a")).await.unwrap();
-    a.hold("pump-1", "hub-a").await.unwrap();
-    a.join(&hub("hub-a")).await.unwrap();
-    assert_eq!(b.holder("pump-1").await.unwrap(), None, "a restarted hub holds nothing yet");
-    assert_eq!(b.holder("pump-3").await.unwrap(), Some(hub("hub-b")), "nor drops another's");
+    a.join(&hub("hub-a")).unwrap();
+    a.hold("pump-1", "hub-a").unwrap();
+    a.join(&hub("hub-a")).unwrap();
+    assert_eq!(b.holder("pump-1").unwrap(), None, "a restarted hub holds nothing yet");
+    assert_eq!(b.holder("pump-3").unwrap(), Some(hub("hub-b")), "nor drops another's");
 }
 
 async fn hubs_racing_to_store_a_secret_all_get_one((a, b): Handles) {
     let mut tasks = Vec::new();
     for i in 0..8u8 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-        tasks.push(tokio::spawn(async move { store.shared_secret("reset-key", &[i; 32]).await.unwrap() }));
+        tasks.push(tokio::spawn(async move { store.shared_secret("reset-key", &[i; 32]).unwrap() }));
     }
     let mut got = Vec::new();
     for task in tasks {
         got.push(task.await.unwrap());
     }
     assert!(got.iter().all(|s| s == &got[0] && s.len() == 32), "{got:?}");
-    assert_eq!(b.shared_secret("reset-key", &[9; 32]).await.unwrap(), got[0], "kept");
-    assert_eq!(b.shared_secret("other", b"x").await.unwrap(), b"x", "per name");
+    assert_eq!(b.shared_secret("reset-key", &[9; 32]).unwrap(), got[0], "kept");
+    assert_eq!(b.shared_secret("other", b"x").unwrap(), b"x", "per name");
 }
 
 macro_rules! suite {
@@ -255,8 +253,8 @@ async fn the_postgres_store_conforms() {
     macro_rules! run {
         ($check:ident) => {{
             let url = pg.create_database();
-            let a: Arc<dyn SharedStore> = Arc::new(PgStore::open(&PgOptions::new(&url)).await.unwrap());
-            let b: Arc<dyn SharedStore> = Arc::new(PgStore::open(&PgOptions::new(&url)).await.unwrap());
+            let a: Arc<dyn SharedStore> = Arc::new(PgStore::open(&PgOptions::new(&url)).unwrap());
+            let b: Arc<dyn SharedStore> = Arc::new(PgStore::open(&PgOptions::new(&url)).unwrap());
             $check((a, b)).await;
         }};
     }
@@ -269,14 +267,14 @@ async fn the_postgres_schema_is_migrated_once_and_a_newer_one_is_refused() {
     let url = pg.create_database();
     // Two hubs starting together: one migrates, the other finds it done.
     let options = PgOptions::new(&url);
-    let (first, second) = tokio::join!(PgStore::open(&options), PgStore::open(&options));
+    let (first, second) = std::thread::scope(|s| { let other = s.spawn(|| PgStore::open(&options)); (PgStore::open(&options), other.join().unwrap()) });
     let (first, second) = (first.unwrap(), second.unwrap());
     let versions = pg.psql(&url_database(&url), "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations");
     assert_eq!(versions, redtether_hub::store::postgres::migrate::latest().to_string());
     drop((first, second));
 
     pg.psql(&url_database(&url), "INSERT INTO schema_migrations (version, name) VALUES (999, 'from the future')");
-    match PgStore::open(&PgOptions::new(&url)).await {
+    match PgStore::open(&PgOptions::new(&url)) {
         Err(PgSetupError::SchemaTooNew { found: 999, .. }) => {}
         other => panic!("a newer schema must be refused, got {:?}", other.err()),
     }
@@ -287,15 +285,15 @@ async fn the_postgres_store_speaks_tls_and_checks_the_server() {
     let pg = Postgres::start();
     let url = pg.create_database().replace("sslmode=disable", "sslmode=require");
     let trusted = PgOptions { ca_file: Some(pg.ca_file()), ..PgOptions::new(&url) };
-    let store = PgStore::open(&trusted).await.unwrap();
-    redtether_hub::store::domain::EnrollTokens::create_enroll_token(&store, "pump-1", 60, None, 1).await.unwrap();
+    let store = PgStore::open(&trusted).unwrap();
+    redtether_hub::store::domain::EnrollTokens::create_enroll_token(&store, "pump-1", 60, None, 1).unwrap();
     let tls_sessions = pg.psql("postgres", "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.application_name = 'redtether-hub'");
     assert_ne!(tls_sessions, "0", "the hub's connection is encrypted");
 
     // A server whose certificate no trusted CA issued is refused.
     let other = Postgres::start();
     let untrusted = PgOptions { ca_file: Some(other.ca_file()), ..PgOptions::new(&url) };
-    let refused = PgStore::open(&untrusted).await.err().expect("an unknown server certificate is refused");
+    let refused = PgStore::open(&untrusted).err().expect("an unknown server certificate is refused");
     assert!(matches!(refused, PgSetupError::Connect(_)), "{refused}");
 }
 

@@ -4,7 +4,6 @@
 
 use super::domain::{DeviceAudit, Devices, EnrollTokens, HubEntry, Presence, SharedSecrets};
 use super::{DeviceRecord, HubStore, StoreError, decode, encode};
-use async_trait::async_trait;
 use redtether_proto::audit::{Ingested, StoredEvent};
 use redtether_proto::wire::EnrollRefusal;
 use serde::{Deserialize, Serialize};
@@ -43,9 +42,8 @@ impl HubStore {
     }
 }
 
-#[async_trait]
 impl Devices for HubStore {
-    async fn enroll_device(
+    fn enroll_device(
         &self,
         device_id: &str,
         cert_serial: &str,
@@ -56,7 +54,7 @@ impl Devices for HubStore {
         HubStore::enroll_device(self, device_id, cert_serial, cert_not_after, device_key, now)
     }
 
-    async fn renew_device(
+    fn renew_device(
         &self,
         device_id: &str,
         cert_serial: &str,
@@ -66,15 +64,15 @@ impl Devices for HubStore {
         HubStore::renew_device(self, device_id, cert_serial, cert_not_after, device_key)
     }
 
-    async fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+    fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
         HubStore::device(self, id)
     }
 
-    async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+    fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
         HubStore::devices(self)
     }
 
-    async fn modify_device(
+    fn modify_device(
         &self,
         id: &str,
         change: &(dyn for<'r> Fn(&'r mut DeviceRecord) + Send + Sync),
@@ -82,18 +80,17 @@ impl Devices for HubStore {
         HubStore::modify_device(self, id, change)
     }
 
-    async fn revoke_device(&self, id: &str) -> Result<String, StoreError> {
+    fn revoke_device(&self, id: &str) -> Result<String, StoreError> {
         HubStore::revoke_device(self, id)
     }
 
-    async fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
+    fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
         HubStore::revoked_serials(self)
     }
 }
 
-#[async_trait]
 impl EnrollTokens for HubStore {
-    async fn create_enroll_token(
+    fn create_enroll_token(
         &self,
         device_id: &str,
         lifetime_secs: u64,
@@ -103,37 +100,35 @@ impl EnrollTokens for HubStore {
         HubStore::create_enroll_token(self, device_id, lifetime_secs, group, now)
     }
 
-    async fn check_enroll_token(&self, token: &str, now: u64) -> Result<Result<String, EnrollRefusal>, StoreError> {
+    fn check_enroll_token(&self, token: &str, now: u64) -> Result<Result<String, EnrollRefusal>, StoreError> {
         HubStore::check_enroll_token(self, token, now)
     }
 
-    async fn enroll_token_group(&self, token: &str) -> Result<Option<String>, StoreError> {
+    fn enroll_token_group(&self, token: &str) -> Result<Option<String>, StoreError> {
         HubStore::enroll_token_group(self, token)
     }
 
-    async fn consume_enroll_token(&self, token: &str) -> Result<bool, StoreError> {
+    fn consume_enroll_token(&self, token: &str) -> Result<bool, StoreError> {
         HubStore::consume_enroll_token(self, token)
     }
 
-    async fn release_enroll_token(&self, token: &str) -> Result<(), StoreError> {
+    fn release_enroll_token(&self, token: &str) -> Result<(), StoreError> {
         HubStore::release_enroll_token(self, token)
     }
 }
 
-#[async_trait]
 impl DeviceAudit for HubStore {
-    async fn ingest_audit(&self, device: &str, events: &[StoredEvent]) -> Result<Ingested, StoreError> {
+    fn ingest_audit(&self, device: &str, events: &[StoredEvent]) -> Result<Ingested, StoreError> {
         HubStore::ingest_audit(self, device, events)
     }
 
-    async fn device_audit(&self, device: &str, after: u64) -> Result<Vec<StoredEvent>, StoreError> {
+    fn device_audit(&self, device: &str, after: u64) -> Result<Vec<StoredEvent>, StoreError> {
         HubStore::device_audit(self, device, after)
     }
 }
 
-#[async_trait]
 impl Presence for HubStore {
-    async fn join(&self, hub: &HubEntry) -> Result<(), StoreError> {
+    fn join(&self, hub: &HubEntry) -> Result<(), StoreError> {
         let holdings = self.holdings_tree()?;
         for entry in holdings.iter() {
             let (device, value) = entry?;
@@ -146,7 +141,7 @@ impl Presence for HubStore {
         Ok(())
     }
 
-    async fn heartbeat(&self, hub: &str) -> Result<bool, StoreError> {
+    fn heartbeat(&self, hub: &str) -> Result<bool, StoreError> {
         let mut alive = false;
         self.hubs_tree()?.fetch_and_update(hub.as_bytes(), |old| {
             let mut row: HubRow = serde_json::from_slice(old?).ok()?;
@@ -157,7 +152,7 @@ impl Presence for HubStore {
         Ok(alive)
     }
 
-    async fn hold(&self, device: &str, hub: &str) -> Result<u64, StoreError> {
+    fn hold(&self, device: &str, hub: &str) -> Result<u64, StoreError> {
         // +1: an epoch is never 0, whatever sled's counter starts at.
         let epoch = self.db.generate_id()? + 1;
         let row = PresenceRow { hub: hub.to_string(), epoch };
@@ -165,7 +160,7 @@ impl Presence for HubStore {
         Ok(epoch)
     }
 
-    async fn let_go(&self, device: &str, epoch: u64) -> Result<bool, StoreError> {
+    fn let_go(&self, device: &str, epoch: u64) -> Result<bool, StoreError> {
         let holdings = self.holdings_tree()?;
         let Some(old) = holdings.get(device.as_bytes())? else { return Ok(false) };
         if decode::<PresenceRow>(&old)?.epoch != epoch {
@@ -174,14 +169,14 @@ impl Presence for HubStore {
         Ok(holdings.compare_and_swap(device.as_bytes(), Some(old), None::<&[u8]>)?.is_ok())
     }
 
-    async fn holder(&self, device: &str) -> Result<Option<HubEntry>, StoreError> {
+    fn holder(&self, device: &str) -> Result<Option<HubEntry>, StoreError> {
         let Some(value) = self.holdings_tree()?.get(device.as_bytes())? else { return Ok(None) };
         let row: PresenceRow = decode(&value)?;
         let Some(hub) = self.hubs_tree()?.get(row.hub.as_bytes())? else { return Ok(None) };
         Ok(Some(HubEntry { id: row.hub, address: decode::<HubRow>(&hub)?.address }))
     }
 
-    async fn reap(&self, dead_after: Duration) -> Result<Vec<String>, StoreError> {
+    fn reap(&self, dead_after: Duration) -> Result<Vec<String>, StoreError> {
         let cutoff = now_ms().saturating_sub(dead_after.as_millis() as u64);
         let hubs = self.hubs_tree()?;
         let mut dead = Vec::new();
@@ -205,7 +200,7 @@ impl Presence for HubStore {
         Ok(dead)
     }
 
-    async fn hubs(&self) -> Result<Vec<HubEntry>, StoreError> {
+    fn hubs(&self) -> Result<Vec<HubEntry>, StoreError> {
         self.hubs_tree()?
             .iter()
             .map(|entry| {
@@ -216,9 +211,8 @@ impl Presence for HubStore {
     }
 }
 
-#[async_trait]
 impl SharedSecrets for HubStore {
-    async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
+    fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
         let tree = self.shared_secrets_tree()?;
         let stored = match tree.compare_and_swap(name.as_bytes(), None::<&[u8]>, Some(candidate))? {
             Ok(()) => candidate.to_vec(),

@@ -5,7 +5,6 @@
 use super::super::domain::Devices;
 use super::super::{DeviceRecord, StoreError};
 use super::{PgStore, to_i64, to_u64};
-use async_trait::async_trait;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -69,9 +68,8 @@ async fn write(client: &impl deadpool_postgres::GenericClient, record: &DeviceRe
     Ok(())
 }
 
-#[async_trait]
 impl Devices for PgStore {
-    async fn enroll_device(
+    fn enroll_device(
         &self,
         device_id: &str,
         cert_serial: &str,
@@ -79,105 +77,119 @@ impl Devices for PgStore {
         device_key: &str,
         now: u64,
     ) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        tx.execute(
-            "INSERT INTO revoked_certificates (serial, device)
-             SELECT cert_serial, id FROM devices WHERE id = $1
-             ON CONFLICT (serial) DO NOTHING",
-            &[&device_id],
-        )
-        .await?;
-        let record = DeviceRecord {
-            id: device_id.to_string(),
-            enrolled: now,
-            cert_serial: cert_serial.to_string(),
-            cert_not_after,
-            revoked: false,
-            last_seen: None,
-            agent_version: None,
-            status: None,
-            previous_serial: None,
-            audit_acked: 0,
-            audit_duplicates: 0,
-            device_key: Some(device_key.to_string()),
-            sbom_outdated: None,
-            group: None,
-        };
-        write(&tx, &record).await?;
-        tx.commit().await?;
-        Ok(())
+        self.wait(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            tx.execute(
+                "INSERT INTO revoked_certificates (serial, device)
+                 SELECT cert_serial, id FROM devices WHERE id = $1
+                 ON CONFLICT (serial) DO NOTHING",
+                &[&device_id],
+            )
+            .await?;
+            let record = DeviceRecord {
+                id: device_id.to_string(),
+                enrolled: now,
+                cert_serial: cert_serial.to_string(),
+                cert_not_after,
+                revoked: false,
+                last_seen: None,
+                agent_version: None,
+                status: None,
+                previous_serial: None,
+                audit_acked: 0,
+                audit_duplicates: 0,
+                device_key: Some(device_key.to_string()),
+                sbom_outdated: None,
+                group: None,
+            };
+            write(&tx, &record).await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
-    async fn renew_device(
+    fn renew_device(
         &self,
         device_id: &str,
         cert_serial: &str,
         cert_not_after: u64,
         device_key: &str,
     ) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "UPDATE devices SET previous_serial = cert_serial, cert_serial = $2, cert_not_after = $3,
-                   device_key = $4
-                 WHERE id = $1",
-                &[&device_id, &cert_serial, &to_i64(cert_not_after), &device_key],
-            )
-            .await?;
-        Ok(())
+        self.wait(async {
+            self.client()
+                .await?
+                .execute(
+                    "UPDATE devices SET previous_serial = cert_serial, cert_serial = $2, cert_not_after = $3,
+                       device_key = $4
+                     WHERE id = $1",
+                    &[&device_id, &cert_serial, &to_i64(cert_not_after), &device_key],
+                )
+                .await?;
+            Ok(())
+        })
     }
 
-    async fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
-        let row =
-            self.client().await?.query_opt(&format!("SELECT {COLUMNS} FROM devices WHERE id = $1"), &[&id]).await?;
-        row.as_ref().map(from_row).transpose()
+    fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        self.wait(async {
+            let row =
+                self.client().await?.query_opt(&format!("SELECT {COLUMNS} FROM devices WHERE id = $1"), &[&id]).await?;
+            row.as_ref().map(from_row).transpose()
+        })
     }
 
-    async fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        let rows = self.client().await?.query(&format!("SELECT {COLUMNS} FROM devices ORDER BY id"), &[]).await?;
-        rows.iter().map(from_row).collect()
+    fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
+        self.wait(async {
+            let rows = self.client().await?.query(&format!("SELECT {COLUMNS} FROM devices ORDER BY id"), &[]).await?;
+            rows.iter().map(from_row).collect()
+        })
     }
 
-    async fn modify_device(
+    fn modify_device(
         &self,
         id: &str,
         change: &(dyn for<'r> Fn(&'r mut DeviceRecord) + Send + Sync),
     ) -> Result<Option<DeviceRecord>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let Some(row) = tx.query_opt(&format!("SELECT {COLUMNS} FROM devices WHERE id = $1 FOR UPDATE"), &[&id]).await?
-        else {
-            return Ok(None);
-        };
-        let mut record = from_row(&row)?;
-        change(&mut record);
-        // The row is the one read, whatever the change did to the id.
-        record.id = id.to_string();
-        write(&tx, &record).await?;
-        tx.commit().await?;
-        Ok(Some(record))
+        self.wait(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let Some(row) = tx.query_opt(&format!("SELECT {COLUMNS} FROM devices WHERE id = $1 FOR UPDATE"), &[&id]).await?
+            else {
+                return Ok(None);
+            };
+            let mut record = from_row(&row)?;
+            change(&mut record);
+            // The row is the one read, whatever the change did to the id.
+            record.id = id.to_string();
+            write(&tx, &record).await?;
+            tx.commit().await?;
+            Ok(Some(record))
+        })
     }
 
-    async fn revoke_device(&self, id: &str) -> Result<String, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let Some(row) = tx.query_opt("UPDATE devices SET revoked = true WHERE id = $1 RETURNING cert_serial", &[&id]).await?
-        else {
-            return Err(StoreError::Conflict(format!("no device {id:?}")));
-        };
-        let serial: String = row.get(0);
-        tx.execute(
-            "INSERT INTO revoked_certificates (serial, device) VALUES ($1, $2) ON CONFLICT (serial) DO NOTHING",
-            &[&serial, &id],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(serial)
+    fn revoke_device(&self, id: &str) -> Result<String, StoreError> {
+        self.wait(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let Some(row) = tx.query_opt("UPDATE devices SET revoked = true WHERE id = $1 RETURNING cert_serial", &[&id]).await?
+            else {
+                return Err(StoreError::Conflict(format!("no device {id:?}")));
+            };
+            let serial: String = row.get(0);
+            tx.execute(
+                "INSERT INTO revoked_certificates (serial, device) VALUES ($1, $2) ON CONFLICT (serial) DO NOTHING",
+                &[&serial, &id],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(serial)
+        })
     }
 
-    async fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
-        let rows = self.client().await?.query("SELECT serial FROM revoked_certificates ORDER BY serial", &[]).await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+    fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
+        self.wait(async {
+            let rows = self.client().await?.query("SELECT serial FROM revoked_certificates ORDER BY serial", &[]).await?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
     }
 }

@@ -3,8 +3,14 @@
 //! conditional `UPDATE`, `ON CONFLICT`, a row lock), never by a lock in one hub's memory.
 //!
 //! Connections come from a pool (deadpool) of tokio-postgres clients, over TLS (rustls with
-//! ring, the system's CAs or one CA file) when the URL asks for it (`sslmode=require`). The
-//! schema is migrated when the store opens (`migrate`). Writes that answer something (an
+//! ring, the system's CAs or one CA file) when the URL asks for it (`sslmode=require`; any
+//! sslmode but `disable` checks the server's certificate). The schema is migrated when the
+//! store opens (`migrate`).
+//!
+//! The hub's store API is synchronous, as sled is. The client and its connections run on a
+//! small runtime of the store's own; a caller waits for its statement as it waits for sled's
+//! `fdatasync`, inside `block_in_place` on the hub's multi-threaded runtime so the worker's
+//! other tasks move on meanwhile. Writes that answer something (an
 //! enrollment, an audit acknowledgement) commit with `synchronous_commit` on, whatever the
 //! server's default.
 
@@ -40,6 +46,9 @@ impl PgOptions {
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum PgSetupError {
+    /// The client's runtime could not be started (no threads left).
+    #[error("store client runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     /// The URL is not a PostgreSQL connection string.
     #[error("store url: {0}")]
     Url(#[source] tokio_postgres::Error),
@@ -63,7 +72,13 @@ pub enum PgSetupError {
 /// The hub's records in PostgreSQL.
 pub struct PgStore {
     pool: Pool,
+    /// Drives the connections; shut down (without waiting) when the store is dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
 }
+
+/// The client runtime's threads: the connections' I/O, not the statements' callers.
+const CLIENT_THREADS: usize = 2;
 
 /// How long a request waits for a pooled connection, or for a new one to be made, before it
 /// fails: an unreachable database is an error the caller reports, not a hang.
@@ -72,7 +87,25 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl PgStore {
     /// Connects, and migrates the schema to the newest version.
-    pub async fn open(options: &PgOptions) -> Result<PgStore, PgSetupError> {
+    pub fn open(options: &PgOptions) -> Result<PgStore, PgSetupError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(CLIENT_THREADS)
+            .thread_name("hub-store-pg")
+            .enable_all()
+            .build()
+            .map_err(PgSetupError::Runtime)?;
+        let handle = runtime.handle().clone();
+        match wait(&handle, Self::connect(options)) {
+            Ok(pool) => Ok(PgStore { pool, runtime: Some(runtime), handle }),
+            Err(e) => {
+                // Not a plain drop: the caller may be on a runtime, where that would block.
+                runtime.shutdown_background();
+                Err(e)
+            }
+        }
+    }
+
+    async fn connect(options: &PgOptions) -> Result<Pool, PgSetupError> {
         let mut config = tokio_postgres::Config::from_str(&options.url).map_err(PgSetupError::Url)?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("redtether-hub");
@@ -91,12 +124,48 @@ impl PgStore {
         let mut client = pool.get().await?;
         migrate::migrate(&mut client).await?;
         drop(client);
-        Ok(PgStore { pool })
+        Ok(pool)
+    }
+
+    /// Runs `work` on the client's runtime and waits for it.
+    fn wait<F>(&self, work: F) -> F::Output
+    where
+        F: Future + Send,
+        F::Output: Send,
+    {
+        wait(&self.handle, work)
     }
 
     /// A pooled connection.
     async fn client(&self) -> Result<deadpool_postgres::Client, super::StoreError> {
         Ok(self.pool.get().await?)
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Blocks the calling thread until `work` is done on `handle`'s runtime. On a tokio worker the
+/// wait is announced (`block_in_place`); on a single-threaded runtime, which cannot hand its
+/// tasks over, `work` runs on a scoped thread of its own.
+fn wait<F>(handle: &tokio::runtime::Handle, work: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|current| current.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(|| handle.block_on(work)),
+        Ok(_) => std::thread::scope(|scope| match scope.spawn(|| handle.block_on(work)).join() {
+            Ok(output) => output,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }),
+        Err(_) => handle.block_on(work),
     }
 }
 
