@@ -11,7 +11,7 @@
 //! maximum of the rest. Then every row is exported as JSON Lines to nowhere. Device ids are
 //! `seed_fleet`'s: `dev-00000` (the chattiest) and the last one (among the quietest).
 
-use redtether_hub::store::{AuditFilter, AuditPage, Cursor, HubStore, MAX_EXAMINED, Source};
+use redtether_hub::store::{AuditFilter, AuditPage, Cursor, MAX_EXAMINED, SledStore, Source};
 use std::time::{Duration, Instant};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -19,7 +19,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::path::PathBuf::from(args.next().ok_or("usage: fleet_audit_timing DIR [ROUNDS]")?);
     let rounds: usize = args.next().map_or(Ok(50), |r| r.parse())?;
     let opened = Instant::now();
-    let store = HubStore::open(&dir)?;
+    let store = SledStore::open(&dir)?;
     println!("opened in {:.1?}", opened.elapsed());
 
     let devices = store.devices()?;

@@ -28,7 +28,7 @@
 //! (`BENCHMARKS.md`): sled's transactions, not the generator, set the pace.
 
 use clap::Parser;
-use redtether_hub::store::HubStore;
+use redtether_hub::store::SledStore;
 use redtether_proto::audit::{Actor, AuditEvent, AuditKind, GENESIS, HubEventKind, StoredEvent};
 use redtether_proto::wire::DeviceStatus;
 use serde_json::json;
@@ -145,7 +145,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let started = Instant::now();
     std::fs::create_dir_all(&args.state_dir)?;
-    let store = HubStore::open(&args.state_dir)?;
+    let store = SledStore::open(&args.state_dir)?;
     let now = SystemTime::now();
     let now_unix = redtether_proto::time::unix_of(now);
     let span_ms = args.days.clamp(1, 36_500) * 86_400_000;

@@ -17,6 +17,7 @@ use crate::identity::TokenScope;
 use crate::identity::secrets::{self, digest};
 use crate::identity::totp::{self, TotpRefusal};
 use crate::setup::Offer;
+use crate::store::prelude::*;
 use crate::store::{AccountSource, OperatorRecord, SessionRecord};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};

@@ -2,7 +2,7 @@
 //! the hub's control socket while it runs, and open the registry directly when it does not.
 
 use crate::control::{HubRequest, RequestError, apply};
-use crate::store::{HubStore, StoreError};
+use crate::store::{SledStore, StoreError};
 use clap::{Parser, Subcommand};
 use redtether_host::config_file::ProcessContext;
 use redtether_host::control::{ClientError, request};
@@ -222,7 +222,7 @@ fn request_hub(dir: &StateDir, req: &HubRequest) -> Result<serde_json::Value, Cl
 fn offline(dir: &StateDir, req: &HubRequest) -> Result<serde_json::Value, CliError> {
     dir.create()?;
     let _lock = dir.lock()?;
-    let store = HubStore::open(dir.root())?;
+    let store = SledStore::open(dir.root())?;
     Ok(apply(&store, req)?)
 }
 

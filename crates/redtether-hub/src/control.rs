@@ -2,6 +2,7 @@
 
 use crate::api::Api;
 use crate::identity::TokenScope;
+use crate::store::prelude::*;
 use crate::store::{AccountSource, HubStore, OperatorRecord, OperatorRole, SetupCode, StoreError};
 use redtether_host::control::{ControlResponse, Handler};
 use redtether_pki::tls::Revoked;
@@ -254,7 +255,7 @@ impl Handler for HubControl {
                 )),
                 Err(e) => ControlResponse::error(redtether_host::error_chain(&e)),
             },
-            HubRequest::DeviceRevoke { device } => match revoke_device(&self.store, device) {
+            HubRequest::DeviceRevoke { device } => match revoke_device(&*self.store, device) {
                 Ok(serial) => {
                     // Refused from the next handshake on, and the tunnel it has now is closed.
                     if let Ok(mut revoked) = self.revoked.write() {
@@ -267,7 +268,7 @@ impl Handler for HubControl {
                 }
                 Err(e) => ControlResponse::error(redtether_host::error_chain(&e)),
             },
-            _ => match apply(&self.store, &request) {
+            _ => match apply(&*self.store, &request) {
                 Ok(result) => ControlResponse::ok(result),
                 Err(e) => ControlResponse::error(redtether_host::error_chain(&e)),
             },

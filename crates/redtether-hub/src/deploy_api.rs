@@ -143,23 +143,27 @@ pub(crate) fn make_deployment(
     let now = redtether_proto::time::unix_now();
     let NewDeployment { device, id, snapshot, from_snapshot, operator, expires_in, rollout } = new;
     let hash = flows_hash(&snapshot.flows);
-    let created = store.create_deployment(device, |number| {
-        let signed = Deployment { id: id.clone(), device: device.to_string(), number, exp: now + expires_in, snapshot };
-        DeploymentRecord {
-            id: id.clone(),
-            device: device.to_string(),
-            number,
-            state: DeployState::Pending,
-            detail: json!({}),
-            flows_hash: hash.clone(),
-            operator: operator.to_string(),
-            created: now,
-            updated: now,
-            expires: now + expires_in,
-            snapshot: from_snapshot,
-            envelope: deployment::sign(&signed, signer),
-        }
-    })?;
+    let created = store.create_deployment(
+        device,
+        Box::new(|number| {
+            let signed =
+                Deployment { id: id.clone(), device: device.to_string(), number, exp: now + expires_in, snapshot };
+            DeploymentRecord {
+                id: id.clone(),
+                device: device.to_string(),
+                number,
+                state: DeployState::Pending,
+                detail: json!({}),
+                flows_hash: hash.clone(),
+                operator: operator.to_string(),
+                created: now,
+                updated: now,
+                expires: now + expires_in,
+                snapshot: from_snapshot,
+                envelope: deployment::sign(&signed, signer),
+            }
+        }),
+    )?;
     if created.envelope.len() > deployment::MAX_LEN {
         let _ = store.update_deployment(device, &id, DeployState::Failed, json!({ "reason": "too_large" }), now);
         return Err(DeployError::TooLarge);
@@ -266,7 +270,7 @@ impl Api {
             }
         };
         let made = make_deployment(
-            &self.store,
+            &*self.store,
             &self.signer,
             &self.registry,
             NewDeployment {

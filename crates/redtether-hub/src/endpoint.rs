@@ -8,6 +8,7 @@ use crate::keys::HubKeys;
 use crate::registry::Registry;
 use crate::session::Session;
 use crate::store::HubStore;
+use crate::store::prelude::*;
 use redtether_pki::tls::{Revoked, hub_server};
 use redtether_pki::{cert_info, fingerprint};
 use redtether_proto::wire::{ALPN, ENROLL_ALPN, TCP_ALPN, TCP_ENROLL_ALPN, codes};

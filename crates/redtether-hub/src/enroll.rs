@@ -112,9 +112,13 @@ impl Enrollment {
         let _ = self.store.record(HubEventKind::GroupDevicesChanged, Actor::System, &format!("group:{group}"), detail);
         let Ok(Some(GroupRecord { policy: Some(document), .. })) = self.store.group(group) else { return };
         let change = PolicyChange::Group { group: group.to_string(), document };
-        let made = self.store.make_policy(device, change, "system", redtether_proto::time::unix_now(), |p| {
-            redtether_proto::policy::sign(p, &self.signer)
-        });
+        let made = self.store.make_policy(
+            device,
+            change,
+            "system",
+            redtether_proto::time::unix_now(),
+            Box::new(|p| redtether_proto::policy::sign(p, &self.signer)),
+        );
         match made {
             Ok(made) => {
                 let detail = json!({ "number": made.record.number, "group": group, "changes": made.document.changes_from(None) });

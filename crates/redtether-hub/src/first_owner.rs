@@ -51,13 +51,14 @@ pub fn setup_url(console: &str, code: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::SledStore;
     use crate::store::{AccountSource, OperatorRecord};
     use redtether_proto::audit::HubEventKind;
 
     #[test]
     fn a_hub_without_operators_gets_one_owner_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = HubStore::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let made = ensure(&store, "admin", 60, 1000).unwrap().expect("no operator yet");
         let record = store.operator_by_setup_code(&made.setup_code, 1059).unwrap().expect("the code sets it up");
         assert_eq!((record.name.as_str(), record.role), ("admin", OperatorRole::Owner));
@@ -73,7 +74,7 @@ mod tests {
     #[test]
     fn any_operator_means_no_first_owner() {
         let dir = tempfile::tempdir().unwrap();
-        let store = HubStore::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let sso = OperatorRecord::new("ann", OperatorRole::Viewer, None, AccountSource::Oidc, 1);
         store.add_operator(sso, 60).unwrap();
         assert!(ensure(&store, "admin", 60, 1000).unwrap().is_none());

@@ -12,6 +12,7 @@
 //! blocking thread: a page may scan for tens of milliseconds, an export for minutes.
 
 use crate::api::{Api, ApiBody, boxed, error, json_response, store_error};
+use crate::store::prelude::*;
 use crate::store::{CSV_HEADER, ExportFormat, FleetAuditError, FleetQuery, GroupScope, QueryFor, csv_line};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -103,7 +104,7 @@ impl Api {
                 ExportFormat::JsonLines => Ok(()),
             };
             let exported = header.map_err(FleetAuditError::Write).and_then(|()| {
-                store.audit_export(&q.filter, |row| match format {
+                store.audit_export_to(&q.filter, |row| match format {
                     ExportFormat::JsonLines => {
                         let mut line = serde_json::to_vec(row).map_err(std::io::Error::other)?;
                         line.push(b'\n');

@@ -23,6 +23,7 @@
 use crate::api::{Api, RequestBody, error, json_response, store_error, time};
 use crate::caller::Caller;
 use crate::policy_body::parse_document;
+use crate::store::prelude::*;
 use crate::store::{GroupRecord, OperatorRole, PolicyChange, StoreError};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};

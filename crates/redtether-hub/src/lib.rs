@@ -123,7 +123,7 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
     dir.create()?;
     let _lock = dir.lock()?;
     let keys = Arc::new(keys::load_or_create(dir.root(), &settings.names, SystemTime::now())?);
-    let store = Arc::new(store::HubStore::open(dir.root())?);
+    let store: Arc<store::HubStore> = Arc::new(store::SledStore::open(dir.root())?);
     let revoked = Arc::new(RwLock::new(store.revoked_serials()?.into_iter().collect::<HashSet<_>>()));
     let quic = endpoint::bind(settings.listen, &keys, Arc::clone(&revoked))?;
     let quic_addr = quic.endpoint.local_addr().unwrap_or(settings.listen);
@@ -150,7 +150,7 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
     // owner whose setup link it then never prints.
     let setup_secs = settings.auth.setup_code_lifetime.as_secs();
     let first_owner = match &settings.first_owner {
-        Some(name) => first_owner::ensure(&store, name, setup_secs, redtether_proto::time::unix_now())?,
+        Some(name) => first_owner::ensure(&*store, name, setup_secs, redtether_proto::time::unix_now())?,
         None => None,
     };
     let ca_fingerprint = keys.ca_fingerprint()?;

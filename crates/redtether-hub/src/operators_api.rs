@@ -21,6 +21,7 @@ use crate::accounts_api::read_json;
 use crate::api::{Api, RequestBody, error, json_response};
 use crate::caller::Caller;
 use crate::control::{HubRequest, RequestError, apply_as};
+use crate::store::prelude::*;
 use crate::store::{OperatorRole, StoreError};
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -93,7 +94,7 @@ fn refusal(e: RequestError) -> Response<Full<Bytes>> {
 
 impl Api {
     fn run_as(&self, caller: &Caller, request: &HubRequest) -> Response<Full<Bytes>> {
-        match apply_as(&self.store, request, Actor::user(&caller.operator.name)) {
+        match apply_as(&*self.store, request, Actor::user(&caller.operator.name)) {
             Ok(value) => json_response(StatusCode::OK, value),
             Err(e) => refusal(e),
         }
@@ -222,7 +223,7 @@ impl Api {
         let group = new.group.filter(|g| !g.trim().is_empty());
         let request =
             HubRequest::EnrollToken { device: new.device.clone(), lifetime_secs: lifetime.as_secs().max(1), group };
-        match apply_as(&self.store, &request, Actor::user(&caller.operator.name)) {
+        match apply_as(&*self.store, &request, Actor::user(&caller.operator.name)) {
             Ok(value) => {
                 let token = value["token"].as_str().unwrap_or_default();
                 let expires = redtether_proto::time::unix_now().saturating_add(lifetime.as_secs());

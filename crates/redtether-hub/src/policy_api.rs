@@ -287,7 +287,7 @@ impl Api {
         // The store's lock and fdatasync are blocking; concurrent changes queue there, not on
         // the runtime's threads.
         let made = tokio::task::spawn_blocking(move || {
-            store.make_policy(&dev, change, &by, unix_now(), |p| redtether_proto::policy::sign(p, &signer))
+            store.make_policy(&dev, change, &by, unix_now(), Box::new(|p| redtether_proto::policy::sign(p, &signer)))
         })
         .await;
         let made = match made {

@@ -17,6 +17,7 @@ use crate::caller::{Caller, Credential};
 use crate::identity::secrets::{self, digest};
 use crate::identity::totp;
 use crate::store::AccountSource;
+use crate::store::prelude::*;
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;

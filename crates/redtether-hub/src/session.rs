@@ -8,6 +8,7 @@
 use crate::registry::{CommandRequest, Registry};
 use crate::store::HubStore;
 use crate::store::PolicyUpdate;
+use crate::store::prelude::*;
 use redtether_proto::audit::HubEventKind;
 use redtether_proto::session::hub::WaitingPolicy;
 use redtether_proto::session::{HubAction, HubEvent, HubSession, Instant, WaitingDeployment, feed};

@@ -9,6 +9,7 @@
 use crate::api::{Api, json_response, rate_limited, store_error};
 use crate::identity::secrets::{self, digest};
 use crate::identity::totp;
+use crate::store::prelude::*;
 use crate::store::{OperatorRecord, StoreError};
 use bytes::Bytes;
 use http::{Response, StatusCode};

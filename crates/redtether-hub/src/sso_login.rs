@@ -16,6 +16,7 @@ use crate::login::{esc, page, safe_next};
 use crate::sso::ldap::LdapError;
 use crate::sso::oidc::{OidcLogin, PENDING_MAX_AGE, PendingLogin};
 use crate::sso::{Identity, IdentitySource, map_role};
+use crate::store::prelude::*;
 use crate::store::{AccountSource, OperatorRecord};
 use http::{HeaderValue, Request, StatusCode, header};
 use hyper::body::Incoming;

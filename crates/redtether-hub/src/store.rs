@@ -44,6 +44,18 @@ pub use operators::{AccountSource, ApiTokenRecord, OperatorRecord, SessionRecord
 pub use policy::{HubTokenRecord, MadePolicy, PolicyChange, PolicyError, PolicyRecord, PolicyUpdate};
 pub use presence::PresenceSample;
 
+/// The hub's store, whichever backend keeps it: the embedded sled store ([`SledStore`]) or
+/// PostgreSQL ([`postgres::PgStore`]).
+pub type HubStore = dyn domain::Store;
+
+/// The store's traits, for calling its methods.
+pub mod prelude {
+    pub use super::domain::{
+        Deployments, DeviceAudit, Devices, EnrollTokens, FleetAudit, FleetFigures, Groups, Journal, Operators,
+        Policies, Presence, SharedSecrets, Store, StoreExt,
+    };
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database failed.
@@ -167,7 +179,8 @@ pub struct HubEvent {
     pub detail: serde_json::Value,
 }
 
-pub struct HubStore {
+/// The embedded store of one hub (sled, in the state directory).
+pub struct SledStore {
     db: sled::Db,
     devices: sled::Tree,
     tokens: sled::Tree,
@@ -270,15 +283,15 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records always encode")
 }
 
-impl HubStore {
+impl SledStore {
     /// Opens the registry (`<root>/db`) and the audit journal (`<root>/audit.jsonl`).
-    pub fn open(root: &Path) -> Result<HubStore, StoreError> {
+    pub fn open(root: &Path) -> Result<SledStore, StoreError> {
         let journal = HubJournal::open(root)?;
         let dir = &root.join("db");
         let config = sled::Config::new().path(dir).cache_capacity(8 * 1024 * 1024);
         let db = sled_open::open(&config, dir, sled_open::LOCK_WAIT)?;
         let log = sled_open::LogFile::open(dir)?;
-        let store = HubStore {
+        let store = SledStore {
             audit: db.open_tree("device_audit")?,
             log,
             devices: db.open_tree("devices")?,
@@ -730,9 +743,9 @@ mod tests {
     use super::*;
     use redtether_proto::audit::{Actor, AuditEvent, AuditKind};
 
-    fn store() -> (tempfile::TempDir, HubStore) {
+    fn store() -> (tempfile::TempDir, SledStore) {
         let dir = tempfile::tempdir().unwrap();
-        let s = HubStore::open(&dir.path().join("hub")).unwrap();
+        let s = SledStore::open(&dir.path().join("hub")).unwrap();
         (dir, s)
     }
 
@@ -765,7 +778,7 @@ mod tests {
         let path = dir.path().join("hub");
         let first = [event(1, "e1", AuditKind::AgentStarted), event(2, "e2", AuditKind::ConfigLoaded)];
         {
-            let s = HubStore::open(&path).unwrap();
+            let s = SledStore::open(&path).unwrap();
             s.enroll_device("pump-1", "aa", 99, "", 1).unwrap();
             assert_eq!(s.ingest_audit("pump-1", &first).unwrap(), Ingested { stored: 2, duplicates: 0, ack: 2 });
             // The acknowledgement was lost; the agent sends from its cursor again, and more.
@@ -774,7 +787,7 @@ mod tests {
             let backwards = [event(5, "x", AuditKind::AuthFailed), event(4, "y", AuditKind::AuthFailed)];
             assert!(matches!(s.ingest_audit("pump-1", &backwards), Err(StoreError::InvalidBatch(_))));
         }
-        let s = HubStore::open(&path).unwrap();
+        let s = SledStore::open(&path).unwrap();
         let kinds: Vec<String> = s.device_audit("pump-1", 0).unwrap().into_iter().map(|e| e.kind).collect();
         assert_eq!(kinds, ["agent.started", "config.loaded", "nodered.started"]);
         assert_eq!(s.device_audit("pump-1", 0).unwrap()[0], first[0], "kept exactly as sealed");
@@ -808,7 +821,7 @@ mod tests {
     #[test]
     fn deployments_are_numbered_superseded_and_end_once() {
         let dir = tempfile::tempdir().unwrap();
-        let s = HubStore::open(dir.path()).unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
         let make = |id: &str| {
             let id = id.to_string();
             move |number| DeploymentRecord {

@@ -4,7 +4,7 @@
 //! device events are written into the hub's store while it is stopped, as a delivered batch
 //! would be, so no agent is needed.
 
-use redtether_hub::store::HubStore;
+use redtether_hub::store::SledStore;
 use redtether_proto::audit::{Actor, AuditEvent, AuditKind, GENESIS, StoredEvent};
 use redtether_testkit::hub::Hub;
 use serde_json::Value;
@@ -69,7 +69,7 @@ async fn the_fleet_audit_pages_filters_and_exports_for_viewers() {
     hub.enroll_token("pump-1");
     hub.kill9();
     {
-        let store = HubStore::open(&hub.state_dir()).unwrap();
+        let store = SledStore::open(&hub.state_dir()).unwrap();
         let now = redtether_proto::time::unix_now();
         store.enroll_device("pump-2", "02", now + 86400, "", now).unwrap();
         store.ingest_audit("pump-2", &device_events(6)).unwrap();

@@ -4,7 +4,7 @@
 //! written into the hub's registry while it is stopped, so no agent is needed here; what a
 //! device does with a policy is tested end to end elsewhere.
 
-use redtether_hub::store::HubStore;
+use redtether_hub::store::SledStore;
 use redtether_testkit::hub::Hub;
 use reqwest::Method;
 use ring::signature::KeyPair;
@@ -29,7 +29,7 @@ fn hub_with(devices: &[&str]) -> Fixture {
     // The registry is the hub's while it runs: enroll the devices with it stopped.
     hub.kill9();
     {
-        let store = HubStore::open(&hub.state_dir()).unwrap();
+        let store = SledStore::open(&hub.state_dir()).unwrap();
         let now = redtether_proto::time::unix_now();
         for (i, device) in devices.iter().enumerate() {
             store.enroll_device(device, &format!("{i:02x}"), now + 86400, "", now).unwrap();
@@ -300,7 +300,7 @@ async fn tokens_are_shown_once_need_a_policy_and_reach_the_signed_policy_as_dige
     // remaining token as its digest only.
     let scada = other["token"].as_str().unwrap();
     f.hub.kill9();
-    let store = HubStore::open(&f.hub.state_dir()).unwrap();
+    let store = SledStore::open(&f.hub.state_dir()).unwrap();
     let stored = store.policy("pump-1").unwrap().unwrap();
     let pkcs8 = std::fs::read(f.hub.state_dir().join("signing.key")).unwrap();
     let key = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap();

@@ -6,7 +6,7 @@
 
 use redtether_hub::store::domain::{HubEntry, SharedStore};
 use redtether_hub::store::postgres::{PgOptions, PgSetupError, PgStore};
-use redtether_hub::store::{DeviceRecord, HubStore, StoreError};
+use redtether_hub::store::{DeviceRecord, SledStore, StoreError};
 use redtether_proto::audit::{Actor, AuditEvent, AuditKind, GENESIS, Ingested, StoredEvent};
 use redtether_proto::wire::{DeviceStatus, EnrollRefusal};
 use redtether_testkit::postgres::Postgres;
@@ -240,7 +240,7 @@ async fn the_sled_store_conforms() {
     macro_rules! run {
         ($check:ident) => {{
             let dir = tempfile::tempdir().unwrap();
-            let store: Arc<dyn SharedStore> = Arc::new(HubStore::open(dir.path()).unwrap());
+            let store: Arc<dyn SharedStore> = Arc::new(SledStore::open(dir.path()).unwrap());
             $check((store.clone(), store)).await;
         }};
     }
@@ -267,9 +267,13 @@ async fn the_postgres_schema_is_migrated_once_and_a_newer_one_is_refused() {
     let url = pg.create_database();
     // Two hubs starting together: one migrates, the other finds it done.
     let options = PgOptions::new(&url);
-    let (first, second) = std::thread::scope(|s| { let other = s.spawn(|| PgStore::open(&options)); (PgStore::open(&options), other.join().unwrap()) });
+    let (first, second) = std::thread::scope(|s| {
+        let other = s.spawn(|| PgStore::open(&options));
+        (PgStore::open(&options), other.join().unwrap())
+    });
     let (first, second) = (first.unwrap(), second.unwrap());
-    let versions = pg.psql(&url_database(&url), "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations");
+    let versions =
+        pg.psql(&url_database(&url), "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations");
     assert_eq!(versions, redtether_hub::store::postgres::migrate::latest().to_string());
     drop((first, second));
 

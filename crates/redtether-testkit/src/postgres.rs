@@ -43,7 +43,9 @@ impl Postgres {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path().join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
         if as_postgres {
-            let user = nix::unistd::User::from_name("postgres").unwrap().expect("the postgresql package adds the postgres user");
+            let user = nix::unistd::User::from_name("postgres")
+                .unwrap()
+                .expect("the postgresql package adds the postgres user");
             for path in [dir.path(), &data, &dir.path().join("server.crt"), &dir.path().join("server.key")] {
                 nix::unistd::chown(path, Some(user.uid), Some(user.gid)).unwrap();
             }
@@ -89,7 +91,10 @@ impl Postgres {
                 return Postgres { dir, bin, port, as_postgres, databases: AtomicU32::new(0) };
             }
         }
-        panic!("PostgreSQL did not start on any of 5 free ports; its log: {}", self::read(&dir.path().join("server.log")));
+        panic!(
+            "PostgreSQL did not start on any of 5 free ports; its log: {}",
+            self::read(&dir.path().join("server.log"))
+        );
     }
 
     pub fn port(&self) -> u16 {

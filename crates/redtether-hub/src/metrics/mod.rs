@@ -144,7 +144,7 @@ impl HubMetrics {
         r.register(
             "redtether_hub_store_duration_seconds",
             "Time the store's operations take, by operation",
-            m.store.latency.family(),
+            m.store.latency().family(),
         );
         r.register(
             "redtether_hub_resource_history_points",

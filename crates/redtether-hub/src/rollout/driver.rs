@@ -312,20 +312,23 @@ impl Rollouts {
             tracing::warn!(%rollout, %device, %reason, "rollout deployment not made");
             let now = unix_now();
             // A record the machine sees as failed, so the rollout counts it.
-            let failed = self.store.create_deployment(device, |number| crate::store::DeploymentRecord {
-                id: id.clone(),
-                device: device.to_string(),
-                number,
-                state: redtether_proto::wire::DeployState::Failed,
-                detail: json!({ "reason": reason }),
-                flows_hash: String::new(),
-                operator: operator.to_string(),
-                created: now,
-                updated: now,
-                expires: now,
-                snapshot: Some(snapshot.to_string()),
-                envelope: String::new(),
-            });
+            let failed = self.store.create_deployment(
+                device,
+                Box::new(|number| crate::store::DeploymentRecord {
+                    id: id.clone(),
+                    device: device.to_string(),
+                    number,
+                    state: redtether_proto::wire::DeployState::Failed,
+                    detail: json!({ "reason": reason }),
+                    flows_hash: String::new(),
+                    operator: operator.to_string(),
+                    created: now,
+                    updated: now,
+                    expires: now,
+                    snapshot: Some(snapshot.to_string()),
+                    envelope: String::new(),
+                }),
+            );
             if let Err(e) = failed {
                 tracing::error!(%rollout, %device, error = %e, "cannot record the failed deployment");
             }
@@ -348,7 +351,7 @@ impl Rollouts {
             Err((code, detail)) => return fail(format!("{code}: {detail}")),
         };
         let made = make_deployment(
-            &self.store,
+            &*self.store,
             &self.signer,
             &self.registry,
             NewDeployment {

@@ -2,7 +2,7 @@
 //! each state. Read at each scrape; only the `state` of each record is decoded (the envelopes
 //! are skipped over, not built).
 
-use super::{HubStore, StoreError, device_key};
+use super::{SledStore, StoreError, device_key};
 use redtether_proto::wire::{DeployState, PolicyState};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -37,7 +37,7 @@ pub fn deploy_state_name(state: DeployState) -> &'static str {
     }
 }
 
-impl HubStore {
+impl SledStore {
     pub fn census(&self) -> Result<Census, StoreError> {
         let mut census = Census::default();
         for device in self.devices()? {

@@ -45,7 +45,7 @@
 //! cursor to continue from: a filter that matches nothing costs one bounded scan per request,
 //! not a walk over a million rows. The export has no such bound.
 
-use super::{HubEvent, HubStore, StoreError, decode, device_key, encode, hub_event_actor};
+use super::{HubEvent, SledStore, StoreError, decode, device_key, encode, hub_event_actor};
 use base64::Engine;
 use redtether_proto::audit::{HubEventKind, Level, StoredEvent};
 use serde::{Deserialize, Serialize};
@@ -743,7 +743,7 @@ impl IndexBatch {
     }
 }
 
-/// Index entries gathered while (re)building, written in key order by [`HubStore::write_chunk`].
+/// Index entries gathered while (re)building, written in key order by [`SledStore::write_chunk`].
 #[derive(Default)]
 struct BuildChunk {
     by_time: Vec<(Vec<u8>, Vec<u8>)>,
@@ -819,7 +819,7 @@ fn lower_bound(a: Option<Vec<u8>>, b: Option<Vec<u8>>) -> Option<Vec<u8>> {
     }
 }
 
-impl HubStore {
+impl SledStore {
     /// Up to `limit` (1 to [`MAX_LIMIT`]) rows matching `filter`, newest first, older than
     /// `before` (a cursor a previous page gave). Examines at most [`MAX_EXAMINED`] index
     /// entries: see [`AuditPage::partial`].
@@ -943,7 +943,7 @@ impl HubStore {
         Ok(self.load_row(&parts, kind, actor, Some(body))?.filter(|row| filter.wants(row)))
     }
 
-    /// As [`HubStore::fleet_entry_row`], for an `audit_by_device` entry.
+    /// As [`SledStore::fleet_entry_row`], for an `audit_by_device` entry.
     fn device_entry_row(&self, filter: &AuditFilter, key: &[u8], head: &[u8]) -> Result<Option<AuditRow>, StoreError> {
         let (Some(parts), Some((kind, actor, _))) = (KeyParts::from_device_key(key), split_head(head)) else {
             tracing::warn!(key = %hex::encode(key), "fleet audit: skipping an unreadable device index entry");
@@ -1343,9 +1343,9 @@ mod tests {
 
     // The store: events from two devices and the hub, placed at known times.
 
-    fn store() -> (tempfile::TempDir, HubStore) {
+    fn store() -> (tempfile::TempDir, SledStore) {
         let dir = tempfile::tempdir().unwrap();
-        let s = HubStore::open(&dir.path().join("hub")).unwrap();
+        let s = SledStore::open(&dir.path().join("hub")).unwrap();
         (dir, s)
     }
 
@@ -1369,7 +1369,7 @@ mod tests {
     }
 
     /// Device events at even seconds (pump-1) and odd seconds (pump-2), hub events now.
-    fn fleet(s: &HubStore) {
+    fn fleet(s: &SledStore) {
         let pump1: Vec<StoredEvent> = (1..=10)
             .map(|i| {
                 let kind = if i % 2 == 0 { AuditKind::AuthFailed } else { AuditKind::AdminWrite };
@@ -1388,7 +1388,7 @@ mod tests {
             .unwrap();
     }
 
-    fn all(s: &HubStore, filter: &AuditFilter) -> Vec<AuditRow> {
+    fn all(s: &SledStore, filter: &AuditFilter) -> Vec<AuditRow> {
         let page = s.audit_page(filter, None, MAX_LIMIT).unwrap();
         assert_eq!((page.next.as_ref(), page.partial), (None, false));
         page.rows
@@ -1478,7 +1478,7 @@ mod tests {
     }
 
     /// Every page of `filter` from the first, `limit` rows each, examining at most `cap`.
-    fn pages(s: &HubStore, filter: &AuditFilter, limit: usize, cap: usize) -> Vec<AuditPage> {
+    fn pages(s: &SledStore, filter: &AuditFilter, limit: usize, cap: usize) -> Vec<AuditPage> {
         let mut pages: Vec<AuditPage> = Vec::new();
         loop {
             let before = pages.last().and_then(|p| p.next.clone());
@@ -1635,7 +1635,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hub");
         let before = {
-            let s = HubStore::open(&path).unwrap();
+            let s = SledStore::open(&path).unwrap();
             fleet(&s);
             // A hub event from before the hub kept a journal: in `events` only, its seq from sled.
             let old = HubEvent {
@@ -1657,7 +1657,7 @@ mod tests {
             }
             db.flush().unwrap();
         }
-        let s = HubStore::open(&path).unwrap();
+        let s = SledStore::open(&path).unwrap();
         let after = all(&s, &AuditFilter::default());
         assert_eq!(after.len(), before.len() + 1);
         let old = &after[3];
@@ -1671,7 +1671,7 @@ mod tests {
         assert_eq!(all(&s, &AuditFilter { device: Some("pump-2".into()), ..Default::default() }).len(), 12);
         // Opened again: built already, nothing doubles.
         drop(s);
-        let s = HubStore::open(&path).unwrap();
+        let s = SledStore::open(&path).unwrap();
         assert_eq!(all(&s, &AuditFilter::default()), after);
     }
 
@@ -1680,7 +1680,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hub");
         let whole = {
-            let s = HubStore::open(&path).unwrap();
+            let s = SledStore::open(&path).unwrap();
             fleet(&s);
             let whole = all(&s, &AuditFilter::default());
             // As a build stopped after pump-1's events leaves it: pump-2's not indexed yet.
@@ -1710,7 +1710,7 @@ mod tests {
             s.flush().unwrap();
             whole
         };
-        let s = HubStore::open(&path).unwrap();
+        let s = SledStore::open(&path).unwrap();
         let rows = all(&s, &AuditFilter::default());
         assert_eq!(rows.len(), whole.len() - 1);
         assert!(!names(&rows).contains(&"device:pump-1:1".to_string()), "resumed, not started over");
@@ -1723,7 +1723,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hub");
         {
-            let s = HubStore::open(&path).unwrap();
+            let s = SledStore::open(&path).unwrap();
             fleet(&s);
             next_millisecond();
             // Journaled, then the hub died before sled had them.
@@ -1734,7 +1734,7 @@ mod tests {
             s.journal.record(HubEventKind::DeviceDisconnected, Actor::System, "pump-1", detail, lazy).unwrap();
             assert_eq!(all(&s, &AuditFilter::default()).len(), 23);
         }
-        let s = HubStore::open(&path).unwrap();
+        let s = SledStore::open(&path).unwrap();
         let rows = all(&s, &AuditFilter::default());
         assert_eq!(names(&rows)[..5], ["hub:pump-1:5", "hub:-:4", "hub:pump-2:3", "hub:-:2", "hub:pump-1:1"]);
         assert_eq!((rows[0].kind.as_str(), rows[1].kind.as_str()), ("device.disconnected", "operator.logout"));
@@ -1743,7 +1743,7 @@ mod tests {
         // And the index goes on from there.
         s.record(HubEventKind::OperatorLogin, Actor::user("ann"), "hub", json!({})).unwrap();
         drop(s);
-        let s = HubStore::open(&path).unwrap();
+        let s = SledStore::open(&path).unwrap();
         assert_eq!(all(&s, &AuditFilter::default()).len(), 26);
     }
 }

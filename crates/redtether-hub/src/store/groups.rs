@@ -10,7 +10,7 @@
 //! state) under its id, written durably before the driver acts on it. A pipeline is its ordered
 //! stages.
 
-use super::{HubStore, StoreError, decode, encode};
+use super::{SledStore, StoreError, decode, encode};
 use crate::rollout::{Plan, Rollout};
 use redtether_proto::policy::PolicyDocument;
 use serde::{Deserialize, Serialize};
@@ -51,7 +51,7 @@ pub struct MembershipChange {
     pub moved_from: std::collections::BTreeMap<String, String>,
 }
 
-impl HubStore {
+impl SledStore {
     fn group_lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.group_lock.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -7,7 +7,7 @@
 //! removes their tokens and sessions; changing their role or clearing their second factor ends
 //! their sessions (their tokens stay, and act with the new role when used).
 
-use super::{HubStore, StoreError, decode, encode};
+use super::{SledStore, StoreError, decode, encode};
 use crate::identity::secrets::{digest, random_secret};
 use crate::identity::{OperatorRole, TokenScope};
 use serde::{Deserialize, Serialize};
@@ -139,7 +139,7 @@ pub struct SessionRecord {
     pub method: String,
 }
 
-impl HubStore {
+impl SledStore {
     /// Adds an account and returns its setup code (valid for `setup_secs`).
     pub fn add_operator(&self, record: OperatorRecord, setup_secs: u64) -> Result<String, StoreError> {
         let code = random_secret("rtsetup_");
@@ -319,9 +319,9 @@ impl HubStore {
 mod tests {
     use super::*;
 
-    fn store() -> (tempfile::TempDir, HubStore) {
+    fn store() -> (tempfile::TempDir, SledStore) {
         let dir = tempfile::tempdir().unwrap();
-        let s = HubStore::open(dir.path()).unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
         (dir, s)
     }
 

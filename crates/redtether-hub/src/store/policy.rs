@@ -6,13 +6,13 @@
 //! digests only, because they change without the operator's document changing: every token
 //! change makes a new policy, since a token reaches a device only inside one.
 //!
-//! Every change goes through [`HubStore::make_policy`], which holds one lock from reading the
+//! Every change goes through [`SledStore::make_policy`], which holds one lock from reading the
 //! last number to writing the next: of two operators changing a device's policy at once, each
 //! gets its own number and the stored policy is the higher one. The record and the token change
 //! are written in one sled transaction, so a crash never leaves a token the newest policy does
 //! not account for.
 
-use super::{HubStore, StoreError, decode, device_key, encode};
+use super::{SledStore, StoreError, decode, device_key, encode};
 use redtether_proto::policy::{FieldError, Policy, PolicyDocument, PolicyToken};
 use redtether_proto::wire::{PolicyReport, PolicyState};
 use serde::{Deserialize, Serialize};
@@ -165,7 +165,7 @@ pub fn apply_report(record: &PolicyRecord, report: &PolicyReport, now: u64) -> O
     Some(next)
 }
 
-impl HubStore {
+impl SledStore {
     fn policy_lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.policy_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -287,9 +287,9 @@ mod tests {
     const HASH: &str =
         "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$KjR7n9y0DC0T8hK1IuvWz9P2qgT8Lw0nJa6W5mR1aF8";
 
-    fn store() -> (tempfile::TempDir, HubStore) {
+    fn store() -> (tempfile::TempDir, SledStore) {
         let dir = tempfile::tempdir().unwrap();
-        let s = HubStore::open(&dir.path().join("hub")).unwrap();
+        let s = SledStore::open(&dir.path().join("hub")).unwrap();
         (dir, s)
     }
 
@@ -312,7 +312,7 @@ mod tests {
         }
     }
 
-    fn make(s: &HubStore, device: &str, change: PolicyChange) -> Result<MadePolicy, PolicyError> {
+    fn make(s: &SledStore, device: &str, change: PolicyChange) -> Result<MadePolicy, PolicyError> {
         s.make_policy(device, change, "ops", 10, |p| format!("signed {} {}", p.device, p.number))
     }
 

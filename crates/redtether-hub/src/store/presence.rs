@@ -1,7 +1,7 @@
 //! How many devices were online, sampled every few minutes: the fleet overview's chart of the
 //! last 24 hours. A week of samples is kept; older ones are dropped as new ones come.
 
-use super::{HubStore, StoreError};
+use super::{SledStore, StoreError};
 
 /// Samples older than this are dropped.
 const KEEP_SECS: u64 = 7 * 86400;
@@ -14,7 +14,7 @@ pub struct PresenceSample {
     pub total: u32,
 }
 
-impl HubStore {
+impl SledStore {
     fn presence_tree(&self) -> Result<sled::Tree, StoreError> {
         Ok(self.db.open_tree("presence")?)
     }
@@ -57,7 +57,7 @@ mod tests {
     #[test]
     fn samples_are_read_back_in_order_and_a_week_is_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let store = HubStore::open(dir.path()).unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
         let day = 86400;
         for (i, at) in [day, 2 * day, 9 * day, 9 * day + 300].into_iter().enumerate() {
             store.record_presence(PresenceSample { at, online: i as u32, total: 10 }).unwrap();

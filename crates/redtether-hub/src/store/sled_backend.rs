@@ -1,11 +1,24 @@
-//! The domain traits (`domain`) on the embedded sled store: one hub, one process. Presence is
-//! kept like the rest (a hub of one still answers who holds a device), with the process's
-//! clock; the hub refuses cluster mode on this backend.
+//! The domain traits (`domain`) on the embedded sled store: one hub, one process. The store's
+//! own methods (in `store.rs` and its modules) do the work; these impls hand the traits to them.
+//! Presence is kept like the rest (a hub of one still answers who holds a device), with the
+//! process's clock; the hub refuses cluster mode on this backend.
 
-use super::domain::{DeviceAudit, Devices, EnrollTokens, HubEntry, Presence, SharedSecrets};
-use super::{DeviceRecord, HubStore, StoreError, decode, encode};
-use redtether_proto::audit::{Ingested, StoredEvent};
+use super::domain::{
+    Deployments, DeviceAudit, Devices, EnrollTokens, FleetAudit, FleetFigures, Groups, HubEntry, Journal, Operators,
+    Policies, Presence, SharedSecrets,
+};
+use super::{
+    ApiTokenRecord, AuditFilter, AuditPage, AuditRow, Census, Cursor, DeploymentRecord, DeviceRecord, FleetAuditError,
+    GroupRecord, HubEvent, HubTokenRecord, MadePolicy, MembershipChange, OperatorRecord, PipelineRecord, PolicyChange,
+    PolicyError, PolicyRecord, PolicyUpdate, PresenceSample, SessionRecord, SledStore, SnapshotRecord, StoreError,
+    StoreLatency, decode, encode,
+};
+use crate::identity::TokenScope;
+use crate::rollout::Rollout;
+use redtether_proto::audit::{Actor, HubEventKind, Ingested, StoredEvent};
+use redtether_proto::policy::Policy;
 use redtether_proto::wire::EnrollRefusal;
+use redtether_proto::wire::{DeployState, PolicyReport};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,7 +41,7 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-impl HubStore {
+impl SledStore {
     fn hubs_tree(&self) -> Result<sled::Tree, StoreError> {
         Ok(self.db.open_tree("cluster_hubs")?)
     }
@@ -42,7 +55,7 @@ impl HubStore {
     }
 }
 
-impl Devices for HubStore {
+impl Devices for SledStore {
     fn enroll_device(
         &self,
         device_id: &str,
@@ -51,7 +64,7 @@ impl Devices for HubStore {
         device_key: &str,
         now: u64,
     ) -> Result<(), StoreError> {
-        HubStore::enroll_device(self, device_id, cert_serial, cert_not_after, device_key, now)
+        SledStore::enroll_device(self, device_id, cert_serial, cert_not_after, device_key, now)
     }
 
     fn renew_device(
@@ -61,15 +74,15 @@ impl Devices for HubStore {
         cert_not_after: u64,
         device_key: &str,
     ) -> Result<(), StoreError> {
-        HubStore::renew_device(self, device_id, cert_serial, cert_not_after, device_key)
+        SledStore::renew_device(self, device_id, cert_serial, cert_not_after, device_key)
     }
 
     fn device(&self, id: &str) -> Result<Option<DeviceRecord>, StoreError> {
-        HubStore::device(self, id)
+        SledStore::device(self, id)
     }
 
     fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError> {
-        HubStore::devices(self)
+        SledStore::devices(self)
     }
 
     fn modify_device(
@@ -77,19 +90,19 @@ impl Devices for HubStore {
         id: &str,
         change: &(dyn for<'r> Fn(&'r mut DeviceRecord) + Send + Sync),
     ) -> Result<Option<DeviceRecord>, StoreError> {
-        HubStore::modify_device(self, id, change)
+        SledStore::modify_device(self, id, change)
     }
 
     fn revoke_device(&self, id: &str) -> Result<String, StoreError> {
-        HubStore::revoke_device(self, id)
+        SledStore::revoke_device(self, id)
     }
 
     fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
-        HubStore::revoked_serials(self)
+        SledStore::revoked_serials(self)
     }
 }
 
-impl EnrollTokens for HubStore {
+impl EnrollTokens for SledStore {
     fn create_enroll_token(
         &self,
         device_id: &str,
@@ -97,37 +110,37 @@ impl EnrollTokens for HubStore {
         group: Option<&str>,
         now: u64,
     ) -> Result<String, StoreError> {
-        HubStore::create_enroll_token(self, device_id, lifetime_secs, group, now)
+        SledStore::create_enroll_token(self, device_id, lifetime_secs, group, now)
     }
 
     fn check_enroll_token(&self, token: &str, now: u64) -> Result<Result<String, EnrollRefusal>, StoreError> {
-        HubStore::check_enroll_token(self, token, now)
+        SledStore::check_enroll_token(self, token, now)
     }
 
     fn enroll_token_group(&self, token: &str) -> Result<Option<String>, StoreError> {
-        HubStore::enroll_token_group(self, token)
+        SledStore::enroll_token_group(self, token)
     }
 
     fn consume_enroll_token(&self, token: &str) -> Result<bool, StoreError> {
-        HubStore::consume_enroll_token(self, token)
+        SledStore::consume_enroll_token(self, token)
     }
 
     fn release_enroll_token(&self, token: &str) -> Result<(), StoreError> {
-        HubStore::release_enroll_token(self, token)
+        SledStore::release_enroll_token(self, token)
     }
 }
 
-impl DeviceAudit for HubStore {
+impl DeviceAudit for SledStore {
     fn ingest_audit(&self, device: &str, events: &[StoredEvent]) -> Result<Ingested, StoreError> {
-        HubStore::ingest_audit(self, device, events)
+        SledStore::ingest_audit(self, device, events)
     }
 
     fn device_audit(&self, device: &str, after: u64) -> Result<Vec<StoredEvent>, StoreError> {
-        HubStore::device_audit(self, device, after)
+        SledStore::device_audit(self, device, after)
     }
 }
 
-impl Presence for HubStore {
+impl Presence for SledStore {
     fn join(&self, hub: &HubEntry) -> Result<(), StoreError> {
         let holdings = self.holdings_tree()?;
         for entry in holdings.iter() {
@@ -205,13 +218,16 @@ impl Presence for HubStore {
             .iter()
             .map(|entry| {
                 let (id, value) = entry?;
-                Ok(HubEntry { id: String::from_utf8_lossy(&id).into_owned(), address: decode::<HubRow>(&value)?.address })
+                Ok(HubEntry {
+                    id: String::from_utf8_lossy(&id).into_owned(),
+                    address: decode::<HubRow>(&value)?.address,
+                })
             })
             .collect()
     }
 }
 
-impl SharedSecrets for HubStore {
+impl SharedSecrets for SledStore {
     fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
         let tree = self.shared_secrets_tree()?;
         let stored = match tree.compare_and_swap(name.as_bytes(), None::<&[u8]>, Some(candidate))? {
@@ -220,5 +236,299 @@ impl SharedSecrets for HubStore {
         };
         self.flush()?;
         Ok(stored)
+    }
+}
+
+impl Operators for SledStore {
+    fn add_operator(&self, record: OperatorRecord, setup_secs: u64) -> Result<String, StoreError> {
+        SledStore::add_operator(self, record, setup_secs)
+    }
+
+    fn operator(&self, name: &str) -> Result<Option<OperatorRecord>, StoreError> {
+        SledStore::operator(self, name)
+    }
+
+    fn operators(&self) -> Result<Vec<OperatorRecord>, StoreError> {
+        SledStore::operators(self)
+    }
+
+    fn modify_operator(
+        &self,
+        name: &str,
+        change: &mut (dyn for<'r> FnMut(&'r mut OperatorRecord) + Send),
+    ) -> Result<Option<OperatorRecord>, StoreError> {
+        SledStore::update_operator(self, name, |record| {
+            change(record);
+            record.clone()
+        })
+    }
+
+    fn remove_operator(&self, name: &str) -> Result<OperatorRecord, StoreError> {
+        SledStore::remove_operator(self, name)
+    }
+
+    fn operator_by_setup_code(&self, code: &str, now: u64) -> Result<Option<OperatorRecord>, StoreError> {
+        SledStore::operator_by_setup_code(self, code, now)
+    }
+
+    fn add_api_token(
+        &self,
+        operator: &str,
+        name: &str,
+        scope: TokenScope,
+        now: u64,
+        expires: u64,
+    ) -> Result<String, StoreError> {
+        SledStore::add_api_token(self, operator, name, scope, now, expires)
+    }
+
+    fn api_tokens(&self, operator: &str) -> Result<Vec<ApiTokenRecord>, StoreError> {
+        SledStore::api_tokens(self, operator)
+    }
+
+    fn api_token(&self, token: &str) -> Result<Option<ApiTokenRecord>, StoreError> {
+        SledStore::api_token(self, token)
+    }
+
+    fn revoke_api_token(&self, operator: &str, name: &str) -> Result<bool, StoreError> {
+        SledStore::revoke_api_token(self, operator, name)
+    }
+
+    fn create_session(&self, operator: &str, method: &str, now: u64) -> Result<(String, SessionRecord), StoreError> {
+        SledStore::create_session(self, operator, method, now)
+    }
+
+    fn session(&self, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        SledStore::session(self, id)
+    }
+
+    fn touch_session(&self, id: &str, now: u64) -> Result<(), StoreError> {
+        SledStore::touch_session(self, id, now)
+    }
+
+    fn end_session(&self, id: &str) -> Result<(), StoreError> {
+        SledStore::end_session(self, id)
+    }
+
+    fn end_sessions(&self, operator: &str) -> Result<usize, StoreError> {
+        SledStore::end_sessions(self, operator)
+    }
+}
+
+impl Deployments for SledStore {
+    fn create_deployment(
+        &self,
+        device: &str,
+        make: Box<dyn FnOnce(u64) -> DeploymentRecord + Send + '_>,
+    ) -> Result<DeploymentRecord, StoreError> {
+        SledStore::create_deployment(self, device, make)
+    }
+
+    fn deployments(&self, device: &str) -> Result<Vec<DeploymentRecord>, StoreError> {
+        SledStore::deployments(self, device)
+    }
+
+    fn deployment(&self, device: &str, id: &str) -> Result<Option<DeploymentRecord>, StoreError> {
+        SledStore::deployment(self, device, id)
+    }
+
+    fn deployment_to_send(&self, device: &str) -> Result<Option<DeploymentRecord>, StoreError> {
+        SledStore::deployment_to_send(self, device)
+    }
+
+    fn update_deployment(
+        &self,
+        device: &str,
+        id: &str,
+        state: DeployState,
+        detail: serde_json::Value,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        SledStore::update_deployment(self, device, id, state, detail, now)
+    }
+
+    fn add_snapshot(&self, record: &SnapshotRecord) -> Result<(), StoreError> {
+        SledStore::add_snapshot(self, record)
+    }
+
+    fn snapshot_by_id(&self, id: &str) -> Result<Option<SnapshotRecord>, StoreError> {
+        SledStore::snapshot_by_id(self, id)
+    }
+
+    fn snapshots(&self, device: &str) -> Result<Vec<SnapshotRecord>, StoreError> {
+        SledStore::snapshots(self, device)
+    }
+
+    fn snapshot(&self, device: &str, id: &str) -> Result<Option<SnapshotRecord>, StoreError> {
+        SledStore::snapshot(self, device, id)
+    }
+
+    fn put_sbom(&self, device: &str, sbom: &serde_json::Value) -> Result<(), StoreError> {
+        SledStore::put_sbom(self, device, sbom)
+    }
+
+    fn sbom(&self, device: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        SledStore::sbom(self, device)
+    }
+}
+
+impl Policies for SledStore {
+    fn policy(&self, device: &str) -> Result<Option<PolicyRecord>, StoreError> {
+        SledStore::policy(self, device)
+    }
+
+    fn policy_tokens(&self, device: &str) -> Result<Vec<HubTokenRecord>, StoreError> {
+        SledStore::policy_tokens(self, device)
+    }
+
+    fn make_policy(
+        &self,
+        device: &str,
+        change: PolicyChange,
+        operator: &str,
+        now: u64,
+        sign: Box<dyn FnOnce(&Policy) -> String + Send + '_>,
+    ) -> Result<MadePolicy, PolicyError> {
+        SledStore::make_policy(self, device, change, operator, now, sign)
+    }
+
+    fn update_policy(&self, device: &str, report: &PolicyReport, now: u64) -> Result<PolicyUpdate, StoreError> {
+        SledStore::update_policy(self, device, report, now)
+    }
+}
+
+impl Groups for SledStore {
+    fn create_group(&self, record: &GroupRecord) -> Result<(), StoreError> {
+        SledStore::create_group(self, record)
+    }
+
+    fn group(&self, name: &str) -> Result<Option<GroupRecord>, StoreError> {
+        SledStore::group(self, name)
+    }
+
+    fn groups(&self) -> Result<Vec<GroupRecord>, StoreError> {
+        SledStore::groups(self)
+    }
+
+    fn modify_group(
+        &self,
+        name: &str,
+        change: &mut (dyn for<'r> FnMut(&'r mut GroupRecord) + Send),
+    ) -> Result<Option<GroupRecord>, StoreError> {
+        SledStore::update_group(self, name, change)
+    }
+
+    fn group_members(&self, name: &str) -> Result<Vec<String>, StoreError> {
+        SledStore::group_members(self, name)
+    }
+
+    fn delete_group(&self, name: &str) -> Result<bool, StoreError> {
+        SledStore::delete_group(self, name)
+    }
+
+    fn change_group_devices(
+        &self,
+        name: &str,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<MembershipChange, StoreError> {
+        SledStore::change_group_devices(self, name, add, remove)
+    }
+
+    fn put_rollout(&self, rollout: &Rollout) -> Result<(), StoreError> {
+        SledStore::put_rollout(self, rollout)
+    }
+
+    fn rollout(&self, id: &str) -> Result<Option<Rollout>, StoreError> {
+        SledStore::rollout(self, id)
+    }
+
+    fn rollouts(&self) -> Result<Vec<Rollout>, StoreError> {
+        SledStore::rollouts(self)
+    }
+
+    fn create_pipeline(&self, record: &PipelineRecord) -> Result<(), StoreError> {
+        SledStore::create_pipeline(self, record)
+    }
+
+    fn pipeline(&self, name: &str) -> Result<Option<PipelineRecord>, StoreError> {
+        SledStore::pipeline(self, name)
+    }
+
+    fn pipelines(&self) -> Result<Vec<PipelineRecord>, StoreError> {
+        SledStore::pipelines(self)
+    }
+
+    fn delete_pipeline(&self, name: &str) -> Result<bool, StoreError> {
+        SledStore::delete_pipeline(self, name)
+    }
+}
+
+impl Journal for SledStore {
+    fn record(
+        &self,
+        kind: HubEventKind,
+        actor: Actor,
+        target: &str,
+        detail: serde_json::Value,
+    ) -> Result<StoredEvent, StoreError> {
+        SledStore::record(self, kind, actor, target, detail)
+    }
+
+    fn record_event(
+        &self,
+        device: &str,
+        kind: HubEventKind,
+        detail: serde_json::Value,
+    ) -> Result<HubEvent, StoreError> {
+        SledStore::record_event(self, device, kind, detail)
+    }
+
+    fn events(&self, device: &str) -> Result<Vec<HubEvent>, StoreError> {
+        SledStore::events(self, device)
+    }
+
+    fn subscribe_recorded(&self) -> tokio::sync::broadcast::Receiver<StoredEvent> {
+        SledStore::subscribe_recorded(self)
+    }
+
+    fn journal_failures(&self) -> u64 {
+        SledStore::journal_failures(self)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        SledStore::flush(self)
+    }
+
+    fn latency(&self) -> &StoreLatency {
+        &self.latency
+    }
+}
+
+impl FleetAudit for SledStore {
+    fn audit_page(&self, filter: &AuditFilter, before: Option<&Cursor>, limit: usize) -> Result<AuditPage, StoreError> {
+        SledStore::audit_page(self, filter, before, limit)
+    }
+
+    fn audit_export(
+        &self,
+        filter: &AuditFilter,
+        write: &mut (dyn FnMut(&AuditRow) -> std::io::Result<()> + Send),
+    ) -> Result<u64, FleetAuditError> {
+        SledStore::audit_export(self, filter, write)
+    }
+}
+
+impl FleetFigures for SledStore {
+    fn census(&self) -> Result<Census, StoreError> {
+        SledStore::census(self)
+    }
+
+    fn record_presence(&self, sample: PresenceSample) -> Result<(), StoreError> {
+        SledStore::record_presence(self, sample)
+    }
+
+    fn presence_since(&self, since: u64) -> Result<Vec<PresenceSample>, StoreError> {
+        SledStore::presence_since(self, since)
     }
 }

@@ -153,7 +153,8 @@ impl Devices for PgStore {
         self.wait(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
-            let Some(row) = tx.query_opt(&format!("SELECT {COLUMNS} FROM devices WHERE id = $1 FOR UPDATE"), &[&id]).await?
+            let Some(row) =
+                tx.query_opt(&format!("SELECT {COLUMNS} FROM devices WHERE id = $1 FOR UPDATE"), &[&id]).await?
             else {
                 return Ok(None);
             };
@@ -171,7 +172,8 @@ impl Devices for PgStore {
         self.wait(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
-            let Some(row) = tx.query_opt("UPDATE devices SET revoked = true WHERE id = $1 RETURNING cert_serial", &[&id]).await?
+            let Some(row) =
+                tx.query_opt("UPDATE devices SET revoked = true WHERE id = $1 RETURNING cert_serial", &[&id]).await?
             else {
                 return Err(StoreError::Conflict(format!("no device {id:?}")));
             };
@@ -188,7 +190,8 @@ impl Devices for PgStore {
 
     fn revoked_serials(&self) -> Result<Vec<String>, StoreError> {
         self.wait(async {
-            let rows = self.client().await?.query("SELECT serial FROM revoked_certificates ORDER BY serial", &[]).await?;
+            let rows =
+                self.client().await?.query("SELECT serial FROM revoked_certificates ORDER BY serial", &[]).await?;
             Ok(rows.iter().map(|r| r.get(0)).collect())
         })
     }

@@ -113,8 +113,7 @@ impl PgStore {
         config.options("-c synchronous_commit=on");
         let roots = options.ca_file.clone().map_or(TrustRoots::System, TrustRoots::CaFile);
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*crate::sso::tls::client_config(&roots)?).clone());
-        let manager =
-            Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
             .runtime(Runtime::Tokio1)
