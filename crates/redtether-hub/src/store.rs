@@ -226,10 +226,11 @@ pub struct SledStore {
     hub_event_order: std::sync::Mutex<()>,
     /// Held from reading a device's last policy number to storing the next (`make_policy`).
     policy_lock: std::sync::Mutex<()>,
-    /// One is held (chosen by the device's id) from asking which delivered events are new to
-    /// storing them: two deliveries of one batch at once (a device's old and new session) must
-    /// not both find an event new and index it twice.
-    ingest_locks: [std::sync::Mutex<()>; INGEST_LOCKS],
+    /// One is held (chosen by the device's id) from reading a device's records to writing what
+    /// follows from them: two deliveries of one batch at once (a device's old and new session)
+    /// must not both find an event new and index it twice, and of two deployments made at once
+    /// the later must see the earlier to supersede it.
+    device_locks: [std::sync::Mutex<()>; DEVICE_LOCKS],
     log: sled_open::LogFile,
     /// The hash-chained trail of every event recorded here (`crate::journal`).
     journal: HubJournal,
@@ -239,8 +240,8 @@ pub struct SledStore {
     recorded: tokio::sync::broadcast::Sender<StoredEvent>,
 }
 
-/// How many devices may have audit delivered at once (more share a lock).
-const INGEST_LOCKS: usize = 16;
+/// How many devices' records may be changed at once (more share a lock).
+const DEVICE_LOCKS: usize = 16;
 
 /// Recorded events a slow watcher may fall behind by before it misses some.
 const RECORDED_BACKLOG: usize = 4096;
@@ -257,12 +258,6 @@ fn audit_key(device: &str, seq: u64, id: &str) -> Vec<u8> {
 /// the hub itself.
 fn hub_event_actor(detail: &serde_json::Value) -> Actor {
     detail.get("operator").and_then(|o| o.as_str()).map_or(Actor::System, Actor::user)
-}
-
-fn ingest_lock_index(device: &str) -> usize {
-    use std::hash::{BuildHasher, BuildHasherDefault};
-    let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(device);
-    (hash % INGEST_LOCKS as u64) as usize
 }
 
 fn digest(secret: &str) -> Vec<u8> {
@@ -284,6 +279,13 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 impl SledStore {
+    fn device_lock(&self, device: &str) -> std::sync::MutexGuard<'_, ()> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(device);
+        let lock = &self.device_locks[(hash % DEVICE_LOCKS as u64) as usize];
+        lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Opens the registry (`<root>/db`) and the audit journal (`<root>/audit.jsonl`).
     pub fn open(root: &Path) -> Result<SledStore, StoreError> {
         let journal = HubJournal::open(root)?;
@@ -308,7 +310,7 @@ impl SledStore {
             policies: db.open_tree("policies")?,
             policy_tokens: db.open_tree("policy_tokens")?,
             policy_lock: std::sync::Mutex::new(()),
-            ingest_locks: std::array::from_fn(|_| std::sync::Mutex::new(())),
+            device_locks: std::array::from_fn(|_| std::sync::Mutex::new(())),
             audit_by_time: db.open_tree("audit_by_time")?,
             audit_by_device: db.open_tree("audit_by_device")?,
             audit_index_meta: db.open_tree("audit_index_meta")?,
@@ -576,8 +578,7 @@ impl SledStore {
     fn ingest_audit_untimed(&self, device: &str, events: &[StoredEvent]) -> Result<Ingested, StoreError> {
         check_batch(events)?;
         let done = {
-            let lock = &self.ingest_locks[ingest_lock_index(device)];
-            let _one_delivery = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let _one_delivery = self.device_lock(device);
             let (fresh, done) = new_events(events, |seq, id| self.audit.contains_key(audit_key(device, seq, id)))?;
             if done.ack == 0 {
                 return Ok(done);
@@ -613,6 +614,7 @@ impl SledStore {
         device: &str,
         make: impl FnOnce(u64) -> DeploymentRecord,
     ) -> Result<DeploymentRecord, StoreError> {
+        let _one_at_a_time = self.device_lock(device);
         let next = self.deploy_numbers.update_and_fetch(device.as_bytes(), |old| {
             let n = old.and_then(|b| b.try_into().ok()).map_or(0, u64::from_be_bytes);
             Some((n + 1).to_be_bytes().to_vec())

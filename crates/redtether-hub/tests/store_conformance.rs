@@ -1,21 +1,25 @@
 //! One conformance suite for the hub's store backends: the embedded sled store and PostgreSQL
 //! (a real server, started for the test). Each check gets a fresh store and two handles on it,
-//! `a` and `b`: for PostgreSQL two separate stores (two hubs, each with its own pool) on one
-//! database; for sled the one store twice (one process holds it). Races are run with many
-//! tasks on a multi-threaded runtime.
+//! `a` and `b`: for PostgreSQL two separate stores (two hubs, each with its own pool and state
+//! directory) on one database; for sled the one store twice (one process holds it). Races are
+//! run with many tasks on a multi-threaded runtime.
 
-use redtether_hub::store::domain::{HubEntry, SharedStore};
+#[path = "store_conformance/records.rs"]
+mod store_conformance_records;
+
+use redtether_hub::store::domain::HubEntry;
 use redtether_hub::store::postgres::{PgOptions, PgSetupError, PgStore};
-use redtether_hub::store::{DeviceRecord, SledStore, StoreError};
+use redtether_hub::store::prelude::*;
+use redtether_hub::store::{DeviceRecord, HubStore, SledStore, StoreError};
 use redtether_proto::audit::{Actor, AuditEvent, AuditKind, GENESIS, Ingested, StoredEvent};
 use redtether_proto::wire::{DeviceStatus, EnrollRefusal};
 use redtether_testkit::postgres::Postgres;
 use std::sync::Arc;
 use std::time::Duration;
 
-type Handles = (Arc<dyn SharedStore>, Arc<dyn SharedStore>);
+pub type Handles = (Arc<HubStore>, Arc<HubStore>);
 
-fn event(seq: u64, id: &str) -> StoredEvent {
+pub fn event(seq: u64, id: &str) -> StoredEvent {
     let e = AuditEvent::new(AuditKind::AgentStarted, Actor::System, "conformance");
     StoredEvent::seal(e, seq, id.into(), "2026-12-06T00:00:00.000Z".into(), &GENESIS).0
 }
@@ -223,6 +227,17 @@ async fn hubs_racing_to_store_a_secret_all_get_one((a, b): Handles) {
 
 macro_rules! suite {
     ($run:ident) => {
+        $run!(store_conformance_records::accounts_tokens_and_sessions);
+        $run!(store_conformance_records::an_account_changed_through_two_hubs_at_once_keeps_every_change);
+        $run!(store_conformance_records::deployments_are_numbered_superseded_and_end_once);
+        $run!(store_conformance_records::deployments_made_at_once_through_two_hubs_get_distinct_numbers);
+        $run!(store_conformance_records::snapshots_and_sboms);
+        $run!(store_conformance_records::policies_are_numbered_and_carry_their_tokens);
+        $run!(store_conformance_records::policies_made_at_once_through_two_hubs_get_distinct_numbers);
+        $run!(store_conformance_records::groups_rollouts_and_pipelines);
+        $run!(store_conformance_records::what_a_hub_records_every_hub_reads);
+        $run!(store_conformance_records::the_fleet_audit_pages_through_every_event_once);
+        $run!(store_conformance_records::census_and_presence_samples);
         $run!(tokens_are_one_time_expire_and_can_be_given_back);
         $run!(one_token_raced_through_two_hubs_is_accepted_once);
         $run!(devices_keep_their_certificates_and_revocations);
@@ -238,9 +253,9 @@ macro_rules! suite {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sled_store_conforms() {
     macro_rules! run {
-        ($check:ident) => {{
+        ($check:path) => {{
             let dir = tempfile::tempdir().unwrap();
-            let store: Arc<dyn SharedStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+            let store: Arc<HubStore> = Arc::new(SledStore::open(dir.path()).unwrap());
             $check((store.clone(), store)).await;
         }};
     }
@@ -251,11 +266,13 @@ async fn the_sled_store_conforms() {
 async fn the_postgres_store_conforms() {
     let pg = Postgres::start();
     macro_rules! run {
-        ($check:ident) => {{
+        ($check:path) => {{
             let url = pg.create_database();
-            let a: Arc<dyn SharedStore> = Arc::new(PgStore::open(&PgOptions::new(&url)).unwrap());
-            let b: Arc<dyn SharedStore> = Arc::new(PgStore::open(&PgOptions::new(&url)).unwrap());
-            $check((a, b)).await;
+            let dir = tempfile::tempdir().unwrap();
+            let hub = |id: &str| -> Arc<HubStore> {
+                Arc::new(PgStore::open(&PgOptions::new(&url), &dir.path().join(id), id).unwrap())
+            };
+            $check((hub("hub-a"), hub("hub-b"))).await;
         }};
     }
     suite!(run);
@@ -267,18 +284,21 @@ async fn the_postgres_schema_is_migrated_once_and_a_newer_one_is_refused() {
     let url = pg.create_database();
     // Two hubs starting together: one migrates, the other finds it done.
     let options = PgOptions::new(&url);
+    let dir = tempfile::tempdir().unwrap();
+    let open = |id: &str| PgStore::open(&options, &dir.path().join(id), id);
     let (first, second) = std::thread::scope(|s| {
-        let other = s.spawn(|| PgStore::open(&options));
-        (PgStore::open(&options), other.join().unwrap())
+        let other = s.spawn(|| open("hub-b"));
+        (open("hub-a"), other.join().unwrap())
     });
     let (first, second) = (first.unwrap(), second.unwrap());
     let versions =
         pg.psql(&url_database(&url), "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations");
-    assert_eq!(versions, redtether_hub::store::postgres::migrate::latest().to_string());
+    let every: Vec<String> = (1..=redtether_hub::store::postgres::migrate::latest()).map(|v| v.to_string()).collect();
+    assert_eq!(versions, every.join(","), "each version applied once");
     drop((first, second));
 
     pg.psql(&url_database(&url), "INSERT INTO schema_migrations (version, name) VALUES (999, 'from the future')");
-    match PgStore::open(&PgOptions::new(&url)) {
+    match open("hub-c") {
         Err(PgSetupError::SchemaTooNew { found: 999, .. }) => {}
         other => panic!("a newer schema must be refused, got {:?}", other.err()),
     }
@@ -289,15 +309,17 @@ async fn the_postgres_store_speaks_tls_and_checks_the_server() {
     let pg = Postgres::start();
     let url = pg.create_database().replace("sslmode=disable", "sslmode=require");
     let trusted = PgOptions { ca_file: Some(pg.ca_file()), ..PgOptions::new(&url) };
-    let store = PgStore::open(&trusted).unwrap();
-    redtether_hub::store::domain::EnrollTokens::create_enroll_token(&store, "pump-1", 60, None, 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = PgStore::open(&trusted, dir.path(), "hub-a").unwrap();
+    store.create_enroll_token("pump-1", 60, None, 1).unwrap();
     let tls_sessions = pg.psql("postgres", "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.application_name = 'redtether-hub'");
     assert_ne!(tls_sessions, "0", "the hub's connection is encrypted");
 
     // A server whose certificate no trusted CA issued is refused.
     let other = Postgres::start();
     let untrusted = PgOptions { ca_file: Some(other.ca_file()), ..PgOptions::new(&url) };
-    let refused = PgStore::open(&untrusted).err().expect("an unknown server certificate is refused");
+    let refused =
+        PgStore::open(&untrusted, dir.path(), "hub-a").err().expect("an unknown server certificate is refused");
     assert!(matches!(refused, PgSetupError::Connect(_)), "{refused}");
 }
 

@@ -174,6 +174,7 @@ pub trait Operators: Send + Sync {
         now: u64,
         expires: u64,
     ) -> Result<String, StoreError>;
+    /// The operator's tokens, in name order.
     fn api_tokens(&self, operator: &str) -> Result<Vec<ApiTokenRecord>, StoreError>;
     /// The record of a presented token, expired or not (the caller decides).
     fn api_token(&self, token: &str) -> Result<Option<ApiTokenRecord>, StoreError>;

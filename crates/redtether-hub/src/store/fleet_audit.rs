@@ -217,11 +217,11 @@ impl AuditFilter {
         }
     }
 
-    fn since_ms(&self) -> u64 {
+    pub(super) fn since_ms(&self) -> u64 {
         self.since.map_or(0, |s| s.saturating_mul(1000))
     }
 
-    fn until_ms(&self) -> Option<u64> {
+    pub(super) fn until_ms(&self) -> Option<u64> {
         self.until.map(|u| u.saturating_mul(1000))
     }
 }
@@ -264,6 +264,19 @@ impl Cursor {
         let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()?;
         KeyParts::from_time_key(&key)?;
         Some(Cursor(key))
+    }
+}
+
+impl Cursor {
+    /// The cursor of a row at this position: placed at `at_ms`, by `source`, of `device` (empty
+    /// for none), its `seq` and `id`.
+    pub(super) fn at(at_ms: u64, source: Source, device: &str, seq: u64, id: &str) -> Cursor {
+        Cursor(KeyParts { at_ms, source, device, seq, id }.time_key())
+    }
+
+    /// The position [`Cursor::at`] made: (at_ms, source, device, seq, id).
+    pub(super) fn position(&self) -> Option<(u64, Source, &str, u64, &str)> {
+        KeyParts::from_time_key(&self.0).map(|p| (p.at_ms, p.source, p.device, p.seq, p.id))
     }
 }
 
@@ -606,7 +619,23 @@ fn hub_row(parts: &KeyParts<'_>, kind: &str, actor: &str, body: &[u8]) -> Option
 }
 
 /// A device event's row, from `device_audit`.
-fn device_row(device: &str, event: StoredEvent) -> AuditRow {
+/// The row of an event the hub recorded (about `device`, if one).
+pub(super) fn hub_event_row(device: Option<&str>, event: StoredEvent) -> AuditRow {
+    AuditRow {
+        source: Source::Hub,
+        device: device.map(str::to_string),
+        seq: event.seq,
+        id: Some(event.id),
+        ts: event.ts,
+        kind: event.kind,
+        actor: event.actor.to_string(),
+        target: event.target,
+        level: event.level,
+        detail: serde_json::Value::Object(event.detail),
+    }
+}
+
+pub(super) fn device_row(device: &str, event: StoredEvent) -> AuditRow {
     AuditRow {
         source: Source::Device,
         device: Some(device.to_string()),
@@ -636,7 +665,7 @@ pub(super) fn now_ms() -> u64 {
 }
 
 /// Where an event with timestamp `ts` goes, indexed at `now_ms`.
-fn placed_at(ts: &str, now_ms: u64) -> u64 {
+pub(super) fn placed_at(ts: &str, now_ms: u64) -> u64 {
     let Ok(t) = humantime::parse_rfc3339_weak(ts) else { return now_ms };
     let ms = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     ms.min(now_ms)
@@ -1159,7 +1188,7 @@ impl SledStore {
 /// the hub's operators (`record`), for an event whose `events` row is lost. Operators' events
 /// target `hub` or `operator:<name>` (not a device id: no `:`) and are all `operator.*` kinds
 /// but `operator.command`, so a device named `hub` is still told apart.
-fn journal_event_is_about_a_device(kind: &str, target: &str) -> bool {
+pub(super) fn journal_event_is_about_a_device(kind: &str, target: &str) -> bool {
     let account_kind = kind.starts_with("operator.") && kind != HubEventKind::OperatorCommand.as_str();
     redtether_proto::names::valid_name(target) && !account_kind
 }

@@ -51,6 +51,33 @@ pub struct MembershipChange {
     pub moved_from: std::collections::BTreeMap<String, String>,
 }
 
+/// What moving the `add` devices into group `name` and the other `devices` (id, current group)
+/// out of it changes: the change to report, and each device whose group changes with its new
+/// group. Devices already where they are asked to be are left alone.
+pub(super) fn membership_change(
+    name: &str,
+    devices: &[(String, Option<String>)],
+    add: &[String],
+) -> (MembershipChange, Vec<(String, Option<String>)>) {
+    let mut change = MembershipChange::default();
+    let mut moves = Vec::new();
+    for (id, before) in devices {
+        let adding = add.contains(id);
+        if adding && before.as_deref() != Some(name) {
+            if let Some(other) = before {
+                change.moved_from.insert(id.clone(), other.clone());
+            }
+            change.added.push(id.clone());
+        } else if !adding && before.as_deref() == Some(name) {
+            change.removed.push(id.clone());
+        } else {
+            continue;
+        }
+        moves.push((id.clone(), adding.then(|| name.to_string())));
+    }
+    (change, moves)
+}
+
 impl SledStore {
     fn group_lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.group_lock.lock().unwrap_or_else(|e| e.into_inner())
@@ -124,26 +151,13 @@ impl SledStore {
         let mut records = Vec::new();
         for id in add.iter().chain(remove) {
             match self.device(id)? {
-                Some(d) => records.push(d),
+                Some(d) => records.push((d.id, d.group)),
                 None => return Err(StoreError::Conflict(format!("no device {id:?}"))),
             }
         }
-        let mut change = MembershipChange::default();
-        for record in records {
-            let adding = add.contains(&record.id);
-            let before = record.group.clone();
-            if adding && before.as_deref() != Some(name) {
-                if let Some(other) = &before {
-                    change.moved_from.insert(record.id.clone(), other.clone());
-                }
-                change.added.push(record.id.clone());
-            } else if !adding && before.as_deref() == Some(name) {
-                change.removed.push(record.id.clone());
-            } else {
-                continue;
-            }
-            let group = adding.then(|| name.to_string());
-            self.modify_device(&record.id, |d| d.group.clone_from(&group))?;
+        let (change, moves) = membership_change(name, &records, add);
+        for (id, group) in moves {
+            self.modify_device(&id, |d| d.group.clone_from(&group))?;
         }
         self.flush()?;
         Ok(change)

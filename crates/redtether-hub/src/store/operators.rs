@@ -236,7 +236,10 @@ impl SledStore {
     }
 
     pub fn api_tokens(&self, operator: &str) -> Result<Vec<ApiTokenRecord>, StoreError> {
-        Ok(self.token_entries()?.into_iter().map(|(_, t)| t).filter(|t| t.operator == operator).collect())
+        let mut tokens: Vec<ApiTokenRecord> =
+            self.token_entries()?.into_iter().map(|(_, t)| t).filter(|t| t.operator == operator).collect();
+        tokens.sort_by(|x, y| x.name.cmp(&y.name));
+        Ok(tokens)
     }
 
     /// The record of a presented token, expired or not (the caller decides).

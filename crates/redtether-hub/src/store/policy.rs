@@ -165,6 +165,69 @@ pub fn apply_report(record: &PolicyRecord, report: &PolicyReport, now: u64) -> O
     Some(next)
 }
 
+/// Makes the policy `change` leads to from the newest one and the device's tokens: its number,
+/// the signed document, the record to store. The caller holds the device's policy lock from
+/// reading `newest` and `tokens` to storing the result (with `change`'s token change).
+pub(super) fn prepare(
+    device: &str,
+    newest: Option<&PolicyRecord>,
+    mut tokens: Vec<HubTokenRecord>,
+    change: &PolicyChange,
+    operator: &str,
+    now: u64,
+    sign: impl FnOnce(&Policy) -> String,
+) -> Result<MadePolicy, PolicyError> {
+    let previous = newest.map(|p| signed_document(&p.desired, &tokens));
+    let (desired, group) = match change {
+        PolicyChange::Document(document) => (PolicyDocument { tokens: Vec::new(), ..document.clone() }, None),
+        PolicyChange::Group { group, document } => {
+            (PolicyDocument { tokens: Vec::new(), ..document.clone() }, Some(group.clone()))
+        }
+        PolicyChange::TokenAdded(_) | PolicyChange::TokenRevoked(_) => {
+            let newest = newest.ok_or(PolicyError::NoPolicy)?;
+            (newest.desired.clone(), newest.group.clone())
+        }
+    };
+    match change {
+        PolicyChange::Document(_) | PolicyChange::Group { .. } => {}
+        PolicyChange::TokenAdded(token) => {
+            if tokens.iter().any(|t| t.name == token.name) {
+                return Err(PolicyError::TokenExists(token.name.clone()));
+            }
+            tokens.push(token.clone());
+        }
+        PolicyChange::TokenRevoked(name) => {
+            let before = tokens.len();
+            tokens.retain(|t| &t.name != name);
+            if tokens.len() == before {
+                return Err(PolicyError::UnknownToken(name.clone()));
+            }
+        }
+    }
+    let document = signed_document(&desired, &tokens);
+    document.check().map_err(PolicyError::Invalid)?;
+    let number = next_number(newest);
+    let policy = Policy { device: device.to_string(), number, issued_at: now, document: document.clone() };
+    let envelope = sign(&policy);
+    if envelope.len() > redtether_proto::policy::MAX_LEN {
+        return Err(PolicyError::TooLarge(envelope.len()));
+    }
+    let record = PolicyRecord {
+        device: device.to_string(),
+        number,
+        desired,
+        hash: document.hash(),
+        envelope,
+        state: PolicyState::Pending,
+        reason: None,
+        applied_at: None,
+        made_at: now,
+        made_by: operator.to_string(),
+        group,
+    };
+    Ok(MadePolicy { record, document, previous })
+}
+
 impl SledStore {
     fn policy_lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.policy_lock.lock().unwrap_or_else(|e| e.into_inner())
@@ -193,56 +256,9 @@ impl SledStore {
     ) -> Result<MadePolicy, PolicyError> {
         let _guard = self.policy_lock();
         let newest = self.policy(device)?;
-        let mut tokens = self.policy_tokens(device)?;
-        let previous = newest.as_ref().map(|p| signed_document(&p.desired, &tokens));
-        let (desired, group) = match &change {
-            PolicyChange::Document(document) => (PolicyDocument { tokens: Vec::new(), ..document.clone() }, None),
-            PolicyChange::Group { group, document } => {
-                (PolicyDocument { tokens: Vec::new(), ..document.clone() }, Some(group.clone()))
-            }
-            PolicyChange::TokenAdded(_) | PolicyChange::TokenRevoked(_) => {
-                let newest = newest.as_ref().ok_or(PolicyError::NoPolicy)?;
-                (newest.desired.clone(), newest.group.clone())
-            }
-        };
-        match &change {
-            PolicyChange::Document(_) | PolicyChange::Group { .. } => {}
-            PolicyChange::TokenAdded(token) => {
-                if tokens.iter().any(|t| t.name == token.name) {
-                    return Err(PolicyError::TokenExists(token.name.clone()));
-                }
-                tokens.push(token.clone());
-            }
-            PolicyChange::TokenRevoked(name) => {
-                let before = tokens.len();
-                tokens.retain(|t| &t.name != name);
-                if tokens.len() == before {
-                    return Err(PolicyError::UnknownToken(name.clone()));
-                }
-            }
-        }
-        let document = signed_document(&desired, &tokens);
-        document.check().map_err(PolicyError::Invalid)?;
-        let number = next_number(newest.as_ref());
-        let policy = Policy { device: device.to_string(), number, issued_at: now, document: document.clone() };
-        let envelope = sign(&policy);
-        if envelope.len() > redtether_proto::policy::MAX_LEN {
-            return Err(PolicyError::TooLarge(envelope.len()));
-        }
-        let record = PolicyRecord {
-            device: device.to_string(),
-            number,
-            desired,
-            hash: document.hash(),
-            envelope,
-            state: PolicyState::Pending,
-            reason: None,
-            applied_at: None,
-            made_at: now,
-            made_by: operator.to_string(),
-            group,
-        };
-        let encoded = encode(&record);
+        let tokens = self.policy_tokens(device)?;
+        let made = prepare(device, newest.as_ref(), tokens, &change, operator, now, sign)?;
+        let encoded = encode(&made.record);
         (&self.policies, &self.policy_tokens)
             .transaction(|(policies, token_tree)| {
                 policies.insert(device.as_bytes(), encoded.as_slice())?;
@@ -262,7 +278,7 @@ impl SledStore {
                 TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
             })?;
         self.flush()?;
-        Ok(MadePolicy { record, document, previous })
+        Ok(made)
     }
 
     /// Keeps what the device said about policy `report.number`, if that is the newest.

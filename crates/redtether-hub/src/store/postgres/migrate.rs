@@ -6,7 +6,10 @@ use super::PgSetupError;
 use deadpool_postgres::GenericClient;
 
 /// Every version of the schema, oldest first; a version once released never changes.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "shared registry", include_str!("migrations/0001_shared_registry.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "shared registry", include_str!("migrations/0001_shared_registry.sql")),
+    (2, "hub records", include_str!("migrations/0002_hub_records.sql")),
+];
 
 /// The advisory lock the migrating hub holds ("rtmg" as a number): one hub migrates at a time.
 const LOCK: i64 = 0x7274_6d67;

@@ -15,14 +15,22 @@
 //! server's default.
 
 mod audit;
+mod deployments;
 mod devices;
+mod fleet;
+mod groups;
+mod journal;
 pub mod migrate;
+mod operators;
+mod policies;
 mod presence;
 mod tokens;
 
+use super::{StoreError, StoreLatency};
+use crate::journal::HubJournal;
 use crate::sso::config::TrustRoots;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -31,7 +39,7 @@ use std::time::Duration;
 pub struct PgOptions {
     /// `postgres://user[:password]@host[:port]/database[?sslmode=require]`.
     pub url: String,
-    /// The CAs the server's certificate must chain to; the system's when unset.
+    /// The CAs the server's certificate must chain to; the system's when unset (`[store] ca_file`).
     pub ca_file: Option<PathBuf>,
     /// Connections kept open at most.
     pub pool_size: usize,
@@ -64,6 +72,9 @@ pub enum PgSetupError {
     /// The database refused a migration step.
     #[error("store migration: {0}")]
     Migrate(#[from] tokio_postgres::Error),
+    /// The hub's journal could not be opened or shared.
+    #[error("{0}")]
+    Journal(Box<StoreError>),
     /// A newer hub migrated this database.
     #[error("the store's schema is version {found}, newer than this hub knows ({known}): upgrade the hub")]
     SchemaTooNew { found: i32, known: i32 },
@@ -72,10 +83,22 @@ pub enum PgSetupError {
 /// The hub's records in PostgreSQL.
 pub struct PgStore {
     pool: Pool,
+    /// This hub's id among the hubs sharing the database.
+    hub: String,
+    /// This hub's own trail (`crate::journal`), in its state directory.
+    journal: HubJournal,
+    /// Held from journaling an event to sharing it (`journal`).
+    hub_event_order: std::sync::Mutex<()>,
+    /// Every event this hub records, for whoever watches (the alerts).
+    recorded: tokio::sync::broadcast::Sender<redtether_proto::audit::StoredEvent>,
+    latency: StoreLatency,
     /// Drives the connections; shut down (without waiting) when the store is dropped.
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
 }
+
+/// Recorded events a slow watcher may fall behind by before it misses some.
+const RECORDED_BACKLOG: usize = 4096;
 
 /// The client runtime's threads: the connections' I/O, not the statements' callers.
 const CLIENT_THREADS: usize = 2;
@@ -86,8 +109,10 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl PgStore {
-    /// Connects, and migrates the schema to the newest version.
-    pub fn open(options: &PgOptions) -> Result<PgStore, PgSetupError> {
+    /// Connects as hub `hub`, migrates the schema to the newest version, and opens the hub's
+    /// journal in `state_dir` (sharing what the database does not have of it yet).
+    pub fn open(options: &PgOptions, state_dir: &Path, hub: &str) -> Result<PgStore, PgSetupError> {
+        let journal = HubJournal::open(state_dir).map_err(|e| PgSetupError::Journal(Box::new(e.into())))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(CLIENT_THREADS)
             .thread_name("hub-store-pg")
@@ -95,14 +120,26 @@ impl PgStore {
             .build()
             .map_err(PgSetupError::Runtime)?;
         let handle = runtime.handle().clone();
-        match wait(&handle, Self::connect(options)) {
-            Ok(pool) => Ok(PgStore { pool, runtime: Some(runtime), handle }),
+        let pool = match wait(&handle, Self::connect(options)) {
+            Ok(pool) => pool,
             Err(e) => {
                 // Not a plain drop: the caller may be on a runtime, where that would block.
                 runtime.shutdown_background();
-                Err(e)
+                return Err(e);
             }
-        }
+        };
+        let store = PgStore {
+            pool,
+            hub: hub.to_string(),
+            journal,
+            hub_event_order: std::sync::Mutex::new(()),
+            recorded: tokio::sync::broadcast::channel(RECORDED_BACKLOG).0,
+            latency: StoreLatency::default(),
+            runtime: Some(runtime),
+            handle,
+        };
+        store.share_journal(state_dir).map_err(|e| PgSetupError::Journal(Box::new(e)))?;
+        Ok(store)
     }
 
     async fn connect(options: &PgOptions) -> Result<Pool, PgSetupError> {
@@ -135,8 +172,13 @@ impl PgStore {
         wait(&self.handle, work)
     }
 
+    /// This hub's id.
+    pub fn hub(&self) -> &str {
+        &self.hub
+    }
+
     /// A pooled connection.
-    async fn client(&self) -> Result<deadpool_postgres::Client, super::StoreError> {
+    async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
         Ok(self.pool.get().await?)
     }
 }
@@ -166,6 +208,16 @@ where
         }),
         Err(_) => handle.block_on(work),
     }
+}
+
+/// A record kept whole, as stored.
+fn to_json<T: serde::Serialize>(record: &T) -> serde_json::Value {
+    serde_json::to_value(record).expect("records always encode")
+}
+
+/// A record kept whole, read back.
+fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, StoreError> {
+    serde_json::from_value(value).map_err(StoreError::Corrupt)
 }
 
 fn to_i64(value: u64) -> i64 {

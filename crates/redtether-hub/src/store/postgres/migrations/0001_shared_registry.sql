@@ -38,16 +38,20 @@ CREATE TABLE enroll_tokens (
 );
 
 -- Keyed by the event's id as well as its seq: a device whose journal started again (wiped and
--- enrolled anew) sends new events under old seqs, and those are not duplicates.
+-- enrolled anew) sends new events under old seqs, and those are not duplicates. at_ms places the
+-- event in the fleet audit: its own time, never later than when the hub stored it.
 CREATE TABLE device_audit (
     device text NOT NULL,
     seq    bigint NOT NULL,
     id     text NOT NULL,
-    ts     text NOT NULL,
+    at_ms  bigint NOT NULL,
     kind   text NOT NULL,
+    actor  text NOT NULL,
     event  jsonb NOT NULL,
     PRIMARY KEY (device, seq, id)
 );
+CREATE INDEX device_audit_by_time ON device_audit (at_ms DESC, device DESC, seq DESC, id DESC);
+CREATE INDEX device_audit_by_device_time ON device_audit (device, at_ms DESC, seq DESC, id DESC);
 
 CREATE TABLE hubs (
     id        text PRIMARY KEY,
