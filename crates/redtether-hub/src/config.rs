@@ -32,6 +32,8 @@ struct RawHub {
     metrics: RawMetrics,
     #[serde(default)]
     tcp: RawTcp,
+    #[serde(default)]
+    store: crate::store_settings::RawStore,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +136,8 @@ pub struct HubSettings {
     pub tcp_listen: Option<SocketAddr>,
     /// `[alerts]` and `[[alerts.webhook]]`.
     pub alerts: crate::alerts::config::AlertSettings,
+    /// `[store]`: the embedded store (the default) or PostgreSQL.
+    pub store: crate::store_settings::StoreSettings,
 }
 
 /// The first owner's name on a hub run with the built-in defaults.
@@ -279,6 +283,7 @@ fn validate(raw: RawHub, source: ConfigSource, ctx: &ProcessContext) -> Result<H
         first_owner,
         auth: auth(raw.auth, &base, &invalid, &positive)?,
         alerts: crate::alerts::config::validate(raw.alerts, &base, &invalid)?,
+        store: crate::store_settings::validate(raw.store, &base, &invalid)?,
     })
 }
 

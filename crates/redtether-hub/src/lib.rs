@@ -51,6 +51,7 @@ mod setup_page;
 pub mod sso;
 mod sso_login;
 pub mod store;
+pub mod store_settings;
 
 /// The hub's version, as reported by `--version` and the tunnel's `welcome`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -67,6 +68,7 @@ use redtether_host::state_dir::{StateDir, StateDirError};
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
+use store_settings::StoreSettings;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -108,6 +110,11 @@ pub enum HubError {
     Metrics(#[from] redtether_host::metrics_server::MetricsListenError),
     #[error(transparent)]
     Alerts(#[from] alerts::AlertsError),
+    #[error(transparent)]
+    StorePassword(#[from] store_settings::PasswordFileError),
+    /// The PostgreSQL store could not be opened.
+    #[error("{0}")]
+    PgStore(#[from] store::postgres::PgSetupError),
 }
 
 /// Source addresses whose failed token checks are remembered at once (the oldest are forgotten).
@@ -123,7 +130,7 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
     dir.create()?;
     let _lock = dir.lock()?;
     let keys = Arc::new(keys::load_or_create(dir.root(), &settings.names, SystemTime::now())?);
-    let store: Arc<store::HubStore> = Arc::new(store::SledStore::open(dir.root())?);
+    let store = open_store(&settings.store, dir.root())?;
     let revoked = Arc::new(RwLock::new(store.revoked_serials()?.into_iter().collect::<HashSet<_>>()));
     let quic = endpoint::bind(settings.listen, &keys, Arc::clone(&revoked))?;
     let quic_addr = quic.endpoint.local_addr().unwrap_or(settings.listen);
@@ -263,6 +270,20 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
     quic.endpoint.wait_idle().await;
     store.flush()?;
     Ok(())
+}
+
+/// The store `[store]` names: the embedded one in the state directory, or PostgreSQL (whose
+/// client keeps this hub's journal in the state directory too).
+fn open_store(settings: &StoreSettings, state_dir: &std::path::Path) -> Result<Arc<store::HubStore>, HubError> {
+    Ok(match settings {
+        StoreSettings::Embedded => Arc::new(store::SledStore::open(state_dir)?),
+        StoreSettings::Postgres(pg) => {
+            let options = pg.options()?;
+            let opened = store::postgres::PgStore::open(&options, state_dir, &pg.hub_id)?;
+            tracing::info!(url = %store_settings::redacted(&pg.url), hub = %pg.hub_id, "hub store: PostgreSQL");
+            Arc::new(opened)
+        }
+    })
 }
 
 /// Tells whoever started the hub where its console is and, on the start that made the first
