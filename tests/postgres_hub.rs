@@ -118,3 +118,55 @@ fn an_unreachable_database_is_a_clear_error_at_start() {
     assert!(!stderr.contains("hunter2"), "the password is not shown: {stderr}");
     assert!(started.elapsed() < Duration::from_secs(30), "an error, not a hang");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn migrate_store_moves_a_populated_hub_and_its_devices_come_back_intact() {
+    let mut hub = Hub::start();
+    let owner = hub.operator("ops", "owner");
+    let agent = online_agent(&hub, "pump-mig", "");
+    let (_sim, devices) = simulated_fleet(&hub, "mig", 10).await;
+    let (before, _) = delivered(&hub, &agent, "pump-mig", &owner).await;
+    let (_, listed_before) = api(&hub, reqwest::Method::GET, "/api/devices", Some(&owner)).await;
+    let hub_trail_before = hub.audit().len();
+
+    let pg = Postgres::start();
+    let url = pg.create_database();
+    let db = database(&url);
+    let state = hub.state_dir().display().to_string();
+    let migrate = |hub: &Hub| hub.cli(&["migrate-store", "--from", &state, "--to", &url, "--hub-id", "hub-a"]);
+    // Not while the hub runs: it would change the records under the copy.
+    assert_eq!(migrate(&hub).0, 75, "the state directory is the running hub's");
+    hub.stop();
+    let (code, out, err) = migrate(&hub);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("11 devices") && out.contains("1 operators"), "{out}");
+    let (again, _, err) = migrate(&hub);
+    assert_ne!(again, 0, "a second copy into the same database is refused");
+    assert!(err.contains("already holds hub records"), "{err}");
+
+    hub.append_config(&format!("[store]\nurl = {url:?}\nhub_id = \"hub-a\""));
+    hub.spawn();
+    wait_online(&agent, 2);
+    wait_for_async(Duration::from_secs(60), "the simulated devices to reconnect", || async {
+        devices.iter().all(|d| d.is_connected()).then_some(())
+    })
+    .await;
+    // The operator's token, the devices and their history came along.
+    let (code, listed) = api(&hub, reqwest::Method::GET, "/api/devices", Some(&owner)).await;
+    assert_eq!(code, 200, "the operator's token works on the migrated hub");
+    let ids = |list: &Value| {
+        let mut ids: Vec<String> = list.as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().into()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&listed), ids(&listed_before));
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM devices"), "11");
+    let (after, local) = delivered(&hub, &agent, "pump-mig", &owner).await;
+    let seqs = |events: &[Value]| events.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(seqs(&after[..before.len()]), seqs(&before), "the audit history is intact");
+    assert_eq!(seqs(&after), seqs(&local), "and goes on: the hub's copy is the journal");
+    // The hub's own trail goes on from where it was, in the same file, shared with the database.
+    assert!(hub.audit().len() > hub_trail_before);
+    let shared = pg.psql(&db, "SELECT count(*) FROM hub_events WHERE hub = 'hub-a'");
+    assert!(shared.parse::<usize>().unwrap() >= hub_trail_before, "{shared}");
+}

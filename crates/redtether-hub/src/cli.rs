@@ -2,7 +2,7 @@
 //! the hub's control socket while it runs, and open the registry directly when it does not.
 
 use crate::control::{HubRequest, RequestError, apply};
-use crate::store::{SledStore, StoreError};
+use crate::store::StoreError;
 use clap::{Parser, Subcommand};
 use redtether_host::config_file::ProcessContext;
 use redtether_host::control::{ClientError, request};
@@ -29,6 +29,9 @@ pub enum CliError {
     ReadCa(std::io::Error),
     #[error(transparent)]
     Ca(#[from] PkiError),
+    /// The store `[store]` names could not be opened.
+    #[error(transparent)]
+    OpenStore(Box<crate::HubError>),
 }
 
 #[derive(Debug, Parser)]
@@ -74,6 +77,25 @@ pub enum HubCommand {
     /// Read and check the hub's own audit trail (works while the hub runs)
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Move a stopped hub's embedded store into an empty PostgreSQL database; then run the hub
+    /// with `[store] url` and the same state directory
+    MigrateStore {
+        /// The hub's state directory (the embedded store is its `db` folder)
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// postgres://user@host/database[?sslmode=require]
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// A file holding the database password (rather than one in the URL)
+        #[arg(long, value_name = "PATH")]
+        password_file: Option<PathBuf>,
+        /// The database server's CA certificates (PEM) [default: the system's]
+        #[arg(long, value_name = "PATH")]
+        ca_file: Option<PathBuf>,
+        /// This hub's id among the hubs sharing the database [default: [store] hub_id, else the host name]
+        #[arg(long)]
+        hub_id: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,11 +181,14 @@ pub fn execute(cli: HubCli) -> ExitCode {
             HubRequest::OperatorReset2fa { name, setup_secs: settings.auth.setup_code_lifetime.as_secs() }
         }
         HubCommand::Audit(command) => return crate::audit_cli::run(dir.root(), command),
+        HubCommand::MigrateStore { from, to, password_file, ca_file, hub_id } => {
+            return migrate_store(&settings, &from, to, password_file, ca_file, hub_id);
+        }
         HubCommand::Devices => HubRequest::Devices,
         HubCommand::Device(DeviceCommand::Revoke { id }) => HubRequest::DeviceRevoke { device: id },
     };
     let result = match request_hub(&dir, &request) {
-        Err(ClientError::NotRunning(_)) => offline(&dir, &request),
+        Err(ClientError::NotRunning(_)) => offline(&dir, &settings.store, &request),
         answered => answered.map_err(CliError::from),
     };
     match result {
@@ -188,6 +213,57 @@ pub fn execute(cli: HubCli) -> ExitCode {
         Err(e) => {
             eprintln!("redtether-hub: {}", redtether_host::error_chain(&e));
             exit::code(exit::FAILURE)
+        }
+    }
+}
+
+fn migrate_store(
+    settings: &crate::config::HubSettings,
+    from: &std::path::Path,
+    url: String,
+    password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    hub_id: Option<String>,
+) -> ExitCode {
+    use crate::store_settings::{PostgresSettings, StoreSettings};
+    let hub_id = hub_id.or_else(|| match &settings.store {
+        StoreSettings::Postgres(p) => Some(p.hub_id.clone()),
+        StoreSettings::Embedded => None,
+    });
+    let target = PostgresSettings {
+        url: url.clone(),
+        password_file,
+        ca_file,
+        pool_size: 4,
+        hub_id: hub_id.unwrap_or_else(crate::store_settings::default_hub_id),
+    };
+    let options = match target.options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("redtether-hub: {e}");
+            return exit::code(exit::CONFIG);
+        }
+    };
+    redtether_host::logging::init_logging(&settings.log_level);
+    match crate::migrate_store::migrate(from, &options, &target.hub_id) {
+        Ok(counts) => {
+            for (kind, n) in counts {
+                println!("{n:>9} {kind}");
+            }
+            println!(
+                "redtether-hub: moved to {} as hub {:?}; run the hub with [store] url and state_dir = {:?}",
+                crate::store_settings::redacted(&url),
+                target.hub_id,
+                from.display().to_string()
+            );
+            exit::code(exit::OK)
+        }
+        Err(e) => {
+            eprintln!("redtether-hub: migrate-store: {}", redtether_host::error_chain(&e));
+            exit::code(match e {
+                crate::migrate_store::MigrateError::StateDir(StateDirError::Locked { .. }) => exit::TEMP_FAIL,
+                _ => exit::FAILURE,
+            })
         }
     }
 }
@@ -218,12 +294,17 @@ fn request_hub(dir: &StateDir, req: &HubRequest) -> Result<serde_json::Value, Cl
     request(&dir.control_socket(), req, Duration::from_secs(30))
 }
 
-/// With the hub stopped: the registry opened here, under the state directory's lock.
-fn offline(dir: &StateDir, req: &HubRequest) -> Result<serde_json::Value, CliError> {
+/// With the hub stopped: the store `[store]` names opened here, under the state directory's
+/// lock.
+fn offline(
+    dir: &StateDir,
+    store: &crate::store_settings::StoreSettings,
+    req: &HubRequest,
+) -> Result<serde_json::Value, CliError> {
     dir.create()?;
     let _lock = dir.lock()?;
-    let store = SledStore::open(dir.root())?;
-    Ok(apply(&store, req)?)
+    let store = crate::open_store(store, dir.root()).map_err(|e| CliError::OpenStore(Box::new(e)))?;
+    Ok(apply(&*store, req)?)
 }
 
 fn ca_fingerprint(dir: &StateDir) -> ExitCode {
@@ -268,12 +349,15 @@ fn run(settings: crate::config::HubSettings) -> ExitCode {
             exit::code(match e {
                 crate::HubError::StateDir(redtether_host::state_dir::StateDirError::Locked { .. }) => exit::TEMP_FAIL,
                 crate::HubError::Tls(_)
+                | crate::HubError::StorePassword(_)
+                | crate::HubError::PgStore(crate::store::postgres::PgSetupError::Tls(_))
                 | crate::HubError::Oidc(_)
                 | crate::HubError::Alerts(crate::alerts::AlertsError::Tls { .. }) => exit::CONFIG,
                 crate::HubError::Endpoint(_)
                 | crate::HubError::Api { .. }
                 | crate::HubError::Tcp { .. }
-                | crate::HubError::Metrics(_) => exit::UNAVAILABLE,
+                | crate::HubError::Metrics(_)
+                | crate::HubError::PgStore(_) => exit::UNAVAILABLE,
                 _ => exit::FAILURE,
             })
         }

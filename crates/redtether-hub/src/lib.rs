@@ -35,6 +35,7 @@ mod logs_follow;
 mod logs_source;
 pub mod metrics;
 mod metrics_api;
+pub mod migrate_store;
 mod operators_api;
 mod pipelines_api;
 mod policy_api;
@@ -274,7 +275,10 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
 
 /// The store `[store]` names: the embedded one in the state directory, or PostgreSQL (whose
 /// client keeps this hub's journal in the state directory too).
-fn open_store(settings: &StoreSettings, state_dir: &std::path::Path) -> Result<Arc<store::HubStore>, HubError> {
+pub(crate) fn open_store(
+    settings: &StoreSettings,
+    state_dir: &std::path::Path,
+) -> Result<Arc<store::HubStore>, HubError> {
     Ok(match settings {
         StoreSettings::Embedded => Arc::new(store::SledStore::open(state_dir)?),
         StoreSettings::Postgres(pg) => {

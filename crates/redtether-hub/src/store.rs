@@ -24,6 +24,7 @@ use std::path::Path;
 
 mod census;
 pub mod domain;
+mod export;
 mod fleet_audit;
 mod groups;
 mod latency;
@@ -32,6 +33,7 @@ mod policy;
 pub mod postgres;
 mod presence;
 mod sled_backend;
+pub mod transfer;
 pub use crate::identity::OperatorRole;
 pub use census::{Census, deploy_state_name};
 pub use fleet_audit::{

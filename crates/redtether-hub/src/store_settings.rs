@@ -118,7 +118,7 @@ pub fn validate(
 }
 
 /// The machine's host name, as far as it is a valid name; `hub` otherwise.
-fn default_hub_id() -> String {
+pub fn default_hub_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())

@@ -262,9 +262,10 @@ impl Hub {
     }
 }
 
-impl Drop for Hub {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
+impl Hub {
+    /// Stops the hub as systemd would (SIGTERM, SIGKILL after 10 s) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(child.id() as i32),
                 nix::sys::signal::Signal::SIGTERM,
@@ -279,6 +280,19 @@ impl Drop for Hub {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Adds lines to hub.toml (for the next start).
+    pub fn append_config(&self, extra: &str) {
+        let mut text = std::fs::read_to_string(&self.config).unwrap();
+        text.push_str(&format!("\n{extra}\n"));
+        std::fs::write(&self.config, text).unwrap();
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.stop();
         if std::thread::panicking() {
             eprintln!("---- hub log ----\n{}", self.log());
         }

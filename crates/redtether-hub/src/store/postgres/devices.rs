@@ -32,7 +32,10 @@ fn from_row(row: &Row) -> Result<DeviceRecord, StoreError> {
 }
 
 /// Writes every column of `record` (its id names the row).
-async fn write(client: &impl deadpool_postgres::GenericClient, record: &DeviceRecord) -> Result<(), StoreError> {
+pub(super) async fn write(
+    client: &impl deadpool_postgres::GenericClient,
+    record: &DeviceRecord,
+) -> Result<(), StoreError> {
     let status = record.status.as_ref().map(|s| serde_json::to_value(s).expect("a status always encodes"));
     let values: [&(dyn ToSql + Sync); 14] = [
         &record.id,

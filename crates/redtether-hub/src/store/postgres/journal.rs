@@ -13,7 +13,7 @@ use crate::journal::Durability;
 use redtether_proto::audit::{Actor, HubEventKind, StoredEvent};
 
 impl PgStore {
-    async fn insert_hub_event(
+    pub(super) async fn insert_hub_event(
         &self,
         client: &impl deadpool_postgres::GenericClient,
         device: Option<&str>,

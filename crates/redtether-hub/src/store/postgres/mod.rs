@@ -19,6 +19,7 @@ mod deployments;
 mod devices;
 mod fleet;
 mod groups;
+mod import;
 mod journal;
 pub mod migrate;
 mod operators;
