@@ -98,8 +98,12 @@ pub(crate) fn request_body(bytes: impl Into<Bytes>) -> RequestBody {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
-/// Bodies of the API's answers: its own JSON, or a device's answer streamed through.
-pub type ApiBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+/// Bodies of the API's answers: its own JSON, or a device's (or another hub's) answer streamed
+/// through, whose failure midway cuts the connection.
+pub type ApiBody = http_body_util::combinators::BoxBody<Bytes, BodyError>;
+
+/// Why a streamed answer stopped.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 pub(super) fn boxed(r: Response<Full<Bytes>>) -> Response<ApiBody> {
     use http_body_util::BodyExt;
@@ -132,6 +136,10 @@ impl Api {
         req: Request<Incoming>,
         peer: IpAddr,
     ) -> Result<Response<ApiBody>, Infallible> {
+        let req = match self.to_holder(req, peer).await {
+            Ok(answer) => return Ok(answer),
+            Err(req) => req,
+        };
         match req.uri().path() {
             "/login" => return Ok(self.login(req, peer).await),
             "/setup" | "/setup/confirm" => return Ok(self.setup_page(req, peer).await),
@@ -184,6 +192,21 @@ impl Api {
             return Ok(self.device_logs(&caller, &device, req.uri().query(), req.headers()).await);
         }
         Ok(boxed(self.serve(req, peer).await))
+    }
+
+    /// In a cluster: a request about a device another hub holds, passed to that hub (unless it
+    /// was forwarded here already: a request is forwarded once).
+    async fn to_holder(&self, req: Request<Incoming>, peer: IpAddr) -> Result<Response<ApiBody>, Request<Incoming>> {
+        let Some(cluster) = self.registry.cluster() else { return Err(req) };
+        if req.headers().contains_key(crate::cluster::FORWARDED_BY) {
+            return Err(req);
+        }
+        let Some(device) = crate::cluster::forward::device_of_path(req.uri().path()) else { return Err(req) };
+        if self.registry.get(&device).is_some() {
+            return Err(req);
+        }
+        let Some(holder) = cluster.holder(&device) else { return Err(req) };
+        Ok(cluster.forward(req, &holder, peer, &self.tasks).await)
     }
 
     async fn serve(&self, req: Request<Incoming>, peer: IpAddr) -> Response<Full<Bytes>> {
@@ -394,12 +417,12 @@ impl Api {
     }
 
     pub fn device_json(&self, d: &DeviceRecord, full: bool) -> serde_json::Value {
-        let online = self.registry.get(&d.id);
+        let online = self.registry.is_online(&d.id);
         let status = d.status.as_ref();
         let mut v = json!({
             "id": d.id,
-            "online": online.is_some(),
-            "last_seen": if online.is_some() { time(Some(redtether_proto::time::unix_now())) } else { time(d.last_seen) },
+            "online": online,
+            "last_seen": if online { time(Some(redtether_proto::time::unix_now())) } else { time(d.last_seen) },
             "agent_version": d.agent_version,
             "node_red": status.map(|s| json!(s.node_red)),
             "revoked": d.revoked,
@@ -412,6 +435,17 @@ impl Api {
             },
         });
         if full {
+            // The session's details, when this hub holds it (a forwarded request for the
+            // device is answered by the hub that does).
+            let online = self.registry.get(&d.id);
+            if let Some(cluster) = self.registry.cluster() {
+                // Which hub of the cluster holds the device's tunnel.
+                v["hub"] = match (&online, cluster.holder(&d.id)) {
+                    (Some(_), _) => cluster.id.clone().into(),
+                    (None, Some(other)) => other.id.into(),
+                    (None, None) => serde_json::Value::Null,
+                };
+            }
             v["enrolled"] = time(Some(d.enrolled));
             v["certificate_expires"] = time(Some(d.cert_not_after));
             v["transport"] =

@@ -34,6 +34,7 @@ struct RawHub {
     tcp: RawTcp,
     #[serde(default)]
     store: crate::store_settings::RawStore,
+    cluster: Option<crate::cluster::config::RawCluster>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +139,8 @@ pub struct HubSettings {
     pub alerts: crate::alerts::config::AlertSettings,
     /// `[store]`: the embedded store (the default) or PostgreSQL.
     pub store: crate::store_settings::StoreSettings,
+    /// `[cluster]`: one of several hubs sharing the PostgreSQL store.
+    pub cluster: Option<crate::cluster::config::ClusterSettings>,
 }
 
 /// The first owner's name on a hub run with the built-in defaults.
@@ -264,6 +267,7 @@ fn validate(raw: RawHub, source: ConfigSource, ctx: &ProcessContext) -> Result<H
     if tcp_listen.is_some_and(|t| t.port() != 0 && t.port() == api_listen.port() && t.ip() == api_listen.ip()) {
         return Err(invalid("tcp.listen", "must not be api_listen's address".into()));
     }
+    let store = crate::store_settings::validate(raw.store, &base, &invalid)?;
     Ok(HubSettings {
         source,
         metrics_listen,
@@ -283,7 +287,8 @@ fn validate(raw: RawHub, source: ConfigSource, ctx: &ProcessContext) -> Result<H
         first_owner,
         auth: auth(raw.auth, &base, &invalid, &positive)?,
         alerts: crate::alerts::config::validate(raw.alerts, &base, &invalid)?,
-        store: crate::store_settings::validate(raw.store, &base, &invalid)?,
+        cluster: crate::cluster::config::validate(raw.cluster, &store, &base, &invalid)?,
+        store,
     })
 }
 

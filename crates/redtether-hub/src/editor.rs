@@ -155,7 +155,7 @@ impl Api {
                 }
             });
         }
-        response.map(|b| b.boxed())
+        response.map(|b| b.map_err(crate::api::BodyError::from).boxed())
     }
 }
 

@@ -52,7 +52,19 @@ pub fn tcp_tls(keys: &HubKeys, revoked: Revoked) -> Result<Arc<rustls::ServerCon
     Ok(Arc::new(tls))
 }
 
-pub fn bind(listen: SocketAddr, keys: &HubKeys, revoked: Revoked) -> Result<HubEndpoint, EndpointError> {
+/// How long a silent connection lasts. Devices send keep-alives every few seconds, so this is
+/// how long a device takes to notice its hub is gone when nothing tells it (a hub killed, a
+/// path cut): generous on one hub (a device has nowhere else to go, and a flaky link should not
+/// cost a reconnect), short in a cluster, where the device has another hub to go to.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const CLUSTER_IDLE_TIMEOUT: Duration = Duration::from_secs(6);
+
+pub fn bind(
+    listen: SocketAddr,
+    keys: &HubKeys,
+    revoked: Revoked,
+    idle_timeout: Duration,
+) -> Result<HubEndpoint, EndpointError> {
     let tls = hub_server(&keys.server_cert_pem, &keys.server_key_pem, &keys.ca.cert_pem, revoked, &[ALPN, ENROLL_ALPN])
         .map_err(|e| EndpointError::Config(e.to_string()))?;
     let crypto =
@@ -60,9 +72,7 @@ pub fn bind(listen: SocketAddr, keys: &HubKeys, revoked: Revoked) -> Result<HubE
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport.max_idle_timeout(Some(
-        Duration::from_secs(30)
-            .try_into()
-            .map_err(|e: quinn::VarIntBoundsExceeded| EndpointError::Config(e.to_string()))?,
+        idle_timeout.try_into().map_err(|e: quinn::VarIntBoundsExceeded| EndpointError::Config(e.to_string()))?,
     ));
     transport.max_concurrent_bidi_streams(64u32.into());
     transport.max_concurrent_uni_streams(0u32.into());

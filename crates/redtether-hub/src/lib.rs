@@ -16,6 +16,7 @@ mod audit_cli;
 mod audit_view;
 pub mod caller;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 mod console;
 pub mod control;
@@ -116,6 +117,17 @@ pub enum HubError {
     /// The PostgreSQL store could not be opened.
     #[error("{0}")]
     PgStore(#[from] store::postgres::PgSetupError),
+    #[error(transparent)]
+    ClusterKeys(#[from] cluster::keys::ClusterKeyError),
+    #[error(transparent)]
+    ClusterTls(#[from] cluster::tls::ClusterTlsError),
+    /// `[cluster] listen` could not be bound.
+    #[error("cluster.listen {addr}: {source}")]
+    ClusterListen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Source addresses whose failed token checks are remembered at once (the oldest are forgotten).
@@ -130,10 +142,31 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
     // systemd (whose StateDirectoryMode does this) nothing else keeps other users out.
     dir.create()?;
     let _lock = dir.lock()?;
-    let keys = Arc::new(keys::load_or_create(dir.root(), &settings.names, SystemTime::now())?);
     let store = open_store(&settings.store, dir.root())?;
+    let mut hub_keys = keys::load_or_create(dir.root(), &settings.names, SystemTime::now())?;
+    let peers = match &settings.cluster {
+        Some(c) => {
+            let kek = cluster::keys::Kek::load(&c.key_file)?;
+            if cluster::keys::share(&*store, &kek, dir.root())? {
+                hub_keys = keys::load_or_create(dir.root(), &settings.names, SystemTime::now())?;
+            }
+            let tls = cluster::tls::load(dir.root())?;
+            let listener = tokio::net::TcpListener::bind(c.listen)
+                .await
+                .map_err(|source| HubError::ClusterListen { addr: c.listen, source })?;
+            let bound = listener.local_addr().unwrap_or(c.listen);
+            let address = c.advertise.clone().unwrap_or_else(|| bound.to_string());
+            let member = Arc::new(cluster::Cluster::new(c.hub_id.clone(), address, Arc::clone(&store), tls.client));
+            member.join()?;
+            tracing::info!(hub = %c.hub_id, listen = %bound, address = %member.address, "cluster: joined");
+            Some((member, listener, tokio_rustls::TlsAcceptor::from(Arc::new(tls.server))))
+        }
+        None => None,
+    };
+    let keys = Arc::new(hub_keys);
     let revoked = Arc::new(RwLock::new(store.revoked_serials()?.into_iter().collect::<HashSet<_>>()));
-    let quic = endpoint::bind(settings.listen, &keys, Arc::clone(&revoked))?;
+    let idle_timeout = if settings.cluster.is_some() { endpoint::CLUSTER_IDLE_TIMEOUT } else { endpoint::IDLE_TIMEOUT };
+    let quic = endpoint::bind(settings.listen, &keys, Arc::clone(&revoked), idle_timeout)?;
     let quic_addr = quic.endpoint.local_addr().unwrap_or(settings.listen);
     let tcp_listener = match settings.tcp_listen {
         Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| HubError::Tcp { addr, source })?),
@@ -163,7 +196,10 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
     };
     let ca_fingerprint = keys.ca_fingerprint()?;
 
-    let registry = registry::Registry::default();
+    let registry = match &peers {
+        Some((member, ..)) => registry::Registry::in_cluster(Arc::clone(member)),
+        None => registry::Registry::default(),
+    };
     let metrics = Arc::new(metrics::HubMetrics::new(Arc::clone(&store), registry.clone()));
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -226,7 +262,26 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
     let hub_name = settings.device_address(quic_addr);
     alerts::start(&settings.alerts, hub_name, &store, &registry, dir.root(), &tasks, &cancel)?;
     tasks.spawn(console::sample_presence(Arc::clone(&store), registry.clone(), cancel.child_token()));
-    tasks.spawn(serve_api(api_listener, api_tls, Arc::clone(&api), tasks.clone(), cancel.child_token()));
+    tasks.spawn(serve_api(
+        api_listener,
+        api_tls,
+        Arc::clone(&api),
+        Origin::Operators,
+        tasks.clone(),
+        cancel.child_token(),
+    ));
+    if let Some((member, listener, acceptor)) = peers {
+        tasks.spawn(serve_api(
+            listener,
+            Some(acceptor),
+            Arc::clone(&api),
+            Origin::Hubs,
+            tasks.clone(),
+            cancel.child_token(),
+        ));
+        tasks.spawn(cluster::presence::run(member, registry.clone(), cancel.child_token()));
+        tasks.spawn(refresh_revoked(Arc::clone(&store), Arc::clone(&revoked), cancel.child_token()));
+    }
     let metrics_listen = metrics_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string());
     if let Some(listener) = metrics_listener {
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -310,10 +365,62 @@ fn announce(console: &str, made: Option<&first_owner::Made>, setup_secs: u64) {
     );
 }
 
+/// Who a listener of the API serves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Operators, browsers, scripts: `api_listen`.
+    Operators,
+    /// The other hubs of the cluster, forwarding operators' requests (`[cluster] listen`,
+    /// mutual TLS): the operator's address is the one the forwarding hub saw.
+    Hubs,
+}
+
+/// The operator's address a request is from, and whether it may be served: on the operators'
+/// listener the cluster's headers are dropped (no one outside can claim to be a hub); on the
+/// hubs' listener they are required.
+fn origin_of(
+    req: &mut hyper::Request<hyper::body::Incoming>,
+    origin: Origin,
+    peer: std::net::IpAddr,
+) -> Option<std::net::IpAddr> {
+    match origin {
+        Origin::Operators => {
+            req.headers_mut().remove(cluster::FORWARDED_BY);
+            req.headers_mut().remove(cluster::CLIENT_IP);
+            Some(peer)
+        }
+        Origin::Hubs => {
+            req.headers().get(cluster::FORWARDED_BY)?;
+            req.headers().get(cluster::CLIENT_IP)?.to_str().ok()?.parse().ok()
+        }
+    }
+}
+
+/// In a cluster: the revoked certificates, read again every few seconds (another hub may have
+/// revoked one; its session there is closed by that hub).
+async fn refresh_revoked(
+    store: Arc<store::HubStore>,
+    revoked: Arc<RwLock<HashSet<String>>>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.revoked_serials() {
+            Ok(serials) => *revoked.write().unwrap_or_else(|e| e.into_inner()) = serials.into_iter().collect(),
+            Err(e) => tracing::warn!(error = %e, "cluster: cannot read the revoked certificates"),
+        }
+    }
+}
+
 async fn serve_api(
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     api: Arc<api::Api>,
+    origin: Origin,
     tasks: TaskTracker,
     cancel: CancellationToken,
 ) {
@@ -333,12 +440,15 @@ async fn serve_api(
         let _ = stream.set_nodelay(true);
         let (api, tls, cancel) = (Arc::clone(&api), tls.clone(), cancel.clone());
         tasks.spawn(async move {
-            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 let api = Arc::clone(&api);
                 async move {
+                    let Some(client) = origin_of(&mut req, origin, peer.ip()) else {
+                        return Ok(api::boxed(api::error(hyper::StatusCode::BAD_REQUEST, "not_forwarded")));
+                    };
                     let (route, method, started) =
                         (metrics::routes::route_of(req.uri().path()), req.method().clone(), std::time::Instant::now());
-                    let response = Arc::clone(&api).handle(req, peer.ip()).await;
+                    let response = Arc::clone(&api).handle(req, client).await;
                     if let Ok(r) = &response {
                         api.metrics.api_answered(route, &method, r.status().as_u16(), started.elapsed());
                     }

@@ -161,7 +161,7 @@ pub async fn start(
     };
     let events = futures_util::stream::unfold(follower, |mut f| async move {
         let chunk = f.next().await?;
-        Some((Ok::<_, hyper::Error>(Frame::data(Bytes::from(chunk))), f))
+        Some((Ok::<_, crate::api::BodyError>(Frame::data(Bytes::from(chunk))), f))
     });
     let mut r = Response::new(StreamBody::new(events).boxed());
     let h = r.headers_mut();

@@ -23,6 +23,8 @@ pub struct Online {
     pub policies: Arc<tokio::sync::Notify>,
     /// Tells this session from a later one of the same device.
     pub generation: u64,
+    /// In a cluster: the epoch of this hub's holding of the device (`crate::cluster`).
+    pub epoch: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,8 @@ pub struct Registry {
     presence: Arc<tokio::sync::watch::Sender<u64>>,
     /// Woken when a device reported a deployment's outcome: the rollout driver waits on it.
     outcomes: Arc<tokio::sync::Notify>,
+    /// In a cluster: where this hub records what it holds and learns what the others do.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Default for Registry {
@@ -50,11 +54,22 @@ impl Default for Registry {
             inner: Arc::default(),
             presence: Arc::new(tokio::sync::watch::channel(0).0),
             outcomes: Arc::default(),
+            cluster: None,
         }
     }
 }
 
 impl Registry {
+    /// A registry of a hub in a cluster: a connected device is held in the shared store, and
+    /// devices the other hubs hold count as online.
+    pub fn in_cluster(cluster: Arc<crate::cluster::Cluster>) -> Registry {
+        Registry { cluster: Some(cluster), ..Registry::default() }
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.as_ref()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, (u64, HashMap<String, Online>)> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -71,24 +86,68 @@ impl Registry {
         let mut guard = self.lock();
         guard.0 += 1;
         let generation = guard.0;
-        let online = Online { connection, commands, since: SystemTime::now(), generation, deployments, policies };
+        let online =
+            Online { connection, commands, since: SystemTime::now(), generation, deployments, policies, epoch: None };
         let replaced = guard.1.insert(device.to_string(), online);
+        drop(guard);
+        self.hold(device, generation);
         self.presence.send_modify(|n| *n += 1);
         (generation, replaced)
+    }
+
+    /// Records in the shared store that this hub holds `device` (session `generation`).
+    pub(crate) fn hold(&self, device: &str, generation: u64) {
+        let Some(cluster) = &self.cluster else { return };
+        let epoch = cluster.hold(device);
+        if let Some(online) = self.lock().1.get_mut(device).filter(|o| o.generation == generation) {
+            online.epoch = epoch;
+        }
     }
 
     /// Removes a session, unless a newer one of the same device took its place.
     pub fn unregister(&self, device: &str, generation: u64) {
         let mut guard = self.lock();
         if guard.1.get(device).is_some_and(|o| o.generation == generation) {
-            guard.1.remove(device);
+            let removed = guard.1.remove(device);
+            drop(guard);
+            if let (Some(cluster), Some(epoch)) = (&self.cluster, removed.and_then(|o| o.epoch)) {
+                cluster.let_go(device, epoch);
+            }
             self.presence.send_modify(|n| *n += 1);
         }
     }
 
-    /// The devices connected now.
+    /// The devices connected now (to this hub or, in a cluster, to another).
     pub fn online_ids(&self) -> std::collections::BTreeSet<String> {
-        self.lock().1.keys().cloned().collect()
+        let mut ids: std::collections::BTreeSet<String> = self.lock().1.keys().cloned().collect();
+        if let Some(cluster) = &self.cluster {
+            ids.extend(cluster.remote_ids());
+        }
+        ids
+    }
+
+    /// Whether `device` is connected (here or, in a cluster, to another hub).
+    pub fn is_online(&self, device: &str) -> bool {
+        self.lock().1.contains_key(device) || self.cluster.as_ref().is_some_and(|c| c.held_elsewhere(device))
+    }
+
+    /// The devices connected to this hub, with their session generations.
+    pub(crate) fn local_sessions(&self) -> Vec<(String, u64)> {
+        self.lock().1.iter().map(|(id, o)| (id.clone(), o.generation)).collect()
+    }
+
+    /// Closes this hub's session of `device` (generation `generation`): the device reconnected
+    /// to another hub.
+    pub(crate) fn close_taken_over(&self, device: &str, generation: u64) {
+        let taken = self.lock().1.get(device).filter(|o| o.generation == generation).cloned();
+        if let Some(online) = taken {
+            online.connection.close(redtether_proto::wire::codes::REPLACED, b"connected to another hub");
+        }
+    }
+
+    /// Tells watchers of [`Registry::presence`] that who is online changed elsewhere.
+    pub(crate) fn presence_changed(&self) {
+        self.presence.send_modify(|n| *n += 1);
     }
 
     /// Changes whenever a device connects or disconnects.
@@ -110,7 +169,13 @@ impl Registry {
         self.lock().1.get(device).cloned()
     }
 
+    /// Devices connected, to this hub or (in a cluster) to another.
     pub fn count(&self) -> usize {
+        self.lock().1.len() + self.cluster.as_ref().map_or(0, |c| c.remote_count())
+    }
+
+    /// Devices connected to this hub.
+    pub fn local_count(&self) -> usize {
         self.lock().1.len()
     }
 

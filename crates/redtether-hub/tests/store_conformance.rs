@@ -208,6 +208,19 @@ async fn presence_follows_holdings_and_dead_hubs_are_reaped((a, b): Handles) {
     a.join(&hub("hub-a")).unwrap();
     assert_eq!(b.holder("pump-1").unwrap(), None, "a restarted hub holds nothing yet");
     assert_eq!(b.holder("pump-3").unwrap(), Some(hub("hub-b")), "nor drops another's");
+
+    // Every holding of a live hub, at once; a hub that leaves takes its holdings along.
+    b.hold("pump-4", "hub-b").unwrap();
+    a.hold("pump-5", "hub-a").unwrap();
+    let held = |store: &Arc<HubStore>| -> Vec<(String, String)> {
+        store.holdings().unwrap().into_iter().map(|(d, h)| (d, h.id)).collect()
+    };
+    let pair = |d: &str, h: &str| (d.to_string(), h.to_string());
+    assert_eq!(held(&a), [pair("pump-3", "hub-b"), pair("pump-4", "hub-b"), pair("pump-5", "hub-a")]);
+    b.leave("hub-b").unwrap();
+    assert_eq!(held(&a), [pair("pump-5", "hub-a")]);
+    assert_eq!(a.hubs().unwrap(), [hub("hub-a")]);
+    assert_eq!(a.holder("pump-4").unwrap(), None);
 }
 
 async fn hubs_racing_to_store_a_secret_all_get_one((a, b): Handles) {

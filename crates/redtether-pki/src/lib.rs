@@ -100,6 +100,19 @@ impl Ca {
         Ok((cert.pem(), key.serialize_pem()))
     }
 
+    /// A certificate a hub of a cluster presents to the others, as server and as client, for
+    /// `name` (from the cluster's own CA, which issues nothing else).
+    pub fn issue_peer(&self, name: &str, now: SystemTime, lifetime: Duration) -> Result<(String, String), PkiError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec![name.to_string()])?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        validity(&mut params, now, lifetime);
+        let cert = params.signed_by(&key, &self.issuer()?)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
     /// A client certificate for `device_id` with the public key of `csr_pem`. Nothing else of
     /// the request is used: name, extensions and validity are the hub's.
     pub fn sign_device_csr(

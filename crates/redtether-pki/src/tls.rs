@@ -260,3 +260,32 @@ mod renewal_tests {
         assert!(check_renewed(&ca.cert_pem, "not a certificate", &key, "pump-1").is_err());
     }
 }
+
+/// The TLS a hub of a cluster serves the others on: only a client whose certificate the
+/// cluster's own CA issued (another hub) gets in.
+pub fn cluster_server(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<rustls::ServerConfig, PkiError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider())
+        .build()
+        .map_err(|e| PkiError::Invalid(format!("client verifier: {e}")))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| PkiError::Invalid(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs(cert_pem)?, key(key_pem)?)
+        .map_err(|e| PkiError::Invalid(format!("cluster certificate: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The TLS a hub of a cluster dials the others with: the server must chain to the cluster's CA,
+/// and this hub presents its own certificate from it.
+pub fn cluster_client(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<rustls::ClientConfig, PkiError> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| PkiError::Invalid(e.to_string()))?
+        .with_root_certificates(roots(ca_pem)?)
+        .with_client_auth_cert(certs(cert_pem)?, key(key_pem)?)
+        .map_err(|e| PkiError::Invalid(format!("cluster certificate: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}

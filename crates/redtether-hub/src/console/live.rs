@@ -56,7 +56,7 @@ pub fn stream(registry: Registry) -> Response<ApiBody> {
             let event = change(f.last.as_ref(), &now);
             f.last = Some(now);
             if let Some(event) = event {
-                return Some((Ok::<_, hyper::Error>(Frame::data(Bytes::from(event))), f));
+                return Some((Ok::<_, crate::api::BodyError>(Frame::data(Bytes::from(event))), f));
             }
         }
     });

@@ -135,6 +135,13 @@ pub trait Presence: Send + Sync {
 
     /// The registered hubs, in id order.
     fn hubs(&self) -> Result<Vec<HubEntry>, StoreError>;
+
+    /// Every device a registered hub holds, with that hub, in device order.
+    fn holdings(&self) -> Result<Vec<(String, HubEntry)>, StoreError>;
+
+    /// Removes a hub and its holdings at once (it is stopping: its devices are offline until
+    /// they reach another hub, rather than until it is declared dead).
+    fn leave(&self, hub: &str) -> Result<(), StoreError>;
 }
 
 /// Secrets every hub of a cluster must hold alike (the stateless-reset key, the CA key

@@ -213,6 +213,31 @@ impl Presence for SledStore {
         Ok(dead)
     }
 
+    fn holdings(&self) -> Result<Vec<(String, HubEntry)>, StoreError> {
+        let hubs: std::collections::HashMap<String, HubEntry> =
+            self.hubs()?.into_iter().map(|h| (h.id.clone(), h)).collect();
+        let mut held = Vec::new();
+        for entry in self.holdings_tree()?.iter() {
+            let (device, value) = entry?;
+            if let Some(hub) = hubs.get(&decode::<PresenceRow>(&value)?.hub) {
+                held.push((String::from_utf8_lossy(&device).into_owned(), hub.clone()));
+            }
+        }
+        Ok(held)
+    }
+
+    fn leave(&self, hub: &str) -> Result<(), StoreError> {
+        let holdings = self.holdings_tree()?;
+        for entry in holdings.iter() {
+            let (device, value) = entry?;
+            if decode::<PresenceRow>(&value)?.hub == hub {
+                holdings.compare_and_swap(&device, Some(value), None::<&[u8]>)?.ok();
+            }
+        }
+        self.hubs_tree()?.remove(hub.as_bytes())?;
+        Ok(())
+    }
+
     fn hubs(&self) -> Result<Vec<HubEntry>, StoreError> {
         self.hubs_tree()?
             .iter()

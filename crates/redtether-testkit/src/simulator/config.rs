@@ -10,6 +10,9 @@ pub struct SimConfig {
     /// The hub's QUIC address, as `redtether enroll --hub` takes it.
     pub hub: String,
     pub addr: SocketAddr,
+    /// Other hubs of a cluster (same CA and names), tried in turn after the one in use fails,
+    /// as an agent with `[tunnel] hubs` does.
+    pub other_hubs: Vec<SocketAddr>,
     /// The name the hub's certificate is checked against (the host part of `hub`, as the agent).
     pub server_name: String,
     /// The pinned CA fingerprint (lower-case hex), as `--ca-fingerprint`.
@@ -49,6 +52,7 @@ impl SimConfig {
         Ok(SimConfig {
             hub: hub.to_string(),
             addr,
+            other_hubs: Vec::new(),
             server_name: host.to_string(),
             ca_fingerprint,
             keepalive: Duration::from_secs(2),

@@ -39,6 +39,8 @@ pub(super) struct DeviceTask {
     pub since: SystemTime,
     /// Status polls so far (the simulated resource figures move with it).
     pub polls: u64,
+    /// Which hub it tries: 0 is `config.addr`, then `config.other_hubs` in order.
+    pub hub: usize,
 }
 
 impl DeviceTask {
@@ -60,6 +62,7 @@ impl DeviceTask {
             restarts: 0,
             since: SystemTime::now(),
             polls: 0,
+            hub: 0,
         })
     }
 
@@ -80,7 +83,15 @@ impl DeviceTask {
                     link.reset();
                     continue;
                 }
-                End::Outcome(outcome) => link.on_outcome(outcome, jitter()).retry_in,
+                End::Outcome(outcome) => {
+                    // A hub that went away or cannot be reached: the next one, in turn.
+                    if matches!(outcome, Outcome::Unreachable | Outcome::Ended { .. })
+                        && !self.config.other_hubs.is_empty()
+                    {
+                        self.hub = (self.hub + 1) % (self.config.other_hubs.len() + 1);
+                    }
+                    link.on_outcome(outcome, jitter()).retry_in
+                }
             };
             let Some(delay) = delay else { break };
             if !self.idle(Some(delay), &cancel, &mut online).await {
@@ -117,11 +128,14 @@ impl DeviceTask {
     }
 
     async fn attempt(&mut self, cancel: &CancellationToken, online: &mut watch::Receiver<bool>) -> End {
-        let connecting =
-            match self.endpoint.connect_with(self.client.clone(), self.config.addr, &self.config.server_name) {
-                Ok(c) => c,
-                Err(_) => return End::Outcome(Outcome::Unreachable),
-            };
+        let addr = match self.hub {
+            0 => self.config.addr,
+            n => self.config.other_hubs[n - 1],
+        };
+        let connecting = match self.endpoint.connect_with(self.client.clone(), addr, &self.config.server_name) {
+            Ok(c) => c,
+            Err(_) => return End::Outcome(Outcome::Unreachable),
+        };
         let connection = tokio::select! {
             _ = cancel.cancelled() => return End::Stopped,
             _ = online.wait_for(|up| !*up) => return End::WentOffline,

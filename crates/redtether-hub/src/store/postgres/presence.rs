@@ -88,6 +88,27 @@ impl Presence for PgStore {
         })
     }
 
+    fn holdings(&self) -> Result<Vec<(String, HubEntry)>, StoreError> {
+        let rows = self.wait(async {
+            self.client()
+                .await?
+                .query(
+                    "SELECT p.device, h.id, h.address FROM presence p JOIN hubs h ON h.id = p.hub ORDER BY p.device",
+                    &[],
+                )
+                .await
+                .map_err(StoreError::from)
+        })?;
+        Ok(rows.iter().map(|r| (r.get(0), HubEntry { id: r.get(1), address: r.get(2) })).collect())
+    }
+
+    fn leave(&self, hub: &str) -> Result<(), StoreError> {
+        self.wait(async {
+            self.client().await?.execute("DELETE FROM hubs WHERE id = $1", &[&hub]).await.map_err(StoreError::from)
+        })?;
+        Ok(())
+    }
+
     fn hubs(&self) -> Result<Vec<HubEntry>, StoreError> {
         self.wait(async {
             let rows = self.client().await?.query("SELECT id, address FROM hubs ORDER BY id", &[]).await?;
