@@ -31,6 +31,7 @@ pub mod signals;
 pub mod sled_open;
 pub mod state_dir;
 pub mod tls_server;
+pub mod udp;
 
 /// A whole error chain on one line (`a: b: c`), for messages at the binaries' edge.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

@@ -205,7 +205,7 @@ impl Api {
         if self.registry.get(&device).is_some() {
             return Err(req);
         }
-        let Some(holder) = cluster.holder(&device) else { return Err(req) };
+        let Some(holder) = cluster.find_holder(&device) else { return Err(req) };
         Ok(cluster.forward(req, &holder, peer, &self.tasks).await)
     }
 

@@ -83,7 +83,10 @@ impl Api {
             return boxed(error(StatusCode::NOT_FOUND, "unknown_device"));
         }
         let Some(online) = self.registry.get(device) else {
-            return boxed(error(StatusCode::SERVICE_UNAVAILABLE, "device_offline"));
+            // Devices reconnect within seconds of a hub going away (`[tunnel] hubs`).
+            let mut r = boxed(error(StatusCode::SERVICE_UNAVAILABLE, "device_offline"));
+            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            return r;
         };
 
         let claim = Assertion {

@@ -57,7 +57,7 @@ pub fn tcp_tls(keys: &HubKeys, revoked: Revoked) -> Result<Arc<rustls::ServerCon
 /// path cut): generous on one hub (a device has nowhere else to go, and a flaky link should not
 /// cost a reconnect), short in a cluster, where the device has another hub to go to.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-pub const CLUSTER_IDLE_TIMEOUT: Duration = Duration::from_secs(6);
+pub const CLUSTER_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn bind(
     listen: SocketAddr,
@@ -81,7 +81,9 @@ pub fn bind(
     let mut config = quinn::EndpointConfig::new(Arc::new(reset));
     let cid_key = keys.cid_key;
     config.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
-    let socket = std::net::UdpSocket::bind(listen).map_err(|source| EndpointError::Bind { addr: listen, source })?;
+    let (socket, buffer) =
+        redtether_host::udp::bind_wide(listen).map_err(|source| EndpointError::Bind { addr: listen, source })?;
+    tracing::debug!(buffer, "QUIC socket receive buffer");
     let endpoint = quinn::Endpoint::new(config, Some(server), socket, Arc::new(quinn::TokioRuntime))
         .map_err(|source| EndpointError::Bind { addr: listen, source })?;
     Ok(HubEndpoint { endpoint })

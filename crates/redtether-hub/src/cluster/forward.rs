@@ -77,7 +77,8 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
 }
 
 impl Cluster {
-    /// Forwards `req` to `holder`; a 502 when that hub cannot be reached.
+    /// Forwards `req` to `holder`; 503 with `Retry-After` when that hub cannot be reached (it
+    /// died, and its devices are on their way to another hub).
     pub async fn forward(
         &self,
         mut req: Request<Incoming>,
@@ -89,8 +90,10 @@ impl Cluster {
         match self.send(req, holder, client_ip).await {
             Ok(answer) => self.answer(answer, upgrade, holder, tasks).await,
             Err(e) => {
+                self.unreachable(&holder.id);
                 tracing::warn!(hub = %holder.id, error = %e, "cluster: cannot forward to the hub holding the device");
-                let mut r = crate::api::boxed(crate::api::error(StatusCode::BAD_GATEWAY, "hub_unreachable"));
+                let mut r =
+                    crate::api::boxed(crate::api::error(StatusCode::SERVICE_UNAVAILABLE, "holding_hub_unreachable"));
                 r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
                 r
             }

@@ -50,6 +50,8 @@ pub trait Devices: Send + Sync {
 
     /// Changes a device's record atomically: two changes at once (a status push and a group
     /// change, from two hubs) both stay. Returns the new record, `None` for an unknown device.
+    /// Not made durable at once (what the hub refreshes on every connection goes through here):
+    /// the next flush, or a moment, makes it so.
     fn modify_device(
         &self,
         id: &str,

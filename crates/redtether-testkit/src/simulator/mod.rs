@@ -50,7 +50,12 @@ impl Simulator {
     pub fn new(config: SimConfig) -> Result<Simulator, SimError> {
         let local: std::net::SocketAddr =
             if config.addr.is_ipv6() { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() } else { ([0, 0, 0, 0], 0).into() };
-        let endpoint = quinn::Endpoint::client(local).map_err(SimError::Endpoint)?;
+        // One socket for the whole fleet: widened, as the hub's, so a fleet reconnecting at once
+        // is not throttled by its own socket.
+        let (socket, _) = redtether_host::udp::bind_wide(local).map_err(SimError::Endpoint)?;
+        let endpoint =
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, Arc::new(quinn::TokioRuntime))
+                .map_err(SimError::Endpoint)?;
         Ok(Simulator {
             config: Arc::new(config),
             endpoint,

@@ -37,7 +37,7 @@ impl DeviceAudit for PgStore {
                 let duplicates = events.len() - stored;
                 tx.execute(
                     "UPDATE devices SET audit_acked = greatest(audit_acked, $2),
-                       audit_duplicates = audit_duplicates + $3
+                       audit_duplicates = audit_duplicates + $3, version = version + 1
                      WHERE id = $1",
                     &[&device, &to_i64(last.seq), &(duplicates as i64)],
                 )

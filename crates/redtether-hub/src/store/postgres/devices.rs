@@ -1,6 +1,6 @@
-//! Devices and their certificates, one row each. A change to a device's record reads it under a
-//! row lock (`SELECT … FOR UPDATE`) and writes it back in the same transaction, so changes made
-//! at once by two hubs both stay.
+//! Devices and their certificates, one row each. A change to a device's record reads the row and
+//! writes it back only if no one changed it since (its `version`), reading again otherwise: two
+//! round trips, no transaction held open, and changes made at once by two hubs both stay.
 
 use super::super::domain::Devices;
 use super::super::{DeviceRecord, StoreError};
@@ -63,12 +63,48 @@ pub(super) async fn write(
                    status = excluded.status, previous_serial = excluded.previous_serial,
                    audit_acked = excluded.audit_acked, audit_duplicates = excluded.audit_duplicates,
                    device_key = excluded.device_key, sbom_outdated = excluded.sbom_outdated,
-                   device_group = excluded.device_group"
+                   device_group = excluded.device_group, version = devices.version + 1"
             ),
             &values,
         )
         .await?;
     Ok(())
+}
+
+/// Writes `record` over its row if the row is still at `version`; whether it was.
+async fn rewrite(
+    client: &impl deadpool_postgres::GenericClient,
+    record: &DeviceRecord,
+    version: i64,
+) -> Result<bool, StoreError> {
+    let status = record.status.as_ref().map(|s| serde_json::to_value(s).expect("a status always encodes"));
+    let values: [&(dyn ToSql + Sync); 15] = [
+        &record.id,
+        &version,
+        &to_i64(record.enrolled),
+        &record.cert_serial,
+        &to_i64(record.cert_not_after),
+        &record.revoked,
+        &record.last_seen.map(to_i64),
+        &record.agent_version,
+        &status,
+        &record.previous_serial,
+        &to_i64(record.audit_acked),
+        &to_i64(record.audit_duplicates),
+        &record.device_key,
+        &record.sbom_outdated.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+        &record.group,
+    ];
+    let written = client
+        .execute(
+            "UPDATE devices SET enrolled = $3, cert_serial = $4, cert_not_after = $5, revoked = $6, last_seen = $7,
+               agent_version = $8, status = $9, previous_serial = $10, audit_acked = $11, audit_duplicates = $12,
+               device_key = $13, sbom_outdated = $14, device_group = $15, version = version + 1
+             WHERE id = $1 AND version = $2",
+            &values,
+        )
+        .await?;
+    Ok(written == 1)
 }
 
 impl Devices for PgStore {
@@ -124,7 +160,7 @@ impl Devices for PgStore {
                 .await?
                 .execute(
                     "UPDATE devices SET previous_serial = cert_serial, cert_serial = $2, cert_not_after = $3,
-                       device_key = $4
+                       device_key = $4, version = version + 1
                      WHERE id = $1",
                     &[&device_id, &cert_serial, &to_i64(cert_not_after), &device_key],
                 )
@@ -154,20 +190,22 @@ impl Devices for PgStore {
         change: &(dyn for<'r> Fn(&'r mut DeviceRecord) + Send + Sync),
     ) -> Result<Option<DeviceRecord>, StoreError> {
         self.wait(async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            let Some(row) =
-                tx.query_opt(&format!("SELECT {COLUMNS} FROM devices WHERE id = $1 FOR UPDATE"), &[&id]).await?
-            else {
-                return Ok(None);
-            };
-            let mut record = from_row(&row)?;
-            change(&mut record);
-            // The row is the one read, whatever the change did to the id.
-            record.id = id.to_string();
-            write(&tx, &record).await?;
-            tx.commit().await?;
-            Ok(Some(record))
+            let client = self.soft_client().await?;
+            loop {
+                let Some(row) =
+                    client.query_opt(&format!("SELECT {COLUMNS}, version FROM devices WHERE id = $1"), &[&id]).await?
+                else {
+                    return Ok(None);
+                };
+                let version: i64 = row.get("version");
+                let mut record = from_row(&row)?;
+                change(&mut record);
+                // The row is the one read, whatever the change did to the id.
+                record.id = id.to_string();
+                if rewrite(&client, &record, version).await? {
+                    return Ok(Some(record));
+                }
+            }
         })
     }
 
@@ -175,8 +213,12 @@ impl Devices for PgStore {
         self.wait(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
-            let Some(row) =
-                tx.query_opt("UPDATE devices SET revoked = true WHERE id = $1 RETURNING cert_serial", &[&id]).await?
+            let Some(row) = tx
+                .query_opt(
+                    "UPDATE devices SET revoked = true, version = version + 1 WHERE id = $1 RETURNING cert_serial",
+                    &[&id],
+                )
+                .await?
             else {
                 return Err(StoreError::Conflict(format!("no device {id:?}")));
             };

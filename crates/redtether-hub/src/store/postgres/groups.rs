@@ -127,7 +127,8 @@ impl Groups for PgStore {
             }
             let (change, moves) = membership_change(name, &records, add);
             for (id, group) in moves {
-                tx.execute("UPDATE devices SET device_group = $2 WHERE id = $1", &[&id, &group]).await?;
+                tx.execute("UPDATE devices SET device_group = $2, version = version + 1 WHERE id = $1", &[&id, &group])
+                    .await?;
             }
             tx.commit().await?;
             Ok(change)

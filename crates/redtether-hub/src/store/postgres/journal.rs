@@ -12,6 +12,10 @@ use super::{PgStore, from_json, to_i64, to_json};
 use crate::journal::Durability;
 use redtether_proto::audit::{Actor, HubEventKind, StoredEvent};
 
+/// Events before the newest shared that are offered again when the hub starts: more than ever
+/// are recorded at once.
+const RESHARE: u64 = 4096;
+
 impl PgStore {
     pub(super) async fn insert_hub_event(
         &self,
@@ -46,18 +50,26 @@ impl PgStore {
         detail: serde_json::Value,
         durability: Durability,
     ) -> Result<StoredEvent, StoreError> {
-        // Held from the file to the table: the table's newest seq of this hub then says how far
-        // the file was shared (`share_journal`).
-        let _order = self.hub_event_order.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let stored = self.journal.record(kind, actor, target, detail, durability)?;
-        self.wait(async { self.insert_hub_event(&self.client().await?, device, &stored).await })?;
+        // Shared after the file, outside any lock (events recorded at once share at once); an
+        // event the hub stopped before sharing is shared when it starts again (`share_journal`).
+        self.wait(async {
+            let client = match durability {
+                Durability::Sync => self.client().await?,
+                Durability::Lazy => self.soft_client().await?,
+            };
+            self.insert_hub_event(&client, device, &stored).await
+        })?;
         if self.recorded.receiver_count() > 0 {
             let _ = self.recorded.send(stored.clone());
         }
         Ok(stored)
     }
 
-    /// Adds the journal's events after the newest this hub has in `hub_events`.
+    /// Adds the journal's events the database lacks: those after the newest this hub has in
+    /// `hub_events`, and the last [`RESHARE`] before it again (events are shared concurrently,
+    /// so the newest shared is not proof that every earlier one was; adding one twice is a
+    /// no-op).
     pub(super) fn share_journal(&self, state_dir: &std::path::Path) -> Result<(), StoreError> {
         let shared: i64 = self
             .wait(async {
@@ -68,7 +80,7 @@ impl PgStore {
                     .map_err(StoreError::from)
             })?
             .get(0);
-        let shared = super::to_u64(shared);
+        let shared = super::to_u64(shared).saturating_sub(RESHARE);
         if self.journal.last_seq() <= shared {
             return Ok(());
         }

@@ -84,12 +84,15 @@ pub enum PgSetupError {
 /// The hub's records in PostgreSQL.
 pub struct PgStore {
     pool: Pool,
+    /// Connections whose commits do not wait for the disk (`synchronous_commit = off`): for
+    /// what the hub refreshes on every connection and beat (a device's last status, who holds
+    /// it, events nothing waits for), as the embedded store does not flush those either. They
+    /// reach the disk within a fraction of a second, or with the next synchronous commit.
+    soft: Pool,
     /// This hub's id among the hubs sharing the database.
     hub: String,
     /// This hub's own trail (`crate::journal`), in its state directory.
     journal: HubJournal,
-    /// Held from journaling an event to sharing it (`journal`).
-    hub_event_order: std::sync::Mutex<()>,
     /// Every event this hub records, for whoever watches (the alerts).
     recorded: tokio::sync::broadcast::Sender<redtether_proto::audit::StoredEvent>,
     latency: StoreLatency,
@@ -121,8 +124,8 @@ impl PgStore {
             .build()
             .map_err(PgSetupError::Runtime)?;
         let handle = runtime.handle().clone();
-        let pool = match wait(&handle, Self::connect(options)) {
-            Ok(pool) => pool,
+        let (pool, soft) = match wait(&handle, Self::connect(options)) {
+            Ok(pools) => pools,
             Err(e) => {
                 // Not a plain drop: the caller may be on a runtime, where that would block.
                 runtime.shutdown_background();
@@ -131,9 +134,9 @@ impl PgStore {
         };
         let store = PgStore {
             pool,
+            soft,
             hub: hub.to_string(),
             journal,
-            hub_event_order: std::sync::Mutex::new(()),
             recorded: tokio::sync::broadcast::channel(RECORDED_BACKLOG).0,
             latency: StoreLatency::default(),
             runtime: Some(runtime),
@@ -143,25 +146,31 @@ impl PgStore {
         Ok(store)
     }
 
-    async fn connect(options: &PgOptions) -> Result<Pool, PgSetupError> {
-        let mut config = tokio_postgres::Config::from_str(&options.url).map_err(PgSetupError::Url)?;
-        config.connect_timeout(CONNECT_TIMEOUT);
-        config.application_name("redtether-hub");
+    /// The two pools: writes that answer something, and soft state.
+    async fn connect(options: &PgOptions) -> Result<(Pool, Pool), PgSetupError> {
         // Whatever the server's default: a write is answered only once it is on disk.
-        config.options("-c synchronous_commit=on");
-        let roots = options.ca_file.clone().map_or(TrustRoots::System, TrustRoots::CaFile);
-        let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*crate::sso::tls::client_config(&roots)?).clone());
-        let manager = Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(POOL_WAIT))
-            .create_timeout(Some(POOL_WAIT))
-            .build()?;
+        let pool = Self::pool(options, "on", options.pool_size)?;
+        let soft = Self::pool(options, "off", options.pool_size.div_ceil(2))?;
         let mut client = pool.get().await?;
         migrate::migrate(&mut client).await?;
         drop(client);
-        Ok(pool)
+        Ok((pool, soft))
+    }
+
+    fn pool(options: &PgOptions, synchronous_commit: &str, size: usize) -> Result<Pool, PgSetupError> {
+        let mut config = tokio_postgres::Config::from_str(&options.url).map_err(PgSetupError::Url)?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        config.application_name("redtether-hub");
+        config.options(format!("-c synchronous_commit={synchronous_commit}"));
+        let roots = options.ca_file.clone().map_or(TrustRoots::System, TrustRoots::CaFile);
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*crate::sso::tls::client_config(&roots)?).clone());
+        let manager = Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        Ok(Pool::builder(manager)
+            .max_size(size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .build()?)
     }
 
     /// Runs `work` on the client's runtime and waits for it.
@@ -181,6 +190,11 @@ impl PgStore {
     /// A pooled connection.
     async fn client(&self) -> Result<deadpool_postgres::Client, StoreError> {
         Ok(self.pool.get().await?)
+    }
+
+    /// A pooled connection for soft state (see [`PgStore::soft`]).
+    async fn soft_client(&self) -> Result<deadpool_postgres::Client, StoreError> {
+        Ok(self.soft.get().await?)
     }
 }
 

@@ -26,7 +26,8 @@ impl Presence for PgStore {
 
     fn heartbeat(&self, hub: &str) -> Result<bool, StoreError> {
         self.wait(async {
-            Ok(self.client().await?.execute("UPDATE hubs SET heartbeat = now() WHERE id = $1", &[&hub]).await? == 1)
+            Ok(self.soft_client().await?.execute("UPDATE hubs SET heartbeat = now() WHERE id = $1", &[&hub]).await?
+                == 1)
         })
     }
 
@@ -90,7 +91,7 @@ impl Presence for PgStore {
 
     fn holdings(&self) -> Result<Vec<(String, HubEntry)>, StoreError> {
         let rows = self.wait(async {
-            self.client()
+            self.soft_client()
                 .await?
                 .query(
                     "SELECT p.device, h.id, h.address FROM presence p JOIN hubs h ON h.id = p.hub ORDER BY p.device",
@@ -104,7 +105,7 @@ impl Presence for PgStore {
 
     fn leave(&self, hub: &str) -> Result<(), StoreError> {
         self.wait(async {
-            self.client().await?.execute("DELETE FROM hubs WHERE id = $1", &[&hub]).await.map_err(StoreError::from)
+            self.soft_client().await?.execute("DELETE FROM hubs WHERE id = $1", &[&hub]).await.map_err(StoreError::from)
         })?;
         Ok(())
     }

@@ -17,7 +17,9 @@ CREATE TABLE devices (
     audit_duplicates bigint NOT NULL DEFAULT 0,
     device_key       text,
     sbom_outdated    integer,
-    device_group     text
+    device_group     text,
+    -- Bumped by every change: a change is written only over the row it read (optimistic).
+    version          bigint NOT NULL DEFAULT 0
 );
 
 CREATE TABLE revoked_certificates (
