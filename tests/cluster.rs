@@ -81,7 +81,7 @@ async fn two_hubs_serve_one_fleet_and_fail_over() {
     let db = database(&url);
     let dir = tempfile::tempdir().unwrap();
     let key = key_file(dir.path());
-    let mut hubs = vec![cluster_hub(&url, "hub-a", &key), cluster_hub(&url, "hub-b", &key)];
+    let mut hubs = [cluster_hub(&url, "hub-a", &key), cluster_hub(&url, "hub-b", &key)];
     assert_eq!(hubs[0].fingerprint(), hubs[1].fingerprint(), "one CA for the cluster");
     assert_eq!(pg.psql(&db, "SELECT string_agg(id, ',' ORDER BY id) FROM hubs"), "hub-a,hub-b");
     let owner = hubs[0].operator("ops", "owner");

@@ -11,8 +11,11 @@
 # Debian's chromium and chromium-driver (headless Chromium over WebDriver; their screenshots go to
 # target/console/), with apt-get (as root) when they are missing (a slapd service the package
 # starts is stopped and disabled again); the network-namespace tests (as root: `ip netns`) install
-# Debian's nftables, and the metrics tests Debian's prometheus for its `promtool check metrics`
-# (the Prometheus service the package starts is stopped and disabled again).
+# Debian's nftables, the metrics tests Debian's prometheus for its `promtool check metrics`
+# (the Prometheus service the package starts is stopped and disabled again), and the hub's
+# PostgreSQL store and cluster tests Debian's postgresql (each test makes a cluster of its own
+# with initdb in a temporary folder and runs it with pg_ctl on a loopback port, as the postgres
+# user; the cluster the package starts is stopped and disabled again).
 # Every crate of the workspace is tested; the integration tests in tests/ run the agent and hub
 # binaries cargo builds for them. Extra arguments go to `cargo test` (for example a test name
 # filter).

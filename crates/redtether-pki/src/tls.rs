@@ -234,33 +234,6 @@ pub fn check_renewed(
     Ok(info)
 }
 
-#[cfg(test)]
-mod renewal_tests {
-    use super::check_renewed;
-    use crate::{Ca, device_key_and_csr};
-    use std::time::{Duration, SystemTime};
-
-    #[test]
-    fn a_renewed_certificate_must_be_the_cas_for_this_device_and_this_key() {
-        let day = Duration::from_secs(86400);
-        let now = SystemTime::now();
-        let ca = Ca::create(now - day, 3650 * day).unwrap();
-        let (key, csr) = device_key_and_csr().unwrap();
-        let good = ca.sign_device_csr(&csr, "pump-1", now, 90 * day).unwrap();
-        assert_eq!(check_renewed(&ca.cert_pem, &good, &key, "pump-1").unwrap().common_name.as_deref(), Some("pump-1"));
-
-        let (other_key, _) = device_key_and_csr().unwrap();
-        assert!(check_renewed(&ca.cert_pem, &good, &other_key, "pump-1").is_err(), "another key");
-        assert!(check_renewed(&ca.cert_pem, &good, &key, "pump-2").is_err(), "another device");
-        let other_ca = Ca::create(now - day, 3650 * day).unwrap();
-        let foreign = other_ca.sign_device_csr(&csr, "pump-1", now, 90 * day).unwrap();
-        assert!(check_renewed(&ca.cert_pem, &foreign, &key, "pump-1").is_err(), "another CA");
-        let expired = ca.sign_device_csr(&csr, "pump-1", now - 100 * day, 10 * day).unwrap();
-        assert!(check_renewed(&ca.cert_pem, &expired, &key, "pump-1").is_err(), "expired");
-        assert!(check_renewed(&ca.cert_pem, "not a certificate", &key, "pump-1").is_err());
-    }
-}
-
 /// The TLS a hub of a cluster serves the others on: only a client whose certificate the
 /// cluster's own CA issued (another hub) gets in.
 pub fn cluster_server(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<rustls::ServerConfig, PkiError> {
@@ -288,4 +261,31 @@ pub fn cluster_client(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<rus
         .map_err(|e| PkiError::Invalid(format!("cluster certificate: {e}")))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+#[cfg(test)]
+mod renewal_tests {
+    use super::check_renewed;
+    use crate::{Ca, device_key_and_csr};
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn a_renewed_certificate_must_be_the_cas_for_this_device_and_this_key() {
+        let day = Duration::from_secs(86400);
+        let now = SystemTime::now();
+        let ca = Ca::create(now - day, 3650 * day).unwrap();
+        let (key, csr) = device_key_and_csr().unwrap();
+        let good = ca.sign_device_csr(&csr, "pump-1", now, 90 * day).unwrap();
+        assert_eq!(check_renewed(&ca.cert_pem, &good, &key, "pump-1").unwrap().common_name.as_deref(), Some("pump-1"));
+
+        let (other_key, _) = device_key_and_csr().unwrap();
+        assert!(check_renewed(&ca.cert_pem, &good, &other_key, "pump-1").is_err(), "another key");
+        assert!(check_renewed(&ca.cert_pem, &good, &key, "pump-2").is_err(), "another device");
+        let other_ca = Ca::create(now - day, 3650 * day).unwrap();
+        let foreign = other_ca.sign_device_csr(&csr, "pump-1", now, 90 * day).unwrap();
+        assert!(check_renewed(&ca.cert_pem, &foreign, &key, "pump-1").is_err(), "another CA");
+        let expired = ca.sign_device_csr(&csr, "pump-1", now - 100 * day, 10 * day).unwrap();
+        assert!(check_renewed(&ca.cert_pem, &expired, &key, "pump-1").is_err(), "expired");
+        assert!(check_renewed(&ca.cert_pem, "not a certificate", &key, "pump-1").is_err());
+    }
 }
