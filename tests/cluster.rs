@@ -153,6 +153,27 @@ async fn two_hubs_serve_one_fleet_and_fail_over() {
     }
     assert_eq!(reached, REQUESTS, "every request reached its device's hub");
 
+    // A group policy made through one hub reaches members held by either (the doorbell).
+    let members: Vec<String> = (0..20).map(|i| fleet[i * (FLEET / 20)].id().to_string()).collect();
+    let call = |hub: &Hub, method: reqwest::Method, path: &str, body: serde_json::Value| {
+        common::http::client().request(method, format!("{}{path}", hub.api())).bearer_auth(&owner).json(&body).send()
+    };
+    let made =
+        call(&hubs[0], reqwest::Method::POST, "/api/groups", serde_json::json!({"name": "line-1", "description": ""}));
+    assert_eq!(made.await.unwrap().status(), 201);
+    let added = call(&hubs[0], reqwest::Method::PUT, "/api/groups/line-1/devices", serde_json::json!({"add": members}));
+    assert_eq!(added.await.unwrap().status(), 200);
+    let set =
+        call(&hubs[0], reqwest::Method::PUT, "/api/groups/line-1/policy", serde_json::json!({"protection": true}));
+    assert_eq!(set.await.unwrap().status(), 202);
+    let held_by: HashMap<String, String> = holdings(&pg, &db);
+    let on_b = members.iter().filter(|m| held_by.get(*m).map(String::as_str) == Some("hub-b")).count();
+    assert!(on_b > 0 && on_b < members.len(), "members on both hubs ({on_b} of {} on hub-b)", members.len());
+    let member_devices: Vec<&SimDevice> = fleet.iter().filter(|d| members.iter().any(|m| m == d.id())).collect();
+    wait_for(Duration::from_secs(15), "every member to apply the group's policy", || {
+        member_devices.iter().all(|d| !d.policies_applied().is_empty()).then_some(())
+    });
+
     // The hub holding the real device dies.
     let before = holdings(&pg, &db);
     let victim = if holder == 0 { "hub-a" } else { "hub-b" };

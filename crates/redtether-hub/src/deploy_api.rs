@@ -174,9 +174,7 @@ pub(crate) fn make_deployment(
     }
     let _ = store.record_event(device, HubEventKind::DeployCreated, detail);
     tracing::info!(%device, deployment = %id, number = created.number, %operator, "deployment created");
-    if let Some(online) = registry.get(device) {
-        online.deployments.notify_one();
-    }
+    registry.wake(device, crate::registry::Waiting::Deployment);
     Ok(created)
 }
 

@@ -279,6 +279,7 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
             tasks.clone(),
             cancel.child_token(),
         ));
+        tasks.spawn(cluster::doorbell::run(Arc::clone(&member), registry.clone(), cancel.child_token()));
         tasks.spawn(cluster::presence::run(member, registry.clone(), cancel.child_token()));
         tasks.spawn(refresh_revoked(Arc::clone(&store), Arc::clone(&revoked), cancel.child_token()));
     }

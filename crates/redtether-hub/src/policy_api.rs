@@ -307,9 +307,7 @@ impl Api {
         }
         self.record(device, HubEventKind::PolicyChanged, detail);
         tracing::info!(%device, number, operator = %operator.name, hash = %made.record.hash, "policy made");
-        if let Some(online) = self.registry.get(device) {
-            online.policies.notify_one();
-        }
+        self.registry.wake(device, crate::registry::Waiting::Policy);
         Ok(made)
     }
 

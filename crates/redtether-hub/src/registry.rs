@@ -27,6 +27,30 @@ pub struct Online {
     pub epoch: Option<u64>,
 }
 
+/// What waits to be sent to a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    Deployment,
+    Policy,
+}
+
+impl Waiting {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Waiting::Deployment => "deployment",
+            Waiting::Policy => "policy",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Waiting> {
+        match text {
+            "deployment" => Some(Waiting::Deployment),
+            "policy" => Some(Waiting::Policy),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     #[error("the device is not connected")]
@@ -131,9 +155,9 @@ impl Registry {
         self.lock().1.contains_key(device) || self.cluster.as_ref().is_some_and(|c| c.held_elsewhere(device))
     }
 
-    /// The devices connected to this hub, with their session generations.
-    pub(crate) fn local_sessions(&self) -> Vec<(String, u64)> {
-        self.lock().1.iter().map(|(id, o)| (id.clone(), o.generation)).collect()
+    /// The devices connected to this hub, with their session generations and since when.
+    pub(crate) fn local_sessions(&self) -> Vec<(String, u64, SystemTime)> {
+        self.lock().1.iter().map(|(id, o)| (id.clone(), o.generation, o.since)).collect()
     }
 
     /// Closes this hub's session of `device` (generation `generation`): the device reconnected
@@ -142,6 +166,19 @@ impl Registry {
         let taken = self.lock().1.get(device).filter(|o| o.generation == generation).cloned();
         if let Some(online) = taken {
             online.connection.close(redtether_proto::wire::codes::REPLACED, b"connected to another hub");
+        }
+    }
+
+    /// Wakes the session of `device` to send what waits for it: here if this hub holds it,
+    /// else (in a cluster) through the doorbell, to whichever hub does.
+    pub fn wake(&self, device: &str, what: Waiting) {
+        if let Some(online) = self.get(device) {
+            match what {
+                Waiting::Deployment => online.deployments.notify_one(),
+                Waiting::Policy => online.policies.notify_one(),
+            }
+        } else if let Some(cluster) = &self.cluster {
+            cluster.ring(device, what);
         }
     }
 

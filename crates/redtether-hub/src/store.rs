@@ -53,8 +53,8 @@ pub type HubStore = dyn domain::Store;
 /// The store's traits, for calling its methods.
 pub mod prelude {
     pub use super::domain::{
-        Deployments, DeviceAudit, Devices, EnrollTokens, FleetAudit, FleetFigures, Groups, Journal, Operators,
-        Policies, Presence, SharedSecrets, Store, StoreExt,
+        Deployments, DeviceAudit, Devices, Doorbell, EnrollTokens, FleetAudit, FleetFigures, Groups, Journal,
+        Operators, Policies, Presence, SharedSecrets, Store, StoreExt,
     };
 }
 
@@ -240,6 +240,8 @@ pub struct SledStore {
     pub latency: StoreLatency,
     /// Every event recorded, as recorded, for whoever watches (the alerts).
     recorded: tokio::sync::broadcast::Sender<StoredEvent>,
+    /// The doorbell's listeners (one hub: the rings stay in the process).
+    doorbell: std::sync::Mutex<Vec<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
 
 /// How many devices' records may be changed at once (more share a lock).
@@ -324,6 +326,7 @@ impl SledStore {
             pipelines: db.open_tree("pipelines")?,
             journal,
             recorded: tokio::sync::broadcast::channel(RECORDED_BACKLOG).0,
+            doorbell: std::sync::Mutex::default(),
             db,
             latency: StoreLatency::default(),
         };

@@ -217,6 +217,9 @@ async fn presence_follows_holdings_and_dead_hubs_are_reaped((a, b): Handles) {
     };
     let pair = |d: &str, h: &str| (d.to_string(), h.to_string());
     assert_eq!(held(&a), [pair("pump-3", "hub-b"), pair("pump-4", "hub-b"), pair("pump-5", "hub-a")]);
+    assert!(!a.drop_holding("pump-4", "hub-a").unwrap(), "another hub's holding stays");
+    assert!(b.drop_holding("pump-4", "hub-b").unwrap());
+    b.hold("pump-4", "hub-b").unwrap();
     b.leave("hub-b").unwrap();
     assert_eq!(held(&a), [pair("pump-5", "hub-a")]);
     assert_eq!(a.hubs().unwrap(), [hub("hub-a")]);

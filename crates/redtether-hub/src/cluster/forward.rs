@@ -24,8 +24,9 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Headers of one connection, not of the request (RFC 9110 7.6.1); `upgrade` and `connection`
-/// are kept for a websocket.
-const HOP_BY_HOP: [&str; 6] = ["keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "host"];
+/// are kept for a websocket, and `host` is the operator's (the console's same-origin check
+/// compares it with `Origin`; the TLS name checked is the cluster's, from the URL).
+const HOP_BY_HOP: [&str; 5] = ["keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding"];
 
 pub struct Forwarder {
     tls: rustls::ClientConfig,

@@ -7,6 +7,7 @@
 //! tls.rs       the hubs' certificates for each other, from the cluster's own CA
 //! presence.rs  joining, heart-beating, reaping dead hubs, who holds which device
 //! forward.rs   passing an operator's request for a device to the hub that holds it
+//! doorbell.rs  waking the holding hub's session when a deployment or policy was made elsewhere
 //! ```
 //!
 //! A device is held by the hub its tunnel reached; an operator request for a device
@@ -14,6 +15,7 @@
 //! mutual TLS, once (a forwarded request is never forwarded again).
 
 pub mod config;
+pub mod doorbell;
 pub mod forward;
 pub mod keys;
 pub mod presence;
@@ -45,6 +47,8 @@ pub struct Cluster {
     /// `Retry-After`) rather than tried again at every request, until they are reaped or the
     /// devices reconnect elsewhere.
     unreachable: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+    /// This hub's holdings without a session at the last beat (`presence`).
+    orphans: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Cluster {
@@ -56,6 +60,7 @@ impl Cluster {
             remote: RwLock::default(),
             forwarder: forward::Forwarder::new(client_tls),
             unreachable: std::sync::Mutex::default(),
+            orphans: std::sync::Mutex::default(),
         }
     }
 

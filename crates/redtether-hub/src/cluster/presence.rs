@@ -18,6 +18,8 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A hub this long without a heartbeat is dead: its devices count as offline, and requests for
 /// them are no longer forwarded to it.
 pub const DEAD_AFTER: Duration = Duration::from_secs(5);
+/// A session this old has written its holding (or failed to).
+const SETTLED: Duration = Duration::from_secs(3);
 
 impl Cluster {
     fn entry(&self) -> HubEntry {
@@ -53,7 +55,7 @@ impl Cluster {
         if !self.store.heartbeat(&self.id)? {
             tracing::warn!(hub = %self.id, "cluster: this hub was declared dead; joining again");
             self.join()?;
-            for (device, generation) in registry.local_sessions() {
+            for (device, generation, _) in registry.local_sessions() {
                 registry.hold(&device, generation);
             }
         }
@@ -69,11 +71,27 @@ impl Cluster {
                 remote.insert(device, hub);
             }
         }
-        for (device, generation) in registry.local_sessions() {
-            if let Some(other) = remote.get(&device).filter(|_| !mine.contains(&device)) {
+        let sessions = registry.local_sessions();
+        let settled = std::time::SystemTime::now() - SETTLED;
+        for (device, generation, since) in &sessions {
+            if let Some(other) = remote.get(device) {
                 tracing::info!(%device, hub = %other.id, "cluster: the device reconnected to another hub; closing this session");
-                registry.close_taken_over(&device, generation);
+                registry.close_taken_over(device, *generation);
+            } else if !mine.contains(device) && *since < settled {
+                // Its holding is gone (a later connection elsewhere came and went): held again,
+                // so the others find it here. (A session younger than this may still be
+                // writing its first holding.)
+                registry.hold(device, *generation);
             }
+        }
+        // Holdings of this hub without a session (a let-go that failed): dropped when seen twice
+        // in a row, so a device connecting here meanwhile is not caught.
+        let local: std::collections::HashSet<&String> = sessions.iter().map(|(d, ..)| d).collect();
+        let orphans: std::collections::HashSet<String> = mine.into_iter().filter(|d| !local.contains(d)).collect();
+        let seen_before =
+            std::mem::replace(&mut *self.orphans.lock().unwrap_or_else(|e| e.into_inner()), orphans.clone());
+        for device in orphans.intersection(&seen_before) {
+            self.store.drop_holding(device, &self.id)?;
         }
         let changed = {
             let mut current = self.remote.write().unwrap_or_else(|e| e.into_inner());

@@ -107,7 +107,8 @@ impl HubMetrics {
         };
         r.register("redtether_hub_devices", "Enrolled devices (revoked ones included)", m.devices.clone());
         r.register("redtether_hub_devices_revoked", "Devices whose certificate is revoked", m.revoked.clone());
-        r.register("redtether_hub_devices_online", "Devices with a tunnel up now", m.online.clone());
+        // This hub's own: in a cluster the fleet's is the sum over the hubs.
+        r.register("redtether_hub_devices_online", "Devices with a tunnel up to this hub now", m.online.clone());
         r.register(
             "redtether_hub_connections",
             "QUIC connections open now (tunnels and enrollments)",
@@ -209,7 +210,7 @@ impl HubMetrics {
             Ok(Err(e)) => tracing::error!(error = %e, "metrics: cannot count the fleet"),
             Err(e) => tracing::error!(error = %e, "metrics: cannot count the fleet"),
         }
-        self.online.set(self.presence.count() as i64);
+        self.online.set(self.presence.local_count() as i64);
         self.history_points.set(self.history.points() as i64);
         redtether_host::metrics_server::encode(&self.registry)
     }

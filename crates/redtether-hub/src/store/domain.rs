@@ -141,6 +141,10 @@ pub trait Presence: Send + Sync {
     /// Every device a registered hub holds, with that hub, in device order.
     fn holdings(&self) -> Result<Vec<(String, HubEntry)>, StoreError>;
 
+    /// Removes `hub`'s holding of `device`, whatever its epoch: for a hub cleaning up a holding
+    /// it no longer has a session for. Returns whether there was one.
+    fn drop_holding(&self, device: &str, hub: &str) -> Result<bool, StoreError>;
+
     /// Removes a hub and its holdings at once (it is stopping: its devices are offline until
     /// they reach another hub, rather than until it is declared dead).
     fn leave(&self, hub: &str) -> Result<(), StoreError>;
@@ -336,10 +340,20 @@ pub trait FleetFigures: Send + Sync {
     fn presence_since(&self, since: u64) -> Result<Vec<PresenceSample>, StoreError>;
 }
 
-/// Everything the hubs of a cluster share.
-pub trait SharedStore: Devices + EnrollTokens + DeviceAudit + Presence + SharedSecrets {}
+/// A doorbell between the hubs: "something changed for this device" (a deployment or policy
+/// waiting), rung by the hub that made the change, heard by the hub holding the device, which
+/// reads what changed from the store. A hint only: a ring missed (a hub reconnecting to the
+/// database) is caught up at the device's next connection.
+pub trait Doorbell: Send + Sync {
+    fn ring(&self, payload: &str) -> Result<(), StoreError>;
+    /// The rings from now on (each hub's, this one's included).
+    fn listen(&self) -> tokio::sync::mpsc::UnboundedReceiver<String>;
+}
 
-impl<T: Devices + EnrollTokens + DeviceAudit + Presence + SharedSecrets> SharedStore for T {}
+/// Everything the hubs of a cluster share.
+pub trait SharedStore: Devices + EnrollTokens + DeviceAudit + Presence + SharedSecrets + Doorbell {}
+
+impl<T: Devices + EnrollTokens + DeviceAudit + Presence + SharedSecrets + Doorbell> SharedStore for T {}
 
 /// Everything the hub keeps: what `HubStore` is.
 pub trait Store:

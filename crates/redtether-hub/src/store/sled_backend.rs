@@ -226,6 +226,15 @@ impl Presence for SledStore {
         Ok(held)
     }
 
+    fn drop_holding(&self, device: &str, hub: &str) -> Result<bool, StoreError> {
+        let holdings = self.holdings_tree()?;
+        let Some(old) = holdings.get(device.as_bytes())? else { return Ok(false) };
+        if decode::<PresenceRow>(&old)?.hub != hub {
+            return Ok(false);
+        }
+        Ok(holdings.compare_and_swap(device.as_bytes(), Some(old), None::<&[u8]>)?.is_ok())
+    }
+
     fn leave(&self, hub: &str) -> Result<(), StoreError> {
         let holdings = self.holdings_tree()?;
         for entry in holdings.iter() {
@@ -249,6 +258,19 @@ impl Presence for SledStore {
                 })
             })
             .collect()
+    }
+}
+
+impl super::domain::Doorbell for SledStore {
+    fn ring(&self, payload: &str) -> Result<(), StoreError> {
+        self.doorbell.lock().unwrap_or_else(|e| e.into_inner()).retain(|l| l.send(payload.to_string()).is_ok());
+        Ok(())
+    }
+
+    fn listen(&self) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.doorbell.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+        rx
     }
 }
 

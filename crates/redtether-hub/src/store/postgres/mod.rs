@@ -17,6 +17,7 @@
 mod audit;
 mod deployments;
 mod devices;
+mod doorbell;
 mod fleet;
 mod groups;
 mod import;
@@ -96,6 +97,8 @@ pub struct PgStore {
     /// Every event this hub records, for whoever watches (the alerts).
     recorded: tokio::sync::broadcast::Sender<redtether_proto::audit::StoredEvent>,
     latency: StoreLatency,
+    /// How to open the doorbell's own connection (`doorbell`).
+    listen: (tokio_postgres::Config, tokio_postgres_rustls::MakeRustlsConnect),
     /// Drives the connections; shut down (without waiting) when the store is dropped.
     runtime: Option<tokio::runtime::Runtime>,
     handle: tokio::runtime::Handle,
@@ -132,9 +135,17 @@ impl PgStore {
                 return Err(e);
             }
         };
+        let listen = match Self::connection(options, "off") {
+            Ok(listen) => listen,
+            Err(e) => {
+                runtime.shutdown_background();
+                return Err(e);
+            }
+        };
         let store = PgStore {
             pool,
             soft,
+            listen,
             hub: hub.to_string(),
             journal,
             recorded: tokio::sync::broadcast::channel(RECORDED_BACKLOG).0,
@@ -157,13 +168,22 @@ impl PgStore {
         Ok((pool, soft))
     }
 
-    fn pool(options: &PgOptions, synchronous_commit: &str, size: usize) -> Result<Pool, PgSetupError> {
+    /// How to connect: the URL's settings, this hub's name, the commit mode, TLS.
+    fn connection(
+        options: &PgOptions,
+        synchronous_commit: &str,
+    ) -> Result<(tokio_postgres::Config, tokio_postgres_rustls::MakeRustlsConnect), PgSetupError> {
         let mut config = tokio_postgres::Config::from_str(&options.url).map_err(PgSetupError::Url)?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("redtether-hub");
         config.options(format!("-c synchronous_commit={synchronous_commit}"));
         let roots = options.ca_file.clone().map_or(TrustRoots::System, TrustRoots::CaFile);
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new((*crate::sso::tls::client_config(&roots)?).clone());
+        Ok((config, tls))
+    }
+
+    fn pool(options: &PgOptions, synchronous_commit: &str, size: usize) -> Result<Pool, PgSetupError> {
+        let (config, tls) = Self::connection(options, synchronous_commit)?;
         let manager = Manager::from_config(config, tls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         Ok(Pool::builder(manager)
             .max_size(size.max(1))

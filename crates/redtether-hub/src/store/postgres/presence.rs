@@ -103,6 +103,17 @@ impl Presence for PgStore {
         Ok(rows.iter().map(|r| (r.get(0), HubEntry { id: r.get(1), address: r.get(2) })).collect())
     }
 
+    fn drop_holding(&self, device: &str, hub: &str) -> Result<bool, StoreError> {
+        let removed = self.wait(async {
+            self.soft_client()
+                .await?
+                .execute("DELETE FROM presence WHERE device = $1 AND hub = $2", &[&device, &hub])
+                .await
+                .map_err(StoreError::from)
+        })?;
+        Ok(removed == 1)
+    }
+
     fn leave(&self, hub: &str) -> Result<(), StoreError> {
         self.wait(async {
             self.soft_client().await?.execute("DELETE FROM hubs WHERE id = $1", &[&hub]).await.map_err(StoreError::from)
