@@ -145,22 +145,7 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
     let store = open_store(&settings.store, dir.root())?;
     let mut hub_keys = keys::load_or_create(dir.root(), &settings.names, SystemTime::now())?;
     let peers = match &settings.cluster {
-        Some(c) => {
-            let kek = cluster::keys::Kek::load(&c.key_file)?;
-            if cluster::keys::share(&*store, &kek, dir.root())? {
-                hub_keys = keys::load_or_create(dir.root(), &settings.names, SystemTime::now())?;
-            }
-            let tls = cluster::tls::load(dir.root())?;
-            let listener = tokio::net::TcpListener::bind(c.listen)
-                .await
-                .map_err(|source| HubError::ClusterListen { addr: c.listen, source })?;
-            let bound = listener.local_addr().unwrap_or(c.listen);
-            let address = c.advertise.clone().unwrap_or_else(|| bound.to_string());
-            let member = Arc::new(cluster::Cluster::new(c.hub_id.clone(), address, Arc::clone(&store), tls.client));
-            member.join()?;
-            tracing::info!(hub = %c.hub_id, listen = %bound, address = %member.address, "cluster: joined");
-            Some((member, listener, tokio_rustls::TlsAcceptor::from(Arc::new(tls.server))))
-        }
+        Some(c) => Some(join_cluster(c, &store, &dir, &settings.names, &mut hub_keys).await?),
         None => None,
     };
     let keys = Arc::new(hub_keys);
@@ -327,6 +312,31 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
     quic.endpoint.wait_idle().await;
     store.flush()?;
     Ok(())
+}
+
+/// This hub's part in a cluster: the shared keys taken (its own keys reloaded when they were
+/// replaced), its peer certificate, the hubs' listener bound, joined.
+async fn join_cluster(
+    settings: &cluster::config::ClusterSettings,
+    store: &Arc<store::HubStore>,
+    dir: &StateDir,
+    names: &[String],
+    hub_keys: &mut keys::HubKeys,
+) -> Result<(Arc<cluster::Cluster>, tokio::net::TcpListener, tokio_rustls::TlsAcceptor), HubError> {
+    let kek = cluster::keys::Kek::load(&settings.key_file)?;
+    if cluster::keys::share(&**store, &kek, dir.root())? {
+        *hub_keys = keys::load_or_create(dir.root(), names, SystemTime::now())?;
+    }
+    let tls = cluster::tls::load(dir.root())?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| HubError::ClusterListen { addr: settings.listen, source })?;
+    let bound = listener.local_addr().unwrap_or(settings.listen);
+    let address = settings.advertise.clone().unwrap_or_else(|| bound.to_string());
+    let member = Arc::new(cluster::Cluster::new(settings.hub_id.clone(), address, Arc::clone(store), tls.client));
+    member.join()?;
+    tracing::info!(hub = %settings.hub_id, listen = %bound, address = %member.address, "cluster: joined");
+    Ok((member, listener, tokio_rustls::TlsAcceptor::from(Arc::new(tls.server))))
 }
 
 /// The store `[store]` names: the embedded one in the state directory, or PostgreSQL (whose

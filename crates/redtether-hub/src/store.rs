@@ -123,6 +123,28 @@ pub struct DeviceRecord {
     pub group: Option<String>,
 }
 
+impl DeviceRecord {
+    /// The record of a device enrolled at `now` with this certificate and key.
+    pub fn enrolled(device_id: &str, cert_serial: &str, cert_not_after: u64, device_key: &str, now: u64) -> Self {
+        DeviceRecord {
+            id: device_id.to_string(),
+            enrolled: now,
+            cert_serial: cert_serial.to_string(),
+            cert_not_after,
+            revoked: false,
+            last_seen: None,
+            agent_version: None,
+            status: None,
+            audit_acked: 0,
+            audit_duplicates: 0,
+            previous_serial: None,
+            device_key: Some(device_key.to_string()),
+            sbom_outdated: None,
+            group: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct EnrollTokenRecord {
     device_id: String,
@@ -457,22 +479,7 @@ impl SledStore {
         if let Some(previous) = self.device(device_id)? {
             self.revoked.insert(previous.cert_serial.as_bytes(), device_id.as_bytes())?;
         }
-        let record = DeviceRecord {
-            id: device_id.to_string(),
-            enrolled: now,
-            cert_serial: cert_serial.to_string(),
-            cert_not_after,
-            revoked: false,
-            last_seen: None,
-            agent_version: None,
-            status: None,
-            audit_acked: 0,
-            audit_duplicates: 0,
-            previous_serial: None,
-            device_key: Some(device_key.to_string()),
-            sbom_outdated: None,
-            group: None,
-        };
+        let record = DeviceRecord::enrolled(device_id, cert_serial, cert_not_after, device_key, now);
         self.devices.insert(device_id.as_bytes(), encode(&record))?;
         self.flush()
     }

@@ -31,43 +31,70 @@ fn from_row(row: &Row) -> Result<DeviceRecord, StoreError> {
     })
 }
 
+/// A record's columns in [`COLUMNS`] order, as the database takes them.
+struct Columns<'a> {
+    record: &'a DeviceRecord,
+    enrolled: i64,
+    cert_not_after: i64,
+    last_seen: Option<i64>,
+    status: Option<serde_json::Value>,
+    audit_acked: i64,
+    audit_duplicates: i64,
+    sbom_outdated: Option<i32>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(record: &'a DeviceRecord) -> Columns<'a> {
+        Columns {
+            record,
+            enrolled: to_i64(record.enrolled),
+            cert_not_after: to_i64(record.cert_not_after),
+            last_seen: record.last_seen.map(to_i64),
+            status: record.status.as_ref().map(|s| serde_json::to_value(s).expect("a status always encodes")),
+            audit_acked: to_i64(record.audit_acked),
+            audit_duplicates: to_i64(record.audit_duplicates),
+            sbom_outdated: record.sbom_outdated.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+        }
+    }
+
+    /// $1 … $14.
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let r = self.record;
+        vec![
+            &r.id,
+            &self.enrolled,
+            &r.cert_serial,
+            &self.cert_not_after,
+            &r.revoked,
+            &self.last_seen,
+            &r.agent_version,
+            &self.status,
+            &r.previous_serial,
+            &self.audit_acked,
+            &self.audit_duplicates,
+            &r.device_key,
+            &self.sbom_outdated,
+            &r.group,
+        ]
+    }
+}
+
+/// `SET` of every column but the id from $2 … $14, and a new version.
+const SET_COLUMNS: &str = "enrolled = $2, cert_serial = $3, cert_not_after = $4, revoked = $5, last_seen = $6,
+    agent_version = $7, status = $8, previous_serial = $9, audit_acked = $10, audit_duplicates = $11,
+    device_key = $12, sbom_outdated = $13, device_group = $14";
+
 /// Writes every column of `record` (its id names the row).
 pub(super) async fn write(
     client: &impl deadpool_postgres::GenericClient,
     record: &DeviceRecord,
 ) -> Result<(), StoreError> {
-    let status = record.status.as_ref().map(|s| serde_json::to_value(s).expect("a status always encodes"));
-    let values: [&(dyn ToSql + Sync); 14] = [
-        &record.id,
-        &to_i64(record.enrolled),
-        &record.cert_serial,
-        &to_i64(record.cert_not_after),
-        &record.revoked,
-        &record.last_seen.map(to_i64),
-        &record.agent_version,
-        &status,
-        &record.previous_serial,
-        &to_i64(record.audit_acked),
-        &to_i64(record.audit_duplicates),
-        &record.device_key,
-        &record.sbom_outdated.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
-        &record.group,
-    ];
-    client
-        .execute(
-            &format!(
-                "INSERT INTO devices ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-                 ON CONFLICT (id) DO UPDATE SET enrolled = excluded.enrolled, cert_serial = excluded.cert_serial,
-                   cert_not_after = excluded.cert_not_after, revoked = excluded.revoked,
-                   last_seen = excluded.last_seen, agent_version = excluded.agent_version,
-                   status = excluded.status, previous_serial = excluded.previous_serial,
-                   audit_acked = excluded.audit_acked, audit_duplicates = excluded.audit_duplicates,
-                   device_key = excluded.device_key, sbom_outdated = excluded.sbom_outdated,
-                   device_group = excluded.device_group, version = devices.version + 1"
-            ),
-            &values,
-        )
-        .await?;
+    let columns = Columns::of(record);
+    let sql = format!(
+        "INSERT INTO devices ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         ON CONFLICT (id) DO UPDATE SET {SET_COLUMNS}, version = devices.version + 1"
+    );
+    client.execute(&sql, &columns.params()).await?;
     Ok(())
 }
 
@@ -77,34 +104,11 @@ async fn rewrite(
     record: &DeviceRecord,
     version: i64,
 ) -> Result<bool, StoreError> {
-    let status = record.status.as_ref().map(|s| serde_json::to_value(s).expect("a status always encodes"));
-    let values: [&(dyn ToSql + Sync); 15] = [
-        &record.id,
-        &version,
-        &to_i64(record.enrolled),
-        &record.cert_serial,
-        &to_i64(record.cert_not_after),
-        &record.revoked,
-        &record.last_seen.map(to_i64),
-        &record.agent_version,
-        &status,
-        &record.previous_serial,
-        &to_i64(record.audit_acked),
-        &to_i64(record.audit_duplicates),
-        &record.device_key,
-        &record.sbom_outdated.map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
-        &record.group,
-    ];
-    let written = client
-        .execute(
-            "UPDATE devices SET enrolled = $3, cert_serial = $4, cert_not_after = $5, revoked = $6, last_seen = $7,
-               agent_version = $8, status = $9, previous_serial = $10, audit_acked = $11, audit_duplicates = $12,
-               device_key = $13, sbom_outdated = $14, device_group = $15, version = version + 1
-             WHERE id = $1 AND version = $2",
-            &values,
-        )
-        .await?;
-    Ok(written == 1)
+    let columns = Columns::of(record);
+    let mut params = columns.params();
+    params.push(&version);
+    let sql = format!("UPDATE devices SET {SET_COLUMNS}, version = version + 1 WHERE id = $1 AND version = $15");
+    Ok(client.execute(&sql, &params).await? == 1)
 }
 
 impl Devices for PgStore {
@@ -126,23 +130,7 @@ impl Devices for PgStore {
                 &[&device_id],
             )
             .await?;
-            let record = DeviceRecord {
-                id: device_id.to_string(),
-                enrolled: now,
-                cert_serial: cert_serial.to_string(),
-                cert_not_after,
-                revoked: false,
-                last_seen: None,
-                agent_version: None,
-                status: None,
-                previous_serial: None,
-                audit_acked: 0,
-                audit_duplicates: 0,
-                device_key: Some(device_key.to_string()),
-                sbom_outdated: None,
-                group: None,
-            };
-            write(&tx, &record).await?;
+            write(&tx, &DeviceRecord::enrolled(device_id, cert_serial, cert_not_after, device_key, now)).await?;
             tx.commit().await?;
             Ok(())
         })
