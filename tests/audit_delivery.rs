@@ -5,7 +5,7 @@
 use redtether_testkit as common;
 
 use common::agent::{Agent, BIN};
-use common::hub::{Hub, PLACEHOLDER, api, enroll, wait_online};
+use common::hub::{Hub, PLACEHOLDER, api, delivered, enroll, wait_online};
 use common::{send_signal, wait_for_async};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -21,31 +21,6 @@ fn make_tokens(agent: &Agent, names: std::ops::Range<u32>) {
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
-}
-
-/// The agent's whole journal, oldest first.
-fn journal(agent: &Agent) -> Vec<Value> {
-    let out = Command::new(BIN).args(["audit", "export", "--config"]).arg(&agent.config).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-/// Waits until the hub has acknowledged everything in the agent's journal, then returns the
-/// device events the hub holds and the journal.
-async fn delivered(hub: &Hub, agent: &Agent, device: &str, token: &str) -> (Vec<Value>, Vec<Value>) {
-    wait_for_async(Duration::from_secs(60), "the hub to hold the whole journal", || async {
-        let local = journal(agent);
-        let last = local.last()?["seq"].as_u64()?;
-        let (_, status) = api(hub, reqwest::Method::GET, &format!("/api/devices/{device}"), Some(token)).await;
-        if status["audit"]["acked"].as_u64()? < last {
-            return None;
-        }
-        let (code, at_hub) =
-            api(hub, reqwest::Method::GET, &format!("/api/devices/{device}/audit?source=device"), Some(token)).await;
-        assert_eq!(code, 200);
-        Some((at_hub.as_array()?.clone(), local))
-    })
-    .await
 }
 
 /// Every journal event is at the hub exactly once, in seq order, as the device sealed it.

@@ -13,7 +13,7 @@
 use redtether_testkit as common;
 
 use common::agent::{Agent, BIN};
-use common::hub::{Hub, api, editor_websocket_hears_a_deploy, wait_online};
+use common::hub::{Hub, api, delivered, editor_websocket_hears_a_deploy, wait_online};
 use common::postgres::Postgres;
 use common::simulator::{SimConfig, SimDevice, Simulator};
 use common::{wait_for, wait_for_async};
@@ -61,13 +61,6 @@ async fn simulator(home: &Hub, other: &Hub) -> Simulator {
     let mut config = SimConfig::new(&home.addr(), &home.fingerprint()).await.unwrap();
     config.other_hubs = vec![other.addr().parse::<SocketAddr>().unwrap()];
     Simulator::new(config).unwrap()
-}
-
-/// The agent's whole journal, oldest first.
-fn journal(agent: &Agent) -> Vec<Value> {
-    let out = Command::new(BIN).args(["audit", "export", "--config"]).arg(&agent.config).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
@@ -232,18 +225,7 @@ async fn two_hubs_serve_one_fleet_and_fail_over() {
     wait_online(&agent, 2);
     let page = common::http::client().get(format!("{}/devices/pump-c/editor/", survivor.api())).bearer_auth(&owner);
     assert_eq!(page.send().await.unwrap().status(), 200, "the editor through the survivor");
-    let (at_hub, local) = wait_for_async(Duration::from_secs(60), "the hub to hold the whole journal", || async {
-        let local = journal(&agent);
-        let last = local.last()?["seq"].as_u64()?;
-        let (_, status) = api(survivor, reqwest::Method::GET, "/api/devices/pump-c", Some(&owner)).await;
-        if status["audit"]["acked"].as_u64()? < last {
-            return None;
-        }
-        let (_, at_hub) =
-            api(survivor, reqwest::Method::GET, "/api/devices/pump-c/audit?source=device", Some(&owner)).await;
-        Some((at_hub.as_array()?.clone(), local))
-    })
-    .await;
+    let (at_hub, local) = delivered(survivor, &agent, "pump-c", &owner).await;
     let ids = |events: &[Value]| events.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
     assert_eq!(ids(&at_hub), ids(&local), "0 lost, 0 duplicated");
     let rows = pg.psql(&db, "SELECT count(*) FROM device_audit WHERE device = 'pump-c'");

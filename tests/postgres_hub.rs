@@ -7,38 +7,12 @@
 
 use redtether_testkit as common;
 
-use common::hub::{Hub, api, online_agent, simulated_fleet, wait_online};
+use common::hub::{Hub, api, delivered, online_agent, simulated_fleet, wait_online};
 use common::postgres::Postgres;
 use common::wait_for_async;
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_redtether");
-
-/// The agent's whole journal, oldest first.
-fn journal(agent: &common::agent::Agent) -> Vec<Value> {
-    let out = Command::new(BIN).args(["audit", "export", "--config"]).arg(&agent.config).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-/// Waits until the hub acknowledged the agent's whole journal; the hub's copy and the journal.
-async fn delivered(hub: &Hub, agent: &common::agent::Agent, device: &str, token: &str) -> (Vec<Value>, Vec<Value>) {
-    wait_for_async(Duration::from_secs(60), "the hub to hold the whole journal", || async {
-        let local = journal(agent);
-        let last = local.last()?["seq"].as_u64()?;
-        let (_, status) = api(hub, reqwest::Method::GET, &format!("/api/devices/{device}"), Some(token)).await;
-        if status["audit"]["acked"].as_u64()? < last {
-            return None;
-        }
-        let path = format!("/api/devices/{device}/audit?source=device");
-        let (code, at_hub) = api(hub, reqwest::Method::GET, &path, Some(token)).await;
-        assert_eq!(code, 200);
-        Some((at_hub.as_array()?.clone(), local))
-    })
-    .await
-}
 
 fn database(url: &str) -> String {
     url.rsplit('/').next().unwrap().split('?').next().unwrap().to_string()

@@ -176,6 +176,27 @@ pub struct DeploymentRecord {
     pub envelope: String,
 }
 
+impl DeploymentRecord {
+    /// Marks a deployment still pending as replaced by `by` (made at `now`).
+    fn supersede(&mut self, by: &str, now: u64) {
+        self.state = DeployState::Failed;
+        self.detail = serde_json::json!({ "reason": "superseded", "by": by });
+        self.updated = now;
+    }
+
+    /// Takes what the device (or the session) says; a deployment that is over stays as it
+    /// ended. Returns whether anything changed.
+    fn report(&mut self, state: DeployState, detail: serde_json::Value, now: u64) -> bool {
+        if self.state.is_final() || (self.state == state && self.detail == detail) {
+            return false;
+        }
+        self.state = state;
+        self.detail = detail;
+        self.updated = now;
+        true
+    }
+}
+
 /// A snapshot kept at the hub (taken from a device), deployable by its id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotRecord {
@@ -636,9 +657,7 @@ impl SledStore {
         let now = record.created;
         for mut older in self.deployments(device)? {
             if older.state == DeployState::Pending {
-                older.state = DeployState::Failed;
-                older.detail = serde_json::json!({ "reason": "superseded", "by": record.id });
-                older.updated = now;
+                older.supersede(&record.id, now);
                 self.deployments.insert(device_key(device, &older.number.to_be_bytes()), encode(&older))?;
             }
         }
@@ -674,12 +693,9 @@ impl SledStore {
         now: u64,
     ) -> Result<bool, StoreError> {
         let Some(mut record) = self.deployment(device, id)? else { return Ok(false) };
-        if record.state.is_final() || (record.state == state && record.detail == detail) {
+        if !record.report(state, detail, now) {
             return Ok(false);
         }
-        record.state = state;
-        record.detail = detail;
-        record.updated = now;
         self.deployments.insert(device_key(device, &record.number.to_be_bytes()), encode(&record))?;
         self.flush()?;
         Ok(true)

@@ -85,6 +85,13 @@ impl Agent {
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
+    /// The agent's whole journal, oldest first, as `redtether audit export` writes it.
+    pub fn journal(&self) -> Vec<serde_json::Value> {
+        let out = Command::new(BIN).args(["audit", "export", "--config"]).arg(&self.config).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
     /// Starts an agent with the fixture Node-RED and `extra` appended to `[node_red]`.
     pub fn start(extra: &str) -> Agent {
         // Fast health checks unless the test sets its own.

@@ -371,6 +371,29 @@ fn set_up(api: &str, name: &str, setup: &str) -> Account {
     Account { recovery_codes: codes.iter().map(|c| c.as_str().unwrap().to_string()).collect(), ..account }
 }
 
+/// Waits until `hub` has acknowledged everything in the agent's journal, then returns the
+/// device events the hub holds (`/api/devices/{device}/audit?source=device`) and the journal.
+pub async fn delivered(
+    hub: &Hub,
+    agent: &crate::agent::Agent,
+    device: &str,
+    token: &str,
+) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    crate::wait_for_async(Duration::from_secs(60), "the hub to hold the whole journal", || async {
+        let local = agent.journal();
+        let last = local.last()?["seq"].as_u64()?;
+        let (_, status) = api(hub, reqwest::Method::GET, &format!("/api/devices/{device}"), Some(token)).await;
+        if status["audit"]["acked"].as_u64()? < last {
+            return None;
+        }
+        let path = format!("/api/devices/{device}/audit?source=device");
+        let (code, at_hub) = api(hub, reqwest::Method::GET, &path, Some(token)).await;
+        assert_eq!(code, 200);
+        Some((at_hub.as_array()?.clone(), local))
+    })
+    .await
+}
+
 /// `method path` on the hub's API with `token` and an optional JSON body: the status and the
 /// JSON answer (null when there is none).
 pub async fn call(

@@ -38,6 +38,8 @@ pub struct Forwarder {
 enum ForwardError {
     #[error("cannot resolve {0}")]
     Resolve(String),
+    #[error("{0} did not answer within {ANSWER_TIMEOUT:?}")]
+    Timeout(String),
     #[error(transparent)]
     Http(#[from] reqwest::Error),
 }
@@ -118,9 +120,8 @@ impl Cluster {
         headers.insert(CLIENT_IP, header::HeaderValue::from_str(&client_ip.to_string()).expect("an address is"));
         let body = reqwest::Body::wrap_stream(body.into_data_stream());
         let request = client.request(parts.method, url).headers(headers).body(body);
-        Ok(tokio::time::timeout(ANSWER_TIMEOUT, request.send()).await.map_err(|_| {
-            ForwardError::Resolve(format!("{} (no answer in {}s)", holder.address, ANSWER_TIMEOUT.as_secs()))
-        })??)
+        let answer = tokio::time::timeout(ANSWER_TIMEOUT, request.send()).await;
+        Ok(answer.map_err(|_| ForwardError::Timeout(holder.address.clone()))??)
     }
 
     async fn answer(

@@ -618,27 +618,20 @@ fn hub_row(parts: &KeyParts<'_>, kind: &str, actor: &str, body: &[u8]) -> Option
     })
 }
 
-/// A device event's row, from `device_audit`.
 /// The row of an event the hub recorded (about `device`, if one).
 pub(super) fn hub_event_row(device: Option<&str>, event: StoredEvent) -> AuditRow {
-    AuditRow {
-        source: Source::Hub,
-        device: device.map(str::to_string),
-        seq: event.seq,
-        id: Some(event.id),
-        ts: event.ts,
-        kind: event.kind,
-        actor: event.actor.to_string(),
-        target: event.target,
-        level: event.level,
-        detail: serde_json::Value::Object(event.detail),
-    }
+    event_row(Source::Hub, device, event)
 }
 
+/// A device event's row, from `device_audit`.
 pub(super) fn device_row(device: &str, event: StoredEvent) -> AuditRow {
+    event_row(Source::Device, Some(device), event)
+}
+
+fn event_row(source: Source, device: Option<&str>, event: StoredEvent) -> AuditRow {
     AuditRow {
-        source: Source::Device,
-        device: Some(device.to_string()),
+        source,
+        device: device.map(str::to_string),
         seq: event.seq,
         id: Some(event.id),
         ts: event.ts,

@@ -35,9 +35,7 @@ impl Deployments for PgStore {
                 .await?;
             for row in pending {
                 let mut older: DeploymentRecord = from_json(row.get(0))?;
-                older.state = DeployState::Failed;
-                older.detail = serde_json::json!({ "reason": "superseded", "by": record.id });
-                older.updated = record.created;
+                older.supersede(&record.id, record.created);
                 write(&tx, &older).await?;
             }
             write(&tx, &record).await?;
@@ -98,12 +96,9 @@ impl Deployments for PgStore {
                 return Ok(false);
             };
             let mut record: DeploymentRecord = from_json(row.get(0))?;
-            if record.state.is_final() || (record.state == state && record.detail == detail) {
+            if !record.report(state, detail, now) {
                 return Ok(false);
             }
-            record.state = state;
-            record.detail = detail;
-            record.updated = now;
             write(&tx, &record).await?;
             tx.commit().await?;
             Ok(true)

@@ -100,12 +100,12 @@ impl PgStore {
 
     /// Walks the matching rows newest first, `examine` seeing each fetched row's position and
     /// row (if the filter keeps it) until it says stop; returns whether rows were left.
-    fn walk(
+    fn walk<E: From<StoreError>>(
         &self,
         filter: &AuditFilter,
         before: Option<&Cursor>,
-        mut examine: impl FnMut(&Cursor, u64, Option<AuditRow>) -> Result<bool, FleetAuditError>,
-    ) -> Result<bool, FleetAuditError> {
+        mut examine: impl FnMut(&Cursor, u64, Option<AuditRow>) -> Result<bool, E>,
+    ) -> Result<bool, E> {
         let mut before = before.cloned();
         loop {
             let batch = self.fetch(filter, before.as_ref())?;
@@ -146,7 +146,7 @@ impl FleetAudit for PgStore {
         let limit = limit.clamp(1, MAX_LIMIT);
         let mut rows = Vec::new();
         let (mut examined, mut last, mut stopped_at) = (0, None, None);
-        let walked = self.walk(filter, before, |cursor, at_ms, row| {
+        let more = self.walk(filter, before, |cursor, at_ms, row| {
             // A full page looks one row further, to know whether older ones remain.
             if rows.len() == limit {
                 return Ok(false);
@@ -158,13 +158,8 @@ impl FleetAudit for PgStore {
                 stopped_at = Some(at_ms);
                 return Ok(false);
             }
-            Ok(true)
-        });
-        let more = match walked {
-            Ok(more) => more,
-            Err(FleetAuditError::Store(e)) => return Err(e),
-            Err(e) => return Err(StoreError::Conflict(e.to_string())),
-        };
+            Ok::<_, StoreError>(true)
+        })?;
         if let Some(at_ms) = stopped_at {
             let scanned_to = Some(redtether_proto::time::format_unix(at_ms / 1000));
             return Ok(AuditPage { rows, next: last, partial: true, scanned_to });
@@ -183,7 +178,7 @@ impl FleetAudit for PgStore {
                 write(&row).map_err(FleetAuditError::Write)?;
                 written += 1;
             }
-            Ok(true)
+            Ok::<_, FleetAuditError>(true)
         })?;
         Ok(written)
     }

@@ -120,6 +120,7 @@ impl PgStore {
     /// journal in `state_dir` (sharing what the database does not have of it yet).
     pub fn open(options: &PgOptions, state_dir: &Path, hub: &str) -> Result<PgStore, PgSetupError> {
         let journal = HubJournal::open(state_dir).map_err(|e| PgSetupError::Journal(Box::new(e.into())))?;
+        let listen = Self::connection(options, "off")?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(CLIENT_THREADS)
             .thread_name("hub-store-pg")
@@ -131,13 +132,6 @@ impl PgStore {
             Ok(pools) => pools,
             Err(e) => {
                 // Not a plain drop: the caller may be on a runtime, where that would block.
-                runtime.shutdown_background();
-                return Err(e);
-            }
-        };
-        let listen = match Self::connection(options, "off") {
-            Ok(listen) => listen,
-            Err(e) => {
                 runtime.shutdown_background();
                 return Err(e);
             }
