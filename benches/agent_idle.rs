@@ -18,13 +18,18 @@ const RUNS: usize = 5;
 const IDLE: Duration = Duration::from_secs(5);
 const BIN: &str = env!("CARGO_BIN_EXE_redtether");
 
-fn rss_kib(pid: u32) -> u64 {
+/// One line of `/proc/<pid>/status`, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
 }
 
 fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -46,6 +51,21 @@ fn stop(mut child: Child) {
 struct Sample {
     ready_ms: f64,
     rss_kib: u64,
+    /// The process's own heap and stacks (`RssAnon`).
+    anon_kib: u64,
+    /// File-backed pages mapped in: its code and the shared libraries' (`RssFile`).
+    file_kib: u64,
+}
+
+impl Sample {
+    fn read(pid: u32, ready_ms: f64) -> Sample {
+        Sample {
+            ready_ms,
+            rss_kib: rss_kib(pid),
+            anon_kib: status_kib(pid, "RssAnon"),
+            file_kib: status_kib(pid, "RssFile"),
+        }
+    }
 }
 
 fn agent_run(red_js: &str, dir: &std::path::Path) -> (Sample, u64) {
@@ -86,7 +106,7 @@ fn agent_run(red_js: &str, dir: &std::path::Path) -> (Sample, u64) {
         (s["node_red"]["state"] == "running").then(|| s["node_red"]["pid"].as_u64().unwrap() as u32)
     });
     std::thread::sleep(IDLE);
-    let sample = Sample { ready_ms, rss_kib: rss_kib(child.id()) };
+    let sample = Sample::read(child.id(), ready_ms);
     let node_rss = rss_kib(node_pid);
     stop(child);
     (sample, node_rss)
@@ -122,7 +142,7 @@ fn node_red_alone(red_js: &str) -> Sample {
         head.ends_with(b"200").then(|| started.elapsed().as_secs_f64() * 1000.0)
     });
     std::thread::sleep(IDLE);
-    let sample = Sample { ready_ms, rss_kib: rss_kib(child.id()) };
+    let sample = Sample::read(child.id(), ready_ms);
     stop(child);
     sample
 }
@@ -164,6 +184,16 @@ fn main() {
         a_ready / n_ready
     );
     println!("| idle RSS (process alone) | {a_rss:.2} MiB | {n_rss:.1} MiB | {:.3} |", a_rss / n_rss);
+    let a_anon = median(agent.iter().map(|s| s.anon_kib as f64).collect()) / 1024.0;
+    let a_file = median(agent.iter().map(|s| s.file_kib as f64).collect()) / 1024.0;
+    let n_anon = median(alone.iter().map(|s| s.anon_kib as f64).collect()) / 1024.0;
+    let n_file = median(alone.iter().map(|s| s.file_kib as f64).collect()) / 1024.0;
+    println!("| of which RssAnon (heap, stacks) | {a_anon:.2} MiB | {n_anon:.1} MiB | |");
+    println!("| of which RssFile (code, shared libraries) | {a_file:.2} MiB | {n_file:.1} MiB | |");
     println!("| RSS of the Node-RED the agent supervises | | {s_rss:.1} MiB | |");
     println!("first start on an empty state directory: READY after {:.1} ms", cold.ready_ms);
+    // For benches/compare.sh: metric, ours, baseline.
+    println!("compare|agent_rss|{a_rss:.2}|{n_rss:.1}");
+    println!("compare|agent_rss_anon|{a_anon:.2}|{n_anon:.1}");
+    println!("compare|agent_rss_file|{a_file:.2}|{n_file:.1}");
 }

@@ -185,6 +185,12 @@ fn main() {
         let journal = rt.block_on(journal_rate(producers));
         let raw = rt.block_on(raw_rate(producers, record_bytes));
         println!("| {producers} | {journal:.0} | {raw:.0} | {:.2} |", journal / raw);
+        // For benches/compare.sh: metric, ours, baseline.
+        println!("compare|journal_{producers}|{journal:.0}|{raw:.0}");
+    }
+    // `ONLY=throughput` (benches/compare.sh) skips the memory figures.
+    if std::env::var("ONLY").is_ok_and(|only| only == "throughput") {
+        return;
     }
     for (label, max_bytes) in
         [("unbounded journal", u64::MAX), ("default bound, audit.max_bytes = 64 MiB", 64 * 1024 * 1024)]

@@ -16,7 +16,9 @@ THREADS=${THREADS:-2}
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
     apt-get update -qq && apt-get install -y -qq nginx wrk >/dev/null
 fi
-cargo build --release --quiet
+# benches/compare.sh builds everything once and sets PREBUILT: building here again would
+# rebuild the agent with other features than the cargo bench runs use.
+[ -n "${PREBUILT:-}" ] || cargo build --release --quiet
 BIN=$PWD/target/release/redtether
 
 work=$(mktemp -d)
@@ -93,15 +95,32 @@ check() { curl -s -o /dev/null -w '%{http_code}' -H "$AUTH" "$1"; }
 [ "$(check "http://127.0.0.1:$NGINX/bench")" = 200 ] || { echo "nginx not serving"; exit 1; }
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$GATE/bench")" = 401 ] || { echo "gate does not ask for auth"; exit 1; }
 
-# wrk's Latency Distribution, in milliseconds, and requests per second; $2 connections.
+# CPU ticks (user + system) used so far by the processes serving a port: the agent for the
+# gate, the worker processes of the nginx instance otherwise.
+ticks() {
+    local pids
+    case $1 in
+        "$GATE") pids=$agent ;;
+        "$NGINX") pids=$(pgrep -P "$(cat "$work/auth.pid")") ;;
+        *) pids=$(pgrep -P "$(cat "$work/upstream.pid")") ;;
+    esac
+    for p in $pids; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s += $1} END {print s}'
+}
+# wrk's Latency Distribution, in milliseconds, requests per second, and the CPU the server
+# spent per request in µs; $2 connections.
 run() {
-    local out
+    local out port=${1#http://127.0.0.1:}
+    port=${port%%/*}
+    local before
+    before=$(ticks "$port")
     out=$(wrk -t"$(( $2 < THREADS ? $2 : THREADS ))" -c"$2" -d"$DURATION" --latency -H "$AUTH" "$1")
-    local rps p50 p99
+    local spent=$(( $(ticks "$port") - before ))
+    local rps p50 p99 requests
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    requests=$(awk '/requests in/ {print $1}' <<<"$out")
     p50=$(awk '$1=="50%" {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-    echo "$rps $(to_ms "$p50") $(to_ms "$p99")"
+    echo "$rps $(to_ms "$p50") $(to_ms "$p99") $(python3 -c "import os,sys; print(round(int(sys.argv[1]) / os.sysconf('SC_CLK_TCK') * 1e6 / max(int(sys.argv[2]), 1), 1))" "$spent" "$requests")"
 }
 to_ms() { python3 -c "import sys,re; v=sys.argv[1]; n=float(re.match(r'[0-9.]+',v).group()); u=v[len(re.match(r'[0-9.]+',v).group()):]; print(round(n*{'us':0.001,'ms':1,'s':1000}[u],3))" "$1"; }
 
@@ -122,11 +141,14 @@ names = ["static upstream alone (nginx `return 200`)", "nginx auth_basic ({SHA})
 for block, c in ((rows[:3], conns), (rows[3:], "1")):
     up = block[0]
     print(f"\nwrk, {c} connection(s), {duration}, Basic auth on every request")
-    print("| target | requests/s | p50 | p99 | p50 over upstream |")
-    print("|---|---|---|---|---|")
-    for name, (rps, p50, p99) in zip(names, block):
+    print("| target | requests/s | p50 | p99 | p50 over upstream | server CPU per request |")
+    print("|---|---|---|---|---|---|")
+    for name, (rps, p50, p99, cpu) in zip(names, block):
         over = "" if name.startswith("static") else f"+{p50-up[1]:.3f} ms"
-        print(f"| {name} | {rps:,.0f} | {p50:.3f} ms | {p99:.3f} ms | {over} |")
+        print(f"| {name} | {rps:,.0f} | {p50:.3f} ms | {p99:.3f} ms | {over} | {cpu:.1f} µs |")
     print(f"gate / nginx throughput: {block[2][0]/block[1][0]:.2f}x")
+    if c == conns:
+        # For benches/compare.sh: metric, ours, baseline.
+        print(f"compare|gate_rps|{block[2][0]:.0f}|{block[1][0]:.0f}")
 print(f"gate RSS after the runs: {rss/1024:.1f} MiB")
 PY

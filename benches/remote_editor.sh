@@ -18,7 +18,9 @@ BULK_MIB=${BULK_MIB:-256}
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
     apt-get update -qq && apt-get install -y -qq nginx wrk >/dev/null
 fi
-cargo build --release --quiet
+# benches/compare.sh builds everything once and sets PREBUILT: building here again would
+# rebuild the agent with other features than the cargo bench runs use.
+[ -n "${PREBUILT:-}" ] || cargo build --release --quiet
 BIN=$PWD/target/release/redtether
 HUB=$PWD/target/release/redtether-hub
 
@@ -170,7 +172,12 @@ for block, c in ((rows[:3], "1"), (rows[3:], conns)):
     for name, (rps, p50, p99) in zip(names, block):
         over = "" if name == names[0] else f"+{p50-up[1]:.3f} ms / +{p99-up[2]:.3f} ms"
         print(f"| {name} | {rps:,.0f} | {p50:.3f} ms | {p99:.3f} ms | {over} |")
+    if c == "1":
+        # For benches/compare.sh: metric, ours, baseline.
+        print(f"compare|editor_p50|{block[2][1]:.3f}|{up[1]:.3f}")
+        print(f"compare|editor_p99|{block[2][2]:.3f}|{up[2]:.3f}")
 print(f"\nbulk, one download: direct {bulk_direct:.1f} MiB/s; gate {bulk_lan:.1f} MiB/s; hub → tunnel → gate {bulk_remote:.1f} MiB/s; raw quinn one stream {raw_quinn:.1f} MiB/s; ratio to raw quinn {bulk_remote / raw_quinn if raw_quinn else 0:.2f}")
+print(f"compare|editor_bulk|{bulk_remote:.1f}|{raw_quinn:.1f}")
 drain = done_at - online_at
 print(f"audit drain: {made} refused writes made {backlog} events waiting; hub start → agent online {online_at - started:.2f} s; online → all acked {drain:.2f} s = {backlog / drain if drain > 0 else 0:,.0f} events/s")
 PY

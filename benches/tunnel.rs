@@ -10,8 +10,8 @@
 //!
 //! `cargo bench --bench tunnel` (figures and the command are kept in BENCHMARKS.md).
 //! `AGENTS=500 cargo bench --bench tunnel` for a smaller fleet, `RECONNECTS=25` for more hub
-//! restarts; `ONLY=fleet` (or `handshake`,
-//! `agent`, `reconnect`, `bulk`) runs one part; `KEEPALIVE=4s` gives the simulated agents another
+//! restarts; `ONLY=fleet` (or `handshake`, `agent`, `reconnect`, `bulk`) runs one part;
+//! `KEEPALIVE=4s` gives the simulated agents, and the real agent of the reconnect rounds, another
 //! `[tunnel] keepalive` than the default. `bulk` is the raw-quinn baseline of
 //! benches/remote_editor.sh.
 
@@ -31,7 +31,7 @@ const RECONNECTS: usize = 7;
 const MEASURE: Duration = Duration::from_secs(30);
 /// The agent's defaults (src/tunnel): keep-alive, heartbeat, and how often it checks whether its
 /// status changed.
-const KEEPALIVE: Duration = Duration::from_secs(2);
+const KEEPALIVE: Duration = redtether_pki::quic::DEFAULT_KEEPALIVE;
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(15);
 const STATUS_EVERY: Duration = Duration::from_secs(10);
 
@@ -53,7 +53,7 @@ fn main() {
         handshake_part(&rt, &hub, &target, work.path());
     }
     if part("agent") || part("reconnect") {
-        agent_part(&mut hub, part("agent"), part("reconnect"));
+        agent_part(&mut hub, part("agent"), part("reconnect"), keepalive);
     }
     if part("bulk") {
         rt.block_on(raw_quinn_bulk());
@@ -77,8 +77,12 @@ fn handshake_part(rt: &tokio::runtime::Runtime, hub: &Hub, target: &Target, work
     println!("ratio of medians mTLS / server-only: {:.2}", median(&mtls) / median(&server_only));
 }
 
-fn agent_part(hub: &mut Hub, rss: bool, reconnect: bool) {
-    let agent = Agent::start("");
+fn agent_part(hub: &mut Hub, rss: bool, reconnect: bool, keepalive: Duration) {
+    let agent = if keepalive == KEEPALIVE {
+        Agent::start("")
+    } else {
+        Agent::start(&format!("[tunnel]\nkeepalive = \"{}\"\n", humantime::format_duration(keepalive)))
+    };
     agent.wait_running();
     std::thread::sleep(Duration::from_secs(5));
     let standalone = rss_kib(agent.pid());
@@ -107,7 +111,7 @@ fn agent_part(hub: &mut Hub, rss: bool, reconnect: bool) {
         let mut hub_start = Vec::new();
         for _ in 0..rounds {
             // Kill at a random point of the agent's keep-alive cycle, not just after it connected.
-            std::thread::sleep(KEEPALIVE.mul_f64(rand::random::<f64>()));
+            std::thread::sleep(keepalive.mul_f64(rand::random::<f64>()));
             hub.kill9();
             std::thread::sleep(outage);
             let spawned = Instant::now();
@@ -120,6 +124,10 @@ fn agent_part(hub: &mut Hub, rss: bool, reconnect: bool) {
         }
         report("hub spawn → agent online", &back);
         report("hub spawn → hub control socket answers", &hub_start);
+        if outage == Duration::from_secs(1) {
+            // For benches/compare.sh: metric, ours, baseline.
+            println!("compare|reconnect_ms|{:.1}|{:.1}", median(&back), median(&hub_start));
+        }
     }
 }
 
@@ -150,6 +158,8 @@ fn fleet_part(
         mib(idle.rss_kib),
         (loaded.rss_kib.saturating_sub(idle.rss_kib)) as f64 / fleet.online().max(1) as f64
     );
+    println!("hub wake-ups (context switches of its threads): {:.0}/s", loaded.wakeups_per_sec);
+    println!("compare|hub_idle_cpu|{:.2}|{:.2}", loaded.cpu_percent, idle.cpu_percent);
     let lost = fleet.stop(rt);
     println!("agents whose session ended during the measurement: {lost}");
 }
@@ -277,6 +287,23 @@ fn wait_agent_online(agent: &Agent, connects: u64, timeout: Duration) {
 struct Usage {
     cpu_percent: f64,
     rss_kib: u64,
+    /// Context switches of all the hub's threads per second: how often it was woken.
+    wakeups_per_sec: f64,
+}
+
+/// Context switches so far, summed over the process's threads.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
 
 fn cpu_ticks(pid: u32) -> u64 {
@@ -288,10 +315,11 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 async fn hub_usage(pid: u32, window: Duration) -> Usage {
     let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as f64;
-    let before = cpu_ticks(pid);
+    let (before, switches) = (cpu_ticks(pid), context_switches(pid));
     tokio::time::sleep(window).await;
     let used = (cpu_ticks(pid) - before) as f64 / tick;
-    Usage { cpu_percent: 100.0 * used / window.as_secs_f64(), rss_kib: rss_kib(pid) }
+    let wakeups_per_sec = context_switches(pid).saturating_sub(switches) as f64 / window.as_secs_f64();
+    Usage { cpu_percent: 100.0 * used / window.as_secs_f64(), rss_kib: rss_kib(pid), wakeups_per_sec }
 }
 
 /// A real enrollment through the hub's control socket (token) and enrollment ALPN.

@@ -234,7 +234,7 @@ pub(super) fn validate(raw: RawConfig, source: ConfigSource, ctx: &ProcessContex
         Some(other) => return Err(invalid("audit.on_failure", format!("{other:?} is not one of deny, allow"))),
     };
 
-    let keepalive = raw.tunnel.keepalive.unwrap_or(Duration::from_secs(2));
+    let keepalive = raw.tunnel.keepalive.unwrap_or(redtether_pki::quic::DEFAULT_KEEPALIVE);
     if keepalive < Duration::from_millis(200) || keepalive > Duration::from_secs(25) {
         return Err(invalid(
             "tunnel.keepalive",

@@ -17,7 +17,7 @@ pub struct SimConfig {
     pub server_name: String,
     /// The pinned CA fingerprint (lower-case hex), as `--ca-fingerprint`.
     pub ca_fingerprint: String,
-    /// QUIC keep-alive; the agent's default is 2 s.
+    /// QUIC keep-alive; the agent's default ([`redtether_pki::quic::DEFAULT_KEEPALIVE`]).
     pub keepalive: Duration,
     /// How long "applying" a deployment takes: spread evenly over this range per deployment
     /// (deterministic per device and number, so a benchmark run repeats).
@@ -55,7 +55,7 @@ impl SimConfig {
             other_hubs: Vec::new(),
             server_name: host.to_string(),
             ca_fingerprint,
-            keepalive: Duration::from_secs(2),
+            keepalive: redtether_pki::quic::DEFAULT_KEEPALIVE,
             apply_delay: Duration::ZERO..Duration::from_millis(50),
             enroll_concurrency: 32,
             connect_timeout: Duration::from_secs(10),
