@@ -28,8 +28,12 @@ fn killed_node_red_is_restarted_and_counted() {
     send_signal(first, Signal::SIGKILL);
 
     let status = wait_for(Duration::from_secs(30), "a new Node-RED run", || {
-        agent
-            .try_status()
+        let status = agent.try_status()?;
+        // Between the exit and the restart the status says so: never "running" without a pid.
+        if status["node_red"]["state"] == "running" {
+            assert!(status["node_red"]["pid"].is_u64(), "running with no pid: {status}");
+        }
+        Some(status)
             .filter(|s| s["node_red"]["state"] == "running" && s["node_red"]["pid"].as_u64() != Some(first as u64))
     });
     // At least one restart; more only if the new run lost its port to another process (tests

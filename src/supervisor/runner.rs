@@ -438,11 +438,10 @@ impl Supervisor {
             .with("description", last_exit.as_str());
         self.audit.record_or_log(exited).await;
         tracing::info!(pid, "Node-RED {last_exit}");
-        self.status.send_modify(|s| {
-            s.last_exit = Some(last_exit);
-            s.pid = None;
-            s.port = None;
-        });
+        // The run is over: the status must not go on saying "running" (with no pid) until the
+        // restart plan is made, so the state moves with the pid in one update.
+        self.status.send_modify(|s| s.last_exit = Some(last_exit));
+        self.set(state_after(&end), None, None, None);
         end
     }
 
@@ -526,5 +525,16 @@ fn deployed_overrides(
             tracing::warn!(error = %e, "the deployed snapshot's overrides are unreadable; starting without them");
             Default::default()
         }
+    }
+}
+
+/// What the status says between the end of a run and the supervisor's next step: a crash waits
+/// for its backoff (the plan may still turn it into a crash loop), a planned restart starts
+/// again, a cancel stops.
+fn state_after(end: &RunEnd) -> NodeRedState {
+    match end {
+        RunEnd::Exited(_) | RunEnd::Hung(_) => NodeRedState::Backoff,
+        RunEnd::Restart(_) => NodeRedState::Starting,
+        RunEnd::Cancelled => NodeRedState::Stopped,
     }
 }
