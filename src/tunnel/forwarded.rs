@@ -11,11 +11,11 @@ use super::logs_stream;
 use crate::audit::Auditor;
 use crate::gate::{Caller, Pipeline, platform_user, serve_platform_stream};
 use crate::logbuf::LogBuffer;
-use redtether_proto::assertion::{self, AssertionError};
+use redtether_proto::assertion::{self, Assertion, AssertionError};
 use redtether_proto::wire::{FrameDecoder, StreamHeader, StreamKind, codes};
 use redtether_transport::{RecvStream, SendStream};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
@@ -33,21 +33,30 @@ pub struct Forwarding {
     /// Where refused `logs` streams are recorded (the gate records refused `http` ones).
     pub audit: Auditor,
     pub device: String,
-    /// The hub's Ed25519 public key, as pinned at enrollment (empty if unusable: every
-    /// assertion is then refused).
-    pub hub_key: Vec<u8>,
+    /// Verifies assertions against the hub's Ed25519 public key as pinned at enrollment (empty
+    /// if unusable: every assertion is then refused), each token once while it is valid.
+    verified: Mutex<assertion::Verified>,
 }
+
+/// Tokens kept verified at most: the hub reuses one per operator and device.
+const VERIFIED_TOKENS: usize = 256;
 
 impl Forwarding {
     pub fn new(gate: Arc<Pipeline>, logs: LogBuffer, audit: Auditor, device: &str, hub_key_hex: &str) -> Forwarding {
         let hub_key = hex::decode(hub_key_hex).unwrap_or_default();
-        Forwarding { gate, logs, audit, device: device.to_string(), hub_key }
+        let verified = Mutex::new(assertion::Verified::new(hub_key, VERIFIED_TOKENS));
+        Forwarding { gate, logs, audit, device: device.to_string(), verified }
+    }
+
+    fn verify(&self, header: &StreamHeader, now: u64) -> Result<Assertion, AssertionError> {
+        // Poisoned only if a verification panicked; what the cache holds was verified.
+        let mut verified = self.verified.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        verified.verify(header.assertion.as_deref(), &self.device, now)
     }
 
     /// The caller the gate sees for a stream with this header.
     pub fn caller(&self, hub: SocketAddr, header: &StreamHeader, now: u64) -> Caller {
-        let user = assertion::verify(header.assertion.as_deref(), &self.hub_key, &self.device, now)
-            .and_then(|a| platform_user(&a).ok_or(AssertionError::Malformed));
+        let user = self.verify(header, now).and_then(|a| platform_user(&a).ok_or(AssertionError::Malformed));
         Caller::Platform { hub, user }
     }
 
@@ -90,12 +99,7 @@ impl Forwarding {
         header: StreamHeader,
         cancel: CancellationToken,
     ) {
-        let verified = assertion::verify(
-            header.assertion.as_deref(),
-            &self.hub_key,
-            &self.device,
-            redtether_proto::time::unix_now(),
-        );
+        let verified = self.verify(&header, redtether_proto::time::unix_now());
         let user = verified.as_ref().ok().map(|a| a.user.clone());
         match logs_stream::admit(verified, header.logs) {
             Ok((assertion, request)) => {

@@ -51,6 +51,8 @@ pub struct Api {
     pub registry: Registry,
     /// Signs the assertions of who an operator is, for the devices' gates.
     pub signer: Arc<ring::signature::Ed25519KeyPair>,
+    /// The remote editor's assertions, signed with `signer` once per claim and reused.
+    pub assertions: crate::assertions::Assertions,
     /// Opens portable snapshots' credentials to seal them for the device they are deployed to
     /// (see `crate::portable`).
     pub credentials_key: Arc<crate::keys::CredentialsKey>,

@@ -1,6 +1,7 @@
 //! The remote editor, `ANY /devices/{id}/editor/{path}`, and the device's node space (dashboards,
 //! HTTP-In), `ANY /devices/{id}/http/{path}`, on the operator API, websocket upgrades included. Each request goes down a new stream of the device's tunnel: a header frame with the
-//! hub's signed assertion of who the operator is (`protocol::assertion`, 60 s), then the HTTP/1.1
+//! hub's signed assertion of who the operator is (`protocol::assertion`, 60 s, one per operator,
+//! role and device reused for half of that: `crate::assertions`), then the HTTP/1.1
 //! exchange as raw bytes to the device's gate, which applies roles and protection mode exactly
 //! as for a LAN user. The operator's own credentials never leave the hub.
 //!
@@ -13,9 +14,9 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use redtether_proto::assertion::{self, Assertion};
 use redtether_proto::audit::HubEventKind;
 use redtether_proto::wire::{StreamHeader, StreamKind, encode};
+use tokio::io::AsyncWriteExt;
 
 /// Which of a device's spaces a hub path opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +59,10 @@ pub fn target(path: &str) -> Option<(&str, DeviceSpace, Option<String>)> {
     None
 }
 
+/// What the editor's stream to the device buffers of the header and the request before
+/// they go out together; larger writes (uploaded bodies) pass straight through.
+const STREAM_BUFFER: usize = 16 * 1024;
+
 /// Headers that stay at the hub: the operator's credentials for the hub, and hop-by-hop ones
 /// hyper sets itself.
 const NOT_FORWARDED: [header::HeaderName; 4] =
@@ -89,21 +94,18 @@ impl Api {
             return r;
         };
 
-        let claim = Assertion {
-            user: operator.name.clone(),
-            role: operator.role.as_str().to_string(),
-            device: device.to_string(),
-            exp: redtether_proto::time::unix_now() + assertion::LIFETIME_SECS,
-        };
-        let header =
-            StreamHeader { kind: StreamKind::Http, assertion: Some(assertion::sign(&claim, &self.signer)), logs: None };
-        let (mut send, recv) = match online.connection.open_bi().await {
+        let assertion = self.assertions.for_operator(&operator.name, operator.role.as_str(), device);
+        let header = StreamHeader { kind: StreamKind::Http, assertion: Some(assertion), logs: None };
+        let (send, recv) = match online.connection.open_bi().await {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::warn!(%device, error = %e, "remote editor: no stream to the device");
                 return boxed(error(StatusCode::BAD_GATEWAY, "device_unreachable"));
             }
         };
+        // The header waits in the buffer for the request hyper writes (and flushes) next: one
+        // write to the stream, so the device gets both in one packet and wakes once for them.
+        let mut send = tokio::io::BufWriter::with_capacity(STREAM_BUFFER, send);
         if send.write_all(&encode(&header)).await.is_err() {
             return boxed(error(StatusCode::BAD_GATEWAY, "device_unreachable"));
         }

@@ -12,6 +12,7 @@
 mod accounts_api;
 pub mod alerts;
 pub mod api;
+mod assertions;
 mod audit_cli;
 mod audit_view;
 pub mod caller;
@@ -203,6 +204,7 @@ pub async fn run(settings: HubSettings) -> Result<(), HubError> {
         store: Arc::clone(&store),
         registry: registry.clone(),
         signer: Arc::clone(&signer),
+        assertions: assertions::Assertions::new(Arc::clone(&signer)),
         rollouts: Arc::clone(&rollouts),
         credentials_key: Arc::clone(&credentials_key),
         tasks: tasks.clone(),

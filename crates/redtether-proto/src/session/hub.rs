@@ -2,7 +2,7 @@
 //!
 //! The device must say `hello` (in time, in this protocol version) before anything else; then
 //! the hub welcomes it and sends the deployment waiting for it (once per stream), keeps the
-//! status it pushes when it changed, answers heartbeats, stores audit batches and acknowledges
+//! status it pushes when it changed, takes heartbeats in silence, stores audit batches and acknowledges
 //! each once it is durable, records deployment outcomes and SBOMs, sends operators' commands
 //! and routes their results back, and renews the device's certificate. A malformed or
 //! unexpected frame closes the control stream with a code and is recorded; the device may open
@@ -198,8 +198,10 @@ impl HubSession {
                     self.outbox.push_back(HubAction::StoreStatus(status));
                 }
             }
-            AgentFrame::Heartbeat { n } => self.outbox.push_back(HubAction::Send(HubFrame::HeartbeatAck { n })),
-            AgentFrame::HeartbeatAck { .. } => {}
+            // Not answered: the agent never read the answer, and with thousands of devices each
+            // answer was one more packet out and one more acknowledgement in for the hub to wake
+            // for. The agent's heartbeat is one-way proof of life; QUIC finds a dead path.
+            AgentFrame::Heartbeat { .. } | AgentFrame::HeartbeatAck { .. } => {}
             AgentFrame::RenewRequest { csr_pem } => self.outbox.push_back(HubAction::RenewCertificate { csr_pem }),
             // Stored and synced before the acknowledgement leaves: the agent forgets nothing
             // the hub has not made durable.

@@ -7,6 +7,10 @@
 //! separator followed by the payload bytes exactly as sent (nothing is re-serialised before
 //! checking). Pure: no I/O, no clock (the caller passes `now`).
 
+mod cache;
+
+pub use cache::{Issued, REUSE_WHILE_LEFT_SECS, Verified};
+
 use crate::signed::{self, EnvelopeError};
 use serde::{Deserialize, Serialize};
 
