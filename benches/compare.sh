@@ -66,6 +66,7 @@ ROWS = [
     ("agent_rss", "agent idle RSS, MiB (baseline: Node-RED alone)", "", "at_most", 6.0, "≤ 6 MiB"),
     ("agent_rss_anon", "  of which RssAnon, MiB", "", None, None, ""),
     ("agent_rss_file", "  of which RssFile, MiB", "", None, None, ""),
+    ("agent_rss_after_work", "  agent RSS after 1,000 gate requests, MiB", "", None, None, ""),
     ("journal_1", "durable audit appends/s, 1 producer (baseline: file + fdatasync)", "", "ratio_every", 0.5, "≥ 0.5× every run"),
     ("journal_8", "durable audit appends/s, 8 producers", "", "ratio_every", 0.5, "≥ 0.5× every run"),
     ("journal_64", "durable audit appends/s, 64 producers", "", "ratio_every", 0.5, "≥ 0.5× every run"),

@@ -208,6 +208,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     tasks.spawn(reload_on_hangup(hangup, Arc::clone(&security), cancel.child_token()));
     tasks.spawn(control.serve(control_handler, cancel.child_token()));
     tasks.spawn(publish_status(handle.subscribe(), Arc::clone(&notifier), cancel.child_token()));
+    tasks.spawn(release_start_up_code(handle.subscribe(), cancel.child_token()));
     if let Some(interval) = watchdog_interval() {
         tasks.spawn(redtether_host::notify::keep_watchdog(interval, Arc::clone(&notifier), cancel.child_token()));
     }
@@ -276,6 +277,32 @@ async fn publish_status(
         }
         let summary = status.borrow_and_update().summary();
         notifier.status(&summary);
+    }
+}
+
+/// How long after Node-RED first answers the start counts as over.
+const START_SETTLES: Duration = Duration::from_secs(1);
+
+/// Once Node-RED first runs, gives back the code pages only the start used
+/// (`redtether_host::code_pages`): most of the idle agent's resident memory.
+async fn release_start_up_code(
+    mut status: tokio::sync::watch::Receiver<crate::supervisor::NodeRedStatus>,
+    cancel: CancellationToken,
+) {
+    let running = status.wait_for(|s| s.state == crate::supervisor::NodeRedState::Running);
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        result = running => if result.is_err() { return },
+    }
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        _ = tokio::time::sleep(START_SETTLES) => {}
+    }
+    match redtether_host::code_pages::release_after_start() {
+        Ok(released) => {
+            tracing::debug!(bytes = released.bytes, refused = released.refused, "start-up code pages given back")
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot read this process's mappings"),
     }
 }
 

@@ -7,6 +7,7 @@
 //! - [`tls_server`]: HTTPS for an HTTP listener (certificate files or a self-signed pair).
 //! - [`notify`], [`logging`]: living under systemd (sd_notify, watchdog, journald fields).
 //! - [`signals`], [`exit`], [`heap`]: stop signals, exit codes, the allocator's settings.
+//! - [`code_pages`]: giving back the program's code pages only the start used.
 //! - [`deadline`]: waiting for a state machine's next deadline.
 //! - [`manpage`]: man pages from the clap definitions.
 //! - [`ratelimit`]: token buckets per source address (the gate's and the hub API's limits).
@@ -16,6 +17,7 @@
 //!
 //! It knows nothing of Node-RED, devices or the tunnel's protocol.
 
+pub mod code_pages;
 pub mod config_file;
 pub mod control;
 pub mod deadline;
