@@ -438,10 +438,11 @@ impl Supervisor {
             .with("description", last_exit.as_str());
         self.audit.record_or_log(exited).await;
         tracing::info!(pid, "Node-RED {last_exit}");
-        // The run is over: the status must not go on saying "running" (with no pid) until the
-        // restart plan is made, so the state moves with the pid in one update.
-        self.status.send_modify(|s| s.last_exit = Some(last_exit));
+        // The run is over: the state leaves "running" in the same update that clears the pid
+        // (the status never says running with no pid while the restart is planned), then the
+        // exit is noted.
         self.set(state_after(&end), None, None, None);
+        self.status.send_modify(|s| s.last_exit = Some(last_exit));
         end
     }
 

@@ -2,9 +2,9 @@
 //!
 //! The device must say `hello` (in time, in this protocol version) before anything else; then
 //! the hub welcomes it and sends the deployment waiting for it (once per stream), keeps the
-//! status it pushes when it changed, takes heartbeats in silence, stores audit batches and acknowledges
-//! each once it is durable, records deployment outcomes and SBOMs, sends operators' commands
-//! and routes their results back, and renews the device's certificate. A malformed or
+//! status it pushes when it changed, takes heartbeats without answering, stores audit batches
+//! and acknowledges each once it is durable, records deployment outcomes and SBOMs, sends
+//! operators' commands and routes their results back, and renews the device's certificate. A malformed or
 //! unexpected frame closes the control stream with a code and is recorded; the device may open
 //! a new one.
 //!
