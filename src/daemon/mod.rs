@@ -289,14 +289,14 @@ async fn release_start_up_code(
     mut status: tokio::sync::watch::Receiver<crate::supervisor::NodeRedStatus>,
     cancel: CancellationToken,
 ) {
-    let running = status.wait_for(|s| s.state == crate::supervisor::NodeRedState::Running);
+    let settled = async {
+        let running = status.wait_for(|s| s.state == crate::supervisor::NodeRedState::Running).await.is_ok();
+        tokio::time::sleep(START_SETTLES).await;
+        running
+    };
     tokio::select! {
         _ = cancel.cancelled() => return,
-        result = running => if result.is_err() { return },
-    }
-    tokio::select! {
-        _ = cancel.cancelled() => return,
-        _ = tokio::time::sleep(START_SETTLES) => {}
+        running = settled => if !running { return },
     }
     match redtether_host::code_pages::release_after_start() {
         Ok(released) => {

@@ -42,33 +42,33 @@ pub fn releasable(smaps: &str, program: &str) -> Vec<Releasable> {
     // The mapping whose fields are being read, if it is a candidate so far.
     let mut candidate: Option<Releasable> = None;
     for line in smaps.lines() {
-        if let Some(mapping) = header(line) {
-            candidate = mapping.and_then(|(start, len, perms, path)| {
-                let read_only = perms.as_bytes().get(1) == Some(&b'-');
-                (read_only && path.starts_with('/')).then_some(Releasable { start, len, own_program: path == program })
-            });
-        } else if let Some(kib) = line.strip_prefix("Anonymous:") {
+        if let Some(kib) = line.strip_prefix("Anonymous:") {
             let untouched = kib.trim().trim_end_matches("kB").trim() == "0";
             if let Some(mapping) = candidate.take().filter(|_| untouched) {
                 found.push(mapping);
             }
+        } else if line.split_whitespace().next().is_some_and(|first| !first.ends_with(':')) {
+            // A mapping's header (field lines are `Name: value`).
+            candidate = candidate_of(line, program);
         }
     }
     found
 }
 
-/// A mapping's header line (`start-end perms offset dev inode [path]`): `None` for a field
-/// line, `Some(None)` for a header this module cannot use.
-#[allow(clippy::type_complexity)]
-fn header(line: &str) -> Option<Option<(usize, usize, &str, &str)>> {
-    let mut fields = line.split_whitespace();
+/// A header line (`start-end perms offset dev inode [path]`) as a candidate: a read-only
+/// mapping of a file.
+fn candidate_of(header: &str, program: &str) -> Option<Releasable> {
+    let mut fields = header.split_whitespace();
     let (start, end) = fields.next()?.split_once('-')?;
-    let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) else {
-        return None;
-    };
-    let perms = fields.next().unwrap_or_default();
-    let path = fields.nth(3).unwrap_or_default();
-    Some((end > start).then(|| (start, end - start, perms, path)))
+    let start = usize::from_str_radix(start, 16).ok()?;
+    let end = usize::from_str_radix(end, 16).ok()?;
+    let read_only = fields.next()?.as_bytes().get(1) == Some(&b'-');
+    let path = fields.nth(3)?;
+    (read_only && path.starts_with('/') && end > start).then(|| Releasable {
+        start,
+        len: end - start,
+        own_program: path == program,
+    })
 }
 
 /// Drops (and for the program's own file, reclaims) the mappings [`releasable`] names for this

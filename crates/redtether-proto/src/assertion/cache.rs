@@ -60,11 +60,8 @@ impl Issued {
             exp: now + LIFETIME_SECS,
         };
         let token = sign(&assertion);
-        if self.by_claim.len() >= self.capacity && !self.by_claim.contains_key(&claim) {
-            self.by_claim.retain(|_, (exp, _)| exp.saturating_sub(now) >= REUSE_WHILE_LEFT_SECS);
-            if self.by_claim.len() >= self.capacity {
-                self.by_claim.clear();
-            }
+        if !self.by_claim.contains_key(&claim) {
+            make_room(&mut self.by_claim, self.capacity, |(exp, _)| exp.saturating_sub(now) >= REUSE_WHILE_LEFT_SECS);
         }
         self.by_claim.insert(claim, (assertion.exp, token.clone()));
         token
@@ -96,24 +93,13 @@ impl Verified {
     /// [`super::verify`] with this cache in front: a token verified before is checked again
     /// only for its device and expiry. Refusals are not kept (a forger pays for every try).
     pub fn verify(&mut self, token: Option<&str>, device: &str, now: u64) -> Result<Assertion, AssertionError> {
-        let known = token.and_then(|t| self.by_token.get(t));
-        if let Some(assertion) = known {
-            return if assertion.device != device {
-                Err(AssertionError::OtherDevice)
-            } else if assertion.exp <= now {
-                Err(AssertionError::Expired)
-            } else {
-                Ok(assertion.clone())
-            };
+        if let Some(known) = token.and_then(|t| self.by_token.get(t)) {
+            known.valid_for(device, now)?;
+            return Ok(known.clone());
         }
         let assertion = super::verify(token, &self.hub_key, device, now)?;
         if let Some(token) = token {
-            if self.by_token.len() >= self.capacity {
-                self.by_token.retain(|_, a| a.exp > now);
-                if self.by_token.len() >= self.capacity {
-                    self.by_token.clear();
-                }
-            }
+            make_room(&mut self.by_token, self.capacity, |a| a.exp > now);
             self.by_token.insert(token.to_string(), assertion.clone());
         }
         Ok(assertion)
@@ -125,6 +111,17 @@ impl Verified {
 
     pub fn is_empty(&self) -> bool {
         self.by_token.is_empty()
+    }
+}
+
+/// Before one more entry goes into a full `map`: drops the entries no longer worth keeping, and
+/// everything if that was not enough (a burst of claims costs a few signatures, never memory).
+fn make_room<K, V>(map: &mut HashMap<K, V>, capacity: usize, mut keep: impl FnMut(&V) -> bool) {
+    if map.len() >= capacity {
+        map.retain(|_, value| keep(value));
+        if map.len() >= capacity {
+            map.clear();
+        }
     }
 }
 

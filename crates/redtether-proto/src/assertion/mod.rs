@@ -72,13 +72,21 @@ pub fn verify(token: Option<&str>, hub_key: &[u8], device: &str, now: u64) -> Re
         EnvelopeError::BadSignature => AssertionError::BadSignature,
     })?;
     let assertion: Assertion = serde_json::from_slice(&payload).map_err(|_| AssertionError::Malformed)?;
-    if assertion.device != device {
-        return Err(AssertionError::OtherDevice);
-    }
-    if assertion.exp <= now {
-        return Err(AssertionError::Expired);
-    }
+    assertion.valid_for(device, now)?;
     Ok(assertion)
+}
+
+impl Assertion {
+    /// What a signed assertion must still say when it is used: this device, not expired.
+    fn valid_for(&self, device: &str, now: u64) -> Result<(), AssertionError> {
+        if self.device != device {
+            return Err(AssertionError::OtherDevice);
+        }
+        if self.exp <= now {
+            return Err(AssertionError::Expired);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
