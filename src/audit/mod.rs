@@ -19,6 +19,7 @@ pub mod health;
 mod journal;
 pub mod query;
 pub mod store;
+mod wal;
 
 pub use health::{HealthView, JournalState, OnFailure};
 pub use journal::{Journal, Verification};

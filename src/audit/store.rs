@@ -1,8 +1,12 @@
 //! Where the journal keeps its records: a small trait, with sled on disk and a map in memory
 //! (for tests and as a stand-in).
 //!
-//! [`SledStore::sync`] follows sled's flush with `fdatasync` of its log file
-//! (`redtether_host::sled_open::LogFile`): sled's flush alone does not survive a power cut.
+//! A commit is durable once its batch is in the journal's write-ahead file ([`super::wal`]):
+//! [`SledStore::sync`] writes and syncs that file only, while sled writes the same batch in the
+//! background. A checkpoint — sled's flush followed by `fdatasync` of its log file
+//! (`redtether_host::sled_open::LogFile`: sled's flush alone does not survive a power cut) —
+//! empties the file when it grows, and when the store is opened, after the batches sled had not
+//! made durable were applied again from it.
 //!
 //! A failed write poisons a sled handle. sled 0.34 applies a batch to its tree in memory first
 //! and writes its log later (at the flush); when that write fails (`ENOSPC` on a full disk), the
@@ -17,6 +21,7 @@
 //! churn), so records are stored [`CHUNK_RECORDS`] to a key: a million buffered events cost
 //! about thirty thousand keys.
 
+use super::wal::{self, Wal};
 use redtether_host::sled_open;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -68,6 +73,13 @@ pub enum StoreError {
     /// Syncing to disk failed.
     #[error("audit store: {0}")]
     Sync(#[from] sled_open::SyncError),
+    /// Reading, writing or syncing the write-ahead file failed.
+    #[error("audit store: {}: {source}", path.display())]
+    Wal {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The store is closed: a failed write threw its handle away, and opening it again has not
     /// succeeded yet.
     #[error("audit store: not open (a write failed; it is opened again when the disk allows)")]
@@ -80,7 +92,7 @@ impl StoreError {
     pub fn is_disk_full(&self) -> bool {
         let io = match self {
             StoreError::Db(sled::Error::Io(e)) | StoreError::Sync(sled_open::SyncError::Flush(sled::Error::Io(e))) => e,
-            StoreError::Sync(sled_open::SyncError::Sync { source, .. }) => source,
+            StoreError::Sync(sled_open::SyncError::Sync { source, .. }) | StoreError::Wal { source, .. } => source,
             _ => return false,
         };
         matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
@@ -90,9 +102,10 @@ impl StoreError {
 pub trait Store: Send {
     /// The bookkeeping as last committed, if the store has any.
     fn load_meta(&self) -> Result<Option<Meta>, StoreError>;
-    /// Applies a batch atomically. Not yet durable.
+    /// Takes a batch, to be applied atomically. Not yet durable, and not necessarily shown
+    /// before the next [`Store::sync`].
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError>;
-    /// Makes everything committed durable.
+    /// Makes everything committed durable, and shown.
     fn sync(&mut self) -> Result<(), StoreError>;
     /// Up to `limit` records with sequence numbers from `from` on, in order.
     fn range(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
@@ -105,6 +118,8 @@ pub trait Store: Send {
 /// sled's page cache: the journal is written far more than it is read.
 const CACHE_BYTES: u64 = 1024 * 1024;
 const META_KEY: &[u8] = b"m";
+/// The number of the last write-ahead batch applied to sled, written after its keys.
+const APPLIED_KEY: &[u8] = b"w";
 const CHUNK_PREFIX: u8 = b'c';
 /// Records per sled key: consecutive sequence numbers `n·32 .. n·32+31` share key `n`.
 pub const CHUNK_RECORDS: u64 = 32;
@@ -148,6 +163,15 @@ pub struct SledStore {
 struct SledHandle {
     db: sled::Db,
     log: sled_open::LogFile,
+    wal: Wal,
+    /// Batches committed since the last sync: in the write-ahead file's buffer, not yet in sled.
+    staged: Vec<(u64, Batch)>,
+    /// The number of the last batch applied to sled.
+    applied: u64,
+    /// sled failed to take a durable batch: this handle shows less than the disk holds and is
+    /// not used again; the next commit reports the error, so that the journal opens the store
+    /// again (which applies the batch from the file).
+    failed: Option<StoreError>,
 }
 
 impl SledStore {
@@ -161,8 +185,9 @@ impl SledStore {
         SledStore { dir: dir.to_path_buf(), open: None }
     }
 
+    /// The handle to read through: not one that failed to take a batch (it shows less).
     fn handle(&self) -> Result<&SledHandle, StoreError> {
-        self.open.as_ref().ok_or(StoreError::NotOpen)
+        self.open.as_ref().filter(|h| h.failed.is_none()).ok_or(StoreError::NotOpen)
     }
 }
 
@@ -181,6 +206,7 @@ impl SledHandle {
             sled_open::OpenError::Db(e) => StoreError::Db(e),
         })?;
         let log = sled_open::LogFile::open(dir)?;
+        let (wal, pending) = Wal::open(dir).map_err(|source| wal_error(dir, source))?;
         // The directory entries of a new journal must survive a power cut too.
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
@@ -190,8 +216,93 @@ impl SledHandle {
         {
             let _ = d.sync_all();
         }
-        Ok(SledHandle { db, log })
+        let applied = match db.get(APPLIED_KEY)? {
+            Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| StoreError::Truncated)?),
+            None => 0,
+        };
+        let mut handle = SledHandle { db, log, wal, staged: Vec::new(), applied, failed: None };
+        // sled holds every batch up to `applied` (it recovers batches whole and in order); the
+        // file holds every batch since the last checkpoint, which is at most `applied`.
+        let replay: Vec<(u64, Batch)> = pending.into_iter().filter(|(number, _)| *number > applied).collect();
+        if let Some((first, _)) = replay.first()
+            && *first != applied + 1
+        {
+            tracing::warn!(target: "audit", applied, first, "the write-ahead file does not continue the journal; applying what it holds");
+        }
+        for (number, batch) in replay {
+            handle.apply(number, batch)?;
+        }
+        if handle.wal.len() > 0 {
+            handle.checkpoint()?;
+        }
+        Ok(handle)
     }
+
+    /// Applies batch `number`, already durable in the write-ahead file, to sled's memory.
+    ///
+    /// Key by key, not as a sled batch: a sled batch makes sled write its log at once (two
+    /// writes, each waited for) and the point of the file is that sled writes in the background.
+    /// Atomicity comes from the file instead. sled recovers a prefix of its log, so after a crash
+    /// it holds every batch before some batch `n` whole and, of `n`, at most some of its keys,
+    /// with the applied number (written last) still `n - 1`; `n` is in the file, as it was
+    /// applied only once durable there, and applying it again over its own partial writes gives
+    /// the same keys (each touched chunk is read and rewritten whole, puts and removes of a
+    /// record are idempotent).
+    fn apply(&mut self, number: u64, batch: Batch) -> Result<(), StoreError> {
+        for (key, value) in chunk_changes(&self.db, batch)? {
+            match value {
+                Some(value) => self.db.insert(key, value)?,
+                None => self.db.remove(key)?,
+            };
+        }
+        self.db.insert(APPLIED_KEY, &number.to_be_bytes())?;
+        self.applied = number;
+        Ok(())
+    }
+
+    /// Makes everything sled holds durable in its own files, then empties the write-ahead file.
+    fn checkpoint(&mut self) -> Result<(), StoreError> {
+        self.log.sync(&self.db)?;
+        let path = self.wal.path().to_path_buf();
+        self.wal.clear().map_err(|source| StoreError::Wal { path, source })
+    }
+}
+
+fn wal_error(dir: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Wal { path: dir.join(wal::FILE_NAME), source }
+}
+
+/// A sled key and its new value (`None`: removed).
+type KeyChange = (Vec<u8>, Option<Vec<u8>>);
+
+/// The sled keys that store `batch`: the chunks it touches, rewritten, and the bookkeeping.
+fn chunk_changes(db: &sled::Db, batch: Batch) -> Result<Vec<KeyChange>, StoreError> {
+    let mut chunks: BTreeMap<u64, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
+    let touched = batch.put.iter().map(|(seq, _)| *seq).chain(batch.remove.iter().copied());
+    for chunk in touched.map(|seq| seq / CHUNK_RECORDS) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = chunks.entry(chunk) {
+            let existing = db.get(chunk_key(chunk))?;
+            slot.insert(existing.map(|v| decode_chunk(&v)).transpose()?.unwrap_or_default());
+        }
+    }
+    for (seq, value) in batch.put {
+        let records = chunks.entry(seq / CHUNK_RECORDS).or_default();
+        match records.binary_search_by_key(&seq, |(s, _)| *s) {
+            Ok(i) => records[i].1 = value,
+            Err(i) => records.insert(i, (seq, value)),
+        }
+    }
+    for seq in batch.remove {
+        if let Some(records) = chunks.get_mut(&(seq / CHUNK_RECORDS)) {
+            records.retain(|(s, _)| *s != seq);
+        }
+    }
+    let mut changes: Vec<KeyChange> = chunks
+        .iter()
+        .map(|(chunk, records)| (chunk_key(*chunk).to_vec(), (!records.is_empty()).then(|| encode_chunk(records))))
+        .collect();
+    changes.push((META_KEY.to_vec(), Some(serde_json::to_vec(&batch.meta).expect("bookkeeping always encodes"))));
+    Ok(changes)
 }
 
 impl Store for SledStore {
@@ -203,42 +314,39 @@ impl Store for SledStore {
     }
 
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
-        let db = &self.handle()?.db;
-        let mut chunks: BTreeMap<u64, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
-        let touched = batch.put.iter().map(|(seq, _)| *seq).chain(batch.remove.iter().copied());
-        for chunk in touched.map(|seq| seq / CHUNK_RECORDS) {
-            if let std::collections::btree_map::Entry::Vacant(slot) = chunks.entry(chunk) {
-                let existing = db.get(chunk_key(chunk))?;
-                slot.insert(existing.map(|v| decode_chunk(&v)).transpose()?.unwrap_or_default());
-            }
+        let handle = self.open.as_mut().ok_or(StoreError::NotOpen)?;
+        if let Some(e) = handle.failed.take() {
+            return Err(e);
         }
-        for (seq, value) in batch.put {
-            let records = chunks.entry(seq / CHUNK_RECORDS).or_default();
-            match records.binary_search_by_key(&seq, |(s, _)| *s) {
-                Ok(i) => records[i].1 = value,
-                Err(i) => records.insert(i, (seq, value)),
-            }
-        }
-        for seq in batch.remove {
-            if let Some(records) = chunks.get_mut(&(seq / CHUNK_RECORDS)) {
-                records.retain(|(s, _)| *s != seq);
-            }
-        }
-        let mut b = sled::Batch::default();
-        for (chunk, records) in &chunks {
-            if records.is_empty() {
-                b.remove(&chunk_key(*chunk));
-            } else {
-                b.insert(&chunk_key(*chunk), encode_chunk(records));
-            }
-        }
-        b.insert(META_KEY, serde_json::to_vec(&batch.meta).expect("bookkeeping always encodes"));
-        Ok(db.apply_batch(b)?)
+        let number = handle.staged.last().map_or(handle.applied, |(n, _)| *n) + 1;
+        handle.wal.append(number, &batch);
+        handle.staged.push((number, batch));
+        Ok(())
     }
 
+    /// Writes and syncs the write-ahead file (one write, one `fdatasync`), then applies what it
+    /// now holds to sled; checkpoints once the file has grown.
     fn sync(&mut self) -> Result<(), StoreError> {
-        let handle = self.handle()?;
-        Ok(handle.log.sync(&handle.db)?)
+        let handle = self.open.as_mut().ok_or(StoreError::NotOpen)?;
+        if let Err(source) = handle.wal.sync() {
+            // Neither applied nor kept: the journal opens the store again and takes what the
+            // file holds (a batch written before the failure is applied then).
+            handle.staged.clear();
+            handle.wal.discard_pending();
+            return Err(wal_error(&self.dir, source));
+        }
+        // The batches are durable now, whatever sled does with them: they are answered as
+        // recorded. If sled fails to take them (its handle poisoned by a failed background
+        // write) or to checkpoint, the next commit says so (see `SledHandle::failed`).
+        let applied = std::mem::take(&mut handle.staged)
+            .into_iter()
+            .try_for_each(|(number, batch)| handle.apply(number, batch))
+            .and_then(|()| if handle.wal.len() >= wal::CHECKPOINT_BYTES { handle.checkpoint() } else { Ok(()) });
+        if let Err(e) = applied {
+            tracing::warn!(target: "audit", error = %e, "sled did not take a durable batch; the journal is opened again at its next write");
+            handle.failed = Some(e);
+        }
+        Ok(())
     }
 
     fn range(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
@@ -362,12 +470,101 @@ mod tests {
                     Batch { put: seqs.iter().map(|s| (*s, s.to_be_bytes().repeat((*s % 5) as usize + 1))).collect(), remove: vec![], meta: Meta::default() }
                 };
                 sled.commit(batch()).unwrap();
+                sled.sync().unwrap();
                 mem.commit(batch()).unwrap();
                 for (from, limit) in [(0, usize::MAX), (start, 7), (start + len / 2, 100)] {
                     proptest::prop_assert_eq!(sled.range(from, limit).unwrap(), mem.range(from, limit).unwrap());
                 }
             }
         }
+    }
+
+    /// A journal folder as a crash leaves it: sled holds batch 1, the write-ahead file holds
+    /// batches 1 to 3, of which sled lost 2 and 3.
+    fn crashed_after_three_batches(path: &Path) {
+        let batches = [
+            Batch {
+                put: vec![(1, b"a".to_vec()), (2, b"b".to_vec())],
+                remove: vec![],
+                meta: Meta { last_seq: 2, ..Meta::default() },
+            },
+            Batch {
+                put: vec![(3, b"c".to_vec())],
+                remove: vec![1],
+                meta: Meta { last_seq: 3, checkpoint_seq: 1, ..Meta::default() },
+            },
+            Batch {
+                put: vec![(4, b"d".to_vec())],
+                remove: vec![],
+                meta: Meta { last_seq: 4, checkpoint_seq: 1, cursor: 2, ..Meta::default() },
+            },
+        ];
+        {
+            let mut s = SledStore::open(path).unwrap();
+            s.commit(Batch { put: batches[0].put.clone(), remove: vec![], meta: batches[0].meta.clone() }).unwrap();
+            s.sync().unwrap();
+        }
+        let (mut file, held) = Wal::open(path).unwrap();
+        assert_eq!(held.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1]);
+        for (number, batch) in batches.iter().enumerate().skip(1) {
+            file.append(number as u64 + 1, batch);
+        }
+        file.sync().unwrap();
+    }
+
+    #[test]
+    fn batches_only_the_write_ahead_file_holds_are_applied_once_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit");
+        crashed_after_three_batches(&path);
+        let s = SledStore::open(&path).unwrap();
+        let meta = s.load_meta().unwrap().unwrap();
+        assert_eq!((meta.last_seq, meta.checkpoint_seq, meta.cursor), (4, 1, 2));
+        // Batch 1 was not applied again over batch 2: record 1 stays removed.
+        assert_eq!(s.range(0, 10).unwrap(), vec![(2, b"b".to_vec()), (3, b"c".to_vec()), (4, b"d".to_vec())]);
+        drop(s);
+        // What was applied is now sled's own: the file was emptied and nothing is applied twice.
+        assert_eq!(Wal::open(&path).unwrap().1.len(), 0);
+        let mut s = SledStore::open(&path).unwrap();
+        assert_eq!(s.load_meta().unwrap().unwrap().last_seq, 4);
+        // Numbering continues after the replayed batches.
+        s.commit(Batch {
+            put: vec![(5, b"e".to_vec())],
+            remove: vec![],
+            meta: Meta { last_seq: 5, ..Meta::default() },
+        })
+        .unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let s = SledStore::open(&path).unwrap();
+        assert_eq!(s.range(5, 10).unwrap(), vec![(5, b"e".to_vec())]);
+        assert_eq!(s.load_meta().unwrap().unwrap().last_seq, 5);
+    }
+
+    #[test]
+    fn a_batch_committed_but_not_synced_is_not_shown_or_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit");
+        {
+            let mut s = SledStore::open(&path).unwrap();
+            s.commit(Batch {
+                put: vec![(1, b"a".to_vec())],
+                remove: vec![],
+                meta: Meta { last_seq: 1, ..Meta::default() },
+            })
+            .unwrap();
+            s.sync().unwrap();
+            s.commit(Batch {
+                put: vec![(2, b"b".to_vec())],
+                remove: vec![],
+                meta: Meta { last_seq: 2, ..Meta::default() },
+            })
+            .unwrap();
+            assert_eq!(s.load_meta().unwrap().unwrap().last_seq, 1);
+        }
+        let s = SledStore::open(&path).unwrap();
+        assert_eq!(s.load_meta().unwrap().unwrap().last_seq, 1);
+        assert_eq!(s.range(0, 10).unwrap(), vec![(1, b"a".to_vec())]);
     }
 
     #[test]

@@ -247,6 +247,45 @@ impl AsyncWrite for SendStream {
         }
     }
 
+    /// quinn copies whatever it is given into its send buffer, slice by slice, so slices are
+    /// handed to it one after the other. Saying so matters: hyper flattens the head and body
+    /// chunks of a response into one buffer of its own first (a copy of every body byte) when
+    /// its connection cannot write vectored.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            SendStream::Quic(s) => {
+                let mut written = 0;
+                for buf in bufs.iter().filter(|b| !b.is_empty()) {
+                    match Pin::new(&mut *s).poll_write(cx, buf) {
+                        Poll::Ready(Ok(n)) => {
+                            written += n;
+                            if n < buf.len() {
+                                break;
+                            }
+                        }
+                        // What was taken is reported; the error comes again at the next write.
+                        Poll::Ready(Err(_)) | Poll::Pending if written > 0 => break,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Poll::Ready(Ok(written))
+            }
+            SendStream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            SendStream::Quic(_) => true,
+            SendStream::Tcp(s) => s.is_write_vectored(),
+        }
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             SendStream::Quic(s) => Pin::new(s).poll_flush(cx),
