@@ -206,7 +206,7 @@ impl SledHandle {
             sled_open::OpenError::Db(e) => StoreError::Db(e),
         })?;
         let log = sled_open::LogFile::open(dir)?;
-        let (wal, pending) = Wal::open(dir).map_err(|source| wal_error(dir, source))?;
+        let (wal, pending) = Wal::open(dir).map_err(|source| wal_error(&dir.join(wal::FILE_NAME), source))?;
         // The directory entries of a new journal must survive a power cut too.
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
@@ -263,13 +263,12 @@ impl SledHandle {
     /// Makes everything sled holds durable in its own files, then empties the write-ahead file.
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         self.log.sync(&self.db)?;
-        let path = self.wal.path().to_path_buf();
-        self.wal.clear().map_err(|source| StoreError::Wal { path, source })
+        self.wal.clear().map_err(|source| wal_error(self.wal.path(), source))
     }
 }
 
-fn wal_error(dir: &Path, source: std::io::Error) -> StoreError {
-    StoreError::Wal { path: dir.join(wal::FILE_NAME), source }
+fn wal_error(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Wal { path: path.to_path_buf(), source }
 }
 
 /// A sled key and its new value (`None`: removed).
@@ -329,11 +328,10 @@ impl Store for SledStore {
     fn sync(&mut self) -> Result<(), StoreError> {
         let handle = self.open.as_mut().ok_or(StoreError::NotOpen)?;
         if let Err(source) = handle.wal.sync() {
-            // Neither applied nor kept: the journal opens the store again and takes what the
-            // file holds (a batch written before the failure is applied then).
+            // Neither applied nor kept (the file cut them off again): the journal opens the
+            // store again and takes what the disk holds.
             handle.staged.clear();
-            handle.wal.discard_pending();
-            return Err(wal_error(&self.dir, source));
+            return Err(wal_error(handle.wal.path(), source));
         }
         // The batches are durable now, whatever sled does with them: they are answered as
         // recorded. If sled fails to take them (its handle poisoned by a failed background

@@ -8,8 +8,8 @@
 //! commit is answered; sled takes the same batch in memory and writes it in the background. Once
 //! the file passes [`CHECKPOINT_BYTES`], sled is flushed and synced and the file starts again
 //! empty. After a crash, the batches here that sled had not made durable are applied again
-//! (`store::SledHandle::open`): sled records, in the same atomic batch as the journal's keys, the
-//! number of the last batch it holds.
+//! (`store::SledHandle::open`): sled records the number of the last batch it holds, written
+//! after that batch's keys.
 //!
 //! Record: `[payload length u32 LE][CRC-32 of the payload u32 LE][payload]`; payload:
 //! `[number u64][puts u32]{[seq u64][length u32][bytes]}[removes u32]{[seq u64]}[meta length
@@ -64,11 +64,6 @@ impl Wal {
     /// Adds batch `number` to what the next [`Wal::sync`] writes.
     pub fn append(&mut self, number: u64, batch: &Batch) {
         encode_into(number, batch, &mut self.pending);
-    }
-
-    /// Takes back what was appended since the last sync (the batch was not applied).
-    pub fn discard_pending(&mut self) {
-        self.pending.clear();
     }
 
     /// Writes what was appended and makes it durable. On failure nothing of it stays: the
@@ -251,9 +246,6 @@ mod tests {
         assert!(read.is_empty());
         wal.append(1, &batch(1));
         wal.append(2, &batch(2));
-        wal.sync().unwrap();
-        wal.append(3, &batch(3));
-        wal.discard_pending();
         wal.sync().unwrap();
         let len = wal.len();
         drop(wal);

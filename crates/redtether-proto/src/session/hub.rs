@@ -4,9 +4,9 @@
 //! the hub welcomes it and sends the deployment waiting for it (once per stream), keeps the
 //! status it pushes when it changed, takes heartbeats without answering, stores audit batches
 //! and acknowledges each once it is durable, records deployment outcomes and SBOMs, sends
-//! operators' commands and routes their results back, and renews the device's certificate. A malformed or
-//! unexpected frame closes the control stream with a code and is recorded; the device may open
-//! a new one.
+//! operators' commands and routes their results back, and renews the device's certificate. A
+//! malformed or unexpected frame closes the control stream with a code and is recorded; the
+//! device may open a new one.
 //!
 //! Frames, events and ticks go in; [`HubAction`]s come out, carried out in order by the hub's
 //! I/O shell, which answers the asking ones with [`HubEvent`]s.
