@@ -267,10 +267,8 @@ fn event_id(now: SystemTime) -> String {
 
 fn decode_hash(text: &str) -> [u8; 32] {
     let mut out = GENESIS;
-    if let Ok(bytes) = hex::decode(text)
-        && bytes.len() == 32
-    {
-        out.copy_from_slice(&bytes);
+    if hex::decode_to_slice(text, &mut out).is_err() {
+        out = GENESIS;
     }
     out
 }

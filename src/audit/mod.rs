@@ -298,6 +298,16 @@ impl Auditor {
     }
 }
 
+/// An event's detail as JSON, written only when the log line is (not copied for every event
+/// the journal seals, as it was when it had to become a `serde_json::Value` first).
+struct JsonDetail<'a>(&'a serde_json::Map<String, serde_json::Value>);
+
+impl std::fmt::Display for JsonDetail<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&serde_json::to_string(self.0).map_err(|_| std::fmt::Error)?)
+    }
+}
+
 /// The journal thread's state: the journal, its health, and where commits are announced.
 struct Worker {
     journal: Journal<Box<dyn Store>>,
@@ -448,9 +458,12 @@ impl Worker {
 
     fn announce(&self, stored: Vec<StoredEvent>) {
         for event in stored {
-            let detail = serde_json::Value::Object(event.detail.clone());
+            let detail = JsonDetail(&event.detail);
             tracing::info!(target: "audit", seq = event.seq, kind = %event.kind, actor = %event.actor, target_path = %event.target, %detail, "audit");
-            let _ = self.committed.send(event);
+            // Without a listener (`audit tail -f`) there is nothing to hand it to.
+            if self.committed.receiver_count() > 0 {
+                let _ = self.committed.send(event);
+            }
         }
     }
 

@@ -5,8 +5,14 @@
 //! [`SledStore::sync`] writes and syncs that file only, while sled writes the same batch in the
 //! background. A checkpoint — sled's flush followed by `fdatasync` of its log file
 //! (`redtether_host::sled_open::LogFile`: sled's flush alone does not survive a power cut) —
-//! empties the file when it grows, and when the store is opened, after the batches sled had not
-//! made durable were applied again from it.
+//! empties the file when it grows, and when the store is opened, after the batches since the last
+//! checkpoint were applied again from it.
+//!
+//! Between checkpoints the newest chunk of records and the bookkeeping stay in memory (the
+//! write-ahead file has them): a commit of a few records would otherwise rewrite the whole newest
+//! chunk in sled each time — up to 32 records for one — and sled would write all those copies to
+//! its log in the background, competing with the syncs a commit waits for. A chunk goes to sled
+//! once a newer one is started, and everything at a checkpoint.
 //!
 //! A failed write poisons a sled handle. sled 0.34 applies a batch to its tree in memory first
 //! and writes its log later (at the flush); when that write fails (`ENOSPC` on a full disk), the
@@ -118,7 +124,8 @@ pub trait Store: Send {
 /// sled's page cache: the journal is written far more than it is read.
 const CACHE_BYTES: u64 = 1024 * 1024;
 const META_KEY: &[u8] = b"m";
-/// The number of the last write-ahead batch applied to sled, written after its keys.
+/// The number of the last write-ahead batch whose changes sled's files hold, written at each
+/// checkpoint; the batches after it are applied again at open.
 const APPLIED_KEY: &[u8] = b"w";
 const CHUNK_PREFIX: u8 = b'c';
 /// Records per sled key: consecutive sequence numbers `n·32 .. n·32+31` share key `n`.
@@ -129,6 +136,22 @@ fn chunk_key(chunk: u64) -> [u8; 9] {
     key[1..].copy_from_slice(&chunk.to_be_bytes());
     key
 }
+
+fn chunk_of_key(key: &[u8]) -> Result<u64, StoreError> {
+    key.get(1..9).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).ok_or(StoreError::Truncated)
+}
+
+/// Reads of a chunk just written, so that sled's cache lets go of the chunks written before it.
+/// sled 0.34 counts page accesses in 256 shards and looks at a shard's (evicting what is over its
+/// share of [`CACHE_BYTES`]) only after 64 accesses to it; with one insert per 32 records, the
+/// shard of the leaf being filled could see too few accesses before the leaf split, and the
+/// filled leaves stayed in memory. In `benches/audit_journal.rs` (unbounded journal) a million
+/// more events kept 23–27 MiB more resident with no reads, 10 MiB with 4, 3–4 MiB with 8 or 16.
+/// Each read costs about 2 µs, once per 32 records.
+const CACHE_NUDGES: usize = 8;
+
+/// A record: its sequence number and sealed bytes.
+type Record = (u64, Vec<u8>);
 
 /// A chunk's records, in sequence order: `[seq u64 BE][len u32 BE][bytes]` repeated.
 fn encode_chunk(records: &[(u64, Vec<u8>)]) -> Vec<u8> {
@@ -166,8 +189,16 @@ struct SledHandle {
     wal: Wal,
     /// Batches committed since the last sync: in the write-ahead file's buffer, not yet in sled.
     staged: Vec<(u64, Batch)>,
-    /// The number of the last batch applied to sled.
+    /// The number of the last batch taken (into sled or into the two fields below).
     applied: u64,
+    /// The newest chunk touched, as it is now: sled holds an older copy of it, or none. Reads
+    /// take it from here.
+    open_chunk: Option<(u64, Vec<Record>)>,
+    /// The bookkeeping of the last batch taken, when sled's copy is older.
+    meta: Option<Meta>,
+    /// One past the highest chunk sled holds: a chunk from here on is new, and not looked up
+    /// (the lookup of each new chunk showed in the journal's profile).
+    chunks_end: u64,
     /// sled failed to take a durable batch: this handle shows less than the disk holds and is
     /// not used again; the next commit reports the error, so that the journal opens the store
     /// again (which applies the batch from the file).
@@ -220,9 +251,23 @@ impl SledHandle {
             Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| StoreError::Truncated)?),
             None => 0,
         };
-        let mut handle = SledHandle { db, log, wal, staged: Vec::new(), applied, failed: None };
-        // sled holds every batch up to `applied` (it recovers batches whole and in order); the
-        // file holds every batch since the last checkpoint, which is at most `applied`.
+        let chunks_end = match db.range(chunk_key(0)..=chunk_key(u64::MAX)).next_back().transpose()? {
+            Some((key, _)) => chunk_of_key(&key)?.saturating_add(1),
+            None => 0,
+        };
+        let mut handle = SledHandle {
+            db,
+            log,
+            wal,
+            staged: Vec::new(),
+            applied,
+            open_chunk: None,
+            meta: None,
+            chunks_end,
+            failed: None,
+        };
+        // sled's files hold every batch up to `applied`, the last checkpoint; the file holds every
+        // batch since then.
         let replay: Vec<(u64, Batch)> = pending.into_iter().filter(|(number, _)| *number > applied).collect();
         if let Some((first, _)) = replay.first()
             && *first != applied + 1
@@ -238,30 +283,94 @@ impl SledHandle {
         Ok(handle)
     }
 
-    /// Applies batch `number`, already durable in the write-ahead file, to sled's memory.
+    /// Takes batch `number`, already durable in the write-ahead file: into sled's memory, except
+    /// for the newest chunk it touches and its bookkeeping, which stay in this handle's.
     ///
     /// Key by key, not as a sled batch: a sled batch makes sled write its log at once (two
     /// writes, each waited for) and the point of the file is that sled writes in the background.
-    /// Atomicity comes from the file instead. sled recovers a prefix of its log, so after a crash
-    /// it holds every batch before some batch `n` whole and, of `n`, at most some of its keys,
-    /// with the applied number (written last) still `n - 1`; `n` is in the file, as it was
-    /// applied only once durable there, and applying it again over its own partial writes gives
-    /// the same keys (each touched chunk is read and rewritten whole, puts and removes of a
-    /// record are idempotent).
+    /// Atomicity comes from the file instead. After a crash sled holds what it held at the last
+    /// checkpoint plus some of the chunks written since (each chunk is one key, so whole); the
+    /// batches since the checkpoint are all in the file and are applied again, in order, over
+    /// that. Every record ends as the last batch that touched it left it (a chunk is read and
+    /// rewritten whole, puts and removes of a record are idempotent, and a record is never put
+    /// again once removed), and the others are as the checkpoint left them.
     fn apply(&mut self, number: u64, batch: Batch) -> Result<(), StoreError> {
-        for (key, value) in chunk_changes(&self.db, batch)? {
-            match value {
-                Some(value) => self.db.insert(key, value)?,
-                None => self.db.remove(key)?,
-            };
+        let Batch { put, remove, meta } = batch;
+        let mut chunks: BTreeMap<u64, Vec<Record>> = self.open_chunk.take().into_iter().collect();
+        let touched = put.iter().map(|(seq, _)| *seq).chain(remove.iter().copied());
+        for chunk in touched.map(|seq| seq / CHUNK_RECORDS) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = chunks.entry(chunk) {
+                slot.insert(self.stored_chunk(chunk)?);
+            }
         }
-        self.db.insert(APPLIED_KEY, &number.to_be_bytes())?;
+        for (seq, value) in put {
+            let records = chunks.entry(seq / CHUNK_RECORDS).or_default();
+            match records.binary_search_by_key(&seq, |(s, _)| *s) {
+                Ok(i) => records[i].1 = value,
+                Err(i) => records.insert(i, (seq, value)),
+            }
+        }
+        for seq in remove {
+            if let Some(records) = chunks.get_mut(&(seq / CHUNK_RECORDS)) {
+                records.retain(|(s, _)| *s != seq);
+            }
+        }
+        // Records are appended in sequence order: the newest chunk is the one still growing.
+        let newest = chunks.pop_last();
+        for (chunk, records) in chunks {
+            self.write_chunk(chunk, &records)?;
+        }
+        self.open_chunk = newest;
+        self.meta = Some(meta);
         self.applied = number;
         Ok(())
     }
 
-    /// Makes everything sled holds durable in its own files, then empties the write-ahead file.
+    fn stored_chunk(&self, chunk: u64) -> Result<Vec<Record>, StoreError> {
+        if chunk >= self.chunks_end {
+            return Ok(Vec::new());
+        }
+        Ok(self.db.get(chunk_key(chunk))?.map(|v| decode_chunk(&v)).transpose()?.unwrap_or_default())
+    }
+
+    fn write_chunk(&mut self, chunk: u64, records: &[Record]) -> Result<(), StoreError> {
+        match records.is_empty() {
+            true => self.db.remove(chunk_key(chunk))?,
+            false => {
+                self.chunks_end = self.chunks_end.max(chunk.saturating_add(1));
+                self.db.insert(chunk_key(chunk), encode_chunk(records))?;
+                for _ in 0..CACHE_NUDGES {
+                    self.db.get(chunk_key(chunk))?;
+                }
+                None
+            }
+        };
+        Ok(())
+    }
+
+    /// The bookkeeping as of the last batch taken.
+    fn meta(&self) -> Result<Option<Meta>, StoreError> {
+        if let Some(meta) = &self.meta {
+            return Ok(Some(meta.clone()));
+        }
+        match self.db.get(META_KEY)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(StoreError::Meta),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes what this handle holds in memory to sled, makes everything sled holds durable in
+    /// its own files, then empties the write-ahead file.
     fn checkpoint(&mut self) -> Result<(), StoreError> {
+        if let Some((chunk, records)) = self.open_chunk.take() {
+            let written = self.write_chunk(chunk, &records);
+            self.open_chunk = Some((chunk, records));
+            written?;
+        }
+        if let Some(meta) = &self.meta {
+            self.db.insert(META_KEY, serde_json::to_vec(meta).expect("bookkeeping always encodes"))?;
+        }
+        self.db.insert(APPLIED_KEY, &self.applied.to_be_bytes())?;
         self.log.sync(&self.db)?;
         self.wal.clear().map_err(|source| wal_error(self.wal.path(), source))
     }
@@ -271,45 +380,9 @@ fn wal_error(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Wal { path: path.to_path_buf(), source }
 }
 
-/// A sled key and its new value (`None`: removed).
-type KeyChange = (Vec<u8>, Option<Vec<u8>>);
-
-/// The sled keys that store `batch`: the chunks it touches, rewritten, and the bookkeeping.
-fn chunk_changes(db: &sled::Db, batch: Batch) -> Result<Vec<KeyChange>, StoreError> {
-    let mut chunks: BTreeMap<u64, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
-    let touched = batch.put.iter().map(|(seq, _)| *seq).chain(batch.remove.iter().copied());
-    for chunk in touched.map(|seq| seq / CHUNK_RECORDS) {
-        if let std::collections::btree_map::Entry::Vacant(slot) = chunks.entry(chunk) {
-            let existing = db.get(chunk_key(chunk))?;
-            slot.insert(existing.map(|v| decode_chunk(&v)).transpose()?.unwrap_or_default());
-        }
-    }
-    for (seq, value) in batch.put {
-        let records = chunks.entry(seq / CHUNK_RECORDS).or_default();
-        match records.binary_search_by_key(&seq, |(s, _)| *s) {
-            Ok(i) => records[i].1 = value,
-            Err(i) => records.insert(i, (seq, value)),
-        }
-    }
-    for seq in batch.remove {
-        if let Some(records) = chunks.get_mut(&(seq / CHUNK_RECORDS)) {
-            records.retain(|(s, _)| *s != seq);
-        }
-    }
-    let mut changes: Vec<KeyChange> = chunks
-        .iter()
-        .map(|(chunk, records)| (chunk_key(*chunk).to_vec(), (!records.is_empty()).then(|| encode_chunk(records))))
-        .collect();
-    changes.push((META_KEY.to_vec(), Some(serde_json::to_vec(&batch.meta).expect("bookkeeping always encodes"))));
-    Ok(changes)
-}
-
 impl Store for SledStore {
     fn load_meta(&self) -> Result<Option<Meta>, StoreError> {
-        match self.handle()?.db.get(META_KEY)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(StoreError::Meta),
-            None => Ok(None),
-        }
+        self.handle()?.meta()
     }
 
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
@@ -348,17 +421,34 @@ impl Store for SledStore {
     }
 
     fn range(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let handle = self.handle()?;
+        let first_chunk = from / CHUNK_RECORDS;
+        // The open chunk is read from memory, in its place among sled's (whose copy is older).
+        let mut open = handle.open_chunk.as_ref().filter(|(chunk, _)| *chunk >= first_chunk);
         let mut out = Vec::new();
-        for item in self.handle()?.db.range(chunk_key(from / CHUNK_RECORDS)..=chunk_key(u64::MAX)) {
-            let (_, value) = item?;
-            for record in decode_chunk(&value)? {
-                if record.0 >= from {
-                    if out.len() == limit {
-                        return Ok(out);
-                    }
-                    out.push(record);
+        // Adds the records from `from` on, up to the limit; true once it is reached.
+        let take = |out: &mut Vec<Record>, records: Vec<Record>| {
+            out.extend(records.into_iter().filter(|(seq, _)| *seq >= from).take(limit - out.len()));
+            out.len() == limit
+        };
+        for item in handle.db.range(chunk_key(first_chunk)..=chunk_key(u64::MAX)) {
+            let (key, value) = item?;
+            let chunk = chunk_of_key(&key)?;
+            if let Some((open_chunk, records)) = open.filter(|(open_chunk, _)| *open_chunk <= chunk) {
+                open = None;
+                if take(&mut out, records.clone()) {
+                    return Ok(out);
+                }
+                if *open_chunk == chunk {
+                    continue;
                 }
             }
+            if take(&mut out, decode_chunk(&value)?) {
+                return Ok(out);
+            }
+        }
+        if let Some((_, records)) = open {
+            take(&mut out, records.clone());
         }
         Ok(out)
     }
@@ -454,31 +544,38 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
-        /// The chunked sled layout answers exactly what a plain map of records would.
+        /// The chunked sled layout answers exactly what a plain map of records would, before and
+        /// after the store is opened again (which applies the write-ahead file over what sled
+        /// wrote since the last checkpoint).
         #[test]
-        fn sled_chunks_behave_like_a_map_of_records(ops in proptest::collection::vec((0u64..200, 0u64..40, proptest::prelude::any::<bool>()), 1..40)) {
+        fn sled_chunks_behave_like_a_map_of_records(ops in proptest::collection::vec((0u64..200, 0u64..40, proptest::prelude::any::<bool>(), 0u8..4), 1..40)) {
             let dir = tempfile::tempdir().unwrap();
             let mut sled = SledStore::open(&dir.path().join("j")).unwrap();
             let mut mem = MemStore::default();
-            for (start, len, remove) in ops {
+            for (number, (start, len, remove, reopen)) in ops.into_iter().enumerate() {
                 let seqs: Vec<u64> = (start..start + len).collect();
+                let meta = Meta { last_seq: number as u64, ..Meta::default() };
                 let batch = || if remove {
-                    Batch { put: vec![], remove: seqs.clone(), meta: Meta::default() }
+                    Batch { put: vec![], remove: seqs.clone(), meta: meta.clone() }
                 } else {
-                    Batch { put: seqs.iter().map(|s| (*s, s.to_be_bytes().repeat((*s % 5) as usize + 1))).collect(), remove: vec![], meta: Meta::default() }
+                    Batch { put: seqs.iter().map(|s| (*s, s.to_be_bytes().repeat((*s % 5) as usize + 1))).collect(), remove: vec![], meta: meta.clone() }
                 };
                 sled.commit(batch()).unwrap();
                 sled.sync().unwrap();
                 mem.commit(batch()).unwrap();
-                for (from, limit) in [(0, usize::MAX), (start, 7), (start + len / 2, 100)] {
+                if reopen == 0 {
+                    sled.reopen().unwrap();
+                }
+                proptest::prop_assert_eq!(sled.load_meta().unwrap(), mem.load_meta().unwrap());
+                for (from, limit) in [(0, usize::MAX), (start, 7), (start + len / 2, 100), (start + len, 3)] {
                     proptest::prop_assert_eq!(sled.range(from, limit).unwrap(), mem.range(from, limit).unwrap());
                 }
             }
         }
     }
 
-    /// A journal folder as a crash leaves it: sled holds batch 1, the write-ahead file holds
-    /// batches 1 to 3, of which sled lost 2 and 3.
+    /// A journal folder as a crash leaves it: the write-ahead file holds batches 1 to 3, sled
+    /// none of them (no checkpoint was reached).
     fn crashed_after_three_batches(path: &Path) {
         let batches = [
             Batch {
@@ -511,14 +608,14 @@ mod tests {
     }
 
     #[test]
-    fn batches_only_the_write_ahead_file_holds_are_applied_once_at_open() {
+    fn the_batches_since_the_last_checkpoint_are_applied_again_in_order_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit");
         crashed_after_three_batches(&path);
         let s = SledStore::open(&path).unwrap();
         let meta = s.load_meta().unwrap().unwrap();
         assert_eq!((meta.last_seq, meta.checkpoint_seq, meta.cursor), (4, 1, 2));
-        // Batch 1 was not applied again over batch 2: record 1 stays removed.
+        // Applied in order: record 1, put by batch 1, is removed by batch 2.
         assert_eq!(s.range(0, 10).unwrap(), vec![(2, b"b".to_vec()), (3, b"c".to_vec()), (4, b"d".to_vec())]);
         drop(s);
         // What was applied is now sled's own: the file was emptied and nothing is applied twice.
@@ -537,6 +634,28 @@ mod tests {
         let s = SledStore::open(&path).unwrap();
         assert_eq!(s.range(5, 10).unwrap(), vec![(5, b"e".to_vec())]);
         assert_eq!(s.load_meta().unwrap().unwrap().last_seq, 5);
+    }
+
+    #[test]
+    fn the_growing_chunk_is_written_to_sled_once_a_newer_one_starts_or_at_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit");
+        let mut s = SledStore::open(&path).unwrap();
+        let in_sled = |s: &SledStore, chunk| s.handle().unwrap().stored_chunk(chunk).unwrap().len();
+        for seq in 1..CHUNK_RECORDS {
+            let meta = Meta { last_seq: seq, ..Meta::default() };
+            s.commit(Batch { put: vec![(seq, vec![1])], remove: vec![], meta }).unwrap();
+            s.sync().unwrap();
+        }
+        assert_eq!(s.range(0, 100).unwrap().len(), 31);
+        assert_eq!(in_sled(&s, 0), 0, "31 commits into chunk 0 wrote it to sled none of the times");
+        let meta = Meta { last_seq: CHUNK_RECORDS, ..Meta::default() };
+        s.commit(Batch { put: vec![(CHUNK_RECORDS, vec![2])], remove: vec![], meta }).unwrap();
+        s.sync().unwrap();
+        assert_eq!((in_sled(&s, 0), in_sled(&s, 1)), (31, 0));
+        s.open.as_mut().unwrap().checkpoint().unwrap();
+        assert_eq!(in_sled(&s, 1), 1);
+        assert_eq!(s.handle().unwrap().db.get(APPLIED_KEY).unwrap().unwrap().as_ref(), 32u64.to_be_bytes());
     }
 
     #[test]

@@ -7,9 +7,9 @@
 //! So each commit's batch is appended here, numbered, and this file alone is synced before the
 //! commit is answered; sled takes the same batch in memory and writes it in the background. Once
 //! the file passes [`CHECKPOINT_BYTES`], sled is flushed and synced and the file starts again
-//! empty. After a crash, the batches here that sled had not made durable are applied again
-//! (`store::SledHandle::open`): sled records the number of the last batch it holds, written
-//! after that batch's keys.
+//! empty. After a crash, the batches here since the last checkpoint are applied again
+//! (`store::SledHandle::open`): each checkpoint records in sled the number of the last batch it
+//! made durable.
 //!
 //! Record: `[payload length u32 LE][CRC-32 of the payload u32 LE][payload]`; payload:
 //! `[number u64][puts u32]{[seq u64][length u32][bytes]}[removes u32]{[seq u64]}[meta length
