@@ -641,7 +641,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit");
         let mut s = SledStore::open(&path).unwrap();
-        let in_sled = |s: &SledStore, chunk| s.handle().unwrap().stored_chunk(chunk).unwrap().len();
+        let in_sled = |s: &SledStore, chunk| match s.handle().unwrap().db.get(chunk_key(chunk)).unwrap() {
+            Some(value) => decode_chunk(&value).unwrap().len(),
+            None => 0,
+        };
         for seq in 1..CHUNK_RECORDS {
             let meta = Meta { last_seq: seq, ..Meta::default() };
             s.commit(Batch { put: vec![(seq, vec![1])], remove: vec![], meta }).unwrap();
