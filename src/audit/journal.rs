@@ -13,7 +13,7 @@
 //! that is not there (see `store` for why a failed sled handle cannot be trusted).
 
 use super::store::{Batch, Meta, Store, StoreError};
-use redtether_proto::audit::{Actor, AuditEvent, AuditKind, GENESIS, RecordFault, StoredEvent};
+use redtether_proto::audit::{Actor, AuditEvent, AuditKind, GENESIS, RecordFault, StoredEvent, hash_from_hex};
 use std::time::SystemTime;
 
 /// Bytes charged per record beyond its value (key and index overhead, roughly).
@@ -200,7 +200,7 @@ impl<S: Store> Journal<S> {
     /// Recomputes the chain from the checkpoint to the newest record.
     pub fn verify(&self) -> Result<Verification, StoreError> {
         let mut expected_seq = self.meta.checkpoint_seq + 1;
-        let mut prev = decode_hash(&self.meta.checkpoint_hash);
+        let mut prev = hash_from_hex(&self.meta.checkpoint_hash);
         let mut report = Verification { checked: 0, first_seq: None, last_seq: None, first_bad: None };
         loop {
             let chunk = self.store.range(expected_seq, CHUNK)?;
@@ -249,7 +249,7 @@ fn seal_into(
     let seq = meta.last_seq + 1;
     let id = event_id(now);
     let ts = humantime::format_rfc3339_millis(now).to_string();
-    let (event, value) = StoredEvent::seal(event, seq, id, ts, &decode_hash(&meta.last_hash));
+    let (event, value) = StoredEvent::seal(event, seq, id, ts, &hash_from_hex(&meta.last_hash));
     meta.bytes += value.len() as u64 + RECORD_OVERHEAD;
     meta.last_seq = seq;
     meta.last_hash = event.hash.clone();
@@ -263,14 +263,6 @@ fn event_id(now: SystemTime) -> String {
     let millis = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let random: [u8; 10] = rand::random();
     uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid().to_string()
-}
-
-fn decode_hash(text: &str) -> [u8; 32] {
-    let mut out = GENESIS;
-    if hex::decode_to_slice(text, &mut out).is_err() {
-        out = GENESIS;
-    }
-    out
 }
 
 #[cfg(test)]

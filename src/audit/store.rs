@@ -427,8 +427,8 @@ impl Store for SledStore {
         let mut open = handle.open_chunk.as_ref().filter(|(chunk, _)| *chunk >= first_chunk);
         let mut out = Vec::new();
         // Adds the records from `from` on, up to the limit; true once it is reached.
-        let take = |out: &mut Vec<Record>, records: Vec<Record>| {
-            out.extend(records.into_iter().filter(|(seq, _)| *seq >= from).take(limit - out.len()));
+        let take = |out: &mut Vec<Record>, records: &[Record]| {
+            out.extend(records.iter().filter(|(seq, _)| *seq >= from).take(limit - out.len()).cloned());
             out.len() == limit
         };
         for item in handle.db.range(chunk_key(first_chunk)..=chunk_key(u64::MAX)) {
@@ -436,19 +436,19 @@ impl Store for SledStore {
             let chunk = chunk_of_key(&key)?;
             if let Some((open_chunk, records)) = open.filter(|(open_chunk, _)| *open_chunk <= chunk) {
                 open = None;
-                if take(&mut out, records.clone()) {
+                if take(&mut out, records) {
                     return Ok(out);
                 }
                 if *open_chunk == chunk {
                     continue;
                 }
             }
-            if take(&mut out, decode_chunk(&value)?) {
+            if take(&mut out, &decode_chunk(&value)?) {
                 return Ok(out);
             }
         }
         if let Some((_, records)) = open {
-            take(&mut out, records.clone());
+            take(&mut out, records);
         }
         Ok(out)
     }

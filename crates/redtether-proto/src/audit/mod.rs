@@ -12,4 +12,4 @@ mod record;
 pub use batch::{BatchError, Ingested, check_batch, new_events};
 pub use event::{Actor, AuditEvent, Level};
 pub use kind::{AuditKind, HubEventKind};
-pub use record::{GENESIS, MAX_DETAIL, NamedEvent, RecordFault, StoredEvent};
+pub use record::{GENESIS, MAX_DETAIL, NamedEvent, RecordFault, StoredEvent, hash_from_hex};

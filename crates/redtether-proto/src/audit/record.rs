@@ -208,14 +208,17 @@ impl StoredEvent {
 
     /// The hash as bytes.
     pub fn hash_bytes(&self) -> [u8; 32] {
-        let mut out = [0u8; 32];
-        if let Ok(bytes) = hex::decode(&self.hash)
-            && bytes.len() == 32
-        {
-            out.copy_from_slice(&bytes);
-        }
-        out
+        hash_from_hex(&self.hash)
     }
+}
+
+/// A hash written in hex as bytes; [`GENESIS`] for anything that is not 64 hex digits.
+pub fn hash_from_hex(text: &str) -> [u8; 32] {
+    let mut out = GENESIS;
+    if hex::decode_to_slice(text, &mut out).is_err() {
+        out = GENESIS;
+    }
+    out
 }
 
 /// [`Body`] for reading back (strings in stored JSON may be escaped, so they are owned).
@@ -256,6 +259,16 @@ mod tests {
         AuditEvent::new(kind, Actor::user("ann"), "/device-editor/flows")
             .with("zeta", 1)
             .with("alpha", serde_json::json!({"b": 2, "a": 1}))
+    }
+
+    #[test]
+    fn a_hash_reads_back_from_hex_and_anything_else_is_genesis() {
+        let hash: [u8; 32] = Sha256::digest(b"x").into();
+        assert_eq!(hash_from_hex(&hex_of(&hash)), hash);
+        assert_eq!(hash_from_hex(&hex_of(&hash).to_uppercase()), hash);
+        for bad in ["", "ab", &"g".repeat(64), &hex_of(&hash)[..62], &format!("{}00", hex_of(&hash))] {
+            assert_eq!(hash_from_hex(bad), GENESIS, "{bad:?}");
+        }
     }
 
     #[test]
