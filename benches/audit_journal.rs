@@ -181,7 +181,12 @@ fn main() {
     );
     println!("| producers | journal (sled + fdatasync) events/s | plain file + fdatasync events/s | journal / file |");
     println!("|---|---|---|---|");
-    for producers in [1, 8, 64] {
+    // `PRODUCERS=64` measures one point only (for profiling it).
+    let points: Vec<usize> = match std::env::var("PRODUCERS") {
+        Ok(list) => list.split(',').map(|n| n.trim().parse().expect("PRODUCERS is a list of numbers")).collect(),
+        Err(_) => vec![1, 8, 64],
+    };
+    for producers in points {
         let journal = rt.block_on(journal_rate(producers));
         let raw = rt.block_on(raw_rate(producers, record_bytes));
         println!("| {producers} | {journal:.0} | {raw:.0} | {:.2} |", journal / raw);

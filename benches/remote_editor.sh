@@ -39,6 +39,10 @@ UPSTREAM=$(free_port); GATE=$(free_port); API=$(free_port); QUIC=$(free_udp)
 
 # The static upstream: a small answer, and a large file for the bulk figure.
 head -c "$((BULK_MIB << 20))" /dev/zero > "$work/big"
+# Written back now, not by the kernel's flusher 30 s later (dirty_expire_centisecs), which landed
+# in the middle of the 1-connection runs and gave the remote editor's p99 a tail of 4 to 19 ms
+# that was this script's own disk traffic, not the path under test.
+sync "$work/big"
 cat > "$work/upstream.conf" <<CONF
 worker_processes 2;
 pid $work/upstream.pid;

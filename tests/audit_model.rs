@@ -49,8 +49,8 @@ fn event(n: u64) -> AuditEvent {
         .with("pad", "x".repeat((n % 7 * 40) as usize))
 }
 
-fn check(journal: &Journal<MemStore>, model: &Model, store: &MemStore) -> Result<(), TestCaseError> {
-    let meta = journal.meta();
+fn check(journal: &mut Journal<MemStore>, model: &Model, store: &MemStore) -> Result<(), TestCaseError> {
+    let meta = journal.meta().clone();
     prop_assert_eq!(meta.last_seq, model.last_seq, "sequence numbers never go back or skip");
     prop_assert_eq!(meta.cursor, model.cursor, "the cursor is what was acknowledged");
     let verification = journal.verify().unwrap();
@@ -132,7 +132,7 @@ proptest! {
 
             }
             let store = peek_store(&journal);
-            check(&journal, &model, &store)?;
+            check(&mut journal, &model, &store)?;
         }
     }
 }

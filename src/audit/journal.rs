@@ -94,6 +94,8 @@ impl<S: Store> Journal<S> {
             return Ok(Vec::new());
         }
         self.ensure_open()?;
+        // Pruning reads the store: it must show the last batch.
+        self.store.settle();
         let mut meta = self.meta.clone();
         let mut put = Vec::with_capacity(events.len() + 1);
         let mut stored = Vec::with_capacity(events.len() + 1);
@@ -169,6 +171,12 @@ impl<S: Store> Journal<S> {
         Ok(dropped)
     }
 
+    /// Lets the store take the last commit in after it was answered ([`Store::settle`]). Reads
+    /// do it first themselves.
+    pub fn settle(&mut self) {
+        self.store.settle();
+    }
+
     /// Records the platform's acknowledgement of everything up to `seq`.
     pub fn ack(&mut self, seq: u64) -> Result<u64, StoreError> {
         self.ensure_open()?;
@@ -183,7 +191,8 @@ impl<S: Store> Journal<S> {
     }
 
     /// Up to `limit` records after sequence number `after`.
-    pub fn read(&self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+    pub fn read(&mut self, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        self.store.settle();
         Ok(self
             .store
             .range(after.saturating_add(1), limit)?
@@ -193,12 +202,13 @@ impl<S: Store> Journal<S> {
     }
 
     /// Records the platform has not acknowledged yet, oldest first.
-    pub fn unforwarded(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+    pub fn unforwarded(&mut self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         self.read(self.meta.cursor, limit)
     }
 
     /// Recomputes the chain from the checkpoint to the newest record.
-    pub fn verify(&self) -> Result<Verification, StoreError> {
+    pub fn verify(&mut self) -> Result<Verification, StoreError> {
+        self.store.settle();
         let mut expected_seq = self.meta.checkpoint_seq + 1;
         let mut prev = hash_from_hex(&self.meta.checkpoint_hash);
         let mut report = Verification { checked: 0, first_seq: None, last_seq: None, first_bad: None };
@@ -296,7 +306,7 @@ mod tests {
     fn appends_are_durable_when_they_return() {
         let mut j = journal(u64::MAX);
         j.append(vec![ev(1)], SystemTime::now()).unwrap();
-        let after_cut = Journal::open(j.store.after_power_cut(), u64::MAX).unwrap();
+        let mut after_cut = Journal::open(j.store.after_power_cut(), u64::MAX).unwrap();
         assert_eq!(after_cut.read(0, 10).unwrap().len(), 1);
     }
 
@@ -412,7 +422,7 @@ mod full_disk_tests {
         let ns: Vec<u64> = j.read(0, 10).unwrap().iter().map(|e| e.detail["n"].as_u64().unwrap()).collect();
         assert_eq!(ns, [1, 2, 3, 7], "nothing of the failed batches, nothing half");
         assert_eq!(j.verify().unwrap().first_bad, None);
-        let after_cut = Journal::open(j.into_store().after_power_cut(), u64::MAX).unwrap();
+        let mut after_cut = Journal::open(j.into_store().after_power_cut(), u64::MAX).unwrap();
         assert_eq!(after_cut.read(0, 10).unwrap().len(), 4, "all of it durable");
     }
 

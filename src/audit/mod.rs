@@ -409,6 +409,8 @@ impl Worker {
                     let _ = reply.send(Ok(event.seq));
                 }
                 self.announce(stored);
+                // Once answered: the producers send their next events meanwhile.
+                self.journal.settle();
             }
             Err(e) => {
                 tracing::error!(target: "audit", error = %e, count = replies.len(), "audit events could not be made durable; the journal is failing and retries on its own");
@@ -442,6 +444,7 @@ impl Worker {
                 self.health.recovered();
                 tracing::warn!(target: "audit", "the audit journal persists again");
                 self.announce(stored);
+                self.journal.settle();
             }
             Err(e) => {
                 if self.journal.meta().last_seq != before {
@@ -518,9 +521,9 @@ impl Worker {
 
     /// The journal, opened again first if a failure left it closed (reads work during an outage
     /// once the store opens, even before writes do).
-    fn readable(&mut self) -> Result<&Journal<Box<dyn Store>>, StoreError> {
+    fn readable(&mut self) -> Result<&mut Journal<Box<dyn Store>>, StoreError> {
         self.journal.ensure_open()?;
-        Ok(&self.journal)
+        Ok(&mut self.journal)
     }
 }
 
@@ -533,6 +536,9 @@ impl Store for Box<dyn Store> {
     }
     fn sync(&mut self) -> Result<(), StoreError> {
         (**self).sync()
+    }
+    fn settle(&mut self) {
+        (**self).settle()
     }
     fn range(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         (**self).range(from, limit)

@@ -111,8 +111,18 @@ pub trait Store: Send {
     /// Takes a batch, to be applied atomically. Not yet durable, and not necessarily shown
     /// before the next [`Store::sync`].
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError>;
-    /// Makes everything committed durable, and shown.
+    /// Makes everything committed durable; shown once [`Store::settle`] has run.
     fn sync(&mut self) -> Result<(), StoreError>;
+    /// Finishes what a sync leaves for after its commit is answered (sled taking the synced
+    /// batches, a checkpoint). Reads and the next commit come after it; a failure in it is
+    /// reported by the next commit. Nothing to do for a store that shows a batch as it syncs.
+    fn settle(&mut self) {}
+    /// [`Store::sync`], then [`Store::settle`]: durable and shown at once.
+    fn sync_and_settle(&mut self) -> Result<(), StoreError> {
+        self.sync()?;
+        self.settle();
+        Ok(())
+    }
     /// Up to `limit` records with sequence numbers from `from` on, in order.
     fn range(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     /// Throws away what this handle holds in memory and opens the store again, so that it shows
@@ -181,6 +191,9 @@ pub struct SledStore {
     dir: PathBuf,
     /// `None` while closed after a failed write.
     open: Option<SledHandle>,
+    /// Size of the write-ahead file's cycle: [`wal::CHECKPOINT_BYTES`], smaller in tests that
+    /// go through many cycles.
+    checkpoint_bytes: u64,
 }
 
 struct SledHandle {
@@ -189,6 +202,9 @@ struct SledHandle {
     wal: Wal,
     /// Batches committed since the last sync: in the write-ahead file's buffer, not yet in sled.
     staged: Vec<(u64, Batch)>,
+    /// Batches durable in the write-ahead file, not yet taken: a sync leaves them to
+    /// [`Store::settle`], so that the commit is answered without waiting for sled.
+    synced: Vec<(u64, Batch)>,
     /// The number of the last batch taken (into sled or into the two fields below).
     applied: u64,
     /// The newest chunk touched, as it is now: sled holds an older copy of it, or none. Reads
@@ -207,18 +223,24 @@ struct SledHandle {
 
 impl SledStore {
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        Ok(SledStore { dir: dir.to_path_buf(), open: Some(SledHandle::open(dir)?) })
+        Ok(SledStore {
+            dir: dir.to_path_buf(),
+            open: Some(SledHandle::open(dir)?),
+            checkpoint_bytes: wal::CHECKPOINT_BYTES,
+        })
     }
 
     /// A store that could not be opened (the disk is full): closed until [`Store::reopen`]
     /// succeeds.
     pub fn closed(dir: &Path) -> SledStore {
-        SledStore { dir: dir.to_path_buf(), open: None }
+        SledStore { dir: dir.to_path_buf(), open: None, checkpoint_bytes: wal::CHECKPOINT_BYTES }
     }
 
     /// The handle to read through: not one that failed to take a batch (it shows less).
     fn handle(&self) -> Result<&SledHandle, StoreError> {
-        self.open.as_ref().filter(|h| h.failed.is_none()).ok_or(StoreError::NotOpen)
+        let handle = self.open.as_ref().filter(|h| h.failed.is_none()).ok_or(StoreError::NotOpen)?;
+        debug_assert!(handle.synced.is_empty(), "read before the synced batches were settled");
+        Ok(handle)
     }
 }
 
@@ -260,6 +282,7 @@ impl SledHandle {
             log,
             wal,
             staged: Vec::new(),
+            synced: Vec::new(),
             applied,
             open_chunk: None,
             meta: None,
@@ -360,7 +383,7 @@ impl SledHandle {
     }
 
     /// Writes what this handle holds in memory to sled, makes everything sled holds durable in
-    /// its own files, then empties the write-ahead file.
+    /// its own files, then starts the write-ahead file's next cycle.
     fn checkpoint(&mut self) -> Result<(), StoreError> {
         if let Some((chunk, records)) = self.open_chunk.take() {
             let written = self.write_chunk(chunk, &records);
@@ -372,7 +395,8 @@ impl SledHandle {
         }
         self.db.insert(APPLIED_KEY, &self.applied.to_be_bytes())?;
         self.log.sync(&self.db)?;
-        self.wal.clear().map_err(|source| wal_error(self.wal.path(), source))
+        self.wal.restart();
+        Ok(())
     }
 }
 
@@ -386,6 +410,7 @@ impl Store for SledStore {
     }
 
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
+        self.settle();
         let handle = self.open.as_mut().ok_or(StoreError::NotOpen)?;
         if let Some(e) = handle.failed.take() {
             return Err(e);
@@ -407,17 +432,25 @@ impl Store for SledStore {
             return Err(wal_error(handle.wal.path(), source));
         }
         // The batches are durable now, whatever sled does with them: they are answered as
-        // recorded. If sled fails to take them (its handle poisoned by a failed background
-        // write) or to checkpoint, the next commit says so (see `SledHandle::failed`).
-        let applied = std::mem::take(&mut handle.staged)
+        // recorded, and sled takes them after that (`settle`).
+        handle.synced.append(&mut handle.staged);
+        Ok(())
+    }
+
+    /// Applies the synced batches to sled and checkpoints once the file has grown. If sled fails
+    /// to take them (its handle poisoned by a failed background write) or to checkpoint, the next
+    /// commit says so (see `SledHandle::failed`).
+    fn settle(&mut self) {
+        let cycle = self.checkpoint_bytes;
+        let Some(handle) = self.open.as_mut().filter(|h| !h.synced.is_empty()) else { return };
+        let applied = std::mem::take(&mut handle.synced)
             .into_iter()
             .try_for_each(|(number, batch)| handle.apply(number, batch))
-            .and_then(|()| if handle.wal.len() >= wal::CHECKPOINT_BYTES { handle.checkpoint() } else { Ok(()) });
+            .and_then(|()| if handle.wal.len() >= cycle { handle.checkpoint() } else { Ok(()) });
         if let Err(e) = applied {
             tracing::warn!(target: "audit", error = %e, "sled did not take a durable batch; the journal is opened again at its next write");
             handle.failed = Some(e);
         }
-        Ok(())
     }
 
     fn range(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
@@ -533,7 +566,7 @@ mod tests {
             })
             .unwrap();
             s.commit(Batch { put: vec![], remove: vec![1], meta }).unwrap();
-            s.sync().unwrap();
+            s.sync_and_settle().unwrap();
         }
         let s = SledStore::open(&path).unwrap();
         assert_eq!(s.load_meta().unwrap().unwrap().last_seq, 3);
@@ -548,9 +581,15 @@ mod tests {
         /// after the store is opened again (which applies the write-ahead file over what sled
         /// wrote since the last checkpoint).
         #[test]
-        fn sled_chunks_behave_like_a_map_of_records(ops in proptest::collection::vec((0u64..200, 0u64..40, proptest::prelude::any::<bool>(), 0u8..4), 1..40)) {
+        fn sled_chunks_behave_like_a_map_of_records(
+            ops in proptest::collection::vec((0u64..200, 0u64..40, proptest::prelude::any::<bool>(), 0u8..4), 1..40),
+            cycle in proptest::prop_oneof![proptest::strategy::Just(wal::CHECKPOINT_BYTES), 200u64..3000],
+        ) {
             let dir = tempfile::tempdir().unwrap();
             let mut sled = SledStore::open(&dir.path().join("j")).unwrap();
+            // A small cycle: many checkpoints, each followed by records written over the older
+            // cycles' in the write-ahead file, and reopens that must tell them apart.
+            sled.checkpoint_bytes = cycle;
             let mut mem = MemStore::default();
             for (number, (start, len, remove, reopen)) in ops.into_iter().enumerate() {
                 let seqs: Vec<u64> = (start..start + len).collect();
@@ -561,7 +600,7 @@ mod tests {
                     Batch { put: seqs.iter().map(|s| (*s, s.to_be_bytes().repeat((*s % 5) as usize + 1))).collect(), remove: vec![], meta: meta.clone() }
                 };
                 sled.commit(batch()).unwrap();
-                sled.sync().unwrap();
+                sled.sync_and_settle().unwrap();
                 mem.commit(batch()).unwrap();
                 if reopen == 0 {
                     sled.reopen().unwrap();
@@ -597,7 +636,7 @@ mod tests {
         {
             let mut s = SledStore::open(path).unwrap();
             s.commit(Batch { put: batches[0].put.clone(), remove: vec![], meta: batches[0].meta.clone() }).unwrap();
-            s.sync().unwrap();
+            s.sync_and_settle().unwrap();
         }
         let (mut file, held) = Wal::open(path).unwrap();
         assert_eq!(held.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1]);
@@ -618,10 +657,13 @@ mod tests {
         // Applied in order: record 1, put by batch 1, is removed by batch 2.
         assert_eq!(s.range(0, 10).unwrap(), vec![(2, b"b".to_vec()), (3, b"c".to_vec()), (4, b"d".to_vec())]);
         drop(s);
-        // What was applied is now sled's own: the file was emptied and nothing is applied twice.
-        assert_eq!(Wal::open(&path).unwrap().1.len(), 0);
+        // What was applied is now sled's own, up to the number the checkpoint recorded; the file
+        // still holds those batches (it is reused, not emptied), and they are not applied twice.
+        assert_eq!(Wal::open(&path).unwrap().1.len(), 3);
         let mut s = SledStore::open(&path).unwrap();
+        assert_eq!(s.handle().unwrap().applied, 3);
         assert_eq!(s.load_meta().unwrap().unwrap().last_seq, 4);
+        assert_eq!(s.range(0, 10).unwrap().len(), 3);
         // Numbering continues after the replayed batches.
         s.commit(Batch {
             put: vec![(5, b"e".to_vec())],
@@ -629,7 +671,7 @@ mod tests {
             meta: Meta { last_seq: 5, ..Meta::default() },
         })
         .unwrap();
-        s.sync().unwrap();
+        s.sync_and_settle().unwrap();
         drop(s);
         let s = SledStore::open(&path).unwrap();
         assert_eq!(s.range(5, 10).unwrap(), vec![(5, b"e".to_vec())]);
@@ -648,13 +690,13 @@ mod tests {
         for seq in 1..CHUNK_RECORDS {
             let meta = Meta { last_seq: seq, ..Meta::default() };
             s.commit(Batch { put: vec![(seq, vec![1])], remove: vec![], meta }).unwrap();
-            s.sync().unwrap();
+            s.sync_and_settle().unwrap();
         }
         assert_eq!(s.range(0, 100).unwrap().len(), 31);
         assert_eq!(in_sled(&s, 0), 0, "31 commits into chunk 0 wrote it to sled none of the times");
         let meta = Meta { last_seq: CHUNK_RECORDS, ..Meta::default() };
         s.commit(Batch { put: vec![(CHUNK_RECORDS, vec![2])], remove: vec![], meta }).unwrap();
-        s.sync().unwrap();
+        s.sync_and_settle().unwrap();
         assert_eq!((in_sled(&s, 0), in_sled(&s, 1)), (31, 0));
         s.open.as_mut().unwrap().checkpoint().unwrap();
         assert_eq!(in_sled(&s, 1), 1);
@@ -673,7 +715,7 @@ mod tests {
                 meta: Meta { last_seq: 1, ..Meta::default() },
             })
             .unwrap();
-            s.sync().unwrap();
+            s.sync_and_settle().unwrap();
             s.commit(Batch {
                 put: vec![(2, b"b".to_vec())],
                 remove: vec![],
@@ -695,7 +737,7 @@ mod tests {
             let mut s = SledStore::open(&path).unwrap();
             let meta = Meta { last_seq: 1, ..Meta::default() };
             s.commit(Batch { put: vec![(1, b"a".to_vec())], remove: vec![], meta }).unwrap();
-            s.sync().unwrap();
+            s.sync_and_settle().unwrap();
         }
         let mut s = SledStore::closed(&path);
         assert!(matches!(s.load_meta(), Err(StoreError::NotOpen)));
@@ -725,7 +767,7 @@ mod tests {
         let mut s = MemStore::default();
         s.commit(Batch { put: vec![(1, vec![1])], remove: vec![], meta: Meta { last_seq: 1, ..Meta::default() } })
             .unwrap();
-        s.sync().unwrap();
+        s.sync_and_settle().unwrap();
         s.commit(Batch { put: vec![(2, vec![2])], remove: vec![], meta: Meta { last_seq: 2, ..Meta::default() } })
             .unwrap();
         let cut = s.after_power_cut();

@@ -6,15 +6,25 @@
 //! `redtether_host::sled_open`): three device round trips per commit where a plain file needs one.
 //! So each commit's batch is appended here, numbered, and this file alone is synced before the
 //! commit is answered; sled takes the same batch in memory and writes it in the background. Once
-//! the file passes [`CHECKPOINT_BYTES`], sled is flushed and synced and the file starts again
-//! empty. After a crash, the batches here since the last checkpoint are applied again
-//! (`store::SledHandle::open`): each checkpoint records in sled the number of the last batch it
-//! made durable.
+//! the file passes [`CHECKPOINT_BYTES`], sled is flushed and synced and writing starts again at
+//! the file's beginning. After a crash, the batches here since the last checkpoint are applied
+//! again (`store::SledHandle::open`): each checkpoint records in sled the number of the last batch
+//! it made durable.
+//!
+//! The file is reused, not emptied (as PostgreSQL recycles its WAL segments): a sync that only
+//! overwrites blocks the file already has is one device write, where an append also changes the
+//! file's size and makes `fdatasync` write the inode after the data and wait for it (ext4), and
+//! emptying the file cost a truncate and a sync of its own at every checkpoint. What the last cycle
+//! left behind the newest record is told apart by its number: batch numbers only grow, every record
+//! written since a checkpoint has a number above the checkpoint's, every one left from before has
+//! one at or below it, so reading stops at the first record whose number does not exceed the one
+//! before it.
 //!
 //! Record: `[payload length u32 LE][CRC-32 of the payload u32 LE][payload]`; payload:
 //! `[number u64][puts u32]{[seq u64][length u32][bytes]}[removes u32]{[seq u64]}[meta length
-//! u32][meta JSON]`. Reading stops at the first record that is cut short or fails its CRC: that
-//! is where a crash interrupted the last write, which was never answered.
+//! u32][meta JSON]`. Reading stops at the first record that is cut short, fails its CRC or is
+//! older than the one before it: that is where a crash interrupted the last write, which was never
+//! answered, or where the records of an earlier cycle begin.
 
 use super::store::{Batch, Meta};
 use std::fs::{File, OpenOptions};
@@ -36,7 +46,7 @@ pub struct Wal {
     path: PathBuf,
     /// Records appended since the last sync, not yet written.
     pending: Vec<u8>,
-    /// Bytes in the file (where the next write goes).
+    /// Bytes of this cycle's records (where the next write goes); the file may be longer.
     len: u64,
 }
 
@@ -56,7 +66,7 @@ impl Wal {
         &self.path
     }
 
-    /// Bytes written to the file so far.
+    /// Bytes written since the last checkpoint.
     pub fn len(&self) -> u64 {
         self.len
     }
@@ -75,7 +85,8 @@ impl Wal {
             Err(e) => {
                 self.pending.clear();
                 // Shrinking needs no space. Should it fail too, the next write still goes over
-                // the cut-off records; only a crash before then could bring them back.
+                // the cut-off records; only a crash before then could bring them back. (What it
+                // also cuts off of an earlier cycle only costs the next writes their reuse.)
                 let _ = self.file.set_len(self.len);
                 return Err(e);
             }
@@ -85,12 +96,10 @@ impl Wal {
         Ok(())
     }
 
-    /// Empties the file, once everything in it is durable elsewhere.
-    pub fn clear(&mut self) -> io::Result<()> {
-        self.file.set_len(0)?;
-        self.file.sync_data()?;
+    /// Starts a new cycle at the file's beginning, once everything in it is durable elsewhere.
+    /// Nothing is written: the records left in the file are older than the next one.
+    pub fn restart(&mut self) {
         self.len = 0;
-        Ok(())
     }
 }
 
@@ -122,11 +131,14 @@ pub fn encode_into(number: u64, batch: &Batch, out: &mut Vec<u8>) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// The whole records at the start of `bytes`, and how many bytes they take.
+/// The whole records at the start of `bytes` whose numbers grow, and how many bytes they take.
 pub fn decode_all(bytes: &[u8]) -> (Vec<(u64, Batch)>, usize) {
-    let mut batches = Vec::new();
+    let mut batches: Vec<(u64, Batch)> = Vec::new();
     let mut at = 0;
     while let Some((record, used)) = decode_one(&bytes[at..]) {
+        if batches.last().is_some_and(|(previous, _)| record.0 <= *previous) {
+            break;
+        }
         batches.push(record);
         at += used;
     }
@@ -239,8 +251,43 @@ mod tests {
         }
     }
 
+    /// A batch whose record is `size` payload bytes long, whatever its number.
+    fn batch_of_size(size: usize) -> Batch {
+        Batch { put: vec![(1, vec![7; size])], remove: vec![], meta: Meta::default() }
+    }
+
     #[test]
-    fn a_file_is_appended_synced_cleared_and_read_again() {
+    fn a_restarted_file_reads_only_its_new_cycle_though_older_records_follow_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path()).unwrap();
+        for n in 1..=3 {
+            wal.append(n, &batch_of_size(100));
+        }
+        wal.sync().unwrap();
+        let cycle_bytes = wal.len();
+        wal.restart();
+        drop(wal);
+        // Nothing written since the checkpoint: the old cycle reads back (the store skips
+        // batches at or below the number its checkpoint recorded).
+        let (mut wal, read) = Wal::open(dir.path()).unwrap();
+        assert_eq!(read.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1, 2, 3]);
+        wal.restart();
+        // Record 4 takes record 1's place exactly; records 2 and 3 stay intact behind it.
+        wal.append(4, &batch_of_size(100));
+        wal.sync().unwrap();
+        let record_bytes = wal.len();
+        drop(wal);
+        let path = dir.path().join(FILE_NAME);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), cycle_bytes, "the file was reused in place");
+        let (old, _) = decode_all(&std::fs::read(&path).unwrap()[record_bytes as usize..]);
+        assert_eq!(old.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![2, 3]);
+        let (wal, read) = Wal::open(dir.path()).unwrap();
+        assert_eq!(read.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![4]);
+        assert_eq!(wal.len(), record_bytes);
+    }
+
+    #[test]
+    fn a_file_is_appended_synced_restarted_and_read_again() {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, read) = Wal::open(dir.path()).unwrap();
         assert!(read.is_empty());
@@ -252,7 +299,7 @@ mod tests {
         let (mut wal, read) = Wal::open(dir.path()).unwrap();
         assert_eq!(read.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1, 2]);
         assert_eq!(wal.len(), len);
-        wal.clear().unwrap();
+        wal.restart();
         wal.append(4, &batch(4));
         wal.sync().unwrap();
         drop(wal);
