@@ -2,11 +2,12 @@
 //! (for tests and as a stand-in).
 //!
 //! A commit is durable once its batch is in the journal's write-ahead file ([`super::wal`]):
-//! [`SledStore::sync`] writes and syncs that file only, while sled writes the same batch in the
-//! background. A checkpoint — sled's flush followed by `fdatasync` of its log file
-//! (`redtether_host::sled_open::LogFile`: sled's flush alone does not survive a power cut) —
-//! empties the file when it grows, and when the store is opened, after the batches since the last
-//! checkpoint were applied again from it.
+//! [`SledStore::sync`] writes and syncs that file only; sled takes the same batch afterwards
+//! ([`Store::settle`], once the commit is answered) and writes it in the background. A checkpoint
+//! — sled's flush followed by `fdatasync` of its log file (`redtether_host::sled_open::LogFile`:
+//! sled's flush alone does not survive a power cut) — starts the file's next cycle when it has
+//! grown, and when the store is opened, after the batches since the last checkpoint were applied
+//! again from it.
 //!
 //! Between checkpoints the newest chunk of records and the bookkeeping stay in memory (the
 //! write-ahead file has them): a commit of a few records would otherwise rewrite the whole newest
@@ -109,7 +110,7 @@ pub trait Store: Send {
     /// The bookkeeping as last committed, if the store has any.
     fn load_meta(&self) -> Result<Option<Meta>, StoreError>;
     /// Takes a batch, to be applied atomically. Not yet durable, and not necessarily shown
-    /// before the next [`Store::sync`].
+    /// before the next [`Store::sync`] and [`Store::settle`].
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError>;
     /// Makes everything committed durable; shown once [`Store::settle`] has run.
     fn sync(&mut self) -> Result<(), StoreError>;
@@ -421,8 +422,8 @@ impl Store for SledStore {
         Ok(())
     }
 
-    /// Writes and syncs the write-ahead file (one write, one `fdatasync`), then applies what it
-    /// now holds to sled; checkpoints once the file has grown.
+    /// Writes and syncs the write-ahead file (one write, one `fdatasync`); sled takes the batches
+    /// in [`Store::settle`].
     fn sync(&mut self) -> Result<(), StoreError> {
         let handle = self.open.as_mut().ok_or(StoreError::NotOpen)?;
         if let Err(source) = handle.wal.sync() {

@@ -15,15 +15,16 @@
 //! overwrites blocks the file already has is one device write, where an append also changes the
 //! file's size and makes `fdatasync` write the inode after the data and wait for it (ext4), and
 //! emptying the file cost a truncate and a sync of its own at every checkpoint. What the last cycle
-//! left behind the newest record is told apart by its number: batch numbers only grow, every record
-//! written since a checkpoint has a number above the checkpoint's, every one left from before has
-//! one at or below it, so reading stops at the first record whose number does not exceed the one
-//! before it.
+//! left behind the newest record is told apart by its number: batches are numbered one after the
+//! other, every record written since a checkpoint has a number above the checkpoint's, every one
+//! left from before has one at or below it, so reading stops at the first record whose number
+//! does not follow the one before it. A record whose write failed is cut off the file and the cut
+//! made durable (here, and again when the file is next opened), since its number is used again.
 //!
 //! Record: `[payload length u32 LE][CRC-32 of the payload u32 LE][payload]`; payload:
 //! `[number u64][puts u32]{[seq u64][length u32][bytes]}[removes u32]{[seq u64]}[meta length
-//! u32][meta JSON]`. Reading stops at the first record that is cut short, fails its CRC or is
-//! older than the one before it: that is where a crash interrupted the last write, which was never
+//! u32][meta JSON]`. Reading stops at the first record that is cut short, fails its CRC or does
+//! not follow the one before it: that is where a crash interrupted the last write, which was never
 //! answered, or where the records of an earlier cycle begin.
 
 use super::store::{Batch, Meta};
@@ -34,8 +35,9 @@ use std::path::{Path, PathBuf};
 
 /// The file's name in the journal's folder.
 pub const FILE_NAME: &str = "wal";
-/// Size after which a sync also checkpoints (sled flushed and synced, the file emptied): small
-/// enough to replay in a moment, large enough that the checkpoint's three round trips are rare.
+/// Size after which the store checkpoints (sled flushed and synced, writing restarted at the
+/// file's beginning): small enough to replay in a moment, large enough that the checkpoint's
+/// three round trips are rare.
 pub const CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
 /// A record longer than this is damage, not a batch (the journal batches at most a few
 /// thousand events of a few KiB each).
@@ -58,7 +60,10 @@ impl Wal {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let (batches, valid) = decode_all(&bytes);
-        // Whatever follows the last whole record is overwritten by the next one.
+        // Whatever follows the last whole record is overwritten by the next one. The file's size
+        // is made durable first: a failed write that was cut off (`Wal::sync`) stays cut off
+        // across a power cut even if that cut could not be synced at the time.
+        file.sync_data()?;
         Ok((Wal { file, path, pending: Vec::new(), len: valid as u64 }, batches))
     }
 
@@ -84,10 +89,12 @@ impl Wal {
             Ok(()) => self.pending.len() as u64,
             Err(e) => {
                 self.pending.clear();
-                // Shrinking needs no space. Should it fail too, the next write still goes over
-                // the cut-off records; only a crash before then could bring them back. (What it
-                // also cuts off of an earlier cycle only costs the next writes their reuse.)
-                let _ = self.file.set_len(self.len);
+                // Shrinking needs no space, and is synced: the next batch takes the same number,
+                // and a failed record that a power cut brought back would follow the ones before
+                // it. Should either fail, the next open syncs the size again, and the next write
+                // goes over the cut-off record. (What it also cuts off of an earlier cycle only
+                // costs the next writes their reuse.)
+                let _ = self.file.set_len(self.len).and_then(|()| self.file.sync_data());
                 return Err(e);
             }
         };
@@ -131,12 +138,13 @@ pub fn encode_into(number: u64, batch: &Batch, out: &mut Vec<u8>) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// The whole records at the start of `bytes` whose numbers grow, and how many bytes they take.
+/// The whole records at the start of `bytes` numbered one after the other, and how many bytes
+/// they take.
 pub fn decode_all(bytes: &[u8]) -> (Vec<(u64, Batch)>, usize) {
     let mut batches: Vec<(u64, Batch)> = Vec::new();
     let mut at = 0;
     while let Some((record, used)) = decode_one(&bytes[at..]) {
-        if batches.last().is_some_and(|(previous, _)| record.0 <= *previous) {
+        if batches.last().is_some_and(|(previous, _)| Some(record.0) != previous.checked_add(1)) {
             break;
         }
         batches.push(record);
@@ -232,6 +240,16 @@ mod tests {
     }
 
     #[test]
+    fn a_gap_in_the_numbers_ends_the_file_there() {
+        let mut bytes = Vec::new();
+        for n in [1, 2, 4, 5] {
+            encode_into(n, &batch(n), &mut bytes);
+        }
+        let (read, _) = decode_all(&bytes);
+        assert_eq!(read.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    #[test]
     fn a_damaged_record_and_everything_after_it_are_not_applied() {
         let mut bytes = Vec::new();
         encode_into(1, &batch(1), &mut bytes);
@@ -323,10 +341,11 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let (mut wal, read) = Wal::open(dir.path()).unwrap();
         assert_eq!(read.len(), 1);
-        wal.append(3, &batch(3));
+        wal.append(2, &batch(3));
         wal.sync().unwrap();
         drop(wal);
         let (_, read) = Wal::open(dir.path()).unwrap();
-        assert_eq!(read.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(read.iter().map(|(n, _)| *n).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(same(&read[1].1, &batch(3)), "the second record is the one written after the crash");
     }
 }
