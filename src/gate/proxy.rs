@@ -33,6 +33,9 @@ pub enum WebsocketSpace {
     Node,
 }
 
+/// The most hyper reads from Node-RED at once ([`Proxy::new`]).
+const UPSTREAM_READ_BUFFER: usize = 128 * 1024;
+
 pub struct Proxy {
     /// Requests go up as they came (a streamed body) or as the gate made them (a whole one).
     client: Client<HttpConnector, GateBody>,
@@ -51,6 +54,11 @@ impl Proxy {
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let mut builder = Client::builder(TokioExecutor::new());
         builder.pool_idle_timeout(Duration::from_secs(30)).pool_max_idle_per_host(64);
+        // Reads from Node-RED stay under glibc's mmap threshold (256 KiB, `redtether_host::heap`):
+        // hyper's default lets its read buffer grow to ~400 KiB, and each body chunk split off it
+        // left the next read a fresh mapping to fault in page by page (a third of the agent's
+        // page faults during a bulk download). Also the largest response head Node-RED may send.
+        builder.http1_max_buf_size(UPSTREAM_READ_BUFFER);
         let websockets = Mutex::new([cancel.child_token(), cancel.child_token()]);
         Proxy { client: builder.build(connector), upstream, tasks, cancel, websockets }
     }

@@ -239,10 +239,19 @@ impl RecvStream {
     }
 }
 
+/// The most handed to quinn in one write. quinn copies each write into an allocation of its own
+/// until the peer acknowledges it; one of hyper's body chunks (up to ~400 KiB) would be over
+/// glibc's mmap threshold (256 KiB, `redtether_host::heap`), a fresh mapping per write whose
+/// every page faults in, is zeroed by the kernel and is unmapped again: 150k page faults/s in the
+/// agent during a bulk download. Pieces of this size come from the heap and are reused.
+const QUIC_WRITE_PIECE: usize = 64 * 1024;
+
 impl AsyncWrite for SendStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            SendStream::Quic(s) => Pin::new(s).poll_write(cx, buf).map_err(io::Error::from),
+            SendStream::Quic(s) => {
+                Pin::new(s).poll_write(cx, &buf[..buf.len().min(QUIC_WRITE_PIECE)]).map_err(io::Error::from)
+            }
             SendStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
@@ -259,11 +268,11 @@ impl AsyncWrite for SendStream {
         match self.get_mut() {
             SendStream::Quic(s) => {
                 let mut written = 0;
-                for buf in bufs.iter().filter(|b| !b.is_empty()) {
-                    match Pin::new(&mut *s).poll_write(cx, buf) {
+                for piece in bufs.iter().flat_map(|b| b.chunks(QUIC_WRITE_PIECE)) {
+                    match Pin::new(&mut *s).poll_write(cx, piece) {
                         Poll::Ready(Ok(n)) => {
                             written += n;
-                            if n < buf.len() {
+                            if n < piece.len() {
                                 break;
                             }
                         }

@@ -79,3 +79,25 @@ async fn vectored_writes_arrive_whole_and_in_order_past_flow_control() {
     assert!(got == expected, "the bytes arrived changed or out of order");
     assert!(writes > 1, "flow control never cut a write short: the test did not cover partial writes");
 }
+
+/// quinn copies each write into an allocation of its own: a large write is handed to it in
+/// pieces that stay under glibc's mmap threshold, and the data still arrives whole.
+#[tokio::test]
+async fn a_large_write_goes_to_quinn_in_pieces_and_arrives_whole() {
+    let (device, hub, _d, _h) = pair().await;
+    let (mut send, _recv) = device.open_bi().await.unwrap();
+    let data: Vec<u8> = (0..1024 * 1024).map(|j| (j % 253) as u8).collect();
+    let reader = tokio::spawn(async move {
+        let (_s, recv) = hub.accept_bi().await.unwrap();
+        read_all(recv).await
+    });
+    let mut at = 0;
+    while at < data.len() {
+        let taken = send.write(&data[at..]).await.unwrap();
+        // glibc's mmap threshold as the agent sets it (`redtether_host::heap`).
+        assert!(taken > 0 && taken < 256 * 1024, "one write took {taken} bytes");
+        at += taken;
+    }
+    send.finish().await.unwrap();
+    assert!(reader.await.unwrap() == data, "the bytes arrived changed or out of order");
+}
