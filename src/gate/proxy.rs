@@ -56,7 +56,7 @@ impl Proxy {
         builder.pool_idle_timeout(Duration::from_secs(30)).pool_max_idle_per_host(64);
         // Reads from Node-RED stay under glibc's mmap threshold (256 KiB, `redtether_host::heap`):
         // hyper's default lets its read buffer grow to ~400 KiB, and each body chunk split off it
-        // left the next read a fresh mapping to fault in page by page (a third of the agent's
+        // left the next read a fresh mapping to fault in page by page (two fifths of the agent's
         // page faults during a bulk download). Also the largest response head Node-RED may send.
         builder.http1_max_buf_size(UPSTREAM_READ_BUFFER);
         let websockets = Mutex::new([cancel.child_token(), cancel.child_token()]);
