@@ -128,9 +128,10 @@ speed() { curl -s -o /dev/null -w '%{speed_download}' -H "$1" "$2"; }
 bulk_direct=$(speed "X-Bench: 1" "http://127.0.0.1:$UPSTREAM/device-editor/big")
 bulk_lan=$(speed "$BASIC" "http://127.0.0.1:$GATE/device-editor/big")
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-h0=$(ticks "$hub"); a0=$(ticks "$agent"); t0=$(date +%s.%N)
+faults() { awk '{print $10}' "/proc/$1/stat"; }   # minor page faults so far
+h0=$(ticks "$hub"); a0=$(ticks "$agent"); f0=$(faults "$agent"); t0=$(date +%s.%N)
 bulk_remote=$(speed "$BEARER" "http://127.0.0.1:$API/devices/bench/editor/big")
-h1=$(ticks "$hub"); a1=$(ticks "$agent"); t1=$(date +%s.%N)
+h1=$(ticks "$hub"); a1=$(ticks "$agent"); f1=$(faults "$agent"); t1=$(date +%s.%N)
 cpu=$(python3 -c "import os,sys; hz=os.sysconf('SC_CLK_TCK'); t=float(sys.argv[5])-float(sys.argv[4]); print(f'hub {100*(int(sys.argv[1]))/hz/t:.0f} %, agent {100*(int(sys.argv[2]))/hz/t:.0f} % of a core')" "$((h1-h0))" "$((a1-a0))" x "$t0" "$t1")
 raw_quinn=$(ONLY=bulk cargo bench --quiet --bench tunnel 2>/dev/null | awk '/raw quinn bulk:/ {print $4}')
 
@@ -159,7 +160,7 @@ while :; do
 done
 done_at=$(date +%s.%N)
 
-echo "CPU during the bulk download through the tunnel: $cpu"
+echo "CPU during the bulk download through the tunnel: $cpu; agent page faults $((f1 - f0))"
 python3 - "$CONNECTIONS" "$DURATION" "$bulk_direct" "$bulk_lan" "$bulk_remote" "${raw_quinn:-0}" "$made" "$backlog" "$started" "${online_at:-$started}" "$done_at" "${results[@]}" <<'PY'
 import sys
 conns, duration = sys.argv[1], sys.argv[2]

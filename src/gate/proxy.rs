@@ -34,7 +34,7 @@ pub enum WebsocketSpace {
 }
 
 /// The most hyper reads from Node-RED at once ([`Proxy::new`]).
-const UPSTREAM_READ_BUFFER: usize = 128 * 1024;
+const UPSTREAM_READ_BUFFER: usize = redtether_host::heap::MMAP_THRESHOLD / 2;
 
 pub struct Proxy {
     /// Requests go up as they came (a streamed body) or as the gate made them (a whole one).
@@ -54,7 +54,7 @@ impl Proxy {
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let mut builder = Client::builder(TokioExecutor::new());
         builder.pool_idle_timeout(Duration::from_secs(30)).pool_max_idle_per_host(64);
-        // Reads from Node-RED stay under glibc's mmap threshold (256 KiB, `redtether_host::heap`):
+        // Reads from Node-RED stay under glibc's mmap threshold (`redtether_host::heap`):
         // hyper's default lets its read buffer grow to ~400 KiB, and each body chunk split off it
         // left the next read a fresh mapping to fault in page by page (two fifths of the agent's
         // page faults during a bulk download). Also the largest response head Node-RED may send.

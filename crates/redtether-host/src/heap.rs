@@ -1,5 +1,10 @@
 //! How the process uses glibc's allocator: a small, steady heap on small devices.
 
+/// Allocations from this size on are mappings of their own, returned to the kernel when freed
+/// ([`keep_small`]). A buffer filled and freed over and over should stay below it: each mapping
+/// is faulted in page by page and zeroed by the kernel again.
+pub const MMAP_THRESHOLD: usize = 256 * 1024;
+
 /// glibc raises its mmap threshold after every large free, so the ~19 MiB an argon2
 /// verification borrows would afterwards come from the heap and stay resident for good. A fixed
 /// threshold returns such blocks to the kernel; two arenas keep threads from multiplying heaps.
@@ -8,7 +13,7 @@
 pub fn keep_small() {
     // SAFETY: mallopt only sets allocator parameters; it is called before other threads exist.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }

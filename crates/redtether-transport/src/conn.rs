@@ -241,9 +241,10 @@ impl RecvStream {
 
 /// The most handed to quinn in one write. quinn copies each write into an allocation of its own
 /// until the peer acknowledges it; one of hyper's body chunks (up to ~400 KiB) would be over
-/// glibc's mmap threshold (256 KiB, `redtether_host::heap`), a fresh mapping per write whose
-/// every page faults in, is zeroed by the kernel and is unmapped again: 150k page faults/s in the
-/// agent during a bulk download. Pieces of this size come from the heap and are reused.
+/// glibc's mmap threshold (256 KiB, `redtether_host::heap::MMAP_THRESHOLD`, a crate this one
+/// does not link), a fresh mapping per write whose every page faults in, is zeroed by the kernel
+/// and is unmapped again: 150k page faults/s in the agent during a bulk download. Pieces of this
+/// size come from the heap and are reused.
 const QUIC_WRITE_PIECE: usize = 64 * 1024;
 
 impl AsyncWrite for SendStream {
